@@ -1,0 +1,1331 @@
+//! `slipway.toml` -> validated settings.
+//!
+//! The file is read in two passes. Serde reads it into `Raw*` types that keep the byte span of
+//! every value a later rule may reject (`toml::Spanned`), with unknown keys refused; then
+//! [`validate`] checks what serde cannot (names, ranges, cross-references) and produces the
+//! plain [`Config`] every later step reads. Every error is a [`ConfigError`] that names the
+//! file, line and column, so a user can jump straight to the mistake.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The file name searched for, upward from the current directory.
+pub const FILE_NAME: &str = "slipway.toml";
+
+/// Keys accepted in `[base_images]`: the base image each stack's Dockerfile takes from an `ARG`.
+pub const BASE_IMAGE_KEYS: &[&str] = &["python", "node", "go", "rust", "runtime"];
+
+/// The Dockerfile `ARG` that holds the base image for a `[base_images]` key.
+pub fn base_image_arg(key: &str) -> String {
+    format!("{}_IMAGE", key.to_ascii_uppercase())
+}
+
+/// A configuration error, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Config {
+    /// The `slipway.toml` this came from.
+    pub path: PathBuf,
+    /// The directory holding it: every relative path in the file is relative to it.
+    pub root: PathBuf,
+    pub app: App,
+    /// Components by name, in name order.
+    pub components: BTreeMap<String, Component>,
+    pub images: Images,
+    /// Overrides of the base image each stack uses, by key (see [`BASE_IMAGE_KEYS`]).
+    pub base_images: BTreeMap<String, String>,
+    pub cluster: ClusterTarget,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct App {
+    /// A DNS-1123 label.
+    pub name: String,
+    pub version: String,
+    /// The Kubernetes namespace the app is deployed to (default: the app name).
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Images {
+    /// Image name prefix: images are `PREFIX/COMPONENT:TAG` (default: the app name).
+    pub prefix: String,
+    /// Extra tags moved after each successful build (default: `latest`).
+    pub tags: Vec<String>,
+}
+
+/// Which cluster images are loaded into.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+pub enum ClusterTarget {
+    Auto,
+    Kind(String),
+    Minikube(String),
+    None,
+}
+
+impl ClusterTarget {
+    /// Parses `auto`, `none`, `kind:NAME`, `minikube:PROFILE` (also `kind`, `minikube` alone
+    /// for the tools' default names).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, name) = match s.split_once(':') {
+            Some((k, n)) => (k, Some(n)),
+            None => (s, None),
+        };
+        let checked = |n: Option<&str>, default: &str| -> Result<String, String> {
+            let n = n.unwrap_or(default);
+            if is_dns_label(n) {
+                Ok(n.to_string())
+            } else {
+                Err(format!(
+                    "cluster name `{n}` is not a valid name (lowercase letters, digits and `-`)"
+                ))
+            }
+        };
+        match (kind, name) {
+            ("auto", None) => Ok(ClusterTarget::Auto),
+            ("none", None) => Ok(ClusterTarget::None),
+            ("kind", n) => Ok(ClusterTarget::Kind(checked(n, "kind")?)),
+            ("minikube", n) => Ok(ClusterTarget::Minikube(checked(n, "minikube")?)),
+            _ => Err(format!(
+                "unknown cluster `{s}`: expected `auto`, `none`, `kind:NAME` or `minikube:PROFILE`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ClusterTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterTarget::Auto => f.write_str("auto"),
+            ClusterTarget::None => f.write_str("none"),
+            ClusterTarget::Kind(n) => write!(f, "kind:{n}"),
+            ClusterTarget::Minikube(n) => write!(f, "minikube:{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Component {
+    pub name: String,
+    /// The build context, relative to the config's directory.
+    pub context: PathBuf,
+    /// A stack named in the file, overriding detection.
+    pub stack: Option<String>,
+    /// The Dockerfile, relative to the config's directory.
+    pub dockerfile: PathBuf,
+    /// True when the file names the Dockerfile itself (it may be the user's own).
+    pub dockerfile_explicit: bool,
+    /// The port the container listens on.
+    pub port: u16,
+    /// HTTP path answering 200 while the process is up (liveness, startup and HEALTHCHECK).
+    pub health: String,
+    /// HTTP path answering 200 when ready for traffic (default: `health`).
+    pub readiness: String,
+    /// Non-secret build arguments.
+    pub build_args: BTreeMap<String, String>,
+    /// Names of build-time secrets, served through BuildKit secret mounts from the
+    /// environment; never build args.
+    pub build_secrets: Vec<String>,
+    /// The Dockerfile stage to build.
+    pub target: String,
+    /// Non-secret runtime environment; values may hold references (see [`Template`]).
+    pub config: BTreeMap<String, Template>,
+    /// Names of secret runtime variables; their values never live in the file.
+    pub secrets: Vec<String>,
+    pub service: Service,
+    pub replicas: u32,
+    pub resources: Resources,
+    pub autoscaling: Autoscaling,
+    /// The UID the container runs as (default: the generated Dockerfiles' 10001).
+    pub user: u32,
+    /// Paths the process writes at runtime (mounted as emptyDir under a read-only root).
+    pub writable: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Service {
+    #[serde(rename = "type")]
+    pub kind: ServiceType,
+    /// The Service port (default: the container port).
+    pub port: u16,
+    /// A fixed node port (30000-32767) for NodePort and LoadBalancer services.
+    pub node_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Quantities {
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default)]
+    pub requests: Quantities,
+    #[serde(default)]
+    pub limits: Quantities,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Autoscaling {
+    pub enabled: bool,
+    pub min: u32,
+    pub max: u32,
+    /// Target average CPU utilisation, percent of requests.
+    pub target_cpu: u32,
+}
+
+/// A config value that may refer to other components: `${NAME.url}` (the Service URL,
+/// `http://SERVICE.NAMESPACE.svc:PORT`), `${NAME.host}` (`SERVICE.NAMESPACE.svc`),
+/// `${NAME.port}` (the Service port). `$$` is a literal `$`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Template {
+    pub raw: String,
+    #[serde(skip)]
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Ref { component: String, attr: RefAttr },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefAttr {
+    Url,
+    Host,
+    Port,
+}
+
+impl Template {
+    /// Parses a value; the error says what is wrong with it.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = raw;
+        while let Some(i) = rest.find('$') {
+            text.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if let Some(r) = rest.strip_prefix("$$") {
+                text.push('$');
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("${") {
+                let end = r
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed reference in `{raw}`: expected `}}`"))?;
+                let inner = &r[..end];
+                let (component, attr) = inner.split_once('.').ok_or_else(|| {
+                    format!(
+                        "reference `${{{inner}}}` must be `${{COMPONENT.url}}`, `.host` or `.port`"
+                    )
+                })?;
+                let attr = match attr {
+                    "url" => RefAttr::Url,
+                    "host" => RefAttr::Host,
+                    "port" => RefAttr::Port,
+                    other => {
+                        return Err(format!(
+                            "unknown attribute `{other}` in `${{{inner}}}`: expected `url`, `host` or `port`"
+                        ))
+                    }
+                };
+                if !text.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut text)));
+                }
+                parts.push(Part::Ref {
+                    component: component.to_string(),
+                    attr,
+                });
+                rest = &r[end + 1..];
+            } else {
+                text.push('$');
+                rest = &rest[1..];
+            }
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(Template {
+            raw: raw.to_string(),
+            parts,
+        })
+    }
+
+    /// The components this value refers to.
+    pub fn references(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Ref { component, .. } => Some(component.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// The value with every reference resolved against `config`.
+    pub fn resolve(&self, config: &Config) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Ref { component, attr } => {
+                    let host = config.service_host(component);
+                    let port = config
+                        .components
+                        .get(component)
+                        .map_or(0, |c| c.service.port);
+                    match attr {
+                        RefAttr::Url => out.push_str(&format!("http://{host}:{port}")),
+                        RefAttr::Host => out.push_str(&host),
+                        RefAttr::Port => out.push_str(&port.to_string()),
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Config {
+    /// The Kubernetes name of a component's objects (Deployment, Service, ...).
+    pub fn object_name(&self, component: &str) -> String {
+        format!("{}-{}", self.app.name, component)
+    }
+
+    /// The in-cluster DNS name of a component's Service.
+    pub fn service_host(&self, component: &str) -> String {
+        format!("{}.{}.svc", self.object_name(component), self.app.namespace)
+    }
+
+    /// The image repository of a component (`PREFIX/NAME`).
+    pub fn image_repo(&self, component: &str) -> String {
+        format!("{}/{}", self.images.prefix, component)
+    }
+
+    /// A component's context as a path on disk.
+    pub fn context_dir(&self, component: &Component) -> PathBuf {
+        self.root.join(&component.context)
+    }
+
+    /// A component's Dockerfile as a path on disk.
+    pub fn dockerfile_path(&self, component: &Component) -> PathBuf {
+        self.root.join(&component.dockerfile)
+    }
+
+    /// Build args that point each stack's base-image `ARG` at the `[base_images]` overrides:
+    /// `python = "X"` becomes `PYTHON_IMAGE=X`.
+    pub fn base_image_args(&self) -> BTreeMap<String, String> {
+        self.base_images
+            .iter()
+            .map(|(k, v)| (base_image_arg(k), v.clone()))
+            .collect()
+    }
+
+    /// The environment of a component with every reference resolved.
+    pub fn resolved_config(&self, component: &Component) -> BTreeMap<String, String> {
+        component
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.resolve(self)))
+            .collect()
+    }
+}
+
+/// Finds the config file: `explicit` when given, else `slipway.toml` in `start` or the nearest
+/// directory above it.
+pub fn find(explicit: Option<&Path>, start: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        return Err(
+            crate::Fail::usage(format!("config file {} does not exist", p.display()))
+                .hint("pass the path of a slipway.toml, or run `slipway init` to write one")
+                .into(),
+        );
+    }
+    for dir in start.ancestors() {
+        let candidate = dir.join(FILE_NAME);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(crate::Fail::usage(format!(
+        "no {FILE_NAME} in {} or any directory above it",
+        start.display()
+    ))
+    .hint("run `slipway init` to detect your components and write one, or pass --config PATH")
+    .into())
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::Fail::usage(format!("cannot read {}: {e}", path.display())))?;
+    Ok(parse(&text, path)?)
+}
+
+/// Parses and validates config text; `path` is used for locations and relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| from_toml_error(&e, text, path))?;
+    validate(raw, text, path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw, spanned types: what serde reads.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    app: Spanned<RawApp>,
+    #[serde(default)]
+    components: BTreeMap<Spanned<String>, RawComponent>,
+    #[serde(default)]
+    images: Option<RawImages>,
+    #[serde(default)]
+    base_images: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: Spanned<String>,
+    #[serde(default)]
+    version: Option<Spanned<String>>,
+    #[serde(default)]
+    namespace: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    #[serde(default)]
+    prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    tags: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    target: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    context: Spanned<String>,
+    #[serde(default)]
+    stack: Option<Spanned<String>>,
+    #[serde(default)]
+    dockerfile: Option<Spanned<String>>,
+    port: Spanned<i64>,
+    #[serde(default)]
+    health: Option<Spanned<String>>,
+    #[serde(default)]
+    readiness: Option<Spanned<String>>,
+    #[serde(default)]
+    build_args: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    build_secrets: Vec<Spanned<String>>,
+    #[serde(default)]
+    target: Option<Spanned<String>>,
+    #[serde(default)]
+    config: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
+    #[serde(default)]
+    service: Option<RawService>,
+    #[serde(default)]
+    replicas: Option<Spanned<i64>>,
+    #[serde(default)]
+    resources: Resources,
+    #[serde(default)]
+    autoscaling: Option<Spanned<RawAutoscaling>>,
+    #[serde(default)]
+    user: Option<Spanned<i64>>,
+    #[serde(default)]
+    writable: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    #[serde(rename = "type", default)]
+    kind: Option<ServiceType>,
+    #[serde(default)]
+    port: Option<Spanned<i64>>,
+    #[serde(default)]
+    node_port: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoscaling {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    min: Option<i64>,
+    #[serde(default)]
+    max: Option<i64>,
+    #[serde(default)]
+    target_cpu: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = line_col(self.text, span.start);
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+            hint: None,
+        }
+    }
+}
+
+fn with_hint(mut e: ConfigError, hint: impl Into<String>) -> ConfigError {
+    e.hint = Some(hint.into());
+    e
+}
+
+fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let cx = Ctx { text, path };
+    let root = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                p.to_path_buf()
+            }
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
+
+    let app_span = raw.app.span();
+    let raw_app = raw.app.into_inner();
+    let name = dns_label(&cx, &raw_app.name, "app name")?;
+    let version = match raw_app.version {
+        Some(v) => {
+            if v.get_ref().is_empty()
+                || !v
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+            {
+                return Err(cx.err(v.span(), format!("app version `{}` must be non-empty and use only letters, digits and `._-+`", v.get_ref())));
+            }
+            v.into_inner()
+        }
+        None => "0.1.0".to_string(),
+    };
+    let namespace = match &raw_app.namespace {
+        Some(ns) => dns_label(&cx, ns, "namespace")?,
+        None => name.clone(),
+    };
+    let app = App {
+        name: name.clone(),
+        version,
+        namespace,
+    };
+
+    if raw.components.is_empty() {
+        return Err(with_hint(
+            cx.err(
+                app_span,
+                "no components: add a [components.NAME] table for each image",
+            ),
+            "run `slipway init` to detect them",
+        ));
+    }
+
+    let images = match raw.images {
+        Some(img) => {
+            let prefix = match img.prefix {
+                Some(p) => {
+                    if !is_image_repo(p.get_ref()) {
+                        return Err(cx.err(p.span(), format!("image prefix `{}` is not a valid repository name (lowercase, digits, `.`, `_`, `-`, `/`, optional registry host:port)", p.get_ref())));
+                    }
+                    p.into_inner()
+                }
+                None => name.clone(),
+            };
+            let tags = match img.tags {
+                Some(tags) => {
+                    for t in &tags {
+                        if !is_tag(t.get_ref()) {
+                            return Err(cx.err(t.span(), format!("image tag `{}` is not valid: up to 128 letters, digits, `_`, `.`, `-`, not starting with `.` or `-`", t.get_ref())));
+                        }
+                    }
+                    tags.into_iter().map(Spanned::into_inner).collect()
+                }
+                None => vec!["latest".to_string()],
+            };
+            Images { prefix, tags }
+        }
+        None => Images {
+            prefix: name.clone(),
+            tags: vec!["latest".to_string()],
+        },
+    };
+
+    let mut base_images = BTreeMap::new();
+    for (k, v) in raw.base_images {
+        if !BASE_IMAGE_KEYS.contains(&k.get_ref().as_str()) {
+            let mut e = cx.err(
+                k.span(),
+                format!(
+                    "unknown base image key `{}`: expected one of {}",
+                    k.get_ref(),
+                    quoted(BASE_IMAGE_KEYS)
+                ),
+            );
+            if let Some(s) = did_you_mean(k.get_ref(), BASE_IMAGE_KEYS) {
+                e = with_hint(e, format!("did you mean `{s}`?"));
+            }
+            return Err(e);
+        }
+        if v.get_ref().trim().is_empty() || v.get_ref().contains(char::is_whitespace) {
+            return Err(cx.err(
+                v.span(),
+                format!("base image `{}` is not an image reference", v.get_ref()),
+            ));
+        }
+        base_images.insert(k.into_inner(), v.into_inner());
+    }
+
+    let cluster = match raw.cluster.and_then(|c| c.target) {
+        Some(t) => ClusterTarget::parse(t.get_ref()).map_err(|m| cx.err(t.span(), m))?,
+        None => ClusterTarget::Auto,
+    };
+
+    let names: Vec<String> = raw.components.keys().map(|k| k.get_ref().clone()).collect();
+    let mut components = BTreeMap::new();
+    let mut references = Vec::new();
+    for (key, rc) in raw.components {
+        let cname = dns_label(&cx, &key, "component name")?;
+        let object = format!("{name}-{cname}");
+        if object.len() > 63 {
+            return Err(cx.err(key.span(), format!("`{object}` (app name + component name) is longer than 63 characters, the limit of a Kubernetes name")));
+        }
+        let component = validate_component(&cx, cname.clone(), rc, &mut references)?;
+        components.insert(cname, component);
+    }
+    for (span, target, from) in references {
+        if !components.contains_key(&target) {
+            let mut e = cx.err(
+                span,
+                format!("`{from}` refers to component `{target}`, which is not defined"),
+            );
+            let known: Vec<&str> = names.iter().map(String::as_str).collect();
+            e = with_hint(
+                e,
+                match did_you_mean(&target, &known) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("defined components: {}", quoted(&known)),
+                },
+            );
+            return Err(e);
+        }
+    }
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        root,
+        app,
+        components,
+        images,
+        base_images,
+        cluster,
+    })
+}
+
+fn validate_component(
+    cx: &Ctx,
+    name: String,
+    rc: RawComponent,
+    references: &mut Vec<(Range<usize>, String, String)>,
+) -> Result<Component, ConfigError> {
+    let context = non_empty_path(cx, &rc.context, "context")?;
+    let dockerfile_explicit = rc.dockerfile.is_some();
+    let dockerfile = match &rc.dockerfile {
+        Some(d) => non_empty_path(cx, d, "dockerfile")?,
+        None => PathBuf::from(format!("dockerfiles/{name}.Dockerfile")),
+    };
+    let stack = rc.stack.map(Spanned::into_inner);
+    let port = port(cx, &rc.port, "port")?;
+    let health = match rc.health {
+        Some(h) => http_path(cx, &h, "health")?,
+        None => "/".to_string(),
+    };
+    let readiness = match rc.readiness {
+        Some(h) => http_path(cx, &h, "readiness")?,
+        None => health.clone(),
+    };
+    let target = match rc.target {
+        Some(t) => {
+            if t.get_ref().is_empty()
+                || !t
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            {
+                return Err(cx.err(
+                    t.span(),
+                    format!("target stage `{}` is not a valid stage name", t.get_ref()),
+                ));
+            }
+            t.into_inner()
+        }
+        None => "production".to_string(),
+    };
+
+    let mut secrets = Vec::new();
+    for s in &rc.secrets {
+        env_name(cx, s, "secret")?;
+        if secrets.contains(s.get_ref()) {
+            return Err(cx.err(
+                s.span(),
+                format!("secret `{}` is listed twice", s.get_ref()),
+            ));
+        }
+        secrets.push(s.get_ref().clone());
+    }
+    let mut build_secrets = Vec::new();
+    for s in &rc.build_secrets {
+        env_name(cx, s, "build secret")?;
+        build_secrets.push(s.get_ref().clone());
+    }
+
+    let mut config = BTreeMap::new();
+    for (k, v) in rc.config {
+        env_name(cx, &k, "config key")?;
+        if secrets.contains(k.get_ref()) {
+            return Err(with_hint(
+                cx.err(k.span(), format!("`{}` is both a config value and a secret in component `{name}`", k.get_ref())),
+                "secrets hold sensitive values and config holds the rest: keep the key in one of them",
+            ));
+        }
+        let template = Template::parse(v.get_ref()).map_err(|m| cx.err(v.span(), m))?;
+        for r in template.references() {
+            references.push((v.span(), r.to_string(), format!("config.{}", k.get_ref())));
+        }
+        config.insert(k.into_inner(), template);
+    }
+
+    let mut build_args = BTreeMap::new();
+    for (k, v) in rc.build_args {
+        env_name(cx, &k, "build arg")?;
+        if secrets.contains(k.get_ref()) || build_secrets.contains(k.get_ref()) {
+            return Err(with_hint(
+                cx.err(k.span(), format!("`{}` is a secret and cannot be a build arg: build args end up in the image history", k.get_ref())),
+                "list it in `build_secrets` to mount it during the build without storing it",
+            ));
+        }
+        build_args.insert(k.into_inner(), v);
+    }
+
+    let service = match rc.service {
+        Some(s) => {
+            let kind = s.kind.unwrap_or(ServiceType::ClusterIP);
+            let sport = match &s.port {
+                Some(p) => self::port(cx, p, "service port")?,
+                None => port,
+            };
+            let node_port = match &s.node_port {
+                Some(np) => {
+                    if kind == ServiceType::ClusterIP {
+                        return Err(cx.err(
+                            np.span(),
+                            "node_port needs service type NodePort or LoadBalancer",
+                        ));
+                    }
+                    let v = *np.get_ref();
+                    if !(30000..=32767).contains(&v) {
+                        return Err(cx.err(
+                            np.span(),
+                            format!("node port {v} is out of range: Kubernetes allows 30000-32767"),
+                        ));
+                    }
+                    Some(v as u16)
+                }
+                None => None,
+            };
+            Service {
+                kind,
+                port: sport,
+                node_port,
+            }
+        }
+        None => Service {
+            kind: ServiceType::ClusterIP,
+            port,
+            node_port: None,
+        },
+    };
+
+    let replicas = match &rc.replicas {
+        Some(r) => {
+            let v = *r.get_ref();
+            if !(0..=1000).contains(&v) {
+                return Err(cx.err(r.span(), format!("replicas {v} is out of range 0-1000")));
+            }
+            v as u32
+        }
+        None => 1,
+    };
+
+    let autoscaling = match rc.autoscaling {
+        Some(a) => {
+            let span = a.span();
+            let a = a.into_inner();
+            let min = a.min.unwrap_or(1);
+            let max = a.max.unwrap_or(min.max(3));
+            let target_cpu = a.target_cpu.unwrap_or(80);
+            if min < 1 || max < min || max > 1000 {
+                return Err(cx.err(
+                    span,
+                    format!("autoscaling needs 1 <= min <= max <= 1000 (min {min}, max {max})"),
+                ));
+            }
+            if !(1..=100).contains(&target_cpu) {
+                return Err(cx.err(
+                    span,
+                    format!("autoscaling target_cpu {target_cpu} must be a percentage 1-100"),
+                ));
+            }
+            Autoscaling {
+                enabled: a.enabled.unwrap_or(true),
+                min: min as u32,
+                max: max as u32,
+                target_cpu: target_cpu as u32,
+            }
+        }
+        None => Autoscaling {
+            enabled: false,
+            min: 1,
+            max: 3,
+            target_cpu: 80,
+        },
+    };
+    if autoscaling.enabled && rc.resources.requests.cpu.is_none() {
+        // An HPA on CPU utilisation needs a CPU request to compute a percentage of.
+        // Not an error: the manifests step gives a default request. Nothing to do here.
+    }
+
+    let user = match &rc.user {
+        Some(u) => {
+            let v = *u.get_ref();
+            if !(1..=2_147_483_647).contains(&v) {
+                return Err(cx.err(
+                    u.span(),
+                    format!("user {v} must be a non-root numeric UID (1 or more)"),
+                ));
+            }
+            v as u32
+        }
+        None => 10001,
+    };
+
+    let mut writable = Vec::new();
+    for w in &rc.writable {
+        if !w.get_ref().starts_with('/') {
+            return Err(cx.err(
+                w.span(),
+                format!("writable path `{}` must be absolute", w.get_ref()),
+            ));
+        }
+        writable.push(w.get_ref().clone());
+    }
+
+    Ok(Component {
+        name,
+        context,
+        stack,
+        dockerfile,
+        dockerfile_explicit,
+        port,
+        health,
+        readiness,
+        build_args,
+        build_secrets,
+        target,
+        config,
+        secrets,
+        service,
+        replicas,
+        resources: rc.resources,
+        autoscaling,
+        user,
+        writable,
+    })
+}
+
+fn dns_label(cx: &Ctx, s: &Spanned<String>, what: &str) -> Result<String, ConfigError> {
+    if is_dns_label(s.get_ref()) {
+        Ok(s.get_ref().clone())
+    } else {
+        Err(with_hint(
+            cx.err(s.span(), format!("{what} `{}` is not a DNS-1123 label", s.get_ref())),
+            "use 1-63 lowercase letters, digits and `-`, starting and ending with a letter or digit",
+        ))
+    }
+}
+
+fn env_name(cx: &Ctx, s: &Spanned<String>, what: &str) -> Result<(), ConfigError> {
+    let v = s.get_ref();
+    let ok = !v.is_empty()
+        && !v.starts_with(|c: char| c.is_ascii_digit())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(cx.err(s.span(), format!("{what} `{v}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)")))
+    }
+}
+
+fn port(cx: &Ctx, p: &Spanned<i64>, what: &str) -> Result<u16, ConfigError> {
+    let v = *p.get_ref();
+    if (1..=65535).contains(&v) {
+        Ok(v as u16)
+    } else {
+        Err(cx.err(p.span(), format!("{what} {v} is out of range 1-65535")))
+    }
+}
+
+fn http_path(cx: &Ctx, p: &Spanned<String>, what: &str) -> Result<String, ConfigError> {
+    let v = p.get_ref();
+    if v.starts_with('/') && !v.contains(char::is_whitespace) {
+        Ok(v.clone())
+    } else {
+        Err(cx.err(
+            p.span(),
+            format!("{what} path `{v}` must be an HTTP path starting with `/`"),
+        ))
+    }
+}
+
+fn non_empty_path(cx: &Ctx, p: &Spanned<String>, what: &str) -> Result<PathBuf, ConfigError> {
+    if p.get_ref().trim().is_empty() {
+        Err(cx.err(p.span(), format!("{what} must not be empty")))
+    } else {
+        Ok(PathBuf::from(p.get_ref()))
+    }
+}
+
+/// A DNS-1123 label: 1-63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_tag(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(['.', '-'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+fn is_image_repo(s: &str) -> bool {
+    if s.is_empty() || s.starts_with('/') || s.ends_with('/') {
+        return false;
+    }
+    let mut parts = s.split('/').peekable();
+    let first = parts.peek().copied().unwrap_or_default();
+    // A first component with `.` or `:` or `localhost` is a registry host.
+    let has_host =
+        s.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    s.split('/').enumerate().all(|(i, part)| {
+        if i == 0 && has_host {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+        } else {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && part.starts_with(|c: char| c.is_ascii_alphanumeric())
+        }
+    })
+}
+
+fn quoted(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The closest candidate, if close enough to be a likely typo.
+pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(input, c), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn from_toml_error(e: &toml::de::Error, text: &str, path: &Path) -> ConfigError {
+    let message = e.message().trim().to_string();
+    let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+    let mut err = ConfigError {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: message.clone(),
+        hint: None,
+    };
+    // serde's message: "unknown field `prot`, expected one of `a`, `b`" / "expected `a` or `b`".
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            err.message = format!("unknown key `{field}`");
+            if !candidates.is_empty() {
+                err.message
+                    .push_str(&format!(" (expected one of {})", quoted(&candidates)));
+            }
+            if let Some(s) = did_you_mean(field, &candidates) {
+                err.hint = Some(format!("did you mean `{s}`?"));
+            }
+        }
+    } else if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some((variant, expected)) = rest.split_once('`') {
+            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            if let Some(s) = did_you_mean(variant, &candidates) {
+                err.hint = Some(format!("did you mean `{s}`?"));
+            }
+        }
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[app]
+name = "taskboard"
+version = "1.2.0"
+
+[images]
+prefix = "slipway"
+tags = ["latest", "dev"]
+
+[base_images]
+python = "slipway-test/python:3.11"
+
+[cluster]
+target = "kind:dev"
+
+[components.backend]
+context = "contexts/backend"
+port = 8000
+health = "/healthz"
+readiness = "/readyz"
+secrets = ["DATABASE_URL", "JWT_SECRET"]
+config = { LOG_LEVEL = "info" }
+
+[components.frontend]
+context = "contexts/frontend"
+port = 3000
+health = "/api/healthz"
+build_args = { NEXT_PUBLIC_BACKEND_URL = "http://localhost:30080" }
+config = { BACKEND_URL = "${backend.url}", API_HOST = "${backend.host}:${backend.port}" }
+service = { type = "NodePort", node_port = 30080 }
+autoscaling = { enabled = true, min = 1, max = 4, target_cpu = 70 }
+resources = { requests = { cpu = "100m", memory = "128Mi" } }
+"#;
+
+    fn parse_str(s: &str) -> Result<Config, ConfigError> {
+        parse(s, Path::new("/repo/slipway.toml"))
+    }
+
+    #[test]
+    fn reads_a_complete_file() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.app.namespace, "taskboard");
+        assert_eq!(c.root, Path::new("/repo"));
+        assert_eq!(c.cluster, ClusterTarget::Kind("dev".into()));
+        let fe = &c.components["frontend"];
+        assert_eq!(fe.dockerfile, Path::new("dockerfiles/frontend.Dockerfile"));
+        assert!(!fe.dockerfile_explicit);
+        assert_eq!(fe.service.kind, ServiceType::NodePort);
+        assert_eq!(fe.service.port, 3000);
+        assert_eq!(fe.service.node_port, Some(30080));
+        assert_eq!(fe.target, "production");
+        assert!(fe.autoscaling.enabled);
+        let env = c.resolved_config(fe);
+        assert_eq!(
+            env["BACKEND_URL"],
+            "http://taskboard-backend.taskboard.svc:8000"
+        );
+        assert_eq!(env["API_HOST"], "taskboard-backend.taskboard.svc:8000");
+        assert_eq!(c.image_repo("backend"), "slipway/backend");
+        assert_eq!(c.components["backend"].readiness, "/readyz");
+    }
+
+    fn err_of(s: &str) -> ConfigError {
+        parse_str(s).unwrap_err()
+    }
+
+    fn replace(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "fixture lacks {from}");
+        GOOD.replacen(from, to, 1)
+    }
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_suggests() {
+        let text = replace("port = 8000", "prot = 8000");
+        let e = err_of(&text);
+        assert_eq!(e.path, Path::new("/repo/slipway.toml"));
+        assert_eq!(e.line, line_of(&text, "prot = 8000"));
+        assert_eq!(e.column, 1);
+        assert!(e.message.contains("unknown key `prot`"), "{}", e.message);
+        assert_eq!(e.hint.as_deref(), Some("did you mean `port`?"));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("/repo/slipway.toml:{}:1:", e.line)));
+    }
+
+    #[test]
+    fn unknown_top_level_table_is_rejected() {
+        let text = format!("{GOOD}\n[imagez]\nprefix = \"x\"\n");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "[imagez]"));
+        assert_eq!(e.hint.as_deref(), Some("did you mean `images`?"));
+    }
+
+    #[test]
+    fn bad_app_name() {
+        let text = replace("name = \"taskboard\"", "name = \"Task_Board\"");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "Task_Board"));
+        assert_eq!(e.column, 8);
+        assert!(e.message.contains("not a DNS-1123 label"));
+    }
+
+    #[test]
+    fn bad_component_name() {
+        let text = replace("[components.backend]", "[components.Back_End]");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "[components.Back_End]"));
+        assert!(
+            e.message.contains("component name `Back_End`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn port_out_of_range() {
+        for bad in ["70000", "0", "-1"] {
+            let text = replace("port = 8000", &format!("port = {bad}"));
+            let e = err_of(&text);
+            assert_eq!(e.line, line_of(&text, &format!("port = {bad}")), "{bad}");
+            assert_eq!(e.column, 8);
+            assert!(e.message.contains("out of range 1-65535"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn node_port_out_of_range() {
+        let text = replace("node_port = 30080", "node_port = 8080");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "node_port = 8080"));
+        assert!(e.message.contains("30000-32767"));
+    }
+
+    #[test]
+    fn config_key_that_is_also_a_secret() {
+        let text = replace("LOG_LEVEL = \"info\"", "JWT_SECRET = \"oops\"");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "JWT_SECRET = \"oops\""));
+        assert!(e.message.contains("both a config value and a secret"));
+    }
+
+    #[test]
+    fn reference_to_a_missing_component() {
+        let text = replace("${backend.url}", "${backnd.url}");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "${backnd.url}"));
+        assert!(e
+            .message
+            .contains("component `backnd`, which is not defined"));
+        assert_eq!(e.hint.as_deref(), Some("did you mean `backend`?"));
+    }
+
+    #[test]
+    fn malformed_reference() {
+        let text = replace("${backend.url}", "${backend.uri}");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "${backend.uri}"));
+        assert!(e.message.contains("unknown attribute `uri`"));
+    }
+
+    #[test]
+    fn bad_service_type_suggests() {
+        let text = replace("type = \"NodePort\"", "type = \"Nodeport\"");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "Nodeport"));
+        assert_eq!(e.hint.as_deref(), Some("did you mean `NodePort`?"));
+    }
+
+    #[test]
+    fn bad_cluster_target() {
+        let text = replace("kind:dev", "k3d:dev");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "k3d:dev"));
+        assert!(e.message.contains("unknown cluster"));
+    }
+
+    #[test]
+    fn unknown_base_image_key() {
+        let text = replace("python = \"slipway", "pyhton = \"slipway");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "pyhton"));
+        assert_eq!(e.hint.as_deref(), Some("did you mean `python`?"));
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let text = replace("port = 8000", "port = ");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "port = "));
+    }
+
+    #[test]
+    fn secret_as_build_arg_is_rejected() {
+        let text = replace(
+            "NEXT_PUBLIC_BACKEND_URL = ",
+            "JWT_SECRET = \"x\", NEXT_PUBLIC_BACKEND_URL = ",
+        );
+        // JWT_SECRET is a backend secret; for the frontend make it one too.
+        let text = text.replacen("port = 3000", "port = 3000\nsecrets = [\"JWT_SECRET\"]", 1);
+        let e = err_of(&text);
+        assert!(e.message.contains("cannot be a build arg"), "{}", e.message);
+        assert_eq!(e.line, line_of(&text, "JWT_SECRET = \"x\""));
+    }
+
+    #[test]
+    fn bad_env_name() {
+        let text = replace("\"DATABASE_URL\"", "\"DATABASE-URL\"");
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "DATABASE-URL"));
+        assert!(e.message.contains("not a valid environment variable name"));
+    }
+
+    #[test]
+    fn missing_app_table() {
+        let e = err_of("[components.a]\ncontext = \".\"\nport = 1\n");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("app"), "{}", e.message);
+    }
+
+    #[test]
+    fn templates() {
+        let t = Template::parse("a$$b${x.port}c$d").unwrap();
+        assert_eq!(t.references().collect::<Vec<_>>(), ["x"]);
+        assert!(Template::parse("${x.url").is_err());
+        assert!(Template::parse("${x}").is_err());
+    }
+
+    #[test]
+    fn cluster_targets() {
+        assert_eq!(
+            ClusterTarget::parse("kind").unwrap(),
+            ClusterTarget::Kind("kind".into())
+        );
+        assert_eq!(
+            ClusterTarget::parse("minikube:dev").unwrap(),
+            ClusterTarget::Minikube("dev".into())
+        );
+        assert!(ClusterTarget::parse("kind:Bad_Name").is_err());
+        assert_eq!(
+            ClusterTarget::parse("kind:x").unwrap().to_string(),
+            "kind:x"
+        );
+    }
+
+    #[test]
+    fn image_names() {
+        assert!(is_image_repo("slipway"));
+        assert!(is_image_repo("localhost:5000/team/app"));
+        assert!(is_image_repo("registry.example.com/team"));
+        assert!(!is_image_repo("Team"));
+        assert!(!is_image_repo("a//b"));
+        assert!(is_tag("v1.2.3"));
+        assert!(!is_tag("-x"));
+    }
+}

@@ -1,0 +1,187 @@
+//! The one place that opens a connection to the Docker daemon.
+//!
+//! Users point Docker tools at a daemon with `DOCKER_HOST` or with the active Docker context
+//! (`docker context use`, `DOCKER_CONTEXT`); slipway honours both, in that order, like the
+//! docker CLI. Everything else talks to the daemon through the [`Daemon`] this returns.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bollard::Docker;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::Fail;
+
+/// Requests that are not builds or transfers give up after this long.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Builds and image transfers may take this long.
+pub const LONG_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Where the daemon endpoint came from.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `unix:///var/run/docker.sock`, `tcp://127.0.0.1:2376`, ...
+    pub host: String,
+    /// `DOCKER_HOST`, `docker context NAME`, or `default`.
+    pub source: String,
+}
+
+/// A connected daemon and what it is.
+#[derive(Clone)]
+pub struct Daemon {
+    pub docker: Docker,
+    pub endpoint: Endpoint,
+}
+
+/// The hint shown whenever the daemon cannot be reached.
+pub fn start_hint(endpoint: &Endpoint) -> String {
+    format!(
+        "start the Docker daemon (`sudo systemctl start docker`, or `scripts/env/docker` in this repo, \
+         which installs and starts dockerd), or point DOCKER_HOST at a running one; tried {} (from {})",
+        endpoint.host, endpoint.source
+    )
+}
+
+/// Works out which daemon the user means, like the docker CLI does.
+pub fn endpoint() -> Endpoint {
+    if let Some(host) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+        return Endpoint {
+            host,
+            source: "DOCKER_HOST".into(),
+        };
+    }
+    if let Some((name, host)) = context_endpoint() {
+        return Endpoint {
+            host,
+            source: format!("docker context {name}"),
+        };
+    }
+    Endpoint {
+        host: "unix:///var/run/docker.sock".into(),
+        source: "default".into(),
+    }
+}
+
+fn docker_config_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
+        return Some(PathBuf::from(d));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker"))
+}
+
+/// The active Docker context's endpoint, when one other than `default` is active.
+fn context_endpoint() -> Option<(String, String)> {
+    let dir = docker_config_dir()?;
+    let name = match std::env::var("DOCKER_CONTEXT")
+        .ok()
+        .filter(|c| !c.is_empty())
+    {
+        Some(n) => n,
+        None => {
+            let cfg = std::fs::read_to_string(dir.join("config.json")).ok()?;
+            let cfg: serde_json::Value = serde_json::from_str(&cfg).ok()?;
+            cfg.get("currentContext")?.as_str()?.to_string()
+        }
+    };
+    if name == "default" || name.is_empty() {
+        return None;
+    }
+    let id = hex::encode(Sha256::digest(name.as_bytes()));
+    let meta =
+        std::fs::read_to_string(dir.join("contexts/meta").join(id).join("meta.json")).ok()?;
+    let meta: serde_json::Value = serde_json::from_str(&meta).ok()?;
+    let host = meta
+        .pointer("/Endpoints/docker/Host")?
+        .as_str()?
+        .to_string();
+    Some((name, host))
+}
+
+/// Opens a client for `endpoint` with the given request timeout. Does not talk to the daemon.
+pub fn client(endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<Docker> {
+    let secs = timeout.as_secs().max(1);
+    let host = endpoint.host.as_str();
+    let docker = if let Some(path) = host.strip_prefix("unix://") {
+        Docker::connect_with_unix(path, secs, bollard::API_DEFAULT_VERSION)
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Docker::connect_with_http(host, secs, bollard::API_DEFAULT_VERSION)
+    } else {
+        return Err(Fail::usage(format!(
+            "unsupported Docker endpoint `{host}` (from {})",
+            endpoint.source
+        ))
+        .hint("use unix:///path/to/docker.sock or tcp://HOST:PORT")
+        .into());
+    };
+    docker.with_context(|| format!("connecting to the Docker daemon at {host}"))
+}
+
+/// Connects and checks the daemon answers within `ping_timeout`.
+pub async fn connect(ping_timeout: Duration) -> anyhow::Result<Daemon> {
+    let endpoint = endpoint();
+    let docker = client(&endpoint, DEFAULT_TIMEOUT)?;
+    ping(&docker, &endpoint, ping_timeout).await?;
+    Ok(Daemon { docker, endpoint })
+}
+
+/// Connects to a specific endpoint (e.g. the inner daemon of a minikube node).
+pub async fn connect_to(endpoint: Endpoint, ping_timeout: Duration) -> anyhow::Result<Daemon> {
+    let docker = client(&endpoint, DEFAULT_TIMEOUT)?;
+    ping(&docker, &endpoint, ping_timeout).await?;
+    Ok(Daemon { docker, endpoint })
+}
+
+async fn ping(docker: &Docker, endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<()> {
+    let fail = || {
+        Fail::job(format!(
+            "cannot reach the Docker daemon at {}",
+            endpoint.host
+        ))
+        .hint(start_hint(endpoint))
+    };
+    match tokio::time::timeout(timeout, docker.ping()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context(fail())),
+        Err(_) => Err(anyhow::anyhow!("no answer within {:?}", timeout).context(fail())),
+    }
+}
+
+/// Whether a daemon of this version builds with BuildKit (built in since 18.09, API 1.39).
+pub fn has_buildkit(api_version: &str) -> bool {
+    let mut parts = api_version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (1, 39)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buildkit_by_api_version() {
+        assert!(has_buildkit("1.41"));
+        assert!(has_buildkit("1.39"));
+        assert!(!has_buildkit("1.38"));
+        assert!(has_buildkit("2.0"));
+    }
+
+    #[test]
+    fn unsupported_scheme_is_a_usage_error() {
+        let e = client(
+            &Endpoint {
+                host: "ssh://box".into(),
+                source: "DOCKER_HOST".into(),
+            },
+            DEFAULT_TIMEOUT,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(crate::error::exit_and_hint(&e).0, crate::error::Exit::Usage);
+    }
+}

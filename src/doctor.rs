@@ -1,0 +1,366 @@
+//! `slipway doctor`: is this machine ready for the main job?
+//!
+//! Each check says ok, warn or fail, with a hint where something is off. The daemon check
+//! answers fast even when nothing listens (a 1.5 s ping budget), because doctor is what people
+//! run when things hang.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{ClusterTarget, Config};
+use crate::docker::{self, Daemon};
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DaemonInfo {
+    pub endpoint: String,
+    pub endpoint_source: String,
+    pub reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    pub buildkit: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_root: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub daemon: DaemonInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kube_context: Option<crate::kubeconfig::KubeContext>,
+    pub checks: Vec<Check>,
+}
+
+fn check(name: &str, status: Status, message: impl Into<String>, hint: Option<String>) -> Check {
+    Check {
+        name: name.to_string(),
+        status,
+        message: message.into(),
+        hint,
+    }
+}
+
+/// Below this much free space under the daemon's data root, builds are likely to fail.
+const LOW_DISK: u64 = 5_000_000_000;
+
+/// Runs every check. `config` is the project's configuration, when there is one.
+pub async fn run(config: Option<&Config>) -> Report {
+    let mut checks = Vec::new();
+    let endpoint = docker::endpoint();
+    let mut info = DaemonInfo {
+        endpoint: endpoint.host.clone(),
+        endpoint_source: endpoint.source.clone(),
+        ..Default::default()
+    };
+
+    let daemon = match docker::connect_to(endpoint.clone(), Duration::from_millis(1500)).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            checks.push(check(
+                "docker daemon",
+                Status::Fail,
+                format!("{e:#}"),
+                Some(docker::start_hint(&endpoint)),
+            ));
+            None
+        }
+    };
+
+    if let Some(d) = &daemon {
+        daemon_checks(d, &mut info, &mut checks).await;
+    }
+
+    let kube = crate::kubeconfig::current();
+    cluster_check(daemon.as_ref(), kube.as_ref(), config, &mut checks).await;
+
+    match config {
+        Some(cfg) => base_image_checks(daemon.as_ref(), cfg, &mut checks).await,
+        None => checks.push(check(
+            "config",
+            Status::Warn,
+            "no slipway.toml found: base images not checked",
+            Some("run `slipway init` in your project".into()),
+        )),
+    }
+
+    let ok = checks.iter().all(|c| c.status != Status::Fail);
+    Report {
+        ok,
+        daemon: info,
+        kube_context: kube,
+        checks,
+    }
+}
+
+async fn daemon_checks(d: &Daemon, info: &mut DaemonInfo, checks: &mut Vec<Check>) {
+    info.reachable = true;
+    match d.docker.version().await {
+        Ok(v) => {
+            info.server_version = v.version.clone();
+            info.api_version = v.api_version.clone();
+            info.buildkit = v.api_version.as_deref().is_some_and(docker::has_buildkit);
+            checks.push(check(
+                "docker daemon",
+                Status::Ok,
+                format!(
+                    "Docker {} (API {}) at {} (from {})",
+                    v.version.as_deref().unwrap_or("?"),
+                    v.api_version.as_deref().unwrap_or("?"),
+                    d.endpoint.host,
+                    d.endpoint.source
+                ),
+                None,
+            ));
+            checks.push(if info.buildkit {
+                check("buildkit", Status::Ok, "BuildKit available (builds use it)", None)
+            } else {
+                check(
+                    "buildkit",
+                    Status::Warn,
+                    "this daemon has no BuildKit: builds use the legacy builder (no cache mounts, no build secrets)",
+                    Some("upgrade Docker to 18.09 or newer".into()),
+                )
+            });
+        }
+        Err(e) => checks.push(check(
+            "docker daemon",
+            Status::Fail,
+            format!("version query failed: {e}"),
+            None,
+        )),
+    }
+    if let Ok(sys) = d.docker.info().await {
+        info.data_root = sys.docker_root_dir.clone();
+        let local = d.endpoint.host.starts_with("unix://");
+        match (&sys.docker_root_dir, local) {
+            (Some(root), true) => match free_bytes(Path::new(root)) {
+                Some(free) => {
+                    info.free_bytes = Some(free);
+                    let msg = format!("{} free under {root}", crate::report::fmt_bytes(free));
+                    checks.push(if free < LOW_DISK {
+                        check("disk", Status::Warn, msg, Some("free some space: `docker system prune` removes unused images and build cache".into()))
+                    } else {
+                        check("disk", Status::Ok, msg, None)
+                    });
+                }
+                None => checks.push(check(
+                    "disk",
+                    Status::Warn,
+                    format!("cannot read free space under {root}"),
+                    None,
+                )),
+            },
+            _ => checks.push(check(
+                "disk",
+                Status::Ok,
+                "remote daemon: free space not checked",
+                None,
+            )),
+        }
+    }
+}
+
+async fn cluster_check(
+    daemon: Option<&Daemon>,
+    kube: Option<&crate::kubeconfig::KubeContext>,
+    config: Option<&Config>,
+    checks: &mut Vec<Check>,
+) {
+    let configured = config
+        .map(|c| c.cluster.clone())
+        .unwrap_or(ClusterTarget::Auto);
+    let target = match (&configured, kube) {
+        (ClusterTarget::Auto, Some(k)) => k.cluster.clone(),
+        (ClusterTarget::Auto, None) => ClusterTarget::Auto,
+        (t, _) => t.clone(),
+    };
+    let context_desc = match kube {
+        Some(k) => format!("kube context `{}` ({})", k.name, k.file.display()),
+        None => "no kube context".to_string(),
+    };
+    let (label, name) = match &target {
+        ClusterTarget::Kind(n) => ("io.x-k8s.kind.cluster", n.clone()),
+        ClusterTarget::Minikube(n) => ("name.minikube.sigs.k8s.io", n.clone()),
+        ClusterTarget::None => {
+            checks.push(check(
+                "cluster",
+                Status::Ok,
+                format!("{context_desc}: not kind or minikube, images are not loaded"),
+                None,
+            ));
+            return;
+        }
+        ClusterTarget::Auto => {
+            checks.push(check(
+                "cluster",
+                Status::Ok,
+                format!("{context_desc}: no local cluster, `up` skips the load"),
+                None,
+            ));
+            return;
+        }
+    };
+    let Some(d) = daemon else {
+        checks.push(check(
+            "cluster",
+            Status::Warn,
+            format!("{target}: node containers not checked (no daemon)"),
+            None,
+        ));
+        return;
+    };
+    let filters =
+        std::collections::HashMap::from([("label".to_string(), vec![format!("{label}={name}")])]);
+    let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    match d.docker.list_containers(Some(opts)).await {
+        Ok(list) => {
+            let running = list
+                .iter()
+                .filter(|c| c.state.as_ref().map(|s| s.to_string()) == Some("running".into()))
+                .count();
+            if list.is_empty() {
+                checks.push(check(
+                    "cluster",
+                    Status::Fail,
+                    format!("{target}: no node containers"),
+                    Some(create_hint(&target)),
+                ));
+            } else if running < list.len() {
+                checks.push(check(
+                    "cluster",
+                    Status::Fail,
+                    format!(
+                        "{target}: {running} of {} node containers running",
+                        list.len()
+                    ),
+                    Some(format!(
+                        "start them: `docker start {}`",
+                        list.iter()
+                            .filter_map(|c| c
+                                .names
+                                .as_ref()?
+                                .first()
+                                .map(|n| n.trim_start_matches('/').to_string()))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )),
+                ));
+            } else {
+                checks.push(check(
+                    "cluster",
+                    Status::Ok,
+                    format!("{target}: {running} node container(s) running ({context_desc})"),
+                    None,
+                ));
+            }
+        }
+        Err(e) => checks.push(check(
+            "cluster",
+            Status::Warn,
+            format!("{target}: cannot list node containers: {e}"),
+            None,
+        )),
+    }
+}
+
+fn create_hint(target: &ClusterTarget) -> String {
+    match target {
+        ClusterTarget::Kind(n) => format!("create it with `kind create cluster --name {n}`"),
+        ClusterTarget::Minikube(n) => format!("start it with `minikube start -p {n}`"),
+        _ => String::new(),
+    }
+}
+
+async fn base_image_checks(daemon: Option<&Daemon>, cfg: &Config, checks: &mut Vec<Check>) {
+    let overrides = cfg.base_image_args();
+    for (name, comp) in &cfg.components {
+        let path = cfg.dockerfile_path(comp);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            checks.push(check(
+                &format!("base images: {name}"),
+                Status::Warn,
+                format!("{} does not exist yet", path.display()),
+                Some("run `slipway dockerfiles` to generate it".into()),
+            ));
+            continue;
+        };
+        let mut args = overrides.clone();
+        args.extend(comp.build_args.clone());
+        let images = crate::bases::base_images(&text, &args);
+        let Some(d) = daemon else { continue };
+        let mut missing = Vec::new();
+        for img in &images {
+            if d.docker.inspect_image(img).await.is_err() {
+                missing.push(img.clone());
+            }
+        }
+        checks.push(if missing.is_empty() {
+            check(&format!("base images: {name}"), Status::Ok, format!("present: {}", images.join(", ")), None)
+        } else {
+            check(
+                &format!("base images: {name}"),
+                Status::Fail,
+                format!("missing locally: {}", missing.join(", ")),
+                Some("pull them (`docker pull IMAGE`), or point [base_images] in slipway.toml at images you have (`scripts/env/images` builds local ones)".into()),
+            )
+        });
+    }
+}
+
+#[cfg(unix)]
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_: &Path) -> Option<u64> {
+    None
+}
+
+/// The human-readable form.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for c in &report.checks {
+        let tag = match c.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        out.push_str(&format!("{tag}  {:<22} {}\n", c.name, c.message));
+        if let Some(h) = &c.hint {
+            out.push_str(&format!("      {:<22} hint: {h}\n", ""));
+        }
+    }
+    out
+}

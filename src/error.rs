@@ -1,0 +1,142 @@
+//! Errors that know how to end the program.
+//!
+//! Everything returns `anyhow::Result`; where the caller (or `main`) needs more than a message,
+//! a [`Fail`] is put into the chain, either as the root error or as a context layer. `main`
+//! finds it with `downcast_ref`, which looks through every context layer, and takes the exit
+//! code and the hint from it. This keeps one error type for the whole program while still
+//! letting a failure say "exit 2" or "here is how to fix it".
+
+use std::fmt;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A job failed (a build, a load, an emit). Exit code 1.
+    Job,
+    /// Bad usage or bad configuration. Exit code 2.
+    Usage,
+    /// Interrupted by Ctrl-C. Exit code 130.
+    Interrupted,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Job => 1,
+            Exit::Usage => 2,
+            Exit::Interrupted => 130,
+        }
+    }
+}
+
+/// A failure with an exit code and, where the fix is known, a hint.
+#[derive(Debug, Clone)]
+pub struct Fail {
+    pub message: String,
+    pub hint: Option<String>,
+    pub exit: Exit,
+}
+
+impl Fail {
+    /// A failed job (exit 1).
+    pub fn job(message: impl Into<String>) -> Self {
+        Fail {
+            message: message.into(),
+            hint: None,
+            exit: Exit::Job,
+        }
+    }
+
+    /// Bad usage or configuration (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Fail {
+            message: message.into(),
+            hint: None,
+            exit: Exit::Usage,
+        }
+    }
+
+    /// Interrupted by the user (exit 130).
+    pub fn interrupted() -> Self {
+        Fail {
+            message: "interrupted".into(),
+            hint: None,
+            exit: Exit::Interrupted,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Fail {}
+
+/// The exit code and hint carried anywhere in an error's chain.
+pub fn exit_and_hint(err: &anyhow::Error) -> (Exit, Option<String>) {
+    match err.downcast_ref::<Fail>() {
+        Some(fail) => (fail.exit, fail.hint.clone()),
+        None => match err.downcast_ref::<crate::config::ConfigError>() {
+            Some(cfg) => (Exit::Usage, cfg.hint.clone()),
+            None => (Exit::Job, None),
+        },
+    }
+}
+
+/// Renders an error as `error: ...`, `caused by: ...` lines and a `hint: ...`.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut chain = err.chain();
+    if let Some(first) = chain.next() {
+        out.push_str(&format!("error: {first}\n"));
+    }
+    let mut last = err.to_string();
+    for cause in chain {
+        let text = cause.to_string();
+        // A context layer over a Fail repeats the Fail's message; show each line once.
+        if text != last {
+            out.push_str(&format!("caused by: {text}\n"));
+        }
+        last = text;
+    }
+    if let (_, Some(hint)) = exit_and_hint(err) {
+        out.push_str(&format!("hint: {hint}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn hint_and_exit_found_through_context_layers() {
+        let err: anyhow::Result<()> = Err(anyhow::anyhow!("connection refused"))
+            .context(Fail::usage("cannot reach the daemon").hint("start dockerd"))
+            .context("running doctor");
+        let err = err.unwrap_err();
+        let (exit, hint) = exit_and_hint(&err);
+        assert_eq!(exit, Exit::Usage);
+        assert_eq!(hint.as_deref(), Some("start dockerd"));
+        let text = render(&err);
+        assert_eq!(
+            text,
+            "error: running doctor\ncaused by: cannot reach the daemon\ncaused by: connection refused\nhint: start dockerd\n"
+        );
+    }
+
+    #[test]
+    fn plain_errors_are_job_failures_without_hint() {
+        let err = anyhow::anyhow!("boom");
+        assert_eq!(exit_and_hint(&err), (Exit::Job, None));
+        assert_eq!(render(&err), "error: boom\n");
+    }
+}

@@ -1,0 +1,91 @@
+//! slipway: from a web app's source to a loaded local Kubernetes cluster.
+//!
+//! The pipeline, one module a step: configuration ([`config`]) → detection and Dockerfile
+//! generation → context packing → build → load → manifests and chart. [`run`] wires the steps
+//! for each command; `main.rs` only parses arguments and reports errors.
+
+pub mod bases;
+pub mod cli;
+pub mod config;
+pub mod docker;
+pub mod doctor;
+pub mod error;
+pub mod kubeconfig;
+pub mod report;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::{Exit, Fail};
+
+use cli::{Cli, ColorMode, Command};
+use report::{Reporter, Verbosity};
+
+/// What every command gets: the global flags, resolved.
+pub struct Session {
+    pub reporter: Arc<dyn Reporter>,
+    pub verbosity: Verbosity,
+    /// `--config`, when given.
+    pub config_flag: Option<PathBuf>,
+    pub cwd: PathBuf,
+}
+
+impl Session {
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
+        let verbosity = match (cli.quiet, cli.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            _ => Verbosity::Verbose,
+        };
+        let colors = match cli.color {
+            ColorMode::Always => true,
+            ColorMode::Never => false,
+            ColorMode::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        };
+        if cli.color != ColorMode::Auto || !colors {
+            console::set_colors_enabled(colors);
+            console::set_colors_enabled_stderr(colors);
+        }
+        Ok(Session {
+            reporter: report::make(cli.progress, verbosity),
+            verbosity,
+            config_flag: cli.config.clone(),
+            cwd: std::env::current_dir()?,
+        })
+    }
+
+    /// Finds and loads the configuration (errors are usage errors, exit 2).
+    pub fn config(&self) -> anyhow::Result<config::Config> {
+        let path = config::find(self.config_flag.as_deref(), &self.cwd)?;
+        config::load(&path)
+    }
+
+    /// The configuration if there is one; a broken one is still an error.
+    pub fn config_if_any(&self) -> anyhow::Result<Option<config::Config>> {
+        match config::find(self.config_flag.as_deref(), &self.cwd) {
+            Ok(path) => config::load(&path).map(Some),
+            Err(_) if self.config_flag.is_none() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let session = Session::from_cli(&cli)?;
+    match cli.command {
+        Command::Doctor(args) => {
+            let config = session.config_if_any()?;
+            let report = doctor::run(config.as_ref()).await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", doctor::render(&report));
+            }
+            if !report.ok {
+                return Err(Fail::job("doctor found problems that stop the main job").into());
+            }
+            Ok(())
+        }
+    }
+}
