@@ -10,7 +10,9 @@ pub mod config;
 pub mod docker;
 pub mod doctor;
 pub mod error;
+pub mod fsutil;
 pub mod kubeconfig;
+pub mod record;
 pub mod report;
 
 use std::path::PathBuf;

@@ -1,0 +1,101 @@
+//! What a build produced, as data: the `--metadata-file` JSON and the record later steps read.
+//!
+//! `build` (and `up`) write the result of every run to `.slipway/last-build.json` under the
+//! project root, atomically; `load`, `manifests` and `chart` read it when they run on their own,
+//! so they always refer to the images the last build made. `up` passes it along in memory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::Fail;
+
+/// How a component's image came to be.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Built,
+    Cached,
+    Failed,
+}
+
+/// One component's image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    /// The reference to deploy: `PREFIX/NAME:<12 hex of the input digest>`, or
+    /// `REPO@sha256:...` once pushed.
+    pub image: String,
+    /// `PREFIX/NAME`.
+    pub repository: String,
+    /// The input-digest tag (`<12 hex>`).
+    pub tag: String,
+    /// Every tag that points at the image after the run (input-digest tag first).
+    pub tags: Vec<String>,
+    /// `sha256:...` image ID.
+    pub image_id: String,
+    /// `sha256:...` over every input that decides the image.
+    pub input_digest: String,
+    pub outcome: Outcome,
+    /// Why the build was not served from slipway's cache (when built).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub duration_ms: u64,
+    /// Image size in bytes.
+    pub size: u64,
+    /// `REPO@sha256:...` after `build --push`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
+}
+
+/// A run's images, by component name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BuildReport {
+    pub components: BTreeMap<String, ImageRecord>,
+}
+
+impl BuildReport {
+    /// The reference each component should be deployed with (pinned digest when pushed).
+    pub fn deploy_refs(&self) -> BTreeMap<String, String> {
+        self.components
+            .iter()
+            .map(|(k, r)| {
+                (
+                    k.clone(),
+                    r.pushed.clone().unwrap_or_else(|| r.image.clone()),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Where the last build's record lives.
+pub fn last_build_path(config: &Config) -> PathBuf {
+    config.root.join(".slipway/last-build.json")
+}
+
+/// Writes a report as pretty JSON, atomically.
+pub fn write(path: &Path, report: &BuildReport) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(report)?;
+    text.push('\n');
+    crate::fsutil::write_atomic(path, text.as_bytes(), None)?;
+    Ok(())
+}
+
+/// Reads the last build's record; a missing one is a usage error with the fix.
+pub fn read_last(config: &Config) -> anyhow::Result<BuildReport> {
+    let path = last_build_path(config);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        Fail::usage(format!("no build record at {}", path.display()))
+            .hint("run `slipway build` first (or `slipway up`, which builds, loads and emits)")
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        Fail::usage(format!(
+            "{} is not a valid build record: {e}",
+            path.display()
+        ))
+        .hint("run `slipway build` again to rewrite it")
+        .into()
+    })
+}
