@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime, timedelta
 
 import jwt
 import pytest
@@ -95,7 +96,8 @@ def test_crud_flow(tmp_path, db):
         task = r.json()
         assert task["title"] == "write the Dockerfile"
         assert task["done"] is False
-        assert "created_at" in task
+        created = datetime.fromisoformat(task["created_at"].replace("Z", "+00:00"))
+        assert created.utcoffset() == timedelta(0)
         tid = task["id"]
 
         listed = c.get("/api/tasks").json()
