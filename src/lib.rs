@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod kubeconfig;
+pub mod push;
 pub mod record;
 pub mod report;
 

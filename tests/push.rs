@@ -1,0 +1,185 @@
+//! `build --push` against a real registry: Debian's `docker-registry` on 127.0.0.1.
+
+mod common;
+
+use std::process::{Child, Command};
+
+use slipway::record::{BuildReport, ImageRecord, Outcome};
+
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the registry on a free loopback port (the daemon treats 127.0.0.0/8 as insecure,
+/// so plain HTTP works there as it does for a local registry).
+fn registry() -> Option<Registry> {
+    let bin = ["/usr/bin/docker-registry", "/usr/sbin/docker-registry"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(bin) = bin else {
+        if common::in_ci() {
+            panic!("CI=true and docker-registry is not installed: run scripts/env/setup");
+        }
+        eprintln!("SKIPPED: docker-registry not installed");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin).arg("serve").arg(&cfg).spawn().unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(Registry {
+                child,
+                port,
+                _dir: dir,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("docker-registry did not start on port {port}");
+}
+
+#[tokio::test]
+async fn pushes_every_tag_and_records_the_registry_digest() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let Some(reg) = registry() else { return };
+    let repository = format!("127.0.0.1:{}/{}", reg.port, common::unique("push"));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /\n",
+    )
+    .unwrap();
+    let st = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args([
+            "build",
+            "-q",
+            "-t",
+            &format!("{repository}:0123456789ab"),
+            "-t",
+            &format!("{repository}:latest"),
+        ])
+        .arg(ctx.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let mut report = BuildReport::default();
+    report.components.insert(
+        "web".into(),
+        ImageRecord {
+            image: format!("{repository}:0123456789ab"),
+            repository: repository.clone(),
+            tag: "0123456789ab".into(),
+            tags: vec!["0123456789ab".into(), "latest".into()],
+            image_id: String::new(),
+            input_digest: String::new(),
+            outcome: Outcome::Built,
+            reason: None,
+            duration_ms: 0,
+            size: 0,
+            pushed: None,
+        },
+    );
+    let daemon = slipway::docker::Daemon {
+        docker: docker.clone(),
+        endpoint: slipway::docker::endpoint(),
+    };
+    let rec = slipway::report::Recorder::default();
+    slipway::push::push_all(&daemon, &mut report, &rec)
+        .await
+        .unwrap();
+
+    let pinned = report.components["web"]
+        .pushed
+        .clone()
+        .expect("pushed reference recorded");
+    assert!(
+        pinned.starts_with(&format!("{repository}@sha256:")),
+        "{pinned}"
+    );
+    assert_eq!(report.deploy_refs()["web"], pinned);
+
+    // The registry serves that exact manifest digest for both tags.
+    let name = repository.split_once('/').unwrap().1;
+    for tag in ["0123456789ab", "latest"] {
+        let out = Command::new("curl")
+            .args([
+                "-sfI",
+                "-H",
+                "Accept: application/vnd.docker.distribution.manifest.v2+json",
+            ])
+            .arg(format!(
+                "http://127.0.0.1:{}/v2/{name}/manifests/{tag}",
+                reg.port
+            ))
+            .output()
+            .unwrap();
+        let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        let digest = pinned.split_once('@').unwrap().1;
+        assert!(
+            headers.contains(&format!("docker-content-digest: {digest}")),
+            "{tag}: {headers}"
+        );
+    }
+
+    // A push to a registry that is not there fails with a hint naming it.
+    let gone = format!("127.0.0.1:1/{}", common::unique("nowhere"));
+    Command::new("docker")
+        .args([
+            "tag",
+            &format!("{repository}:latest"),
+            &format!("{gone}:latest"),
+        ])
+        .status()
+        .unwrap();
+    let e = slipway::push::push_one(&daemon, &gone, "latest", "web", &rec)
+        .await
+        .unwrap_err();
+    let text = slipway::error::render(&e);
+    assert!(
+        text.contains("pushing") && text.contains("127.0.0.1:1"),
+        "{text}"
+    );
+    assert!(text.contains("hint:"), "{text}");
+
+    for r in [
+        format!("{repository}:0123456789ab"),
+        format!("{repository}:latest"),
+        format!("{gone}:latest"),
+    ] {
+        let _ = docker
+            .remove_image(
+                &r,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+}
