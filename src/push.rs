@@ -136,13 +136,15 @@ fn from_helper(helper: &str, server: &str) -> anyhow::Result<Option<DockerCreden
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return Err(Fail::usage(format!(
+        Err(e) => {
+            return Err(Fail::usage(format!(
             "the Docker config names credential helper `{helper}`, but `{program}` cannot run: {e}"
         ))
-        .hint(format!(
-            "install {program}, or remove `credsStore`/`credHelpers` from the Docker config"
-        ))
-        .into()),
+            .hint(format!(
+                "install {program}, or remove `credsStore`/`credHelpers` from the Docker config"
+            ))
+            .into())
+        }
     };
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(server.as_bytes());

@@ -48,13 +48,15 @@ fn registry() -> Option<Registry> {
     )
     .unwrap();
     let child = Command::new(bin).arg("serve").arg(&cfg).spawn().unwrap();
+    // Dropping the guard stops the registry, on every path out of here.
+    let reg = Registry {
+        child,
+        port,
+        _dir: dir,
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(Registry {
-                child,
-                port,
-                _dir: dir,
-            });
+            return Some(reg);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
