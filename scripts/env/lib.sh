@@ -1,0 +1,49 @@
+# shellcheck shell=bash
+# scripts/env/lib.sh: helpers shared by the environment scripts (sourced, not run).
+#
+# Every script under scripts/env/ and tests/env/ sources this file, so each one
+# runs on its own from any working directory.
+
+SLIPWAY_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export SLIPWAY_REPO
+# Where downloaded and generated inputs are kept between runs (rootfs tarballs, .debs, wheels).
+SLIPWAY_ENV_CACHE=${SLIPWAY_ENV_CACHE:-/var/cache/slipway-env}
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[%s] %s\n' "${SLIPWAY_LOG_TAG:-env}" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# sha256 of all arguments and of stdin, as one hex string.
+hash_of() { { printf '%s\n' "$@"; cat; } | sha256sum | cut -c1-64; }
+
+# Seconds since the epoch with milliseconds, for timings.
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# Is the Docker daemon answering? (The CLI may be missing or newer than the daemon; the socket is what counts.)
+docker_ping() {
+  curl -fsS --max-time 2 --unix-socket /var/run/docker.sock http://docker/_ping >/dev/null 2>&1 \
+    || docker info >/dev/null 2>&1
+}
+
+# apt-get update once per run of a script tree, and only when the lists are older than an hour.
+apt_update_once() {
+  if [[ -n ${SLIPWAY_APT_UPDATED:-} ]]; then return 0; fi
+  if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -1) ]]; then
+    log "apt-get update"
+    apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+  fi
+  export SLIPWAY_APT_UPDATED=1
+}
+
+# apt_install PKG...: install the Debian packages that are not installed yet.
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  apt_update_once
+  log "apt-get install ${missing[*]}"
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
