@@ -47,3 +47,35 @@ apt_install() {
   log "apt-get install ${missing[*]}"
   apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
+
+# Flags that stand in for --privileged on these hosts (--privileged fails: the daemon lacks
+# CAP_SYS_RESOURCE), plus what a node needs: tmpfs on /tmp and /run.
+NODE_RUN_FLAGS=(
+  --cap-add ALL --cap-drop SYS_RESOURCE
+  --security-opt seccomp=unconfined --security-opt apparmor=unconfined
+  --security-opt systempaths=unconfined
+  --device-cgroup-rule='a *:* rwm'
+  --tmpfs /tmp --tmpfs /run
+)
+
+# wait_for SECONDS DESCRIPTION COMMAND...: run COMMAND until it succeeds, or fail after SECONDS.
+wait_for() {
+  local timeout=$1 what=$2 start=$SECONDS; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS - start >= timeout )); then
+      log "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# ensure_image NAME TAG: build one of scripts/env/images' images when it is missing.
+ensure_image() {
+  docker image inspect "$2" >/dev/null 2>&1 || "$SLIPWAY_REPO/scripts/env/images" "$1"
+}
+
+# container_running NAME
+container_running() {
+  [[ $(docker container inspect -f '{{.State.Running}}' "$1" 2>/dev/null) == true ]]
+}
