@@ -44,6 +44,31 @@ pub enum ColorMode {
 pub enum Command {
     /// Check the Docker daemon, disk, cluster and base images.
     Doctor(DoctorArgs),
+    /// Detect each component's stack and write slipway.toml.
+    Init(InitArgs),
+    /// Write (or with --check, verify) each component's generated Dockerfile and ignore file.
+    Dockerfiles(DockerfilesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Component directories [default: the subdirectories of contexts/, apps/, services/,
+    /// packages/, else the current directory].
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Replace an existing slipway.toml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DockerfilesArgs {
+    /// Components to generate for [default: all].
+    #[arg(value_name = "COMPONENT")]
+    pub components: Vec<String>,
+    /// Write nothing; print a diff and exit 1 when a generated file is missing or differs.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,10 +7,14 @@
 pub mod bases;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod docker;
+pub mod dockerfile;
 pub mod doctor;
 pub mod error;
 pub mod fsutil;
+pub mod generate;
+pub mod init;
 pub mod kubeconfig;
 pub mod push;
 pub mod record;
@@ -89,6 +93,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 return Err(Fail::job("doctor found problems that stop the main job").into());
             }
             Ok(())
+        }
+        Command::Init(args) => init::run(
+            &session.cwd,
+            session.config_flag.as_deref(),
+            &args.dirs,
+            args.force,
+            session.reporter.as_ref(),
+        ),
+        Command::Dockerfiles(args) => {
+            let config = session.config()?;
+            generate::run(
+                &config,
+                &args.components,
+                args.check,
+                session.verbosity == Verbosity::Verbose,
+                session.reporter.as_ref(),
+            )
         }
     }
 }

@@ -1,0 +1,412 @@
+//! `slipway init [DIR...]`: finds the components, detects each one's stack, writes
+//! `slipway.toml` and says why it chose what it chose.
+//!
+//! Components are the directories given, or else the subdirectories of `contexts/`, `apps/`,
+//! `services/` and `packages/`, or else the current directory itself. A directory that was
+//! named and cannot be detected is an error; one found by looking around that is empty or
+//! holds no known stack is skipped with a warning (monorepos keep libraries there too). The
+//! file is validated by the same code that later reads it, then written atomically; an
+//! existing one is kept unless `--force`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::detect::{self, Detection, SourceTree, Stack, PROVIDERS};
+use crate::report::{Event, Reporter};
+use crate::Fail;
+
+/// Directories whose subdirectories are components.
+pub const COMPONENT_PARENTS: &[&str] = &["contexts", "apps", "services", "packages"];
+
+/// A route found in the source, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub path: String,
+    pub file: String,
+}
+
+/// A component found by `init`.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub name: String,
+    /// The context relative to the config's directory, `/`-separated.
+    pub context: String,
+    pub detection: Detection,
+    pub port: u16,
+    pub health: Option<Route>,
+    pub readiness: Option<Route>,
+}
+
+/// A DNS-1123 label made from a directory name.
+pub fn component_name(dir: &str) -> String {
+    let mut out = String::new();
+    for c in dir.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut s = out.trim_matches('-').to_string();
+    s.truncate(40);
+    let s = s.trim_end_matches('-').to_string();
+    if s.is_empty() {
+        "app".to_string()
+    } else {
+        s
+    }
+}
+
+/// Finds and detects the components under `root` (the config's directory).
+pub fn discover(
+    root: &Path,
+    dirs: &[PathBuf],
+    cwd: &Path,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Vec<Found>> {
+    let root_abs = canonical(root)?;
+    let mut candidates: Vec<(String, bool)> = Vec::new(); // (relative dir, named by the user)
+    if dirs.is_empty() {
+        for parent in COMPONENT_PARENTS {
+            let p = root.join(parent);
+            if !p.is_dir() {
+                continue;
+            }
+            let mut subs: Vec<String> = std::fs::read_dir(&p)
+                .with_context(|| format!("listing {}", p.display()))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            subs.sort();
+            candidates.extend(subs.into_iter().map(|s| (format!("{parent}/{s}"), false)));
+        }
+        if candidates.is_empty() {
+            candidates.push((".".to_string(), false));
+        }
+    } else {
+        for d in dirs {
+            let abs = cwd.join(d);
+            if !abs.is_dir() {
+                return Err(Fail::usage(format!("{} is not a directory", d.display()))
+                    .hint("pass the directories that hold your components' sources")
+                    .into());
+            }
+            let abs = canonical(&abs)?;
+            let rel = abs.strip_prefix(&root_abs).map_err(|_| {
+                Fail::usage(format!(
+                    "{} is outside {}, where slipway.toml goes",
+                    d.display(),
+                    root.display()
+                ))
+                .hint("run `slipway init` from the directory that holds all components")
+            })?;
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            let rel = if rel.is_empty() { ".".to_string() } else { rel };
+            candidates.push((rel, true));
+        }
+    }
+
+    let mut found: Vec<Found> = Vec::new();
+    for (rel, named) in candidates {
+        let tree = SourceTree::new(root.join(&rel), &rel);
+        if !named {
+            // Looking around: skip what is clearly not a component, fail on what is broken.
+            if tree.is_empty()? {
+                reporter.report(Event::Warn {
+                    message: format!("skipped {rel}: empty"),
+                });
+                continue;
+            }
+            let mut any = false;
+            for p in PROVIDERS {
+                any |= p.detect(&tree)?.is_some();
+            }
+            if !any {
+                if rel == "." {
+                    return Err(Fail::usage(format!(
+                        "no components found: no {} directories, and {} holds no known stack",
+                        COMPONENT_PARENTS.join("/, ") + "/",
+                        root.display()
+                    ))
+                    .hint("pass the directories that hold your components: `slipway init DIR...`")
+                    .into());
+                }
+                reporter.report(Event::Warn {
+                    message: format!("skipped {rel}: no known stack"),
+                });
+                continue;
+            }
+        }
+        let detection =
+            detect::detect(&tree, None).with_context(|| format!("detecting the stack of {rel}"))?;
+        let base = if rel == "." {
+            root_abs
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            rel.rsplit('/').next().unwrap_or(&rel).to_string()
+        };
+        let name = component_name(&base);
+        if let Some(other) = found.iter().find(|f| f.name == name) {
+            return Err(Fail::usage(format!(
+                "{} and {rel} would both be component `{name}`",
+                other.context
+            ))
+            .hint("rename one directory, or run init on one and add the other by hand")
+            .into());
+        }
+        let health = find_route(&tree, detection.stack, HEALTH_ROUTES)?;
+        let readiness = find_route(&tree, detection.stack, READY_ROUTES)?;
+        found.push(Found {
+            name,
+            context: rel,
+            port: detection.stack.default_port(),
+            detection,
+            health,
+            readiness,
+        });
+    }
+    if found.is_empty() {
+        return Err(Fail::usage(
+            "no components found: every candidate directory was empty or held no known stack",
+        )
+        .hint("pass the directories that hold your components: `slipway init DIR...`")
+        .into());
+    }
+    Ok(found)
+}
+
+fn canonical(p: &Path) -> anyhow::Result<PathBuf> {
+    p.canonicalize()
+        .with_context(|| format!("resolving {}", p.display()))
+}
+
+const HEALTH_ROUTES: &[&str] = &[
+    "/healthz",
+    "/api/healthz",
+    "/health",
+    "/api/health",
+    "/livez",
+];
+const READY_ROUTES: &[&str] = &["/readyz", "/api/readyz", "/ready", "/api/ready"];
+
+/// The first of `routes` the source mentions: as a string literal, or as a Next.js route file.
+pub fn find_route(
+    tree: &SourceTree,
+    stack: Stack,
+    routes: &[&str],
+) -> anyhow::Result<Option<Route>> {
+    if matches!(stack, Stack::Nextjs) {
+        for r in routes {
+            for dir in ["app", "src/app"] {
+                for ext in ["ts", "js", "tsx", "jsx", "mjs"] {
+                    let file = format!("{dir}{r}/route.{ext}");
+                    if tree.is_file(&file) {
+                        return Ok(Some(Route {
+                            path: r.to_string(),
+                            file,
+                        }));
+                    }
+                }
+            }
+            for ext in ["ts", "js"] {
+                for dir in ["pages", "src/pages"] {
+                    let file = format!("{dir}{r}.{ext}");
+                    if tree.is_file(&file) {
+                        return Ok(Some(Route {
+                            path: r.to_string(),
+                            file,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    let exts: &[&str] = match stack {
+        Stack::Python => &["py"],
+        Stack::Go => &["go"],
+        Stack::Rust => &["rs"],
+        Stack::Nextjs | Stack::Node => &["ts", "js", "mjs"],
+    };
+    let mut files = Vec::new();
+    for ext in exts {
+        files.extend(tree.files_with_ext(ext, 4)?);
+    }
+    files.sort_by(|a, b| {
+        a.matches('/')
+            .count()
+            .cmp(&b.matches('/').count())
+            .then(a.cmp(b))
+    });
+    for r in routes {
+        for f in &files {
+            if f.split('/').any(|p| p == "tests" || p == "test") {
+                continue;
+            }
+            let text = tree.read(f)?;
+            if ['"', '\'', '`']
+                .iter()
+                .any(|q| text.contains(&format!("{q}{r}{q}")))
+            {
+                return Ok(Some(Route {
+                    path: r.to_string(),
+                    file: f.clone(),
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn toml_str(s: &str) -> String {
+    // TOML basic strings accept JSON's escapes.
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+/// The text of `slipway.toml` for what was found.
+pub fn render(app: &str, found: &[Found]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Written by `slipway init`. Edit freely: `slipway dockerfiles` regenerates the"
+    );
+    let _ = writeln!(
+        s,
+        "# Dockerfiles from this file (set `stack` to override detection, or `dockerfile`"
+    );
+    let _ = writeln!(s, "# to use your own).");
+    let _ = writeln!(s);
+    let _ = writeln!(s, "[app]");
+    let _ = writeln!(s, "name = {}", toml_str(app));
+    let _ = writeln!(s, "version = \"0.1.0\"");
+    for f in found {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "[components.{}]", f.name);
+        let _ = writeln!(s, "# Detected stack {}:", f.detection.stack);
+        for r in &f.detection.notes.reasons {
+            let _ = writeln!(s, "#   {}: {}", r.file, r.what.replace('\n', " "));
+        }
+        let _ = writeln!(s, "context = {}", toml_str(&f.context));
+        let _ = writeln!(
+            s,
+            "port = {}  # the usual port of {} apps: check it",
+            f.port, f.detection.stack
+        );
+        match &f.health {
+            Some(r) => {
+                let _ = writeln!(s, "health = {}  # found in {}", toml_str(&r.path), r.file);
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "health = \"/\"  # no health route found: point this at one that answers 200"
+                );
+            }
+        }
+        if let Some(r) = &f.readiness {
+            let _ = writeln!(
+                s,
+                "readiness = {}  # found in {}",
+                toml_str(&r.path),
+                r.file
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# secrets = [\"DATABASE_URL\"]  # names of secret environment variables"
+        );
+        let _ = writeln!(s, "# config = {{ LOG_LEVEL = \"info\" }}  # plain environment; \"${{other.url}}\" refers to a component");
+    }
+    s
+}
+
+/// Runs the command.
+pub fn run(
+    cwd: &Path,
+    config_flag: Option<&Path>,
+    dirs: &[PathBuf],
+    force: bool,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    let path = match config_flag {
+        Some(p) => cwd.join(p),
+        None => cwd.join(crate::config::FILE_NAME),
+    };
+    if path.exists() && !force {
+        return Err(Fail::usage(format!("{} already exists", path.display()))
+            .hint("pass --force to replace it (its contents are lost), or edit it by hand")
+            .into());
+    }
+    let root = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => cwd.to_path_buf(),
+    };
+    if !root.is_dir() {
+        return Err(Fail::usage(format!("{} is not a directory", root.display())).into());
+    }
+    let found = discover(&root, dirs, cwd, reporter)?;
+    let app_dir = canonical(&root)?;
+    let app = component_name(
+        &app_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "app".into()),
+    );
+    let text = render(&app, &found);
+    // The file must read back: the same validation `slipway dockerfiles` applies.
+    crate::config::parse(&text, &path)
+        .map_err(|e| anyhow::anyhow!("slipway init produced an invalid file (a bug): {e}"))?;
+    for f in &found {
+        println!("{} ({}): stack {}", f.name, f.context, f.detection.stack);
+        for r in &f.detection.notes.reasons {
+            println!("  {}: {}", r.file, r.what);
+        }
+        let health = match &f.health {
+            Some(r) => format!("health {} (found in {})", r.path, r.file),
+            None => "health / (no health route found: set one)".to_string(),
+        };
+        let readiness = match &f.readiness {
+            Some(r) => format!("; readiness {} (found in {})", r.path, r.file),
+            None => String::new(),
+        };
+        println!(
+            "  port {} (the usual for {}); {health}{readiness}",
+            f.port, f.detection.stack
+        );
+        for w in &f.detection.notes.warnings {
+            reporter.report(Event::Warn {
+                message: format!("{}: {w}", f.name),
+            });
+        }
+    }
+    crate::fsutil::write_atomic(&path, text.as_bytes(), None)?;
+    println!(
+        "wrote {} ({} component{}); next: `slipway dockerfiles`",
+        path.strip_prefix(cwd).unwrap_or(&path).display(),
+        found.len(),
+        if found.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_names_become_labels() {
+        assert_eq!(component_name("My_Service"), "my-service");
+        assert_eq!(component_name("--x--"), "x");
+        assert_eq!(component_name("__"), "app");
+    }
+}
