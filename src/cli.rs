@@ -48,6 +48,10 @@ pub enum Command {
     Init(InitArgs),
     /// Write (or with --check, verify) each component's generated Dockerfile and ignore file.
     Dockerfiles(DockerfilesArgs),
+    /// Show what `build` would do: each component's image tag, and whether it is cached or why not.
+    Plan(PlanArgs),
+    /// Build the components' images (those already built from the same inputs are skipped).
+    Build(BuildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +73,36 @@ pub struct DockerfilesArgs {
     /// Write nothing; print a diff and exit 1 when a generated file is missing or differs.
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Components to plan [default: all].
+    #[arg(value_name = "COMPONENT")]
+    pub components: Vec<String>,
+    /// Print the plan as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Components to build [default: all].
+    #[arg(value_name = "COMPONENT")]
+    pub components: Vec<String>,
+    /// How many components build at once [default: all].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+    /// Stop every other build as soon as one fails.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Also write the result (per component: image, tags, image ID, input digest, built or
+    /// cached, duration, size) as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
+    /// Rebuild every selected component, without the daemon's build cache.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]

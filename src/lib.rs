@@ -5,6 +5,7 @@
 //! for each command; `main.rs` only parses arguments and reports errors.
 
 pub mod bases;
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod detect;
@@ -27,6 +28,9 @@ pub use error::{Exit, Fail};
 
 use cli::{Cli, ColorMode, Command};
 use report::{Reporter, Verbosity};
+
+/// How long commands that need the daemon wait for it to answer a ping.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every command gets: the global flags, resolved.
 pub struct Session {
@@ -110,6 +114,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 session.verbosity == Verbosity::Verbose,
                 session.reporter.as_ref(),
             )
+        }
+        Command::Plan(args) => {
+            let config = session.config()?;
+            let daemon = docker::connect(PING_TIMEOUT).await?;
+            let plan = build::plan(&config, &daemon, &args.components).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", build::render_plan(&plan));
+            }
+            Ok(())
+        }
+        Command::Build(args) => {
+            let config = session.config()?;
+            let daemon = docker::connect(PING_TIMEOUT).await?;
+            let opts = build::BuildOptions {
+                jobs: args.jobs.map(usize::from),
+                fail_fast: args.fail_fast,
+                no_cache: args.no_cache,
+                metadata_file: args.metadata_file.map(|p| session.cwd.join(p)),
+            };
+            build::run_build(
+                session.reporter.clone(),
+                &config,
+                &daemon,
+                &args.components,
+                &opts,
+            )
+            .await?;
+            Ok(())
         }
     }
 }

@@ -1,0 +1,343 @@
+//! The input digest: one sha256 that decides whether a component's image must be built.
+//!
+//! Everything that can change the image goes in: the Dockerfile's bytes, the packed context
+//! (its tar's sha256, which covers every path, mode, link target and file byte), the non-secret
+//! build args the Dockerfile declares, the target stage, the platform and the IDs the base
+//! images resolve to on the daemon. Build secrets stay out: their values must never be
+//! derivable from anything slipway stores, and BuildKit leaves them out of its cache key too.
+//!
+//! The parts are kept as a small record of per-input hashes ([`Inputs`]), stored on every image
+//! as a label, and the digest is the sha256 of that record's canonical JSON. Keeping the parts
+//! is what lets `plan` say *which* input changed since the image a tag last pointed to, instead
+//! of only "changed". [`SCHEME`] is part of the record, so a change to what goes in changes
+//! every digest instead of silently reusing images built under other rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The version of what goes into a digest. Bump it when [`Inputs`] or its meaning changes.
+pub const SCHEME: &str = "slipway-inputs/1";
+
+/// The per-input hashes a digest is computed from (also the `dev.slipway.inputs` label).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inputs {
+    pub scheme: String,
+    /// sha256 (hex) of the Dockerfile's bytes.
+    pub dockerfile: String,
+    /// sha256 (hex) of the packed context tar.
+    pub context: String,
+    /// Size of the packed context tar in bytes (informative: follows from `context`).
+    pub context_bytes: u64,
+    /// Non-secret build args passed to the build, as name -> sha256 (hex) of the value.
+    pub args: BTreeMap<String, String>,
+    /// The stage built.
+    pub target: String,
+    /// `os/arch` of the daemon the image is built for.
+    pub platform: String,
+    /// Base image reference -> the image ID it resolved to.
+    pub bases: BTreeMap<String, String>,
+}
+
+/// sha256 (hex) of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Inputs {
+    /// Builds the record from the raw inputs (build arg values are hashed here).
+    pub fn new(
+        dockerfile: &[u8],
+        context_sha256: &str,
+        context_bytes: u64,
+        args: &BTreeMap<String, String>,
+        target: &str,
+        platform: &str,
+        bases: &BTreeMap<String, String>,
+    ) -> Self {
+        Inputs {
+            scheme: SCHEME.to_string(),
+            dockerfile: sha256_hex(dockerfile),
+            context: context_sha256.to_string(),
+            context_bytes,
+            args: args
+                .iter()
+                .map(|(k, v)| (k.clone(), sha256_hex(v.as_bytes())))
+                .collect(),
+            target: target.to_string(),
+            platform: platform.to_string(),
+            bases: bases.clone(),
+        }
+    }
+
+    /// The record as the label stores it (compact, canonical JSON: fields in declaration
+    /// order, maps sorted by key).
+    pub fn to_label(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a `dev.slipway.inputs` label; `None` when it is missing or unreadable.
+    pub fn from_label(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// `sha256:<hex>` over the canonical record.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", sha256_hex(self.to_label().as_bytes()))
+    }
+
+    /// Why `self` (the current inputs) differ from `old` (those of an earlier image), most
+    /// telling first. Empty when they are the same.
+    pub fn changes_since(&self, old: &Inputs) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.scheme != old.scheme {
+            out.push(format!(
+                "slipway's digest scheme changed ({} -> {})",
+                old.scheme, self.scheme
+            ));
+        }
+        if self.dockerfile != old.dockerfile {
+            out.push("Dockerfile changed".to_string());
+        }
+        if self.context != old.context {
+            use crate::report::fmt_bytes;
+            out.push(if self.context_bytes == old.context_bytes {
+                format!("context changed ({})", fmt_bytes(self.context_bytes))
+            } else {
+                format!(
+                    "context changed ({}, was {})",
+                    fmt_bytes(self.context_bytes),
+                    fmt_bytes(old.context_bytes)
+                )
+            });
+        }
+        let names: BTreeSet<&String> = self.args.keys().chain(old.args.keys()).collect();
+        for name in names {
+            match (self.args.get(name), old.args.get(name)) {
+                (Some(a), Some(b)) if a != b => out.push(format!("build arg {name} changed")),
+                (Some(_), None) => out.push(format!("build arg {name} added")),
+                (None, Some(_)) => out.push(format!("build arg {name} removed")),
+                _ => {}
+            }
+        }
+        if self.target != old.target {
+            out.push(format!(
+                "target changed ({} -> {})",
+                old.target, self.target
+            ));
+        }
+        if self.platform != old.platform {
+            out.push(format!(
+                "platform changed ({} -> {})",
+                old.platform, self.platform
+            ));
+        }
+        let bases: BTreeSet<&String> = self.bases.keys().chain(old.bases.keys()).collect();
+        for base in bases {
+            match (self.bases.get(base), old.bases.get(base)) {
+                (Some(a), Some(b)) if a != b => out.push(format!("base image {base} changed")),
+                (Some(_), None) => out.push(format!("base image {base} added")),
+                (None, Some(_)) => out.push(format!("base image {base} removed")),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The Dockerfile's instructions: comments and blank lines dropped, `\` continuations joined.
+fn instructions(dockerfile: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut logical = String::new();
+    for raw in dockerfile.lines() {
+        let t = raw.trim();
+        if t.starts_with('#') || (logical.is_empty() && t.is_empty()) {
+            continue;
+        }
+        if let Some(body) = t.strip_suffix('\\') {
+            logical.push_str(body);
+            logical.push(' ');
+            continue;
+        }
+        logical.push_str(t);
+        out.push(std::mem::take(&mut logical));
+    }
+    if !logical.is_empty() {
+        out.push(logical);
+    }
+    out
+}
+
+/// The names of a Dockerfile's stages (`FROM image AS name`), lowercased, in order.
+pub fn stage_names(dockerfile: &str) -> Vec<String> {
+    instructions(dockerfile)
+        .iter()
+        .filter_map(|line| {
+            let words: Vec<&str> = line
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            match words.as_slice() {
+                [from, _, as_, name, ..]
+                    if from.eq_ignore_ascii_case("FROM") && as_.eq_ignore_ascii_case("AS") =>
+                {
+                    Some(name.to_ascii_lowercase())
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The names every `ARG` instruction of a Dockerfile declares (in any stage).
+pub fn declared_args(dockerfile: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in instructions(dockerfile) {
+        let mut words = line.split_whitespace();
+        if words.next().is_some_and(|w| w.eq_ignore_ascii_case("ARG")) {
+            for decl in words {
+                let name = decl.split_once('=').map_or(decl, |(n, _)| n);
+                if !name.is_empty() {
+                    out.insert(name.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Inputs {
+        Inputs::new(
+            b"FROM busybox\n",
+            &"ab".repeat(32),
+            10240,
+            &BTreeMap::from([
+                ("B".to_string(), "2".to_string()),
+                ("A".to_string(), "1".to_string()),
+            ]),
+            "production",
+            "linux/amd64",
+            &BTreeMap::from([("busybox".to_string(), format!("sha256:{}", "cd".repeat(32)))]),
+        )
+    }
+
+    #[test]
+    fn digest_is_stable_across_versions_of_slipway() {
+        // A golden value: if this changes, every user's images rebuild. Bump SCHEME when
+        // that is intended.
+        let d = sample().digest();
+        assert_eq!(d.len(), 7 + 64);
+        assert_eq!(
+            d,
+            "sha256:008f8905c4feb7549859f163f7db1cc0b8772bcfbf1112decdf909f16b858df0"
+        );
+    }
+
+    #[test]
+    fn arg_order_does_not_matter() {
+        let mut reversed = BTreeMap::new();
+        reversed.insert("A".to_string(), "1".to_string());
+        reversed.insert("B".to_string(), "2".to_string());
+        let a = sample();
+        let b = Inputs::new(
+            b"FROM busybox\n",
+            &"ab".repeat(32),
+            10240,
+            &reversed,
+            "production",
+            "linux/amd64",
+            &a.bases,
+        );
+        assert_eq!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn every_input_changes_the_digest_and_is_named() {
+        let base = sample();
+        type Change = Box<dyn Fn(&mut Inputs)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|i| i.dockerfile = sha256_hex(b"FROM other\n")),
+                "Dockerfile changed",
+            ),
+            (
+                Box::new(|i| {
+                    i.context = "ef".repeat(32);
+                    i.context_bytes = 20480;
+                }),
+                "context changed (20.5 kB, was 10.2 kB)",
+            ),
+            (
+                Box::new(|i| {
+                    i.args.insert("A".into(), sha256_hex(b"other"));
+                }),
+                "build arg A changed",
+            ),
+            (
+                Box::new(|i| {
+                    i.args.insert("C".into(), sha256_hex(b"3"));
+                }),
+                "build arg C added",
+            ),
+            (
+                Box::new(|i| {
+                    i.args.remove("B");
+                }),
+                "build arg B removed",
+            ),
+            (
+                Box::new(|i| i.target = "build".into()),
+                "target changed (production -> build)",
+            ),
+            (
+                Box::new(|i| i.platform = "linux/arm64".into()),
+                "platform changed (linux/amd64 -> linux/arm64)",
+            ),
+            (
+                Box::new(|i| {
+                    i.bases
+                        .insert("busybox".into(), format!("sha256:{}", "00".repeat(32)));
+                }),
+                "base image busybox changed",
+            ),
+            (
+                Box::new(|i| i.scheme = "slipway-inputs/0".into()),
+                "slipway's digest scheme changed (slipway-inputs/1 -> slipway-inputs/0)",
+            ),
+        ];
+        for (change, reason) in cases {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_ne!(changed.digest(), base.digest(), "{reason}");
+            assert_eq!(changed.changes_since(&base), [reason]);
+        }
+        assert!(base.changes_since(&base).is_empty());
+    }
+
+    #[test]
+    fn label_round_trips() {
+        let i = sample();
+        assert_eq!(Inputs::from_label(&i.to_label()), Some(i));
+        assert_eq!(Inputs::from_label("not json"), None);
+    }
+
+    #[test]
+    fn finds_declared_args_in_every_stage() {
+        let df = "# comment\nARG PYTHON_IMAGE=python:3.11\nFROM ${PYTHON_IMAGE} AS base\n\
+                  arg VERSION \\\n  COMMIT=abc\nFROM base\nRUN echo ARG NOPE\n";
+        let got: Vec<_> = declared_args(df).into_iter().collect();
+        assert_eq!(got, ["COMMIT", "PYTHON_IMAGE", "VERSION"]);
+    }
+
+    #[test]
+    fn finds_stage_names() {
+        let df = "FROM a AS Base\nFROM --platform=$BUILDPLATFORM base as build\nFROM scratch\n\
+                  # FROM x AS commented\nFROM build AS production\n";
+        assert_eq!(stage_names(df), ["base", "build", "production"]);
+    }
+}

@@ -1,0 +1,776 @@
+//! The build engine: plan every component's image as data, then build only what changed.
+//!
+//! [`plan`] works out, before anything runs, what each component's image is made of (its
+//! Dockerfile, packed context, build args, target, platform and base image IDs), the input
+//! digest over all of that, the tag it gets (`PREFIX/NAME:<12 hex>`), and whether an image with
+//! that digest already exists, or else which input changed since the image its tags last
+//! pointed to. `slipway plan` prints that; [`execute`] (behind `slipway build` and `up`) builds
+//! the components that are not cached, in parallel, and moves tags only after a build
+//! succeeded, so a failed or interrupted run leaves every tag where it was.
+//!
+//! Builds go through BuildKit in the daemon (the legacy builder only where there is none), with
+//! the context streamed from the packer in `crate::context`; a component with build secrets
+//! goes through BuildKit's gRPC session instead, the one path on which the daemon can ask
+//! slipway for a secret (see [`image`]).
+
+pub mod digest;
+mod image;
+pub mod stream;
+mod tmp_context;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::config::{Component, Config};
+// TEMPORARY: the packer from the `ctx` worktree replaces this when it lands on main.
+use crate::docker::Daemon;
+use crate::record::{self, BuildReport, ImageRecord, Outcome};
+use crate::report::{Event, Reporter};
+use crate::Fail;
+use context::ContextSpec;
+use tmp_context as context;
+
+pub use digest::Inputs;
+
+/// Label with the full input digest (`sha256:...`).
+pub const LABEL_DIGEST: &str = "dev.slipway.input-digest";
+/// Label with the per-input hashes ([`Inputs`] as JSON), for cache-miss reasons.
+pub const LABEL_INPUTS: &str = "dev.slipway.inputs";
+/// Label with the component name.
+pub const LABEL_COMPONENT: &str = "dev.slipway.component";
+/// Label with the app name.
+pub const LABEL_APP: &str = "dev.slipway.app";
+
+/// Which of the daemon's builders builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builder {
+    BuildKit,
+    Legacy,
+}
+
+/// Everything a build run will do, computed before it starts.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildPlan {
+    pub app: String,
+    /// `os/arch` of the daemon.
+    pub platform: String,
+    pub builder: Builder,
+    pub components: Vec<ComponentPlan>,
+}
+
+/// One component's image: what it is made of, its tag, and whether it must be built.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentPlan {
+    pub name: String,
+    pub stack: Option<String>,
+    /// The Dockerfile, relative to the project root.
+    pub dockerfile: PathBuf,
+    /// The context directory, relative to the project root.
+    pub context: PathBuf,
+    /// The stage built (empty: the Dockerfile's last stage, for a Dockerfile of the user's
+    /// that has no stage of the configured name).
+    pub target: String,
+    /// Non-secret build args passed to the build (those the Dockerfile declares).
+    pub build_args: BTreeMap<String, String>,
+    /// Names of the build secrets mounted during the build (never their values).
+    pub build_secrets: Vec<String>,
+    /// Base image reference -> image ID on the daemon.
+    pub base_images: BTreeMap<String, String>,
+    pub context_files: u64,
+    pub context_bytes: u64,
+    /// The per-input hashes the digest is computed from.
+    pub inputs: Inputs,
+    /// `sha256:...` over [`Self::inputs`].
+    pub input_digest: String,
+    /// `PREFIX/NAME`.
+    pub repository: String,
+    /// The input-digest tag: the digest's first 12 hex digits.
+    pub tag: String,
+    /// `PREFIX/NAME:TAG`.
+    pub image: String,
+    /// Further references moved to the image after a successful build (`PREFIX/NAME:latest`).
+    pub extra_tags: Vec<String>,
+    pub cache: CacheState,
+    /// Things the user should know (unused build args, files the packer skipped).
+    pub warnings: Vec<String>,
+    /// The Dockerfile and context on disk, for the build.
+    #[serde(skip)]
+    pub(crate) dockerfile_path: PathBuf,
+    #[serde(skip)]
+    pub(crate) context_dir: PathBuf,
+    #[serde(skip)]
+    pub(crate) ignore_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub(crate) source_date_epoch: Option<i64>,
+    /// The Dockerfile's name inside the packed context.
+    #[serde(skip)]
+    pub(crate) dockerfile_name: String,
+}
+
+/// Whether a component's image exists already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum CacheState {
+    /// An image with this input digest exists.
+    Cached { image_id: String },
+    /// It must be built, because of `reason` ("Dockerfile changed", "never built", ...).
+    Build { reason: String },
+}
+
+impl ComponentPlan {
+    pub fn is_cached(&self) -> bool {
+        matches!(self.cache, CacheState::Cached { .. })
+    }
+
+    pub(crate) fn context_spec(&self) -> ContextSpec {
+        ContextSpec {
+            dir: self.context_dir.clone(),
+            dockerfile: self.dockerfile_path.clone(),
+            ignore_file: self.ignore_file.clone(),
+            source_date_epoch: self.source_date_epoch,
+        }
+    }
+
+    /// The labels every image of this component carries.
+    pub(crate) fn labels(&self, app: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_DIGEST.to_string(), self.input_digest.clone()),
+            (LABEL_INPUTS.to_string(), self.inputs.to_label()),
+            (LABEL_COMPONENT.to_string(), self.name.clone()),
+            (LABEL_APP.to_string(), app.to_string()),
+        ])
+    }
+}
+
+/// How `build` runs.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// How many components build at once (default: all).
+    pub jobs: Option<usize>,
+    /// Stop every other build when one fails.
+    pub fail_fast: bool,
+    /// Build every selected component, and without the daemon's build cache.
+    pub no_cache: bool,
+    /// Also write the run's report here.
+    pub metadata_file: Option<PathBuf>,
+}
+
+/// The components a selection names (all when empty), or a usage error naming the unknown one.
+pub fn select<'a>(config: &'a Config, selection: &[String]) -> anyhow::Result<Vec<&'a Component>> {
+    if selection.is_empty() {
+        return Ok(config.components.values().collect());
+    }
+    let mut out: Vec<&Component> = Vec::new();
+    for name in selection {
+        match config.components.get(name) {
+            Some(c) => {
+                if !out.iter().any(|o| o.name == c.name) {
+                    out.push(c);
+                }
+            }
+            None => {
+                let known: Vec<&str> = config.components.keys().map(String::as_str).collect();
+                let mut fail = Fail::usage(format!(
+                    "no component `{name}` in {}",
+                    config.path.display()
+                ));
+                fail = match crate::config::did_you_mean(name, &known) {
+                    Some(s) => fail.hint(format!("did you mean `{s}`?")),
+                    None => fail.hint(format!("components: {}", known.join(", "))),
+                };
+                return Err(fail.into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The daemon's platform and builder.
+pub async fn daemon_builder(daemon: &Daemon) -> anyhow::Result<(String, Builder, String)> {
+    let version = daemon.docker.version().await.context(Fail::job(format!(
+        "cannot ask the Docker daemon at {} for its version",
+        daemon.endpoint.host
+    )))?;
+    let os = version.os.unwrap_or_else(|| "linux".into());
+    let arch = version.arch.unwrap_or_else(|| "amd64".into());
+    let api = version.api_version.unwrap_or_default();
+    let forced_legacy = std::env::var("SLIPWAY_BUILDER").is_ok_and(|v| v == "legacy");
+    let builder = if crate::docker::has_buildkit(&api) && !forced_legacy && os == "linux" {
+        Builder::BuildKit
+    } else {
+        Builder::Legacy
+    };
+    Ok((format!("{os}/{arch}"), builder, api))
+}
+
+/// Computes the build plan of the selected components (all when `selection` is empty).
+pub async fn plan(
+    config: &Config,
+    daemon: &Daemon,
+    selection: &[String],
+) -> anyhow::Result<BuildPlan> {
+    let components = select(config, selection)?;
+    let (platform, builder, _) = daemon_builder(daemon).await?;
+    let last = record::read_last(config).ok();
+    let futures = components
+        .into_iter()
+        .map(|c| plan_component(config, daemon, c, &platform, last.as_ref()));
+    let planned = futures_util::future::join_all(futures).await;
+    let components = planned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(BuildPlan {
+        app: config.app.name.clone(),
+        platform,
+        builder,
+        components,
+    })
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, when set to a number.
+fn source_date_epoch() -> Option<i64> {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn plan_component(
+    config: &Config,
+    daemon: &Daemon,
+    c: &Component,
+    platform: &str,
+    last: Option<&BuildReport>,
+) -> anyhow::Result<ComponentPlan> {
+    let dockerfile_path = config.dockerfile_path(c);
+    let context_dir = config.context_dir(c);
+    let text = std::fs::read(&dockerfile_path).map_err(|e| {
+        Fail::usage(format!(
+            "component `{}`: cannot read its Dockerfile {}: {e}",
+            c.name,
+            dockerfile_path.display()
+        ))
+        .hint("run `slipway dockerfiles` to generate it, or set `dockerfile = \"PATH\"` in the component to use your own")
+    })?;
+    if !context_dir.is_dir() {
+        return Err(Fail::usage(format!(
+            "component `{}`: its context {} is not a directory",
+            c.name,
+            context_dir.display()
+        ))
+        .hint(format!("fix `context` in {}", config.path.display()))
+        .into());
+    }
+    let text_str = String::from_utf8_lossy(&text);
+    let declared = digest::declared_args(&text_str);
+    let mut warnings = Vec::new();
+    let mut build_args: BTreeMap<String, String> = config
+        .base_image_args()
+        .into_iter()
+        .filter(|(k, _)| declared.contains(k))
+        .collect();
+    for (k, v) in &c.build_args {
+        if declared.contains(k) {
+            build_args.insert(k.clone(), v.clone());
+        } else {
+            warnings.push(format!(
+                "build arg {k} is not declared by an ARG in {}; it is not passed",
+                c.dockerfile.display()
+            ));
+        }
+    }
+
+    let stages = digest::stage_names(&text_str);
+    let target = if stages.iter().any(|s| s.eq_ignore_ascii_case(&c.target)) {
+        c.target.clone()
+    } else if c.dockerfile_explicit && c.target == "production" {
+        // The user's own Dockerfile without a `production` stage: build its last stage.
+        String::new()
+    } else {
+        return Err(Fail::usage(format!(
+            "component `{}`: {} has no stage `{}` (stages: {})",
+            c.name,
+            c.dockerfile.display(),
+            c.target,
+            if stages.is_empty() {
+                "none named".to_string()
+            } else {
+                stages.join(", ")
+            }
+        ))
+        .hint(format!(
+            "set `target` of the component in {} to one of its stages",
+            config.path.display()
+        ))
+        .into());
+    };
+
+    // Base images and the IDs they resolve to.
+    let mut base_images = BTreeMap::new();
+    for image in crate::bases::base_images(&text_str, &build_args) {
+        let id = match daemon.docker.inspect_image(&image).await {
+            Ok(i) => i.id.unwrap_or_default(),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                return Err(missing_base(config, c, &image, &declared).into());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "component `{}`: inspecting base image `{image}`",
+                    c.name
+                )))
+            }
+        };
+        base_images.insert(image, id);
+    }
+
+    // The packed context.
+    let ignore_file = {
+        let mut p = dockerfile_path.clone().into_os_string();
+        p.push(".dockerignore");
+        let p = PathBuf::from(p);
+        p.is_file().then_some(p)
+    };
+    let source_date_epoch = source_date_epoch();
+    let spec = ContextSpec {
+        dir: context_dir.clone(),
+        dockerfile: dockerfile_path.clone(),
+        ignore_file: ignore_file.clone(),
+        source_date_epoch,
+    };
+    let name = c.name.clone();
+    let packed = tokio::task::spawn_blocking(move || context::digest(&spec))
+        .await
+        .context("the context hashing task stopped")?
+        .with_context(|| format!("component `{name}`: packing its context"))?;
+    warnings.extend(packed.warnings.iter().cloned());
+
+    let inputs = Inputs::new(
+        &text,
+        &packed.sha256,
+        packed.bytes,
+        &build_args,
+        &target,
+        platform,
+        &base_images,
+    );
+    let input_digest = inputs.digest();
+    let repository = config.image_repo(&c.name);
+    let tag = input_digest.trim_start_matches("sha256:")[..12].to_string();
+    let image = format!("{repository}:{tag}");
+    let extra_tags: Vec<String> = config
+        .images
+        .tags
+        .iter()
+        .filter(|t| **t != tag)
+        .map(|t| format!("{repository}:{t}"))
+        .collect();
+
+    let cache = cache_state(
+        daemon,
+        &c.name,
+        &image,
+        &input_digest,
+        &inputs,
+        &extra_tags,
+        &repository,
+        last,
+    )
+    .await?;
+    Ok(ComponentPlan {
+        name: c.name.clone(),
+        stack: c.stack.clone(),
+        dockerfile: c.dockerfile.clone(),
+        context: c.context.clone(),
+        target,
+        build_args,
+        build_secrets: c.build_secrets.clone(),
+        base_images,
+        context_files: packed.files as u64,
+        context_bytes: packed.bytes,
+        inputs,
+        input_digest,
+        repository,
+        tag,
+        image,
+        extra_tags,
+        cache,
+        warnings,
+        dockerfile_path,
+        context_dir,
+        ignore_file,
+        source_date_epoch,
+        dockerfile_name: packed.dockerfile_name.clone(),
+    })
+}
+
+fn missing_base(config: &Config, c: &Component, image: &str, declared: &BTreeSet<String>) -> Fail {
+    let keys: Vec<String> = crate::config::BASE_IMAGE_KEYS
+        .iter()
+        .filter(|k| declared.contains(&crate::config::base_image_arg(k)))
+        .map(|k| format!("`{k} = \"IMAGE\"`"))
+        .collect();
+    let mut hint = String::from(
+        "nothing is pulled during a build: build or pull the image first (in this repository, scripts/env/images builds the test bases)",
+    );
+    if !keys.is_empty() {
+        hint.push_str(&format!(
+            ", or point the Dockerfile at an image you have with {} under [base_images] in {}",
+            keys.join(" or "),
+            config.path.display()
+        ));
+    }
+    Fail::job(format!(
+        "component `{}`: base image `{image}` is not on the Docker daemon",
+        c.name
+    ))
+    .hint(hint)
+}
+
+/// The labels of an image, or `None` when there is no such image.
+async fn image_labels(
+    daemon: &Daemon,
+    reference: &str,
+) -> anyhow::Result<Option<(String, BTreeMap<String, String>)>> {
+    match daemon.docker.inspect_image(reference).await {
+        Ok(i) => {
+            let labels = i
+                .config
+                .and_then(|c| c.labels)
+                .map(|l| l.into_iter().collect())
+                .unwrap_or_default();
+            Ok(Some((i.id.unwrap_or_default(), labels)))
+        }
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("inspecting image `{reference}`"))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn cache_state(
+    daemon: &Daemon,
+    component: &str,
+    image: &str,
+    input_digest: &str,
+    inputs: &Inputs,
+    extra_tags: &[String],
+    repository: &str,
+    last: Option<&BuildReport>,
+) -> anyhow::Result<CacheState> {
+    if let Some((id, labels)) = image_labels(daemon, image).await? {
+        if labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
+            return Ok(CacheState::Cached { image_id: id });
+        }
+    }
+    // Not cached: compare with the image this component's tags last pointed to.
+    let mut previous: Vec<String> = Vec::new();
+    if let Some(r) = last.and_then(|l| l.components.get(component)) {
+        if r.repository == repository {
+            previous.push(r.image.clone());
+        }
+    }
+    previous.extend(extra_tags.iter().cloned());
+    for reference in previous {
+        let Some((id, labels)) = image_labels(daemon, &reference).await? else {
+            continue;
+        };
+        if labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
+            // Same inputs, only the digest tag is gone: re-tag, no build.
+            return Ok(CacheState::Cached { image_id: id });
+        }
+        let reason = match labels.get(LABEL_INPUTS).and_then(|l| Inputs::from_label(l)) {
+            Some(old) => {
+                let changes = inputs.changes_since(&old);
+                if changes.is_empty() {
+                    format!("{reference} was built from other inputs")
+                } else {
+                    changes.join(", ")
+                }
+            }
+            None => format!("{reference} has no record of its inputs"),
+        };
+        return Ok(CacheState::Build { reason });
+    }
+    Ok(CacheState::Build {
+        reason: "never built".into(),
+    })
+}
+
+/// The plan as a table for people.
+pub fn render_plan(plan: &BuildPlan) -> String {
+    let mut rows: Vec<[String; 4]> = vec![[
+        "COMPONENT".into(),
+        "DOCKERFILE".into(),
+        "IMAGE".into(),
+        "STATUS".into(),
+    ]];
+    for c in &plan.components {
+        let dockerfile = match &c.stack {
+            Some(s) => format!("{s}: {}", c.dockerfile.display()),
+            None => c.dockerfile.display().to_string(),
+        };
+        let status = match &c.cache {
+            CacheState::Cached { .. } => "cached".to_string(),
+            CacheState::Build { reason } => format!("build: {reason}"),
+        };
+        rows.push([c.name.clone(), dockerfile, c.image.clone(), status]);
+    }
+    let widths: Vec<usize> = (0..3)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        for (i, w) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<w$}  ", r[i], w = w));
+        }
+        out.push_str(&r[3]);
+        out.push('\n');
+    }
+    for c in &plan.components {
+        for w in &c.warnings {
+            out.push_str(&format!("warning: {}: {w}\n", c.name));
+        }
+    }
+    if plan.builder == Builder::Legacy {
+        out.push_str("warning: the daemon has no BuildKit: builds use the legacy builder\n");
+    }
+    out
+}
+
+/// Plans and builds the selected components; see [`execute`].
+pub async fn run_build(
+    reporter: Arc<dyn Reporter>,
+    config: &Config,
+    daemon: &Daemon,
+    selection: &[String],
+    opts: &BuildOptions,
+) -> anyhow::Result<BuildReport> {
+    let plan = plan(config, daemon, selection).await?;
+    execute(reporter, config, daemon, &plan, opts).await
+}
+
+/// What one component's task ended with.
+type TaskResult = (String, anyhow::Result<ImageRecord>);
+
+/// Builds the components of `plan` that are not cached (all of them with `--no-cache`), in
+/// parallel, and moves every tag only after its build succeeded. Writes the record of the run
+/// to `.slipway/last-build.json` (and `opts.metadata_file`). A failed build is reported as it
+/// happens; the others finish unless `opts.fail_fast`; the result is then an error (exit 1).
+/// Ctrl-C stops every build and returns [`Fail::interrupted`] with no tag moved.
+///
+/// This listens for Ctrl-C itself while builds run (`tokio::signal::ctrl_c`), which replaces
+/// the default SIGINT action for the rest of the process.
+pub async fn execute(
+    reporter: Arc<dyn Reporter>,
+    config: &Config,
+    daemon: &Daemon,
+    plan: &BuildPlan,
+    opts: &BuildOptions,
+) -> anyhow::Result<BuildReport> {
+    let to_build: Vec<&ComponentPlan> = plan
+        .components
+        .iter()
+        .filter(|c| opts.no_cache || !c.is_cached())
+        .collect();
+
+    // Check what would stop a build before starting any.
+    for c in &to_build {
+        if !c.build_secrets.is_empty() && plan.builder == Builder::Legacy {
+            return Err(Fail::job(format!(
+                "component `{}` has build secrets, which need BuildKit; this daemon has none",
+                c.name
+            ))
+            .hint("use a Docker daemon of version 18.09 or later with BuildKit")
+            .into());
+        }
+        for s in &c.build_secrets {
+            if std::env::var_os(s).is_none() {
+                return Err(Fail::usage(format!(
+                    "component `{}` needs the build secret {s}, which is not set in the environment",
+                    c.name
+                ))
+                .hint(format!(
+                    "export {s} before running slipway; the build reads it through a secret mount \
+                     (RUN --mount=type=secret,id={s}) and it is stored nowhere"
+                ))
+                .into());
+            }
+        }
+    }
+    if plan.builder == Builder::Legacy && !to_build.is_empty() {
+        reporter.report(Event::Warn {
+            message: "the Docker daemon has no BuildKit: building with the legacy builder \
+                      (no cache mounts, no build secrets)"
+                .into(),
+        });
+    }
+
+    let mut report = BuildReport::default();
+    let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
+
+    // Cached components: make sure every tag points at the image (no build).
+    for c in plan
+        .components
+        .iter()
+        .filter(|c| !to_build.iter().any(|b| b.name == c.name))
+    {
+        let t0 = Instant::now();
+        let CacheState::Cached { image_id } = &c.cache else {
+            continue;
+        };
+        match image::finish(&daemon.docker, c, image_id, Outcome::Cached, None, t0).await {
+            Ok(r) => {
+                reporter.report(Event::Finished {
+                    task: c.name.clone(),
+                    outcome: "cached".into(),
+                });
+                report.components.insert(c.name.clone(), r);
+            }
+            Err(e) => {
+                reporter.report(Event::Failed {
+                    task: c.name.clone(),
+                    error: format!("{e:#}"),
+                    log_tail: Vec::new(),
+                });
+                failures.push((c.name.clone(), e));
+            }
+        }
+    }
+
+    if !to_build.is_empty() {
+        let docker = crate::docker::client(&daemon.endpoint, crate::docker::LONG_TIMEOUT)?;
+        let shared = Arc::new(image::Shared {
+            docker,
+            endpoint: daemon.endpoint.clone(),
+            reporter: reporter.clone(),
+            app: plan.app.clone(),
+            builder: plan.builder,
+            no_cache: opts.no_cache,
+        });
+        let jobs = opts.jobs.unwrap_or(to_build.len()).max(1);
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
+        let mut set: tokio::task::JoinSet<TaskResult> = tokio::task::JoinSet::new();
+        for c in &to_build {
+            let c = (*c).clone();
+            let shared = shared.clone();
+            let semaphore = semaphore.clone();
+            set.spawn(async move {
+                let _permit = semaphore.acquire_owned().await;
+                let name = c.name.clone();
+                let result = image::build_component(&shared, &c).await;
+                (name, result)
+            });
+        }
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut stopped = false;
+        loop {
+            tokio::select! {
+                next = set.join_next() => {
+                    let Some(joined) = next else { break };
+                    match joined {
+                        Ok((name, Ok(record))) => {
+                            report.components.insert(name, record);
+                        }
+                        Ok((name, Err(e))) => {
+                            failures.push((name, e));
+                            if opts.fail_fast && !stopped && !set.is_empty() {
+                                stopped = true;
+                                reporter.report(Event::Warn {
+                                    message: "--fail-fast: stopping the other builds".into(),
+                                });
+                                set.abort_all();
+                            }
+                        }
+                        Err(e) if e.is_cancelled() => {}
+                        Err(e) => failures.push(("?".into(), anyhow::anyhow!("a build task failed: {e}"))),
+                    }
+                }
+                _ = &mut ctrl_c => {
+                    set.abort_all();
+                    while set.join_next().await.is_some() {}
+                    reporter.report(Event::Warn {
+                        message: "interrupted: every build stopped, no tag moved".into(),
+                    });
+                    return Err(Fail::interrupted().into());
+                }
+            }
+        }
+    }
+
+    write_records(config, &report, &failures, opts)?;
+    match failures.len() {
+        0 => Ok(report),
+        n => {
+            let total = to_build.len().max(n);
+            let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+            let summary = format!(
+                "{n} of {total} component build{} failed: {}",
+                if total == 1 { "" } else { "s" },
+                names.join(", ")
+            );
+            if n == 1 {
+                let (_, e) = failures.pop().unwrap_or_else(|| unreachable!());
+                Err(e.context(Fail::job(summary)))
+            } else {
+                let mut text = summary;
+                for (name, e) in &failures {
+                    text.push_str(&format!("\n  {name}: {e:#}"));
+                }
+                Err(Fail::job(text).into())
+            }
+        }
+    }
+}
+
+/// Writes `.slipway/last-build.json` (merged: components not in this run keep their record)
+/// and the metadata file.
+fn write_records(
+    config: &Config,
+    report: &BuildReport,
+    failures: &[(String, anyhow::Error)],
+    opts: &BuildOptions,
+) -> anyhow::Result<()> {
+    let mut last = record::read_last(config).unwrap_or_default();
+    last.components
+        .retain(|k, _| config.components.contains_key(k));
+    for (k, v) in &report.components {
+        last.components.insert(k.clone(), v.clone());
+    }
+    record::write(&record::last_build_path(config), &last)?;
+    if let Some(path) = &opts.metadata_file {
+        let mut run = report.clone();
+        for (name, e) in failures {
+            run.components.insert(
+                name.clone(),
+                ImageRecord {
+                    image: String::new(),
+                    repository: config.image_repo(name),
+                    tag: String::new(),
+                    tags: Vec::new(),
+                    image_id: String::new(),
+                    input_digest: String::new(),
+                    outcome: Outcome::Failed,
+                    reason: Some(format!("{e:#}")),
+                    duration_ms: 0,
+                    size: 0,
+                    pushed: None,
+                },
+            );
+        }
+        record::write(path, &run)
+            .with_context(|| format!("writing the metadata file {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since `t0`.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

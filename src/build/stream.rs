@@ -1,0 +1,418 @@
+//! Turning the daemon's build stream into progress events, item by item.
+//!
+//! A BuildKit build streams `StatusResponse`s: vertexes (one per step, updated as they start,
+//! finish, hit the cache or fail) and their log chunks; a legacy build streams text lines
+//! (`Step 3/4 : RUN make`, then the command's output). Both end with the image ID in an `aux`
+//! item, or with an error item. [`Progress`] keeps just enough per step (its name and the last
+//! lines of its log) to report each step once, forward log lines as they arrive, and say on
+//! failure which step failed, with its command and the tail of its log.
+
+use std::collections::{HashMap, VecDeque};
+
+use bollard::moby::buildkit::v1::StatusResponse;
+use bollard::models::{BuildInfo, BuildInfoAux};
+
+use crate::report::{Event, LOG_TAIL};
+
+#[derive(Default)]
+struct Step {
+    name: String,
+    reported: bool,
+    done: bool,
+    error: Option<String>,
+    partial: Vec<u8>,
+    tail: VecDeque<String>,
+}
+
+impl Step {
+    fn named(name: String) -> Self {
+        Step {
+            name,
+            ..Step::default()
+        }
+    }
+
+    fn push_line(&mut self, line: String) {
+        if self.tail.len() == LOG_TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+}
+
+/// Where a build stands, fed one stream item at a time.
+pub struct Progress {
+    task: String,
+    steps: HashMap<String, Step>,
+    /// Keys of `steps` in the order they started.
+    order: Vec<String>,
+    image_id: Option<String>,
+    /// Legacy builder: the text not yet ended by a newline.
+    legacy_partial: String,
+}
+
+/// The step a failed build stopped at, for the error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedStep {
+    /// `[build 3/4] RUN make` (BuildKit) or `[3/4] RUN make` (legacy): the step and its command.
+    pub step: Option<String>,
+    /// The error BuildKit recorded on the step, when it did.
+    pub error: Option<String>,
+    /// The last lines of the step's log.
+    pub log_tail: Vec<String>,
+}
+
+/// The key the legacy builder's steps are kept under.
+const LEGACY: &str = "legacy";
+
+impl Progress {
+    pub fn new(task: &str) -> Self {
+        Progress {
+            task: task.to_string(),
+            steps: HashMap::new(),
+            order: Vec::new(),
+            image_id: None,
+            legacy_partial: String::new(),
+        }
+    }
+
+    /// The image ID the build reported (`sha256:...`), once it has.
+    pub fn image_id(&self) -> Option<&str> {
+        self.image_id.as_deref()
+    }
+
+    /// Takes one stream item and appends the events it means to `out`.
+    pub fn on_item(&mut self, info: BuildInfo, out: &mut Vec<Event>) {
+        match info.aux {
+            Some(BuildInfoAux::BuildKit(status)) => self.on_status(status, out),
+            Some(BuildInfoAux::Default(id)) => {
+                if let Some(id) = id.id.filter(|i| !i.is_empty()) {
+                    self.image_id = Some(id);
+                }
+            }
+            None => {}
+        }
+        if let Some(text) = info.stream {
+            self.on_legacy_text(&text, out);
+        }
+    }
+
+    /// A BuildKit status update.
+    pub fn on_status(&mut self, status: StatusResponse, out: &mut Vec<Event>) {
+        for v in status.vertexes {
+            let step = self.steps.entry(v.digest.clone()).or_default();
+            if step.name.is_empty() {
+                step.name = v.name.clone();
+            }
+            if !step.reported && (v.started.is_some() || v.cached) {
+                step.reported = true;
+                self.order.push(v.digest.clone());
+                out.push(Event::Step {
+                    task: self.task.clone(),
+                    step: v.name.clone(),
+                    cached: v.cached,
+                });
+            }
+            if !v.error.is_empty() {
+                step.error = Some(v.error.clone());
+            }
+            if v.completed.is_some() && !step.done {
+                step.done = true;
+                if !step.partial.is_empty() {
+                    let rest = std::mem::take(&mut step.partial);
+                    emit_line(&self.task, step, &rest, out);
+                }
+            }
+        }
+        for log in status.logs {
+            let step = self.steps.entry(log.vertex).or_default();
+            step.partial.extend_from_slice(&log.msg);
+            while let Some(i) = step.partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = step.partial.drain(..=i).collect();
+                emit_line(&self.task, step, &line[..i], out);
+            }
+        }
+    }
+
+    /// Text from the legacy builder (lines may arrive split over items).
+    fn on_legacy_text(&mut self, text: &str, out: &mut Vec<Event>) {
+        self.legacy_partial.push_str(text);
+        while let Some(i) = self.legacy_partial.find('\n') {
+            let line: String = self.legacy_partial.drain(..=i).collect();
+            self.on_legacy_line(line.trim_end_matches(['\n', '\r']), out);
+        }
+    }
+
+    fn on_legacy_line(&mut self, line: &str, out: &mut Vec<Event>) {
+        if let Some(step) = legacy_step(line) {
+            self.steps
+                .insert(LEGACY.to_string(), Step::named(step.clone()));
+            self.order.retain(|k| k != LEGACY);
+            self.order.push(LEGACY.to_string());
+            out.push(Event::Step {
+                task: self.task.clone(),
+                step,
+                cached: false,
+            });
+            return;
+        }
+        let trimmed = line.trim();
+        if trimmed == "---> Using cache" {
+            if let Some(step) = self.steps.get(LEGACY) {
+                out.push(Event::Step {
+                    task: self.task.clone(),
+                    step: step.name.clone(),
+                    cached: true,
+                });
+            }
+            return;
+        }
+        let noise = trimmed.is_empty()
+            || trimmed.starts_with("---> Running in ")
+            || trimmed.starts_with("Removing intermediate container ")
+            || trimmed.starts_with("Successfully built ")
+            || trimmed.starts_with("Successfully tagged ")
+            || trimmed
+                .strip_prefix("---> ")
+                .is_some_and(|id| id.len() == 12 && id.chars().all(|c| c.is_ascii_hexdigit()));
+        if noise {
+            return;
+        }
+        let step = self
+            .steps
+            .entry(LEGACY.to_string())
+            .or_insert_with(|| Step::named(String::new()));
+        emit_line(&self.task, step, line.as_bytes(), out);
+    }
+
+    /// The step a failed build stopped at: the one BuildKit marked with an error, else the
+    /// last one that started and did not finish, else the last one that started.
+    pub fn failed_step(&self) -> FailedStep {
+        let key = self
+            .order
+            .iter()
+            .rev()
+            .find(|k| self.steps[*k].error.is_some())
+            .or_else(|| self.order.iter().rev().find(|k| !self.steps[*k].done))
+            .or_else(|| self.order.last());
+        match key.and_then(|k| self.steps.get(k)) {
+            Some(step) => {
+                let mut log_tail: Vec<String> = step.tail.iter().cloned().collect();
+                if !step.partial.is_empty() {
+                    log_tail.push(clean(&step.partial));
+                    if log_tail.len() > LOG_TAIL {
+                        log_tail.remove(0);
+                    }
+                }
+                FailedStep {
+                    step: (!step.name.is_empty()).then(|| step.name.clone()),
+                    error: step.error.clone(),
+                    log_tail,
+                }
+            }
+            None => FailedStep {
+                step: None,
+                error: None,
+                log_tail: Vec::new(),
+            },
+        }
+    }
+}
+
+/// `Step 3/4 : RUN make` -> `[3/4] RUN make`.
+fn legacy_step(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("Step ")?;
+    let (count, command) = rest.split_once(" : ")?;
+    count
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '/')
+        .then(|| format!("[{count}] {command}"))
+}
+
+/// A log line as text: invalid UTF-8 replaced, a progress bar's `\r` rewrites collapsed to the
+/// last one.
+fn clean(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end_matches(['\r', '\n']);
+    text.rsplit('\r').next().unwrap_or("").to_string()
+}
+
+fn emit_line(task: &str, step: &mut Step, bytes: &[u8], out: &mut Vec<Event>) {
+    let line = clean(bytes);
+    step.push_line(line.clone());
+    out.push(Event::Log {
+        task: task.to_string(),
+        line,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::moby::buildkit::v1::{Vertex, VertexLog};
+    use bollard::models::ImageId;
+
+    fn vertex(digest: &str, name: &str, started: bool, done: bool, cached: bool) -> Vertex {
+        Vertex {
+            digest: digest.into(),
+            name: name.into(),
+            cached,
+            started: started.then(Default::default),
+            completed: done.then(Default::default),
+            ..Vertex::default()
+        }
+    }
+
+    fn status(vertexes: Vec<Vertex>, logs: Vec<(&str, &str)>) -> BuildInfo {
+        BuildInfo {
+            id: Some("moby.buildkit.trace".into()),
+            aux: Some(BuildInfoAux::BuildKit(StatusResponse {
+                vertexes,
+                logs: logs
+                    .into_iter()
+                    .map(|(v, m)| VertexLog {
+                        vertex: v.into(),
+                        msg: m.as_bytes().to_vec(),
+                        ..VertexLog::default()
+                    })
+                    .collect(),
+                ..StatusResponse::default()
+            })),
+            ..BuildInfo::default()
+        }
+    }
+
+    #[test]
+    fn buildkit_steps_logs_and_failure() {
+        let mut p = Progress::new("api");
+        let mut ev = Vec::new();
+        p.on_item(
+            status(
+                vec![vertex("a", "[1/3] FROM base", true, true, true)],
+                vec![],
+            ),
+            &mut ev,
+        );
+        p.on_item(
+            status(
+                vec![
+                    vertex("b", "[2/3] RUN make", false, false, false),
+                    vertex("b", "[2/3] RUN make", true, false, false),
+                ],
+                vec![("b", "compiling\nhalf "), ("b", "line\r\nlast")],
+            ),
+            &mut ev,
+        );
+        let mut failed = vertex("b", "[2/3] RUN make", true, true, false);
+        failed.error = "executor failed running [/bin/sh -c make]: exit code: 2".into();
+        p.on_item(status(vec![failed], vec![]), &mut ev);
+        let step = |s: &str, cached| Event::Step {
+            task: "api".into(),
+            step: s.into(),
+            cached,
+        };
+        let log = |l: &str| Event::Log {
+            task: "api".into(),
+            line: l.into(),
+        };
+        assert_eq!(
+            ev,
+            [
+                step("[1/3] FROM base", true),
+                step("[2/3] RUN make", false),
+                log("compiling"),
+                log("half line"),
+                log("last"),
+            ]
+        );
+        let f = p.failed_step();
+        assert_eq!(f.step.as_deref(), Some("[2/3] RUN make"));
+        assert_eq!(
+            f.error.as_deref(),
+            Some("executor failed running [/bin/sh -c make]: exit code: 2")
+        );
+        assert_eq!(f.log_tail, ["compiling", "half line", "last"]);
+        assert_eq!(p.image_id(), None);
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let mut p = Progress::new("api");
+        let mut ev = Vec::new();
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        p.on_item(
+            status(
+                vec![vertex("b", "[2/2] RUN seq", true, false, false)],
+                vec![("b", &text)],
+            ),
+            &mut ev,
+        );
+        let f = p.failed_step();
+        assert_eq!(f.log_tail.len(), LOG_TAIL);
+        assert_eq!(f.log_tail[0], "line 11");
+        assert_eq!(f.log_tail[19], "line 30");
+    }
+
+    #[test]
+    fn image_id_from_aux() {
+        let mut p = Progress::new("api");
+        p.on_item(
+            BuildInfo {
+                id: Some("moby.image.id".into()),
+                aux: Some(BuildInfoAux::Default(ImageId {
+                    id: Some("sha256:abc".into()),
+                })),
+                ..BuildInfo::default()
+            },
+            &mut Vec::new(),
+        );
+        assert_eq!(p.image_id(), Some("sha256:abc"));
+    }
+
+    #[test]
+    fn legacy_lines() {
+        let mut p = Progress::new("api");
+        let mut ev = Vec::new();
+        for chunk in [
+            "Step 1/3 : FROM base",
+            "\n",
+            " ---> 27e891cf4d2e\n",
+            "Step 2/3 : RUN echo hi\n",
+            " ---> Using cache\n ---> 0123456789ab\n",
+            "Step 3/3 : RUN false\n",
+            " ---> Running in 94b543364cf6\n",
+            "out one\nout",
+            " two\n",
+        ] {
+            p.on_item(
+                BuildInfo {
+                    stream: Some(chunk.into()),
+                    ..BuildInfo::default()
+                },
+                &mut ev,
+            );
+        }
+        let kinds: Vec<String> = ev
+            .iter()
+            .map(|e| match e {
+                Event::Step { step, cached, .. } => format!("step {step} {cached}"),
+                Event::Log { line, .. } => format!("log {line}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "step [1/3] FROM base false",
+                "step [2/3] RUN echo hi false",
+                "step [2/3] RUN echo hi true",
+                "step [3/3] RUN false false",
+                "log out one",
+                "log out two",
+            ]
+        );
+        let f = p.failed_step();
+        assert_eq!(f.step.as_deref(), Some("[3/3] RUN false"));
+        assert_eq!(f.log_tail, ["out one", "out two"]);
+    }
+}

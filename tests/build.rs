@@ -1,0 +1,707 @@
+//! `slipway plan` and `slipway build` against the real daemon, on small busybox fixtures.
+//!
+//! Each test copies a fixture from tests/fixtures/build/ into a temporary directory, writes its
+//! slipway.toml with an image prefix no other test uses, and removes every image under that
+//! prefix at the end.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
+use bollard::Docker;
+use futures_util::TryStreamExt;
+use slipway::build::{self, BuildOptions, CacheState};
+use slipway::record::{BuildReport, Outcome};
+use slipway::report::{Event, Recorder};
+
+/// The base image every fixture builds on (built by scripts/env/images).
+const BUSYBOX: &str = "slipway-test/busybox:1.35";
+
+/// A fixture copied into a temporary directory, with its images removed on drop.
+struct Project {
+    dir: tempfile::TempDir,
+    prefix: String,
+}
+
+impl Project {
+    async fn new(fixture: &str, docker: &Docker) -> Project {
+        assert!(
+            docker.inspect_image(BUSYBOX).await.is_ok(),
+            "the test base image {BUSYBOX} is missing: run scripts/env/images busybox"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let src = common::repo().join("tests/fixtures/build").join(fixture);
+        copy_dir(&src, dir.path());
+        let prefix = common::unique("slipway-test-build");
+        let template = std::fs::read_to_string(dir.path().join("slipway.toml.in")).unwrap();
+        std::fs::write(
+            dir.path().join("slipway.toml"),
+            template.replace("@PREFIX@", &prefix),
+        )
+        .unwrap();
+        Project { dir, prefix }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.path(rel), text).unwrap();
+    }
+
+    fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.path(rel)).unwrap();
+        assert!(text.contains(from), "{rel} has no `{from}`");
+        self.write(rel, &text.replace(from, to));
+    }
+
+    fn config(&self) -> slipway::config::Config {
+        slipway::config::load(&self.path("slipway.toml")).unwrap()
+    }
+
+    async fn daemon(&self) -> slipway::docker::Daemon {
+        slipway::docker::connect(std::time::Duration::from_secs(5))
+            .await
+            .unwrap()
+    }
+
+    /// Builds through the library; returns the result and the events.
+    async fn build(
+        &self,
+        selection: &[&str],
+        opts: BuildOptions,
+    ) -> (anyhow::Result<BuildReport>, Vec<Event>) {
+        let recorder = Arc::new(Recorder::default());
+        let selection: Vec<String> = selection.iter().map(|s| s.to_string()).collect();
+        let result = build::run_build(
+            recorder.clone(),
+            &self.config(),
+            &self.daemon().await,
+            &selection,
+            &opts,
+        )
+        .await;
+        (result, recorder.events())
+    }
+
+    async fn plan(&self) -> build::BuildPlan {
+        build::plan(&self.config(), &self.daemon().await, &[])
+            .await
+            .unwrap()
+    }
+
+    /// Runs the slipway binary in the project directory.
+    fn run(&self, args: &[&str]) -> Output {
+        common::slipway()
+            .args(args)
+            .arg("--progress=plain")
+            .current_dir(self.dir.path())
+            .env_remove("CI")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let prefix = self.prefix.clone();
+        // Drop runs inside the test's runtime: remove the images from a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(remove_images(&prefix));
+        })
+        .join();
+    }
+}
+
+async fn remove_images(prefix: &str) {
+    let endpoint = slipway::docker::endpoint();
+    let Ok(docker) = slipway::docker::client(&endpoint, slipway::docker::DEFAULT_TIMEOUT) else {
+        return;
+    };
+    let filters = BTreeMap::from([("reference", vec![format!("{prefix}/*")])]);
+    let filters: std::collections::HashMap<_, _> = filters
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let Ok(images) = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+    else {
+        return;
+    };
+    // Untag by name, never by ID: another test may hold an identical image (same ID) under
+    // its own prefix, and removing the ID would take its tags too.
+    for image in images {
+        for tag in image.repo_tags.iter().filter(|t| t.starts_with(prefix)) {
+            let _ = docker
+                .remove_image(
+                    tag,
+                    Some(RemoveImageOptionsBuilder::default().build()),
+                    None,
+                )
+                .await;
+        }
+    }
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}
+
+async fn image_id(docker: &Docker, reference: &str) -> Option<String> {
+    docker
+        .inspect_image(reference)
+        .await
+        .ok()
+        .and_then(|i| i.id)
+}
+
+fn started(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Started { task, .. } => Some(task.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn steps(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Step { .. }))
+        .count()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn second_run_is_cached_and_asks_the_daemon_to_build_nothing() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+
+    let (first, events) = p.build(&[], BuildOptions::default()).await;
+    let first = first.unwrap();
+    let mut names = started(&events);
+    names.sort();
+    assert_eq!(names, ["alpha", "beta"]);
+    for (name, r) in &first.components {
+        assert_eq!(r.outcome, Outcome::Built, "{name}");
+        assert_eq!(r.reason.as_deref(), Some("never built"));
+        assert_eq!(r.image, format!("{}/{name}:{}", p.prefix, r.tag));
+        assert_eq!(r.tag.len(), 12);
+        assert!(r.input_digest.starts_with(&format!("sha256:{}", r.tag)));
+        assert!(r.size > 0);
+        // Every tag points at the image, and the image carries the labels.
+        for t in &r.tags {
+            assert_eq!(
+                image_id(&docker, t).await.as_deref(),
+                Some(r.image_id.as_str())
+            );
+        }
+        assert!(r.tags.contains(&format!("{}/{name}:latest", p.prefix)));
+        let labels = docker
+            .inspect_image(&r.image_id)
+            .await
+            .unwrap()
+            .config
+            .unwrap()
+            .labels
+            .unwrap();
+        assert_eq!(labels["dev.slipway.input-digest"], r.input_digest);
+        assert_eq!(labels["dev.slipway.component"], *name);
+        assert_eq!(labels["dev.slipway.app"], "two");
+        assert!(build::Inputs::from_label(&labels["dev.slipway.inputs"]).is_some());
+    }
+    // The [base_images] override reached alpha's ARG.
+    let plan = p.plan().await;
+    let alpha = &plan.components[0];
+    assert_eq!(alpha.build_args["RUNTIME_IMAGE"], BUSYBOX);
+    assert!(alpha.base_images.contains_key(BUSYBOX));
+    // beta's Dockerfile declares no ARG: neither the override nor anything else is passed.
+    assert!(plan.components[1].build_args.is_empty());
+
+    let t0 = std::time::Instant::now();
+    let (second, events) = p.build(&[], BuildOptions::default()).await;
+    let elapsed = t0.elapsed();
+    let second = second.unwrap();
+    assert!(started(&events).is_empty(), "{events:?}");
+    assert_eq!(steps(&events), 0);
+    for (name, r) in &second.components {
+        assert_eq!(r.outcome, Outcome::Cached, "{name}");
+        assert_eq!(r.image_id, first.components[name].image_id);
+        assert_eq!(r.reason, None);
+    }
+    eprintln!("cached run: {elapsed:?}");
+
+    // The record of the last run is where load, manifests and chart look for it.
+    let last = slipway::record::read_last(&p.config()).unwrap();
+    assert_eq!(last, second);
+}
+
+#[tokio::test]
+async fn editing_one_file_rebuilds_only_its_component() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    let first = p.build(&[], BuildOptions::default()).await.0.unwrap();
+
+    p.write("beta/src/one.txt", "beta one, edited\n");
+    let plan = p.plan().await;
+    let by_name: BTreeMap<_, _> = plan
+        .components
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    assert!(by_name["alpha"].is_cached());
+    match &by_name["beta"].cache {
+        CacheState::Build { reason } => assert!(reason.starts_with("context changed"), "{reason}"),
+        other => panic!("beta should build: {other:?}"),
+    }
+
+    let (second, events) = p.build(&[], BuildOptions::default()).await;
+    let second = second.unwrap();
+    assert_eq!(started(&events), ["beta"]);
+    assert_eq!(second.components["alpha"].outcome, Outcome::Cached);
+    assert_eq!(
+        second.components["alpha"].image_id,
+        first.components["alpha"].image_id
+    );
+    let beta = &second.components["beta"];
+    assert_eq!(beta.outcome, Outcome::Built);
+    assert!(beta
+        .reason
+        .as_deref()
+        .unwrap()
+        .starts_with("context changed"));
+    assert_ne!(beta.image_id, first.components["beta"].image_id);
+    assert_ne!(beta.tag, first.components["beta"].tag);
+    // latest moved to the new image; the old digest tag still names the old one.
+    let latest = format!("{}/beta:latest", p.prefix);
+    assert_eq!(image_id(&docker, &latest).await.unwrap(), beta.image_id);
+    assert_eq!(
+        image_id(&docker, &first.components["beta"].image)
+            .await
+            .unwrap(),
+        first.components["beta"].image_id
+    );
+
+    // Going back to the old content is cached again, and moves latest back.
+    p.write("beta/src/one.txt", "beta one\n");
+    let third = p.build(&["beta"], BuildOptions::default()).await.0.unwrap();
+    assert_eq!(third.components["beta"].outcome, Outcome::Cached);
+    assert_eq!(
+        image_id(&docker, &latest).await.unwrap(),
+        first.components["beta"].image_id
+    );
+}
+
+#[tokio::test]
+async fn plan_names_the_input_that_changed() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    let out = p.run(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("COMPONENT"), "{stdout}");
+    assert_eq!(stdout.matches("build: never built").count(), 2, "{stdout}");
+
+    let out = p.run(&["build"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    p.edit(
+        "slipway.toml",
+        "GREETING = \"hello\"",
+        "GREETING = \"bonjour\"",
+    );
+    p.edit(
+        "dockerfiles/beta.Dockerfile",
+        "RUN ls -R /app",
+        "RUN ls -la /app",
+    );
+    let out = p.run(&["plan"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("alpha").ends_with("build: build arg GREETING changed"),
+        "{stdout}"
+    );
+    // The Dockerfile is outside beta's context but packed with it: both show.
+    assert!(
+        line("beta").contains("build: Dockerfile changed"),
+        "{stdout}"
+    );
+
+    let out = p.run(&["plan", "--json", "alpha"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &json["components"][0];
+    assert_eq!(c["name"], "alpha");
+    assert_eq!(c["cache"]["state"], "build");
+    assert_eq!(c["cache"]["reason"], "build arg GREETING changed");
+    assert_eq!(c["build_args"]["GREETING"], "bonjour");
+    assert_eq!(json["components"].as_array().unwrap().len(), 1);
+
+    let out = p.run(&["plan", "gamma"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no component `gamma`"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_run_moves_no_tag_and_shows_the_step_and_log_tail() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    let out = p.run(&["build"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let latest = |name: &str| format!("{}/{name}:latest", p.prefix);
+    let alpha_before = image_id(&docker, &latest("alpha")).await.unwrap();
+    let beta_before = image_id(&docker, &latest("beta")).await.unwrap();
+
+    // alpha changes and builds fine; beta's RUN fails after printing 30 lines.
+    p.write("alpha/message.txt", "alpha says hello\n");
+    p.edit(
+        "dockerfiles/beta.Dockerfile",
+        "RUN ls -R /app",
+        "RUN for i in $(seq 1 30); do echo \"output line $i\"; done; exit 3",
+    );
+    let plan = p.plan().await;
+    let beta_tag = plan.components[1].image.clone();
+    let metadata = p.path("out/metadata.json");
+    let out = p.run(&["build", "--metadata-file", metadata.to_str().unwrap()]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    // The component, the step and its command, and the last 20 lines of its log.
+    assert!(all.contains("[beta] FAILED"), "{all}");
+    assert!(all.contains("RUN for i in $(seq 1 30)"), "{all}");
+    assert!(all.contains("exit code: 3"), "{all}");
+    assert!(
+        all.contains("|   output line 30") || all.contains("| output line 30"),
+        "{all}"
+    );
+    assert!(all.contains("output line 11"), "{all}");
+    let tail_start = all.find("[beta] FAILED").unwrap();
+    assert!(!all[tail_start..].contains("output line 10\n"), "{all}");
+    assert!(
+        all.contains("error: 1 of 2 component builds failed: beta"),
+        "{all}"
+    );
+
+    // beta's tags stay where they were; the new digest tag does not exist.
+    assert_eq!(
+        image_id(&docker, &latest("beta")).await.unwrap(),
+        beta_before
+    );
+    assert_eq!(image_id(&docker, &beta_tag).await, None);
+    // alpha finished and moved.
+    let alpha_after = image_id(&docker, &latest("alpha")).await.unwrap();
+    assert_ne!(alpha_after, alpha_before);
+
+    // The metadata file says what happened to each.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&metadata).unwrap()).unwrap();
+    assert_eq!(meta["components"]["alpha"]["outcome"], "built");
+    assert_eq!(
+        meta["components"]["alpha"]["image_id"],
+        alpha_after.as_str()
+    );
+    assert_eq!(meta["components"]["beta"]["outcome"], "failed");
+    // The last-build record still names beta's previous image.
+    let last = slipway::record::read_last(&p.config()).unwrap();
+    assert_eq!(last.components["beta"].image_id, beta_before);
+    assert_eq!(last.components["alpha"].image_id, alpha_after);
+}
+
+#[tokio::test]
+async fn fail_fast_stops_the_other_builds() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    p.edit("alpha/Dockerfile", "RUN echo", "RUN sleep 30\nRUN echo");
+    p.edit(
+        "dockerfiles/beta.Dockerfile",
+        "RUN ls -R /app",
+        "RUN exit 7",
+    );
+    let t0 = std::time::Instant::now();
+    let out = p.run(&["build", "--fail-fast"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(25), "{all}");
+    assert!(all.contains("--fail-fast"), "{all}");
+    assert_eq!(
+        image_id(&docker, &format!("{}/alpha:latest", p.prefix)).await,
+        None
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_every_build_and_moves_no_tag() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    let out = p.run(&["build"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = image_id(&docker, &format!("{}/beta:latest", p.prefix))
+        .await
+        .unwrap();
+
+    p.edit(
+        "dockerfiles/beta.Dockerfile",
+        "RUN ls -R /app",
+        "RUN echo sleeping; sleep 60",
+    );
+    let mut child = common::slipway()
+        .args(["build", "--progress=plain"])
+        .current_dir(p.dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the sleeping step runs.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !seen.iter().any(|l: &String| l.contains("  sleeping")) {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("the build never reached the sleep: {seen:?}"),
+        }
+    }
+    let t0 = std::time::Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    seen.extend(rx.try_iter());
+    assert!(seen.iter().any(|l| l.contains("interrupted")), "{seen:?}");
+    assert_eq!(
+        image_id(&docker, &format!("{}/beta:latest", p.prefix))
+            .await
+            .unwrap(),
+        before
+    );
+    let plan = p.plan().await;
+    assert_eq!(image_id(&docker, &plan.components[1].image).await, None);
+}
+
+#[tokio::test]
+async fn a_missing_base_image_is_named_with_the_fix() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    p.edit(
+        "slipway.toml",
+        "runtime = \"slipway-test/busybox:1.35\"",
+        "runtime = \"slipway-test/no-such-image:0\"",
+    );
+    let out = p.run(&["build"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("component `alpha`: base image `slipway-test/no-such-image:0` is not on the Docker daemon"),
+        "{all}"
+    );
+    assert!(
+        all.contains("hint:") && all.contains("runtime = \"IMAGE\""),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn the_legacy_builder_builds_where_buildkit_is_missing() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    // SLIPWAY_BUILDER=legacy makes slipway act as on a daemon without BuildKit.
+    let out = common::slipway()
+        .args(["build", "alpha", "--progress=json"])
+        .current_dir(p.dir.path())
+        .env("SLIPWAY_BUILDER", "legacy")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "warn"
+                && e["message"].as_str().unwrap().contains("legacy builder"))
+    );
+    assert!(events.iter().any(|e| e["event"] == "step"
+        && e["step"]
+            .as_str()
+            .unwrap()
+            .contains("RUN echo \"$GREETING\"")));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "log" && e["line"] == "alpha says hi"));
+    let last = slipway::record::read_last(&p.config()).unwrap();
+    assert_eq!(last.components["alpha"].outcome, Outcome::Built);
+    assert_eq!(last.components.len(), 1);
+    let id = image_id(&docker, &format!("{}/alpha:latest", p.prefix)).await;
+    assert_eq!(
+        id.as_deref(),
+        Some(last.components["alpha"].image_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_build_secret_reaches_the_run_step_and_nothing_else() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("secret", &docker).await;
+    let marker = format!("slipway-secret-marker-{}", common::unique("x"));
+
+    // Without the variable the build does not start.
+    let out = p.run(&["build"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("SLIPWAY_TEST_TOKEN"));
+
+    let metadata = p.path("meta.json");
+    let out = common::slipway()
+        // --no-cache: BuildKit leaves secrets out of its cache key, so a cached RUN step
+        // from an earlier run would prove nothing about this one.
+        .args([
+            "build",
+            "--no-cache",
+            "--progress=plain",
+            "-v",
+            "--metadata-file",
+        ])
+        .arg(&metadata)
+        .current_dir(p.dir.path())
+        .env("SLIPWAY_TEST_TOKEN", &marker)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains(&marker));
+    let meta = std::fs::read_to_string(&metadata).unwrap();
+    assert!(!meta.contains(&marker));
+    let last = std::fs::read_to_string(p.path(".slipway/last-build.json")).unwrap();
+    assert!(!last.contains(&marker));
+    let report: BuildReport = serde_json::from_str(&meta).unwrap();
+    let image = &report.components["app"];
+
+    // The image: config, history and every layer.
+    let inspect = docker.inspect_image(&image.image_id).await.unwrap();
+    assert!(!serde_json::to_string(&inspect).unwrap().contains(&marker));
+    let history = docker.image_history(&image.image_id).await.unwrap();
+    assert!(!serde_json::to_string(&history).unwrap().contains(&marker));
+    let saved: Vec<u8> = docker
+        .export_image(&image.image_id)
+        .try_fold(Vec::new(), |mut acc, chunk| async move {
+            acc.extend_from_slice(&chunk);
+            Ok(acc)
+        })
+        .await
+        .unwrap();
+    let mut found_length = false;
+    let mut archive = tar::Archive::new(saved.as_slice());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        assert!(
+            !data.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "the secret is in {}",
+            entry.path().unwrap().display()
+        );
+        // Layers are tars: look inside for the proof the secret was mounted.
+        if entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("layer.tar")
+        {
+            let mut layer = tar::Archive::new(data.as_slice());
+            for f in layer.entries().unwrap() {
+                let mut f = f.unwrap();
+                if f.path().unwrap().to_string_lossy() == "token-length" {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+                    assert_eq!(s.trim(), marker.len().to_string());
+                    found_length = true;
+                }
+            }
+        }
+    }
+    assert!(found_length, "the RUN step did not see the secret");
+    // No temporary tag is left behind.
+    let tags = inspect.repo_tags.unwrap_or_default();
+    assert!(tags.iter().all(|t| !t.contains("slipway-tmp")), "{tags:?}");
+
+    // A second run is cached without the secret's value mattering.
+    let out = common::slipway()
+        .args(["build", "--progress=plain"])
+        .current_dir(p.dir.path())
+        .env("SLIPWAY_TEST_TOKEN", "another value")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("[app] cached"), "{}", text(&out));
+}
