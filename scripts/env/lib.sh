@@ -26,14 +26,13 @@ docker_ping() {
     || docker info >/dev/null 2>&1
 }
 
-# apt-get update once per run of a script tree, and only when the lists are older than an hour.
+# apt-get update, unless one of these scripts did it in the last hour.
 apt_update_once() {
-  if [[ -n ${SLIPWAY_APT_UPDATED:-} ]]; then return 0; fi
-  if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -1) ]]; then
-    log "apt-get update"
-    apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
-  fi
-  export SLIPWAY_APT_UPDATED=1
+  local stamp=$SLIPWAY_ENV_CACHE/apt-updated
+  [[ -n $(find "$stamp" -mmin -60 2>/dev/null) ]] && return 0
+  log "apt-get update"
+  apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+  mkdir -p "$SLIPWAY_ENV_CACHE" && touch "$stamp"
 }
 
 # apt_install PKG...: install the Debian packages that are not installed yet.
