@@ -8,6 +8,7 @@ pub mod bases;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod detect;
 pub mod docker;
 pub mod dockerfile;

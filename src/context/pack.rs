@@ -1,0 +1,463 @@
+//! The walk and the tar: BuildKit's fsutil filter semantics, deterministic GNU tar bytes.
+//!
+//! Walk order is depth-first with the entries of each directory sorted by the bytes of their
+//! names — the order Go's `filepath.WalkDir` (and so Docker) produces, and one that needs only
+//! the current directory listings in memory. Which entries appear follows BuildKit's filter:
+//! an excluded directory is left out unless something below it is re-included by an exception,
+//! in which case it is emitted (with its own metadata) just before that first entry. An
+//! excluded directory that no later exception can match below is never opened.
+//!
+//! Every header is written here, not by `tar::Builder`: uid/gid 0, no user or group names,
+//! permission bits as on disk (including setuid/setgid/sticky), GNU `L`/`K` records for names
+//! and link targets over 100 bytes (any bytes, not only UTF-8), and file data copied in 1 MiB
+//! reads. Nothing else varies between runs.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, FileType, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header};
+
+use super::ignore::Matcher;
+
+/// A file slipway adds at the top of the context (not read from the context directory).
+#[derive(Debug, Clone)]
+pub struct Virtual {
+    pub name: Vec<u8>,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub mtime: u64,
+}
+
+/// Everything the walk needs, decided before it starts.
+#[derive(Debug)]
+pub struct Plan {
+    /// The context directory, symlinks resolved.
+    pub root: PathBuf,
+    pub matcher: Matcher,
+    /// `Some(t)`: every entry gets mtime `t`. `None`: real mtimes.
+    pub mtime: Option<u64>,
+    /// Extra top-level entries, merged into the sorted listing of the root; a disk entry of
+    /// the same name is replaced (the planner makes sure that loses nothing).
+    pub virtuals: Vec<Virtual>,
+}
+
+/// What a walk produced.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub bytes: u64,
+    pub sha256: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub dirs_read: u64,
+    pub warnings: Vec<String>,
+}
+
+const READ_BUF: usize = 1 << 20;
+
+/// Writes the tar for `plan` into `out`; returns its size, sha256 and counts.
+pub fn write_tar(plan: &Plan, out: impl Write) -> Result<Stats> {
+    let mut w = Walker {
+        plan,
+        out: HashingWriter {
+            inner: out,
+            hasher: Sha256::new(),
+            bytes: 0,
+        },
+        pending: Vec::new(),
+        links: HashMap::new(),
+        buf: vec![0; READ_BUF],
+        stats: Stats::default(),
+    };
+    let root_info: Vec<bool> = Vec::new();
+    w.walk_dir(&plan.root, b"", &root_info, false)?;
+    w.out
+        .write_all(&[0u8; 1024])
+        .context("writing the end of the tar")?;
+    w.out.inner.flush().context("writing the context tar")?;
+    let mut stats = w.stats;
+    stats.bytes = w.out.bytes;
+    stats.sha256 = hex::encode(w.out.hasher.finalize());
+    Ok(stats)
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Pending {
+    rel: Vec<u8>,
+    meta: Metadata,
+    emitted: bool,
+}
+
+struct Walker<'a, W> {
+    plan: &'a Plan,
+    out: HashingWriter<W>,
+    /// Excluded directories being walked because an exception may re-include something.
+    pending: Vec<Pending>,
+    /// (dev, ino) of regular files with several links → the first path sent.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
+    stats: Stats,
+}
+
+enum Listed {
+    Disk { name: Vec<u8>, ft: FileType },
+    Virtual(usize),
+}
+
+impl Listed {
+    fn name<'p>(&'p self, plan: &'p Plan) -> &'p [u8] {
+        match self {
+            Listed::Disk { name, .. } => name,
+            Listed::Virtual(i) => &plan.virtuals[*i].name,
+        }
+    }
+}
+
+fn show(rel: &[u8]) -> String {
+    String::from_utf8_lossy(rel).into_owned()
+}
+
+impl<W: Write> Walker<'_, W> {
+    fn walk_dir(&mut self, abs: &Path, rel: &[u8], info: &[bool], excluded: bool) -> Result<()> {
+        let plan = self.plan;
+        let read = match fs::read_dir(abs) {
+            Ok(r) => r,
+            // BuildKit: an excluded directory it cannot read is simply left out.
+            Err(e) if excluded && e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
+            // Removed while we walk: gone, like in BuildKit.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !rel.is_empty() => return Ok(()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read directory {}", abs.display()))
+            }
+        };
+        self.stats.dirs_read += 1;
+        let mut entries = Vec::new();
+        for entry in read {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if excluded && e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot read directory {}", abs.display()))
+                }
+            };
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot stat {}", entry.path().display()))
+                }
+            };
+            entries.push(Listed::Disk {
+                name: entry.file_name().as_bytes().to_vec(),
+                ft,
+            });
+        }
+        if rel.is_empty() {
+            for i in 0..plan.virtuals.len() {
+                let name = &plan.virtuals[i].name;
+                entries.retain(|e| e.name(plan) != name.as_slice());
+                entries.push(Listed::Virtual(i));
+            }
+        }
+        entries.sort_unstable_by(|a, b| a.name(plan).cmp(b.name(plan)));
+
+        let mut child_rel = Vec::with_capacity(rel.len() + 64);
+        for entry in &entries {
+            child_rel.clear();
+            if !rel.is_empty() {
+                child_rel.extend_from_slice(rel);
+                child_rel.push(b'/');
+            }
+            child_rel.extend_from_slice(entry.name(plan));
+            let (name, ft) = match entry {
+                Listed::Virtual(i) => {
+                    self.emit_virtual(*i)?;
+                    continue;
+                }
+                Listed::Disk { name, ft } => (name, ft),
+            };
+            let child_abs = abs.join(OsStr::from_bytes(name));
+            let (excluded_here, child_info) = if plan.matcher.is_empty() {
+                (false, Vec::new())
+            } else {
+                plan.matcher.matches_using_parent_results(&child_rel, info)
+            };
+            if excluded_here {
+                if ft.is_dir() && plan.matcher.may_include_below(&child_rel, &child_info) {
+                    let meta = match fs::symlink_metadata(&child_abs) {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("cannot stat {}", child_abs.display()))
+                        }
+                    };
+                    self.pending.push(Pending {
+                        rel: child_rel.clone(),
+                        meta,
+                        emitted: false,
+                    });
+                    let r = self.walk_dir(&child_abs, &child_rel.clone(), &child_info, true);
+                    self.pending.pop();
+                    r?;
+                }
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&child_abs) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot stat {}", child_abs.display()))
+                }
+            };
+            let rel_now = child_rel.clone();
+            if self.emit(&child_abs, &rel_now, &meta)? && meta.is_dir() {
+                self.walk_dir(&child_abs, &rel_now, &child_info, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mtime(&self, meta: &Metadata) -> u64 {
+        match self.plan.mtime {
+            Some(t) => t,
+            None => meta.mtime().max(0) as u64,
+        }
+    }
+
+    /// Emits the excluded ancestors that an included entry needs.
+    fn flush_pending(&mut self) -> Result<()> {
+        for i in 0..self.pending.len() {
+            if self.pending[i].emitted {
+                continue;
+            }
+            let rel = self.pending[i].rel.clone();
+            let mode = self.pending[i].meta.mode() & 0o7777;
+            let mtime = self.mtime(&self.pending[i].meta);
+            self.dir_header(&rel, mode, mtime)?;
+            self.pending[i].emitted = true;
+        }
+        Ok(())
+    }
+
+    fn dir_header(&mut self, rel: &[u8], mode: u32, mtime: u64) -> Result<()> {
+        let mut name = rel.to_vec();
+        name.push(b'/');
+        write_header(
+            &mut self.out,
+            &name,
+            EntryType::Directory,
+            mode,
+            0,
+            mtime,
+            None,
+        )
+        .context("writing the context tar")?;
+        self.stats.dirs += 1;
+        Ok(())
+    }
+
+    /// Emits one included entry; false when it was skipped (sockets, FIFOs, devices).
+    fn emit(&mut self, abs: &Path, rel: &[u8], meta: &Metadata) -> Result<bool> {
+        let ft = meta.file_type();
+        let mode = meta.mode() & 0o7777;
+        let mtime = self.mtime(meta);
+        let special = if ft.is_socket() {
+            Some("socket")
+        } else if ft.is_fifo() {
+            Some("FIFO")
+        } else if ft.is_block_device() {
+            Some("block device")
+        } else if ft.is_char_device() {
+            Some("character device")
+        } else {
+            None
+        };
+        if let Some(kind) = special {
+            self.stats.warnings.push(format!(
+                "skipped {kind} {} (not sent to the daemon)",
+                show(rel)
+            ));
+            return Ok(false);
+        }
+        self.flush_pending()?;
+        if ft.is_dir() {
+            self.dir_header(rel, mode, mtime)?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(abs)
+                .with_context(|| format!("cannot read symlink {}", abs.display()))?;
+            write_header(
+                &mut self.out,
+                rel,
+                EntryType::Symlink,
+                mode,
+                0,
+                mtime,
+                Some(target.as_os_str().as_bytes()),
+            )
+            .context("writing the context tar")?;
+            self.stats.files += 1;
+        } else {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = self.links.get(&key) {
+                    let first = first.clone();
+                    write_header(
+                        &mut self.out,
+                        rel,
+                        EntryType::Link,
+                        mode,
+                        0,
+                        mtime,
+                        Some(&first),
+                    )
+                    .context("writing the context tar")?;
+                    self.stats.files += 1;
+                    return Ok(true);
+                }
+                self.links.insert(key, rel.to_vec());
+            }
+            self.regular(abs, rel, meta.len(), mode, mtime)?;
+        }
+        Ok(true)
+    }
+
+    fn regular(&mut self, abs: &Path, rel: &[u8], size: u64, mode: u32, mtime: u64) -> Result<()> {
+        let mut file = File::open(abs).with_context(|| format!("cannot read {}", abs.display()))?;
+        write_header(
+            &mut self.out,
+            rel,
+            EntryType::Regular,
+            mode,
+            size,
+            mtime,
+            None,
+        )
+        .context("writing the context tar")?;
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            let n = match file.read(&mut self.buf[..want]) {
+                Ok(0) => bail!(
+                    "{} shrank while it was being packed (expected {size} bytes); retry the build",
+                    abs.display()
+                ),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", abs.display())),
+            };
+            self.out
+                .write_all(&self.buf[..n])
+                .context("writing the context tar")?;
+            left -= n as u64;
+        }
+        pad(&mut self.out, size).context("writing the context tar")?;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    fn emit_virtual(&mut self, i: usize) -> Result<()> {
+        let v = &self.plan.virtuals[i];
+        let mtime = self.plan.mtime.unwrap_or(v.mtime);
+        write_header(
+            &mut self.out,
+            &v.name,
+            EntryType::Regular,
+            v.mode,
+            v.content.len() as u64,
+            mtime,
+            None,
+        )
+        .and_then(|_| self.out.write_all(&v.content))
+        .and_then(|_| pad(&mut self.out, v.content.len() as u64))
+        .context("writing the context tar")?;
+        self.stats.files += 1;
+        Ok(())
+    }
+}
+
+fn pad(out: &mut impl Write, size: u64) -> io::Result<()> {
+    let rem = (size % 512) as usize;
+    if rem != 0 {
+        out.write_all(&[0u8; 512][..512 - rem])?;
+    }
+    Ok(())
+}
+
+/// One header (preceded by GNU long-name/long-link records when needed).
+fn write_header(
+    out: &mut impl Write,
+    name: &[u8],
+    kind: EntryType,
+    mode: u32,
+    size: u64,
+    mtime: u64,
+    link: Option<&[u8]>,
+) -> io::Result<()> {
+    if name.len() > 100 {
+        long_record(out, b'L', name)?;
+    }
+    if let Some(link) = link.filter(|l| l.len() > 100) {
+        long_record(out, b'K', link)?;
+    }
+    let mut h = Header::new_gnu();
+    {
+        let old = h.as_old_mut();
+        let n = name.len().min(100);
+        old.name[..n].copy_from_slice(&name[..n]);
+        if let Some(link) = link {
+            let n = link.len().min(100);
+            old.linkname[..n].copy_from_slice(&link[..n]);
+        }
+    }
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size);
+    h.set_mtime(mtime);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    out.write_all(h.as_bytes())
+}
+
+fn long_record(out: &mut impl Write, kind: u8, data: &[u8]) -> io::Result<()> {
+    let mut h = Header::new_gnu();
+    h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(data.len() as u64 + 1);
+    h.set_mtime(0);
+    h.set_entry_type(EntryType::new(kind));
+    h.set_cksum();
+    out.write_all(h.as_bytes())?;
+    out.write_all(data)?;
+    out.write_all(&[0])?;
+    pad(out, data.len() as u64 + 1)
+}

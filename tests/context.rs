@@ -1,0 +1,414 @@
+//! Build contexts: the packed tar (entries, modes, links, determinism, pruning, streaming)
+//! and, against the real daemon, the proof that slipway sends what `docker build` sends.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use slipway::context::{self, ContextSpec, Packed, OUTSIDE_DOCKERFILE};
+
+/// Writes `files` under `root`: a path ending in `/` is a directory, `-> target` a symlink,
+/// `*` after the content makes the file executable.
+fn tree(root: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let p = root.join(path.trim_end_matches('/'));
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        if path.ends_with('/') {
+            fs::create_dir_all(&p).unwrap();
+        } else if let Some(target) = content.strip_prefix("-> ") {
+            symlink(target, &p).unwrap();
+        } else if let Some(body) = content.strip_suffix('*') {
+            fs::write(&p, body).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        } else {
+            fs::write(&p, content).unwrap();
+        }
+    }
+}
+
+fn spec(dir: &Path) -> ContextSpec {
+    ContextSpec {
+        dir: dir.to_path_buf(),
+        dockerfile: dir.join("Dockerfile"),
+        ignore_file: None,
+        source_date_epoch: Some(1_700_000_000),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    kind: char,
+    mode: u32,
+    link: String,
+    content: Vec<u8>,
+    mtime: u64,
+    uid: u64,
+}
+
+fn pack_entries(spec: &ContextSpec) -> (Packed, Vec<u8>, Vec<(String, Entry)>) {
+    let mut bytes = Vec::new();
+    let packed = context::pack(spec, &mut bytes).unwrap();
+    let entries = read_tar(&bytes);
+    (packed, bytes, entries)
+}
+
+fn read_tar(bytes: &[u8]) -> Vec<(String, Entry)> {
+    let mut archive = tar::Archive::new(bytes);
+    let mut out = Vec::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let link = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        let mut content = Vec::new();
+        e.read_to_end(&mut content).unwrap();
+        let kind = match h.entry_type() {
+            tar::EntryType::Regular => 'f',
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            other => panic!("unexpected entry type {other:?}"),
+        };
+        assert_eq!(h.username_bytes(), Some(&b""[..]), "no user names");
+        assert_eq!(h.groupname_bytes(), Some(&b""[..]), "no group names");
+        out.push((
+            name,
+            Entry {
+                kind,
+                mode: h.mode().unwrap(),
+                link,
+                content,
+                mtime: h.mtime().unwrap(),
+                uid: h.uid().unwrap() + h.gid().unwrap(),
+            },
+        ));
+    }
+    out
+}
+
+fn names(entries: &[(String, Entry)]) -> Vec<&str> {
+    entries.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[test]
+fn sends_what_the_dockerignore_leaves_in_depth_first_sorted_order() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(
+        dir.path(),
+        &[
+            ("Dockerfile", "FROM scratch\n"),
+            (
+                ".dockerignore",
+                "# comment\n*.log\n!keep.log\nnode_modules\n/build/\ndocs/**/*.tmp\n",
+            ),
+            ("app.py", "print(1)\n"),
+            ("run.sh", "#!/bin/sh\n*"),
+            ("a.log", "x"),
+            ("keep.log", "kept"),
+            ("node_modules/x/index.js", "x"),
+            ("build/out.o", "o"),
+            ("docs/a/b.tmp", "t"),
+            ("docs/a/b.md", "m"),
+            ("a/b", "nested"),
+            ("a.txt", "dot sorts before slash"),
+            ("link", "-> app.py"),
+            ("outside", "-> /etc/passwd"),
+        ],
+    );
+    let (packed, _, entries) = pack_entries(&spec(dir.path()));
+    assert_eq!(
+        names(&entries),
+        [
+            ".dockerignore",
+            "Dockerfile",
+            "a/",
+            "a/b",
+            "a.txt",
+            "app.py",
+            "docs/",
+            "docs/a/",
+            "docs/a/b.md",
+            "keep.log",
+            "link",
+            "outside",
+            "run.sh",
+        ]
+    );
+    let by_name: BTreeMap<_, _> = entries.into_iter().collect();
+    assert_eq!(by_name["run.sh"].mode, 0o755);
+    assert_eq!(by_name["app.py"].mode, 0o644);
+    assert_eq!(by_name["link"].kind, 'l');
+    assert_eq!(by_name["link"].link, "app.py");
+    assert_eq!(
+        by_name["outside"].link, "/etc/passwd",
+        "symlinks are stored, not followed"
+    );
+    assert!(by_name
+        .values()
+        .all(|e| e.mtime == 1_700_000_000 && e.uid == 0));
+    assert_eq!(packed.dockerfile_name, "Dockerfile");
+    assert_eq!(packed.files, 10);
+    assert_eq!(packed.dirs, 3);
+    assert!(packed.warnings.is_empty());
+}
+
+#[test]
+fn dockerfile_and_ignore_file_are_sent_even_when_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(
+        dir.path(),
+        &[
+            ("docker/app.Dockerfile", "FROM scratch\n"),
+            (".dockerignore", ".dockerignore\ndocker\n*.Dockerfile\n"),
+            ("docker/other", "x"),
+            ("main.go", "package main"),
+        ],
+    );
+    let mut s = spec(dir.path());
+    s.dockerfile = dir.path().join("docker/app.Dockerfile");
+    let (packed, _, entries) = pack_entries(&s);
+    assert_eq!(
+        names(&entries),
+        [
+            ".dockerignore",
+            "docker/",
+            "docker/app.Dockerfile",
+            "main.go"
+        ]
+    );
+    assert_eq!(packed.dockerfile_name, "docker/app.Dockerfile");
+}
+
+#[test]
+fn dockerfile_outside_the_context_gets_a_fixed_name_and_is_ignored_by_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    tree(
+        dir.path(),
+        &[("Dockerfile", "FROM scratch\n"), ("ctx/main.go", "x")],
+    );
+    let s = ContextSpec {
+        dir: ctx.clone(),
+        dockerfile: dir.path().join("Dockerfile"),
+        ignore_file: None,
+        source_date_epoch: Some(0),
+    };
+    let (packed, _, entries) = pack_entries(&s);
+    assert_eq!(packed.dockerfile_name, OUTSIDE_DOCKERFILE);
+    assert_eq!(
+        names(&entries),
+        [".dockerignore", OUTSIDE_DOCKERFILE, "main.go"]
+    );
+    assert_eq!(entries[1].1.content, b"FROM scratch\n");
+    assert_eq!(
+        String::from_utf8_lossy(&entries[0].1.content),
+        format!(".dockerignore\n{OUTSIDE_DOCKERFILE}\n")
+    );
+
+    // An existing .dockerignore keeps its rules and gains the name.
+    fs::write(ctx.join(".dockerignore"), "*.md").unwrap();
+    fs::write(ctx.join("README.md"), "x").unwrap();
+    let (_, _, entries) = pack_entries(&s);
+    assert_eq!(
+        names(&entries),
+        [".dockerignore", OUTSIDE_DOCKERFILE, "main.go"]
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&entries[0].1.content),
+        format!("*.md\n{OUTSIDE_DOCKERFILE}\n")
+    );
+}
+
+#[test]
+fn same_tree_same_bytes_whatever_the_creation_order_and_mtimes() {
+    let files: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("d{}/f{i}.txt", i % 7), format!("content {i}\n")))
+        .collect();
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for (p, c) in &files {
+        tree(a.path(), &[(p, c)]);
+    }
+    for (p, c) in files.iter().rev() {
+        tree(b.path(), &[(p, c)]);
+    }
+    for d in [a.path(), b.path()] {
+        tree(d, &[("Dockerfile", "FROM scratch\n"), ("x.sh", "x*")]);
+    }
+    // Different mtimes on one side.
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    for (p, _) in &files {
+        fs::File::options()
+            .write(true)
+            .open(b.path().join(p))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let (pa, bytes_a, _) = pack_entries(&spec(a.path()));
+    let (pb, bytes_b, _) = pack_entries(&spec(b.path()));
+    assert_eq!(bytes_a, bytes_b);
+    assert_eq!(pa.sha256, pb.sha256);
+    assert_eq!(context::digest(&spec(a.path())).unwrap(), pa);
+
+    // Without SOURCE_DATE_EPOCH real mtimes are kept, so the digest differs.
+    let mut sa = spec(a.path());
+    sa.source_date_epoch = None;
+    let mut sb = spec(b.path());
+    sb.source_date_epoch = None;
+    assert_ne!(
+        context::digest(&sa).unwrap().sha256,
+        context::digest(&sb).unwrap().sha256
+    );
+    // A content change changes the digest.
+    fs::write(a.path().join("d0/f0.txt"), "changed").unwrap();
+    assert_ne!(context::digest(&spec(a.path())).unwrap().sha256, pb.sha256);
+}
+
+#[test]
+fn excluded_directories_no_exception_can_reach_are_not_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(
+        dir.path(),
+        &[
+            ("Dockerfile", "FROM scratch\n"),
+            (".dockerignore", "node_modules\n!src/**/keep\n"),
+            ("src/a/keep", "k"),
+        ],
+    );
+    for i in 0..50 {
+        tree(
+            dir.path(),
+            &[(&format!("node_modules/p{i}/lib/index.js"), "x")],
+        );
+    }
+    let (packed, _, entries) = pack_entries(&spec(dir.path()));
+    assert!(names(&entries)
+        .iter()
+        .all(|n| !n.starts_with("node_modules")));
+    // Only the root, src and src/a are listed.
+    assert_eq!(packed.dirs_read, 3);
+
+    // An exception that can match anywhere forces the walk (and changes nothing else).
+    fs::write(dir.path().join(".dockerignore"), "node_modules\n!**/keep\n").unwrap();
+    let (packed, _, _) = pack_entries(&spec(dir.path()));
+    assert_eq!(packed.dirs_read, 3 + 1 + 50 * 2);
+}
+
+#[test]
+fn long_and_non_utf8_names_round_trip() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path(), &[("Dockerfile", "FROM scratch\n")]);
+    let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+    tree(dir.path(), &[(&long, "long")]);
+    let raw = OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(dir.path().join(raw), "latin-1").unwrap();
+    symlink("t".repeat(200), dir.path().join("longlink")).unwrap();
+    let mut bytes = Vec::new();
+    context::pack(&spec(dir.path()), &mut bytes).unwrap();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let mut seen = Vec::new();
+    for e in archive.entries().unwrap() {
+        let e = e.unwrap();
+        seen.push((
+            e.path_bytes().into_owned(),
+            e.link_name_bytes().map(|l| l.into_owned()),
+        ));
+    }
+    assert!(seen.iter().any(|(p, _)| p == long.as_bytes()));
+    assert!(seen.iter().any(|(p, _)| p == b"caf\xe9.txt"));
+    assert!(seen
+        .iter()
+        .any(|(p, l)| p == b"longlink" && l.as_deref() == Some("t".repeat(200).as_bytes())));
+}
+
+#[test]
+fn hard_links_are_links_to_the_first_path_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(
+        dir.path(),
+        &[("Dockerfile", "FROM scratch\n"), ("a", "same")],
+    );
+    fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+    let (_, _, entries) = pack_entries(&spec(dir.path()));
+    let b = &entries.iter().find(|(n, _)| n == "b").unwrap().1;
+    assert_eq!((b.kind, b.link.as_str()), ('h', "a"));
+}
+
+#[test]
+fn sockets_and_fifos_are_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path(), &[("Dockerfile", "FROM scratch\n")]);
+    let fifo = dir.path().join("pipe");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let _sock = std::os::unix::net::UnixListener::bind(dir.path().join("sock")).unwrap();
+    let (packed, _, entries) = pack_entries(&spec(dir.path()));
+    assert_eq!(names(&entries), ["Dockerfile"]);
+    assert_eq!(packed.warnings.len(), 2, "{:?}", packed.warnings);
+    assert!(packed.warnings[0].contains("FIFO pipe"));
+    assert!(packed.warnings[1].contains("socket sock"));
+}
+
+#[test]
+fn bad_pattern_names_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(
+        dir.path(),
+        &[
+            ("Dockerfile", "FROM scratch\n"),
+            (".dockerignore", "ok\n[z-a]\n"),
+        ],
+    );
+    let err = context::digest(&spec(dir.path())).unwrap_err();
+    let chain = format!("{err:#}");
+    assert!(chain.contains(".dockerignore:2"), "{chain}");
+    assert!(chain.contains("[z-a]"), "{chain}");
+}
+
+#[tokio::test]
+async fn stream_yields_the_same_bytes_as_pack() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path(), &[("Dockerfile", "FROM scratch\n")]);
+    let big: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    fs::write(dir.path().join("big.bin"), &big).unwrap();
+    let (_, bytes, _) = pack_entries(&spec(dir.path()));
+    let (mut stream, handle) = context::pack_stream(spec(dir.path()));
+    let mut got = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.len() <= context::CHUNK);
+        got.extend_from_slice(&chunk);
+    }
+    let packed = handle.await.unwrap().unwrap();
+    assert_eq!(got, bytes);
+    assert_eq!(packed.bytes, bytes.len() as u64);
+}
+
+#[tokio::test]
+async fn stream_ends_with_an_error_when_packing_fails() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = ContextSpec {
+        dir: dir.path().to_path_buf(),
+        dockerfile: PathBuf::from("/nonexistent/Dockerfile"),
+        ignore_file: None,
+        source_date_epoch: None,
+    };
+    let (stream, handle) = context::pack_stream(s);
+    let items: Vec<_> = stream.collect().await;
+    assert!(items.last().unwrap().is_err());
+    assert!(handle.await.unwrap().is_err());
+}
