@@ -1,0 +1,323 @@
+//! Generated Dockerfiles built for real with `slipway build` on the local bases.
+//!
+//! The bundled reference app: each image runs as UID 10001, answers its health routes, stays
+//! under 1.5x its base image, and the frontend lists a task it fetched from the backend over a
+//! Docker network by service name. The Python fixtures (hash-pinned requirements + gunicorn,
+//! uv, Poetry): each builds and answers its health route as UID 10001.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes what the test made, whatever happens.
+struct Cleanup {
+    containers: Vec<String>,
+    network: Option<String>,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        if let Some(n) = &self.network {
+            let _ = docker(&["network", "rm", n]);
+        }
+        let out = docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            &format!("reference={}/*", self.prefix),
+        ]);
+        for image in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = docker(&["rmi", image]);
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if ["node_modules", ".next", "__pycache__", ".venv"]
+            .iter()
+            .any(|n| name == *n)
+        {
+            continue;
+        }
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+fn image_size(image: &str) -> u64 {
+    ok(
+        docker(&["image", "inspect", "--format", "{{.Size}}", image]),
+        image,
+    )
+    .parse()
+    .unwrap()
+}
+
+/// Runs `cmd` in a container until it succeeds (the server may still be starting).
+fn exec_until_ok(container: &str, cmd: &[&str], timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(cmd);
+        let out = docker(&args);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        if start.elapsed() > timeout {
+            let logs = docker(&["logs", container]);
+            panic!(
+                "{container}: {cmd:?} kept failing: {}\nlogs:\n{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&logs.stdout),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The daemon and the base images are there (else skip, or fail under CI).
+async fn ready(bases: &[&str]) -> bool {
+    if common::daemon().await.is_none() {
+        return false;
+    }
+    for base in bases {
+        if !docker(&["image", "inspect", base]).status.success() {
+            assert!(
+                !common::in_ci(),
+                "CI=true and base image {base} is missing: run scripts/env/images"
+            );
+            eprintln!("SKIPPED: base image {base} is missing (run scripts/env/images)");
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reference_images_build_run_and_talk() {
+    if !ready(&["slipway-test/python:3.11", "slipway-test/node:20"]).await {
+        return;
+    }
+    let prefix = common::unique("slipway-gen-test");
+    let mut cleanup = Cleanup {
+        containers: vec![],
+        network: None,
+        prefix: prefix.clone(),
+    };
+
+    // A copy of the app with its own image names.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = common::repo();
+    let toml = std::fs::read_to_string(repo.join("slipway.toml"))
+        .unwrap()
+        .replace("prefix = \"slipway\"", &format!("prefix = \"{prefix}\""));
+    assert!(toml.contains(&prefix));
+    std::fs::write(dir.path().join("slipway.toml"), toml).unwrap();
+    copy_tree(&repo.join("dockerfiles"), &dir.path().join("dockerfiles"));
+    copy_tree(&repo.join("contexts"), &dir.path().join("contexts"));
+
+    let out = common::slipway()
+        .current_dir(dir.path())
+        .args(["--progress", "plain", "build"])
+        .output()
+        .unwrap();
+    ok(out, "slipway build");
+    let backend = format!("{prefix}/backend:latest");
+    let frontend = format!("{prefix}/frontend:latest");
+
+    // Production images stay small next to their bases.
+    for (image, base) in [
+        (&backend, "slipway-test/python:3.11"),
+        (&frontend, "slipway-test/node:20"),
+    ] {
+        let (size, base_size) = (image_size(image), image_size(base));
+        let ratio = size as f64 / base_size as f64;
+        eprintln!("{image}: {size} bytes, {ratio:.2}x {base} ({base_size} bytes)");
+        assert!(ratio < 1.5, "{image} is {ratio:.2}x its base");
+        let user = ok(
+            docker(&["image", "inspect", "--format", "{{.Config.User}}", image]),
+            "inspect",
+        );
+        assert_eq!(user, "10001:10001", "{image}");
+    }
+
+    let network = common::unique("slipway-gen-net");
+    ok(docker(&["network", "create", &network]), "network create");
+    cleanup.network = Some(network.clone());
+    let secret = format!("{}-jwt-secret-for-tests-only", common::unique("k"));
+    let be = common::unique("slipway-gen-backend");
+    cleanup.containers.push(be.clone());
+    ok(
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &be,
+            "--network",
+            &network,
+            "--network-alias",
+            "backend",
+            "-e",
+            &format!("JWT_SECRET={secret}"),
+            &backend,
+        ]),
+        "run backend",
+    );
+    let fe = common::unique("slipway-gen-frontend");
+    cleanup.containers.push(fe.clone());
+    ok(
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &fe,
+            "--network",
+            &network,
+            "-e",
+            "BACKEND_URL=http://backend:8000",
+            &frontend,
+        ]),
+        "run frontend",
+    );
+
+    let py_get = |path: &str| {
+        format!("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000{path}', timeout=4).read().decode())")
+    };
+    let node_get = |path: &str| {
+        format!("fetch('http://127.0.0.1:3000{path}').then(async (r) => {{ if (!r.ok) process.exit(1); console.log(await r.text()); }}, () => process.exit(1))")
+    };
+    let wait = Duration::from_secs(90);
+    assert!(exec_until_ok(&be, &["python3", "-c", &py_get("/healthz")], wait).contains("ok"));
+    assert!(exec_until_ok(&be, &["python3", "-c", &py_get("/readyz")], wait).contains("ready"));
+    assert!(exec_until_ok(&fe, &["node", "-e", &node_get("/api/healthz")], wait).contains("ok"));
+    for c in [&be, &fe] {
+        assert_eq!(exec_until_ok(c, &["id", "-u"], wait), "10001", "{c}");
+    }
+
+    // A task written to the backend shows on the frontend's page.
+    let token = exec_until_ok(
+        &be,
+        &[
+            "python3",
+            "-m",
+            "app.auth",
+            "--sub",
+            "slipway-test",
+            "--ttl",
+            "600",
+        ],
+        wait,
+    );
+    let title = common::unique("task from slipway test");
+    let create = format!(
+        "import json, urllib.request; r = urllib.request.Request('http://127.0.0.1:8000/api/tasks', data=json.dumps({{'title': '{title}'}}).encode(), headers={{'Content-Type': 'application/json', 'Authorization': 'Bearer {token}'}}, method='POST'); print(urllib.request.urlopen(r, timeout=4).status)"
+    );
+    assert_eq!(exec_until_ok(&be, &["python3", "-c", &create], wait), "201");
+    let page = exec_until_ok(&fe, &["node", "-e", &node_get("/")], wait);
+    assert!(
+        page.contains(&title),
+        "the frontend did not list the task from the backend:\n{page}"
+    );
+    drop(cleanup);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_fixtures_build_and_serve() {
+    if !ready(&["slipway-test/python:3.11"]).await {
+        return;
+    }
+    let prefix = common::unique("slipway-gen-fx");
+    let mut cleanup = Cleanup {
+        containers: vec![],
+        network: None,
+        prefix: prefix.clone(),
+    };
+    let fixtures = [
+        ("python-requirements", "/health"),
+        ("python-uv", "/healthz"),
+        ("python-poetry", "/healthz"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = format!(
+        "[app]\nname = \"fx\"\n[images]\nprefix = \"{prefix}\"\n[base_images]\npython = \"slipway-test/python:3.11\"\n"
+    );
+    for (name, health) in fixtures {
+        copy_tree(
+            &common::repo().join("tests/fixtures/stacks").join(name),
+            &dir.path().join("apps").join(name),
+        );
+        toml.push_str(&format!(
+            "[components.{name}]\ncontext = \"apps/{name}\"\nport = 8000\nhealth = \"{health}\"\n"
+        ));
+    }
+    std::fs::write(dir.path().join("slipway.toml"), toml).unwrap();
+    let run = |args: &[&str]| {
+        common::slipway()
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(run(&["dockerfiles"]), "slipway dockerfiles");
+    ok(
+        run(&["--progress", "plain", "build", "-j", "1"]),
+        "slipway build",
+    );
+    for (name, health) in fixtures {
+        let c = common::unique(&format!("slipway-gen-{name}"));
+        cleanup.containers.push(c.clone());
+        ok(
+            docker(&[
+                "run",
+                "-d",
+                "--name",
+                &c,
+                &format!("{prefix}/{name}:latest"),
+            ]),
+            "run",
+        );
+        let get = format!(
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000{health}', timeout=4).read().decode())"
+        );
+        let body = exec_until_ok(&c, &["python3", "-c", &get], Duration::from_secs(90));
+        assert!(body.contains("ok"), "{name}: {body}");
+        assert_eq!(
+            exec_until_ok(&c, &["id", "-u"], Duration::from_secs(5)),
+            "10001",
+            "{name}"
+        );
+    }
+    drop(cleanup);
+}
