@@ -9,7 +9,7 @@ use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use slipway::context::{self, ContextSpec, Packed, OUTSIDE_DOCKERFILE};
+use slipway::context::{self, Builder, ContextSpec, Packed, OUTSIDE_DOCKERFILE};
 
 /// Writes `files` under `root`: a path ending in `/` is a directory, `-> target` a symlink,
 /// `*` after the content makes the file executable.
@@ -38,6 +38,7 @@ fn spec(dir: &Path) -> ContextSpec {
         dockerfile: dir.join("Dockerfile"),
         ignore_file: None,
         source_date_epoch: Some(1_700_000_000),
+        builder: Builder::BuildKit,
     }
 }
 
@@ -162,7 +163,7 @@ fn sends_what_the_dockerignore_leaves_in_depth_first_sorted_order() {
 }
 
 #[test]
-fn dockerfile_and_ignore_file_are_sent_even_when_ignored() {
+fn an_ignored_dockerfile_is_sent_and_the_ignore_file_only_to_the_classic_builder() {
     let dir = tempfile::tempdir().unwrap();
     tree(
         dir.path(),
@@ -178,6 +179,14 @@ fn dockerfile_and_ignore_file_are_sent_even_when_ignored() {
     let (packed, _, entries) = pack_entries(&s);
     assert_eq!(
         names(&entries),
+        ["docker/", "docker/app.Dockerfile", "main.go"]
+    );
+    assert_eq!(packed.dockerfile_name, "docker/app.Dockerfile");
+
+    s.builder = Builder::Classic;
+    let (packed, _, entries) = pack_entries(&s);
+    assert_eq!(
+        names(&entries),
         [
             ".dockerignore",
             "docker/",
@@ -189,31 +198,37 @@ fn dockerfile_and_ignore_file_are_sent_even_when_ignored() {
 }
 
 #[test]
-fn dockerfile_outside_the_context_gets_a_fixed_name_and_is_ignored_by_the_daemon() {
+fn a_dockerfile_outside_the_context_gets_a_fixed_name() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("ctx");
     tree(
         dir.path(),
         &[("Dockerfile", "FROM scratch\n"), ("ctx/main.go", "x")],
     );
-    let s = ContextSpec {
+    let mut s = ContextSpec {
         dir: ctx.clone(),
         dockerfile: dir.path().join("Dockerfile"),
-        ignore_file: None,
         source_date_epoch: Some(0),
+        ..Default::default()
     };
     let (packed, _, entries) = pack_entries(&s);
     assert_eq!(packed.dockerfile_name, OUTSIDE_DOCKERFILE);
+    assert_eq!(names(&entries), [OUTSIDE_DOCKERFILE, "main.go"]);
+    assert_eq!(entries[0].1.content, b"FROM scratch\n");
+    assert_eq!(entries[0].1.mode, 0o600);
+
+    // For the classic builder the name goes into the tar's .dockerignore, so the daemon
+    // drops the file before any COPY (what the docker CLI does).
+    s.builder = Builder::Classic;
+    let (_, _, entries) = pack_entries(&s);
     assert_eq!(
         names(&entries),
         [".dockerignore", OUTSIDE_DOCKERFILE, "main.go"]
     );
-    assert_eq!(entries[1].1.content, b"FROM scratch\n");
     assert_eq!(
         String::from_utf8_lossy(&entries[0].1.content),
         format!(".dockerignore\n{OUTSIDE_DOCKERFILE}\n")
     );
-
     // An existing .dockerignore keeps its rules and gains the name.
     fs::write(ctx.join(".dockerignore"), "*.md").unwrap();
     fs::write(ctx.join("README.md"), "x").unwrap();
@@ -226,6 +241,14 @@ fn dockerfile_outside_the_context_gets_a_fixed_name_and_is_ignored_by_the_daemon
         String::from_utf8_lossy(&entries[0].1.content),
         format!("*.md\n{OUTSIDE_DOCKERFILE}\n")
     );
+
+    // A context file with the reserved name is refused, unless it is ignored.
+    fs::write(ctx.join(OUTSIDE_DOCKERFILE), "mine").unwrap();
+    let err = format!("{:#}", context::digest(&s).unwrap_err());
+    assert!(err.contains(OUTSIDE_DOCKERFILE), "{err}");
+    fs::write(ctx.join(".dockerignore"), OUTSIDE_DOCKERFILE).unwrap();
+    let (_, _, entries) = pack_entries(&s);
+    assert_eq!(entries[1].1.content, b"FROM scratch\n");
 }
 
 #[test]
@@ -404,8 +427,7 @@ async fn stream_ends_with_an_error_when_packing_fails() {
     let s = ContextSpec {
         dir: dir.path().to_path_buf(),
         dockerfile: PathBuf::from("/nonexistent/Dockerfile"),
-        ignore_file: None,
-        source_date_epoch: None,
+        ..Default::default()
     };
     let (stream, handle) = context::pack_stream(s);
     let items: Vec<_> = stream.collect().await;
@@ -622,6 +644,7 @@ async fn docker_cli_and_slipway_send_the_same_context() {
     // (2) slipway packs it and streams it to the same builder.
     let mut spec = spec(&root);
     spec.source_date_epoch = None;
+    spec.builder = Builder::Classic;
     let (body, packer) = context::pack_stream(spec);
     let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
@@ -704,4 +727,93 @@ async fn docker_cli_and_slipway_send_the_same_context() {
     assert!(cli
         .iter()
         .any(|l| l.contains("'/ctx/link-abs' -> '/etc/hostname'")));
+}
+
+/// The daemon's BuildKit copies an uploaded tar as it is (no second `.dockerignore` pass, no
+/// Dockerfile removal), so what slipway packs for BuildKit is exactly what `COPY .` sees —
+/// including BuildKit's answer for an exception under a wildcard directory.
+#[tokio::test]
+async fn buildkit_copies_exactly_what_slipway_packed() {
+    use futures_util::StreamExt;
+
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let Some(base) = busybox(&docker).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ctx");
+    tree(
+        &root,
+        &[
+            (
+                ".dockerignore",
+                ".dockerignore\nignored.txt\nvendor\n!vendor/*/LICENSE\ndockerfiles\n",
+            ),
+            ("kept.txt", "k"),
+            ("ignored.txt", "i"),
+            ("vendor/lib-a/LICENSE", "MIT"),
+            ("vendor/lib-a/code.go", "x"),
+            ("run.sh", "#!/bin/sh\n*"),
+            ("link", "-> kept.txt"),
+        ],
+    );
+    let dockerfile = format!("FROM {base}\nCOPY . /ctx\n");
+    let inside = root.join("dockerfiles/app.Dockerfile");
+    let outside = dir.path().join("app.Dockerfile");
+    tree(&root, &[("dockerfiles/app.Dockerfile", &dockerfile)]);
+    fs::write(&outside, &dockerfile).unwrap();
+
+    for (df, expected_dockerfile) in [
+        (inside, "dockerfiles/app.Dockerfile"),
+        (outside, OUTSIDE_DOCKERFILE),
+    ] {
+        let tag = format!("{}:bk", common::unique("slipway-test/ctx"));
+        let _cleanup = Images(vec![tag.clone()]);
+        let mut s = spec(&root);
+        s.dockerfile = df;
+        let (body, packer) = context::pack_stream(s);
+        let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
+            .dockerfile(expected_dockerfile)
+            .t(&tag)
+            .version(bollard::query_parameters::BuilderVersion::BuilderBuildKit)
+            .session(&common::unique("slipway-ctx-session"))
+            .build();
+        let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
+        while let Some(item) = stream.next().await {
+            let info = item.expect("BuildKit build");
+            assert!(info.error_detail.is_none(), "{:?}", info.error_detail);
+        }
+        let packed = packer.await.unwrap().unwrap();
+        assert_eq!(packed.dockerfile_name, expected_dockerfile);
+
+        // The tar's entries, as paths under /ctx...
+        let mut bytes = Vec::new();
+        let mut s = spec(&root);
+        s.dockerfile = if expected_dockerfile == OUTSIDE_DOCKERFILE {
+            dir.path().join("app.Dockerfile")
+        } else {
+            root.join(expected_dockerfile)
+        };
+        context::pack(&s, &mut bytes).unwrap();
+        let mut from_tar: Vec<String> = read_tar(&bytes)
+            .into_iter()
+            .map(|(n, _)| format!("/ctx/{}", n.trim_end_matches('/')))
+            .collect();
+        from_tar.push("/ctx".into());
+        from_tar.sort();
+        // ...are exactly the paths in the image.
+        let mut in_image: Vec<String> = listing(&tag)
+            .into_iter()
+            .filter(|l| l.starts_with("/ctx"))
+            .map(|l| l.split('|').next().unwrap().to_string())
+            .collect();
+        in_image.sort();
+        assert_eq!(in_image, from_tar);
+        assert!(in_image.contains(&"/ctx/vendor/lib-a/LICENSE".to_string()));
+        assert!(!in_image.contains(&"/ctx/vendor/lib-a/code.go".to_string()));
+        assert!(!in_image.contains(&"/ctx/.dockerignore".to_string()));
+        assert!(!in_image.contains(&"/ctx/ignored.txt".to_string()));
+    }
 }

@@ -8,8 +8,22 @@
 //! - Which files: `.dockerignore` with Docker's semantics ([`ignore`]), walked the way
 //!   BuildKit's fsutil walks (where the classic builder differs — an exception under a
 //!   wildcard directory such as `vendor` + `!vendor/*/LICENSE` — BuildKit's documented
-//!   behaviour wins). The Dockerfile and the ignore file are always sent, even when ignored,
-//!   as the docker CLI does. Excluded directories that no exception can reach are not opened.
+//!   behaviour wins). Excluded directories that no exception can reach are not opened.
+//! - The Dockerfile and the ignore file depend on who receives the tar ([`Builder`]):
+//!   - [`Builder::Classic`] does what the docker CLI does for the classic builder: both are
+//!     always sent, even when ignored, and the daemon removes the ignored ones before any
+//!     `COPY` (it reads the tar's `.dockerignore`). A Dockerfile from outside the context is
+//!     added as [`OUTSIDE_DOCKERFILE`] and that name is appended to the tar's `.dockerignore`
+//!     (created if absent), as the CLI does with its random `.dockerfile.<id>` name.
+//!   - [`Builder::BuildKit`] (the default): the daemon's BuildKit copies an uploaded tar as it
+//!     is — it neither reads its `.dockerignore` nor removes the Dockerfile (checked against
+//!     Docker 20.10 in `tests/context.rs`). So the tar is exactly the filtered set, like the
+//!     context `docker buildx build` sends; the ignore file is not forced in. The one file
+//!     that must be there anyway is the Dockerfile the frontend reads: when it is ignored, or
+//!     lives outside the context (as [`OUTSIDE_DOCKERFILE`], mode 0600), a `COPY .` will
+//!     see it. That is the only difference from buildx, which sends the Dockerfile apart.
+//!
+//!   [`Packed::dockerfile_name`] is the name to pass as the build's `dockerfile` parameter.
 //! - Which bytes ([`pack`](mod@pack)): depth-first, names sorted bytewise, uid/gid 0, no owner names,
 //!   permission bits kept, symlinks stored (never followed), hard links as links to the first
 //!   path sent, sockets/FIFOs/devices skipped with a warning, unreadable files an error.
@@ -18,11 +32,6 @@
 //!   a `touch` or a fresh checkout does not rebuild. The caller (the build engine) sets it by
 //!   default (last commit time, else 0). With `None` real mtimes are kept, as docker does,
 //!   and the digest then changes when an mtime does.
-//! - Dockerfile outside the context directory: added as [`OUTSIDE_DOCKERFILE`] (mode 0600),
-//!   and, exactly like the docker CLI does with its random `.dockerfile.<id>` name, that name
-//!   is appended to the tar's top-level `.dockerignore` (created if absent) so that the
-//!   classic builder removes it before any `COPY`. [`Packed::dockerfile_name`] is the name to
-//!   pass as the build's `dockerfile` parameter in every case.
 //!
 //! Usage: [`digest`] to hash only, [`pack`] into any writer, [`pack_stream`] for a request
 //! body (`bollard::body_try_stream`): a blocking thread packs into a bounded channel of 64 KiB
@@ -48,8 +57,19 @@ use pack::{Plan, Virtual};
 /// The name a Dockerfile from outside the context directory gets inside the tar.
 pub const OUTSIDE_DOCKERFILE: &str = ".slipway.Dockerfile";
 
+/// Who receives the tar (see the module docs: it decides how the Dockerfile and the ignore
+/// file are sent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Builder {
+    /// The daemon's BuildKit (`version=2`): the tar is the context, as is.
+    #[default]
+    BuildKit,
+    /// The classic builder (`version=1`): the daemon drops an ignored Dockerfile/.dockerignore.
+    Classic,
+}
+
 /// One build context to pack.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ContextSpec {
     /// The context directory.
     pub dir: PathBuf,
@@ -60,6 +80,8 @@ pub struct ContextSpec {
     pub ignore_file: Option<PathBuf>,
     /// When set, every entry's mtime is this (negative counts as 0). See the module docs.
     pub source_date_epoch: Option<i64>,
+    /// Who receives the tar.
+    pub builder: Builder,
 }
 
 /// The result of packing a context.
@@ -238,8 +260,9 @@ fn plan(spec: &ContextSpec) -> Result<(Plan, String, Option<PathBuf>)> {
             ignore_rel = relative(&root, &canon);
         }
     }
-    // Always sent, as the docker CLI does (it appends `!<name>` exceptions).
-    if let Some(rel) = &ignore_rel {
+    // Always sent (the CLI appends `!<name>` exceptions): the classic daemon drops them again.
+    let classic = spec.builder == Builder::Classic;
+    if let (true, Some(rel)) = (classic, &ignore_rel) {
         matcher.push(Pattern::literal_exception(rel));
     }
     if let Some(rel) = &dockerfile_rel {
@@ -277,31 +300,13 @@ fn plan(spec: &ContextSpec) -> Result<(Plan, String, Option<PathBuf>)> {
                     "rename it, or add {OUTSIDE_DOCKERFILE} to the .dockerignore"
                 )));
             }
-            let ignore_entry = match top_level(".dockerignore")? {
-                Some(m) if m.is_file() => {
-                    let path = root.join(".dockerignore");
-                    let mut content = fs::read(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    content.extend_from_slice(format!("\n{OUTSIDE_DOCKERFILE}\n").as_bytes());
-                    Virtual {
-                        name: b".dockerignore".to_vec(),
-                        content,
-                        mode: m.mode() & 0o7777,
-                        mtime: m.mtime().max(0) as u64,
-                    }
-                }
-                Some(_) => bail!(Fail::usage(format!(
-                    "{}/.dockerignore is not a regular file",
-                    spec.dir.display()
-                ))),
-                None => Virtual {
-                    name: b".dockerignore".to_vec(),
-                    content: format!(".dockerignore\n{OUTSIDE_DOCKERFILE}\n").into_bytes(),
-                    mode: 0o600,
-                    mtime: 0,
-                },
-            };
-            virtuals.push(ignore_entry);
+            if classic {
+                virtuals.push(classic_dockerignore(
+                    &root,
+                    &spec.dir,
+                    top_level(".dockerignore")?,
+                )?);
+            }
             virtuals.push(Virtual {
                 name: OUTSIDE_DOCKERFILE.as_bytes().to_vec(),
                 content,
@@ -318,6 +323,35 @@ fn plan(spec: &ContextSpec) -> Result<(Plan, String, Option<PathBuf>)> {
         virtuals,
     };
     Ok((plan, dockerfile_name, ignore_path))
+}
+
+/// The tar's `.dockerignore` for the classic builder when the Dockerfile is added from outside:
+/// the context's own one (if sent) plus [`OUTSIDE_DOCKERFILE`], so the daemon removes it.
+fn classic_dockerignore(root: &Path, dir: &Path, sent: Option<fs::Metadata>) -> Result<Virtual> {
+    Ok(match sent {
+        Some(m) if m.is_file() => {
+            let path = root.join(".dockerignore");
+            let mut content =
+                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            content.extend_from_slice(format!("\n{OUTSIDE_DOCKERFILE}\n").as_bytes());
+            Virtual {
+                name: b".dockerignore".to_vec(),
+                content,
+                mode: m.mode() & 0o7777,
+                mtime: m.mtime().max(0) as u64,
+            }
+        }
+        Some(_) => bail!(Fail::usage(format!(
+            "{}/.dockerignore is not a regular file",
+            dir.display()
+        ))),
+        None => Virtual {
+            name: b".dockerignore".to_vec(),
+            content: format!(".dockerignore\n{OUTSIDE_DOCKERFILE}\n").into_bytes(),
+            mode: 0o600,
+            mtime: 0,
+        },
+    })
 }
 
 /// `path` relative to `root`, when it is inside (both canonical).
