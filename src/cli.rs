@@ -103,6 +103,11 @@ pub struct BuildArgs {
     /// Rebuild every selected component, without the daemon's build cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Push every image (its input-digest tag and extra tags) to its registry with the
+    /// credentials of the Docker config, and record the pushed digests so `manifests` and
+    /// `chart` pin `repo@sha256:...`.
+    #[arg(long)]
+    pub push: bool,
 }
 
 #[derive(Debug, Args)]

@@ -136,7 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 no_cache: args.no_cache,
                 metadata_file: args.metadata_file.map(|p| session.cwd.join(p)),
             };
-            build::run_build(
+            let mut report = build::run_build(
                 session.reporter.clone(),
                 &config,
                 &daemon,
@@ -144,6 +144,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &opts,
             )
             .await?;
+            if args.push {
+                push::push_all(&daemon, &mut report, session.reporter.as_ref()).await?;
+                record::write(&record::last_build_path(&config), &report)?;
+                if let Some(p) = &opts.metadata_file {
+                    record::write(p, &report)?;
+                }
+            }
             Ok(())
         }
     }

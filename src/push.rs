@@ -261,6 +261,10 @@ pub async fn push_all(
         });
         let mut pinned = None;
         for tag in &rec.tags {
+            // Entries are `REPO:TAG` references or bare tags.
+            let tag = tag
+                .strip_prefix(&format!("{}:", rec.repository))
+                .unwrap_or(tag);
             match push_one(daemon, &rec.repository, tag, name, reporter).await {
                 Ok(p) => pinned = pinned.or(Some(p)),
                 Err(e) => {

@@ -185,3 +185,67 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
             .await;
     }
 }
+
+#[tokio::test]
+async fn build_push_pins_digests_in_the_metadata_file() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let Some(reg) = registry() else { return };
+    let prefix = format!("127.0.0.1:{}/{}", reg.port, common::unique("pushapp"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("web")).unwrap();
+    std::fs::write(dir.path().join("web/index.html"), "hi\n").unwrap();
+    std::fs::write(
+        dir.path().join("web/Dockerfile"),
+        "FROM slipway-test/busybox:1.35\nCOPY index.html /www/\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("slipway.toml"),
+        format!(
+            "[app]\nname = \"pushapp\"\n[images]\nprefix = \"{prefix}\"\n\
+             [components.web]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n"
+        ),
+    )
+    .unwrap();
+    let out = common::slipway()
+        .current_dir(dir.path())
+        .args([
+            "--progress",
+            "plain",
+            "build",
+            "--push",
+            "--metadata-file",
+            "m.json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+    let web = &meta["components"]["web"];
+    let pushed = web["pushed"].as_str().expect("pushed digest recorded");
+    assert!(
+        pushed.starts_with(&format!("{prefix}/web@sha256:")),
+        "{pushed}"
+    );
+    assert!(stderr.contains("pushed"), "{stderr}");
+    // The project's own record carries it too, for `manifests` and `chart` to pin.
+    let last: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(".slipway/last-build.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["components"]["web"]["pushed"], pushed);
+    for tag in web["tags"].as_array().unwrap() {
+        let r = tag.as_str().unwrap().to_string();
+        let _ = docker
+            .remove_image(
+                &r,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+}
