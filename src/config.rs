@@ -300,6 +300,30 @@ impl Template {
         })
     }
 
+    /// The value with literal text passed through `text` and each reference replaced by
+    /// `reference(component, attr)`, `attr` being `url`, `host` or `port`. The chart uses it to
+    /// turn a value into a Helm template that resolves at install time.
+    pub fn render_with(
+        &self,
+        text: impl Fn(&str) -> String,
+        reference: impl Fn(&str, &str) -> String,
+    ) -> String {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(t) => text(t),
+                Part::Ref { component, attr } => reference(
+                    component,
+                    match attr {
+                        RefAttr::Url => "url",
+                        RefAttr::Host => "host",
+                        RefAttr::Port => "port",
+                    },
+                ),
+            })
+            .collect()
+    }
+
     /// The value with every reference resolved against `config`.
     pub fn resolve(&self, config: &Config) -> String {
         let mut out = String::new();
