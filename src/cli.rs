@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::k8s::PullPolicy;
 use crate::report::ProgressMode;
 
 #[derive(Debug, Parser)]
@@ -52,6 +53,10 @@ pub enum Command {
     Plan(PlanArgs),
     /// Build the components' images (those already built from the same inputs are skipped).
     Build(BuildArgs),
+    /// Write Kubernetes manifests for the images of the last build.
+    Manifests(ManifestsArgs),
+    /// Write a Helm chart for the app (secret values are given at install time).
+    Chart(ChartArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,4 +120,51 @@ pub struct DoctorArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestsArgs {
+    /// Output directory [default: k8s/ next to slipway.toml].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Read secret values from this .env file (its values win over the environment's).
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// Write empty values for secrets that are not set, instead of failing.
+    #[arg(long)]
+    pub allow_missing_secrets: bool,
+    /// The containers' imagePullPolicy (`Never` for images that exist only in the cluster).
+    #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent)]
+    pub pull_policy: PullPolicy,
+    /// Also write a Namespace manifest (00-namespace.yaml).
+    #[arg(long)]
+    pub namespace_manifest: bool,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    /// Write nothing; fail if the files on disk differ from what would be written.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ChartArgs {
+    /// Output directory [default: charts/APP next to slipway.toml].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The imagePullPolicy in values.yaml.
+    #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent)]
+    pub pull_policy: PullPolicy,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    /// Write nothing; fail if the files on disk differ from what would be written.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Deploy REF for COMPONENT instead of the last build's image (repeatable). With one for
+    /// every component, no build record is needed.
+    #[arg(long = "image", value_name = "COMPONENT=REF")]
+    pub images: Vec<String>,
 }

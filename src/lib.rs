@@ -17,6 +17,7 @@ pub mod error;
 pub mod fsutil;
 pub mod generate;
 pub mod init;
+pub mod k8s;
 pub mod kubeconfig;
 pub mod push;
 pub mod record;
@@ -153,5 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Manifests(args) => k8s::cmd_manifests(&session, &args),
+        Command::Chart(args) => k8s::cmd_chart(&session, &args),
     }
 }
