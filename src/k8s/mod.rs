@@ -10,7 +10,8 @@
 //! Rendering is pure: [`render_manifests`] and [`render_chart`] return the files as data and
 //! [`write_files`] puts them on disk through [`crate::fsutil::write_atomic`]. The one input
 //! read from disk is whether a component is a Next.js app (which must write
-//! `/app/.next/cache` under a read-only root), decided by [`Options::for_config`].
+//! `/app/.next/cache` under a read-only root), decided by [`Options::for_config`] through
+//! stack detection.
 
 pub mod chart;
 pub mod manifests;
@@ -89,20 +90,16 @@ impl Options {
 }
 
 /// Runtime paths a component's stack writes besides `/tmp`: Next.js writes its image and
-/// fetch cache to `/app/.next/cache`. A component is a Next.js app when its `stack` says so,
-/// or, with no `stack`, when its context has a `next.config.*`.
+/// fetch cache to `/app/.next/cache`. The stack is the one `stack` names or detection finds
+/// ([`crate::detect`]); a context that cannot be read (or detected) adds nothing.
 pub fn stack_writable(config: &Config, component: &str) -> Vec<String> {
     let Some(c) = config.components.get(component) else {
         return Vec::new();
     };
-    let nextjs = match c.stack.as_deref() {
-        Some(stack) => stack == "nextjs",
-        None => {
-            let dir = config.context_dir(c);
-            ["js", "mjs", "cjs", "ts"]
-                .iter()
-                .any(|ext| dir.join(format!("next.config.{ext}")).is_file())
-        }
+    let tree = crate::detect::SourceTree::new(config.context_dir(c), &c.context);
+    let nextjs = match crate::detect::detect(&tree, c.stack.as_deref()) {
+        Ok(d) => d.stack == crate::detect::Stack::Nextjs,
+        Err(_) => c.stack.as_deref() == Some("nextjs"),
     };
     if nextjs {
         vec!["/app/.next/cache".to_string()]
