@@ -198,7 +198,7 @@ impl TtyReporter {
     }
 
     fn style() -> ProgressStyle {
-        ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg} {elapsed:>4}")
+        ProgressStyle::with_template("{spinner} {prefix:<12.bold} {wide_msg} {elapsed:>4}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner())
     }
 }
@@ -233,14 +233,19 @@ impl Reporter for TtyReporter {
                 }
             }
             Event::Finished { task, outcome } => {
+                let done =
+                    ProgressStyle::with_template("✓ {prefix:<12.bold} {wide_msg} {elapsed:>4}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner());
                 if let Some((bar, _)) = bars.get(&task) {
-                    bar.set_style(
-                        ProgressStyle::with_template("  {prefix:.bold} {wide_msg} {elapsed:>4}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
+                    bar.set_style(done);
                     bar.finish_with_message(outcome);
                 } else {
-                    let _ = self.multi.println(format!("{task}: {outcome}"));
+                    // A task that finished without starting (a cached image): a line like
+                    // the others.
+                    let bar = self.multi.add(ProgressBar::new_spinner());
+                    bar.set_style(done);
+                    bar.set_prefix(task);
+                    bar.finish_with_message(outcome);
                 }
             }
             Event::Failed {

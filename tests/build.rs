@@ -705,3 +705,111 @@ async fn a_build_secret_reaches_the_run_step_and_nothing_else() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("[app] cached"), "{}", text(&out));
 }
+
+/// A stand-in for a daemon that goes away: a Unix socket that forwards to the real daemon
+/// until `cut` is notified, then drops every connection and stops answering.
+async fn start_cuttable_proxy(dir: &Path, target: &str) -> (String, Arc<tokio::sync::Notify>) {
+    let path = dir.join("proxy.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let target = target.to_string();
+    let cut2 = cut.clone();
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut client, _)) = accepted else { break };
+                    let target = target.clone();
+                    conns.spawn(async move {
+                        let Ok(mut server) = tokio::net::UnixStream::connect(&target).await else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    });
+                }
+                _ = cut2.notified() => {
+                    conns.abort_all();
+                    break;
+                }
+            }
+        }
+        // The listener is dropped here: new connections are refused.
+    });
+    (format!("unix://{}", path.display()), cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_disappears_mid_build_is_named_and_the_next_run_succeeds() {
+    use tokio::io::AsyncBufReadExt;
+
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let endpoint = slipway::docker::endpoint();
+    let Some(socket) = endpoint.host.strip_prefix("unix://") else {
+        eprintln!(
+            "SKIPPED: the daemon is not on a Unix socket ({})",
+            endpoint.host
+        );
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    p.edit(
+        "dockerfiles/beta.Dockerfile",
+        "RUN ls -R /app",
+        "RUN echo sleeping; sleep 3",
+    );
+    let (proxy, cut) = start_cuttable_proxy(p.dir.path(), socket).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["build", "beta", "--progress=plain"])
+        .current_dir(p.dir.path())
+        .env("DOCKER_HOST", &proxy)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let done = line.contains("  sleeping");
+            seen.push(line);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        waited,
+        Ok(true),
+        "the build never reached the sleep: {seen:?}"
+    );
+    cut.notify_one();
+    while let Ok(Some(line)) = lines.next_line().await {
+        seen.push(line);
+    }
+    let status = child.wait().await.unwrap();
+    let all = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&format!(
+            "lost the Docker daemon at {proxy} while building `beta`"
+        )),
+        "{all}"
+    );
+    assert!(all.contains("RUN echo sleeping; sleep 3"), "{all}");
+    assert!(all.contains("hint:"), "{all}");
+    assert_eq!(
+        image_id(&docker, &format!("{}/beta:latest", p.prefix)).await,
+        None
+    );
+
+    // The daemon is "back": the next run builds and tags.
+    let out = p.run(&["build", "beta"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(image_id(&docker, &format!("{}/beta:latest", p.prefix))
+        .await
+        .is_some());
+}

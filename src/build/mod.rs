@@ -381,9 +381,21 @@ async fn plan_component(
         last,
     )
     .await?;
+    // The stack, for people: the configured one, else what detection finds for a generated
+    // Dockerfile (a Dockerfile of the user's own has no stack).
+    let stack = match (&c.stack, c.dockerfile_explicit) {
+        (Some(s), _) => Some(s.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let tree = crate::detect::SourceTree::new(context_dir.clone(), c.context.clone());
+            crate::detect::detect(&tree, None)
+                .ok()
+                .map(|d| d.stack.as_str().to_string())
+        }
+    };
     Ok(ComponentPlan {
         name: c.name.clone(),
-        stack: c.stack.clone(),
+        stack,
         dockerfile: c.dockerfile.clone(),
         context: c.context.clone(),
         target,
@@ -497,9 +509,14 @@ async fn cache_state(
         };
         return Ok(CacheState::Build { reason });
     }
-    Ok(CacheState::Build {
-        reason: "never built".into(),
-    })
+    let reason = match last.and_then(|l| l.components.get(component)) {
+        Some(r) => format!(
+            "no image of it is left (the last one built, {}, was removed)",
+            r.image
+        ),
+        None => "never built".into(),
+    };
+    Ok(CacheState::Build { reason })
 }
 
 /// The plan as a table for people.
@@ -715,15 +732,27 @@ pub async fn execute(
                 if total == 1 { "" } else { "s" },
                 names.join(", ")
             );
+            // The summary carries the failures' hints (main shows the first Fail's hint).
+            let mut hints: Vec<String> = Vec::new();
+            for (_, e) in &failures {
+                if let (_, Some(h)) = crate::error::exit_and_hint(e) {
+                    if !hints.contains(&h) {
+                        hints.push(h);
+                    }
+                }
+            }
+            let mut fail = Fail::job(summary);
+            if !hints.is_empty() {
+                fail = fail.hint(hints.join("; "));
+            }
             if n == 1 {
                 let (_, e) = failures.pop().unwrap_or_else(|| unreachable!());
-                Err(e.context(Fail::job(summary)))
+                Err(e.context(fail))
             } else {
-                let mut text = summary;
                 for (name, e) in &failures {
-                    text.push_str(&format!("\n  {name}: {e:#}"));
+                    fail.message.push_str(&format!("\n  {name}: {e:#}"));
                 }
-                Err(Fail::job(text).into())
+                Err(fail.into())
             }
         }
     }
@@ -773,4 +802,95 @@ fn write_records(
 /// Milliseconds since `t0`.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component(name: &str, stack: Option<&str>, cache: CacheState) -> ComponentPlan {
+        let bases = BTreeMap::from([(
+            "slipway-test/python:3.11".to_string(),
+            format!("sha256:{}", "1".repeat(64)),
+        )]);
+        let args = BTreeMap::from([(
+            "PYTHON_IMAGE".to_string(),
+            "slipway-test/python:3.11".to_string(),
+        )]);
+        let inputs = Inputs::new(
+            name.as_bytes(),
+            &"2".repeat(64),
+            20480,
+            &args,
+            "production",
+            "linux/amd64",
+            &bases,
+        );
+        let input_digest = inputs.digest();
+        let tag = input_digest[7..19].to_string();
+        ComponentPlan {
+            name: name.into(),
+            stack: stack.map(String::from),
+            dockerfile: format!("dockerfiles/{name}.Dockerfile").into(),
+            context: format!("contexts/{name}").into(),
+            target: "production".into(),
+            build_args: args,
+            build_secrets: vec!["PIP_TOKEN".into()],
+            base_images: bases,
+            context_files: 12,
+            context_bytes: 20480,
+            inputs,
+            image: format!("taskboard/{name}:{tag}"),
+            repository: format!("taskboard/{name}"),
+            tag,
+            input_digest,
+            extra_tags: vec![format!("taskboard/{name}:latest")],
+            cache,
+            warnings: Vec::new(),
+            dockerfile_path: PathBuf::new(),
+            context_dir: PathBuf::new(),
+            ignore_file: None,
+            source_date_epoch: None,
+            dockerfile_name: String::new(),
+        }
+    }
+
+    fn sample_plan() -> BuildPlan {
+        let mut frontend = component(
+            "frontend",
+            None,
+            CacheState::Build {
+                reason: "context changed (20.5 kB, was 19.9 kB), build arg NEXT_PUBLIC_URL changed"
+                    .into(),
+            },
+        );
+        frontend
+            .warnings
+            .push("build arg DEBUG is not declared by an ARG in dockerfiles/frontend.Dockerfile; it is not passed".into());
+        BuildPlan {
+            app: "taskboard".into(),
+            platform: "linux/amd64".into(),
+            builder: Builder::BuildKit,
+            components: vec![
+                component(
+                    "backend",
+                    Some("python"),
+                    CacheState::Cached {
+                        image_id: format!("sha256:{}", "3".repeat(64)),
+                    },
+                ),
+                frontend,
+            ],
+        }
+    }
+
+    #[test]
+    fn plan_table() {
+        insta::assert_snapshot!(render_plan(&sample_plan()));
+    }
+
+    #[test]
+    fn plan_json() {
+        insta::assert_snapshot!(serde_json::to_string_pretty(&sample_plan()).unwrap());
+    }
 }
