@@ -158,6 +158,30 @@ async fn remove_images(prefix: &str) {
     }
 }
 
+/// Every tag under `prefix`.
+async fn tags_under(docker: &Docker, prefix: &str) -> Vec<String> {
+    let filters =
+        std::collections::HashMap::from([("reference".to_string(), vec![format!("{prefix}/*")])]);
+    let images = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    images.into_iter().flat_map(|i| i.repo_tags).collect()
+}
+
+/// No build left a temporary tag behind.
+async fn assert_no_temp_tags(docker: &Docker, prefix: &str) {
+    let tags = tags_under(docker, prefix).await;
+    assert!(
+        tags.iter().all(|t| !t.contains(":slipway-build-")),
+        "{tags:?}"
+    );
+}
+
 fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
     for entry in std::fs::read_dir(src).unwrap() {
@@ -268,6 +292,15 @@ async fn second_run_is_cached_and_asks_the_daemon_to_build_nothing() {
     // The record of the last run is where load, manifests and chart look for it.
     let last = slipway::record::read_last(&p.config()).unwrap();
     assert_eq!(last, second);
+    let mut tags = tags_under(&docker, &p.prefix).await;
+    tags.sort();
+    let mut expected: Vec<String> = second
+        .components
+        .values()
+        .flat_map(|r| r.tags.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(tags, expected);
 }
 
 #[tokio::test]
@@ -456,6 +489,7 @@ async fn a_failing_run_moves_no_tag_and_shows_the_step_and_log_tail() {
     let last = slipway::record::read_last(&p.config()).unwrap();
     assert_eq!(last.components["beta"].image_id, beta_before);
     assert_eq!(last.components["alpha"].image_id, alpha_after);
+    assert_no_temp_tags(&docker, &p.prefix).await;
 }
 
 #[tokio::test]
@@ -464,7 +498,11 @@ async fn fail_fast_stops_the_other_builds() {
         return;
     };
     let p = Project::new("two", &docker).await;
-    p.edit("alpha/Dockerfile", "RUN echo", "RUN sleep 30\nRUN echo");
+    p.edit(
+        "alpha/Dockerfile",
+        "RUN echo",
+        &format!("RUN echo {}; sleep 30\nRUN echo", p.prefix),
+    );
     p.edit(
         "dockerfiles/beta.Dockerfile",
         "RUN ls -R /app",
@@ -497,7 +535,8 @@ async fn ctrl_c_stops_every_build_and_moves_no_tag() {
     p.edit(
         "dockerfiles/beta.Dockerfile",
         "RUN ls -R /app",
-        "RUN echo sleeping; sleep 60",
+        // Unique, so that no earlier run's build cache answers for the step.
+        &format!("RUN echo sleeping {}; sleep 60", p.prefix),
     );
     let mut child = common::slipway()
         .args(["build", "--progress=plain"])
@@ -517,7 +556,7 @@ async fn ctrl_c_stops_every_build_and_moves_no_tag() {
     });
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !seen.iter().any(|l: &String| l.contains("  sleeping")) {
+    while !seen.iter().any(|l: &String| l.contains("  sleeping ")) {
         match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
             Ok(l) => seen.push(l),
             Err(_) => panic!("the build never reached the sleep: {seen:?}"),
@@ -540,6 +579,7 @@ async fn ctrl_c_stops_every_build_and_moves_no_tag() {
     );
     let plan = p.plan().await;
     assert_eq!(image_id(&docker, &plan.components[1].image).await, None);
+    assert_no_temp_tags(&docker, &p.prefix).await;
 }
 
 #[tokio::test]
@@ -691,9 +731,7 @@ async fn a_build_secret_reaches_the_run_step_and_nothing_else() {
         }
     }
     assert!(found_length, "the RUN step did not see the secret");
-    // No temporary tag is left behind.
-    let tags = inspect.repo_tags.unwrap_or_default();
-    assert!(tags.iter().all(|t| !t.contains("slipway-tmp")), "{tags:?}");
+    assert_no_temp_tags(&docker, &p.prefix).await;
 
     // A second run is cached without the secret's value mattering.
     let out = common::slipway()
@@ -758,7 +796,8 @@ async fn a_daemon_that_disappears_mid_build_is_named_and_the_next_run_succeeds()
     p.edit(
         "dockerfiles/beta.Dockerfile",
         "RUN ls -R /app",
-        "RUN echo sleeping; sleep 3",
+        // Unique, so that no earlier run's build cache answers for the step.
+        &format!("RUN echo sleeping {}; sleep 3", p.prefix),
     );
     let (proxy, cut) = start_cuttable_proxy(p.dir.path(), socket).await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
@@ -772,7 +811,7 @@ async fn a_daemon_that_disappears_mid_build_is_named_and_the_next_run_succeeds()
     let mut seen = Vec::new();
     let waited = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         while let Ok(Some(line)) = lines.next_line().await {
-            let done = line.contains("  sleeping");
+            let done = line.contains("  sleeping ");
             seen.push(line);
             if done {
                 return true;
@@ -799,7 +838,7 @@ async fn a_daemon_that_disappears_mid_build_is_named_and_the_next_run_succeeds()
         )),
         "{all}"
     );
-    assert!(all.contains("RUN echo sleeping; sleep 3"), "{all}");
+    assert!(all.contains("RUN echo sleeping"), "{all}");
     assert!(all.contains("hint:"), "{all}");
     assert_eq!(
         image_id(&docker, &format!("{}/beta:latest", p.prefix)).await,

@@ -2,15 +2,19 @@
 //!
 //! The normal path is `POST /build` through bollard with BuildKit and a session: the context
 //! tar streams from the packer straight into the request body, and the build's status stream
-//! is read item by item ([`super::stream::Progress`]). The build names no tag: the image ID
-//! comes back in the stream, and only then are the digest tag and the extra tags set, so a
-//! failed, cancelled or interrupted build moves nothing.
+//! is read item by item ([`super::stream::Progress`]).
+//!
+//! Every build is named with a temporary tag of its own (`PREFIX/NAME:slipway-build-...`),
+//! never with a tag that exists: only once the build succeeded are the digest tag and the
+//! extra tags pointed at the image, and then the temporary tag is removed. So a failed,
+//! cancelled or interrupted build moves nothing, and the new image always has a name (an
+//! unnamed image could be pruned, or deleted by someone removing an identical image's last
+//! tag, before slipway tags it).
 //!
 //! A component with build secrets takes the other path: BuildKit's gRPC control API through
 //! the daemon's `/session` and `/grpc` endpoints (bollard's `Moby` driver), the only one on
 //! which BuildKit can ask slipway for a secret. It costs: the context is held in memory and the
-//! daemon sends no progress, so it is used only where secrets are declared. Its exporter needs
-//! a name, so the image is built under a unique temporary tag that is removed afterwards.
+//! daemon sends no progress, so it is used only where secrets are declared.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -58,9 +62,15 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// Builds one component, tags it, and reports `Started` ... `Finished` or `Failed`.
+/// The temporary tag a build of `c` is named with.
+pub(crate) fn temp_tag(c: &ComponentPlan) -> String {
+    format!("{}:slipway-build-{}", c.repository, session_id(&c.name))
+}
+
 pub(crate) async fn build_component(
     shared: &Shared,
     c: &ComponentPlan,
+    temp: &str,
 ) -> anyhow::Result<ImageRecord> {
     let t0 = Instant::now();
     shared.reporter.report(Event::Started {
@@ -72,9 +82,9 @@ pub(crate) async fn build_component(
         CacheState::Cached { .. } => "--no-cache".into(),
     };
     let built = if c.build_secrets.is_empty() {
-        build_streaming(shared, c).await
+        build_streaming(shared, c, temp).await
     } else {
-        build_with_secrets(shared, c).await
+        build_with_secrets(shared, c, temp).await
     };
     let result = match built {
         Ok(image_id) => finish(
@@ -89,6 +99,8 @@ pub(crate) async fn build_component(
         .map_err(Failure::from),
         Err(f) => Err(f),
     };
+    // After the real tags are set (or nothing was built): untagging never deletes the image.
+    remove_tag(&shared.docker, temp).await;
     match result {
         Ok(record) => {
             shared.reporter.report(Event::Finished {
@@ -195,11 +207,16 @@ fn connection_lost(
 }
 
 /// Builds with `POST /build`, streaming the context; returns the image ID.
-async fn build_streaming(shared: &Shared, c: &ComponentPlan) -> Result<String, Failure> {
-    let (body, packer) = super::context::pack_stream(c.context_spec());
+async fn build_streaming(
+    shared: &Shared,
+    c: &ComponentPlan,
+    temp: &str,
+) -> Result<String, Failure> {
+    let (body, packer) = crate::context::pack_stream(c.context_spec());
     let args: HashMap<String, String> = c.build_args.clone().into_iter().collect();
     let labels: HashMap<String, String> = c.labels(&shared.app).into_iter().collect();
     let mut options = BuildImageOptionsBuilder::default()
+        .t(temp)
         .dockerfile(&c.dockerfile_name)
         .target(&c.target)
         .buildargs(&args)
@@ -305,7 +322,11 @@ fn check_context(c: &ComponentPlan, sent_sha256: &str) -> anyhow::Result<()> {
 
 /// Builds through BuildKit's gRPC session, serving the component's build secrets from the
 /// environment; returns the image ID.
-async fn build_with_secrets(shared: &Shared, c: &ComponentPlan) -> Result<String, Failure> {
+async fn build_with_secrets(
+    shared: &Shared,
+    c: &ComponentPlan,
+    temp: &str,
+) -> Result<String, Failure> {
     use bollard::grpc::build::{ImageBuildFrontendOptions, SecretSource};
 
     shared.reporter.report(Event::Step {
@@ -313,7 +334,7 @@ async fn build_with_secrets(shared: &Shared, c: &ComponentPlan) -> Result<String
         step: "BuildKit session with build secrets (no step progress on this path)".into(),
         cached: false,
     });
-    let (body, packer) = super::context::pack_stream(c.context_spec());
+    let (body, packer) = crate::context::pack_stream(c.context_spec());
     let tar = body
         .try_fold(bytes::BytesMut::new(), |mut acc, chunk| async move {
             acc.extend_from_slice(&chunk);
@@ -343,37 +364,17 @@ async fn build_with_secrets(shared: &Shared, c: &ComponentPlan) -> Result<String
     for s in &c.build_secrets {
         options = options.set_secret(s, &SecretSource::Env(s.clone()));
     }
-    let temp = format!("{}:slipway-tmp-{}", c.repository, session_id("x"));
-    if let Err(e) = solve_with_session(&shared.docker, &temp, options.build(), tar).await {
-        // Nothing is exported when the solve fails, but make sure of it.
-        remove_tag(&shared.docker, &temp).await;
+    if let Err(e) = solve_with_session(&shared.docker, temp, options.build(), tar).await {
         return Err(anyhow::anyhow!("the build failed: {e}").into());
     }
+    // This path returns no image ID: the temporary tag names the image.
     let id = shared
         .docker
-        .inspect_image(&temp)
+        .inspect_image(temp)
         .await
         .with_context(|| format!("inspecting the image just built as {temp}"))?
         .id
         .unwrap_or_default();
-    // Tag before untagging, so the image never has no name (untagging its last name
-    // would delete it).
-    let (repo, tag) = c.image.rsplit_once(':').unwrap_or((&c.image, "latest"));
-    let tagged = shared
-        .docker
-        .tag_image(
-            &id,
-            Some(
-                TagImageOptionsBuilder::default()
-                    .repo(repo)
-                    .tag(tag)
-                    .build(),
-            ),
-        )
-        .await
-        .with_context(|| format!("tagging {id} as {}", c.image));
-    remove_tag(&shared.docker, &temp).await;
-    tagged?;
     Ok(id)
 }
 
@@ -423,7 +424,7 @@ async fn solve_with_session(
 }
 
 /// Removes a tag (never the image under it while another tag names it).
-async fn remove_tag(docker: &Docker, reference: &str) {
+pub(crate) async fn remove_tag(docker: &Docker, reference: &str) {
     let _ = docker
         .remove_image(
             reference,

@@ -16,7 +16,6 @@
 pub mod digest;
 mod image;
 pub mod stream;
-mod tmp_context;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -27,13 +26,11 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::config::{Component, Config};
-// TEMPORARY: the packer from the `ctx` worktree replaces this when it lands on main.
+use crate::context::{self, ContextSpec};
 use crate::docker::Daemon;
 use crate::record::{self, BuildReport, ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
 use crate::Fail;
-use context::ContextSpec;
-use tmp_context as context;
 
 pub use digest::Inputs;
 
@@ -105,8 +102,6 @@ pub struct ComponentPlan {
     #[serde(skip)]
     pub(crate) context_dir: PathBuf,
     #[serde(skip)]
-    pub(crate) ignore_file: Option<PathBuf>,
-    #[serde(skip)]
     pub(crate) source_date_epoch: Option<i64>,
     /// The Dockerfile's name inside the packed context.
     #[serde(skip)]
@@ -132,7 +127,7 @@ impl ComponentPlan {
         ContextSpec {
             dir: self.context_dir.clone(),
             dockerfile: self.dockerfile_path.clone(),
-            ignore_file: self.ignore_file.clone(),
+            ignore_file: None,
             source_date_epoch: self.source_date_epoch,
         }
     }
@@ -231,11 +226,39 @@ pub async fn plan(
     })
 }
 
-/// `SOURCE_DATE_EPOCH` from the environment, when set to a number.
-fn source_date_epoch() -> Option<i64> {
-    std::env::var("SOURCE_DATE_EPOCH")
+/// The SOURCE_DATE_EPOCH a context is packed with: every entry's mtime in the tar is set to
+/// it, so the digest follows file contents and modes, not mtimes (a `touch`, a fresh checkout
+/// or an edit undone do not rebuild). From the environment when set; else the time of the
+/// last git commit that touched the context; else 0.
+pub fn source_date_epoch(context_dir: &std::path::Path) -> anyhow::Result<i64> {
+    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
-        .and_then(|v| v.trim().parse().ok())
+        .filter(|v| !v.trim().is_empty())
+    {
+        return v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|e| *e >= 0)
+            .ok_or_else(|| {
+                Fail::usage(format!(
+                    "SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"
+                ))
+                .hint("set it to a Unix time such as `$(git log -1 --format=%ct)`, or unset it")
+                .into()
+            });
+    }
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(context_dir)
+        .args(["log", "-1", "--format=%ct", "--", "."])
+        .stderr(std::process::Stdio::null())
+        .output();
+    Ok(out
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0))
 }
 
 async fn plan_component(
@@ -329,17 +352,12 @@ async fn plan_component(
     }
 
     // The packed context.
-    let ignore_file = {
-        let mut p = dockerfile_path.clone().into_os_string();
-        p.push(".dockerignore");
-        let p = PathBuf::from(p);
-        p.is_file().then_some(p)
-    };
-    let source_date_epoch = source_date_epoch();
+    let source_date_epoch = Some(source_date_epoch(&context_dir)?);
     let spec = ContextSpec {
         dir: context_dir.clone(),
         dockerfile: dockerfile_path.clone(),
-        ignore_file: ignore_file.clone(),
+        // The packer finds `<dockerfile>.dockerignore`, else `<context>/.dockerignore`.
+        ignore_file: None,
         source_date_epoch,
     };
     let name = c.name.clone();
@@ -414,7 +432,6 @@ async fn plan_component(
         warnings,
         dockerfile_path,
         context_dir,
-        ignore_file,
         source_date_epoch,
         dockerfile_name: packed.dockerfile_name.clone(),
     })
@@ -673,14 +690,16 @@ pub async fn execute(
         let jobs = opts.jobs.unwrap_or(to_build.len()).max(1);
         let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
         let mut set: tokio::task::JoinSet<TaskResult> = tokio::task::JoinSet::new();
-        for c in &to_build {
+        let temps: Vec<String> = to_build.iter().map(|c| image::temp_tag(c)).collect();
+        for (c, temp) in to_build.iter().zip(&temps) {
             let c = (*c).clone();
+            let temp = temp.clone();
             let shared = shared.clone();
             let semaphore = semaphore.clone();
             set.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
                 let name = c.name.clone();
-                let result = image::build_component(&shared, &c).await;
+                let result = image::build_component(&shared, &c, &temp).await;
                 (name, result)
             });
         }
@@ -703,6 +722,7 @@ pub async fn execute(
                                     message: "--fail-fast: stopping the other builds".into(),
                                 });
                                 set.abort_all();
+                                remove_tags(&shared.docker, &temps).await;
                             }
                         }
                         Err(e) if e.is_cancelled() => {}
@@ -712,6 +732,8 @@ pub async fn execute(
                 _ = &mut ctrl_c => {
                     set.abort_all();
                     while set.join_next().await.is_some() {}
+                    // A build cancelled while its image was being exported may have named it.
+                    remove_tags(&shared.docker, &temps).await;
                     reporter.report(Event::Warn {
                         message: "interrupted: every build stopped, no tag moved".into(),
                     });
@@ -756,6 +778,12 @@ pub async fn execute(
             }
         }
     }
+}
+
+/// Removes the temporary tags of stopped builds (best effort, briefly: the user is waiting).
+async fn remove_tags(docker: &bollard::Docker, tags: &[String]) {
+    let all = futures_util::future::join_all(tags.iter().map(|t| image::remove_tag(docker, t)));
+    let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
 }
 
 /// Writes `.slipway/last-build.json` (merged: components not in this run keep their record)
@@ -849,7 +877,6 @@ mod tests {
             warnings: Vec::new(),
             dockerfile_path: PathBuf::new(),
             context_dir: PathBuf::new(),
-            ignore_file: None,
             source_date_epoch: None,
             dockerfile_name: String::new(),
         }
