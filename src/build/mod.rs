@@ -51,6 +51,16 @@ pub enum Builder {
     Legacy,
 }
 
+impl Builder {
+    /// How the context packer must shape the tar for this builder.
+    pub fn for_context(self) -> context::Builder {
+        match self {
+            Builder::BuildKit => context::Builder::BuildKit,
+            Builder::Legacy => context::Builder::Classic,
+        }
+    }
+}
+
 /// Everything a build run will do, computed before it starts.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildPlan {
@@ -106,6 +116,9 @@ pub struct ComponentPlan {
     /// The Dockerfile's name inside the packed context.
     #[serde(skip)]
     pub(crate) dockerfile_name: String,
+    /// The builder the context is packed for.
+    #[serde(skip)]
+    pub(crate) builder: Builder,
 }
 
 /// Whether a component's image exists already.
@@ -129,6 +142,7 @@ impl ComponentPlan {
             dockerfile: self.dockerfile_path.clone(),
             ignore_file: None,
             source_date_epoch: self.source_date_epoch,
+            builder: self.builder.for_context(),
         }
     }
 
@@ -215,7 +229,7 @@ pub async fn plan(
     let last = record::read_last(config).ok();
     let futures = components
         .into_iter()
-        .map(|c| plan_component(config, daemon, c, &platform, last.as_ref()));
+        .map(|c| plan_component(config, daemon, c, &platform, builder, last.as_ref()));
     let planned = futures_util::future::join_all(futures).await;
     let components = planned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     Ok(BuildPlan {
@@ -266,6 +280,7 @@ async fn plan_component(
     daemon: &Daemon,
     c: &Component,
     platform: &str,
+    builder: Builder,
     last: Option<&BuildReport>,
 ) -> anyhow::Result<ComponentPlan> {
     let dockerfile_path = config.dockerfile_path(c);
@@ -359,6 +374,7 @@ async fn plan_component(
         // The packer finds `<dockerfile>.dockerignore`, else `<context>/.dockerignore`.
         ignore_file: None,
         source_date_epoch,
+        builder: builder.for_context(),
     };
     let name = c.name.clone();
     let packed = tokio::task::spawn_blocking(move || context::digest(&spec))
@@ -434,6 +450,7 @@ async fn plan_component(
         context_dir,
         source_date_epoch,
         dockerfile_name: packed.dockerfile_name.clone(),
+        builder,
     })
 }
 
@@ -879,6 +896,7 @@ mod tests {
             context_dir: PathBuf::new(),
             source_date_epoch: None,
             dockerfile_name: String::new(),
+            builder: Builder::BuildKit,
         }
     }
 
