@@ -766,6 +766,12 @@ fn missing_secrets_are_named_without_values_and_nothing_is_written() {
         "{stderr}"
     );
     assert!(!dir.path().join("k8s").exists());
+    let out = run(slipway_in(dir.path())
+        .arg("manifests")
+        .args(image_args())
+        .args(["--env-file", "no-such.env"]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read env file"));
 
     // Allowed: empty values, and a warning that names them.
     let out = run(slipway_in(dir.path())

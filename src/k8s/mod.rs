@@ -664,6 +664,14 @@ pub fn cmd_manifests(
     }
     let changes = emit_manifests(&config, &images, &secrets, &opts, &dir)?;
     print_changes(session, &changes);
+    let ns = if args.namespace_manifest {
+        String::new()
+    } else {
+        format!("kubectl create namespace {} && ", config.app.namespace)
+    };
+    session.reporter.report(crate::report::Event::Info {
+        message: format!("apply with: {ns}kubectl apply -f {}", shown(session, &dir)),
+    });
     Ok(())
 }
 
@@ -685,6 +693,23 @@ pub fn cmd_chart(session: &crate::Session, args: &crate::cli::ChartArgs) -> anyh
     }
     let changes = emit_chart(&config, &images, &opts, &dir)?;
     print_changes(session, &changes);
+    let first_secret = config
+        .components
+        .iter()
+        .find_map(|(c, comp)| {
+            comp.secrets
+                .first()
+                .map(|s| format!(" --set-string components.{c}.secrets.{s}=..."))
+        })
+        .unwrap_or_default();
+    session.reporter.report(crate::report::Event::Info {
+        message: format!(
+            "install with: helm install {} {} --namespace {} --create-namespace{first_secret}",
+            config.app.name,
+            shown(session, &dir),
+            config.app.namespace
+        ),
+    });
     Ok(())
 }
 
