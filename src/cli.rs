@@ -57,6 +57,9 @@ pub enum Command {
     Manifests(ManifestsArgs),
     /// Write a Helm chart for the app (secret values are given at install time).
     Chart(ChartArgs),
+    /// Load the last build's images into the local kind or minikube cluster, sending each
+    /// node only what it lacks.
+    Load(LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -167,4 +170,18 @@ pub struct ImageArgs {
     /// every component, no build record is needed.
     #[arg(long = "image", value_name = "COMPONENT=REF")]
     pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Components to load [default: every component of the last build].
+    #[arg(value_name = "COMPONENT")]
+    pub components: Vec<String>,
+    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE` [default: `cluster` in
+    /// slipway.toml, else auto].
+    #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
+    pub cluster: Option<crate::config::ClusterTarget>,
+    /// Write the result per image and node as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
 }

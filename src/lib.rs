@@ -7,6 +7,7 @@
 pub mod bases;
 pub mod build;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod detect;
@@ -87,6 +88,7 @@ impl Session {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let session = Session::from_cli(&cli)?;
     match cli.command {
+        Command::Load(args) => cluster::command(&session, &args).await,
         Command::Doctor(args) => {
             let config = session.config_if_any()?;
             let report = doctor::run(config.as_ref()).await;

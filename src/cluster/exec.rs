@@ -1,0 +1,245 @@
+//! Running commands inside node containers through the Engine API (`docker exec`), with or
+//! without a byte stream on stdin.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// How much of a command's stdout is kept (a node's content listing fits easily).
+const MAX_STDOUT: usize = 64 << 20;
+/// How much of stderr is kept (the end of it).
+const MAX_STDERR: usize = 64 << 10;
+/// A node that takes no bytes for this long is considered gone.
+const WRITE_STALL: Duration = Duration::from_secs(300);
+
+/// What a finished command printed and how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    /// The last non-empty lines of stderr (or stdout), for error messages.
+    pub fn tail(&self) -> String {
+        let text = if self.stderr.trim().is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let start = lines.len().saturating_sub(3);
+        lines[start..].join(" / ")
+    }
+
+    /// Turns a non-zero exit into an error that names the command.
+    pub fn check(self, what: &str) -> anyhow::Result<Self> {
+        if self.code == 0 {
+            Ok(self)
+        } else {
+            Err(anyhow!("{what} exited with {}: {}", self.code, self.tail()))
+        }
+    }
+}
+
+/// What the stdin stream of [`run_with_input`] carries.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    Data(Bytes),
+    /// The producer gave up: stop without closing stdin cleanly, so the command sees a
+    /// truncated stream and fails rather than importing half an image.
+    Abort(String),
+}
+
+/// Runs `cmd` in `container` and collects its output.
+pub async fn run(docker: &Docker, container: &str, cmd: &[&str]) -> anyhow::Result<ExecOutput> {
+    exec(docker, container, cmd, None).await
+}
+
+/// Runs `cmd` in `container`, feeding it the chunks from `input` on stdin, and collects its
+/// output. `written` counts the bytes the command took, also when it fails.
+pub async fn run_with_input(
+    docker: &Docker,
+    container: &str,
+    cmd: &[&str],
+    input: mpsc::Receiver<Chunk>,
+    written: &AtomicU64,
+) -> anyhow::Result<ExecOutput> {
+    exec(docker, container, cmd, Some((input, written))).await
+}
+
+async fn exec(
+    docker: &Docker,
+    container: &str,
+    cmd: &[&str],
+    input: Option<(mpsc::Receiver<Chunk>, &AtomicU64)>,
+) -> anyhow::Result<ExecOutput> {
+    let what = || format!("`{}` in node {container}", cmd.join(" "));
+    let created = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(cmd.to_vec()),
+                attach_stdin: Some(input.is_some()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(node_error)
+        .with_context(|| format!("starting {}", what()))?;
+    let started = docker
+        .start_exec(
+            &created.id,
+            Some(StartExecOptions {
+                detach: false,
+                tty: false,
+                output_capacity: Some(64 * 1024),
+            }),
+        )
+        .await
+        .map_err(node_error)
+        .with_context(|| format!("starting {}", what()))?;
+    let StartExecResults::Attached {
+        mut output,
+        input: mut stdin,
+    } = started
+    else {
+        return Err(anyhow!("{} started detached", what()));
+    };
+
+    let reader = tokio::spawn(async move {
+        let mut out = ExecOutput::default();
+        let mut err: Option<String> = None;
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(bollard::container::LogOutput::StdOut { message }) => {
+                    if out.stdout.len() < MAX_STDOUT {
+                        out.stdout.push_str(&String::from_utf8_lossy(&message));
+                    }
+                }
+                Ok(bollard::container::LogOutput::StdErr { message }) => {
+                    out.stderr.push_str(&String::from_utf8_lossy(&message));
+                    if out.stderr.len() > 2 * MAX_STDERR {
+                        let cut = out.stderr.len() - MAX_STDERR;
+                        let cut = (cut..out.stderr.len())
+                            .find(|i| out.stderr.is_char_boundary(*i))
+                            .unwrap_or(out.stderr.len());
+                        out.stderr.drain(..cut);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    err = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        (out, err)
+    });
+
+    let mut write_error: Option<anyhow::Error> = None;
+    if let Some((mut rx, written)) = input {
+        loop {
+            let Some(chunk) = rx.recv().await else {
+                // The producer finished: end of stdin.
+                if let Err(e) = stdin.shutdown().await {
+                    write_error = Some(anyhow!("closing stdin: {e}"));
+                }
+                break;
+            };
+            match chunk {
+                Chunk::Data(bytes) => {
+                    match tokio::time::timeout(WRITE_STALL, stdin.write_all(&bytes)).await {
+                        Ok(Ok(())) => {
+                            written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        }
+                        Ok(Err(e)) => {
+                            write_error = Some(anyhow!("the node stopped taking data: {e}"));
+                            break;
+                        }
+                        Err(_) => {
+                            write_error = Some(anyhow!(
+                                "the node took no data for {}s",
+                                WRITE_STALL.as_secs()
+                            ));
+                            break;
+                        }
+                    }
+                }
+                Chunk::Abort(reason) => {
+                    write_error = Some(anyhow!("transfer aborted: {reason}"));
+                    break;
+                }
+            }
+        }
+        if write_error.is_some() {
+            // Dropping the connection without a clean EOF makes the command fail on a
+            // truncated archive instead of registering half an image.
+            drop(stdin);
+            reader.abort();
+            return Err(write_error.unwrap_or_else(|| anyhow!("write failed"))).with_context(what);
+        }
+    } else {
+        drop(stdin);
+    }
+
+    let (mut out, read_error) = reader
+        .await
+        .map_err(|e| anyhow!("reading the output of {}: {e}", what()))?;
+    if let Some(e) = read_error {
+        return Err(anyhow!("reading the output of {}: {e}", what()));
+    }
+    // The output ends when the process does; the exit code may lag a moment behind.
+    for attempt in 0..50 {
+        let info = docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(node_error)
+            .with_context(|| format!("inspecting {}", what()))?;
+        if info.running != Some(true) {
+            out.code = info.exit_code.unwrap_or(-1);
+            return Ok(out);
+        }
+        tokio::time::sleep(Duration::from_millis(if attempt < 10 { 5 } else { 50 })).await;
+    }
+    Err(anyhow!("{} did not exit", what()))
+}
+
+/// Daemon errors about a node, in words: a stopped node is the common case.
+fn node_error(e: bollard::errors::Error) -> anyhow::Error {
+    match &e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } if *status_code == 409 || *status_code == 404 => anyhow!("{message}"),
+        _ => anyhow::Error::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_prefers_stderr_and_keeps_the_end() {
+        let o = ExecOutput {
+            code: 1,
+            stdout: "a\n".into(),
+            stderr: "one\n\ntwo\nthree\nfour\n".into(),
+        };
+        assert_eq!(o.tail(), "two / three / four");
+        let e = o.check("ctr import").unwrap_err().to_string();
+        assert!(e.starts_with("ctr import exited with 1: two"), "{e}");
+    }
+}

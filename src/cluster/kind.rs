@@ -1,0 +1,442 @@
+//! containerd nodes (every kind node; minikube with the containerd runtime): what a node has,
+//! what to do about an image, and the `ctr` commands that do it.
+//!
+//! A node is asked once per run, in one exec, for its image references (`ctr images ls`) and
+//! the blobs in its content store (`ctr content ls -q`). Kubernetes' CRI plugin keeps a
+//! reference named after each image's ID (`sha256:<config digest>`), which is what kind itself
+//! checks (`crictl inspecti`); so the image ID is found under any name without reading a
+//! manifest. Without that reference (CRI off), the manifest behind the image's own name is read.
+//!
+//! Only blobs an image reference keeps alive count as present: containerd's garbage collector
+//! may drop any other blob at any moment (after a failed import was cleaned up, say), and an
+//! import that relied on one would fail. Reachability follows the `containerd.io/gc.ref.content`
+//! labels that containerd puts on manifests and indexes, as its collector does.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{anyhow, Context as _};
+use bollard::Docker;
+
+use super::exec;
+use super::image::ImageMeta;
+
+/// The containerd namespace Kubernetes uses.
+pub const NAMESPACE: &str = "k8s.io";
+
+/// What a node's containerd holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// `(name, manifest digest)` of every image reference.
+    pub refs: Vec<(String, String)>,
+    /// Digests of the blobs in the content store that an image reference keeps alive.
+    pub blobs: HashSet<String>,
+}
+
+/// What to do for one image on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The image ID is there under the image's name.
+    Present,
+    /// The image ID is there under another name: tag it.
+    Retag { from: String },
+    /// The name points at `digest` and every blob is there, but nothing says which image
+    /// that is: read the manifest to find out.
+    Verify { digest: String },
+    /// Send these layers (diff IDs; may be none: then only config and manifest go).
+    Import { missing: Vec<String> },
+}
+
+const MARK: &str = "@@slipway-content@@";
+
+/// The shell command that lists refs and blobs in one exec.
+pub fn state_command() -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("ctr -n {NAMESPACE} images ls && echo {MARK} && ctr -n {NAMESPACE} content ls"),
+    ]
+}
+
+/// Asks a node what it has.
+pub async fn query(docker: &Docker, node: &str) -> anyhow::Result<State> {
+    let cmd = state_command();
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let out = exec::run(docker, node, &cmd)
+        .await?
+        .check("listing the node's images (ctr images ls, ctr content ls)")?;
+    parse_state(&out.stdout)
+        .ok_or_else(|| anyhow!("unexpected output from ctr in node {node}: {}", out.tail()))
+}
+
+/// Parses [`state_command`]'s output. `None` when it is not what `ctr` prints.
+pub fn parse_state(stdout: &str) -> Option<State> {
+    let (images, content) = stdout.split_once(MARK)?;
+    let mut lines = images.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next()?;
+    if !header.starts_with("REF") {
+        return None;
+    }
+    let refs: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let name = cols.next()?;
+            let _media_type = cols.next()?;
+            let digest = cols.next()?;
+            digest
+                .starts_with("sha256:")
+                .then(|| (name.to_string(), digest.to_string()))
+        })
+        .collect();
+    // DIGEST SIZE AGE LABELS, tab-separated (AGE has spaces); labels `k=v,k=v` or `-`.
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    for line in content.lines() {
+        let mut cols = line.split('\t').filter(|c| !c.trim().is_empty());
+        let Some(digest) = cols
+            .next()
+            .map(str::trim)
+            .filter(|d| d.starts_with("sha256:"))
+        else {
+            continue;
+        };
+        let labels = cols.next_back().unwrap_or("");
+        let refs = labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| k.starts_with("containerd.io/gc.ref.content"))
+            .map(|(_, v)| v.trim())
+            .collect();
+        children.insert(digest, refs);
+    }
+    let mut blobs = HashSet::new();
+    let mut todo: Vec<&str> = refs.iter().map(|(_, d)| d.as_str()).collect();
+    while let Some(d) = todo.pop() {
+        if let Some(kids) = children.get(d) {
+            if blobs.insert(d.to_string()) {
+                todo.extend(kids.iter().copied());
+            }
+        }
+    }
+    Some(State { refs, blobs })
+}
+
+/// Decides what to do for `image` on a node in `state`.
+pub fn plan(image: &ImageMeta, state: &State) -> Action {
+    let name = image.containerd_name();
+    let missing: Vec<String> = unique(&image.diff_ids)
+        .into_iter()
+        .filter(|d| !state.blobs.contains(d))
+        .collect();
+    let complete = |digest: &str| {
+        missing.is_empty() && state.blobs.contains(&image.id) && state.blobs.contains(digest)
+    };
+    let by_id = state.refs.iter().find(|(n, _)| *n == image.id);
+    if let Some((id_ref, digest)) = by_id {
+        if complete(digest) {
+            if state.refs.iter().any(|(n, d)| *n == name && d == digest) {
+                return Action::Present;
+            }
+            return Action::Retag {
+                from: id_ref.clone(),
+            };
+        }
+    } else if let Some((_, digest)) = state.refs.iter().find(|(n, _)| *n == name) {
+        if complete(digest) {
+            return Action::Verify {
+                digest: digest.clone(),
+            };
+        }
+    }
+    Action::Import { missing }
+}
+
+fn unique(v: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    v.iter().filter(|d| seen.insert(*d)).cloned().collect()
+}
+
+/// Whether the manifest `digest` on the node is `image`'s (its config is the image ID).
+pub async fn manifest_is(
+    docker: &Docker,
+    node: &str,
+    digest: &str,
+    image: &ImageMeta,
+) -> anyhow::Result<bool> {
+    let out = exec::run(
+        docker,
+        node,
+        &["ctr", "-n", NAMESPACE, "content", "get", digest],
+    )
+    .await?
+    .check("reading a manifest (ctr content get)")?;
+    let m: serde_json::Value = serde_json::from_str(&out.stdout)
+        .with_context(|| format!("the manifest {digest} on node {node} is not JSON"))?;
+    Ok(m.pointer("/config/digest").and_then(|d| d.as_str()) == Some(image.id.as_str()))
+}
+
+/// The snapshotter the node's CRI uses (kind reads it the same way); `overlayfs` by default.
+pub async fn snapshotter(docker: &Docker, node: &str) -> anyhow::Result<String> {
+    let out = exec::run(docker, node, &["containerd", "config", "dump"])
+        .await?
+        .check("reading the containerd configuration (containerd config dump)")?;
+    Ok(parse_snapshotter(&out.stdout))
+}
+
+pub fn parse_snapshotter(config: &str) -> String {
+    toml::from_str::<toml::Value>(config)
+        .ok()
+        .and_then(|v| {
+            v.get("plugins")?
+                .get("io.containerd.grpc.v1.cri")?
+                .get("containerd")?
+                .get("snapshotter")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "overlayfs".to_string())
+}
+
+/// The import command, with kind's own flags.
+pub fn import_command(snapshotter: &str) -> Vec<String> {
+    [
+        "ctr",
+        "-n",
+        NAMESPACE,
+        "images",
+        "import",
+        "--all-platforms",
+        "--digests",
+        &format!("--snapshotter={snapshotter}"),
+        "-",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// Points `to` at the image `from` names.
+pub async fn retag(docker: &Docker, node: &str, from: &str, to: &str) -> anyhow::Result<()> {
+    exec::run(
+        docker,
+        node,
+        &["ctr", "-n", NAMESPACE, "images", "tag", "--force", from, to],
+    )
+    .await?
+    .check("tagging the image (ctr images tag)")?;
+    Ok(())
+}
+
+/// One line of `ctr images check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub digest: String,
+    pub complete: bool,
+    pub unpacked: bool,
+}
+
+pub fn parse_check(stdout: &str) -> Vec<Check> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("REF"))
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            if cols.len() < 5 {
+                return None;
+            }
+            Some(Check {
+                name: cols[0].to_string(),
+                digest: cols[2].to_string(),
+                complete: cols[3] == "complete",
+                unpacked: cols.last() == Some(&"true"),
+            })
+        })
+        .collect()
+}
+
+async fn check_all(docker: &Docker, node: &str) -> anyhow::Result<Vec<Check>> {
+    let out = exec::run(docker, node, &["ctr", "-n", NAMESPACE, "images", "check"])
+        .await?
+        .check("checking images (ctr images check)")?;
+    Ok(parse_check(&out.stdout))
+}
+
+/// Checks that `name` now points at `digest` and the image is complete and unpacked.
+pub async fn verify(
+    docker: &Docker,
+    node: &str,
+    name: &str,
+    digest: Option<&str>,
+) -> anyhow::Result<()> {
+    let filter = format!("name=={name}");
+    let out = exec::run(
+        docker,
+        node,
+        &["ctr", "-n", NAMESPACE, "images", "check", &filter],
+    )
+    .await?
+    .check("checking the image (ctr images check)")?;
+    let Some(c) = parse_check(&out.stdout)
+        .into_iter()
+        .find(|c| c.name == name)
+    else {
+        return Err(anyhow!(
+            "after the import, {name} is not in the node's image list"
+        ));
+    };
+    if let Some(d) = digest {
+        if c.digest != d {
+            return Err(anyhow!(
+                "after the import, {name} points at {} instead of {d}",
+                c.digest
+            ));
+        }
+    }
+    if !c.complete || !c.unpacked {
+        return Err(anyhow!(
+            "after the import, {name} is {} and {}",
+            if c.complete { "complete" } else { "incomplete" },
+            if c.unpacked {
+                "unpacked"
+            } else {
+                "not unpacked"
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the references a failed import left pointing at an incomplete image: the image's
+/// name, its ID reference and `--digests` references, when they point at something
+/// incomplete. Returns the names removed.
+pub async fn cleanup(
+    docker: &Docker,
+    node: &str,
+    image: &ImageMeta,
+    digest: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let name = image.containerd_name();
+    let checks = check_all(docker, node).await?;
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.complete)
+        .filter(|c| c.name == name || c.name == image.id || Some(c.digest.as_str()) == digest)
+        .map(|c| c.name.clone())
+        .collect();
+    if bad.is_empty() {
+        return Ok(bad);
+    }
+    let mut cmd = vec!["ctr", "-n", NAMESPACE, "images", "rm"];
+    cmd.extend(bad.iter().map(String::as_str));
+    exec::run(docker, node, &cmd)
+        .await?
+        .check("removing an incomplete image (ctr images rm)")?;
+    Ok(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LS: &str = "REF                                                                                       TYPE                                                 DIGEST                                                                  SIZE    PLATFORMS   LABELS                          
+docker.io/lx/app:v1                                                                       application/vnd.docker.distribution.manifest.v2+json sha256:9082c2cbbf3aafdbe1daf9fee879fb8fd8bf8f324301067d9ba9b4f44c2497c0 4.9 MiB linux/amd64 io.cri-containerd.image=managed 
+import-2026-11-25@sha256:9082c2cbbf3aafdbe1daf9fee879fb8fd8bf8f324301067d9ba9b4f44c2497c0 application/vnd.docker.distribution.manifest.v2+json sha256:9082c2cbbf3aafdbe1daf9fee879fb8fd8bf8f324301067d9ba9b4f44c2497c0 4.9 MiB linux/amd64 io.cri-containerd.image=managed 
+sha256:612450e932051f0d4efb445ac97dc93d20880497794b9edf2ce35abd603c3aae                   application/vnd.docker.distribution.manifest.v2+json sha256:9082c2cbbf3aafdbe1daf9fee879fb8fd8bf8f324301067d9ba9b4f44c2497c0 4.9 MiB linux/amd64 io.cri-containerd.image=managed 
+";
+    const M: &str = "sha256:9082c2cbbf3aafdbe1daf9fee879fb8fd8bf8f324301067d9ba9b4f44c2497c0";
+    const ID: &str = "sha256:612450e932051f0d4efb445ac97dc93d20880497794b9edf2ce35abd603c3aae";
+
+    fn image(reference: &str) -> ImageMeta {
+        ImageMeta::new(
+            "app",
+            reference,
+            ID,
+            vec!["sha256:l0".into(), "sha256:l1".into()],
+        )
+    }
+
+    fn state(with_l1: bool) -> State {
+        let mut out = format!(
+            "{LS}{MARK}\nDIGEST\t\t\tSIZE\tAGE\t\tLABELS\n{ID}\t2.415kB\t1 second\tcontainerd.io/gc.ref.snapshot.overlayfs=sha256:af\nsha256:l0\t1.985MB\t1 second\t\tcontainerd.io/uncompressed=sha256:l0\n{M}\t896B\tLess than a second\tcontainerd.io/gc.ref.content.l.1=sha256:l1,containerd.io/gc.ref.content.l.0=sha256:l0,containerd.io/gc.ref.content.config={ID}\nsha256:stray\t1B\t1 second\t-\n"
+        );
+        if with_l1 {
+            out.push_str("sha256:l1\t2B\t2 minutes\t-\n");
+        }
+        parse_state(&out).unwrap()
+    }
+
+    #[test]
+    fn parses_refs_and_blobs() {
+        let s = state(true);
+        assert_eq!(s.refs.len(), 3);
+        assert_eq!(
+            s.refs[0],
+            ("docker.io/lx/app:v1".to_string(), M.to_string())
+        );
+        assert!(s.blobs.contains("sha256:l1"));
+        assert!(s.blobs.contains(ID) && s.blobs.contains(M));
+        // A blob no image keeps alive may be collected any moment: not counted.
+        assert!(!s.blobs.contains("sha256:stray"));
+        assert_eq!(s.blobs.len(), 4);
+        assert_eq!(parse_state("no marker"), None);
+        let empty =
+            parse_state(&format!("REF TYPE DIGEST SIZE PLATFORMS LABELS\n{MARK}\n")).unwrap();
+        assert_eq!(empty, State::default());
+    }
+
+    #[test]
+    fn plans_the_least_work() {
+        assert_eq!(plan(&image("lx/app:v1"), &state(true)), Action::Present);
+        assert_eq!(
+            plan(&image("lx/app:other"), &state(true)),
+            Action::Retag {
+                from: ID.to_string()
+            }
+        );
+        assert_eq!(
+            plan(&image("lx/app:v1"), &state(false)),
+            Action::Import {
+                missing: vec!["sha256:l1".into()]
+            }
+        );
+        // Without the CRI's ID reference, the name's manifest has to be read.
+        let mut s = state(true);
+        s.refs.retain(|(n, _)| n != ID);
+        assert_eq!(
+            plan(&image("lx/app:v1"), &s),
+            Action::Verify {
+                digest: M.to_string()
+            }
+        );
+        // Nothing there at all: every layer, once even when listed twice.
+        let mut img = image("lx/app:v1");
+        img.diff_ids.push("sha256:l0".into());
+        assert_eq!(
+            plan(&img, &State::default()),
+            Action::Import {
+                missing: vec!["sha256:l0".into(), "sha256:l1".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn reads_the_snapshotter() {
+        let cfg = "version = 2\n[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n      snapshotter = \"native\"\n";
+        assert_eq!(parse_snapshotter(cfg), "native");
+        assert_eq!(parse_snapshotter("version = 2\n"), "overlayfs");
+        assert_eq!(parse_snapshotter("not toml ["), "overlayfs");
+    }
+
+    #[test]
+    fn parses_image_checks() {
+        let out = "REF                 TYPE                                                 DIGEST                                                                  STATUS           SIZE            UNPACKED 
+docker.io/lx/app:v3 application/vnd.docker.distribution.manifest.v2+json sha256:8c03e676aee262422ff18556622c55b6d0605050083dae69096fdc020960a933 incomplete (5/6) 4.9 MiB/4.9 MiB false
+docker.io/lx/app:v2 application/vnd.docker.distribution.manifest.v2+json sha256:5aaf8b1de977ce5d745c73235e7b06f3b791cc45f57e79bd57edb175a686694c complete (6/6)   4.9 MiB/4.9 MiB true
+";
+        let c = parse_check(out);
+        assert_eq!(c.len(), 2);
+        assert!(!c[0].complete && !c[0].unpacked);
+        assert!(c[1].complete && c[1].unpacked);
+        assert_eq!(c[1].name, "docker.io/lx/app:v2");
+    }
+}

@@ -1,0 +1,1010 @@
+//! Loading images into a local cluster's nodes, sending only what each node lacks.
+//!
+//! kind and minikube nodes are containers on the same daemon, so slipway needs neither tool:
+//! it finds the node containers by label, asks each node in one exec what it has, plans the
+//! least work per image and node (nothing, a tag, or the missing layers), and then streams the
+//! image once from the daemon into every node that needs part of it ([`transfer`]). Each
+//! node's import is checked afterwards; a node that fails (stopped, vanished, import error)
+//! fails alone, its incomplete image references are removed, and the next run sends only what
+//! is still missing.
+
+pub mod exec;
+pub mod image;
+pub mod kind;
+pub mod minikube;
+pub mod oci;
+pub mod transfer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use bollard::Docker;
+use futures_util::future::join_all;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::ClusterTarget;
+use crate::docker::{self, Daemon};
+use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
+use crate::Fail;
+
+pub use image::ImageMeta;
+pub use minikube::{minikube_docker_endpoint, DockerEnv};
+
+pub const KIND_LABEL: &str = "io.x-k8s.kind.cluster";
+pub const KIND_ROLE_LABEL: &str = "io.x-k8s.kind.role";
+pub const MINIKUBE_LABEL: &str = "name.minikube.sigs.k8s.io";
+
+/// The image store inside a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Containerd,
+    Docker,
+}
+
+/// A node container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    /// `control-plane`, `worker` (kind's role label), or empty.
+    pub role: String,
+    pub running: bool,
+    /// The container's state (`running`, `exited`, ...).
+    pub state: String,
+}
+
+/// A local cluster and its nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Cluster {
+    Kind {
+        name: String,
+        nodes: Vec<Node>,
+    },
+    Minikube {
+        profile: String,
+        nodes: Vec<Node>,
+        runtime: Runtime,
+    },
+}
+
+impl Cluster {
+    pub fn target(&self) -> ClusterTarget {
+        match self {
+            Cluster::Kind { name, .. } => ClusterTarget::Kind(name.clone()),
+            Cluster::Minikube { profile, .. } => ClusterTarget::Minikube(profile.clone()),
+        }
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        match self {
+            Cluster::Kind { nodes, .. } | Cluster::Minikube { nodes, .. } => nodes,
+        }
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        match self {
+            Cluster::Kind { .. } => Runtime::Containerd,
+            Cluster::Minikube { runtime, .. } => *runtime,
+        }
+    }
+
+    /// Finds the cluster `target` names. `auto` reads the kube context, else looks for node
+    /// containers; finding none is not an error.
+    pub async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detection> {
+        detect(docker, target).await
+    }
+
+    /// Loads `images` into every node of this cluster.
+    pub async fn load(
+        &self,
+        daemon: &Daemon,
+        images: &[(String, String, String)],
+        reporter: &dyn Reporter,
+    ) -> anyhow::Result<LoadReport> {
+        load_into(daemon, self, images, reporter).await
+    }
+}
+
+/// What cluster detection found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detection {
+    Found(Cluster),
+    /// No local cluster to load into, and why (not an error: `up` goes on without a load).
+    NoCluster(String),
+}
+
+/// The node containers carrying `label` (with value `value`, or any), control plane first.
+pub async fn list_nodes(
+    docker: &Docker,
+    label: &str,
+    value: Option<&str>,
+) -> anyhow::Result<Vec<Node>> {
+    Ok(list_labelled(docker, label, value)
+        .await?
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect())
+}
+
+/// `(label value, node)` for every container carrying `label`.
+async fn list_labelled(
+    docker: &Docker,
+    label: &str,
+    value: Option<&str>,
+) -> anyhow::Result<Vec<(String, Node)>> {
+    let filter = match value {
+        Some(v) => format!("{label}={v}"),
+        None => label.to_string(),
+    };
+    let filters = HashMap::from([("label".to_string(), vec![filter])]);
+    let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .with_context(|| format!("listing node containers (label {label})"))?;
+    let mut out: Vec<(String, Node)> = list
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            let cluster = labels.get(label)?.clone();
+            let role = labels.get(KIND_ROLE_LABEL).cloned().unwrap_or_default();
+            // kind's HA load balancer is a container of the cluster but not a node.
+            if role == "external-load-balancer" {
+                return None;
+            }
+            let name = c.names?.first()?.trim_start_matches('/').to_string();
+            let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+            Some((
+                cluster,
+                Node {
+                    name,
+                    role,
+                    running: state == "running",
+                    state,
+                },
+            ))
+        })
+        .collect();
+    out.sort_by(|(ca, a), (cb, b)| {
+        (ca, a.role != "control-plane", &a.name).cmp(&(cb, b.role != "control-plane", &b.name))
+    });
+    Ok(out)
+}
+
+fn not_running_hint(target: &ClusterTarget, nodes: &[Node]) -> String {
+    if nodes.is_empty() {
+        return match target {
+            ClusterTarget::Kind(n) => format!(
+                "create it with `kind create cluster --name {n}`, or pick another with --cluster (or `cluster` in slipway.toml)"
+            ),
+            ClusterTarget::Minikube(p) => format!(
+                "start it with `minikube start -p {p}`, or pick another with --cluster (or `cluster` in slipway.toml)"
+            ),
+            _ => String::new(),
+        };
+    }
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    format!(
+        "start its node containers: `docker start {}`",
+        names.join(" ")
+    )
+}
+
+async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detection> {
+    match target {
+        ClusterTarget::None => Ok(Detection::NoCluster(
+            "cluster = none: images are not loaded".into(),
+        )),
+        ClusterTarget::Kind(name) => {
+            let nodes = list_nodes(docker, KIND_LABEL, Some(name)).await?;
+            if !nodes.iter().any(|n| n.running) {
+                return Err(Fail::job(format!(
+                    "kind cluster `{name}` is not running ({})",
+                    describe_nodes(&nodes, KIND_LABEL, name)
+                ))
+                .hint(not_running_hint(target, &nodes))
+                .into());
+            }
+            Ok(Detection::Found(Cluster::Kind {
+                name: name.clone(),
+                nodes,
+            }))
+        }
+        ClusterTarget::Minikube(profile) => {
+            let nodes = list_nodes(docker, MINIKUBE_LABEL, Some(profile)).await?;
+            let Some(first) = nodes.iter().find(|n| n.running) else {
+                return Err(Fail::job(format!(
+                    "minikube profile `{profile}` is not running ({})",
+                    describe_nodes(&nodes, MINIKUBE_LABEL, profile)
+                ))
+                .hint(not_running_hint(target, &nodes))
+                .into());
+            };
+            let runtime = minikube::runtime(docker, profile, &first.name).await?;
+            Ok(Detection::Found(Cluster::Minikube {
+                profile: profile.clone(),
+                nodes,
+                runtime,
+            }))
+        }
+        ClusterTarget::Auto => {
+            if let Some(ctx) = crate::kubeconfig::current() {
+                return match &ctx.cluster {
+                    t @ (ClusterTarget::Kind(_) | ClusterTarget::Minikube(_)) => {
+                        Box::pin(detect(docker, t)).await.with_context(|| {
+                            format!(
+                                "the current kube context `{}` ({}) names {t}",
+                                ctx.name,
+                                ctx.file.display()
+                            )
+                        })
+                    }
+                    _ => Ok(Detection::NoCluster(format!(
+                        "the current kube context `{}` is not a kind or minikube cluster: images are not loaded",
+                        ctx.name
+                    ))),
+                };
+            }
+            let mut found: Vec<ClusterTarget> = Vec::new();
+            for (label, make) in [
+                (
+                    KIND_LABEL,
+                    ClusterTarget::Kind as fn(String) -> ClusterTarget,
+                ),
+                (MINIKUBE_LABEL, ClusterTarget::Minikube),
+            ] {
+                for (value, _) in list_labelled(docker, label, None).await? {
+                    let t = make(value);
+                    if !found.contains(&t) {
+                        found.push(t);
+                    }
+                }
+            }
+            match found.len() {
+                0 => Ok(Detection::NoCluster(
+                    "no kube context and no kind or minikube node containers: images are not loaded"
+                        .into(),
+                )),
+                1 => Box::pin(detect(docker, &found[0])).await,
+                _ => {
+                    let names: Vec<String> = found.iter().map(|t| t.to_string()).collect();
+                    Err(Fail::usage(format!(
+                        "several local clusters found ({}) and no kube context says which",
+                        names.join(", ")
+                    ))
+                    .hint(format!(
+                        "pass --cluster {} (or set `cluster` in slipway.toml)",
+                        names[0]
+                    ))
+                    .into())
+                }
+            }
+        }
+    }
+}
+
+fn describe_nodes(nodes: &[Node], label: &str, value: &str) -> String {
+    if nodes.is_empty() {
+        format!("no containers labelled {label}={value}")
+    } else {
+        let states: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{} {}", n.name, n.state))
+            .collect();
+        states.join(", ")
+    }
+}
+
+/// How a load of one image into one node ended.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    AlreadyPresent,
+    Retagged {
+        from: String,
+    },
+    Loaded {
+        layers_sent: usize,
+        layers_total: usize,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// One image on one node.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeLoad {
+    pub component: String,
+    pub image: String,
+    pub image_id: String,
+    pub node: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// The outcome in words: `loaded 1 of 5 layers (2.1 MB, 0.4s)`.
+    pub summary: String,
+    /// Bytes written into the node (archive framing included).
+    pub bytes_sent: u64,
+    pub duration_ms: u64,
+}
+
+/// What `load` did: the `--metadata-file` JSON.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct LoadReport {
+    /// `kind:NAME` / `minikube:PROFILE`, or `None` when there was no cluster.
+    pub cluster: Option<String>,
+    pub runtime: Option<Runtime>,
+    /// Why nothing was loaded, when there was no cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub results: Vec<NodeLoad>,
+    pub bytes_sent: u64,
+    pub duration_ms: u64,
+}
+
+impl LoadReport {
+    pub fn ok(&self) -> bool {
+        self.failed().is_empty()
+    }
+
+    pub fn failed(&self) -> Vec<&NodeLoad> {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+            .collect()
+    }
+}
+
+/// Loads `images` (`(component, reference, image ID)`) into the cluster `target` names.
+/// Node failures are in the report; errors are for a cluster that cannot be found or used.
+pub async fn load(
+    daemon: &Daemon,
+    target: &ClusterTarget,
+    images: &[(String, String, String)],
+    reporter: &dyn Reporter,
+) -> anyhow::Result<LoadReport> {
+    match detect(&daemon.docker, target).await? {
+        Detection::NoCluster(message) => {
+            reporter.report(Event::Info {
+                message: format!("no cluster: {message}"),
+            });
+            Ok(LoadReport {
+                message: Some(message),
+                ..Default::default()
+            })
+        }
+        Detection::Found(cluster) => load_into(daemon, &cluster, images, reporter).await,
+    }
+}
+
+/// What slipway knows about one node during a run.
+struct Slot {
+    node: Node,
+    runtime: Runtime,
+    state: Result<NodeState, String>,
+    snapshotter: Option<String>,
+}
+
+enum NodeState {
+    Containerd(kind::State),
+    Docker(minikube::State),
+}
+
+async fn query(docker: &Docker, node: &Node, runtime: Runtime) -> Result<NodeState, String> {
+    if !node.running {
+        return Err(format!(
+            "node container {} is not running ({}); start it with `docker start {}`",
+            node.name, node.state, node.name
+        ));
+    }
+    let r = match runtime {
+        Runtime::Containerd => kind::query(docker, &node.name)
+            .await
+            .map(NodeState::Containerd),
+        Runtime::Docker => minikube::query(docker, &node.name)
+            .await
+            .map(NodeState::Docker),
+    };
+    r.map_err(|e| format!("{e:#}"))
+}
+
+async fn load_into(
+    daemon: &Daemon,
+    cluster: &Cluster,
+    images: &[(String, String, String)],
+    reporter: &dyn Reporter,
+) -> anyhow::Result<LoadReport> {
+    let started = Instant::now();
+    let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let runtime = cluster.runtime();
+    let states = join_all(cluster.nodes().iter().map(|n| query(&docker, n, runtime))).await;
+    let mut slots: Vec<Slot> = cluster
+        .nodes()
+        .iter()
+        .cloned()
+        .zip(states)
+        .map(|(node, state)| Slot {
+            node,
+            runtime,
+            state,
+            snapshotter: None,
+        })
+        .collect();
+
+    let mut results = Vec::new();
+    for (component, reference, id) in images {
+        let meta = match inspect(&docker, component, reference, id).await {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = format!("{e:#}");
+                for s in &slots {
+                    let task = format!("{component}@{}", s.node.name);
+                    reporter.report(Event::Failed {
+                        task,
+                        error: reason.clone(),
+                        log_tail: vec![],
+                    });
+                    results.push(node_load(
+                        component,
+                        reference,
+                        id,
+                        &s.node.name,
+                        Outcome::Failed {
+                            reason: reason.clone(),
+                        },
+                        0,
+                        Duration::ZERO,
+                    ));
+                }
+                continue;
+            }
+        };
+        results.extend(load_image(&docker, &meta, &mut slots, reporter).await);
+    }
+    let bytes_sent = results.iter().map(|r| r.bytes_sent).sum();
+    Ok(LoadReport {
+        cluster: Some(cluster.target().to_string()),
+        runtime: Some(runtime),
+        message: None,
+        results,
+        bytes_sent,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// What the daemon says about the image the build recorded.
+async fn inspect(
+    docker: &Docker,
+    component: &str,
+    reference: &str,
+    id: &str,
+) -> anyhow::Result<ImageMeta> {
+    let info = docker.inspect_image(id).await.map_err(|e| {
+        anyhow!(e).context(
+            Fail::job(format!(
+                "image {id} ({reference}) of component `{component}` is not in the Docker daemon"
+            ))
+            .hint("run `slipway build` again"),
+        )
+    })?;
+    let diff_ids = info
+        .root_fs
+        .and_then(|r| r.layers)
+        .ok_or_else(|| anyhow!("the daemon lists no layers for {reference}"))?;
+    Ok(ImageMeta::new(component, reference, id, diff_ids))
+}
+
+fn node_load(
+    component: &str,
+    reference: &str,
+    id: &str,
+    node: &str,
+    outcome: Outcome,
+    bytes_sent: u64,
+    took: Duration,
+) -> NodeLoad {
+    let summary = match &outcome {
+        Outcome::AlreadyPresent => "already present".to_string(),
+        Outcome::Retagged { from } => format!("retagged (the image was there as {from})"),
+        Outcome::Loaded {
+            layers_sent,
+            layers_total,
+        } => format!(
+            "loaded {layers_sent} of {layers_total} layers ({}, {})",
+            fmt_bytes(bytes_sent),
+            fmt_duration(took)
+        ),
+        Outcome::Failed { reason } => format!("failed: {reason}"),
+    };
+    NodeLoad {
+        component: component.to_string(),
+        image: reference.to_string(),
+        image_id: id.to_string(),
+        node: node.to_string(),
+        outcome,
+        summary,
+        bytes_sent,
+        duration_ms: took.as_millis() as u64,
+    }
+}
+
+/// What one node does for one image.
+enum Step {
+    Done(Outcome),
+    Import {
+        /// Diff IDs to send.
+        layers: Vec<String>,
+    },
+}
+
+async fn decide(docker: &Docker, image: &ImageMeta, slot: &Slot) -> Result<Step, String> {
+    let name = image.containerd_name();
+    match &slot.state {
+        Err(e) => Err(e.clone()),
+        Ok(NodeState::Containerd(state)) => {
+            let mut action = kind::plan(image, state);
+            if let kind::Action::Verify { digest } = &action {
+                action = match kind::manifest_is(docker, &slot.node.name, digest, image).await {
+                    Ok(true) => kind::Action::Present,
+                    Ok(false) => kind::Action::Import { missing: vec![] },
+                    Err(e) => return Err(format!("{e:#}")),
+                };
+            }
+            match action {
+                kind::Action::Present => Ok(Step::Done(Outcome::AlreadyPresent)),
+                kind::Action::Retag { from } => {
+                    kind::retag(docker, &slot.node.name, &from, &name)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
+                    Ok(Step::Done(Outcome::Retagged { from }))
+                }
+                kind::Action::Verify { .. } => Ok(Step::Import { layers: vec![] }),
+                kind::Action::Import { missing } => Ok(Step::Import { layers: missing }),
+            }
+        }
+        Ok(NodeState::Docker(state)) => match minikube::plan(image, state) {
+            minikube::Action::Present => Ok(Step::Done(Outcome::AlreadyPresent)),
+            minikube::Action::Retag { from } => {
+                minikube::retag(docker, &slot.node.name, &from, &image.reference)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok(Step::Done(Outcome::Retagged { from }))
+            }
+            minikube::Action::Load { skip } => {
+                let mut seen = std::collections::HashSet::new();
+                Ok(Step::Import {
+                    layers: image.diff_ids[skip..]
+                        .iter()
+                        .filter(|d| seen.insert(*d))
+                        .cloned()
+                        .collect(),
+                })
+            }
+        },
+    }
+}
+
+/// How many chunks may wait for a slow node before the stream waits for it.
+const NODE_QUEUE: usize = 16;
+
+async fn load_image(
+    docker: &Docker,
+    image: &ImageMeta,
+    slots: &mut [Slot],
+    reporter: &dyn Reporter,
+) -> Vec<NodeLoad> {
+    let t0 = Instant::now();
+    let task = |s: &Slot| format!("{}@{}", image.component, s.node.name);
+    for s in slots.iter() {
+        reporter.report(Event::Started {
+            task: task(s),
+            what: "load".into(),
+        });
+    }
+    let steps = join_all(slots.iter().map(|s| decide(docker, image, s))).await;
+
+    let mut outcomes: BTreeMap<usize, (Outcome, u64)> = BTreeMap::new();
+    let mut imports: Vec<(usize, Vec<String>)> = Vec::new();
+    for (i, step) in steps.into_iter().enumerate() {
+        match step {
+            Ok(Step::Done(o)) => {
+                outcomes.insert(i, (o, 0));
+            }
+            Ok(Step::Import { layers }) => imports.push((i, layers)),
+            Err(reason) => {
+                outcomes.insert(i, (Outcome::Failed { reason }, 0));
+            }
+        }
+    }
+
+    if !imports.is_empty() {
+        // The snapshotter is only needed for an import; asked once per node and run.
+        for (i, _) in &imports {
+            let s = &mut slots[*i];
+            if s.runtime == Runtime::Containerd && s.snapshotter.is_none() {
+                s.snapshotter = Some(
+                    kind::snapshotter(docker, &s.node.name)
+                        .await
+                        .unwrap_or_else(|_| "overlayfs".into()),
+                );
+            }
+        }
+        let mut sinks = Vec::new();
+        let mut handles = Vec::new();
+        for (i, layers) in &imports {
+            let s = &slots[*i];
+            let (tx, rx) = mpsc::channel(NODE_QUEUE);
+            let (format, cmd) = match s.runtime {
+                Runtime::Containerd => (
+                    transfer::Format::Oci {
+                        name: image.containerd_name(),
+                    },
+                    kind::import_command(s.snapshotter.as_deref().unwrap_or("overlayfs")),
+                ),
+                Runtime::Docker => (
+                    transfer::Format::DockerSave {
+                        repo_tag: image.reference.clone(),
+                    },
+                    vec!["docker".to_string(), "load".to_string()],
+                ),
+            };
+            reporter.report(Event::Step {
+                task: task(s),
+                step: format!(
+                    "sending {} of {} layers",
+                    layers.len(),
+                    image.diff_ids.len()
+                ),
+                cached: false,
+            });
+            sinks.push(transfer::Sink {
+                task: task(s),
+                format,
+                layers: layers.iter().cloned().collect(),
+                tx,
+            });
+            let written = Arc::new(AtomicU64::new(0));
+            let (d, node, w) = (docker.clone(), s.node.name.clone(), written.clone());
+            let handle = tokio::spawn(async move {
+                let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+                exec::run_with_input(&d, &node, &cmd, rx, &w)
+                    .await
+                    .and_then(|o| o.check(cmd[..2].join(" ").as_str()))
+            });
+            handles.push((written, handle));
+        }
+        let stream = docker.export_image(&image.id);
+        let transfer = transfer::fan_out(Box::pin(stream), image, sinks, reporter).await;
+        let finished = join_all(handles.into_iter().map(|(w, h)| async move {
+            let r = h
+                .await
+                .unwrap_or_else(|e| Err(anyhow!("node task died: {e}")));
+            (r, w.load(Ordering::Relaxed))
+        }))
+        .await;
+        let checks = imports.iter().zip(finished).zip(transfer.sinks.iter()).map(
+            |(((i, _), (result, written)), sink)| {
+                let slot = &slots[*i];
+                let digest = transfer.manifest_digest.clone();
+                async move {
+                    let outcome =
+                        finish(docker, image, slot, result, sink, digest.as_deref()).await;
+                    let outcome = outcome.map(|()| Outcome::Loaded {
+                        layers_sent: sink.layers_sent,
+                        layers_total: image.diff_ids.len(),
+                    });
+                    (*i, outcome, written)
+                }
+            },
+        );
+        for (i, outcome, written) in join_all(checks).await {
+            let outcome = outcome.unwrap_or_else(|reason| Outcome::Failed { reason });
+            outcomes.insert(i, (outcome, written));
+        }
+        // What the nodes hold now, for the next image of this run.
+        for (i, (outcome, _)) in &outcomes {
+            if matches!(outcome, Outcome::Loaded { .. } | Outcome::Retagged { .. }) {
+                remember(&mut slots[*i], image, transfer.manifest_digest.as_deref());
+            }
+        }
+    } else {
+        for (i, (outcome, _)) in &outcomes {
+            if matches!(outcome, Outcome::Retagged { .. }) {
+                remember(&mut slots[*i], image, None);
+            }
+        }
+    }
+
+    let took = t0.elapsed();
+    outcomes
+        .into_iter()
+        .map(|(i, (outcome, written))| {
+            let s = &slots[i];
+            let r = node_load(
+                &image.component,
+                &image.reference,
+                &image.id,
+                &s.node.name,
+                outcome,
+                written,
+                took,
+            );
+            match &r.outcome {
+                Outcome::Failed { reason } => reporter.report(Event::Failed {
+                    task: task(s),
+                    error: reason.clone(),
+                    log_tail: vec![],
+                }),
+                _ => reporter.report(Event::Finished {
+                    task: task(s),
+                    outcome: r.summary.clone(),
+                }),
+            }
+            r
+        })
+        .collect()
+}
+
+/// Checks one node's import; on failure removes what it left and says why.
+async fn finish(
+    docker: &Docker,
+    image: &ImageMeta,
+    slot: &Slot,
+    result: anyhow::Result<exec::ExecOutput>,
+    sink: &transfer::SinkResult,
+    manifest_digest: Option<&str>,
+) -> Result<(), String> {
+    let node = &slot.node.name;
+    let checked = match result {
+        Ok(_) => match slot.runtime {
+            Runtime::Containerd => {
+                kind::verify(docker, node, &image.containerd_name(), manifest_digest).await
+            }
+            Runtime::Docker => minikube::verify(docker, node, &image.reference, &image.id).await,
+        },
+        Err(e) => Err(e),
+    };
+    let Err(e) = checked else {
+        return Ok(());
+    };
+    let mut reason = match &sink.error {
+        // The stream's own reason is the root cause when it gave up on the node.
+        Some(s) if s != "the node stopped reading the stream" => format!("{s} ({e:#})"),
+        _ => format!("{e:#}"),
+    };
+    if let Some(state) = stopped(docker, node).await {
+        reason = format!("node container {node} stopped during the load ({state}): {reason}");
+    }
+    if slot.runtime == Runtime::Containerd {
+        match kind::cleanup(docker, node, image, manifest_digest).await {
+            Ok(removed) if !removed.is_empty() => {
+                reason.push_str(&format!(
+                    "; removed the incomplete image ({})",
+                    removed.join(", ")
+                ));
+            }
+            Ok(_) => {}
+            Err(_) if stopped(docker, node).await.is_some() => {}
+            Err(c) => reason.push_str(&format!("; cleaning up also failed: {c:#}")),
+        }
+    }
+    Err(reason)
+}
+
+/// The state of a node container that is no longer running.
+async fn stopped(docker: &Docker, node: &str) -> Option<String> {
+    match docker
+        .inspect_container(
+            node,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+    {
+        Ok(info) => {
+            let st = info.state?;
+            if st.running == Some(true) {
+                None
+            } else {
+                Some(
+                    st.status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "stopped".into()),
+                )
+            }
+        }
+        Err(_) => Some("removed".into()),
+    }
+}
+
+fn remember(slot: &mut Slot, image: &ImageMeta, manifest_digest: Option<&str>) {
+    match &mut slot.state {
+        Ok(NodeState::Containerd(s)) => {
+            s.blobs.extend(image.diff_ids.iter().cloned());
+            s.blobs.insert(image.id.clone());
+            let digest = manifest_digest.map(str::to_string).or_else(|| {
+                s.refs
+                    .iter()
+                    .find(|(n, _)| *n == image.id)
+                    .map(|(_, d)| d.clone())
+            });
+            if let Some(d) = digest {
+                s.blobs.insert(d.clone());
+                s.refs.push((image.containerd_name(), d.clone()));
+                s.refs.push((image.id.clone(), d));
+            }
+        }
+        Ok(NodeState::Docker(s)) => s.add(image),
+        Err(_) => {}
+    }
+}
+
+/// `slipway load`: the last build's images (all, or the components named) into the cluster.
+pub async fn command(session: &crate::Session, args: &crate::cli::LoadArgs) -> anyhow::Result<()> {
+    let config = session.config()?;
+    let target = args
+        .cluster
+        .clone()
+        .unwrap_or_else(|| config.cluster.clone());
+    let record = crate::record::read_last(&config)?;
+    let mut images = Vec::new();
+    let wanted: Vec<String> = if args.components.is_empty() {
+        record.components.keys().cloned().collect()
+    } else {
+        args.components.clone()
+    };
+    for name in &wanted {
+        let Some(r) = record.components.get(name) else {
+            let known: Vec<&str> = record.components.keys().map(String::as_str).collect();
+            let fail = if config.components.contains_key(name) {
+                Fail::usage(format!("component `{name}` is not in the last build"))
+                    .hint(format!("build it first: `slipway build {name}`"))
+            } else {
+                Fail::usage(format!("no component `{name}`")).hint(format!(
+                    "components of the last build: {}",
+                    known.join(", ")
+                ))
+            };
+            return Err(fail.into());
+        };
+        if r.image_id.is_empty() {
+            return Err(
+                Fail::usage(format!("component `{name}` has no image in the last build"))
+                    .hint(format!("build it again: `slipway build {name}`"))
+                    .into(),
+            );
+        }
+        images.push((name.clone(), r.image.clone(), r.image_id.clone()));
+    }
+    let report = if target == ClusterTarget::None {
+        LoadReport {
+            message: Some("cluster = none: images are not loaded".into()),
+            ..Default::default()
+        }
+    } else {
+        let daemon = docker::connect(Duration::from_secs(5)).await?;
+        load(&daemon, &target, &images, session.reporter.as_ref()).await?
+    };
+    if let Some(path) = &args.metadata_file {
+        let mut text = serde_json::to_string_pretty(&report)?;
+        text.push('\n');
+        crate::fsutil::write_atomic(path, text.as_bytes(), None)
+            .with_context(|| format!("writing the metadata file {}", path.display()))?;
+    }
+    print!("{}", render(&report));
+    let failed = report.failed();
+    if !failed.is_empty() {
+        let nodes: std::collections::BTreeSet<&str> =
+            failed.iter().map(|r| r.node.as_str()).collect();
+        return Err(Fail::job(format!(
+            "{} of {} loads failed (nodes: {})",
+            failed.len(),
+            report.results.len(),
+            nodes.into_iter().collect::<Vec<_>>().join(", ")
+        ))
+        .hint("fix what the failures say (a stopped node: `docker start NODE`) and run `slipway load` again: only what is still missing is sent")
+        .into());
+    }
+    Ok(())
+}
+
+/// The report as a table for people.
+pub fn render(report: &LoadReport) -> String {
+    let Some(cluster) = &report.cluster else {
+        return format!(
+            "nothing loaded: {}\n",
+            report.message.as_deref().unwrap_or("no cluster")
+        );
+    };
+    let rows: Vec<[String; 3]> = report
+        .results
+        .iter()
+        .map(|r| [r.component.clone(), r.node.clone(), r.summary.clone()])
+        .collect();
+    let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0).max(9);
+    let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0).max(4);
+    let mut out = format!("{:<w0$}  {:<w1$}  RESULT\n", "COMPONENT", "NODE");
+    for r in &rows {
+        out.push_str(&format!("{:<w0$}  {:<w1$}  {}\n", r[0], r[1], r[2]));
+    }
+    let failed = report.failed().len();
+    out.push_str(&format!(
+        "{cluster}: {} sent in {}{}\n",
+        fmt_bytes(report.bytes_sent),
+        fmt_duration(Duration::from_millis(report.duration_ms)),
+        if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        }
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_outcomes() {
+        let report = LoadReport {
+            cluster: Some("kind:dev".into()),
+            runtime: Some(Runtime::Containerd),
+            message: None,
+            results: vec![
+                node_load(
+                    "backend",
+                    "shop/backend:0123",
+                    "sha256:1",
+                    "dev-control-plane",
+                    Outcome::Loaded {
+                        layers_sent: 1,
+                        layers_total: 5,
+                    },
+                    2_100_000,
+                    Duration::from_millis(400),
+                ),
+                node_load(
+                    "backend",
+                    "shop/backend:0123",
+                    "sha256:1",
+                    "dev-worker",
+                    Outcome::Failed {
+                        reason: "node container dev-worker is not running (exited)".into(),
+                    },
+                    0,
+                    Duration::ZERO,
+                ),
+            ],
+            bytes_sent: 2_100_000,
+            duration_ms: 500,
+        };
+        let text = render(&report);
+        assert_eq!(
+            text,
+            "COMPONENT  NODE               RESULT\n\
+             backend    dev-control-plane  loaded 1 of 5 layers (2.1 MB, 400ms)\n\
+             backend    dev-worker         failed: node container dev-worker is not running (exited)\n\
+             kind:dev: 2.1 MB sent in 500ms, 1 failed\n"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["results"][0]["status"], "loaded");
+        assert_eq!(json["results"][0]["layers_sent"], 1);
+        assert_eq!(json["results"][1]["status"], "failed");
+        assert!(!report.ok());
+        assert_eq!(
+            render(&LoadReport {
+                message: Some("no kube context".into()),
+                ..Default::default()
+            }),
+            "nothing loaded: no kube context\n"
+        );
+    }
+}

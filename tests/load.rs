@@ -1,0 +1,1017 @@
+//! `slipway load` against the real daemon and node stand-ins: kind nodes (containerd inside)
+//! and minikube nodes (dockerd, or containerd, inside), started here through bollard with the
+//! names, labels and flags kind and minikube give their nodes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use bollard::Docker;
+use slipway::cluster::{self, LoadReport, NodeLoad, Outcome};
+use slipway::config::ClusterTarget;
+use slipway::docker::Daemon;
+use slipway::report::{Event, Reporter};
+
+// ---------------------------------------------------------------------------------------------
+// The environment: node stand-ins, test images, cleanup.
+// ---------------------------------------------------------------------------------------------
+
+fn image_name(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn image_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A harness image (built by scripts/env/images), built now when missing.
+fn harness_image(var: &str, default: &str, recipe: &str) -> Option<String> {
+    let name = image_name(var, default);
+    if !image_exists(&name) {
+        let script = common::repo().join("scripts/env/images");
+        if script.is_file() {
+            let _ = Command::new(&script).arg(recipe).status();
+        }
+    }
+    if image_exists(&name) {
+        return Some(name);
+    }
+    if common::in_ci() {
+        panic!("CI=true and the test image {name} is missing (scripts/env/images {recipe})");
+    }
+    eprintln!("SKIPPED: test image {name} is missing (run scripts/env/images {recipe})");
+    None
+}
+
+/// Containers and images a test made; removed when it ends, also on failure.
+struct Env {
+    docker: Docker,
+    daemon: Daemon,
+    kind_node: String,
+    minikube_node: String,
+    busybox: String,
+    containers: Mutex<Vec<String>>,
+    images: Mutex<Vec<String>>,
+    dirs: Mutex<Vec<tempfile::TempDir>>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let containers = self.containers.lock().unwrap().clone();
+        if !containers.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&containers)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let images = self.images.lock().unwrap().clone();
+        if !images.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .args(&images)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+async fn env() -> Option<Env> {
+    let docker = common::daemon().await?;
+    let kind_node = harness_image(
+        "SLIPWAY_TEST_IMAGE_KIND_NODE",
+        "slipway-test/kind-node:bookworm",
+        "kind-node",
+    )?;
+    let minikube_node = harness_image(
+        "SLIPWAY_TEST_IMAGE_MINIKUBE_NODE",
+        "slipway-test/minikube-node:bookworm",
+        "minikube-node",
+    )?;
+    let busybox = harness_image(
+        "SLIPWAY_TEST_IMAGE_BUSYBOX",
+        "slipway-test/busybox:1.35",
+        "busybox",
+    )?;
+    let daemon = slipway::docker::connect(Duration::from_secs(5))
+        .await
+        .expect("daemon");
+    Some(Env {
+        docker,
+        daemon,
+        kind_node,
+        minikube_node,
+        busybox,
+        containers: Mutex::new(vec![]),
+        images: Mutex::new(vec![]),
+        dirs: Mutex::new(vec![]),
+    })
+}
+
+/// The flags node stand-ins run with (`--privileged` fails on these hosts).
+fn node_host_config(publish: bool) -> HostConfig {
+    HostConfig {
+        cap_add: Some(vec!["ALL".into()]),
+        cap_drop: Some(vec!["SYS_RESOURCE".into()]),
+        security_opt: Some(vec![
+            "seccomp=unconfined".into(),
+            "apparmor=unconfined".into(),
+        ]),
+        // What the CLI's `--security-opt systempaths=unconfined` turns into.
+        masked_paths: Some(vec![]),
+        readonly_paths: Some(vec![]),
+        device_cgroup_rules: Some(vec!["a *:* rwm".into()]),
+        tmpfs: Some(HashMap::from([
+            ("/tmp".to_string(), String::new()),
+            ("/run".to_string(), String::new()),
+        ])),
+        port_bindings: publish.then(|| {
+            HashMap::from([(
+                "2376/tcp".to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])
+        }),
+        ..Default::default()
+    }
+}
+
+impl Env {
+    async fn start_container(
+        &self,
+        name: &str,
+        image: &str,
+        labels: &[(&str, &str)],
+        volume: &str,
+        publish: bool,
+    ) {
+        self.containers.lock().unwrap().push(name.to_string());
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            hostname: Some(name.to_string()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            // An anonymous volume: overlayfs cannot sit on the node's own overlayfs.
+            volumes: Some(vec![volume.to_string()]),
+            exposed_ports: publish.then(|| vec!["2376/tcp".to_string()]),
+            host_config: Some(node_host_config(publish)),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(name).build();
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .unwrap_or_else(|e| panic!("creating node {name}: {e}"));
+        self.docker
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("starting node {name}: {e}"));
+    }
+
+    /// Waits until `cmd` succeeds in `node`.
+    async fn wait_ready(&self, node: &str, cmd: &[&str]) {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(o) = cluster::exec::run(&self.docker, node, cmd).await {
+                if o.code == 0 {
+                    return;
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                panic!("node {node} did not come up: {}", cmd.join(" "));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A kind cluster stand-in: `NAME-control-plane`, `NAME-worker`, ...
+    async fn kind(&self, name: &str, workers: usize) -> Vec<String> {
+        let mut nodes = vec![format!("{name}-control-plane")];
+        for i in 1..=workers {
+            nodes.push(if i == 1 {
+                format!("{name}-worker")
+            } else {
+                format!("{name}-worker{i}")
+            });
+        }
+        for n in &nodes {
+            let role = if n.ends_with("control-plane") {
+                "control-plane"
+            } else {
+                "worker"
+            };
+            self.start_container(
+                n,
+                &self.kind_node,
+                &[
+                    ("io.x-k8s.kind.cluster", name),
+                    ("io.x-k8s.kind.role", role),
+                ],
+                "/var/lib/containerd",
+                false,
+            )
+            .await;
+        }
+        for n in &nodes {
+            self.wait_ready(n, &["ctr", "version"]).await;
+        }
+        nodes
+    }
+
+    /// A minikube node stand-in with dockerd inside (the Docker runtime).
+    async fn minikube(&self, profile: &str) -> String {
+        self.start_container(
+            profile,
+            &self.minikube_node,
+            &[
+                ("name.minikube.sigs.k8s.io", profile),
+                ("created_by.minikube.sigs.k8s.io", "true"),
+            ],
+            "/var/lib/docker",
+            true,
+        )
+        .await;
+        self.wait_ready(profile, &["docker", "info"]).await;
+        profile.to_string()
+    }
+
+    /// Builds an image with the legacy builder from `dockerfile` and `files`.
+    fn build(&self, tag: &str, dockerfile: &str, files: &[(&str, Vec<u8>)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+        for (name, data) in files {
+            std::fs::write(dir.path().join(name), data).unwrap();
+        }
+        self.images.lock().unwrap().push(tag.to_string());
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", tag, "."])
+            .env("DOCKER_BUILDKIT", "0")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker build {tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.dirs.lock().unwrap().push(dir);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn tag(&self, from: &str, to: &str) {
+        self.images.lock().unwrap().push(to.to_string());
+        assert!(docker(&["tag", from, to]).0);
+    }
+
+    async fn load(
+        &self,
+        target: &ClusterTarget,
+        images: &[(&str, &str, &str)],
+        reporter: &dyn Reporter,
+    ) -> LoadReport {
+        let images: Vec<(String, String, String)> = images
+            .iter()
+            .map(|(c, r, i)| (c.to_string(), r.to_string(), i.to_string()))
+            .collect();
+        cluster::load(&self.daemon, target, &images, reporter)
+            .await
+            .expect("load")
+    }
+}
+
+fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker").args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn random(n: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    // Incompressible and unique per call (a counter plus the time seeds it).
+    static SEED: AtomicUsize = AtomicUsize::new(0);
+    let seed = format!(
+        "{}-{:?}",
+        SEED.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+    );
+    let mut out = Vec::with_capacity(n + 32);
+    let mut block = Sha256::digest(seed.as_bytes());
+    while out.len() < n {
+        block = Sha256::digest(block);
+        out.extend_from_slice(&block);
+    }
+    out.truncate(n);
+    out
+}
+
+/// Runs `cmd` in a container made from `image` inside a containerd node.
+fn ctr_run(node: &str, image: &str, cmd: &[&str]) -> String {
+    let id = common::unique("run");
+    let mut args = vec![
+        "exec", node, "ctr", "-n", "k8s.io", "run", "--rm", image, &id,
+    ];
+    args.extend_from_slice(cmd);
+    let (ok, out) = docker(&args);
+    assert!(ok, "ctr run {image} in {node}: {out}");
+    out
+}
+
+fn containerd_refs(node: &str) -> Vec<(String, String, String)> {
+    let (ok, out) = docker(&["exec", node, "ctr", "-n", "k8s.io", "images", "check"]);
+    assert!(ok, "{out}");
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            (c.len() > 3).then(|| (c[0].to_string(), c[2].to_string(), c[3].to_string()))
+        })
+        .collect()
+}
+
+/// The size of an image's top layer tar, from a `docker save`.
+fn top_layer_size(image: &str) -> u64 {
+    let out = Command::new("docker")
+        .args(["save", image])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut sizes = HashMap::new();
+    let mut manifest = Vec::new();
+    let mut ar = tar::Archive::new(&out.stdout[..]);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().display().to_string();
+        if p == "manifest.json" {
+            std::io::Read::read_to_end(&mut e, &mut manifest).unwrap();
+        } else {
+            sizes.insert(p, e.size());
+        }
+    }
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layers = m[0]["Layers"].as_array().unwrap();
+    sizes[layers.last().unwrap().as_str().unwrap()]
+}
+
+fn result<'a>(report: &'a LoadReport, component: &str, node: &str) -> &'a NodeLoad {
+    report
+        .results
+        .iter()
+        .find(|r| r.component == component && r.node == node)
+        .unwrap_or_else(|| panic!("no result for {component}@{node}: {report:#?}"))
+}
+
+/// Records events; runs a hook on each (to stop a node mid-load).
+#[derive(Default)]
+struct Hooked {
+    events: Mutex<Vec<Event>>,
+    #[allow(clippy::type_complexity)]
+    hook: Option<Box<dyn Fn(&Event) + Send + Sync>>,
+}
+
+impl Reporter for Hooked {
+    fn report(&self, event: Event) {
+        if let Some(h) = &self.hook {
+            h(&event);
+        }
+        self.events.lock().unwrap().push(event);
+    }
+}
+
+fn silent() -> Hooked {
+    Hooked::default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// kind
+// ---------------------------------------------------------------------------------------------
+
+/// Full load into two nodes (one of which got the image the way `kind load` does), a no-op
+/// second load, and a one-line change that sends only the changed layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_loads_only_what_each_node_lacks() {
+    let Some(env) = env().await else { return };
+    let name = common::unique("lk");
+    let nodes = env.kind(&name, 1).await;
+    let (cp, worker) = (nodes[0].as_str(), nodes[1].as_str());
+    let target = ClusterTarget::Kind(name.clone());
+
+    let repo = common::unique("slipway-load-test/app");
+    let a = format!("{repo}:a");
+    let big = 20 << 20;
+    let a_id = env.build(
+        &a,
+        &format!("FROM {}\nCOPY data.bin /data.bin\nRUN echo one > /one.txt\nCMD [\"cat\", \"/one.txt\"]\n", env.busybox),
+        &[("data.bin", random(big))],
+    );
+    let a_full = format!("docker.io/{a}");
+
+    // The control plane gets the image the way `kind load docker-image` does it.
+    let kind_way = format!(
+        "docker save {a} | docker exec -i {cp} ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=overlayfs -"
+    );
+    assert!(Command::new("sh")
+        .args(["-c", &kind_way])
+        .status()
+        .unwrap()
+        .success());
+
+    let r = env.load(&target, &[("web", &a, &a_id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    assert_eq!(r.cluster.as_deref(), Some(format!("kind:{name}").as_str()));
+    let on_cp = result(&r, "web", cp);
+    assert_eq!(on_cp.outcome, Outcome::AlreadyPresent, "{r:#?}");
+    assert_eq!(on_cp.bytes_sent, 0);
+    let on_worker = result(&r, "web", worker);
+    assert_eq!(
+        on_worker.outcome,
+        Outcome::Loaded {
+            layers_sent: 4,
+            layers_total: 4
+        },
+        "{r:#?}"
+    );
+    assert!(on_worker.bytes_sent > big as u64);
+    assert!(
+        on_worker.summary.starts_with("loaded 4 of 4 layers ("),
+        "{}",
+        on_worker.summary
+    );
+    for n in [cp, worker] {
+        assert_eq!(ctr_run(n, &a_full, &["cat", "/one.txt"]).trim(), "one");
+    }
+
+    // A second load transfers nothing.
+    let t0 = Instant::now();
+    let r = env.load(&target, &[("web", &a, &a_id)], &silent()).await;
+    let noop = t0.elapsed();
+    assert!(r.ok(), "{r:#?}");
+    for n in [cp, worker] {
+        let x = result(&r, "web", n);
+        assert_eq!(x.outcome, Outcome::AlreadyPresent, "{r:#?}");
+        assert_eq!(x.bytes_sent, 0);
+    }
+    assert_eq!(r.bytes_sent, 0);
+    eprintln!("no-op load into 2 nodes: {noop:?}");
+
+    // A one-line change: only the new layer crosses, to both nodes.
+    let b = format!("{repo}:b");
+    let b_id = env.build(&b, &format!("FROM {a}\nRUN echo two > /two.txt\n"), &[]);
+    let layer = top_layer_size(&b);
+    let r = env.load(&target, &[("web", &b, &b_id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    for n in [cp, worker] {
+        let x = result(&r, "web", n);
+        assert_eq!(
+            x.outcome,
+            Outcome::Loaded {
+                layers_sent: 1,
+                layers_total: 5
+            },
+            "{r:#?}"
+        );
+        // The layer plus config, manifest, index and tar framing: a few kB, not 20 MB.
+        assert!(
+            x.bytes_sent >= layer && x.bytes_sent <= layer + 16 * 1024,
+            "{n}: sent {} for a layer of {layer}",
+            x.bytes_sent
+        );
+        assert_eq!(
+            ctr_run(
+                n,
+                &format!("docker.io/{b}"),
+                &["cat", "/two.txt", "/one.txt"]
+            ),
+            "two\none\n"
+        );
+    }
+
+    // The partial import gave the image the manifest a full import gives: a `kind load` now
+    // leaves the reference where it is.
+    let digest_of = |node: &str| {
+        containerd_refs(node)
+            .into_iter()
+            .find(|(n, _, _)| *n == format!("docker.io/{b}"))
+            .map(|(_, d, _)| d)
+            .unwrap()
+    };
+    let before = digest_of(worker);
+    let kind_way = format!(
+        "docker save {b} | docker exec -i {worker} ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=overlayfs -"
+    );
+    assert!(Command::new("sh")
+        .args(["-c", &kind_way])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(digest_of(worker), before);
+    assert_eq!(digest_of(cp), before);
+
+    // The same image under another name: a tag, no transfer.
+    let c = format!("{repo}:c");
+    env.tag(&b, &c);
+    let r = env.load(&target, &[("web", &c, &b_id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    for n in [cp, worker] {
+        let x = result(&r, "web", n);
+        assert!(matches!(x.outcome, Outcome::Retagged { .. }), "{r:#?}");
+        assert_eq!(x.bytes_sent, 0);
+        assert_eq!(
+            ctr_run(n, &format!("docker.io/{c}"), &["cat", "/two.txt"]),
+            "two\n"
+        );
+    }
+}
+
+/// A node stopped in the middle of a load fails alone; the other ends consistent; after a
+/// restart the next load sends to the restarted node only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_node_stopped_mid_load_fails_alone() {
+    let Some(env) = env().await else { return };
+    let name = common::unique("lks");
+    let nodes = env.kind(&name, 1).await;
+    let (cp, worker) = (nodes[0].clone(), nodes[1].clone());
+    let target = ClusterTarget::Kind(name.clone());
+    let img = format!("{}:a", common::unique("slipway-load-test/stop"));
+    let id = env.build(
+        &img,
+        &format!(
+            "FROM {}\nCOPY one.bin /one.bin\nCOPY two.bin /two.bin\n",
+            env.busybox
+        ),
+        &[("one.bin", random(8 << 20)), ("two.bin", random(8 << 20))],
+    );
+
+    // Stop the worker when its second layer starts: the first has gone through by then.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let task = format!("web@{worker}");
+    let victim = worker.clone();
+    let reporter = Hooked {
+        events: Mutex::new(vec![]),
+        hook: Some(Box::new(move |e| {
+            if let Event::Step { task: t, step, .. } = e {
+                if *t == task
+                    && step.starts_with("sending layer")
+                    && seen.fetch_add(1, Ordering::SeqCst) == 1
+                {
+                    assert!(docker(&["kill", &victim]).0);
+                }
+            }
+        })),
+    };
+    let r = env.load(&target, &[("web", &img, &id)], &reporter).await;
+    assert!(!r.ok());
+    let w = result(&r, "web", &worker);
+    let Outcome::Failed { reason } = &w.outcome else {
+        panic!("{r:#?}")
+    };
+    assert!(
+        reason.contains(&format!("node container {worker} stopped during the load")),
+        "{reason}"
+    );
+    let c = result(&r, "web", &cp);
+    assert!(
+        matches!(
+            c.outcome,
+            Outcome::Loaded {
+                layers_sent: 4,
+                layers_total: 4
+            }
+        ),
+        "{r:#?}"
+    );
+    assert_eq!(
+        ctr_run(&cp, &format!("docker.io/{img}"), &["ls", "/two.bin"]).trim(),
+        "/two.bin"
+    );
+    assert!(reporter
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Event::Failed { task, .. } if *task == format!("web@{worker}"))));
+
+    // Restart the worker: no incomplete image of ours is registered there.
+    assert!(docker(&["start", &worker]).0);
+    env.wait_ready(&worker, &["ctr", "version"]).await;
+    let refs = containerd_refs(&worker);
+    assert!(
+        refs.iter()
+            .all(|(n, _, status)| status == "complete" || (!n.contains(&img) && *n != id)),
+        "{refs:?}"
+    );
+
+    let r = env.load(&target, &[("web", &img, &id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    let c = result(&r, "web", &cp);
+    assert_eq!(c.outcome, Outcome::AlreadyPresent);
+    assert_eq!(c.bytes_sent, 0);
+    let w = result(&r, "web", &worker);
+    assert!(matches!(w.outcome, Outcome::Loaded { .. }), "{r:#?}");
+    assert_eq!(
+        ctr_run(&worker, &format!("docker.io/{img}"), &["ls", "/one.bin"]).trim(),
+        "/one.bin"
+    );
+}
+
+/// An import that fails on a live node (a blob it was thought to have is gone) leaves no
+/// reference to the incomplete image, and the next load repairs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_failed_import_is_cleaned_up_and_repaired() {
+    let Some(env) = env().await else { return };
+    let name = common::unique("lkf");
+    let nodes = env.kind(&name, 0).await;
+    let cp = nodes[0].clone();
+    let target = ClusterTarget::Kind(name.clone());
+    let repo = common::unique("slipway-load-test/fail");
+    let a = format!("{repo}:a");
+    let a_id = env.build(
+        &a,
+        &format!("FROM {}\nRUN echo a > /a.txt\n", env.busybox),
+        &[],
+    );
+    let r = env.load(&target, &[("web", &a, &a_id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+
+    let b = format!("{repo}:b");
+    let b_id = env.build(&b, &format!("FROM {a}\nRUN echo b > /b.txt\n"), &[]);
+    // The node loses the bottom layer between the check and the import.
+    let bottom = {
+        let out = Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{index .RootFS.Layers 0}}",
+                &b,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (node, blob) = (cp.clone(), bottom.clone());
+    let reporter = Hooked {
+        events: Mutex::new(vec![]),
+        hook: Some(Box::new(move |e| {
+            if let Event::Step { step, .. } = e {
+                if step.starts_with("sending 1 of") {
+                    let (ok, out) =
+                        docker(&["exec", &node, "ctr", "-n", "k8s.io", "content", "rm", &blob]);
+                    assert!(ok, "{out}");
+                }
+            }
+        })),
+    };
+    let r = env.load(&target, &[("web", &b, &b_id)], &reporter).await;
+    let x = result(&r, "web", &cp);
+    let Outcome::Failed { reason } = &x.outcome else {
+        panic!("{r:#?}")
+    };
+    assert!(reason.contains("removed the incomplete image"), "{reason}");
+    let b_full = format!("docker.io/{b}");
+    let refs = containerd_refs(&cp);
+    assert!(
+        !refs.iter().any(|(n, _, _)| *n == b_full || *n == b_id),
+        "{refs:?}"
+    );
+
+    let r = env.load(&target, &[("web", &b, &b_id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    assert_eq!(
+        result(&r, "web", &cp).outcome,
+        Outcome::Loaded {
+            layers_sent: 2,
+            layers_total: 4
+        }
+    );
+    assert_eq!(
+        ctr_run(&cp, &b_full, &["cat", "/a.txt", "/b.txt"]),
+        "a\nb\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// minikube
+// ---------------------------------------------------------------------------------------------
+
+/// The Docker runtime: `docker load` of only the chains the node's daemon lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minikube_docker_loads_only_missing_chains() {
+    let Some(env) = env().await else { return };
+    let profile = common::unique("lm");
+    let node = env.minikube(&profile).await;
+    let target = ClusterTarget::Minikube(profile.clone());
+    let repo = common::unique("slipway-load-test/mk");
+    let a = format!("{repo}:a");
+    let a_id = env.build(
+        &a,
+        &format!(
+            "FROM {}\nCOPY data.bin /data.bin\nRUN echo one > /one.txt\n",
+            env.busybox
+        ),
+        &[("data.bin", random(20 << 20))],
+    );
+    let r = env.load(&target, &[("web", &a, &a_id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    assert_eq!(r.runtime, Some(cluster::Runtime::Docker));
+    let x = result(&r, "web", &node);
+    assert!(
+        matches!(
+            x.outcome,
+            Outcome::Loaded {
+                layers_sent: 4,
+                layers_total: 4
+            }
+        ),
+        "{r:#?}"
+    );
+    let (ok, out) = docker(&[
+        "exec", &node, "docker", "run", "--rm", &a, "cat", "/one.txt",
+    ]);
+    assert!(ok && out.trim() == "one", "{out}");
+
+    let r = env.load(&target, &[("web", &a, &a_id)], &silent()).await;
+    assert_eq!(result(&r, "web", &node).outcome, Outcome::AlreadyPresent);
+    assert_eq!(r.bytes_sent, 0);
+
+    let b = format!("{repo}:b");
+    let b_id = env.build(&b, &format!("FROM {a}\nRUN echo two > /two.txt\n"), &[]);
+    let layer = top_layer_size(&b);
+    let r = env.load(&target, &[("web", &b, &b_id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    let x = result(&r, "web", &node);
+    assert_eq!(
+        x.outcome,
+        Outcome::Loaded {
+            layers_sent: 1,
+            layers_total: 5
+        },
+        "{r:#?}"
+    );
+    assert!(
+        x.bytes_sent >= layer && x.bytes_sent <= layer + 16 * 1024,
+        "sent {} for a layer of {layer}",
+        x.bytes_sent
+    );
+    let (ok, out) = docker(&[
+        "exec", &node, "docker", "run", "--rm", &b, "cat", "/two.txt", "/one.txt",
+    ]);
+    assert!(ok && out == "two\none\n", "{out}");
+
+    // Another name for a present image: a tag.
+    let c = format!("{repo}:c");
+    env.tag(&b, &c);
+    let r = env.load(&target, &[("web", &c, &b_id)], &silent()).await;
+    assert!(
+        matches!(result(&r, "web", &node).outcome, Outcome::Retagged { .. }),
+        "{r:#?}"
+    );
+    let (ok, out) = docker(&[
+        "exec", &node, "docker", "image", "inspect", "--format", "{{.Id}}", &c,
+    ]);
+    assert!(ok && out.trim() == b_id, "{out}");
+
+    // What `minikube docker-env` would give: the published port of the node's daemon.
+    let env_ = cluster::minikube_docker_endpoint(&env.docker, &profile)
+        .await
+        .unwrap()
+        .expect("docker endpoint");
+    assert!(env_.host.starts_with("tcp://127.0.0.1:"), "{env_:?}");
+    let inner = slipway::docker::connect_to(
+        slipway::docker::Endpoint {
+            host: env_.host.clone(),
+            source: "test".into(),
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the node's daemon answers");
+    assert_eq!(
+        inner.docker.inspect_image(&b).await.unwrap().id.as_deref(),
+        Some(b_id.as_str())
+    );
+}
+
+/// A minikube profile with the containerd runtime is loaded like kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minikube_containerd_is_loaded_like_kind() {
+    let Some(env) = env().await else { return };
+    let profile = common::unique("lmc");
+    env.start_container(
+        &profile,
+        &env.kind_node,
+        &[
+            ("name.minikube.sigs.k8s.io", &profile),
+            ("created_by.minikube.sigs.k8s.io", "true"),
+        ],
+        "/var/lib/containerd",
+        false,
+    )
+    .await;
+    env.wait_ready(&profile, &["ctr", "version"]).await;
+    let img = format!("{}:a", common::unique("slipway-load-test/mkc"));
+    let id = env.build(
+        &img,
+        &format!("FROM {}\nRUN echo c > /c.txt\n", env.busybox),
+        &[],
+    );
+    let target = ClusterTarget::Minikube(profile.clone());
+    let r = env.load(&target, &[("web", &img, &id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    assert_eq!(r.runtime, Some(cluster::Runtime::Containerd));
+    assert_eq!(
+        ctr_run(&profile, &format!("docker.io/{img}"), &["cat", "/c.txt"]),
+        "c\n"
+    );
+    assert_eq!(
+        cluster::minikube_docker_endpoint(&env.docker, &profile)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detection and the command
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_named_cluster_that_is_not_running_is_an_error_with_a_hint() {
+    let Some(env) = env().await else { return };
+    let name = common::unique("absent");
+    let err = cluster::load(
+        &env.daemon,
+        &ClusterTarget::Kind(name.clone()),
+        &[],
+        &silent(),
+    )
+    .await
+    .unwrap_err();
+    let text = slipway::error::render(&err);
+    assert!(
+        text.contains(&format!("kind cluster `{name}` is not running")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "hint: create it with `kind create cluster --name {name}`"
+        )),
+        "{text}"
+    );
+
+    let err = cluster::load(
+        &env.daemon,
+        &ClusterTarget::Minikube(name.clone()),
+        &[],
+        &silent(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        slipway::error::render(&err).contains("minikube start -p"),
+        "{err:#}"
+    );
+
+    let r = cluster::load(&env.daemon, &ClusterTarget::None, &[], &silent())
+        .await
+        .unwrap();
+    assert_eq!(r.cluster, None);
+    assert!(r.ok());
+}
+
+/// Two clusters and no kube context: `auto` refuses to guess (through the binary, so the
+/// kube context can be set for it alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_loads_reports_and_refuses_to_guess() {
+    let Some(env) = env().await else { return };
+    let name = common::unique("lcli");
+    let nodes = env.kind(&name, 0).await;
+    let other = common::unique("lcli-other");
+    env.start_container(
+        &other,
+        &env.busybox,
+        &[("name.minikube.sigs.k8s.io", &other)],
+        "/data",
+        false,
+    )
+    .await;
+
+    let img = format!("{}:0123456789ab", common::unique("slipway-load-test/cli"));
+    let id = env.build(
+        &img,
+        &format!("FROM {}\nRUN echo cli > /cli.txt\n", env.busybox),
+        &[],
+    );
+    let project = tempfile::tempdir().unwrap();
+    let p = project.path();
+    std::fs::create_dir_all(p.join("web")).unwrap();
+    std::fs::write(
+        p.join("slipway.toml"),
+        "[app]\nname = \"demo\"\n\n[components.web]\ncontext = \"web\"\nport = 8080\n",
+    )
+    .unwrap();
+    let (repo, tag) = img.rsplit_once(':').unwrap();
+    let record = serde_json::json!({"components": {"web": {
+        "image": img, "repository": repo, "tag": tag, "tags": [tag], "image_id": id,
+        "input_digest": "sha256:00", "outcome": "built", "duration_ms": 1, "size": 1
+    }}});
+    std::fs::create_dir_all(p.join(".slipway")).unwrap();
+    std::fs::write(p.join(".slipway/last-build.json"), record.to_string()).unwrap();
+    let kubeconfig = p.join("no-kubeconfig");
+
+    let out = common::slipway()
+        .args([
+            "load",
+            "--progress",
+            "plain",
+            "--cluster",
+            &format!("kind:{name}"),
+            "--metadata-file",
+            "load.json",
+        ])
+        .current_dir(p)
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("web        {}  loaded 3 of 3 layers", nodes[0])),
+        "{stdout}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("load.json")).unwrap()).unwrap();
+    assert_eq!(meta["cluster"], format!("kind:{name}"));
+    assert_eq!(meta["results"][0]["status"], "loaded");
+    assert_eq!(meta["results"][0]["node"], nodes[0]);
+    assert_eq!(
+        ctr_run(&nodes[0], &format!("docker.io/{img}"), &["cat", "/cli.txt"]),
+        "cli\n"
+    );
+
+    // auto, no kube context, two clusters (at least): an error that lists them.
+    let out = common::slipway()
+        .args(["load", "--cluster", "auto"])
+        .current_dir(p)
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("several local clusters found"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("kind:{name}")) && stderr.contains(&format!("minikube:{other}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: pass --cluster"), "{stderr}");
+
+    // none: nothing to do, exit 0.
+    let out = common::slipway()
+        .args(["load", "--cluster", "none"])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing loaded"));
+
+    // An unknown component is a usage error.
+    let out = common::slipway()
+        .args(["load", "nope", "--cluster", &format!("kind:{name}")])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no component `nope`"));
+}
