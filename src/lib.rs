@@ -23,6 +23,7 @@ pub mod kubeconfig;
 pub mod push;
 pub mod record;
 pub mod report;
+pub mod reproduce;
 
 use std::path::PathBuf;
 use std::sync::Arc;

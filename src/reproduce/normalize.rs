@@ -1,0 +1,716 @@
+//! Image normalisation: the same filesystem and config give the same image ID, whenever and
+//! wherever the image was built.
+//!
+//! The image is exported from the daemon (a docker-save tar, streamed to spool files in a
+//! temporary directory, never held in memory), each layer is rewritten by
+//! [`super::layer`] (mtimes clamped to SOURCE_DATE_EPOCH, entries in a fixed order), the config
+//! gets SOURCE_DATE_EPOCH as its creation time and in its history, and the new diff IDs; the
+//! result is loaded back under the image's tags. A layer that is already normal is not
+//! rewritten (its spool file is loaded as it is), and an image whose normal form the daemon
+//! already has is not loaded at all: its tags are just moved.
+//!
+//! Besides times, the config loses what only the legacy builder writes and what names that
+//! build's own containers and intermediate images: `container`, `container_config` and
+//! `config.Image` (Docker 25 stopped writing them; BuildKit never did; nothing reads them at
+//! run time). Labels, environment, entrypoint and the rest are kept as they are.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::layer;
+use super::sde::rfc3339;
+use crate::docker::{self, Daemon};
+use crate::Fail;
+
+/// What normalising one image did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Normalized {
+    /// `sha256:...` of the normal form (the config digest).
+    pub image_id: String,
+    /// The image it was made from.
+    pub source_id: String,
+    pub layers: Vec<LayerOutcome>,
+    /// The daemon had the normal form already: only tags were set.
+    pub already_present: bool,
+    /// Milliseconds spent exporting, rewriting and loading (or tagging).
+    pub export_ms: u64,
+    pub rewrite_ms: u64,
+    pub load_ms: u64,
+}
+
+/// One layer's fate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerOutcome {
+    /// Diff ID before and after.
+    pub before: String,
+    pub after: String,
+    pub size: u64,
+    /// Whether its bytes changed.
+    pub rewritten: bool,
+}
+
+/// Normalises `image` (a reference or an ID) on `daemon` with SOURCE_DATE_EPOCH `sde`, loads
+/// the result back under `tags` and returns its image ID.
+pub async fn normalize(
+    daemon: &Daemon,
+    image: &str,
+    sde: i64,
+    tags: &[String],
+) -> anyhow::Result<String> {
+    Ok(normalize_image(daemon, image, sde, tags).await?.image_id)
+}
+
+/// [`normalize`], saying what it did to each layer.
+pub async fn normalize_image(
+    daemon: &Daemon,
+    image: &str,
+    sde: i64,
+    tags: &[String],
+) -> anyhow::Result<Normalized> {
+    if sde < 0 {
+        bail!("SOURCE_DATE_EPOCH must not be negative (got {sde})");
+    }
+    let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let source_id = docker
+        .inspect_image(image)
+        .await
+        .with_context(|| {
+            format!(
+                "normalising {image}: the daemon at {} has no such image",
+                daemon.endpoint.host
+            )
+        })?
+        .id
+        .unwrap_or_default();
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-normalize-")
+        .tempdir()
+        .context("creating a temporary directory for the image's layers")?;
+
+    let t0 = std::time::Instant::now();
+    // 1. Export, spooling every file of the docker-save tar.
+    let export = docker.export_image(&source_id).map_err(io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(export);
+    let spool_dir = dir.path().to_path_buf();
+    let saved = tokio::task::spawn_blocking(move || {
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        spool_export(bridge, &spool_dir)
+    })
+    .await
+    .context("export task")?
+    .with_context(|| format!("exporting {image} from {}", daemon.endpoint.host))?;
+
+    let export_ms = ms(t0);
+    let t0 = std::time::Instant::now();
+    // 2. Rewrite layers and config.
+    let work_dir = dir.path().to_path_buf();
+    let tags_owned = tags.to_vec();
+    let plan =
+        tokio::task::spawn_blocking(move || rewrite_image(&saved, &work_dir, sde, &tags_owned))
+            .await
+            .context("rewrite task")?
+            .with_context(|| format!("normalising {image}"))?;
+
+    let rewrite_ms = ms(t0);
+    let t0 = std::time::Instant::now();
+    // 3. Load (unless the daemon has it), or just move the tags.
+    let already_present = docker.inspect_image(&plan.image_id).await.is_ok();
+    if already_present {
+        for tag in tags {
+            let (repo, t) = split_tag(tag);
+            docker
+                .tag_image(
+                    &plan.image_id,
+                    Some(bollard::query_parameters::TagImageOptions {
+                        repo: Some(repo.to_string()),
+                        tag: Some(t.to_string()),
+                    }),
+                )
+                .await
+                .with_context(|| format!("tagging {} as {tag}", plan.image_id))?;
+        }
+    } else {
+        load(&docker, &plan).await.with_context(|| {
+            format!(
+                "loading the normalised {image} into {}",
+                daemon.endpoint.host
+            )
+        })?;
+    }
+    let loaded = docker.inspect_image(&plan.image_id).await.map_err(|e| {
+        anyhow::Error::new(e).context(Fail::job(format!(
+            "the daemon at {} did not keep the normalised image {}",
+            daemon.endpoint.host, plan.image_id
+        )))
+    })?;
+    for tag in tags {
+        let id = docker.inspect_image(tag).await.ok().and_then(|i| i.id);
+        if id.as_deref() != loaded.id.as_deref() {
+            bail!(
+                "after loading the normalised image, `{tag}` points at {} instead of {}",
+                id.unwrap_or_else(|| "nothing".into()),
+                plan.image_id
+            );
+        }
+    }
+    Ok(Normalized {
+        image_id: plan.image_id.clone(),
+        source_id,
+        layers: plan.outcomes.clone(),
+        already_present,
+        export_ms,
+        rewrite_ms,
+        load_ms: ms(t0),
+    })
+}
+
+fn ms(t0: std::time::Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `repo:tag` → (`repo`, `tag`); a reference without a tag gets `latest`.
+pub fn split_tag(reference: &str) -> (&str, &str) {
+    let name_start = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[name_start..].rfind(':') {
+        Some(i) => (
+            &reference[..name_start + i],
+            &reference[name_start + i + 1..],
+        ),
+        None => (reference, "latest"),
+    }
+}
+
+/// The files of a docker-save tar, spooled.
+#[derive(Debug)]
+pub(crate) struct Saved {
+    /// Path in the tar → spool file.
+    files: HashMap<String, PathBuf>,
+    /// Path in the tar → where a symlink entry points (resolved against its directory).
+    links: HashMap<String, String>,
+}
+
+impl Saved {
+    /// The spool file of `path`, following symlinks inside the tar.
+    fn resolve(&self, path: &str) -> anyhow::Result<(String, &Path)> {
+        let mut p = path.trim_start_matches("./").to_string();
+        for _ in 0..16 {
+            if let Some(f) = self.files.get(&p) {
+                return Ok((p, f));
+            }
+            match self.links.get(&p) {
+                Some(target) => p = target.clone(),
+                None => bail!("the exported image has no `{path}`"),
+            }
+        }
+        bail!("`{path}` in the exported image is a symlink loop")
+    }
+
+    fn read_json(&self, path: &str) -> anyhow::Result<Value> {
+        let (_, file) = self.resolve(path)?;
+        let meta = std::fs::metadata(file)?;
+        if meta.len() > 64 << 20 {
+            bail!(
+                "`{path}` in the exported image is {} bytes, too big for JSON",
+                meta.len()
+            );
+        }
+        let bytes = std::fs::read(file)?;
+        serde_json::from_slice(&bytes).with_context(|| format!("`{path}` in the exported image"))
+    }
+}
+
+/// Reads a docker-save tar, writing each regular file to its own spool file in `dir`.
+pub(crate) fn spool_export<R: Read>(input: R, dir: &Path) -> anyhow::Result<Saved> {
+    let mut archive = tar::Archive::new(input);
+    let mut files = HashMap::new();
+    let mut links = HashMap::new();
+    for (n, entry) in archive.entries()?.enumerate() {
+        let mut entry = entry?;
+        let path = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let spool = dir.join(format!("in-{n}"));
+                let mut out = BufWriter::with_capacity(1 << 20, File::create(&spool)?);
+                io::copy(&mut entry, &mut out)
+                    .with_context(|| format!("reading `{path}` of the exported image"))?;
+                out.into_inner()
+                    .map_err(|e| e.into_error())?
+                    .sync_data()
+                    .ok();
+                files.insert(path, spool);
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let Some(target) = entry.link_name()? else {
+                    continue;
+                };
+                let target = target.to_string_lossy().to_string();
+                let resolved = if entry.header().entry_type() == tar::EntryType::Link
+                    || target.starts_with('/')
+                {
+                    target.trim_start_matches('/').to_string()
+                } else {
+                    join_relative(&path, &target)
+                };
+                links.insert(path, resolved);
+            }
+            _ => {}
+        }
+    }
+    Ok(Saved { files, links })
+}
+
+/// `a/b/layer.tar` + `../c/layer.tar` → `c/layer.tar`.
+fn join_relative(from: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = from.split('/').collect();
+    parts.pop();
+    for seg in target.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    parts.join("/")
+}
+
+/// The normal form, ready to load.
+#[derive(Debug)]
+struct Plan {
+    image_id: String,
+    config: Vec<u8>,
+    /// `(diff ID, file)` per layer, in order (a diff ID may repeat).
+    layers: Vec<(String, PathBuf)>,
+    outcomes: Vec<LayerOutcome>,
+    tags: Vec<String>,
+}
+
+impl Saved {
+    /// The image's config and its layers' spool files (with their keys in the tar), in order.
+    pub(crate) fn image(&self) -> anyhow::Result<(Value, Vec<(String, PathBuf)>)> {
+        let manifest = self.read_json("manifest.json")?;
+        let images = manifest
+            .as_array()
+            .filter(|a| a.len() == 1)
+            .context("manifest.json of the exported image does not describe exactly one image")?;
+        let entry = &images[0];
+        let config_path = entry
+            .get("Config")
+            .and_then(Value::as_str)
+            .context("manifest.json has no Config")?;
+        let layers = entry
+            .get("Layers")
+            .and_then(Value::as_array)
+            .context("manifest.json has no Layers")?
+            .iter()
+            .map(|v| {
+                let p = v
+                    .as_str()
+                    .context("a layer path in manifest.json is not text")?;
+                let (key, file) = self.resolve(p)?;
+                Ok((key, file.to_path_buf()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let config = self.read_json(config_path)?;
+        Ok((config, layers))
+    }
+}
+
+/// The diff IDs an image config names.
+pub(crate) fn diff_ids(config: &Value) -> anyhow::Result<Vec<String>> {
+    Ok(config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .context("the image config has no rootfs.diff_ids")?
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+fn rewrite_image(saved: &Saved, dir: &Path, sde: i64, tags: &[String]) -> anyhow::Result<Plan> {
+    let (mut config, layer_paths) = saved.image()?;
+    let old_ids = diff_ids(&config)?;
+    if old_ids.len() != layer_paths.len() {
+        bail!(
+            "the image config names {} layers, its manifest {}",
+            old_ids.len(),
+            layer_paths.len()
+        );
+    }
+
+    let mut done: HashMap<String, (String, PathBuf, u64, bool)> = HashMap::new();
+    let mut layers = Vec::new();
+    let mut outcomes = Vec::new();
+    for (i, (key, spool)) in layer_paths.iter().enumerate() {
+        if !done.contains_key(key) {
+            let result = rewrite_layer(spool, &dir.join(format!("out-{i}.tar")), sde)
+                .with_context(|| format!("layer {i} ({})", old_ids[i]))?;
+            if result.before != old_ids[i] {
+                bail!(
+                    "layer {i} as exported has digest {}, but the config says {}",
+                    result.before,
+                    old_ids[i]
+                );
+            }
+            done.insert(
+                key.clone(),
+                (result.after, result.file, result.size, result.rewritten),
+            );
+        }
+        let (after, file, size, rewritten) = &done[key];
+        layers.push((after.clone(), file.clone()));
+        outcomes.push(LayerOutcome {
+            before: old_ids[i].clone(),
+            after: after.clone(),
+            size: *size,
+            rewritten: *rewritten,
+        });
+    }
+    let diff_ids: Vec<String> = layers.iter().map(|(d, _)| d.clone()).collect();
+    normalize_config(&mut config, &diff_ids, sde)?;
+    let bytes = canonical_json(&config);
+    let image_id = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    Ok(Plan {
+        image_id,
+        config: bytes,
+        layers,
+        outcomes,
+        tags: tags.to_vec(),
+    })
+}
+
+struct LayerResult {
+    before: String,
+    after: String,
+    file: PathBuf,
+    size: u64,
+    rewritten: bool,
+}
+
+fn rewrite_layer(spool: &Path, out: &Path, sde: i64) -> anyhow::Result<LayerResult> {
+    let input = BufReader::with_capacity(1 << 20, File::open(spool)?);
+    let scan = layer::scan(input, io::sink(), sde)?;
+    if layer::is_normal(&scan) {
+        return Ok(LayerResult {
+            before: scan.digest.clone(),
+            after: scan.digest,
+            file: spool.to_path_buf(),
+            size: scan.len,
+            rewritten: false,
+        });
+    }
+    let mut src = BufReader::with_capacity(256 << 10, File::open(spool)?);
+    let dst = BufWriter::with_capacity(1 << 20, File::create(out)?);
+    let (after, size) = layer::rewrite(&scan, &mut src, dst, sde)?;
+    // The input is no longer needed: free its space now.
+    let _ = std::fs::remove_file(spool);
+    Ok(LayerResult {
+        before: scan.digest,
+        after,
+        file: out.to_path_buf(),
+        size,
+        rewritten: true,
+    })
+}
+
+/// Sets the times and diff IDs of an image config and drops the legacy builder's records of
+/// its own containers.
+pub fn normalize_config(config: &mut Value, diff_ids: &[String], sde: i64) -> anyhow::Result<()> {
+    let obj = config
+        .as_object_mut()
+        .context("the image config is not a JSON object")?;
+    let time = Value::String(rfc3339(sde));
+    obj.insert("created".into(), time.clone());
+    if let Some(history) = obj.get_mut("history").and_then(Value::as_array_mut) {
+        for h in history {
+            if let Some(h) = h.as_object_mut() {
+                if h.contains_key("created") {
+                    h.insert("created".into(), time.clone());
+                }
+            }
+        }
+    }
+    obj.remove("container");
+    obj.remove("container_config");
+    if let Some(image) = obj
+        .get_mut("config")
+        .and_then(Value::as_object_mut)
+        .and_then(|c| c.get_mut("Image"))
+    {
+        *image = Value::String(String::new());
+    }
+    let ids = obj
+        .get_mut("rootfs")
+        .and_then(|r| r.get_mut("diff_ids"))
+        .context("the image config has no rootfs.diff_ids")?;
+    *ids = Value::Array(diff_ids.iter().cloned().map(Value::String).collect());
+    Ok(())
+}
+
+/// Compact JSON with object keys sorted: the same value always gives the same bytes.
+pub fn canonical_json(v: &Value) -> Vec<u8> {
+    fn write(v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Object(map) => {
+                let sorted: BTreeMap<&String, &Value> = map.iter().collect();
+                out.push(b'{');
+                for (i, (k, v)) in sorted.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend(serde_json::to_vec(k).expect("string"));
+                    out.push(b':');
+                    write(v, out);
+                }
+                out.push(b'}');
+            }
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(v, out);
+                }
+                out.push(b']');
+            }
+            other => out.extend(serde_json::to_vec(other).expect("scalar")),
+        }
+    }
+    let mut out = Vec::new();
+    write(v, &mut out);
+    out
+}
+
+/// Streams the normal form to the daemon as a docker-save tar (`POST /images/load`).
+async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": format!("{}.json", plan.image_id.trim_start_matches("sha256:")),
+        "RepoTags": plan.tags,
+        "Layers": plan.layers.iter()
+            .map(|(d, _)| format!("{}/layer.tar", d.trim_start_matches("sha256:")))
+            .collect::<Vec<_>>(),
+    }]))?;
+    let config = plan.config.clone();
+    let config_name = format!("{}.json", plan.image_id.trim_start_matches("sha256:"));
+    let layers = plan.layers.clone();
+    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let writer = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let result = write_save_tar(writer, &config_name, &config, &manifest, &layers);
+        if let Err(e) = &result {
+            let _ = tx.blocking_send(Err(io::Error::other(format!("{e:#}"))));
+        }
+        result
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut progress = docker.import_image_stream(
+        bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        },
+        body,
+        None,
+    );
+    let mut failure = None;
+    while let Some(item) = progress.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                    failure = Some(anyhow::anyhow!(e));
+                }
+            }
+            Err(e) => {
+                failure = Some(anyhow::Error::new(e));
+                break;
+            }
+        }
+    }
+    let produced = producer.await.context("load task")?;
+    produced.context("writing the normalised image")?;
+    match failure {
+        Some(e) => Err(e.context("the daemon refused the normalised image")),
+        None => Ok(()),
+    }
+}
+
+const CHUNK: usize = 256 << 10;
+
+fn write_save_tar<W: Write>(
+    out: W,
+    config_name: &str,
+    config: &[u8],
+    manifest: &[u8],
+    layers: &[(String, PathBuf)],
+) -> anyhow::Result<()> {
+    let mut b = tar::Builder::new(out);
+    let header = |size: u64| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    };
+    let mut written = std::collections::HashSet::new();
+    for (diff_id, file) in layers {
+        if !written.insert(diff_id.clone()) {
+            continue;
+        }
+        let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let size = f.metadata()?.len();
+        let name = format!("{}/layer.tar", diff_id.trim_start_matches("sha256:"));
+        b.append_data(
+            &mut header(size),
+            &name,
+            BufReader::with_capacity(1 << 20, f),
+        )?;
+    }
+    b.append_data(&mut header(config.len() as u64), config_name, config)?;
+    b.append_data(
+        &mut header(manifest.len() as u64),
+        "manifest.json",
+        manifest,
+    )?;
+    let mut out = b.into_inner()?;
+    out.flush()?;
+    Ok(())
+}
+
+/// A blocking writer that hands chunks to the async request body.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the daemon stopped reading"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_times_diff_ids_and_legacy_fields() {
+        let mut c = json!({
+            "architecture": "amd64",
+            "config": {"Env": ["A=1"], "Image": "sha256:abc", "Labels": {"dev.slipway.input-digest": "sha256:d"}},
+            "container": "ed81",
+            "container_config": {"Hostname": "ed81"},
+            "created": "2026-11-25T19:12:42.917258958Z",
+            "docker_version": "20.10.24",
+            "history": [
+                {"created": "2026-11-25T19:07:39Z", "created_by": "COPY x"},
+                {"created": "2026-11-25T19:09:37Z", "created_by": "CMD", "empty_layer": true},
+                {"created_by": "no time"}
+            ],
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:1"]}
+        });
+        normalize_config(&mut c, &["sha256:2".to_string()], 0).unwrap();
+        assert_eq!(
+            c,
+            json!({
+                "architecture": "amd64",
+                "config": {"Env": ["A=1"], "Image": "", "Labels": {"dev.slipway.input-digest": "sha256:d"}},
+                "created": "1970-01-01T00:00:00Z",
+                "docker_version": "20.10.24",
+                "history": [
+                    {"created": "1970-01-01T00:00:00Z", "created_by": "COPY x"},
+                    {"created": "1970-01-01T00:00:00Z", "created_by": "CMD", "empty_layer": true},
+                    {"created_by": "no time"}
+                ],
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": ["sha256:2"]}
+            })
+        );
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_and_is_compact() {
+        let v: Value =
+            serde_json::from_str(r#"{"b": [1, {"z": "<&>", "a": null}], "a": true}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(canonical_json(&v)).unwrap(),
+            r#"{"a":true,"b":[1,{"a":null,"z":"<&>"}]}"#
+        );
+    }
+
+    #[test]
+    fn tags_split_at_the_last_colon_of_the_name() {
+        assert_eq!(split_tag("a/b:1"), ("a/b", "1"));
+        assert_eq!(
+            split_tag("localhost:5000/b"),
+            ("localhost:5000/b", "latest")
+        );
+        assert_eq!(split_tag("localhost:5000/b:v2"), ("localhost:5000/b", "v2"));
+    }
+
+    #[test]
+    fn save_tar_symlinks_resolve() {
+        assert_eq!(
+            join_relative("b/layer.tar", "../a/layer.tar"),
+            "a/layer.tar"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "a/layer.tar", &b"abc"[..]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "b/layer.tar", "../a/layer.tar")
+            .unwrap();
+        let bytes = b.into_inner().unwrap();
+        let saved = spool_export(&bytes[..], dir.path()).unwrap();
+        let (key, file) = saved.resolve("b/layer.tar").unwrap();
+        assert_eq!(key, "a/layer.tar");
+        assert_eq!(std::fs::read(file).unwrap(), b"abc");
+        assert!(saved.resolve("c/layer.tar").is_err());
+    }
+}

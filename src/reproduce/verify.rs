@@ -1,0 +1,580 @@
+//! `slipway verify`: build a component twice with no cache and prove the image ID is the same.
+//!
+//! Both builds are normalised ([`super::normalize`]) with the same SOURCE_DATE_EPOCH; the
+//! second may run on another daemon (`--against`). When the IDs differ, the two images are
+//! exported and compared: the first layer whose diff ID differs is listed on both sides and the
+//! first entry that differs is named with its size, mtime and content digest, together with
+//! the Dockerfile step that made the layer. A config that differs (the layers being the same)
+//! is named by its JSON path.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::BufReader;
+
+use anyhow::Context as _;
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::layer::{self, Listed};
+use super::normalize::{diff_ids, spool_export};
+use super::sde::{rfc3339, Sde};
+use crate::docker::{self, Daemon};
+
+/// One build of the two.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    /// The daemon it ran on (`unix:///var/run/docker.sock`, `tcp://...`).
+    pub daemon: String,
+    /// The normalised image ID.
+    pub image_id: String,
+    /// The image ID the build itself produced, before normalisation.
+    pub built_id: String,
+    pub duration_ms: u64,
+}
+
+/// The result of `verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub component: String,
+    pub identical: bool,
+    pub source_date_epoch: Sde,
+    /// The component's input digest (the same for both builds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_digest: Option<String>,
+    pub first: Side,
+    pub second: Side,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub difference: Option<Difference>,
+}
+
+/// Where two images first differ.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Difference {
+    /// A layer: the first whose diff ID differs (or that only one image has).
+    Layer {
+        /// 0-based, counting layers only (not metadata steps).
+        index: usize,
+        /// How many layers each image has.
+        layers: (usize, usize),
+        /// The Dockerfile step that made it, from the image history.
+        step: String,
+        first: Option<String>,
+        second: Option<String>,
+        /// The first entry that differs; `None` when only the tar encoding does.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<Box<FileDifference>>,
+    },
+    /// The layers are the same; the config is not.
+    Config {
+        /// JSON pointer of the first value that differs (`/config/Env/2`).
+        path: String,
+        first: Option<Value>,
+        second: Option<Value>,
+    },
+}
+
+/// The first entry of a layer that differs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FileDifference {
+    /// Absolute path in the image (`/stamp`).
+    pub path: String,
+    /// What differs: `content`, `size`, `mtime`, `mode`, `owner`, `type`, `link`, `xattrs`,
+    /// `only in one image`.
+    pub differs: Vec<String>,
+    pub first: Option<FileInfo>,
+    pub second: Option<FileInfo>,
+}
+
+/// One side of a [`FileDifference`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FileInfo {
+    pub kind: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub mtime: i64,
+    /// Octal permission bits.
+    pub mode: String,
+    pub uid: u64,
+    pub gid: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// `sha256:` of the data.
+    pub digest: String,
+}
+
+impl FileInfo {
+    fn of(l: &Listed) -> Self {
+        let h = &l.head;
+        FileInfo {
+            kind: h.kind().to_string(),
+            size: h.size,
+            mtime: h.mtime,
+            mode: format!("{:04o}", h.mode & 0o7777),
+            uid: h.uid,
+            gid: h.gid,
+            link: (!h.link.is_empty()).then(|| String::from_utf8_lossy(&h.link).into_owned()),
+            digest: l.digest.clone(),
+        }
+    }
+}
+
+/// An exported image: its config and, when asked for, the listing of one layer.
+struct Dump {
+    config: Value,
+    layer: Option<Vec<Listed>>,
+}
+
+/// Exports `image` from `daemon` (spooled to a temporary directory) and lists layer `index`.
+async fn dump(daemon: &Daemon, image: &str, index: Option<usize>) -> anyhow::Result<Dump> {
+    let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-verify-")
+        .tempdir()?;
+    let export = docker.export_image(image).map_err(std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(export);
+    let path = dir.path().to_path_buf();
+    let image_name = image.to_string();
+    let host = daemon.endpoint.host.clone();
+    tokio::task::spawn_blocking(move || {
+        let saved = spool_export(tokio_util::io::SyncIoBridge::new(reader), &path)
+            .with_context(|| format!("exporting {image_name} from {host}"))?;
+        let (config, layers) = saved.image()?;
+        let layer = match index.and_then(|i| layers.get(i)) {
+            Some((_, file)) => Some(
+                layer::list(BufReader::with_capacity(1 << 20, File::open(file)?)).with_context(
+                    || format!("listing layer {} of {image_name}", index.unwrap_or(0)),
+                )?,
+            ),
+            None => None,
+        };
+        Ok(Dump { config, layer })
+    })
+    .await
+    .context("export task")?
+}
+
+/// Where the images `a` (on daemon `da`) and `b` (on `db`) first differ; `None` when they are
+/// the same image.
+pub async fn compare(
+    da: &Daemon,
+    a: &str,
+    db: &Daemon,
+    b: &str,
+) -> anyhow::Result<Option<Difference>> {
+    let ia = da
+        .docker
+        .inspect_image(a)
+        .await
+        .with_context(|| format!("inspecting {a} on {}", da.endpoint.host))?;
+    let ib = db
+        .docker
+        .inspect_image(b)
+        .await
+        .with_context(|| format!("inspecting {b} on {}", db.endpoint.host))?;
+    if ia.id.is_some() && ia.id == ib.id {
+        return Ok(None);
+    }
+    let la = ia.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    let lb = ib.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    let index = (0..la.len().max(lb.len())).find(|&i| la.get(i) != lb.get(i));
+    let (first, second) = tokio::try_join!(dump(da, a, index), dump(db, b, index))?;
+    Ok(Some(difference(&first, &second, index)?))
+}
+
+fn difference(a: &Dump, b: &Dump, index: Option<usize>) -> anyhow::Result<Difference> {
+    let Some(index) = index else {
+        let (path, x, y) = first_json_difference(&a.config, &b.config, String::new())
+            .unwrap_or_else(|| ("".into(), Some(a.config.clone()), Some(b.config.clone())));
+        return Ok(Difference::Config {
+            path,
+            first: x,
+            second: y,
+        });
+    };
+    let (ida, idb) = (diff_ids(&a.config)?, diff_ids(&b.config)?);
+    let step = step_of(&a.config, index)
+        .or_else(|| step_of(&b.config, index))
+        .unwrap_or_else(|| "(unknown step)".into());
+    let file = match (&a.layer, &b.layer) {
+        (Some(x), Some(y)) => first_file_difference(x, y),
+        (Some(x), None) => x.first().map(|l| only_one(l, true)),
+        (None, Some(y)) => y.first().map(|l| only_one(l, false)),
+        (None, None) => None,
+    }
+    .map(Box::new);
+    Ok(Difference::Layer {
+        index,
+        layers: (ida.len(), idb.len()),
+        step,
+        first: ida.get(index).cloned(),
+        second: idb.get(index).cloned(),
+        file,
+    })
+}
+
+/// The Dockerfile step that made layer `index`: the `index`-th history entry that is not an
+/// empty layer, made readable (`RUN date > /stamp`).
+pub fn step_of(config: &Value, index: usize) -> Option<String> {
+    let history = config.get("history")?.as_array()?;
+    let entry = history
+        .iter()
+        .filter(|h| {
+            !h.get("empty_layer")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        })
+        .nth(index)?;
+    let by = entry.get("created_by")?.as_str()?.trim();
+    Some(readable_step(by))
+}
+
+/// `/bin/sh -c #(nop) COPY ...` → `COPY ...`; `/bin/sh -c CMD` → `RUN CMD`;
+/// `RUN /bin/sh -c CMD # buildkit` → `RUN CMD`.
+pub fn readable_step(created_by: &str) -> String {
+    let s = created_by.trim();
+    let s = s.strip_suffix("# buildkit").unwrap_or(s).trim_end();
+    if let Some(rest) = s.strip_prefix("/bin/sh -c #(nop)") {
+        return rest.trim().to_string();
+    }
+    if let Some(rest) = s.strip_prefix("/bin/sh -c ") {
+        return format!("RUN {}", rest.trim());
+    }
+    if let Some(rest) = s.strip_prefix("RUN /bin/sh -c ") {
+        return format!("RUN {}", rest.trim());
+    }
+    s.to_string()
+}
+
+fn only_one(l: &Listed, first: bool) -> FileDifference {
+    let info = FileInfo::of(l);
+    FileDifference {
+        path: display_path(&l.head.path),
+        differs: vec!["only in one image".into()],
+        first: first.then(|| info.clone()),
+        second: (!first).then_some(info),
+    }
+}
+
+fn display_path(p: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(layer::key_of(p)))
+}
+
+/// The first entry (in path order) that differs between two layer listings.
+pub fn first_file_difference(a: &[Listed], b: &[Listed]) -> Option<FileDifference> {
+    fn sorted(v: &[Listed]) -> Vec<&Listed> {
+        let mut v: Vec<&Listed> = v.iter().collect();
+        v.sort_by(|x, y| layer::path_cmp(layer::key_of(&x.head.path), layer::key_of(&y.head.path)));
+        v
+    }
+    let (a, b) = (sorted(a), sorted(b));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let order = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => {
+                layer::path_cmp(layer::key_of(&x.head.path), layer::key_of(&y.head.path))
+            }
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => return Some(only_one(a[i], true)),
+            std::cmp::Ordering::Greater => return Some(only_one(b[j], false)),
+            std::cmp::Ordering::Equal => {
+                let (x, y) = (&a[i].head, &b[j].head);
+                let mut differs = Vec::new();
+                if x.typeflag != y.typeflag {
+                    differs.push("type");
+                }
+                if a[i].digest != b[j].digest {
+                    differs.push("content");
+                }
+                if x.size != y.size {
+                    differs.push("size");
+                }
+                if x.mtime != y.mtime {
+                    differs.push("mtime");
+                }
+                if x.mode != y.mode {
+                    differs.push("mode");
+                }
+                if (x.uid, x.gid) != (y.uid, y.gid) {
+                    differs.push("owner");
+                }
+                if x.link != y.link {
+                    differs.push("link");
+                }
+                if x.pax != y.pax {
+                    differs.push("xattrs");
+                }
+                if !differs.is_empty() {
+                    return Some(FileDifference {
+                        path: display_path(&x.path),
+                        differs: differs.into_iter().map(String::from).collect(),
+                        first: Some(FileInfo::of(a[i])),
+                        second: Some(FileInfo::of(b[j])),
+                    });
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    None
+}
+
+/// The first JSON pointer where two values differ, with both values there.
+pub fn first_json_difference(
+    a: &Value,
+    b: &Value,
+    at: String,
+) -> Option<(String, Option<Value>, Option<Value>)> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let path = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => {
+                        if let Some(d) = first_json_difference(p, q, path) {
+                            return Some(d);
+                        }
+                    }
+                    (p, q) => return Some((path, p.cloned(), q.cloned())),
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                let path = format!("{at}/{i}");
+                match (x.get(i), y.get(i)) {
+                    (Some(p), Some(q)) => {
+                        if let Some(d) = first_json_difference(p, q, path) {
+                            return Some(d);
+                        }
+                    }
+                    (p, q) => return Some((path, p.cloned(), q.cloned())),
+                }
+            }
+            None
+        }
+        _ if a == b => None,
+        _ => Some((at, Some(a.clone()), Some(b.clone()))),
+    }
+}
+
+/// The report as people read it.
+pub fn render(r: &VerifyReport) -> String {
+    let mut out = String::new();
+    let verdict = if r.identical {
+        "reproducible"
+    } else {
+        "NOT reproducible"
+    };
+    let _ = writeln!(out, "{}: {verdict}", r.component);
+    let _ = writeln!(
+        out,
+        "  SOURCE_DATE_EPOCH {} ({}, from {})",
+        r.source_date_epoch.epoch,
+        r.source_date_epoch.rfc3339(),
+        match r.source_date_epoch.source {
+            super::sde::Source::Env => "the environment",
+            super::sde::Source::GitCommit => "the last git commit touching the context",
+            super::sde::Source::Zero => "neither the environment nor git",
+        }
+    );
+    if let Some(d) = &r.input_digest {
+        let _ = writeln!(out, "  input digest {d}");
+    }
+    for (name, s) in [("first build: ", &r.first), ("second build:", &r.second)] {
+        let _ = writeln!(
+            out,
+            "  {name} {} on {} (built {}, {:.1} s)",
+            s.image_id,
+            s.daemon,
+            short(&s.built_id),
+            s.duration_ms as f64 / 1000.0
+        );
+    }
+    if let Some(d) = &r.difference {
+        out.push_str(&render_difference(d));
+    }
+    out
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.trim_start_matches("sha256:");
+    &hex[..hex.len().min(12)]
+}
+
+/// A [`Difference`] as indented lines.
+pub fn render_difference(d: &Difference) -> String {
+    let mut out = String::new();
+    match d {
+        Difference::Layer {
+            index,
+            layers,
+            step,
+            first,
+            second,
+            file,
+        } => {
+            let _ = writeln!(
+                out,
+                "  first difference: layer {index} (of {} and {}), made by `{step}`",
+                layers.0, layers.1
+            );
+            let _ = writeln!(
+                out,
+                "    diff IDs: {} / {}",
+                first.as_deref().unwrap_or("(none)"),
+                second.as_deref().unwrap_or("(none)")
+            );
+            match file {
+                Some(f) => {
+                    let _ = writeln!(out, "    {}: {} differs", f.path, f.differs.join(", "));
+                    for (name, info) in [("first: ", &f.first), ("second:", &f.second)] {
+                        let _ = match info {
+                            Some(i) => writeln!(
+                                out,
+                                "      {name} {} {} bytes, mtime {} ({}), mode {}, owner {}:{}, {}{}",
+                                i.kind,
+                                i.size,
+                                i.mtime,
+                                rfc3339(i.mtime.max(0)),
+                                i.mode,
+                                i.uid,
+                                i.gid,
+                                i.digest,
+                                i.link.as_ref().map(|l| format!(", link to {l}")).unwrap_or_default()
+                            ),
+                            None => writeln!(out, "      {name} (absent)"),
+                        };
+                    }
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "    every entry is the same; the tar encoding differs (entry order or header format)"
+                    );
+                }
+            }
+        }
+        Difference::Config {
+            path,
+            first,
+            second,
+        } => {
+            let show = |v: &Option<Value>| {
+                v.as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "(absent)".into())
+            };
+            let _ = writeln!(out, "  first difference: the image config at {path}");
+            let _ = writeln!(out, "      first:  {}", show(first));
+            let _ = writeln!(out, "      second: {}", show(second));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listed(path: &str, size: u64, mtime: i64, digest: &str) -> Listed {
+        Listed {
+            head: layer::Head {
+                path: path.as_bytes().to_vec(),
+                link: vec![],
+                typeflag: b'0',
+                size,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime,
+                pax: vec![],
+            },
+            digest: digest.into(),
+        }
+    }
+
+    #[test]
+    fn steps_are_named_from_history() {
+        let c = json!({"history": [
+            {"created_by": "/bin/sh -c #(nop) COPY file:73e2 in /bin/busybox "},
+            {"created_by": "/bin/sh -c #(nop)  CMD [\"sh\"]", "empty_layer": true},
+            {"created_by": "/bin/sh -c date +%s%N > /stamp"},
+            {"created_by": "RUN /bin/sh -c echo hi > /x # buildkit"}
+        ]});
+        assert_eq!(step_of(&c, 0).unwrap(), "COPY file:73e2 in /bin/busybox");
+        assert_eq!(step_of(&c, 1).unwrap(), "RUN date +%s%N > /stamp");
+        assert_eq!(step_of(&c, 2).unwrap(), "RUN echo hi > /x");
+        assert_eq!(step_of(&c, 3), None);
+    }
+
+    #[test]
+    fn the_first_differing_file_is_named() {
+        let a = vec![
+            listed("app/", 0, 5, "e"),
+            listed("app/x", 1, 5, "d1"),
+            listed("stamp", 20, 5, "s1"),
+        ];
+        let b = vec![
+            listed("app/", 0, 5, "e"),
+            listed("app/x", 1, 5, "d1"),
+            listed("stamp", 19, 5, "s2"),
+        ];
+        let d = first_file_difference(&a, &b).unwrap();
+        assert_eq!(d.path, "/stamp");
+        assert_eq!(d.differs, ["content", "size"]);
+        assert_eq!(d.first.as_ref().unwrap().size, 20);
+        assert_eq!(d.second.as_ref().unwrap().size, 19);
+        let c = vec![listed("app/", 0, 5, "e"), listed("app/x", 1, 5, "d1")];
+        let d = first_file_difference(&a, &c).unwrap();
+        assert_eq!((d.path.as_str(), d.second.is_none()), ("/stamp", true));
+        assert_eq!(first_file_difference(&a, &a), None);
+        let text = render_difference(&Difference::Layer {
+            index: 2,
+            layers: (3, 3),
+            step: "RUN date > /stamp".into(),
+            first: Some("sha256:1".into()),
+            second: Some("sha256:2".into()),
+            file: first_file_difference(&a, &b).map(Box::new),
+        });
+        assert!(
+            text.contains("layer 2 (of 3 and 3), made by `RUN date > /stamp`"),
+            "{text}"
+        );
+        assert!(text.contains("/stamp: content, size differs"), "{text}");
+        assert!(
+            text.contains("first:  file 20 bytes, mtime 5 (1970-01-01T00:00:05Z)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_differences_by_pointer() {
+        let a = json!({"config": {"Env": ["A=1", "B=2"], "Labels": {"x/y": "1"}}});
+        let b = json!({"config": {"Env": ["A=1", "B=3"], "Labels": {"x/y": "1"}}});
+        assert_eq!(
+            first_json_difference(&a, &b, String::new()),
+            Some((
+                "/config/Env/1".into(),
+                Some(json!("B=2")),
+                Some(json!("B=3"))
+            ))
+        );
+        let c = json!({"config": {"Env": ["A=1", "B=2"], "Labels": {"x/y": "2"}}});
+        assert_eq!(
+            first_json_difference(&a, &c, String::new()).unwrap().0,
+            "/config/Labels/x~1y"
+        );
+        assert_eq!(first_json_difference(&a, &a, String::new()), None);
+    }
+}

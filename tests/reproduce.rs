@@ -1,0 +1,289 @@
+//! Reproducible images on the real daemon: normalisation gives two no-cache builds one image
+//! ID, and the comparison names the step and file of a build that is not reproducible.
+
+mod common;
+
+use std::process::Command;
+
+use slipway::docker::{Daemon, Endpoint};
+use slipway::reproduce::verify::{self, Difference};
+use slipway::reproduce::{normalize, normalize_image};
+
+/// SOURCE_DATE_EPOCH for the tests: before the base images were made, so their layers are
+/// rewritten too.
+const SDE: i64 = 1_700_000_000;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    common::repo().join("tests/fixtures/reproduce").join(name)
+}
+
+/// The busybox base the harness built (1.36 is asked for; Debian bookworm ships 1.35).
+fn busybox() -> String {
+    if let Ok(b) = std::env::var("SLIPWAY_TEST_BUSYBOX") {
+        return b;
+    }
+    for tag in ["slipway-test/busybox:1.36", "slipway-test/busybox:1.35"] {
+        let ok = Command::new("docker")
+            .args(["image", "inspect", tag])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return tag.to_string();
+        }
+    }
+    panic!("no slipway-test/busybox image: run scripts/env/images busybox");
+}
+
+/// Images and tags a test made, removed when it ends (whatever way it ends).
+#[derive(Default)]
+struct Cleanup {
+    refs: Vec<(Option<String>, String)>,
+}
+
+impl Cleanup {
+    fn add(&mut self, host: Option<&str>, r: &str) {
+        self.refs.push((host.map(String::from), r.to_string()));
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for (host, r) in self.refs.iter().rev() {
+            let mut c = Command::new("docker");
+            if let Some(h) = host {
+                c.args(["-H", h]);
+            }
+            let _ = c.args(["rmi", "-f", r]).output();
+        }
+    }
+}
+
+/// `DOCKER_BUILDKIT=0 docker build --no-cache` (the legacy builder, which stamps every layer
+/// and the config with the time), returning the image ID.
+fn legacy_build(host: Option<&str>, dir: &std::path::Path, tag: &str, base: &str) -> String {
+    let mut c = Command::new("docker");
+    if let Some(h) = host {
+        c.args(["-H", h]);
+    }
+    let out = c
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "--no-cache", "--build-arg"])
+        .arg(format!("BASE_IMAGE={base}"))
+        .args(["-t", tag])
+        .arg(dir)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker build {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn local(docker: bollard::Docker) -> Daemon {
+    Daemon {
+        docker,
+        endpoint: slipway::docker::endpoint(),
+    }
+}
+
+fn run(image: &str) -> String {
+    let out = Command::new("docker")
+        .args(["run", "--rm", image])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn two_no_cache_builds_normalise_to_one_image_id() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let daemon = local(docker.clone());
+    let base = busybox();
+    let repo = common::unique("slipway-test-repro");
+    let mut cleanup = Cleanup::default();
+    let mut built = Vec::new();
+    let mut normal = Vec::new();
+    for n in 1..=2 {
+        let tag = format!("{repo}:{n}");
+        cleanup.add(None, &tag);
+        let id = legacy_build(None, &fixture("files"), &tag, &base);
+        cleanup.add(None, &id);
+        built.push(id);
+        let result = normalize_image(&daemon, &tag, SDE, std::slice::from_ref(&tag))
+            .await
+            .unwrap();
+        cleanup.add(None, &result.image_id);
+        assert!(result.layers.iter().any(|l| l.rewritten));
+        normal.push(result.image_id);
+    }
+    assert_ne!(built[0], built[1], "the legacy builder stamps each build");
+    assert_eq!(
+        normal[0], normal[1],
+        "normalised no-cache builds share an ID"
+    );
+
+    // The tags moved to the normal form, which runs, keeps its labels and has SDE as its time.
+    let inspect = docker.inspect_image(&format!("{repo}:1")).await.unwrap();
+    assert_eq!(inspect.id.as_deref(), Some(normal[0].as_str()));
+    let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
+    assert!(
+        labels.contains_key("dev.slipway.input-digest"),
+        "{labels:?}"
+    );
+    assert_eq!(inspect.created.map(|c| c.timestamp()), Some(SDE));
+    assert_eq!(run(&format!("{repo}:2")), "new\n");
+    let ls = Command::new("docker")
+        .args(["run", "--rm", &format!("{repo}:1"), "sh", "-c"])
+        .arg("ls -la /app /app/data /app/data/old; ls /app/gone 2>&1; stat -c '%h %Y %a' /app/data/hello /app/app.txt; readlink /app/data/symlink")
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.contains("No such file"), "whiteout of /app/gone: {ls}");
+    assert!(
+        ls.contains(&format!("2 {SDE} 644")),
+        "hard link count and clamped mtime: {ls}"
+    );
+    assert!(ls.contains(&format!("1 {SDE} 600")), "chmod kept: {ls}");
+    assert!(ls.trim_end().ends_with("hello"), "symlink target: {ls}");
+
+    // Idempotent: the normal form normalises to itself, without a load.
+    let again = normalize_image(&daemon, &normal[0], SDE, &[])
+        .await
+        .unwrap();
+    assert_eq!(again.image_id, normal[0]);
+    assert!(again.already_present);
+    assert!(again
+        .layers
+        .iter()
+        .all(|l| !l.rewritten && l.before == l.after));
+
+    // Another SOURCE_DATE_EPOCH is another image.
+    let other = normalize(&daemon, &normal[0], SDE - 1, &[]).await.unwrap();
+    cleanup.add(None, &other);
+    assert_ne!(other, normal[0]);
+}
+
+#[tokio::test]
+async fn a_step_that_writes_the_time_is_named_with_its_file() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let daemon = local(docker);
+    let base = busybox();
+    let repo = common::unique("slipway-test-stamp");
+    let mut cleanup = Cleanup::default();
+    let mut ids = Vec::new();
+    for n in 1..=2 {
+        let tag = format!("{repo}:{n}");
+        cleanup.add(None, &tag);
+        let built = legacy_build(None, &fixture("stamp"), &tag, &base);
+        cleanup.add(None, &built);
+        let id = normalize(&daemon, &tag, SDE, std::slice::from_ref(&tag))
+            .await
+            .unwrap();
+        cleanup.add(None, &id);
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    let diff = verify::compare(&daemon, &ids[0], &daemon, &ids[1])
+        .await
+        .unwrap()
+        .expect("a difference");
+    let text = verify::render_difference(&diff);
+    let Difference::Layer {
+        index, step, file, ..
+    } = diff
+    else {
+        panic!("expected a layer difference: {text}");
+    };
+    // busybox has 2 layers; `RUN echo same` is layer 2, `RUN date` layer 3.
+    let base_layers = docker_layers(&base);
+    assert_eq!(index, base_layers + 1, "{text}");
+    assert_eq!(step, "RUN date +%s%N > /stamp");
+    let file = file.expect("a file");
+    assert_eq!(file.path, "/stamp");
+    assert!(file.differs.contains(&"content".to_string()), "{text}");
+    let (a, b) = (file.first.unwrap(), file.second.unwrap());
+    assert_eq!((a.mtime, b.mtime), (SDE, SDE));
+    assert!(a.size > 10 && b.size > 10, "{text}");
+    assert!(text.contains("/stamp: content differs"), "{text}");
+    assert!(text.contains("made by `RUN date +%s%N > /stamp`"), "{text}");
+    // The same image compares equal.
+    assert_eq!(
+        verify::compare(&daemon, &ids[0], &daemon, &ids[0])
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+fn docker_layers(image: &str) -> usize {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{len .RootFS.Layers}}", image])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A benchmark, not a test: normalising the python base image (about 225 MB), cold and then
+/// already normal. `cargo test --test reproduce -- --ignored --nocapture normalise_speed`.
+#[tokio::test]
+#[ignore]
+async fn normalise_speed() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let daemon = local(docker);
+    let image = std::env::var("SLIPWAY_BENCH_IMAGE").unwrap_or("slipway-test/python:3.11".into());
+    let mut cleanup = Cleanup::default();
+    let size = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Size}}", &image])
+        .output()
+        .unwrap();
+    let size: f64 = String::from_utf8_lossy(&size.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    for sde in [0, i64::from(u32::MAX)] {
+        let t = std::time::Instant::now();
+        let first = normalize_image(&daemon, &image, sde, &[]).await.unwrap();
+        let cold = t.elapsed();
+        cleanup.add(None, &first.image_id);
+        let t = std::time::Instant::now();
+        let again = normalize_image(&daemon, &first.image_id, sde, &[])
+            .await
+            .unwrap();
+        let warm = t.elapsed();
+        assert_eq!(again.image_id, first.image_id);
+        println!(
+            "{image} ({:.0} MB), SOURCE_DATE_EPOCH={sde}: {} of {} layers rewritten, {:.2} s (export {} ms, rewrite {} ms, load {} ms); normal form again: {:.2} s (already present: {})",
+            size / 1e6,
+            first.layers.iter().filter(|l| l.rewritten).count(),
+            first.layers.len(),
+            cold.as_secs_f64(),
+            first.export_ms,
+            first.rewrite_ms,
+            first.load_ms,
+            warm.as_secs_f64(),
+            again.already_present
+        );
+    }
+}
+
+#[allow(dead_code)]
+fn endpoint(host: &str) -> Endpoint {
+    Endpoint {
+        host: host.to_string(),
+        source: "test".into(),
+    }
+}
