@@ -18,7 +18,7 @@ RUN --mount=type=cache,target=/root/.npm \
 FROM deps AS build
 COPY . .
 ARG NEXT_PUBLIC_BACKEND_URL
-RUN --mount=type=cache,target=/app/.next/cache \
+RUN --mount=type=cache,id=slipway-taskboard-frontend-next,target=/app/.next/cache,sharing=locked \
     npm run build \
  && mkdir -p public
 

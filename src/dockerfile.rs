@@ -199,6 +199,17 @@ fn secret_exports(t: &Target) -> Vec<String> {
         .collect()
 }
 
+/// A cache mount that belongs to one component and is used by one build at a time: build
+/// caches (Next.js's `.next/cache`, Cargo's `target/`) are not safe to share between projects
+/// or concurrent writers, unlike content-addressed download caches (npm, pip, uv, Go modules),
+/// which keep BuildKit's default of one shared cache per target path.
+fn private_cache(t: &Target, what: &str, target: &str) -> String {
+    format!(
+        "type=cache,id=slipway-{}-{}-{what},target={target},sharing=locked",
+        t.app, t.component
+    )
+}
+
 fn base_arg(doc: &mut Doc, arg: &str, default: &str) {
     doc.line(format!("ARG {arg}={default}"));
 }
@@ -567,7 +578,7 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     doc.line("FROM deps AS build");
     doc.line("COPY . .");
     build_args(doc, t);
-    let mut mounts = vec!["type=cache,target=/app/.next/cache".to_string()];
+    let mut mounts = vec![private_cache(t, "next", "/app/.next/cache")];
     if !p.standalone {
         mounts.push(pm_cache(pm));
     }
@@ -768,7 +779,7 @@ fn rust_file(doc: &mut Doc, t: &Target, p: &RustPlan) {
     doc.line("FROM deps AS build");
     build_args(doc, t);
     doc.line("COPY . .");
-    let mut mounts = vec![registry, "type=cache,target=/src/target".to_string()];
+    let mut mounts = vec![registry, private_cache(t, "target", "/src/target")];
     mounts.extend(secret_mounts(t));
     let mut cmds = secret_exports(t);
     cmds.push(format!("cargo build --release --locked --bin {}", p.binary));

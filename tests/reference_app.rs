@@ -2,8 +2,9 @@
 //!
 //! The bundled reference app: each image runs as UID 10001, answers its health routes, stays
 //! under 1.5x its base image, and the frontend lists a task it fetched from the backend over a
-//! Docker network by service name. The Python fixtures (hash-pinned requirements + gunicorn,
-//! uv, Poetry): each builds and answers its health route as UID 10001.
+//! Docker network by service name. The fixtures with real lockfiles (Python: hash-pinned
+//! requirements + gunicorn, uv, Poetry; Node: TypeScript, Next.js with pnpm, Next.js with
+//! yarn and `next start`): each builds and answers its health route as UID 10001.
 
 mod common;
 
@@ -253,9 +254,9 @@ async fn reference_images_build_run_and_talk() {
     drop(cleanup);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn python_fixtures_build_and_serve() {
-    if !ready(&["slipway-test/python:3.11"]).await {
+/// Builds fixtures with `slipway build` and checks each answers its health route as 10001.
+async fn fixtures_build_and_serve(stack: &str, base: &str, port: u16, fixtures: &[(&str, &str)]) {
+    if !ready(&[base]).await {
         return;
     }
     let prefix = common::unique("slipway-gen-fx");
@@ -264,14 +265,9 @@ async fn python_fixtures_build_and_serve() {
         network: None,
         prefix: prefix.clone(),
     };
-    let fixtures = [
-        ("python-requirements", "/health"),
-        ("python-uv", "/healthz"),
-        ("python-poetry", "/healthz"),
-    ];
     let dir = tempfile::tempdir().unwrap();
     let mut toml = format!(
-        "[app]\nname = \"fx\"\n[images]\nprefix = \"{prefix}\"\n[base_images]\npython = \"slipway-test/python:3.11\"\n"
+        "[app]\nname = \"fx\"\n[images]\nprefix = \"{prefix}\"\n[base_images]\n{stack} = \"{base}\"\n"
     );
     for (name, health) in fixtures {
         copy_tree(
@@ -279,7 +275,7 @@ async fn python_fixtures_build_and_serve() {
             &dir.path().join("apps").join(name),
         );
         toml.push_str(&format!(
-            "[components.{name}]\ncontext = \"apps/{name}\"\nport = 8000\nhealth = \"{health}\"\n"
+            "[components.{name}]\ncontext = \"apps/{name}\"\nport = {port}\nhealth = \"{health}\"\n"
         ));
     }
     std::fs::write(dir.path().join("slipway.toml"), toml).unwrap();
@@ -292,7 +288,7 @@ async fn python_fixtures_build_and_serve() {
     };
     ok(run(&["dockerfiles"]), "slipway dockerfiles");
     ok(
-        run(&["--progress", "plain", "build", "-j", "1"]),
+        run(&["--progress", "plain", "build", "-j", "2"]),
         "slipway build",
     );
     for (name, health) in fixtures {
@@ -308,10 +304,22 @@ async fn python_fixtures_build_and_serve() {
             ]),
             "run",
         );
-        let get = format!(
-            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000{health}', timeout=4).read().decode())"
-        );
-        let body = exec_until_ok(&c, &["python3", "-c", &get], Duration::from_secs(90));
+        let url = format!("http://127.0.0.1:{port}{health}");
+        let get = if stack == "python" {
+            vec![
+                "python3".to_string(),
+                "-c".to_string(),
+                format!("import urllib.request; print(urllib.request.urlopen('{url}', timeout=4).read().decode())"),
+            ]
+        } else {
+            vec![
+                "node".to_string(),
+                "-e".to_string(),
+                format!("fetch('{url}').then(async (r) => {{ if (!r.ok) process.exit(1); console.log(await r.text()); }}, () => process.exit(1))"),
+            ]
+        };
+        let get: Vec<&str> = get.iter().map(String::as_str).collect();
+        let body = exec_until_ok(&c, &get, Duration::from_secs(90));
         assert!(body.contains("ok"), "{name}: {body}");
         assert_eq!(
             exec_until_ok(&c, &["id", "-u"], Duration::from_secs(5)),
@@ -320,4 +328,35 @@ async fn python_fixtures_build_and_serve() {
         );
     }
     drop(cleanup);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_fixtures_build_and_serve() {
+    fixtures_build_and_serve(
+        "python",
+        "slipway-test/python:3.11",
+        8000,
+        &[
+            ("python-requirements", "/health"),
+            ("python-uv", "/healthz"),
+            ("python-poetry", "/healthz"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_fixtures_build_and_serve() {
+    // nextjs-npm is the reference frontend's path; these cover TypeScript, pnpm and yarn.
+    fixtures_build_and_serve(
+        "node",
+        "slipway-test/node:20",
+        3000,
+        &[
+            ("node-typescript", "/healthz"),
+            ("nextjs-pnpm", "/health"),
+            ("nextjs-yarn", "/api/health"),
+        ],
+    )
+    .await;
 }
