@@ -18,8 +18,10 @@ pub mod error;
 pub mod fsutil;
 pub mod generate;
 pub mod init;
+pub mod interrupt;
 pub mod k8s;
 pub mod kubeconfig;
+pub mod lock;
 pub mod push;
 pub mod record;
 pub mod report;
@@ -27,6 +29,8 @@ pub mod reproduce;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use anyhow::Context as _;
 
 pub use error::{Exit, Fail};
 
@@ -75,6 +79,12 @@ impl Session {
         config::load(&path)
     }
 
+    /// Takes the project lock of `config`'s project for a command that changes something,
+    /// waiting (with a message) while another slipway run holds it. See [`lock`].
+    pub async fn lock(&self, config: &config::Config) -> anyhow::Result<lock::ProjectLock> {
+        lock::acquire(&config.root, self.reporter.as_ref()).await
+    }
+
     /// The configuration if there is one; a broken one is still an error.
     pub fn config_if_any(&self) -> anyhow::Result<Option<config::Config>> {
         match config::find(self.config_flag.as_deref(), &self.cwd) {
@@ -85,11 +95,40 @@ impl Session {
     }
 }
 
-/// Runs one command.
+/// Runs one command. Ctrl-C (SIGINT) at any point ends it with [`Fail::interrupted`] (exit
+/// 130); see [`interrupt`] for how the command is stopped.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let session = Session::from_cli(&cli)?;
-    match cli.command {
-        Command::Load(args) => cluster::command(&session, &args).await,
+    // Listen before doing anything, so SIGINT never takes the default action (death by signal).
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C")?;
+    let mut command = std::pin::pin!(dispatch(session, cli.command));
+    tokio::select! {
+        biased;
+        result = &mut command => return result,
+        _ = sigint.recv() => {}
+    }
+    if interrupt::handled() {
+        // The running step stops and cleans up on its own: let it, unless asked twice.
+        tokio::select! {
+            biased;
+            result = tokio::time::timeout(interrupt::GRACE, &mut command) => {
+                if let Ok(result) = result {
+                    return result;
+                }
+            }
+            _ = sigint.recv() => {}
+        }
+    }
+    Err(Fail::interrupted().into())
+}
+
+async fn dispatch(session: Session, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Load(args) => {
+            let _lock = session.lock(&session.config()?).await?;
+            cluster::command(&session, &args).await
+        }
         Command::Doctor(args) => {
             let config = session.config_if_any()?;
             let report = doctor::run(config.as_ref()).await;
@@ -112,6 +151,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Dockerfiles(args) => {
             let config = session.config()?;
+            let _lock = match args.check {
+                true => None,
+                false => Some(session.lock(&config).await?),
+            };
             generate::run(
                 &config,
                 &args.components,
@@ -133,6 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Build(args) => {
             let config = session.config()?;
+            let _lock = session.lock(&config).await?;
             let daemon = docker::connect(PING_TIMEOUT).await?;
             let opts = build::BuildOptions {
                 jobs: args.jobs.map(usize::from),
@@ -157,7 +201,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Manifests(args) => k8s::cmd_manifests(&session, &args),
-        Command::Chart(args) => k8s::cmd_chart(&session, &args),
+        Command::Manifests(args) => {
+            let _lock = match args.check {
+                true => None,
+                false => Some(session.lock(&session.config()?).await?),
+            };
+            k8s::cmd_manifests(&session, &args)
+        }
+        Command::Chart(args) => {
+            let _lock = match args.check {
+                true => None,
+                false => Some(session.lock(&session.config()?).await?),
+            };
+            k8s::cmd_chart(&session, &args)
+        }
     }
 }

@@ -11,7 +11,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(slipway::run(cli)) {
+    let result = runtime.block_on(slipway::run(cli));
+    // Blocking tasks still running after an interrupted run only hash or pack a context (read
+    // only): don't wait for them to get through a large one.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprint!("{}", slipway::error::render(&err));

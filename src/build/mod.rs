@@ -722,6 +722,8 @@ pub async fn execute(
         }
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
+        // Tell `crate::run` that Ctrl-C is handled here (with the clean-up below).
+        let _handling = crate::interrupt::handling();
         let mut stopped = false;
         loop {
             tokio::select! {
