@@ -817,3 +817,80 @@ async fn buildkit_copies_exactly_what_slipway_packed() {
         assert!(!in_image.contains(&"/ctx/ignored.txt".to_string()));
     }
 }
+
+/// Unreadable files and directories that are sent are errors naming them; unreadable ones that
+/// are excluded are not (pruned ones are never opened; walked ones are skipped, as BuildKit
+/// does). Root reads everything, so as root the test re-runs itself as `nobody`.
+#[test]
+fn unreadable_files_are_errors_that_name_them() {
+    const CHILD: &str = "SLIPWAY_TEST_UNPRIVILEGED_CHILD";
+    if unsafe { libc::geteuid() } == 0 && std::env::var_os(CHILD).is_none() {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "unreadable_files_are_errors_that_name_them",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("TMPDIR", "/tmp");
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("re-running the test as nobody");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "as nobody:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    tree(
+        root,
+        &[
+            ("Dockerfile", "FROM scratch\n"),
+            (
+                ".dockerignore",
+                "cache\nlocked-walked\n!locked-walked/**/keep\n",
+            ),
+            ("secret.bin", "no"),
+            ("cache/x", "x"),
+            ("locked-walked/x", "x"),
+            ("ok.txt", "fine"),
+        ],
+    );
+    let mode = |p: &str, m: u32| fs::set_permissions(root.join(p), fs::Permissions::from_mode(m));
+    mode("cache", 0o000).unwrap();
+    mode("locked-walked", 0o000).unwrap();
+    // Excluded and unreadable: fine either way.
+    let packed = context::digest(&spec(root)).unwrap();
+    assert!(packed.files >= 3, "{packed:?}");
+
+    mode("secret.bin", 0o000).unwrap();
+    let err = format!("{:#}", context::digest(&spec(root)).unwrap_err());
+    assert!(err.contains("secret.bin"), "{err}");
+    mode("secret.bin", 0o644).unwrap();
+
+    tree(root, &[("locked/inner", "x")]);
+    mode("locked", 0o000).unwrap();
+    let err = format!("{:#}", context::digest(&spec(root)).unwrap_err());
+    assert!(
+        err.contains("locked") && err.contains("Permission denied"),
+        "{err}"
+    );
+    for p in ["locked", "cache", "locked-walked"] {
+        mode(p, 0o755).unwrap();
+    }
+}

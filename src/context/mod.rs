@@ -321,6 +321,7 @@ fn plan(spec: &ContextSpec) -> Result<(Plan, String, Option<PathBuf>)> {
         matcher,
         mtime,
         virtuals,
+        prune: true,
     };
     Ok((plan, dockerfile_name, ignore_path))
 }
