@@ -235,11 +235,25 @@ async fn second_run_is_cached_and_asks_the_daemon_to_build_nothing() {
     };
     let p = Project::new("two", &docker).await;
 
-    let (first, events) = p.build(&[], BuildOptions::default()).await;
+    // --jobs 1: one build at a time.
+    let one_at_a_time = BuildOptions {
+        jobs: Some(1),
+        ..BuildOptions::default()
+    };
+    let (first, events) = p.build(&[], one_at_a_time).await;
     let first = first.unwrap();
     let mut names = started(&events);
     names.sort();
     assert_eq!(names, ["alpha", "beta"]);
+    let order: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Started { .. } => Some("start"),
+            Event::Finished { .. } => Some("end"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["start", "end", "start", "end"]);
     for (name, r) in &first.components {
         assert_eq!(r.outcome, Outcome::Built, "{name}");
         assert_eq!(r.reason.as_deref(), Some("never built"));
@@ -612,6 +626,9 @@ async fn the_legacy_builder_builds_where_buildkit_is_missing() {
         return;
     };
     let p = Project::new("two", &docker).await;
+    // Unique content, so that the legacy builder's cache does not answer the RUN step.
+    let message = format!("alpha says {}", p.prefix);
+    p.write("alpha/message.txt", &format!("{message}\n"));
     // SLIPWAY_BUILDER=legacy makes slipway act as on a daemon without BuildKit.
     let out = common::slipway()
         .args(["build", "alpha", "--progress=json"])
@@ -637,7 +654,7 @@ async fn the_legacy_builder_builds_where_buildkit_is_missing() {
             .contains("RUN echo \"$GREETING\"")));
     assert!(events
         .iter()
-        .any(|e| e["event"] == "log" && e["line"] == "alpha says hi"));
+        .any(|e| e["event"] == "log" && e["line"] == message.as_str()));
     let last = slipway::record::read_last(&p.config()).unwrap();
     assert_eq!(last.components["alpha"].outcome, Outcome::Built);
     assert_eq!(last.components.len(), 1);

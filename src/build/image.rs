@@ -365,7 +365,10 @@ async fn build_with_secrets(
         options = options.set_secret(s, &SecretSource::Env(s.clone()));
     }
     if let Err(e) = solve_with_session(&shared.docker, temp, options.build(), tar).await {
-        return Err(anyhow::anyhow!("the build failed: {e}").into());
+        // "Grpc response failure: status = Unknown error, message = executor failed running
+        // [/bin/sh -c CMD]: exit code: 4": BuildKit's message is the part people need.
+        let message = e.split_once("message = ").map_or(e.as_str(), |(_, m)| m);
+        return Err(anyhow::anyhow!("the build failed: {message}").into());
     }
     // This path returns no image ID: the temporary tag names the image.
     let id = shared

@@ -113,9 +113,9 @@ pub struct ComponentPlan {
     pub(crate) context_dir: PathBuf,
     #[serde(skip)]
     pub(crate) source_date_epoch: Option<i64>,
-    /// The Dockerfile's name inside the packed context.
+    /// The Dockerfile's name inside the packed context (the build's `dockerfile` parameter).
     #[serde(skip)]
-    pub(crate) dockerfile_name: String,
+    pub dockerfile_name: String,
     /// The builder the context is packed for.
     #[serde(skip)]
     pub(crate) builder: Builder,
@@ -136,7 +136,8 @@ impl ComponentPlan {
         matches!(self.cache, CacheState::Cached { .. })
     }
 
-    pub(crate) fn context_spec(&self) -> ContextSpec {
+    /// What the context packer needs to pack this component's context as the plan did.
+    pub fn context_spec(&self) -> ContextSpec {
         ContextSpec {
             dir: self.context_dir.clone(),
             dockerfile: self.dockerfile_path.clone(),

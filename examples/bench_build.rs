@@ -1,0 +1,178 @@
+//! Benchmark (issue 4): a no-op `slipway build` of the reference app vs two cached builds of
+//! it the plain Docker way, measured in the same run.
+//!
+//! The plain way would be `docker build` twice per component. The docker CLI on these
+//! machines has no buildx, so it can only use the legacy builder, and the generated
+//! Dockerfiles need BuildKit (`RUN --mount=type=cache`). The baseline is therefore what
+//! `docker build` with BuildKit asks of the daemon: a `POST /build` with the full context,
+//! BuildKit and a session, through bollard, with the same Dockerfile, context, build args and
+//! target, every step served from the build cache. Both sides talk to the same daemon; the
+//! slipway side runs the real binary (process start included).
+//!
+//! Usage: `cargo build --release && cargo run --release --example bench_build -- [--config
+//! slipway.toml] [--runs 5]`. `SLIPWAY_BIN` overrides the slipway binary (default: the one
+//! next to this example's target directory).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, BuilderVersion, RemoveImageOptionsBuilder,
+};
+use futures_util::StreamExt;
+use slipway::build::{self, ComponentPlan};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn slipway_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SLIPWAY_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/examples/bench_build -> target/<profile>/slipway
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("slipway"))
+        .context("cannot find the target directory")?;
+    if !bin.is_file() {
+        bail!(
+            "{} does not exist: run `cargo build --release` first (or set SLIPWAY_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// One cached BuildKit build of a component, the way `docker build` would ask for it.
+async fn docker_build(
+    docker: &bollard::Docker,
+    c: &ComponentPlan,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let (body, packer) = slipway::context::pack_stream(c.context_spec());
+    let args: std::collections::HashMap<String, String> =
+        c.build_args.clone().into_iter().collect();
+    let session = format!("bench-{}-{}", c.name, std::process::id());
+    let options = BuildImageOptionsBuilder::default()
+        .t(tag)
+        .dockerfile(&c.dockerfile_name)
+        .target(&c.target)
+        .buildargs(&args)
+        .version(BuilderVersion::BuilderBuildKit)
+        .session(&session)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
+    while let Some(item) = stream.next().await {
+        item.with_context(|| format!("building {}", c.name))?;
+    }
+    drop(stream);
+    packer.await??;
+    Ok(())
+}
+
+fn run_slipway(bin: &PathBuf, config: &PathBuf) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let out = Command::new(bin)
+        .args(["build", "--progress=json", "--config"])
+        .arg(config)
+        .output()?;
+    let elapsed = t0.elapsed();
+    if !out.status.success() {
+        bail!(
+            "slipway build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("\"event\":\"started\"") {
+        bail!("the slipway build was not a no-op:\n{stderr}");
+    }
+    Ok(elapsed)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut config_path = PathBuf::from("slipway.toml");
+    let mut runs = 5usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => config_path = args.next().context("--config PATH")?.into(),
+            "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let config_path = std::fs::canonicalize(&config_path)
+        .with_context(|| format!("{} not found", config_path.display()))?;
+    let config = slipway::config::load(&config_path)?;
+    let bin = slipway_bin()?;
+    let daemon = slipway::docker::connect(Duration::from_secs(5)).await?;
+    let docker = slipway::docker::client(&daemon.endpoint, slipway::docker::LONG_TIMEOUT)?;
+
+    // Make sure everything is built, and both caches are warm.
+    eprintln!("warming up: slipway build, and one baseline build per component");
+    let out = Command::new(&bin)
+        .args(["build", "--progress=plain", "--config"])
+        .arg(&config_path)
+        .status()?;
+    if !out.success() {
+        bail!("the first slipway build failed");
+    }
+    let plan = build::plan(&config, &daemon, &[]).await?;
+    let tags: Vec<String> = plan
+        .components
+        .iter()
+        .map(|c| format!("slipway-bench-{}/{}:baseline", std::process::id(), c.name))
+        .collect();
+    for (c, tag) in plan.components.iter().zip(&tags) {
+        docker_build(&docker, c, tag).await?;
+    }
+
+    let mut slipway_times = Vec::new();
+    let mut docker_times = Vec::new();
+    for _ in 0..runs {
+        slipway_times.push(run_slipway(&bin, &config_path)?);
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            for (c, tag) in plan.components.iter().zip(&tags) {
+                docker_build(&docker, c, tag).await?;
+            }
+        }
+        docker_times.push(t0.elapsed());
+    }
+    for tag in &tags {
+        let _ = docker
+            .remove_image(
+                tag,
+                Some(RemoveImageOptionsBuilder::default().build()),
+                None,
+            )
+            .await;
+    }
+
+    let s = median(slipway_times.clone());
+    let d = median(docker_times.clone());
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    println!(
+        "no-op build of {} ({} components), median of {runs} runs:",
+        config.app.name,
+        plan.components.len()
+    );
+    println!("  slipway build (no-op, binary):            {}", ms(s));
+    println!("  2 cached BuildKit builds per component:   {}", ms(d));
+    println!(
+        "  ratio slipway / docker:                   {:.2} (target: at most 1.0)",
+        s.as_secs_f64() / d.as_secs_f64()
+    );
+    println!(
+        "  (baseline: POST /build with BuildKit through bollard, as `docker build` with buildx \
+         would; the CLI here has no buildx and the generated Dockerfiles need BuildKit)"
+    );
+    Ok(())
+}
