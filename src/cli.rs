@@ -60,6 +60,23 @@ pub enum Command {
     /// Load the last build's images into the local kind or minikube cluster, sending each
     /// node only what it lacks.
     Load(LoadArgs),
+    /// Build a component twice without cache and check both builds give one image ID; name
+    /// the first layer and file that differ when they do not.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The component to verify.
+    #[arg(value_name = "COMPONENT")]
+    pub component: String,
+    /// Build the second time on this Docker daemon (`tcp://HOST:PORT`, `unix:///PATH`), e.g.
+    /// a minikube node's; base images it lacks are copied to it first.
+    #[arg(long, value_name = "DOCKER_HOST")]
+    pub against: Option<String>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

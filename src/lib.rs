@@ -201,6 +201,20 @@ async fn dispatch(session: Session, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Verify(args) => {
+            let config = session.config()?;
+            let _lock = session.lock(&config).await?;
+            let daemon = docker::connect(PING_TIMEOUT).await?;
+            let report = reproduce::verify::run(
+                session.reporter.clone(),
+                &config,
+                &daemon,
+                &args.component,
+                args.against.as_deref(),
+            )
+            .await?;
+            reproduce::verify::finish(&report, args.json)
+        }
         Command::Manifests(args) => {
             let _lock = match args.check {
                 true => None,

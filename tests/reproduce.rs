@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use slipway::docker::{Daemon, Endpoint};
+use slipway::docker::Daemon;
 use slipway::reproduce::verify::{self, Difference};
 use slipway::reproduce::{normalize, normalize_image};
 
@@ -68,7 +68,7 @@ fn legacy_build(host: Option<&str>, dir: &std::path::Path, tag: &str, base: &str
     let out = c
         .env("DOCKER_BUILDKIT", "0")
         .args(["build", "-q", "--no-cache", "--build-arg"])
-        .arg(format!("BASE_IMAGE={base}"))
+        .arg(format!("RUNTIME_IMAGE={base}"))
         .args(["-t", tag])
         .arg(dir)
         .output()
@@ -280,10 +280,230 @@ async fn normalise_speed() {
     }
 }
 
-#[allow(dead_code)]
-fn endpoint(host: &str) -> Endpoint {
-    Endpoint {
-        host: host.to_string(),
-        source: "test".into(),
+/// The fixture project (tests/fixtures/reproduce) in a temporary directory, outside git (so
+/// SOURCE_DATE_EPOCH is 0), with its images removed on drop.
+struct Project {
+    dir: tempfile::TempDir,
+    prefix: String,
+}
+
+impl Project {
+    fn new() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let src = common::repo().join("tests/fixtures/reproduce");
+        for sub in ["files", "stamp"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            for f in std::fs::read_dir(src.join(sub)).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), dir.path().join(sub).join(f.file_name())).unwrap();
+            }
+        }
+        let prefix = common::unique("slipway-test-verify");
+        let template = std::fs::read_to_string(src.join("slipway.toml.in")).unwrap();
+        std::fs::write(
+            dir.path().join("slipway.toml"),
+            template
+                .replace("@PREFIX@", &prefix)
+                .replace("@BUSYBOX@", &busybox()),
+        )
+        .unwrap();
+        Project { dir, prefix }
     }
+
+    fn slipway(&self, args: &[&str]) -> std::process::Output {
+        common::slipway()
+            .args(args)
+            .arg("--progress=plain")
+            .current_dir(self.dir.path())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap()
+    }
+
+    fn last_build(&self) -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(self.dir.path().join(".slipway/last-build.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let out = Command::new("docker")
+            .args(["images", "-q", "--filter"])
+            .arg(format!("reference={}/*", self.prefix))
+            .output();
+        if let Ok(out) = out {
+            let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rmi", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn verify_passes_a_reproducible_component_and_names_the_step_of_one_that_is_not() {
+    let Some(_docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new();
+
+    let out = p.slipway(&["verify", "files", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["identical"], true, "{}", text(&out));
+    assert_eq!(report["first"]["image_id"], report["second"]["image_id"]);
+    assert_eq!(report["source_date_epoch"]["source"], "zero");
+    // The build record carries the normalised image ID and the input digest.
+    let record = &p.last_build()["components"]["files"];
+    assert_eq!(record["image_id"], report["first"]["image_id"]);
+    assert_eq!(record["input_digest"], report["first"]["input_digest"]);
+    assert!(record["input_digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("normalise the image (SOURCE_DATE_EPOCH=0)"),
+        "{}",
+        text(&out)
+    );
+
+    let out = p.slipway(&["verify", "stamp"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let base_layers = docker_layers(&busybox());
+    assert!(stdout.contains("stamp: NOT reproducible"), "{}", text(&out));
+    assert!(
+        stdout.contains(&format!(
+            "first difference: layer {} (0-based; {} layers), made by `RUN date +%s%N > /stamp`",
+            base_layers + 1,
+            base_layers + 3
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(stdout.contains("/stamp: content differs"), "{}", text(&out));
+    assert!(
+        stdout.contains("mtime 0 (1970-01-01T00:00:00Z)"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains("error: `stamp` is not reproducible: layer"),
+        "{}",
+        text(&out)
+    );
+    assert!(stderr.contains("hint: "), "{}", text(&out));
+}
+
+/// Starts a minikube node stand-in (dockerd inside) and removes it on drop.
+struct MinikubeNode {
+    profile: String,
+    host: String,
+}
+
+impl MinikubeNode {
+    fn start() -> Option<MinikubeNode> {
+        let image = "slipway-test/minikube-node:bookworm";
+        let present = Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !present {
+            if common::in_ci() {
+                panic!("CI=true and {image} is missing: run scripts/env/images minikube-node");
+            }
+            eprintln!("SKIPPED: {image} is missing (scripts/env/images minikube-node)");
+            return None;
+        }
+        let profile = common::unique("repro-mk");
+        // Dropped (node removed) on every path out of here.
+        let mut node = MinikubeNode {
+            profile,
+            host: String::new(),
+        };
+        let out = Command::new(common::repo().join("tests/env/minikube-up"))
+            .arg(&node.profile)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "minikube-up: {}", text(&out));
+        let env = String::from_utf8_lossy(&out.stdout);
+        node.host = env
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("export DOCKER_HOST="))
+            .unwrap_or_else(|| panic!("no DOCKER_HOST in minikube-up's output: {env}"))
+            .trim_matches('"')
+            .to_string();
+        Some(node)
+    }
+}
+
+impl Drop for MinikubeNode {
+    fn drop(&mut self) {
+        let _ = Command::new(common::repo().join("tests/env/down"))
+            .arg(&self.profile)
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn verify_against_a_minikube_nodes_daemon_gives_the_same_image_id() {
+    let Some(_docker) = common::daemon().await else {
+        return;
+    };
+    let Some(node) = MinikubeNode::start() else {
+        return;
+    };
+    let p = Project::new();
+    let out = p.slipway(&["verify", "files", "--against", &node.host]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("files: reproducible"), "{}", text(&out));
+    assert!(stdout.contains(&node.host), "{}", text(&out));
+    assert!(
+        stderr.contains("copying base image") && stderr.contains(&node.host),
+        "the node starts empty: {}",
+        text(&out)
+    );
+    // The record still describes this machine's daemon: its image exists here.
+    let id = p.last_build()["components"]["files"]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let here = Command::new("docker")
+        .args(["image", "inspect", &id])
+        .output()
+        .unwrap();
+    assert!(here.status.success(), "{id} is not on the local daemon");
+    // And the node has the same image ID.
+    let there = Command::new("docker")
+        .args(["-H", &node.host, "image", "inspect", &id])
+        .output()
+        .unwrap();
+    assert!(
+        there.status.success(),
+        "{id} is not on the node: {}",
+        text(&there)
+    );
 }

@@ -86,6 +86,29 @@ pub(crate) async fn build_component(
     } else {
         build_with_secrets(shared, c, temp).await
     };
+    // Reproducible images (src/reproduce): the image tagged and recorded is the normal form
+    // of what was built (build times clamped to SOURCE_DATE_EPOCH), so the same inputs give
+    // the same image ID on every run and every daemon.
+    let built = match built {
+        Ok(raw) => {
+            let daemon = crate::docker::Daemon {
+                docker: shared.docker.clone(),
+                endpoint: shared.endpoint.clone(),
+            };
+            let sde = c.source_date_epoch.unwrap_or(0);
+            crate::reproduce::normalize::after_build(
+                &daemon,
+                shared.reporter.as_ref(),
+                &c.name,
+                &raw,
+                sde,
+                temp,
+            )
+            .await
+            .map_err(Failure::from)
+        }
+        Err(f) => Err(f),
+    };
     let result = match built {
         Ok(image_id) => finish(
             &shared.docker,

@@ -176,6 +176,78 @@ fn ms(t0: std::time::Instant) -> u64 {
     u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The build engine's step after a successful build (`src/build/image.rs` calls it): normalises
+/// the image just built (`raw`, named by the build's temporary tag `temp`, which moves to the
+/// normal form) and removes the raw image when nothing names it any more. Returns the normal
+/// image ID, the one to tag and record.
+pub async fn after_build(
+    daemon: &Daemon,
+    reporter: &dyn crate::report::Reporter,
+    task: &str,
+    raw: &str,
+    sde: i64,
+    temp: &str,
+) -> anyhow::Result<String> {
+    reporter.report(crate::report::Event::Step {
+        task: task.to_string(),
+        step: format!("normalise the image (SOURCE_DATE_EPOCH={sde})"),
+        cached: false,
+    });
+    let tags: Vec<String> = [temp]
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| t.to_string())
+        .collect();
+    let n = normalize_image(daemon, raw, sde, &tags)
+        .await
+        .context(Fail::job(format!(
+            "component `{task}`: normalising its image {raw}"
+        )))?;
+    let rewritten = n.layers.iter().filter(|l| l.rewritten).count();
+    reporter.report(crate::report::Event::Log {
+        task: task.to_string(),
+        line: format!(
+            "normalised {} -> {} ({rewritten} of {} layers rewritten{})",
+            short_id(raw),
+            short_id(&n.image_id),
+            n.layers.len(),
+            if n.already_present {
+                ", already present"
+            } else {
+                ""
+            }
+        ),
+    });
+    if n.image_id != n.source_id {
+        let untagged = daemon
+            .docker
+            .inspect_image(&n.source_id)
+            .await
+            .map(|i| i.repo_tags.unwrap_or_default().is_empty())
+            .unwrap_or(false);
+        if untagged {
+            // Only this image: never the legacy builder's intermediate images (its cache).
+            let _ = daemon
+                .docker
+                .remove_image(
+                    &n.source_id,
+                    Some(bollard::query_parameters::RemoveImageOptions {
+                        noprune: true,
+                        ..Default::default()
+                    }),
+                    None,
+                )
+                .await;
+        }
+    }
+    Ok(n.image_id)
+}
+
+fn short_id(id: &str) -> &str {
+    let hex = id.trim_start_matches("sha256:");
+    &hex[..hex.len().min(12)]
+}
+
 /// `repo:tag` → (`repo`, `tag`); a reference without a tag gets `latest`.
 pub fn split_tag(reference: &str) -> (&str, &str) {
     let name_start = reference.rfind('/').map_or(0, |i| i + 1);

@@ -10,16 +10,23 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::BufReader;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::layer::{self, Listed};
 use super::normalize::{diff_ids, spool_export};
 use super::sde::{rfc3339, Sde};
-use crate::docker::{self, Daemon};
+use crate::build::{self, BuildOptions};
+use crate::config::Config;
+use crate::docker::{self, Daemon, Endpoint};
+use crate::record::{self, ImageRecord};
+use crate::report::{Event, Reporter};
+use crate::Fail;
 
 /// One build of the two.
 #[derive(Debug, Clone, Serialize)]
@@ -28,8 +35,9 @@ pub struct Side {
     pub daemon: String,
     /// The normalised image ID.
     pub image_id: String,
-    /// The image ID the build itself produced, before normalisation.
-    pub built_id: String,
+    /// The input digest the build engine computed on that daemon.
+    pub input_digest: String,
+    /// Build and normalisation, in milliseconds.
     pub duration_ms: u64,
 }
 
@@ -39,9 +47,6 @@ pub struct VerifyReport {
     pub component: String,
     pub identical: bool,
     pub source_date_epoch: Sde,
-    /// The component's input digest (the same for both builds).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub input_digest: Option<String>,
     pub first: Side,
     pub second: Side,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -367,6 +372,238 @@ pub fn first_json_difference(
     }
 }
 
+/// `slipway verify COMPONENT [--against DOCKER_HOST]`: two no-cache builds through the build
+/// engine (each normalised by it), then [`compare`]. The first build runs on `daemon` and is
+/// recorded like any build; the second runs on `against` when given (its base images are
+/// copied there first when it lacks them, and the build record is left as the first build
+/// wrote it), else on `daemon` again.
+pub async fn run(
+    reporter: Arc<dyn Reporter>,
+    config: &Config,
+    daemon: &Daemon,
+    component: &str,
+    against: Option<&str>,
+) -> anyhow::Result<VerifyReport> {
+    let selected = build::select(config, &[component.to_string()])?;
+    let sde = super::sde::for_context(&config.context_dir(selected[0]))?;
+    let other = match against {
+        Some(host) => Some(
+            docker::connect_to(
+                Endpoint {
+                    host: host.to_string(),
+                    source: "--against".into(),
+                },
+                std::time::Duration::from_secs(10),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let selection = [component.to_string()];
+    let opts = BuildOptions {
+        no_cache: true,
+        ..Default::default()
+    };
+
+    let t0 = Instant::now();
+    let plan = build::plan(config, daemon, &selection).await?;
+    let first = one(
+        build::execute(reporter.clone(), config, daemon, &plan, &opts).await?,
+        component,
+    )?;
+    let first = Side {
+        daemon: daemon.endpoint.host.clone(),
+        image_id: first.image_id,
+        input_digest: first.input_digest,
+        duration_ms: millis(t0),
+    };
+    // Keep the first image named while the second build moves the component's tags.
+    let keep = format!(
+        "{}:slipway-verify-{}",
+        config.image_repo(component),
+        std::process::id()
+    );
+    tag(daemon, &first.image_id, &keep).await?;
+
+    let result = async {
+        let t0 = Instant::now();
+        let second_daemon = other.as_ref().unwrap_or(daemon);
+        let second = match &other {
+            Some(b) => {
+                copy_bases(reporter.as_ref(), daemon, b, &plan).await?;
+                let saved = std::fs::read(record::last_build_path(config)).ok();
+                let plan_b = build::plan(config, b, &selection).await?;
+                let built = build::execute(reporter.clone(), config, b, &plan_b, &opts).await;
+                // The record describes this machine's daemon: put the first build's back.
+                if let Some(bytes) = saved {
+                    crate::fsutil::write_atomic(&record::last_build_path(config), &bytes, None)?;
+                }
+                one(built?, component)?
+            }
+            None => one(
+                build::execute(reporter.clone(), config, daemon, &plan, &opts).await?,
+                component,
+            )?,
+        };
+        let second = Side {
+            daemon: second_daemon.endpoint.host.clone(),
+            image_id: second.image_id,
+            input_digest: second.input_digest,
+            duration_ms: millis(t0),
+        };
+        reporter.report(Event::Step {
+            task: component.to_string(),
+            step: "compare the two images".into(),
+            cached: false,
+        });
+        let difference = compare(daemon, &first.image_id, second_daemon, &second.image_id).await?;
+        anyhow::Ok((second, difference))
+    }
+    .await;
+    untag(daemon, &keep).await;
+    let (second, difference) = result?;
+    Ok(VerifyReport {
+        component: component.to_string(),
+        identical: difference.is_none(),
+        source_date_epoch: sde,
+        first,
+        second,
+        difference,
+    })
+}
+
+fn millis(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn one(report: record::BuildReport, component: &str) -> anyhow::Result<ImageRecord> {
+    report
+        .components
+        .get(component)
+        .cloned()
+        .with_context(|| format!("the build of `{component}` reported no image"))
+}
+
+async fn tag(daemon: &Daemon, id: &str, reference: &str) -> anyhow::Result<()> {
+    let (repo, tag) = super::normalize::split_tag(reference);
+    daemon
+        .docker
+        .tag_image(
+            id,
+            Some(bollard::query_parameters::TagImageOptions {
+                repo: Some(repo.to_string()),
+                tag: Some(tag.to_string()),
+            }),
+        )
+        .await
+        .with_context(|| format!("tagging {id} as {reference}"))
+}
+
+/// Removes a tag, never the image while another tag names it.
+async fn untag(daemon: &Daemon, reference: &str) {
+    let _ = daemon
+        .docker
+        .remove_image(
+            reference,
+            Some(bollard::query_parameters::RemoveImageOptions {
+                noprune: true,
+                ..Default::default()
+            }),
+            None,
+        )
+        .await;
+}
+
+/// Copies the plan's base images from `a` to `b` where `b` lacks them (a daemon such as a
+/// minikube node's starts empty, and nothing can be pulled); one with another ID there is
+/// left alone, with a warning: the builds then start from different images.
+async fn copy_bases(
+    reporter: &dyn Reporter,
+    a: &Daemon,
+    b: &Daemon,
+    plan: &build::BuildPlan,
+) -> anyhow::Result<()> {
+    for c in &plan.components {
+        for (reference, id) in &c.base_images {
+            match b.docker.inspect_image(reference).await {
+                Ok(i) if i.id.as_deref() == Some(id.as_str()) => continue,
+                Ok(i) => {
+                    reporter.report(Event::Warn {
+                        message: format!(
+                            "base image {reference} is {} on {} but {} on {}: the two builds start from different images",
+                            i.id.unwrap_or_default(),
+                            b.endpoint.host,
+                            id,
+                            a.endpoint.host
+                        ),
+                    });
+                    continue;
+                }
+                Err(_) => {}
+            }
+            reporter.report(Event::Info {
+                message: format!(
+                    "copying base image {reference} from {} to {} (nothing is pulled during a build)",
+                    a.endpoint.host, b.endpoint.host
+                ),
+            });
+            transfer(a, b, reference).await.with_context(|| {
+                format!("copying base image {reference} to {}", b.endpoint.host)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `docker save REF | DOCKER_HOST=b docker load`, streamed.
+pub async fn transfer(a: &Daemon, b: &Daemon, reference: &str) -> anyhow::Result<()> {
+    let from = docker::client(&a.endpoint, docker::LONG_TIMEOUT)?;
+    let to = docker::client(&b.endpoint, docker::LONG_TIMEOUT)?;
+    let export = from.export_image(reference);
+    let mut progress = to.import_image_stream(
+        bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        },
+        export,
+        None,
+    );
+    while let Some(item) = progress.next().await {
+        let info = item?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            anyhow::bail!("{e}");
+        }
+    }
+    Ok(())
+}
+
+/// Prints the report (text or JSON) and turns a difference into exit code 1.
+pub fn finish(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", render(report));
+    }
+    if report.identical {
+        return Ok(());
+    }
+    let what = match &report.difference {
+        Some(Difference::Layer {
+            index, step, file, ..
+        }) => format!(
+            "layer {index} (`{step}`) differs{}",
+            file.as_ref()
+                .map(|f| format!(" at {}", f.path))
+                .unwrap_or_default()
+        ),
+        Some(Difference::Config { path, .. }) => format!("the image config differs at {path}"),
+        None => "the images differ".into(),
+    };
+    Err(Fail::job(format!("`{}` is not reproducible: {what}", report.component))
+        .hint("make that step deterministic (no build times, no caches in the layer, sorted output); SOURCE_DATE_EPOCH is set for every build")
+        .into())
+}
+
 /// The report as people read it.
 pub fn render(r: &VerifyReport) -> String {
     let mut out = String::new();
@@ -384,20 +621,25 @@ pub fn render(r: &VerifyReport) -> String {
         match r.source_date_epoch.source {
             super::sde::Source::Env => "the environment",
             super::sde::Source::GitCommit => "the last git commit touching the context",
-            super::sde::Source::Zero => "neither the environment nor git",
+            super::sde::Source::Zero =>
+                "no SOURCE_DATE_EPOCH set and no git commit touches the context",
         }
     );
-    if let Some(d) = &r.input_digest {
-        let _ = writeln!(out, "  input digest {d}");
-    }
     for (name, s) in [("first build: ", &r.first), ("second build:", &r.second)] {
         let _ = writeln!(
             out,
-            "  {name} {} on {} (built {}, {:.1} s)",
+            "  {name} {} on {} ({:.1} s)",
             s.image_id,
             s.daemon,
-            short(&s.built_id),
             s.duration_ms as f64 / 1000.0
+        );
+    }
+    if r.first.input_digest != r.second.input_digest {
+        let _ = writeln!(
+            out,
+            "  the input digests differ ({} / {}): the daemons resolved other base images",
+            short(&r.first.input_digest),
+            short(&r.second.input_digest)
         );
     }
     if let Some(d) = &r.difference {
@@ -425,8 +667,12 @@ pub fn render_difference(d: &Difference) -> String {
         } => {
             let _ = writeln!(
                 out,
-                "  first difference: layer {index} (of {} and {}), made by `{step}`",
-                layers.0, layers.1
+                "  first difference: layer {index} (0-based; {}), made by `{step}`",
+                if layers.0 == layers.1 {
+                    format!("{} layers", layers.0)
+                } else {
+                    format!("{} layers / {} layers", layers.0, layers.1)
+                }
             );
             let _ = writeln!(
                 out,
@@ -548,7 +794,7 @@ mod tests {
             file: first_file_difference(&a, &b).map(Box::new),
         });
         assert!(
-            text.contains("layer 2 (of 3 and 3), made by `RUN date > /stamp`"),
+            text.contains("layer 2 (0-based; 3 layers), made by `RUN date > /stamp`"),
             "{text}"
         );
         assert!(text.contains("/stamp: content, size differs"), "{text}");
