@@ -710,45 +710,12 @@ async fn a_build_secret_reaches_the_run_step_and_nothing_else() {
     assert!(!serde_json::to_string(&inspect).unwrap().contains(&marker));
     let history = docker.image_history(&image.image_id).await.unwrap();
     assert!(!serde_json::to_string(&history).unwrap().contains(&marker));
-    let saved: Vec<u8> = docker
-        .export_image(&image.image_id)
-        .try_fold(Vec::new(), |mut acc, chunk| async move {
-            acc.extend_from_slice(&chunk);
-            Ok(acc)
-        })
-        .await
-        .unwrap();
-    let mut found_length = false;
-    let mut archive = tar::Archive::new(saved.as_slice());
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
-        assert!(
-            !data.windows(marker.len()).any(|w| w == marker.as_bytes()),
-            "the secret is in {}",
-            entry.path().unwrap().display()
-        );
-        // Layers are tars: look inside for the proof the secret was mounted.
-        if entry
-            .path()
-            .unwrap()
-            .to_string_lossy()
-            .ends_with("layer.tar")
-        {
-            let mut layer = tar::Archive::new(data.as_slice());
-            for f in layer.entries().unwrap() {
-                let mut f = f.unwrap();
-                if f.path().unwrap().to_string_lossy() == "token-length" {
-                    let mut s = String::new();
-                    std::io::Read::read_to_string(&mut f, &mut s).unwrap();
-                    assert_eq!(s.trim(), marker.len().to_string());
-                    found_length = true;
-                }
-            }
-        }
-    }
-    assert!(found_length, "the RUN step did not see the secret");
+    let token_length = scan_image(&docker, &image.image_id, &marker).await;
+    assert_eq!(
+        token_length.as_deref(),
+        Some(marker.len().to_string().as_str()),
+        "the RUN step did not see the secret"
+    );
     assert_no_temp_tags(&docker, &p.prefix).await;
 
     // A second run is cached without the secret's value mattering.
@@ -760,6 +727,61 @@ async fn a_build_secret_reaches_the_run_step_and_nothing_else() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("[app] cached"), "{}", text(&out));
+
+    // From a file named by SLIPWAY_TEST_TOKEN_FILE when the variable itself is unset.
+    let file_marker = format!("{marker}-from-a-file");
+    let secret_file = p.path("token.txt");
+    std::fs::write(&secret_file, &file_marker).unwrap();
+    let out = common::slipway()
+        .args(["build", "--no-cache", "--progress=plain", "-v"])
+        .current_dir(p.dir.path())
+        .env_remove("SLIPWAY_TEST_TOKEN")
+        .env("SLIPWAY_TEST_TOKEN_FILE", &secret_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(&file_marker));
+    let report = slipway::record::read_last(&p.config()).unwrap();
+    let token_length = scan_image(&docker, &report.components["app"].image_id, &file_marker).await;
+    assert_eq!(token_length, Some(file_marker.len().to_string()));
+}
+
+/// Exports an image and checks that `marker` is in none of its files (config, manifest,
+/// layers); returns the content of `/token-length` from its layers.
+async fn scan_image(docker: &Docker, image_id: &str, marker: &str) -> Option<String> {
+    let saved: Vec<u8> = docker
+        .export_image(image_id)
+        .try_fold(Vec::new(), |mut acc, chunk| async move {
+            acc.extend_from_slice(&chunk);
+            Ok(acc)
+        })
+        .await
+        .unwrap();
+    let mut token_length = None;
+    let mut archive = tar::Archive::new(saved.as_slice());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        let path = entry.path().unwrap().to_string_lossy().to_string();
+        assert!(
+            !data.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "the secret is in {path}"
+        );
+        // Layers are tars: look inside for the proof the secret was mounted.
+        if path.ends_with("layer.tar") {
+            let mut layer = tar::Archive::new(data.as_slice());
+            for f in layer.entries().unwrap() {
+                let mut f = f.unwrap();
+                if f.path().unwrap().to_string_lossy() == "token-length" {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+                    token_length = Some(s.trim().to_string());
+                }
+            }
+        }
+    }
+    token_length
 }
 
 /// A stand-in for a daemon that goes away: a Unix socket that forwards to the real daemon

@@ -350,7 +350,7 @@ async fn build_with_secrets(
     c: &ComponentPlan,
     temp: &str,
 ) -> Result<String, Failure> {
-    use bollard::grpc::build::{ImageBuildFrontendOptions, SecretSource};
+    use bollard::grpc::build::ImageBuildFrontendOptions;
 
     shared.reporter.report(Event::Step {
         task: c.name.clone(),
@@ -385,7 +385,7 @@ async fn build_with_secrets(
         options = options.label(&k, &v);
     }
     for s in &c.build_secrets {
-        options = options.set_secret(s, &SecretSource::Env(s.clone()));
+        options = options.set_secret(s, &super::secret_source(&c.name, s)?);
     }
     if let Err(e) = solve_with_session(&shared.docker, temp, options.build(), tar).await {
         // "Grpc response failure: status = Unknown error, message = executor failed running

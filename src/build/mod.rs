@@ -642,17 +642,7 @@ pub async fn execute(
             .into());
         }
         for s in &c.build_secrets {
-            if std::env::var_os(s).is_none() {
-                return Err(Fail::usage(format!(
-                    "component `{}` needs the build secret {s}, which is not set in the environment",
-                    c.name
-                ))
-                .hint(format!(
-                    "export {s} before running slipway; the build reads it through a secret mount \
-                     (RUN --mount=type=secret,id={s}) and it is stored nowhere"
-                ))
-                .into());
-            }
+            secret_source(&c.name, s)?;
         }
     }
     if plan.builder == Builder::Legacy && !to_build.is_empty() {
@@ -798,6 +788,39 @@ pub async fn execute(
             }
         }
     }
+}
+
+/// Where a build secret's value comes from: the environment variable of its name, else the
+/// file named by `NAME_FILE` (as container images conventionally take secrets). The value
+/// itself is only ever read by bollard's session when BuildKit asks for it.
+pub(crate) fn secret_source(
+    component: &str,
+    name: &str,
+) -> anyhow::Result<bollard::grpc::build::SecretSource> {
+    use bollard::grpc::build::SecretSource;
+    if std::env::var_os(name).is_some() {
+        return Ok(SecretSource::Env(name.to_string()));
+    }
+    if let Some(file) = std::env::var_os(format!("{name}_FILE")).filter(|f| !f.is_empty()) {
+        let path = PathBuf::from(file);
+        if !path.is_file() {
+            return Err(Fail::usage(format!(
+                "component `{component}` needs the build secret {name}: {name}_FILE names {}, which is not a readable file",
+                path.display()
+            ))
+            .hint(format!("point {name}_FILE at the file holding the secret, or export {name}"))
+            .into());
+        }
+        return Ok(SecretSource::File(path));
+    }
+    Err(Fail::usage(format!(
+        "component `{component}` needs the build secret {name}, which is not set in the environment"
+    ))
+    .hint(format!(
+        "export {name} (or {name}_FILE=PATH) before running slipway; the build reads it through \
+         a secret mount (RUN --mount=type=secret,id={name}) and it is stored nowhere"
+    ))
+    .into())
 }
 
 /// Removes the temporary tags of stopped builds (best effort, briefly: the user is waiting).
