@@ -51,6 +51,8 @@ pub enum Command {
     Dockerfiles(DockerfilesArgs),
     /// Show what `build` would do: each component's image tag, and whether it is cached or why not.
     Plan(PlanArgs),
+    /// Everything, from source to a loaded cluster: Dockerfiles, builds, load, manifests, chart.
+    Up(UpArgs),
     /// Build the components' images (those already built from the same inputs are skipped).
     Build(BuildArgs),
     /// Write Kubernetes manifests for the images of the last build.
@@ -201,4 +203,36 @@ pub struct LoadArgs {
     /// Write the result per image and node as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub metadata_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// CI mode: a stale generated Dockerfile or a missing secret is an error (exit 2).
+    #[arg(long)]
+    pub locked: bool,
+    /// Print the plan (Dockerfiles, builds, cluster, outputs) and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the whole run (Dockerfiles, builds, loads, outputs) as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
+    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE` [default: `cluster` in
+    /// slipway.toml, else auto].
+    #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
+    pub cluster: Option<crate::config::ClusterTarget>,
+    /// Push every image to its registry and pin `repo@sha256:...` in manifests and chart.
+    #[arg(long)]
+    pub push: bool,
+    /// How many components build at once [default: all].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+    /// Stop every other build as soon as one fails.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Read secret values from this .env file (and the environment).
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// imagePullPolicy of the Deployments.
+    #[arg(long, value_enum, default_value_t = crate::k8s::PullPolicy::IfNotPresent)]
+    pub pull_policy: crate::k8s::PullPolicy,
 }

@@ -26,6 +26,7 @@ pub mod push;
 pub mod record;
 pub mod report;
 pub mod reproduce;
+pub mod up;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -228,6 +229,32 @@ async fn dispatch(session: Session, command: Command) -> anyhow::Result<()> {
                 false => Some(session.lock(&session.config()?).await?),
             };
             k8s::cmd_chart(&session, &args)
+        }
+        Command::Up(args) => {
+            let config = session.config()?;
+            let _lock = match args.dry_run {
+                true => None,
+                false => Some(session.lock(&config).await?),
+            };
+            let daemon = docker::connect(PING_TIMEOUT).await?;
+            let opts = up::UpOptions {
+                locked: args.locked,
+                dry_run: args.dry_run,
+                metadata_file: args.metadata_file.map(|p| session.cwd.join(p)),
+                cluster: args.cluster,
+                push: args.push,
+                jobs: args.jobs.map(usize::from),
+                fail_fast: args.fail_fast,
+                env_file: args.env_file.map(|p| session.cwd.join(p)),
+                pull_policy: args.pull_policy,
+                manifests_dir: None,
+                chart_dir: None,
+            };
+            let report = up::run(session.reporter.clone(), &config, &daemon, &opts).await?;
+            if !opts.dry_run {
+                print!("{}", up::render(&report));
+            }
+            Ok(())
         }
     }
 }

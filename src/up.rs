@@ -1,0 +1,441 @@
+//! `slipway up`: one command from source to a loaded cluster.
+//!
+//! It runs the steps the other commands run alone, in order, and passes results along in
+//! memory: generated Dockerfiles are checked (missing ones written; a stale one rewritten, or
+//! with `--locked` an error), every component is built in parallel (cached ones skipped),
+//! images are pushed (`--push`), loaded into the detected cluster (or the load is skipped when
+//! there is none), and manifests and the chart are emitted for exactly those images. It ends
+//! with one table and the next command to run. The plan of each step is computed before that
+//! step does anything; `--dry-run` prints the plans and stops.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::build::{self, BuildOptions};
+use crate::cluster::{self, LoadReport};
+use crate::config::{ClusterTarget, Config};
+use crate::docker::Daemon;
+use crate::generate::{self, Plan};
+use crate::k8s::{self, PullPolicy};
+use crate::record::{BuildReport, Outcome};
+use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
+use crate::Fail;
+
+/// How `up` runs.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// CI mode: a stale generated Dockerfile or a missing secret is an error.
+    pub locked: bool,
+    /// Print the plan and do nothing.
+    pub dry_run: bool,
+    /// Also write the whole run as JSON here.
+    pub metadata_file: Option<PathBuf>,
+    /// Overrides `cluster` in slipway.toml.
+    pub cluster: Option<ClusterTarget>,
+    pub push: bool,
+    pub jobs: Option<usize>,
+    pub fail_fast: bool,
+    pub env_file: Option<PathBuf>,
+    pub pull_policy: PullPolicy,
+    /// Where manifests go (default `k8s/` next to slipway.toml).
+    pub manifests_dir: Option<PathBuf>,
+    /// Where the chart goes (default `charts/APP`).
+    pub chart_dir: Option<PathBuf>,
+}
+
+/// What happened to one generated file.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FileState {
+    pub path: String,
+    /// `current`, `written` (was missing), `regenerated` (was stale), `own` (the user's).
+    pub state: String,
+}
+
+/// The whole run: the `--metadata-file` JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    pub app: String,
+    pub dockerfiles: Vec<FileState>,
+    pub build: BuildReport,
+    pub load: LoadReport,
+    pub manifests_dir: String,
+    pub chart_dir: String,
+    /// Secrets written empty because they were not set.
+    pub missing_secrets: Vec<String>,
+    pub next: String,
+    pub duration_ms: u64,
+}
+
+/// Step 1: make sure each generated Dockerfile (and ignore file) is current.
+pub fn dockerfiles(
+    config: &Config,
+    locked: bool,
+    dry_run: bool,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Vec<FileState>> {
+    let mut states = Vec::new();
+    let mut stale = Vec::new();
+    for component in config.components.values() {
+        let cp = generate::plan_component(config, component)?;
+        match cp.plan {
+            Plan::UserOwn { dockerfile } => states.push(FileState {
+                path: dockerfile,
+                state: "own".into(),
+            }),
+            Plan::Generate { outputs, .. } => {
+                for out in outputs {
+                    let state = match generate::check_output(&out)? {
+                        None => "current",
+                        Some(s) if s.diff.is_none() => "written",
+                        Some(s) => {
+                            if locked {
+                                stale.push(s);
+                                continue;
+                            }
+                            "regenerated"
+                        }
+                    };
+                    if state != "current" && !dry_run {
+                        crate::fsutil::write_atomic(&out.path, out.text.as_bytes(), None)
+                            .with_context(|| format!("writing {}", out.shown))?;
+                        reporter.report(Event::Info {
+                            message: format!(
+                                "{} {}",
+                                if state == "written" {
+                                    "wrote"
+                                } else {
+                                    "regenerated stale"
+                                },
+                                out.shown
+                            ),
+                        });
+                    }
+                    states.push(FileState {
+                        path: out.shown,
+                        state: state.into(),
+                    });
+                }
+            }
+        }
+    }
+    if !stale.is_empty() {
+        for s in &stale {
+            if let Some(d) = &s.diff {
+                eprint!("{d}");
+            }
+        }
+        let names: Vec<&str> = stale.iter().map(|s| s.shown.as_str()).collect();
+        return Err(Fail::usage(format!(
+            "--locked: generated files are out of date: {}",
+            names.join(", ")
+        ))
+        .hint("run `slipway dockerfiles` and commit the result")
+        .into());
+    }
+    Ok(states)
+}
+
+/// Runs `up`.
+pub async fn run(
+    reporter: Arc<dyn Reporter>,
+    config: &Config,
+    daemon: &Daemon,
+    opts: &UpOptions,
+) -> anyhow::Result<UpReport> {
+    let started = Instant::now();
+    let target = opts
+        .cluster
+        .clone()
+        .unwrap_or_else(|| config.cluster.clone());
+
+    // Secrets first: a CI run should fail before it builds anything.
+    let secrets = k8s::gather_secrets(config, opts.env_file.as_deref())?;
+    let missing_pairs = k8s::manifests::missing_secrets(config, &secrets);
+    let missing: Vec<String> = missing_pairs
+        .iter()
+        .map(|(c, s)| format!("{c}.{s}"))
+        .collect();
+    if !missing.is_empty() {
+        let fail = Fail::usage(format!(
+            "secrets not set: {}",
+            k8s::manifests::describe_missing(&missing_pairs)
+        ))
+            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests");
+        if opts.locked {
+            return Err(fail.into());
+        }
+        reporter.report(Event::Warn {
+            message: format!(
+                "secrets not set, their Secret values are written empty: {} (set them or pass --env-file, then run `slipway up` again)",
+                k8s::manifests::describe_missing(&missing_pairs)
+            ),
+        });
+    }
+
+    let files = dockerfiles(config, opts.locked, opts.dry_run, reporter.as_ref())?;
+
+    let plan = build::plan(config, daemon, &[]).await?;
+    if opts.dry_run {
+        println!("Dockerfiles:");
+        for f in &files {
+            println!("  {:<12} {}", f.state, f.path);
+        }
+        println!();
+        print!("{}", build::render_plan(&plan));
+        println!();
+        println!("cluster: {target} ({})", cluster_words(&target));
+        println!("manifests: {}", manifests_dir(config, opts).display());
+        println!("chart: {}", chart_dir(config, opts).display());
+        println!("(dry run: nothing was built, loaded or written)");
+        return Ok(UpReport {
+            app: config.app.name.clone(),
+            dockerfiles: files,
+            build: BuildReport::default(),
+            load: LoadReport::default(),
+            manifests_dir: manifests_dir(config, opts).display().to_string(),
+            chart_dir: chart_dir(config, opts).display().to_string(),
+            missing_secrets: missing,
+            next: String::new(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+
+    let build_opts = BuildOptions {
+        jobs: opts.jobs,
+        fail_fast: opts.fail_fast,
+        no_cache: false,
+        metadata_file: None,
+    };
+    let mut built = build::execute(reporter.clone(), config, daemon, &plan, &build_opts).await?;
+    if opts.push {
+        crate::push::push_all(daemon, &mut built, reporter.as_ref()).await?;
+        crate::record::write(&crate::record::last_build_path(config), &built)?;
+    }
+
+    let images: Vec<(String, String, String)> = built
+        .components
+        .iter()
+        .map(|(n, r)| (n.clone(), r.image.clone(), r.image_id.clone()))
+        .collect();
+    let load = if target == ClusterTarget::None {
+        LoadReport {
+            message: Some("cluster = none: images are not loaded".into()),
+            ..Default::default()
+        }
+    } else {
+        cluster::load(daemon, &target, &images, reporter.as_ref()).await?
+    };
+
+    let refs = built.deploy_refs();
+    let k8s_opts = k8s::Options {
+        pull_policy: opts.pull_policy,
+        allow_missing_secrets: true,
+        ..k8s::Options::for_config(config)
+    };
+    let mdir = manifests_dir(config, opts);
+    let cdir = chart_dir(config, opts);
+    k8s::emit_manifests(config, &refs, &secrets, &k8s_opts, &mdir)?;
+    k8s::emit_chart(config, &refs, &k8s_opts, &cdir)?;
+
+    let next = next_command(config, &load, &mdir, &cdir);
+    let report = UpReport {
+        app: config.app.name.clone(),
+        dockerfiles: files,
+        build: built,
+        load,
+        manifests_dir: shown(config, &mdir),
+        chart_dir: shown(config, &cdir),
+        missing_secrets: missing,
+        next,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    if let Some(path) = &opts.metadata_file {
+        let mut text = serde_json::to_string_pretty(&report)?;
+        text.push('\n');
+        crate::fsutil::write_atomic(path, text.as_bytes(), None)
+            .with_context(|| format!("writing the metadata file {}", path.display()))?;
+    }
+    let failed = report.load.failed();
+    if !failed.is_empty() {
+        print!("{}", render(&report));
+        let nodes: Vec<String> = failed
+            .iter()
+            .map(|r| format!("{}@{}", r.component, r.node))
+            .collect();
+        return Err(Fail::job(format!("loading failed for {}", nodes.join(", ")))
+            .hint("fix the node (see above) and run `slipway up` again: only what is missing is sent")
+            .into());
+    }
+    Ok(report)
+}
+
+fn cluster_words(target: &ClusterTarget) -> &'static str {
+    match target {
+        ClusterTarget::Auto => "detected from the kube context or node containers",
+        ClusterTarget::None => "images are not loaded",
+        ClusterTarget::Kind(_) => "kind nodes",
+        ClusterTarget::Minikube(_) => "minikube node",
+    }
+}
+
+fn manifests_dir(config: &Config, opts: &UpOptions) -> PathBuf {
+    opts.manifests_dir
+        .clone()
+        .unwrap_or_else(|| config.root.join("k8s"))
+}
+
+fn chart_dir(config: &Config, opts: &UpOptions) -> PathBuf {
+    opts.chart_dir
+        .clone()
+        .unwrap_or_else(|| config.root.join("charts").join(&config.app.name))
+}
+
+fn shown(config: &Config, p: &std::path::Path) -> String {
+    p.strip_prefix(&config.root)
+        .ok()
+        .filter(|r| !r.as_os_str().is_empty())
+        .unwrap_or(p)
+        .display()
+        .to_string()
+}
+
+fn next_command(
+    config: &Config,
+    load: &LoadReport,
+    mdir: &std::path::Path,
+    cdir: &std::path::Path,
+) -> String {
+    let ns = &config.app.namespace;
+    let deploy = format!(
+        "helm upgrade --install {} {} --namespace {ns} --create-namespace   # or: kubectl create namespace {ns}; kubectl apply -f {}",
+        config.app.name,
+        shown(config, cdir),
+        shown(config, mdir)
+    );
+    match &load.cluster {
+        Some(_) => deploy,
+        None => format!("{deploy}   (no local cluster was found: create one, e.g. `kind create cluster`, then run `slipway up` again to load the images)"),
+    }
+}
+
+/// The closing table: one row per component, then the next command.
+pub fn render(report: &UpReport) -> String {
+    let mut loads: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for r in &report.load.results {
+        loads
+            .entry(r.component.as_str())
+            .or_default()
+            .push((r.node.clone(), r.summary.clone()));
+    }
+    let no_cluster = report
+        .load
+        .message
+        .clone()
+        .unwrap_or_else(|| "not loaded".into());
+    let rows: Vec<[String; 6]> = report
+        .build
+        .components
+        .iter()
+        .map(|(name, r)| {
+            let build = match (r.outcome, &r.reason) {
+                (Outcome::Cached, _) => "cached".to_string(),
+                (Outcome::Built, Some(why)) => format!("built ({why})"),
+                (o, None) => format!("{o:?}").to_lowercase(),
+                (o, Some(why)) => format!("{} ({why})", format!("{o:?}").to_lowercase()),
+            };
+            let load = match loads.get(name.as_str()) {
+                Some(l) => summarize_nodes(l),
+                None => no_cluster.clone(),
+            };
+            [
+                name.clone(),
+                r.pushed.clone().unwrap_or_else(|| r.image.clone()),
+                build,
+                load,
+                fmt_bytes(r.size),
+                fmt_duration(Duration::from_millis(r.duration_ms)),
+            ]
+        })
+        .collect();
+    let heads = ["COMPONENT", "IMAGE", "BUILD", "LOAD", "SIZE", "TIME"];
+    let widths: Vec<usize> = (0..6)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(heads[i].len())
+        })
+        .collect();
+    let line = |cells: [&str; 6]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 5 {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(heads);
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    out.push_str(&format!(
+        "\nmanifests: {}/   chart: {}/   ({})\n",
+        report.manifests_dir,
+        report.chart_dir,
+        fmt_duration(Duration::from_millis(report.duration_ms))
+    ));
+    if !report.next.is_empty() {
+        out.push_str(&format!("next: {}\n", report.next));
+    }
+    out
+}
+
+/// One cell for an image's loads: `2 nodes: already present` when every node says the same,
+/// else `node-a: ...; node-b: ...`.
+fn summarize_nodes(loads: &[(String, String)]) -> String {
+    let same_kind = |s: &str| s.split(" (").next().unwrap_or(s).to_string();
+    let first = loads.first().map(|(_, s)| same_kind(s)).unwrap_or_default();
+    if loads.len() > 1 && loads.iter().all(|(_, s)| same_kind(s) == first) {
+        format!("{} nodes: {}", loads.len(), loads[0].1)
+    } else {
+        loads
+            .iter()
+            .map(|(n, s)| format!("{n}: {s}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_cells_collapse_when_alike() {
+        let same = vec![
+            ("a".to_string(), "already present".to_string()),
+            ("b".to_string(), "already present".to_string()),
+        ];
+        assert_eq!(summarize_nodes(&same), "2 nodes: already present");
+        let loaded = vec![
+            (
+                "a".to_string(),
+                "loaded 1 of 5 layers (2 MB, 0.1s)".to_string(),
+            ),
+            ("b".to_string(), "already present".to_string()),
+        ];
+        assert_eq!(
+            summarize_nodes(&loaded),
+            "a: loaded 1 of 5 layers (2 MB, 0.1s); b: already present"
+        );
+    }
+}
