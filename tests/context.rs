@@ -466,7 +466,7 @@ impl Drop for Images {
     }
 }
 
-/// `path|mode|type|symlink target|size` of everything under /ctx in `image`, and the md5 of
+/// `path|mode|type|symlink target|size|links` of everything under /ctx in `image`, and the md5 of
 /// every regular file, one per line, sorted.
 fn listing(image: &str) -> Vec<String> {
     let out = std::process::Command::new("docker")
@@ -480,7 +480,7 @@ fn listing(image: &str) -> Vec<String> {
         .args([
             "sh",
             "-c",
-            "find /ctx -exec stat -c '%n|%a|%F|%N|%s' {} + && find /ctx -type f -exec md5sum {} +",
+            "find /ctx -exec stat -c '%n|%a|%F|%N|%s|%h' {} + && find /ctx -type f -exec md5sum {} +",
         ])
         .output()
         .expect("docker run");
@@ -723,7 +723,11 @@ async fn docker_cli_and_slipway_send_the_same_context() {
     }
     assert!(cli
         .iter()
-        .any(|l| l == "/ctx/modes/private|600|regular file|/ctx/modes/private|10"));
+        .any(|l| l == "/ctx/modes/private|600|regular file|/ctx/modes/private|10|1"));
+    // The hard link survives as one (docker stores a hard link; so does slipway).
+    assert!(cli
+        .iter()
+        .any(|l| l.starts_with("/ctx/app-hardlink.py|644|regular file|") && l.ends_with("|2")));
     assert!(cli
         .iter()
         .any(|l| l.contains("'/ctx/link-abs' -> '/etc/hostname'")));
