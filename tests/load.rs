@@ -981,6 +981,30 @@ async fn the_command_loads_reports_and_refuses_to_guess() {
         "cli\n"
     );
 
+    // auto with a kube context that names the kind cluster: that cluster, nothing to send.
+    let ctx = p.join("kubeconfig");
+    std::fs::write(
+        &ctx,
+        format!("apiVersion: v1\ncurrent-context: kind-{name}\ncontexts:\n- name: kind-{name}\n  context: {{cluster: kind-{name}}}\n"),
+    )
+    .unwrap();
+    let out = common::slipway()
+        .args(["load", "--cluster", "auto"])
+        .current_dir(p)
+        .env("KUBECONFIG", &ctx)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("already present") && stdout.contains(&format!("kind:{name}: 0 B sent")),
+        "{stdout}"
+    );
+
     // auto, no kube context, two clusters (at least): an error that lists them.
     let out = common::slipway()
         .args(["load", "--cluster", "auto"])

@@ -398,6 +398,9 @@ enum NodeState {
     Docker(minikube::State),
 }
 
+/// How long a node may take to list what it has.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn query(docker: &Docker, node: &Node, runtime: Runtime) -> Result<NodeState, String> {
     if !node.running {
         return Err(format!(
@@ -405,15 +408,28 @@ async fn query(docker: &Docker, node: &Node, runtime: Runtime) -> Result<NodeSta
             node.name, node.state, node.name
         ));
     }
-    let r = match runtime {
-        Runtime::Containerd => kind::query(docker, &node.name)
-            .await
-            .map(NodeState::Containerd),
-        Runtime::Docker => minikube::query(docker, &node.name)
-            .await
-            .map(NodeState::Docker),
+    let asked = async {
+        match runtime {
+            Runtime::Containerd => kind::query(docker, &node.name)
+                .await
+                .map(NodeState::Containerd),
+            Runtime::Docker => minikube::query(docker, &node.name)
+                .await
+                .map(NodeState::Docker),
+        }
     };
-    r.map_err(|e| format!("{e:#}"))
+    match tokio::time::timeout(QUERY_TIMEOUT, asked).await {
+        Ok(r) => r.map_err(|e| format!("{e:#}")),
+        Err(_) => Err(format!(
+            "node {} did not say what it has within {}s (is its {} stuck?)",
+            node.name,
+            QUERY_TIMEOUT.as_secs(),
+            match runtime {
+                Runtime::Containerd => "containerd",
+                Runtime::Docker => "Docker daemon",
+            }
+        )),
+    }
 }
 
 async fn load_into(
