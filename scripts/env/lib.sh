@@ -26,12 +26,24 @@ docker_ping() {
     || docker info >/dev/null 2>&1
 }
 
+# retry COMMAND...: run COMMAND up to $SLIPWAY_RETRIES times (default 3), 5 s apart: for downloads,
+# which the machine's network proxy now and then drops.
+retry() {
+  local n max=${SLIPWAY_RETRIES:-3}
+  for ((n = 1; ; n++)); do
+    "$@" && return 0
+    ((n < max)) || return 1
+    log "failed ($n/$max), retrying in 5 s: $*"
+    sleep 5
+  done
+}
+
 # apt-get update, unless one of these scripts did it in the last hour.
 apt_update_once() {
   local stamp=$SLIPWAY_ENV_CACHE/apt-updated
   [[ -n $(find "$stamp" -mmin -60 2>/dev/null) ]] && return 0
   log "apt-get update"
-  apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+  retry apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
   mkdir -p "$SLIPWAY_ENV_CACHE" && touch "$stamp"
 }
 
@@ -44,7 +56,7 @@ apt_install() {
   [[ ${#missing[@]} -eq 0 ]] && return 0
   apt_update_once
   log "apt-get install ${missing[*]}"
-  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >&2
+  retry apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
 # Flags that stand in for --privileged on these hosts (--privileged fails: the daemon lacks
