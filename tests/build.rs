@@ -499,6 +499,12 @@ async fn a_failing_run_moves_no_tag_and_shows_the_step_and_log_tail() {
         alpha_after.as_str()
     );
     assert_eq!(meta["components"]["beta"]["outcome"], "failed");
+    assert_eq!(meta["components"]["beta"]["image"], beta_tag.as_str());
+    assert_eq!(meta["components"]["beta"]["image_id"], "");
+    assert!(meta["components"]["beta"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("exit code: 3"));
     // The last-build record still names beta's previous image.
     let last = slipway::record::read_last(&p.config()).unwrap();
     assert_eq!(last.components["beta"].image_id, beta_before);

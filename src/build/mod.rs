@@ -753,7 +753,7 @@ pub async fn execute(
         }
     }
 
-    write_records(config, &report, &failures, opts)?;
+    write_records(config, plan, &report, &failures, opts)?;
     match failures.len() {
         0 => Ok(report),
         n => {
@@ -833,6 +833,7 @@ async fn remove_tags(docker: &bollard::Docker, tags: &[String]) {
 /// and the metadata file.
 fn write_records(
     config: &Config,
+    plan: &BuildPlan,
     report: &BuildReport,
     failures: &[(String, anyhow::Error)],
     opts: &BuildOptions,
@@ -847,15 +848,17 @@ fn write_records(
     if let Some(path) = &opts.metadata_file {
         let mut run = report.clone();
         for (name, e) in failures {
+            // What it would have been: the digest and tag, with no image and no tags.
+            let planned = plan.components.iter().find(|c| &c.name == name);
             run.components.insert(
                 name.clone(),
                 ImageRecord {
-                    image: String::new(),
+                    image: planned.map(|c| c.image.clone()).unwrap_or_default(),
                     repository: config.image_repo(name),
-                    tag: String::new(),
+                    tag: planned.map(|c| c.tag.clone()).unwrap_or_default(),
                     tags: Vec::new(),
                     image_id: String::new(),
-                    input_digest: String::new(),
+                    input_digest: planned.map(|c| c.input_digest.clone()).unwrap_or_default(),
                     outcome: Outcome::Failed,
                     reason: Some(format!("{e:#}")),
                     duration_ms: 0,
