@@ -593,6 +593,7 @@ async fn kind_node_stopped_mid_load_fails_alone() {
     let Outcome::Failed { reason } = &w.outcome else {
         panic!("{r:#?}")
     };
+    eprintln!("the stopped node says: {reason}");
     assert!(
         reason.contains(&format!("node container {worker} stopped during the load")),
         "{reason}"
@@ -695,6 +696,7 @@ async fn kind_failed_import_is_cleaned_up_and_repaired() {
     let Outcome::Failed { reason } = &x.outcome else {
         panic!("{r:#?}")
     };
+    eprintln!("the failed import says: {reason}");
     assert!(reason.contains("removed the incomplete image"), "{reason}");
     let b_full = format!("docker.io/{b}");
     let refs = containerd_refs(&cp);

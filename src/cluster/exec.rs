@@ -35,7 +35,13 @@ impl ExecOutput {
         } else {
             &self.stderr
         };
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        // containerd's tools log progress as `time=... level=info msg=...`: not the reason.
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .filter(|l| !(l.starts_with("time=") && l.contains("level=info")))
+            .collect();
         let start = lines.len().saturating_sub(3);
         lines[start..].join(" / ")
     }
@@ -241,5 +247,14 @@ mod tests {
         assert_eq!(o.tail(), "two / three / four");
         let e = o.check("ctr import").unwrap_err().to_string();
         assert!(e.starts_with("ctr import exited with 1: two"), "{e}");
+        let ctr = ExecOutput {
+            code: 1,
+            stdout: String::new(),
+            stderr: "time=\"2026\" level=info msg=\"apply failure, attempting cleanup\"\nctr: failed to extract layer sha256:68: not found\n".into(),
+        };
+        assert_eq!(
+            ctr.tail(),
+            "ctr: failed to extract layer sha256:68: not found"
+        );
     }
 }

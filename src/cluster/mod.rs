@@ -689,11 +689,15 @@ async fn load_image(
             });
             let written = Arc::new(AtomicU64::new(0));
             let (d, node, w) = (docker.clone(), s.node.name.clone(), written.clone());
+            let what = match s.runtime {
+                Runtime::Containerd => "the import (ctr images import)",
+                Runtime::Docker => "the load (docker load)",
+            };
             let handle = tokio::spawn(async move {
                 let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
                 exec::run_with_input(&d, &node, &cmd, rx, &w)
                     .await
-                    .and_then(|o| o.check(cmd[..2].join(" ").as_str()))
+                    .and_then(|o| o.check(what))
             });
             handles.push((written, handle));
         }
