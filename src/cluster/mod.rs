@@ -763,6 +763,15 @@ async fn load_image(
                     error: reason.clone(),
                     log_tail: vec![],
                 }),
+                // Reporters add the task's duration themselves.
+                Outcome::Loaded { .. } => reporter.report(Event::Finished {
+                    task: task(s),
+                    outcome: format!(
+                        "{} ({})",
+                        r.summary.split(" (").next().unwrap_or(&r.summary),
+                        fmt_bytes(r.bytes_sent)
+                    ),
+                }),
                 _ => reporter.report(Event::Finished {
                     task: task(s),
                     outcome: r.summary.clone(),
