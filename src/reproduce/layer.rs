@@ -600,24 +600,125 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
     }
 }
 
-/// The order entries are written in: sorted by path, hard links after their targets.
-pub fn order(entries: &[Entry]) -> Vec<usize> {
+/// One entry of the rewritten layer: the path of entry `slot`, with the header (and data) of
+/// entry `head`; when `head != slot` the header is renamed to `slot`'s path, and with
+/// `link_to` its link target becomes that entry's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Out {
+    pub slot: usize,
+    pub head: usize,
+    pub link_to: Option<usize>,
+}
+
+impl Out {
+    fn is_identity(&self) -> bool {
+        self.head == self.slot && self.link_to.is_none()
+    }
+}
+
+/// What the rewrite writes, in order: entries sorted by path; in each group of hard links the
+/// path that sorts first holds the data and every other path links to it directly (so the
+/// same files give the same bytes whichever name the layer's writer met first); a link whose
+/// target the rules above cannot put first (a target with duplicates, a cycle) moves to just
+/// after its target.
+pub fn plan(entries: &[Entry]) -> Vec<Out> {
+    let mut outs: Vec<Out> = (0..entries.len())
+        .map(|i| Out {
+            slot: i,
+            head: i,
+            link_to: None,
+        })
+        .collect();
+    let mut by_key: HashMap<&[u8], Vec<usize>> = HashMap::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        by_key.entry(&*e.key).or_default().push(i);
+    }
+    let unique = |k: &[u8]| match by_key.get(k) {
+        Some(v) if v.len() == 1 => Some(v[0]),
+        _ => None,
+    };
+    // Hard-link groups, by the entry that holds the data.
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e.link.is_none() || unique(&e.key).is_none() {
+            continue;
+        }
+        let mut target = e.link.as_deref();
+        let mut root = None;
+        for _ in 0..64 {
+            let Some(t) = target.and_then(unique) else {
+                break;
+            };
+            if t == i {
+                break;
+            }
+            match entries[t].link.as_deref() {
+                Some(next) => target = Some(next),
+                None => {
+                    root = Some(t);
+                    break;
+                }
+            }
+        }
+        if let Some(root) = root {
+            groups.entry(root).or_default().push(i);
+        }
+    }
+    for (root, links) in groups {
+        let primary = links
+            .iter()
+            .copied()
+            .chain([root])
+            .min_by(|&a, &b| path_cmp(&entries[a].key, &entries[b].key))
+            .unwrap_or(root);
+        let canonical = primary == root
+            && links
+                .iter()
+                .all(|&l| entries[l].link.as_deref() == Some(&*entries[root].key));
+        if canonical {
+            continue;
+        }
+        for &l in &links {
+            outs[l].link_to = Some(primary);
+        }
+        if primary != root {
+            // The first path takes the data; the old holder becomes a link to it.
+            outs[primary] = Out {
+                slot: primary,
+                head: root,
+                link_to: None,
+            };
+            outs[root] = Out {
+                slot: root,
+                head: primary,
+                link_to: Some(primary),
+            };
+        }
+    }
+    // The link target each slot ends up with, for the order.
+    let target = |o: &Out| -> Option<&[u8]> {
+        match o.link_to {
+            Some(t) => Some(&*entries[t].key),
+            None if o.head == o.slot => entries[o.slot].link.as_deref(),
+            None => None,
+        }
+    };
     let mut sorted: Vec<usize> = (0..entries.len()).collect();
     sorted.sort_by(|&a, &b| path_cmp(&entries[a].key, &entries[b].key));
     let present: HashSet<&[u8]> = entries.iter().map(|e| &*e.key).collect();
     let mut seen: HashSet<&[u8]> = HashSet::with_capacity(entries.len());
     let mut waiting: HashMap<&[u8], Vec<usize>> = HashMap::new();
-    let mut out = Vec::with_capacity(entries.len());
-    fn emit<'a>(
-        i: usize,
-        entries: &'a [Entry],
-        seen: &mut HashSet<&'a [u8]>,
-        waiting: &mut HashMap<&'a [u8], Vec<usize>>,
-        out: &mut Vec<usize>,
-    ) {
+    let mut order = Vec::with_capacity(entries.len());
+    for i in sorted {
+        if let Some(t) = target(&outs[i]) {
+            if t != &*entries[i].key && present.contains(t) && !seen.contains(t) {
+                waiting.entry(t).or_default().push(i);
+                continue;
+            }
+        }
         let mut stack = vec![i];
         while let Some(i) = stack.pop() {
-            out.push(i);
+            order.push(i);
             let key = &*entries[i].key;
             seen.insert(key);
             if let Some(mut links) = waiting.remove(key) {
@@ -626,30 +727,20 @@ pub fn order(entries: &[Entry]) -> Vec<usize> {
             }
         }
     }
-    for i in sorted {
-        let e = &entries[i];
-        if let Some(target) = e.link.as_deref() {
-            if target != &*e.key && present.contains(target) && !seen.contains(target) {
-                waiting.entry(target).or_default().push(i);
-                continue;
-            }
-        }
-        emit(i, entries, &mut seen, &mut waiting, &mut out);
-    }
     // Links whose target never came (a cycle): in path order at the end.
     let mut rest: Vec<usize> = waiting.into_values().flatten().collect();
     rest.sort_by(|&a, &b| path_cmp(&entries[a].key, &entries[b].key).then(a.cmp(&b)));
-    out.extend(rest);
-    out
+    order.extend(rest);
+    order.into_iter().map(|i| outs[i]).collect()
 }
 
 /// Whether the rewrite would give back the same bytes.
 pub fn is_normal(scan: &Scan) -> bool {
     scan.entries.iter().all(|e| !e.patched)
-        && order(&scan.entries)
+        && plan(&scan.entries)
             .iter()
             .enumerate()
-            .all(|(i, &j)| i == j)
+            .all(|(i, o)| o.slot == i && o.is_identity())
 }
 
 /// Writes the normal form of the spooled layer `src` (scanned as `scan`) to `dst`; returns the
@@ -676,17 +767,41 @@ pub fn rewrite<R: Read + Seek, W: Write>(
         }
         Ok(())
     };
-    for i in order(&scan.entries) {
-        let e = &scan.entries[i];
+    // The path an entry's headers give it, as written (`./usr/bin/x`).
+    let raw_path =
+        |src: &mut io::BufReader<R>, pos: &mut u64, i: usize| -> anyhow::Result<Vec<u8>> {
+            let e = &scan.entries[i];
+            go(src, pos, e.start)?;
+            let mut h = vec![0u8; (e.data - e.start) as usize];
+            src.read_exact(&mut h)?;
+            *pos = e.data;
+            Ok(parse_head(&h)?.path)
+        };
+    for out in plan(&scan.entries) {
+        let renamed = if out.is_identity() {
+            None
+        } else {
+            let path = match out.head != out.slot {
+                true => Some(raw_path(src, &mut pos, out.slot)?),
+                false => None,
+            };
+            let link = match out.link_to {
+                Some(t) => Some(raw_path(src, &mut pos, t)?),
+                None => None,
+            };
+            Some((path, link))
+        };
+        let e = &scan.entries[out.head];
         go(src, &mut pos, e.start)?;
         head.resize((e.data - e.start) as usize, 0);
         src.read_exact(&mut head)?;
-        match e.patched {
-            true => match patch_head(&head, sde)? {
-                Some(new) => w.write_all(&new)?,
-                None => w.write_all(&head)?,
-            },
-            false => w.write_all(&head)?,
+        let head = match renamed {
+            Some((path, link)) => rename_head(&head, path.as_deref(), link.as_deref())?,
+            None => std::mem::take(&mut head),
+        };
+        match patch_head(&head, sde)? {
+            Some(new) => w.write_all(&new)?,
+            None => w.write_all(&head)?,
         }
         let n = io::copy(&mut src.take(e.end - e.data), &mut w)?;
         if n != e.end - e.data {
@@ -698,6 +813,133 @@ pub fn rewrite<R: Read + Seek, W: Write>(
     io::copy(src, &mut w)?;
     w.inner.flush()?;
     Ok((format!("sha256:{}", hex::encode(w.hash.finalize())), w.len))
+}
+
+/// The header blocks of an entry with its path and/or link target replaced. A name that fits
+/// the 100-byte field goes there; a longer (or non-ASCII) one goes into a PAX record, as Go's
+/// archive/tar writes it. GNU long-name blocks and PAX records of the old name are dropped.
+pub fn rename_head(
+    head: &[u8],
+    path: Option<&[u8]>,
+    link: Option<&[u8]>,
+) -> anyhow::Result<Vec<u8>> {
+    struct Ext {
+        block: [u8; BLOCK],
+        data: Vec<u8>,
+        changed: bool,
+    }
+    let mut exts: Vec<Ext> = Vec::new();
+    let mut off = 0usize;
+    let (mut main, tail): ([u8; BLOCK], &[u8]) = loop {
+        if off + BLOCK > head.len() {
+            bail!("tar entry ends inside its headers");
+        }
+        let block: [u8; BLOCK] = head[off..off + BLOCK].try_into().expect("block");
+        let tf = block[TYPEFLAG];
+        if !is_extension(tf) {
+            break (block, &head[off + BLOCK..]);
+        }
+        let size = parse_num(field(&block, SIZE))? as usize;
+        let data = head[off + BLOCK..off + BLOCK + size].to_vec();
+        off += BLOCK + padded(size as u64) as usize;
+        match tf {
+            b'L' if path.is_some() => continue,
+            b'K' if link.is_some() => continue,
+            _ => exts.push(Ext {
+                block,
+                data,
+                changed: false,
+            }),
+        }
+    };
+    let fits = |v: &[u8]| v.len() <= NAME.1 && v.is_ascii();
+    let mut records: Vec<(&str, &[u8])> = Vec::new();
+    if let Some(p) = path {
+        let n = p.len().min(NAME.1);
+        main[NAME.0..NAME.0 + NAME.1].fill(0);
+        main[NAME.0..NAME.0 + n].copy_from_slice(&p[..n]);
+        if is_posix(&main) {
+            main[PREFIX.0..PREFIX.0 + PREFIX.1].fill(0);
+        }
+        if !fits(p) {
+            records.push(("path", p));
+        }
+    }
+    if let Some(l) = link {
+        let n = l.len().min(LINKNAME.1);
+        main[LINKNAME.0..LINKNAME.0 + LINKNAME.1].fill(0);
+        main[LINKNAME.0..LINKNAME.0 + n].copy_from_slice(&l[..n]);
+        if !fits(l) {
+            records.push(("linkpath", l));
+        }
+    }
+    // Old PAX records of the replaced names go; the new ones join the entry's PAX header.
+    let mut pax_at = None;
+    for (i, x) in exts.iter_mut().enumerate() {
+        if !matches!(x.block[TYPEFLAG], b'x' | b'X') {
+            continue;
+        }
+        pax_at = Some(i);
+        let mut kept = Vec::new();
+        for (k, v) in parse_pax(&x.data)? {
+            let replaced = (k == "path" && path.is_some()) || (k == "linkpath" && link.is_some());
+            if replaced {
+                x.changed = true;
+            } else {
+                kept.extend(pax_record(&k, &v));
+            }
+        }
+        x.data = kept;
+    }
+    if !records.is_empty() {
+        let i = match pax_at {
+            Some(i) => i,
+            None => {
+                let mut block = [0u8; BLOCK];
+                let base = path
+                    .or(link)
+                    .and_then(|p| p.rsplit(|&c| c == b'/').find(|s| !s.is_empty()))
+                    .unwrap_or(b"x");
+                let name = [b"PaxHeaders.0/".as_slice(), base].concat();
+                let n = name.len().min(NAME.1);
+                block[..n].copy_from_slice(&name[..n]);
+                write_octal(&mut block, (100, 8), 0o644);
+                write_octal(&mut block, (108, 8), 0);
+                write_octal(&mut block, (116, 8), 0);
+                block[MTIME.0..MTIME.0 + MTIME.1].copy_from_slice(field(&main, MTIME));
+                block[TYPEFLAG] = b'x';
+                block[MAGIC.0..MAGIC.0 + MAGIC.1].copy_from_slice(field(&main, MAGIC));
+                exts.push(Ext {
+                    block,
+                    data: Vec::new(),
+                    changed: true,
+                });
+                exts.len() - 1
+            }
+        };
+        for (k, v) in records {
+            exts[i].data.extend(pax_record(k, v));
+        }
+        exts[i].changed = true;
+    }
+    set_checksum(&mut main);
+    let mut out = Vec::with_capacity(head.len() + BLOCK);
+    for mut x in exts {
+        if x.changed {
+            if matches!(x.block[TYPEFLAG], b'x' | b'X') && x.data.is_empty() {
+                continue;
+            }
+            write_octal(&mut x.block, SIZE, x.data.len() as u64);
+            set_checksum(&mut x.block);
+        }
+        out.extend_from_slice(&x.block);
+        let n = x.data.len();
+        out.extend(x.data);
+        out.extend(std::iter::repeat_n(0u8, padded(n as u64) as usize - n));
+    }
+    out.extend_from_slice(&main);
+    out.extend_from_slice(tail);
+    Ok(out)
 }
 
 struct HashWriter<W> {
@@ -954,17 +1196,99 @@ mod tests {
     }
 
     #[test]
-    fn hard_links_follow_their_target() {
-        // `a/link` sorts before `b/target` but links to it.
+    fn the_first_path_of_a_hard_link_group_holds_the_data() {
+        // `a/link` sorts before `b/target`, the file it links to.
         let layer = archive(&[
             file("b/target", b"data", 1),
             ustar("a/link", b'1', 0, 1, "b/target").to_vec(),
             file("a/z", b"", 1),
         ]);
         let out = normalize(&layer, 10);
-        let got: Vec<String> = names(&out).into_iter().map(|n| n.0).collect();
-        assert_eq!(got, ["a/z", "b/target", "a/link"]);
+        assert_eq!(
+            names(&out),
+            [
+                ("a/link".into(), 1, "".into()),
+                ("a/z".into(), 1, "".into()),
+                ("b/target".into(), 1, "a/link".into())
+            ]
+        );
+        let l = list(&out[..]).unwrap();
+        assert_eq!((l[0].head.typeflag, l[0].head.size), (b'0', 4));
+        assert_eq!(l[2].head.typeflag, b'1');
         assert_eq!(normalize(&out, 10), out);
+
+        // The same files written with the other name first give the same bytes.
+        let other = archive(&[
+            file("a/link", b"data", 1),
+            file("a/z", b"", 1),
+            ustar("b/target", b'1', 0, 1, "a/link").to_vec(),
+        ]);
+        assert_eq!(normalize(&other, 10), out);
+
+        // A chain (c -> b -> a) is flattened to links to the first path.
+        let chain = archive(&[
+            file("c", b"data", 1),
+            ustar("b", b'1', 0, 1, "c").to_vec(),
+            ustar("a", b'1', 0, 1, "b").to_vec(),
+        ]);
+        let out = normalize(&chain, 10);
+        assert_eq!(
+            names(&out),
+            [
+                ("a".into(), 1, "".into()),
+                ("b".into(), 1, "a".into()),
+                ("c".into(), 1, "a".into())
+            ]
+        );
+        assert_eq!(normalize(&out, 10), out);
+    }
+
+    #[test]
+    fn renamed_hard_links_with_long_names_use_pax() {
+        let long = format!("z/{}", "y".repeat(120));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mtime(1);
+        h.set_mode(0o755);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, &long, &b"data"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mtime(1);
+        h.set_mode(0o755);
+        h.set_entry_type(tar::EntryType::Link);
+        b.append_link(&mut h, "a/short", &long).unwrap();
+        let layer = b.into_inner().unwrap();
+        let out = normalize(&layer, 10);
+        assert_eq!(
+            names(&out),
+            [
+                ("a/short".into(), 1, "".into()),
+                (long.clone(), 1, "a/short".into())
+            ]
+        );
+        assert_eq!(normalize(&out, 10), out);
+        // The tar crate agrees, data and all.
+        let mut a = tar::Archive::new(&out[..]);
+        let mut seen = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = String::new();
+            std::io::Read::read_to_string(&mut e, &mut data).unwrap();
+            seen.push((
+                e.path().unwrap().display().to_string(),
+                e.link_name().unwrap().map(|l| l.display().to_string()),
+                data,
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("a/short".to_string(), None, "data".to_string()),
+                (long.clone(), Some("a/short".to_string()), String::new())
+            ]
+        );
     }
 
     #[test]

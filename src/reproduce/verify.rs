@@ -70,6 +70,11 @@ pub enum Difference {
         /// The first entry that differs; `None` when only the tar encoding does.
         #[serde(skip_serializing_if = "Option::is_none")]
         file: Option<Box<FileDifference>>,
+        /// Paths of further entries that differ (at most [`MORE_PATHS`]).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        more: Vec<String>,
+        /// How many entries of the layer differ in all.
+        files_differing: usize,
     },
     /// The layers are the same; the config is not.
     Config {
@@ -202,13 +207,13 @@ fn difference(a: &Dump, b: &Dump, index: Option<usize>) -> anyhow::Result<Differ
     let step = step_of(&a.config, index)
         .or_else(|| step_of(&b.config, index))
         .unwrap_or_else(|| "(unknown step)".into());
-    let file = match (&a.layer, &b.layer) {
-        (Some(x), Some(y)) => first_file_difference(x, y),
-        (Some(x), None) => x.first().map(|l| only_one(l, true)),
-        (None, Some(y)) => y.first().map(|l| only_one(l, false)),
-        (None, None) => None,
-    }
-    .map(Box::new);
+    let (file, more, files_differing) = match (&a.layer, &b.layer) {
+        (Some(x), Some(y)) => file_differences(x, y, MORE_PATHS),
+        (Some(x), None) => file_differences(x, &[], MORE_PATHS),
+        (None, Some(y)) => file_differences(&[], y, MORE_PATHS),
+        (None, None) => (None, Vec::new(), 0),
+    };
+    let file = file.map(Box::new);
     Ok(Difference::Layer {
         index,
         layers: (ida.len(), idb.len()),
@@ -216,6 +221,8 @@ fn difference(a: &Dump, b: &Dump, index: Option<usize>) -> anyhow::Result<Differ
         first: ida.get(index).cloned(),
         second: idb.get(index).cloned(),
         file,
+        more,
+        files_differing,
     })
 }
 
@@ -266,8 +273,21 @@ fn display_path(p: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(layer::key_of(p)))
 }
 
+/// How many further differing paths a report names after the first.
+pub const MORE_PATHS: usize = 20;
+
 /// The first entry (in path order) that differs between two layer listings.
 pub fn first_file_difference(a: &[Listed], b: &[Listed]) -> Option<FileDifference> {
+    file_differences(a, b, 0).0
+}
+
+/// The first entry that differs, the paths of up to `more` further ones, and how many differ
+/// in all.
+pub fn file_differences(
+    a: &[Listed],
+    b: &[Listed],
+    more: usize,
+) -> (Option<FileDifference>, Vec<String>, usize) {
     fn sorted(v: &[Listed]) -> Vec<&Listed> {
         let mut v: Vec<&Listed> = v.iter().collect();
         v.sort_by(|x, y| layer::path_cmp(layer::key_of(&x.head.path), layer::key_of(&y.head.path)));
@@ -275,6 +295,18 @@ pub fn first_file_difference(a: &[Listed], b: &[Listed]) -> Option<FileDifferenc
     }
     let (a, b) = (sorted(a), sorted(b));
     let (mut i, mut j) = (0, 0);
+    let mut first: Option<FileDifference> = None;
+    let mut paths = Vec::new();
+    let mut count = 0usize;
+    let mut found = |d: FileDifference| {
+        count += 1;
+        if first.is_none() {
+            first = Some(d);
+        } else if paths.len() < more {
+            paths.push(d.path);
+        }
+        more == 0
+    };
     while i < a.len() || j < b.len() {
         let order = match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) => {
@@ -283,9 +315,15 @@ pub fn first_file_difference(a: &[Listed], b: &[Listed]) -> Option<FileDifferenc
             (Some(_), None) => std::cmp::Ordering::Less,
             _ => std::cmp::Ordering::Greater,
         };
-        match order {
-            std::cmp::Ordering::Less => return Some(only_one(a[i], true)),
-            std::cmp::Ordering::Greater => return Some(only_one(b[j], false)),
+        let stop = match order {
+            std::cmp::Ordering::Less => {
+                i += 1;
+                found(only_one(a[i - 1], true))
+            }
+            std::cmp::Ordering::Greater => {
+                j += 1;
+                found(only_one(b[j - 1], false))
+            }
             std::cmp::Ordering::Equal => {
                 let (x, y) = (&a[i].head, &b[j].head);
                 let mut differs = Vec::new();
@@ -313,20 +351,23 @@ pub fn first_file_difference(a: &[Listed], b: &[Listed]) -> Option<FileDifferenc
                 if x.pax != y.pax {
                     differs.push("xattrs");
                 }
-                if !differs.is_empty() {
-                    return Some(FileDifference {
-                        path: display_path(&x.path),
-                        differs: differs.into_iter().map(String::from).collect(),
-                        first: Some(FileInfo::of(a[i])),
-                        second: Some(FileInfo::of(b[j])),
-                    });
-                }
+                let (p, q) = (a[i], b[j]);
                 i += 1;
                 j += 1;
+                !differs.is_empty()
+                    && found(FileDifference {
+                        path: display_path(&x.path),
+                        differs: differs.into_iter().map(String::from).collect(),
+                        first: Some(FileInfo::of(p)),
+                        second: Some(FileInfo::of(q)),
+                    })
             }
+        };
+        if stop {
+            break;
         }
     }
-    None
+    (first, paths, count)
 }
 
 /// The first JSON pointer where two values differ, with both values there.
@@ -440,10 +481,15 @@ pub async fn run(
                 }
                 one(built?, component)?
             }
-            None => one(
-                build::execute(reporter.clone(), config, daemon, &plan, &opts).await?,
-                component,
-            )?,
+            None => {
+                // Planned again: a base image may have changed since (the input digests then
+                // say so).
+                let plan = build::plan(config, daemon, &selection).await?;
+                one(
+                    build::execute(reporter.clone(), config, daemon, &plan, &opts).await?,
+                    component,
+                )?
+            }
         };
         let second = Side {
             daemon: second_daemon.endpoint.host.clone(),
@@ -664,6 +710,8 @@ pub fn render_difference(d: &Difference) -> String {
             first,
             second,
             file,
+            more,
+            files_differing,
         } => {
             let _ = writeln!(
                 out,
@@ -708,6 +756,21 @@ pub fn render_difference(d: &Difference) -> String {
                         "    every entry is the same; the tar encoding differs (entry order or header format)"
                     );
                 }
+            }
+            if *files_differing > 1 {
+                let _ = writeln!(
+                    out,
+                    "    {} more entr{} of this layer differ{}: {}{}",
+                    files_differing - 1,
+                    if *files_differing == 2 { "y" } else { "ies" },
+                    if *files_differing == 2 { "s" } else { "" },
+                    more.join(", "),
+                    if more.len() + 1 < *files_differing {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                );
             }
         }
         Difference::Config {
@@ -792,12 +855,27 @@ mod tests {
             first: Some("sha256:1".into()),
             second: Some("sha256:2".into()),
             file: first_file_difference(&a, &b).map(Box::new),
+            more: vec!["/x".into()],
+            files_differing: 2,
         });
         assert!(
             text.contains("layer 2 (0-based; 3 layers), made by `RUN date > /stamp`"),
             "{text}"
         );
         assert!(text.contains("/stamp: content, size differs"), "{text}");
+        assert!(
+            text.contains("1 more entry of this layer differs: /x\n"),
+            "{text}"
+        );
+        let (_, more, n) = file_differences(&a, &c, 5);
+        assert_eq!((more.len(), n), (0, 1));
+        let d = vec![listed("app/", 0, 6, "e"), listed("app/x", 1, 5, "d2")];
+        let (first, more, n) = file_differences(&a, &d, 5);
+        assert_eq!(first.unwrap().path, "/app");
+        assert_eq!(
+            (more, n),
+            (vec!["/app/x".to_string(), "/stamp".to_string()], 3)
+        );
         assert!(
             text.contains("first:  file 20 bytes, mtime 5 (1970-01-01T00:00:05Z)"),
             "{text}"
