@@ -625,6 +625,15 @@ pub async fn execute(
     plan: &BuildPlan,
     opts: &BuildOptions,
 ) -> anyhow::Result<BuildReport> {
+    // What the plan found worth saying (files the packer skipped, unused build args) is
+    // said by `build` too, not only by `plan`.
+    for c in &plan.components {
+        for w in &c.warnings {
+            reporter.report(Event::Warn {
+                message: format!("{}: {w}", c.name),
+            });
+        }
+    }
     let to_build: Vec<&ComponentPlan> = plan
         .components
         .iter()

@@ -105,13 +105,29 @@ pub struct Packed {
     pub warnings: Vec<String>,
 }
 
+/// Stack of the packing thread: enough for a walk down to the deepest path the kernel accepts
+/// (4,096 bytes, so at most 2,048 levels) even in a debug build.
+const WALK_STACK: usize = 64 << 20;
+
 /// Streams the deterministic tar of `spec` into `w` and returns what was sent. Never holds
 /// more than one 1 MiB read buffer of file data in memory.
-pub fn pack(spec: &ContextSpec, w: impl Write) -> Result<Packed> {
+pub fn pack(spec: &ContextSpec, w: impl Write + Send) -> Result<Packed> {
     let (plan, dockerfile_name, ignore_file) = plan(spec)?;
     let out = io::BufWriter::with_capacity(128 * 1024, w);
-    let stats = pack::write_tar(&plan, out)
-        .with_context(|| format!("packing the build context {}", spec.dir.display()))?;
+    // The walk recurses once per directory level, as deep as the tree goes (until a path
+    // passes PATH_MAX and the kernel refuses it, about 2,000 levels): more than the 2 MiB stack
+    // of a tokio blocking thread holds. It runs on a thread of its own with a stack for that
+    // depth (reserved address space; only the pages a walk touches are ever used).
+    let stats = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("slipway-pack".into())
+            .stack_size(WALK_STACK)
+            .spawn_scoped(scope, || pack::write_tar(&plan, out))
+            .context("starting the context packer thread")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the context packer thread panicked"))?
+    })
+    .with_context(|| format!("packing the build context {}", spec.dir.display()))?;
     Ok(Packed {
         dockerfile_name,
         sha256: stats.sha256,
