@@ -43,6 +43,13 @@ impl Project {
             template.replace("@PREFIX@", &prefix),
         )
         .unwrap();
+        // A file of its own in every context: the input digests (and so the image labels and
+        // IDs) of this test's images differ from every other test's, so no test's clean-up
+        // can touch an image another one is using.
+        let config = slipway::config::load(&dir.path().join("slipway.toml")).unwrap();
+        for c in config.components.values() {
+            std::fs::write(config.context_dir(c).join(".test-id"), &prefix).unwrap();
+        }
         Project { dir, prefix }
     }
 
