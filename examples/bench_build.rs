@@ -105,6 +105,34 @@ fn run_slipway(bin: &PathBuf, config: &PathBuf, up: &Option<String>) -> anyhow::
     Ok(elapsed)
 }
 
+/// Warms the baseline, then times `runs` rounds of each side.
+async fn measure(
+    docker: &bollard::Docker,
+    components: &[ComponentPlan],
+    tags: &[String],
+    bin: &PathBuf,
+    config_path: &PathBuf,
+    up: &Option<String>,
+    runs: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    for (c, tag) in components.iter().zip(tags) {
+        docker_build(docker, c, tag).await?;
+    }
+    let mut slipway_times = Vec::new();
+    let mut docker_times = Vec::new();
+    for _ in 0..runs {
+        slipway_times.push(run_slipway(bin, config_path, up)?);
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            for (c, tag) in components.iter().zip(tags) {
+                docker_build(docker, c, tag).await?;
+            }
+        }
+        docker_times.push(t0.elapsed());
+    }
+    Ok((slipway_times, docker_times))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut config_path = PathBuf::from("slipway.toml");
@@ -142,22 +170,17 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|c| format!("slipway-bench-{}/{}:baseline", std::process::id(), c.name))
         .collect();
-    for (c, tag) in plan.components.iter().zip(&tags) {
-        docker_build(&docker, c, tag).await?;
-    }
-
-    let mut slipway_times = Vec::new();
-    let mut docker_times = Vec::new();
-    for _ in 0..runs {
-        slipway_times.push(run_slipway(&bin, &config_path, &up)?);
-        let t0 = Instant::now();
-        for _ in 0..2 {
-            for (c, tag) in plan.components.iter().zip(&tags) {
-                docker_build(&docker, c, tag).await?;
-            }
-        }
-        docker_times.push(t0.elapsed());
-    }
+    let measured = measure(
+        &docker,
+        &plan.components,
+        &tags,
+        &bin,
+        &config_path,
+        &up,
+        runs,
+    )
+    .await;
+    // The baseline's tags go on every path.
     for tag in &tags {
         let _ = docker
             .remove_image(
@@ -167,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await;
     }
+    let (slipway_times, docker_times) = measured?;
 
     let s = median(slipway_times.clone());
     let d = median(docker_times.clone());
