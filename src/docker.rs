@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use bollard::Docker;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -116,7 +115,14 @@ pub fn client(endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<Docker> 
         .hint("use unix:///path/to/docker.sock or tcp://HOST:PORT")
         .into());
     };
-    docker.with_context(|| format!("connecting to the Docker daemon at {host}"))
+    docker.map_err(|e| {
+        // bollard checks that a unix socket exists before any request: no socket is a daemon
+        // that is not running, and deserves the same message and hint as a refused ping.
+        anyhow::Error::new(e).context(
+            Fail::job(format!("cannot reach the Docker daemon at {host}"))
+                .hint(start_hint(endpoint)),
+        )
+    })
 }
 
 /// Connects and checks the daemon answers within `ping_timeout`.

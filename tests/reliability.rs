@@ -1,0 +1,939 @@
+//! Faults, concurrent runs and secrets, on the real daemon and real node stand-ins.
+//!
+//! - Faults: a daemon that is not there (or does not answer) before a run; a daemon killed in
+//!   the middle of a build (an isolated dockerd: the minikube node stand-in, never the shared
+//!   host daemon); Ctrl-C while waiting for the project lock, while hashing a large context,
+//!   during a build (BuildKit and legacy builder) and during a load into a kind stand-in. A
+//!   node stopped in the middle of a load is `tests/load.rs`
+//!   (`kind_node_stopped_mid_load_fails_alone`: that node fails, the other finishes, the next
+//!   run loads only the missing node).
+//! - Concurrent runs in one project take turns on `.slipway/lock`, say whom they wait for,
+//!   both succeed, and leave tags and emitted files that all come from one run.
+//! - Every file slipway writes goes through `fsutil::write_atomic` (a source audit).
+//! - Secrets: the reference app built and emitted with every secret set to a marker; the
+//!   marker is in no image layer, config or history, no output, no report, no file but the
+//!   Secret manifest (mode 0600).
+
+mod common;
+mod rely;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rely::{docker, image_id, Project};
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn busybox_dockerfile(run: &str) -> String {
+    format!("FROM slipway-test/busybox:1.35 AS production\nCOPY . /ctx\n{run}\n")
+}
+
+/// Every file under `root` (relative path → bytes), `.slipway/lock` left out.
+fn snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_path_buf();
+                if rel != Path::new(".slipway/lock") {
+                    out.insert(rel, std::fs::read(&p).unwrap_or_default());
+                }
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon is not there
+// ---------------------------------------------------------------------------------------------
+
+/// A local TCP server that accepts connections and never answers: a hung daemon.
+fn silent_server() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+#[test]
+fn a_daemon_that_is_not_there_is_a_clear_error_with_a_hint_at_once() {
+    let p = Project::new(&[("app", &busybox_dockerfile(""))]);
+    let dir = tempfile::tempdir().unwrap();
+    // A socket file nobody listens on: what a crashed dockerd leaves.
+    let stale = dir.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let hosts = [
+        format!("unix://{}", dir.path().join("missing.sock").display()),
+        format!("unix://{}", stale.display()),
+        format!("tcp://127.0.0.1:{}", rely::free_port()),
+    ];
+    for host in &hosts {
+        for cmd in ["build", "plan"] {
+            let mut c = p.slipway(&[cmd]);
+            c.env("DOCKER_HOST", host);
+            let run = rely::run(c, Duration::from_secs(30)).no_panic();
+            assert_eq!(run.code(), Some(1), "{cmd} {host}: {}", run.text());
+            assert!(
+                run.stderr
+                    .contains(&format!("error: cannot reach the Docker daemon at {host}")),
+                "{}",
+                run.text()
+            );
+            assert!(
+                run.stderr.contains("hint: start the Docker daemon"),
+                "{}",
+                run.text()
+            );
+            assert!(run.took < Duration::from_secs(3), "slow: {}", run.text());
+        }
+    }
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+
+    // A daemon that accepts and never answers: the ping gives up after 5 s.
+    let (_server, port) = silent_server();
+    let host = format!("tcp://127.0.0.1:{port}");
+    let mut c = p.slipway(&["build"]);
+    c.env("DOCKER_HOST", &host);
+    let run = rely::run(c, Duration::from_secs(30)).no_panic();
+    assert_eq!(run.code(), Some(1), "{}", run.text());
+    assert!(
+        run.stderr.contains("cannot reach the Docker daemon")
+            && run.stderr.contains("no answer within"),
+        "{}",
+        run.text()
+    );
+    assert!(run.took < Duration::from_secs(8), "{}", run.text());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon killed in the middle of a build (an isolated dockerd)
+// ---------------------------------------------------------------------------------------------
+
+/// A minikube node stand-in (dockerd inside), removed on drop.
+struct InnerDaemon {
+    node: String,
+    host: String,
+}
+
+impl InnerDaemon {
+    fn start() -> InnerDaemon {
+        let node = common::unique("rely-mk");
+        let port = rely::free_port().to_string();
+        let out = Command::new(common::repo().join("tests/env/minikube-up"))
+            .args([&node, &port])
+            .output()
+            .unwrap();
+        let me = InnerDaemon {
+            node,
+            host: format!("tcp://127.0.0.1:{port}"),
+        };
+        assert!(
+            out.status.success(),
+            "tests/env/minikube-up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        me
+    }
+
+    /// Waits until the inner daemon answers.
+    fn wait(&self) {
+        let t0 = Instant::now();
+        while !docker(Some(&self.host), &["version"]).status.success() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the inner dockerd of {} did not come back",
+                self.node
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Copies an image of the host daemon into the node's daemon.
+    fn give(&self, image: &str) {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save {image} | docker exec -i {} docker load",
+                self.node
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success(), "loading {image} into {}", self.node);
+    }
+}
+
+impl Drop for InnerDaemon {
+    fn drop(&mut self) {
+        let _ = Command::new(common::repo().join("tests/env/down"))
+            .arg(&self.node)
+            .output();
+    }
+}
+
+fn minikube_node_image() -> bool {
+    let image = std::env::var("SLIPWAY_TEST_IMAGE_MINIKUBE_NODE")
+        .unwrap_or_else(|_| "slipway-test/minikube-node:bookworm".into());
+    if image_id(None, &image).is_some() {
+        return true;
+    }
+    if common::in_ci() {
+        panic!("CI=true and {image} is missing: run scripts/env/images minikube-node");
+    }
+    eprintln!("SKIPPED: {image} is missing (scripts/env/images minikube-node)");
+    false
+}
+
+#[tokio::test]
+async fn a_daemon_killed_mid_build_is_named_and_the_next_run_succeeds() {
+    if common::daemon().await.is_none() || !minikube_node_image() {
+        return;
+    }
+    rely::require_busybox();
+    let inner = InnerDaemon::start();
+    inner.give(rely::BUSYBOX);
+    let p = Project::new(&[("slow", &busybox_dockerfile("RUN echo first"))]);
+    let on_inner = |args: &[&str]| {
+        let mut c = p.slipway(args);
+        c.env("DOCKER_HOST", &inner.host);
+        c
+    };
+    rely::run(on_inner(&["build"]), LIMIT).ok();
+    let latest = p.image("slow", "latest");
+    let good = image_id(Some(&inner.host), &latest).expect("no first image");
+    let before = rely::tags_under(&p.prefix, Some(&inner.host));
+
+    // A build that takes a while; kill the daemon (SIGKILL to the node's dockerd, PID 1)
+    // once its RUN step runs.
+    let marker = common::unique("rely-killed");
+    p.write(
+        "slow/Dockerfile",
+        busybox_dockerfile(&format!("RUN echo $((6*7))-{marker}; sleep 8; echo done")),
+    );
+    let mut child = rely::spawn(on_inner(&["build"]));
+    // The step's own output (its command line, also shown, says `$((6*7))`).
+    child.wait_for_line(&format!("42-{marker}"), Duration::from_secs(60));
+    assert!(docker(None, &["kill", &inner.node]).status.success());
+    let run = child.finish(Duration::from_secs(60)).no_panic();
+    assert_eq!(run.code(), Some(1), "{}", run.text());
+    assert!(
+        run.stderr.contains("lost the Docker daemon") && run.stderr.contains("`slow`"),
+        "the error must name the component and say the daemon went away: {}",
+        run.text()
+    );
+    assert!(run.stderr.contains("hint:"), "{}", run.text());
+    assert!(run.took < Duration::from_secs(30), "{}", run.text());
+
+    // Back up: no tag moved, none names a half-built image, no temporary tag.
+    assert!(docker(None, &["start", &inner.node]).status.success());
+    inner.wait();
+    assert_eq!(rely::tags_under(&p.prefix, Some(&inner.host)), before);
+    assert_eq!(
+        image_id(Some(&inner.host), &latest).as_deref(),
+        Some(good.as_str())
+    );
+    assert!(
+        rely::containers_running(&marker, Some(&inner.host)).is_empty(),
+        "a build container survived"
+    );
+
+    // The same build runs to the end now.
+    let run = rely::run(on_inner(&["build"]), LIMIT).ok();
+    assert!(run.stderr.contains("done"), "{}", run.text());
+    let now = image_id(Some(&inner.host), &latest).unwrap();
+    assert_ne!(now, good);
+    let recorded = p.last_image("slow").unwrap();
+    assert_eq!(
+        image_id(Some(&inner.host), &recorded).as_deref(),
+        Some(now.as_str())
+    );
+    assert!(rely::tags_under(&p.prefix, Some(&inner.host))
+        .iter()
+        .all(|t| !t.contains("slipway-build-")));
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ctrl-C
+// ---------------------------------------------------------------------------------------------
+
+/// Sends SIGINT, then expects exit 130 soon after.
+fn interrupt(child: rely::Running, within: Duration) -> rely::Run {
+    let t0 = Instant::now();
+    child.signal(libc::SIGINT);
+    let run = child.finish(within + Duration::from_secs(30)).no_panic();
+    assert_eq!(run.code(), Some(130), "{}", run.text());
+    assert!(
+        t0.elapsed() < within,
+        "exit took {:?}: {}",
+        t0.elapsed(),
+        run.text()
+    );
+    assert!(run.stderr.contains("error: interrupted"), "{}", run.text());
+    run
+}
+
+#[tokio::test]
+async fn ctrl_c_while_waiting_for_the_project_lock_exits_130_and_writes_nothing() {
+    // No daemon needed: every mutating command takes the lock before anything else.
+    let p = Project::new(&[("app", &busybox_dockerfile(""))]);
+    let held = slipway::lock::try_acquire(p.dir.path())
+        .unwrap()
+        .expect("the lock is free");
+    let before = snapshot(p.dir.path());
+    let me = std::process::id();
+    for args in [
+        &["build"][..],
+        &["dockerfiles"],
+        &[
+            "manifests",
+            "--image",
+            "app=x/app:1",
+            "--allow-missing-secrets",
+        ],
+        &["chart", "--image", "app=x/app:1"],
+        &["load", "--cluster", "none"],
+    ] {
+        let mut child = rely::spawn(p.slipway(args));
+        let line = child.wait_for_line("waiting for another slipway run", Duration::from_secs(20));
+        assert!(
+            line.contains(&format!("(pid {me}) in this project")),
+            "{args:?}: {line}"
+        );
+        interrupt(child, Duration::from_secs(2));
+        assert_eq!(snapshot(p.dir.path()), before, "{args:?} wrote something");
+    }
+    // Read-only commands never wait.
+    let run = p.run(&["dockerfiles", "--check"], Duration::from_secs(20));
+    assert!(
+        !run.stderr.contains("waiting for another"),
+        "{}",
+        run.text()
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn ctrl_c_while_hashing_a_large_context_exits_at_once() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    let p = Project::new(&[("app", &busybox_dockerfile(""))]);
+    // Hashing 32 GiB of holes takes minutes here; Ctrl-C must not wait for it.
+    let f = std::fs::File::create(p.path("app/big.bin")).unwrap();
+    f.set_len(32 << 30).unwrap();
+    drop(f);
+    let mut child = rely::spawn(p.slipway(&["build"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.child.try_wait().unwrap().is_none(), "it ended early");
+    let run = interrupt(child, Duration::from_secs(3));
+    assert!(!run.stderr.contains("build started"), "{}", run.text());
+    assert!(p.tags().is_empty());
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+}
+
+/// Ctrl-C in the middle of a RUN step with `builder` (`buildkit` or `legacy`).
+async fn ctrl_c_during_a_build(builder: &str) {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    let p = Project::new(&[("app", &busybox_dockerfile("RUN echo one"))]);
+    let mut first = p.slipway(&["build"]);
+    first.env("SLIPWAY_BUILDER", builder);
+    rely::run(first, LIMIT).ok();
+    let tags = p.tags();
+    let ids: Vec<Option<String>> = tags.iter().map(|t| image_id(None, t)).collect();
+    let record = std::fs::read(p.path(".slipway/last-build.json")).unwrap();
+
+    let marker = common::unique("rely-int");
+    p.write(
+        "app/Dockerfile",
+        busybox_dockerfile(&format!("RUN echo $((6*7))-{marker}; sleep 60")),
+    );
+    let mut cmd = p.slipway(&["build", "--metadata-file", "meta.json"]);
+    cmd.env("SLIPWAY_BUILDER", builder);
+    // Its own temporary directory, to see that nothing is left in it.
+    let tmp = tempfile::tempdir().unwrap();
+    cmd.env("TMPDIR", tmp.path());
+    let mut child = rely::spawn(cmd);
+    // The step's own output: its container runs now.
+    child.wait_for_line(&format!("42-{marker}"), Duration::from_secs(60));
+    interrupt(child, Duration::from_secs(10));
+
+    // Nothing moved, nothing named, nothing written, nothing left running.
+    assert_eq!(p.tags(), tags, "{builder}: the tags changed");
+    let now: Vec<Option<String>> = tags.iter().map(|t| image_id(None, t)).collect();
+    assert_eq!(now, ids, "{builder}: a tag moved");
+    assert_eq!(
+        std::fs::read(p.path(".slipway/last-build.json")).unwrap(),
+        record
+    );
+    assert!(!p.path("meta.json").exists());
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{builder}: left in TMPDIR: {left:?}");
+    let t0 = Instant::now();
+    loop {
+        let left = rely::containers_running(&marker, None);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{builder}: build containers left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_during_a_buildkit_build_leaves_nothing_behind() {
+    ctrl_c_during_a_build("buildkit").await;
+}
+
+#[tokio::test]
+async fn ctrl_c_during_a_legacy_build_leaves_nothing_behind() {
+    ctrl_c_during_a_build("legacy").await;
+}
+
+fn kind_node_image() -> bool {
+    let image = std::env::var("SLIPWAY_TEST_IMAGE_KIND_NODE")
+        .unwrap_or_else(|_| "slipway-test/kind-node:bookworm".into());
+    if image_id(None, &image).is_some() {
+        return true;
+    }
+    if common::in_ci() {
+        panic!("CI=true and {image} is missing: run scripts/env/images kind-node");
+    }
+    eprintln!("SKIPPED: {image} is missing (scripts/env/images kind-node)");
+    false
+}
+
+/// kind node stand-ins, removed on drop.
+struct Kind {
+    name: String,
+    nodes: Vec<String>,
+}
+
+impl Kind {
+    fn start(workers: usize) -> Kind {
+        let name = common::unique("rely-kind").to_lowercase();
+        let out = Command::new(common::repo().join("tests/env/kind-up"))
+            .args([&name, &workers.to_string()])
+            .output()
+            .unwrap();
+        let kind = Kind {
+            name,
+            nodes: String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect(),
+        };
+        assert!(
+            out.status.success(),
+            "tests/env/kind-up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        kind
+    }
+
+    fn exec(&self, node: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["exec", node];
+        args.extend_from_slice(cmd);
+        let out = docker(None, &args);
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Kind {
+    fn drop(&mut self) {
+        let _ = Command::new(common::repo().join("tests/env/down"))
+            .arg(&self.name)
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_during_a_load_leaves_no_incomplete_image_and_the_next_load_completes() {
+    if common::daemon().await.is_none() || !kind_node_image() {
+        return;
+    }
+    rely::require_busybox();
+    let kind = Kind::start(1);
+    // Two big layers of noise, so that the transfer takes a moment.
+    let marker = common::unique("rely-load");
+    let p = Project::new(&[(
+        "app",
+        &busybox_dockerfile(&format!(
+            "RUN echo {marker} && head -c 100000000 /dev/urandom > /one\nRUN head -c 100000000 /dev/urandom > /two"
+        )),
+    )]);
+    rely::run(p.slipway(&["build"]), LIMIT).ok();
+    let image = p.last_image("app").unwrap();
+    let cluster = format!("kind:{}", kind.name);
+
+    let mut child = rely::spawn(p.slipway(&["load", "--cluster", &cluster]));
+    child.wait_for_line("sending", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let run = interrupt(child, Duration::from_secs(5));
+    eprintln!("{}", run.stderr);
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+
+    // On every node: no import still running after a moment, no incomplete image of ours.
+    std::thread::sleep(Duration::from_secs(2));
+    for node in &kind.nodes {
+        let ps = kind.exec(node, &["ps", "-eo", "args"]);
+        assert!(
+            !ps.lines()
+                .any(|l| l.contains("ctr") && l.contains("import")),
+            "an import still runs in {node}:\n{ps}"
+        );
+        let check = kind.exec(node, &["ctr", "-n", "k8s.io", "images", "check"]);
+        for line in check.lines().skip(1) {
+            assert!(
+                !line.contains(&p.prefix) || line.contains("complete"),
+                "an incomplete image is registered in {node}: {line}"
+            );
+        }
+    }
+
+    // The next load finishes the job, and the image runs on every node.
+    rely::run(p.slipway(&["load", "--cluster", &cluster]), LIMIT).ok();
+    for node in &kind.nodes {
+        let id = common::unique("run");
+        let out = kind.exec(
+            node,
+            &[
+                "ctr",
+                "-n",
+                "k8s.io",
+                "run",
+                "--rm",
+                &format!("docker.io/{image}"),
+                &id,
+                "ls",
+                "/two",
+            ],
+        );
+        assert_eq!(out.trim(), "/two", "{node}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrent runs
+// ---------------------------------------------------------------------------------------------
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn two_builds_in_one_project_take_turns_and_agree() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    let marker = common::unique("rely-turns");
+    let p = Project::new(&[(
+        "app",
+        &busybox_dockerfile(&format!("RUN echo {marker}; sleep 3")),
+    )]);
+    let mut a = rely::spawn(p.slipway(&["build", "--metadata-file", "a.json"]));
+    a.wait_for_line("build started", Duration::from_secs(60));
+    let mut b = rely::spawn(p.slipway(&["build", "--metadata-file", "b.json"]));
+    let line = b.wait_for_line("waiting for another slipway run", Duration::from_secs(30));
+    assert!(
+        line.contains(&format!("(pid {}) in this project", a.pid())),
+        "{line}"
+    );
+    let a = a.finish(LIMIT).ok();
+    let b = b.finish(LIMIT).ok();
+    assert!(
+        b.took > Duration::from_secs(2),
+        "b did not wait: {}",
+        b.text()
+    );
+
+    let (ma, mb) = (json(&p.path("a.json")), json(&p.path("b.json")));
+    assert_eq!(ma["components"]["app"]["outcome"], "built", "{}", a.text());
+    assert_eq!(mb["components"]["app"]["outcome"], "cached", "{}", b.text());
+    let id = ma["components"]["app"]["image_id"].as_str().unwrap();
+    assert_eq!(mb["components"]["app"]["image_id"], id);
+    for tag in p.tags() {
+        assert_eq!(image_id(None, &tag).as_deref(), Some(id), "{tag}");
+    }
+    let last = json(&p.path(".slipway/last-build.json"));
+    assert_eq!(last["components"]["app"]["image_id"], id);
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+}
+
+#[test]
+fn concurrent_emits_never_mix_files_from_different_runs() {
+    // Six runs at once, each deploying a different image into the same directories; whatever
+    // the order, each directory ends up exactly as one run alone writes it.
+    let p = Project::new(&[
+        ("web", &busybox_dockerfile("")),
+        ("api", &busybox_dockerfile("")),
+    ]);
+    let variants: Vec<String> = (1..=6).map(|n| format!("v{n}")).collect();
+    let args = |v: &str, kind: &str, out: &str| -> Vec<String> {
+        let mut a = vec![kind.to_string(), "--out".into(), out.into()];
+        for c in ["web", "api"] {
+            a.push("--image".into());
+            a.push(format!("{c}=registry.example/{c}:{v}"));
+        }
+        if kind == "manifests" {
+            a.push("--allow-missing-secrets".into());
+        }
+        a
+    };
+    for kind in ["manifests", "chart"] {
+        // What each run writes alone.
+        let mut alone = Vec::new();
+        for v in &variants {
+            let out = format!("alone-{kind}-{v}");
+            let a = args(v, kind, &out);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            p.run(&a, Duration::from_secs(30)).ok();
+            alone.push(snapshot(&p.path(&out)));
+        }
+        assert_ne!(alone[0], alone[1], "the variants must differ");
+        let shared = format!("shared-{kind}");
+        let children: Vec<rely::Running> = variants
+            .iter()
+            .map(|v| {
+                let a = args(v, kind, &shared);
+                let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                rely::spawn(p.slipway(&a))
+            })
+            .collect();
+        for c in children {
+            c.finish(Duration::from_secs(60)).ok();
+        }
+        let result = snapshot(&p.path(&shared));
+        assert!(
+            alone.contains(&result),
+            "{kind}: the files are a mix of several runs: {:?}",
+            result.keys().collect::<Vec<_>>()
+        );
+    }
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Atomic writes: a source audit
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_file_slipway_writes_goes_through_write_atomic() {
+    // Allowed: the implementation itself; the lock file (written in place by design: a
+    // rename would give the next run a different inode to lock); and image normalisation,
+    // whose files are scratch copies of layers inside its own temporary directory, never
+    // output.
+    let allowed = ["src/fsutil.rs", "src/lock.rs", "src/reproduce/normalize.rs"];
+    let forbidden = [
+        "fs::write(",
+        "File::create(",
+        "OpenOptions::new(",
+        "NamedTempFile",
+        "fs::copy(",
+    ];
+    let mut stack = vec![common::repo().join("src")];
+    let mut found = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(common::repo()).unwrap().to_path_buf();
+            if allowed.iter().any(|a| rel == Path::new(a)) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Unit tests (the module at the end) may write what they like.
+            let code = match text.find("#[cfg(test)]") {
+                Some(i) => &text[..i],
+                None => &text,
+            };
+            for (n, line) in code.lines().enumerate() {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("//") {
+                    continue;
+                }
+                if forbidden.iter().any(|f| line.contains(f)) {
+                    found.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "write these through slipway::fsutil::write_atomic:\n{}",
+        found.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------------
+
+/// Copies the reference app (slipway.toml, contexts/, dockerfiles/) with its own prefix.
+fn reference_app(prefix: &str) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            let name = e.file_name();
+            if [
+                "node_modules",
+                ".next",
+                "__pycache__",
+                ".venv",
+                ".pytest_cache",
+            ]
+            .iter()
+            .any(|n| name == *n)
+            {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &to.join(&name));
+            } else {
+                std::fs::copy(e.path(), to.join(&name)).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-rely-ref-")
+        .tempdir()
+        .unwrap();
+    let repo = common::repo();
+    copy(&repo.join("contexts"), &dir.path().join("contexts"));
+    copy(&repo.join("dockerfiles"), &dir.path().join("dockerfiles"));
+    let toml = std::fs::read_to_string(repo.join("slipway.toml")).unwrap();
+    assert!(toml.contains("prefix = \"slipway\""));
+    std::fs::write(
+        dir.path().join("slipway.toml"),
+        toml.replace("prefix = \"slipway\"", &format!("prefix = \"{prefix}\"")),
+    )
+    .unwrap();
+    dir
+}
+
+/// What to look for: each value, and its base64 (as in a Secret's `data`), padding left off
+/// so that it matches inside longer encoded text too.
+fn needles(markers: &[(String, String)]) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for (name, value) in markers {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        out.push((name.clone(), value.clone()));
+        out.push((format!("{name} (base64)"), b64[..b64.len() - 4].to_string()));
+    }
+    out
+}
+
+fn leaks(bytes: &[u8], needles: &[(String, String)]) -> Vec<String> {
+    needles
+        .iter()
+        .filter(|(_, n)| bytes.windows(n.len()).any(|w| w == n.as_bytes()))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The needles found in the output of a shell pipeline (for whole images: grep -F streams
+/// hundreds of MB quickly, and nothing is held in memory).
+fn leaks_in_stream(pipeline: &str, needles: &[(String, String)]) -> Vec<String> {
+    let patterns = tempfile::NamedTempFile::new().unwrap();
+    let list: String = needles.iter().map(|(_, n)| format!("{n}\n")).collect();
+    std::fs::write(patterns.path(), list).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {pipeline} | grep -a -o -F -f {}; test $? -le 1",
+            patterns.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{pipeline}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found = String::from_utf8_lossy(&out.stdout);
+    needles
+        .iter()
+        .filter(|(_, n)| found.lines().any(|l| l == n))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn no_secret_value_reaches_an_image_a_report_or_the_output() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    for base in ["slipway-test/python:3.11", "slipway-test/node:20"] {
+        if image_id(None, base).is_none() {
+            if common::in_ci() {
+                panic!("CI=true and {base} is missing: run scripts/env/images");
+            }
+            eprintln!("SKIPPED: {base} is missing (scripts/env/images)");
+            return;
+        }
+    }
+    let prefix = common::unique("slipway-rely-secrets");
+    let dir = reference_app(&prefix);
+    let _cleanup = Untag(prefix.clone());
+    let config = slipway::config::load(&dir.path().join("slipway.toml")).unwrap();
+    let mut names: Vec<String> = config
+        .components
+        .values()
+        .flat_map(|c| c.secrets.iter().chain(&c.build_secrets).cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 4, "{names:?}");
+    let markers: Vec<(String, String)> = names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                format!("{}-{n}", common::unique("slipway-marker")),
+            )
+        })
+        .collect();
+
+    let slipway = |args: &[&str]| {
+        let mut c = common::slipway();
+        c.args(args)
+            .arg("--progress=plain")
+            .arg("-v")
+            .current_dir(dir.path())
+            .env_remove("CI");
+        for (n, v) in &markers {
+            c.env(n, v);
+        }
+        rely::run(c, Duration::from_secs(600)).ok()
+    };
+    let runs = [
+        slipway(&["build", "--metadata-file", "build.json"]),
+        slipway(&["manifests"]),
+        slipway(&["chart"]),
+        slipway(&["plan", "--json"]),
+    ];
+
+    let mut scanned: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        scanned.push((format!("run {i} stdout"), r.stdout.clone()));
+        scanned.push((format!("run {i} stderr"), r.stderr.clone().into_bytes()));
+    }
+    let needles = needles(&markers);
+    let meta = json(&dir.path().join("build.json"));
+    let mut images = Vec::new();
+    for (component, record) in meta["components"].as_object().unwrap() {
+        for tag in record["tags"].as_array().unwrap() {
+            images.push((component.clone(), tag.as_str().unwrap().to_string()));
+        }
+    }
+    assert!(images.len() >= 2, "{meta}");
+    let mut found: Vec<String> = Vec::new();
+    for (component, image) in &images {
+        // docker save: every layer (uncompressed tars) and the image config, as bytes.
+        for (what, pipeline) in [
+            ("docker save", format!("docker save {image}")),
+            (
+                "docker history --no-trunc",
+                format!("docker history --no-trunc {image}"),
+            ),
+            (
+                "docker image inspect",
+                format!("docker image inspect {image}"),
+            ),
+        ] {
+            for leak in leaks_in_stream(&pipeline, &needles) {
+                found.push(format!("{leak} in {what} of {component} ({image})"));
+            }
+        }
+    }
+    let size = docker(None, &["image", "inspect", "-f", "{{.Size}}", &images[0].1]);
+    assert!(
+        String::from_utf8_lossy(&size.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            > 1 << 20
+    );
+
+    // Every file in the project: reports, generated files. Only the Secret manifests may hold
+    // the values, and only readable by their owner.
+    let mut secret_files = Vec::new();
+    for (rel, bytes) in snapshot(dir.path()) {
+        let leaked = leaks(&bytes, &needles);
+        let is_secret = String::from_utf8_lossy(&bytes).contains("kind: Secret");
+        if !leaked.is_empty() && is_secret && rel.starts_with("k8s") {
+            secret_files.push(rel);
+        } else {
+            scanned.push((rel.display().to_string(), bytes));
+        }
+    }
+    for (what, bytes) in &scanned {
+        for leak in leaks(bytes, &needles) {
+            found.push(format!("{leak} in {what}"));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "secret values leaked:\n{}",
+        found.join("\n")
+    );
+    assert!(
+        !secret_files.is_empty(),
+        "no Secret manifest holds the values"
+    );
+    for rel in &secret_files {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", rel.display());
+    }
+    // Every secret's value is there (so the scans above looked for something real).
+    let all: Vec<u8> = secret_files
+        .iter()
+        .flat_map(|r| std::fs::read(dir.path().join(r)).unwrap())
+        .collect();
+    let present = leaks(&all, &needles);
+    for (name, _) in &markers {
+        assert!(
+            present.contains(name) || present.contains(&format!("{name} (base64)")),
+            "{name} is in no Secret manifest"
+        );
+    }
+}
+
+/// Untags every image under a prefix when dropped.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        rely::remove_tags(&self.0, None);
+    }
+}
