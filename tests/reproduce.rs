@@ -69,6 +69,13 @@ fn legacy_build(host: Option<&str>, dir: &std::path::Path, tag: &str, base: &str
         .env("DOCKER_BUILDKIT", "0")
         .args(["build", "-q", "--no-cache", "--build-arg"])
         .arg(format!("RUNTIME_IMAGE={base}"))
+        // Normal forms are the same for everyone: a label of this run keeps its image IDs its own
+        // (another test's clean-up cannot delete them).
+        .arg("--label")
+        .arg(format!(
+            "dev.slipway.test-run={}",
+            tag.rsplit_once(':').map_or(tag, |t| t.0)
+        ))
         .args(["-t", tag])
         .arg(dir)
         .output()
@@ -299,6 +306,17 @@ impl Project {
             }
         }
         let prefix = common::unique("slipway-test-verify");
+        // Normal forms are the same for everyone: a label of this run keeps its image IDs its
+        // own (another test's clean-up cannot delete them).
+        for sub in ["files", "stamp"] {
+            let path = dir.path().join(sub).join("Dockerfile");
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(
+                &path,
+                format!("{text}LABEL dev.slipway.test-run={prefix}\n"),
+            )
+            .unwrap();
+        }
         let template = std::fs::read_to_string(src.join("slipway.toml.in")).unwrap();
         std::fs::write(
             dir.path().join("slipway.toml"),
@@ -329,22 +347,18 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
+        // By tag, not by ID: an image goes when its last tag does.
         let out = Command::new("docker")
-            .args(["images", "-q", "--filter"])
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter"])
             .arg(format!("reference={}/*", self.prefix))
             .output();
         if let Ok(out) = out {
-            let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            let refs: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .split_whitespace()
                 .map(String::from)
                 .collect();
-            ids.sort();
-            ids.dedup();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rmi", "-f"])
-                    .args(&ids)
-                    .output();
+            if !refs.is_empty() {
+                let _ = Command::new("docker").arg("rmi").args(&refs).output();
             }
         }
     }
