@@ -396,3 +396,207 @@ async fn ignore_patterns_docker_rejects_are_errors_naming_the_file_and_line() {
         "a rejected ignore file built something"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile configuration: the fuzz targets' entry points, with random inputs, on stable Rust.
+// (fuzz/ holds the cargo-fuzz targets for nightly; see fuzz/README.md.)
+// ---------------------------------------------------------------------------------------------
+
+#[path = "../fuzz/src/exercise.rs"]
+mod exercise;
+
+/// xorshift64*: small, seedable, good enough to pick mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+/// Pieces that mean something to TOML, templates, ignore patterns or .env files.
+const TOKENS: &[&[u8]] = &[
+    b"[",
+    b"]",
+    b"[[",
+    b"]]",
+    b"=",
+    b"\"",
+    b"'",
+    b"\"\"\"",
+    b"'''",
+    b"{",
+    b"}",
+    b",",
+    b"\n",
+    b"\r\n",
+    b"#",
+    b"\\",
+    b"\\u0000",
+    b"\\U0010FFFF",
+    b"-1",
+    b"0",
+    b"65536",
+    b"4294967296",
+    b"99999999999999999999",
+    b"1e308",
+    b"nan",
+    b"true",
+    b"${",
+    b"${web.url}",
+    b"${api.host}",
+    b"${nope.port}",
+    b"${api.",
+    b"$$",
+    b"$",
+    b"[components.x]",
+    b"[app]",
+    b"name = \"\"",
+    b"port = 0",
+    b"context = \"../..\"",
+    b"context = \"/\"",
+    b"service = { type = \"NodePort\" }",
+    b"node_port = 1",
+    b"replicas = -5",
+    b"user = 0",
+    b"cpu = \"0.0001m\"",
+    b"memory = \"1Ei\"",
+    b"*",
+    b"**",
+    b"?",
+    b"!",
+    b"/",
+    b"./",
+    b"../",
+    b"[^",
+    b"[!",
+    b"[a-",
+    b"\\*",
+    b"**/",
+    b"export ",
+    b"=\"",
+    b"\xef\xbb\xbf",
+    b"\xff",
+    b"\xc3",
+    b"\0",
+    b"\t",
+    b" ",
+];
+
+/// A seed changed in 1 to 8 random ways (flips, deletions, duplications, tokens, splices).
+fn mutate(rng: &mut Rng, seed: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for _ in 0..1 + rng.below(8) {
+        let at = rng.below(v.len() + 1);
+        match rng.below(6) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if !v.is_empty() => {
+                let end = (at + 1 + rng.below(32)).min(v.len());
+                v.drain(at.min(end)..end);
+            }
+            2 if !v.is_empty() => {
+                let start = rng.below(v.len());
+                let end = (start + 1 + rng.below(64)).min(v.len());
+                let piece = v[start..end].to_vec();
+                v.splice(at..at, piece);
+            }
+            3 => {
+                let other = &others[rng.below(others.len())];
+                if !other.is_empty() {
+                    let start = rng.below(other.len());
+                    let end = (start + 1 + rng.below(128)).min(other.len());
+                    v.splice(at..at, other[start..end].iter().copied());
+                }
+            }
+            _ => {
+                let t = TOKENS[rng.below(TOKENS.len())];
+                v.splice(at..at, t.iter().copied());
+            }
+        }
+    }
+    v
+}
+
+fn seeds(kind: &str) -> Vec<Vec<u8>> {
+    let dir = common::repo().join("fuzz/seeds").join(kind);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let seeds: Vec<Vec<u8>> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(!seeds.is_empty());
+    seeds
+}
+
+#[test]
+fn the_seeds_reach_deep_code() {
+    // A seed that does not parse only ever tests the parser's error path.
+    for name in ["reference.toml", "everything.toml", "two.toml"] {
+        let text =
+            std::fs::read_to_string(common::repo().join("fuzz/seeds/config").join(name)).unwrap();
+        if let Err(e) = slipway::config::parse(&text, Path::new("/fuzz/slipway.toml")) {
+            panic!("fuzz/seeds/config/{name} does not parse: {e}");
+        }
+    }
+    let tricky = std::fs::read(common::repo().join("fuzz/seeds/ignore/tricky")).unwrap();
+    let end = tricky.iter().position(|&b| b == 0).unwrap();
+    assert!(
+        slipway::context::ignore::Matcher::parse(std::str::from_utf8(&tricky[..end]).unwrap())
+            .is_ok()
+    );
+}
+
+#[test]
+fn hostile_configuration_never_panics() {
+    // SLIPWAY_FUZZ_ITERS / SLIPWAY_FUZZ_SEED run it longer or elsewhere; the default is a
+    // few seconds of CI time.
+    let iters: usize = std::env::var("SLIPWAY_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let seed: u64 = std::env::var("SLIPWAY_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_51ab);
+    type Target = (&'static str, fn(&[u8]));
+    let targets: [Target; 3] = [
+        ("config", exercise::config),
+        ("ignore", exercise::ignore),
+        ("env", exercise::env_file),
+    ];
+    for (kind, run) in targets {
+        let seeds = seeds(kind);
+        let mut rng = Rng(seed ^ kind.len() as u64 ^ 0x9e37_79b9_7f4a_7c15);
+        for i in 0..iters {
+            let base = &seeds[i % seeds.len()];
+            let input = mutate(&mut rng, base, &seeds);
+            if std::panic::catch_unwind(|| run(&input)).is_err() {
+                let out = std::env::temp_dir().join(format!("slipway-fuzz-{kind}-{i}"));
+                let _ = std::fs::write(&out, &input);
+                panic!(
+                    "{kind}: input {i} (seed {seed}) panicked; saved to {} \
+                     (reproduce: cargo +nightly fuzz run {} {})",
+                    out.display(),
+                    if kind == "env" { "env_file" } else { kind },
+                    out.display()
+                );
+            }
+        }
+    }
+}

@@ -73,11 +73,11 @@ fn a_daemon_that_is_not_there_is_a_clear_error_with_a_hint_at_once() {
         format!("tcp://127.0.0.1:{}", rely::free_port()),
     ];
     for host in &hosts {
-        for cmd in ["build", "plan"] {
-            let mut c = p.slipway(&[cmd]);
+        for cmd in [&["build"][..], &["plan"], &["up", "--cluster", "none"]] {
+            let mut c = p.slipway(cmd);
             c.env("DOCKER_HOST", host);
             let run = rely::run(c, Duration::from_secs(30)).no_panic();
-            assert_eq!(run.code(), Some(1), "{cmd} {host}: {}", run.text());
+            assert_eq!(run.code(), Some(1), "{cmd:?} {host}: {}", run.text());
             assert!(
                 run.stderr
                     .contains(&format!("error: cannot reach the Docker daemon at {host}")),
@@ -297,6 +297,7 @@ async fn ctrl_c_while_waiting_for_the_project_lock_exits_130_and_writes_nothing(
         ],
         &["chart", "--image", "app=x/app:1"],
         &["load", "--cluster", "none"],
+        &["up", "--cluster", "none"],
     ] {
         let mut child = rely::spawn(p.slipway(args));
         let line = child.wait_for_line("waiting for another slipway run", Duration::from_secs(20));
@@ -337,8 +338,9 @@ async fn ctrl_c_while_hashing_a_large_context_exits_at_once() {
     assert!(rely::temp_files(p.dir.path()).is_empty());
 }
 
-/// Ctrl-C in the middle of a RUN step with `builder` (`buildkit` or `legacy`).
-async fn ctrl_c_during_a_build(builder: &str) {
+/// Ctrl-C in the middle of a RUN step of `command` (`build` or `up`) with `builder`
+/// (`buildkit` or `legacy`).
+async fn ctrl_c_during_a_build(builder: &str, command: &[&str]) {
     if common::daemon().await.is_none() {
         return;
     }
@@ -356,7 +358,9 @@ async fn ctrl_c_during_a_build(builder: &str) {
         "app/Dockerfile",
         busybox_dockerfile(&format!("RUN echo $((6*7))-{marker}; sleep 60")),
     );
-    let mut cmd = p.slipway(&["build", "--metadata-file", "meta.json"]);
+    let mut args = command.to_vec();
+    args.extend(["--metadata-file", "meta.json"]);
+    let mut cmd = p.slipway(&args);
     cmd.env("SLIPWAY_BUILDER", builder);
     // Its own temporary directory, to see that nothing is left in it.
     let tmp = tempfile::tempdir().unwrap();
@@ -375,6 +379,8 @@ async fn ctrl_c_during_a_build(builder: &str) {
         record
     );
     assert!(!p.path("meta.json").exists());
+    // `up` emits manifests and the chart only after every build.
+    assert!(!p.path("k8s").exists() && !p.path("charts").exists());
     assert!(rely::temp_files(p.dir.path()).is_empty());
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "{builder}: left in TMPDIR: {left:?}");
@@ -394,12 +400,17 @@ async fn ctrl_c_during_a_build(builder: &str) {
 
 #[tokio::test]
 async fn ctrl_c_during_a_buildkit_build_leaves_nothing_behind() {
-    ctrl_c_during_a_build("buildkit").await;
+    ctrl_c_during_a_build("buildkit", &["build"]).await;
 }
 
 #[tokio::test]
 async fn ctrl_c_during_a_legacy_build_leaves_nothing_behind() {
-    ctrl_c_during_a_build("legacy").await;
+    ctrl_c_during_a_build("legacy", &["build"]).await;
+}
+
+#[tokio::test]
+async fn ctrl_c_during_the_build_step_of_up_leaves_nothing_behind() {
+    ctrl_c_during_a_build("buildkit", &["up", "--cluster", "none"]).await;
 }
 
 fn kind_node_image() -> bool {
@@ -575,6 +586,85 @@ async fn two_builds_in_one_project_take_turns_and_agree() {
     }
     let last = json(&p.path(".slipway/last-build.json"));
     assert_eq!(last["components"]["app"]["image_id"], id);
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn two_ups_in_one_project_take_turns_and_leave_one_runs_images_and_files() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    // Two different runs of one project: the same component with another build arg (a
+    // second config file in the same directory: the same project, the same lock).
+    let marker = common::unique("rely-ups");
+    let p = Project::new(&[(
+        "app",
+        &busybox_dockerfile(&format!("ARG FLAVOR\nRUN echo {marker}-$FLAVOR; sleep 3")),
+    )]);
+    let toml = std::fs::read_to_string(p.path("slipway.toml")).unwrap();
+    p.write(
+        "slipway.toml",
+        format!("{toml}build_args = {{ FLAVOR = \"a\" }}\n"),
+    );
+    p.write(
+        "slipway-b.toml",
+        format!("{toml}build_args = {{ FLAVOR = \"b\" }}\n"),
+    );
+
+    let mut a = rely::spawn(p.slipway(&["up", "--cluster", "none", "--metadata-file", "a.json"]));
+    a.wait_for_line("build started", Duration::from_secs(60));
+    let mut b = rely::spawn(p.slipway(&[
+        "--config",
+        "slipway-b.toml",
+        "up",
+        "--cluster",
+        "none",
+        "--metadata-file",
+        "b.json",
+    ]));
+    let line = b.wait_for_line("waiting for another slipway run", Duration::from_secs(30));
+    assert!(
+        line.contains(&format!("(pid {}) in this project", a.pid())),
+        "{line}"
+    );
+    let a = a.finish(LIMIT).ok();
+    let b = b.finish(LIMIT).ok();
+    assert!(a.stderr.contains(&format!("{marker}-a")), "{}", a.text());
+    assert!(b.stderr.contains(&format!("{marker}-b")), "{}", b.text());
+
+    let image = |m: &serde_json::Value| {
+        m["build"]["components"]["app"]["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (ia, ib) = (
+        image(&json(&p.path("a.json"))),
+        image(&json(&p.path("b.json"))),
+    );
+    assert_ne!(ia, ib);
+    // The second run's image everywhere: its tags, the record, every emitted file.
+    let id_b = image_id(None, &ib).unwrap();
+    assert_eq!(image_id(None, &p.image("app", "latest")), Some(id_b));
+    assert_eq!(p.last_image("app").as_deref(), Some(ib.as_str()));
+    let mut mentions_b = 0;
+    for dir in ["k8s", "charts"] {
+        for (rel, bytes) in snapshot(&p.path(dir)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let tag_a = ia.rsplit(':').next().unwrap();
+            assert!(
+                !text.contains(tag_a),
+                "{dir}/{} names the first run's image",
+                rel.display()
+            );
+            mentions_b += usize::from(text.contains(ib.rsplit(':').next().unwrap()));
+        }
+    }
+    assert!(
+        mentions_b >= 2,
+        "the manifests and the chart name the second run's image"
+    );
     assert!(rely::temp_files(p.dir.path()).is_empty());
 }
 
@@ -836,6 +926,7 @@ async fn no_secret_value_reaches_an_image_a_report_or_the_output() {
         slipway(&["manifests"]),
         slipway(&["chart"]),
         slipway(&["plan", "--json"]),
+        slipway(&["up", "--cluster", "none", "--metadata-file", "up.json"]),
     ];
 
     let mut scanned: Vec<(String, Vec<u8>)> = Vec::new();

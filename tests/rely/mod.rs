@@ -37,7 +37,14 @@ impl Project {
                 8080 + i
             ));
             std::fs::create_dir_all(dir.path().join(name)).unwrap();
-            std::fs::write(dir.path().join(name).join("Dockerfile"), dockerfile).unwrap();
+            // The prefix in a comment: the input digest (a label of the image) differs from
+            // every other test's, so no two tests share an image ID and one test's clean-up
+            // never removes an image another test is about to tag.
+            std::fs::write(
+                dir.path().join(name).join("Dockerfile"),
+                format!("# {prefix}\n{dockerfile}"),
+            )
+            .unwrap();
         }
         std::fs::write(dir.path().join("slipway.toml"), toml).unwrap();
         Project { dir, prefix }
