@@ -34,6 +34,9 @@ use crate::Fail;
 
 pub use digest::Inputs;
 
+/// A context larger than this gets a warning (it is still built, as Docker would).
+pub const LARGE_CONTEXT: u64 = 1 << 30;
+
 /// Label with the full input digest (`sha256:...`).
 pub const LABEL_DIGEST: &str = "dev.slipway.input-digest";
 /// Label with the per-input hashes ([`Inputs`] as JSON), for cache-miss reasons.
@@ -383,6 +386,15 @@ async fn plan_component(
         .context("the context hashing task stopped")?
         .with_context(|| format!("component `{name}`: packing its context"))?;
     warnings.extend(packed.warnings.iter().cloned());
+    if packed.bytes > LARGE_CONTEXT {
+        // Docker would send it too; say so, since it is rarely meant.
+        warnings.push(format!(
+            "its context {} is {}: every build that is not cached hashes and sends all of it; \
+             leave out what the image does not need in a .dockerignore",
+            c.context.display(),
+            crate::report::fmt_bytes(packed.bytes)
+        ));
+    }
 
     let inputs = Inputs::new(
         &text,
