@@ -22,9 +22,12 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # build: the app's source on top of its dependencies.
 FROM deps AS build
 COPY . .
+# slipway sends this Dockerfile with the context as .slipway.Dockerfile: not part of the app.
+RUN rm -f .slipway.Dockerfile
 
 # production: the virtualenv and the source, run as a fixed non-root UID.
 FROM base AS production
+ARG SOURCE_DATE_EPOCH
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv

@@ -15,18 +15,24 @@ RUN --mount=type=cache,target=/root/.npm \
     npm ci --no-audit --no-fund
 
 # build: `next build`; build args are inlined into the bundle (NEXT_PUBLIC_*).
+# slipway passes SLIPWAY_BUILD_ID (from the input digest): return it from `generateBuildId` in
+# next.config for the same build ID, and so the same image, from the same inputs.
 FROM deps AS build
 COPY . .
+ARG SLIPWAY_BUILD_ID
 ARG NEXT_PUBLIC_BACKEND_URL
-RUN --mount=type=cache,id=slipway-taskboard-frontend-next,target=/app/.next/cache,sharing=locked \
-    npm run build \
- && mkdir -p public
+RUN --mount=type=cache,id=slipway-taskboard-frontend-next,target=/app/.next/cache,sharing=locked --mount=type=secret,id=NEXT_SERVER_ACTIONS_ENCRYPTION_KEY,required=false \
+    if [ -f /run/secrets/NEXT_SERVER_ACTIONS_ENCRYPTION_KEY ]; then NEXT_SERVER_ACTIONS_ENCRYPTION_KEY="$(cat /run/secrets/NEXT_SERVER_ACTIONS_ENCRYPTION_KEY)"; export NEXT_SERVER_ACTIONS_ENCRYPTION_KEY; fi \
+ && npm run build \
+ && mkdir -p public \
+ && if [ -n "${NEXT_SERVER_ACTIONS_ENCRYPTION_KEY:-}" ]; then node -e 'const fs=require("fs"),c=require("crypto"),k=process.env.NEXT_SERVER_ACTIONS_ENCRYPTION_KEY;const h=(n,l)=>c.createHmac("sha256",k).update(n).digest("hex").slice(0,l);const m=[".next/server/preview-props.json",".next/prerender-manifest.json"],f=m.concat(m.map(p=>".next/standalone/"+p)).filter(p=>fs.existsSync(p));const o=fs.existsSync(m[0])?JSON.parse(fs.readFileSync(m[0])):JSON.parse(fs.readFileSync(m[1])).preview;const n={previewModeId:h("previewModeId",32),previewModeSigningKey:h("previewModeSigningKey",64),previewModeEncryptionKey:h("previewModeEncryptionKey",64)};for(const p of f){let s=fs.readFileSync(p,"utf8");for(const x in n)s=s.split(o[x]).join(n[x]);fs.writeFileSync(p,s)}'; fi
 
 # production: only what runs, as a fixed non-root UID.
 FROM base AS production
 ENV NODE_ENV=production \
     PORT=3000 \
     HOSTNAME=0.0.0.0
+ARG SOURCE_DATE_EPOCH
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
 COPY --from=build /app/public ./public

@@ -80,6 +80,10 @@ pub struct Target {
     pub build_args: Vec<String>,
     /// Names of build-time secrets, mounted into install and build steps.
     pub build_secrets: Vec<String>,
+    /// The Dockerfile lives outside the context, so slipway sends it inside the context tar
+    /// as [`crate::context::OUTSIDE_DOCKERFILE`]: a build stage that copies the whole context
+    /// removes it again, so that it never reaches the image.
+    pub dockerfile_outside: bool,
 }
 
 impl Target {
@@ -93,6 +97,9 @@ impl Target {
             user: component.user,
             build_args: component.build_args.keys().cloned().collect(),
             build_secrets: component.build_secrets.clone(),
+            dockerfile_outside: !config
+                .dockerfile_path(component)
+                .starts_with(config.context_dir(component)),
         }
     }
 }
@@ -189,15 +196,30 @@ fn secret_mounts(t: &Target) -> Vec<String> {
 
 /// Shell that exports each mounted secret to the step's environment, when it was given.
 fn secret_exports(t: &Target) -> Vec<String> {
-    t.build_secrets
-        .iter()
-        .map(|s| {
-            format!(
-                "if [ -f /run/secrets/{s} ]; then {s}=\"$(cat /run/secrets/{s})\"; export {s}; fi"
-            )
-        })
-        .collect()
+    t.build_secrets.iter().map(|s| secret_export(s)).collect()
 }
+
+fn secret_export(s: &str) -> String {
+    format!("if [ -f /run/secrets/{s} ]; then {s}=\"$(cat /run/secrets/{s})\"; export {s}; fi")
+}
+
+/// Next.js's key for server actions: `next build` makes one at random unless this variable
+/// holds one, and the action IDs in the bundle depend on it. Generated Next.js Dockerfiles
+/// mount it as an optional build secret (slipway passes it when it is set), so that the same
+/// key gives the same bundle; it never reaches a layer's history or the build log.
+pub const NEXT_ACTIONS_KEY: &str = "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY";
+
+/// `next build` also makes the preview-mode (draft mode) keys at random, with no way to give
+/// them. Given a server-actions key, this derives them from it (HMAC-SHA256 of their names)
+/// and puts them where the build wrote them, so that the output follows the key alone.
+const NEXT_PREVIEW_KEYS_JS: &str = concat!(
+    r#"const fs=require("fs"),c=require("crypto"),k=process.env.NEXT_SERVER_ACTIONS_ENCRYPTION_KEY;"#,
+    r#"const h=(n,l)=>c.createHmac("sha256",k).update(n).digest("hex").slice(0,l);"#,
+    r#"const m=[".next/server/preview-props.json",".next/prerender-manifest.json"],f=m.concat(m.map(p=>".next/standalone/"+p)).filter(p=>fs.existsSync(p));"#,
+    r#"const o=fs.existsSync(m[0])?JSON.parse(fs.readFileSync(m[0])):JSON.parse(fs.readFileSync(m[1])).preview;"#,
+    r#"const n={previewModeId:h("previewModeId",32),previewModeSigningKey:h("previewModeSigningKey",64),previewModeEncryptionKey:h("previewModeEncryptionKey",64)};"#,
+    r#"for(const p of f){let s=fs.readFileSync(p,"utf8");for(const x in n)s=s.split(o[x]).join(n[x]);fs.writeFileSync(p,s)}"#
+);
 
 /// A cache mount that belongs to one component and is used by one build at a time: build
 /// caches (Next.js's `.next/cache`, Cargo's `target/`) are not safe to share between projects
@@ -218,9 +240,23 @@ fn from(doc: &mut Doc, arg: &str, default: &str, stage: &str) {
     doc.line(format!("FROM ${{{arg}:-{default}}} AS {stage}"));
 }
 
+/// `COPY . .`, then, when slipway sends the Dockerfile inside the context, its removal.
+fn copy_context(doc: &mut Doc, t: &Target) {
+    doc.line("COPY . .");
+    if t.dockerfile_outside {
+        doc.line(format!(
+            "# slipway sends this Dockerfile with the context as {0}: not part of the app.\nRUN rm -f {0}",
+            crate::context::OUTSIDE_DOCKERFILE
+        ));
+    }
+}
+
 /// Creates the fixed non-root user (shadow's tools are in every Debian image, minbase too).
+/// useradd dates the account in /etc/shadow by SOURCE_DATE_EPOCH when it is set (slipway
+/// passes it as a build arg), else by today, which would make the image differ day by day.
 fn create_user(doc: &mut Doc, t: &Target) {
     let uid = t.user;
+    doc.line("ARG SOURCE_DATE_EPOCH");
     doc.line(format!(
         "RUN groupadd --system --gid {uid} {USER_NAME} \\\n && useradd --system --uid {uid} --gid {uid} --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {USER_NAME}"
     ));
@@ -450,7 +486,7 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
     doc.line("# build: the app's source on top of its dependencies.");
     doc.line("FROM deps AS build");
     build_args(doc, t);
-    doc.line("COPY . .");
+    copy_context(doc, t);
     if matches!(p.installer, Installer::Uv { .. }) {
         // Installs the project itself when it is a package (a no-op for a virtual project).
         let mut mounts = vec!["type=cache,target=/root/.cache/uv".to_string()];
@@ -575,21 +611,36 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     node_deps(doc, t, &p.deps);
     doc.blank();
     doc.line("# build: `next build`; build args are inlined into the bundle (NEXT_PUBLIC_*).");
+    doc.line(format!(
+        "# slipway passes {} (from the input digest): return it from `generateBuildId` in\n# next.config for the same build ID, and so the same image, from the same inputs.",
+        crate::build::BUILD_ID_ARG
+    ));
     doc.line("FROM deps AS build");
     doc.line("COPY . .");
+    doc.line(format!("ARG {}", crate::build::BUILD_ID_ARG));
     build_args(doc, t);
     let mut mounts = vec![private_cache(t, "next", "/app/.next/cache")];
     if !p.standalone {
         mounts.push(pm_cache(pm));
     }
     mounts.extend(secret_mounts(t));
+    let key_given = t.build_secrets.iter().any(|s| s == NEXT_ACTIONS_KEY);
+    if !key_given {
+        mounts.push(format!("type=secret,id={NEXT_ACTIONS_KEY},required=false"));
+    }
     let mut cmds = secret_exports(t);
+    if !key_given {
+        cmds.push(secret_export(NEXT_ACTIONS_KEY));
+    }
     cmds.push(if p.build_script {
         run_script(pm, "build")
     } else {
         "node_modules/.bin/next build".to_string()
     });
     cmds.push("mkdir -p public".to_string());
+    cmds.push(format!(
+        "if [ -n \"${{{NEXT_ACTIONS_KEY}:-}}\" ]; then node -e '{NEXT_PREVIEW_KEYS_JS}'; fi"
+    ));
     if !p.standalone {
         cmds.push(prune(pm));
     }
@@ -638,7 +689,11 @@ fn node_file(doc: &mut Doc, t: &Target, p: &NodePlan) {
     doc.blank();
     doc.line("# build: the sources, the `build` script, then dev dependencies removed.");
     doc.line("FROM deps AS build");
-    doc.line("COPY . .");
+    if p.out_dir.is_none() {
+        copy_context(doc, t);
+    } else {
+        doc.line("COPY . .");
+    }
     build_args(doc, t);
     let mut mounts = vec![pm_cache(pm)];
     mounts.extend(secret_mounts(t));
@@ -856,6 +911,7 @@ mod tests {
             user: 10001,
             build_args: vec![],
             build_secrets: vec!["TOKEN".into()],
+            dockerfile_outside: true,
         }
     }
 

@@ -76,6 +76,27 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// A copy of the bundled app whose images are named `<unique prefix>/...`, and the clean-up
+/// that removes them.
+fn app_copy(prefix: &str) -> (tempfile::TempDir, Cleanup) {
+    let prefix = common::unique(prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = common::repo();
+    let toml = std::fs::read_to_string(repo.join("slipway.toml"))
+        .unwrap()
+        .replace("prefix = \"slipway\"", &format!("prefix = \"{prefix}\""));
+    assert!(toml.contains(&prefix));
+    std::fs::write(dir.path().join("slipway.toml"), toml).unwrap();
+    copy_tree(&repo.join("dockerfiles"), &dir.path().join("dockerfiles"));
+    copy_tree(&repo.join("contexts"), &dir.path().join("contexts"));
+    let cleanup = Cleanup {
+        containers: vec![],
+        network: None,
+        prefix,
+    };
+    (dir, cleanup)
+}
+
 fn image_size(image: &str) -> u64 {
     ok(
         docker(&["image", "inspect", "--format", "{{.Size}}", image]),
@@ -131,23 +152,8 @@ async fn reference_images_build_run_and_talk() {
     if !ready(&["slipway-test/python:3.11", "slipway-test/node:20"]).await {
         return;
     }
-    let prefix = common::unique("slipway-gen-test");
-    let mut cleanup = Cleanup {
-        containers: vec![],
-        network: None,
-        prefix: prefix.clone(),
-    };
-
-    // A copy of the app with its own image names.
-    let dir = tempfile::tempdir().unwrap();
-    let repo = common::repo();
-    let toml = std::fs::read_to_string(repo.join("slipway.toml"))
-        .unwrap()
-        .replace("prefix = \"slipway\"", &format!("prefix = \"{prefix}\""));
-    assert!(toml.contains(&prefix));
-    std::fs::write(dir.path().join("slipway.toml"), toml).unwrap();
-    copy_tree(&repo.join("dockerfiles"), &dir.path().join("dockerfiles"));
-    copy_tree(&repo.join("contexts"), &dir.path().join("contexts"));
+    let (dir, mut cleanup) = app_copy("slipway-gen-test");
+    let prefix = cleanup.prefix.clone();
 
     let out = common::slipway()
         .current_dir(dir.path())
@@ -172,6 +178,16 @@ async fn reference_images_build_run_and_talk() {
             "inspect",
         );
         assert_eq!(user, "10001:10001", "{image}");
+        // The Dockerfile slipway sends inside the context never reaches the app's directory.
+        let listing = ok(
+            docker(&["run", "--rm", "--entrypoint", "ls", image, "-a", "/app"]),
+            "ls /app",
+        );
+        assert!(
+            !listing.contains(".slipway.Dockerfile") && !listing.contains("Dockerfile"),
+            "{image} carries a Dockerfile in /app:\n{listing}"
+        );
+        assert!(listing.lines().count() > 2, "{image}: /app is empty");
     }
 
     let network = common::unique("slipway-gen-net");
@@ -359,4 +375,53 @@ async fn node_fixtures_build_and_serve() {
         ],
     )
     .await;
+}
+
+/// The bundled reference app is reproducible: `slipway verify` builds each image twice with no
+/// cache and gets one image ID. The frontend is given a server-actions key, as
+/// docs/ci-workflow.yml does (without one, Next.js makes keys at random on every build).
+#[tokio::test(flavor = "multi_thread")]
+async fn reference_images_are_reproducible() {
+    if !ready(&["slipway-test/python:3.11", "slipway-test/node:20"]).await {
+        return;
+    }
+    let (dir, _cleanup) = app_copy("slipway-repro-test");
+
+    // A day that is not today: the account useradd writes must carry it, not the build's date.
+    let sde: i64 = 1_600_000_000;
+    for component in ["backend", "frontend"] {
+        let out = common::slipway()
+            .current_dir(dir.path())
+            .args(["--progress", "plain", "verify", component, "--json"])
+            .env("SOURCE_DATE_EPOCH", sde.to_string())
+            .env(
+                "NEXT_SERVER_ACTIONS_ENCRYPTION_KEY",
+                "c2xpcHdheS10ZXN0LWtleS1ub3QtYS1yZWFsLW9uZSE=",
+            )
+            .output()
+            .unwrap();
+        let report = ok(out, &format!("slipway verify {component}"));
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        assert_eq!(report["identical"], true, "{component}: {report:#}");
+        let id = report["first"]["image_id"].as_str().unwrap();
+        assert_eq!(Some(id), report["second"]["image_id"].as_str());
+        eprintln!("{component}: reproducible, {id}");
+
+        let shadow = ok(
+            docker(&[
+                "run",
+                "--rm",
+                "--user",
+                "0",
+                "--entrypoint",
+                "grep",
+                id,
+                "^app:",
+                "/etc/shadow",
+            ]),
+            "read /etc/shadow",
+        );
+        let day = shadow.split(':').nth(2).unwrap_or_default().to_string();
+        assert_eq!(day, (sde / 86_400).to_string(), "{component}: {shadow}");
+    }
 }

@@ -207,9 +207,45 @@ pub fn declared_args(dockerfile: &str) -> BTreeSet<String> {
     out
 }
 
+/// IDs of the secrets a Dockerfile mounts with `required=false` in a `RUN --mount=type=secret`:
+/// the build may go without them, so slipway passes each one only when it is set.
+pub fn optional_secrets(dockerfile: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in instructions(dockerfile) {
+        let mut words = line.split_whitespace();
+        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("RUN")) {
+            continue;
+        }
+        for word in words.take_while(|w| w.starts_with("--")) {
+            let Some(spec) = word.strip_prefix("--mount=") else {
+                continue;
+            };
+            let fields: BTreeMap<&str, &str> = spec
+                .split(',')
+                .map(|f| f.split_once('=').unwrap_or((f, "")))
+                .collect();
+            let optional = fields
+                .get("required")
+                .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+            if fields.get("type") == Some(&"secret") && optional {
+                if let Some(id) = fields.get("id").filter(|id| !id.is_empty()) {
+                    out.insert(id.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optional_secret_mounts_are_found() {
+        let text = "FROM x\nRUN --mount=type=cache,target=/c \\\n  --mount=type=secret,id=KEY,required=false \\\n  --mount=type=secret,id=TOKEN make\nRUN echo --mount=type=secret,id=NOT,required=false\n";
+        assert_eq!(optional_secrets(text), BTreeSet::from(["KEY".to_string()]));
+    }
 
     fn sample() -> Inputs {
         Inputs::new(

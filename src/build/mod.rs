@@ -34,6 +34,10 @@ use crate::Fail;
 
 pub use digest::Inputs;
 
+/// The build arg that carries a build ID derived from the input digest (12 hex digits), passed
+/// to every Dockerfile that declares it.
+pub const BUILD_ID_ARG: &str = "SLIPWAY_BUILD_ID";
+
 /// A context larger than this gets a warning (it is still built, as Docker would).
 pub const LARGE_CONTEXT: u64 = 1 << 30;
 
@@ -246,37 +250,10 @@ pub async fn plan(
 
 /// The SOURCE_DATE_EPOCH a context is packed with: every entry's mtime in the tar is set to
 /// it, so the digest follows file contents and modes, not mtimes (a `touch`, a fresh checkout
-/// or an edit undone do not rebuild). From the environment when set; else the time of the
-/// last git commit that touched the context; else 0.
+/// or an edit undone do not rebuild). The rule is [`crate::reproduce::sde::for_context`]'s:
+/// the environment, else the last git commit touching the context, else 0.
 pub fn source_date_epoch(context_dir: &std::path::Path) -> anyhow::Result<i64> {
-    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-    {
-        return v
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|e| *e >= 0)
-            .ok_or_else(|| {
-                Fail::usage(format!(
-                    "SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"
-                ))
-                .hint("set it to a Unix time such as `$(git log -1 --format=%ct)`, or unset it")
-                .into()
-            });
-    }
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(context_dir)
-        .args(["log", "-1", "--format=%ct", "--", "."])
-        .stderr(std::process::Stdio::null())
-        .output();
-    Ok(out
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(0))
+    Ok(crate::reproduce::sde::for_context(context_dir)?.epoch)
 }
 
 async fn plan_component(
@@ -322,6 +299,27 @@ async fn plan_component(
                 "build arg {k} is not declared by an ARG in {}; it is not passed",
                 c.dockerfile.display()
             ));
+        }
+    }
+
+    // A Dockerfile that declares SOURCE_DATE_EPOCH gets it, as BuildKit 0.11+ passes it: the
+    // generated ones date the user account in /etc/shadow by it. (The context's mtimes are
+    // set to the same time, so it adds nothing new to the input digest.)
+    let source_date_epoch = source_date_epoch(&context_dir)?;
+    if declared.contains("SOURCE_DATE_EPOCH") && !build_args.contains_key("SOURCE_DATE_EPOCH") {
+        build_args.insert(
+            "SOURCE_DATE_EPOCH".to_string(),
+            source_date_epoch.to_string(),
+        );
+    }
+
+    // Secrets the Dockerfile mounts as optional are passed when they are set.
+    let mut build_secrets = c.build_secrets.clone();
+    for id in digest::optional_secrets(&text_str) {
+        let given = std::env::var_os(&id).is_some()
+            || std::env::var_os(format!("{id}_FILE")).is_some_and(|f| !f.is_empty());
+        if given && !build_secrets.contains(&id) {
+            build_secrets.push(id);
         }
     }
 
@@ -371,7 +369,7 @@ async fn plan_component(
     }
 
     // The packed context.
-    let source_date_epoch = Some(source_date_epoch(&context_dir)?);
+    let source_date_epoch = Some(source_date_epoch);
     let spec = ContextSpec {
         dir: context_dir.clone(),
         dockerfile: dockerfile_path.clone(),
@@ -408,6 +406,12 @@ async fn plan_component(
     let input_digest = inputs.digest();
     let repository = config.image_repo(&c.name);
     let tag = input_digest.trim_start_matches("sha256:")[..12].to_string();
+    // A build ID that follows the inputs, for tools that would otherwise make a random one
+    // (the generated Next.js Dockerfiles hand it to `generateBuildId`). It is a function of the
+    // inputs above, so it is passed without being part of them.
+    if declared.contains(BUILD_ID_ARG) && !build_args.contains_key(BUILD_ID_ARG) {
+        build_args.insert(BUILD_ID_ARG.to_string(), tag.clone());
+    }
     let image = format!("{repository}:{tag}");
     let extra_tags: Vec<String> = config
         .images
@@ -447,7 +451,7 @@ async fn plan_component(
         context: c.context.clone(),
         target,
         build_args,
-        build_secrets: c.build_secrets.clone(),
+        build_secrets,
         base_images,
         context_files: packed.files as u64,
         context_bytes: packed.bytes,
