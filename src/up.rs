@@ -211,6 +211,8 @@ pub async fn run(
         no_cache: false,
         metadata_file: None,
     };
+    // The images this run builds keep their normalised files until `up` ends, for the load.
+    let _keep = crate::reproduce::normalize::keep_normal_forms();
     let mut built = build::execute(reporter.clone(), config, daemon, &plan, &build_opts).await?;
     if opts.push {
         crate::push::push_all(daemon, &mut built, reporter.as_ref()).await?;

@@ -103,6 +103,7 @@ pub(crate) async fn build_component(
                 &raw,
                 sde,
                 temp,
+                &c.base_images.values().cloned().collect::<Vec<_>>(),
             )
             .await
             .map_err(Failure::from)

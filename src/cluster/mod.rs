@@ -701,8 +701,18 @@ async fn load_image(
             });
             handles.push((written, handle));
         }
-        let stream = docker.export_image(&image.id);
-        let transfer = transfer::fan_out(Box::pin(stream), image, sinks, reporter).await;
+        // An image this run normalised is read from the files normalising left (the same
+        // bytes), not exported by the daemon a second time.
+        let stream: std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<Item = Result<bytes::Bytes, bollard::errors::Error>>
+                    + Send,
+            >,
+        > = match crate::reproduce::normalize::kept(&image.id) {
+            Some(files) => Box::pin(crate::reproduce::normalize::save_stream(files)),
+            None => Box::pin(docker.export_image(&image.id)),
+        };
+        let transfer = transfer::fan_out(stream, image, sinks, reporter).await;
         let finished = join_all(handles.into_iter().map(|(w, h)| async move {
             let r = h
                 .await

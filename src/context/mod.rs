@@ -160,13 +160,28 @@ pub fn pack_stream(
     impl futures_util::Stream<Item = Result<bytes::Bytes, io::Error>> + Send + Unpin + 'static,
     tokio::task::JoinHandle<Result<Packed>>,
 ) {
+    writer_stream(move |w| pack(&spec, w))
+}
+
+/// Runs `write` on a blocking thread and streams what it writes, in [`CHUNK`]-sized pieces
+/// through a bounded channel (memory stays flat whatever the size); a failure ends the stream
+/// with an error item. Dropping the stream makes the writer's next write fail.
+pub fn writer_stream<T: Send + 'static>(
+    write: impl FnOnce(&mut (dyn Write + Send)) -> Result<T> + Send + 'static,
+) -> (
+    impl futures_util::Stream<Item = Result<bytes::Bytes, io::Error>> + Send + Unpin + 'static,
+    tokio::task::JoinHandle<Result<T>>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, io::Error>>(CHANNEL_DEPTH);
     let handle = tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let result = pack(&spec, &mut w);
+        let result = write(&mut w).and_then(|t| {
+            w.flush()?;
+            Ok(t)
+        });
         if let Err(e) = &result {
             // Best effort: the consumer may already be gone.
             let _ = tx.blocking_send(Err(io::Error::other(format!("{e:#}"))));
@@ -211,7 +226,7 @@ impl Write for ChannelWriter {
         Ok(n)
     }
 
-    /// Only `pack` flushes, once, at the end.
+    /// Sends what is buffered (the writer's end flushes once more: an empty send is nothing).
     fn flush(&mut self) -> io::Result<()> {
         self.send()
     }

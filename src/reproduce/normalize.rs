@@ -75,21 +75,38 @@ pub async fn normalize_image(
     sde: i64,
     tags: &[String],
 ) -> anyhow::Result<Normalized> {
+    normalize_on_bases(daemon, image, sde, tags, &[]).await
+}
+
+/// [`normalize_image`], keeping the layers the image shares with one of `bases` (each the diff
+/// IDs of a base image) as they are. A base's layers are an input of the build, named by the
+/// base's image ID: they are the same bytes wherever that base is, so rewriting them adds
+/// nothing to reproducibility; kept, they stay shared with the base and with every other image
+/// on it (in the daemon, on cluster nodes, in a registry), and are never read or rewritten.
+pub async fn normalize_on_bases(
+    daemon: &Daemon,
+    image: &str,
+    sde: i64,
+    tags: &[String],
+    bases: &[Vec<String>],
+) -> anyhow::Result<Normalized> {
     if sde < 0 {
         bail!("SOURCE_DATE_EPOCH must not be negative (got {sde})");
     }
     let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
-    let source_id = docker
-        .inspect_image(image)
-        .await
-        .with_context(|| {
-            format!(
-                "normalising {image}: the daemon at {} has no such image",
-                daemon.endpoint.host
-            )
-        })?
-        .id
-        .unwrap_or_default();
+    let inspect = docker.inspect_image(image).await.with_context(|| {
+        format!(
+            "normalising {image}: the daemon at {} has no such image",
+            daemon.endpoint.host
+        )
+    })?;
+    let source_id = inspect.id.unwrap_or_default();
+    let layers = inspect.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    let keep = bases
+        .iter()
+        .map(|b| common_prefix(b, &layers))
+        .max()
+        .unwrap_or(0);
     let dir = tempfile::Builder::new()
         .prefix("slipway-normalize-")
         .tempdir()
@@ -113,11 +130,12 @@ pub async fn normalize_image(
     // 2. Rewrite layers and config.
     let work_dir = dir.path().to_path_buf();
     let tags_owned = tags.to_vec();
-    let plan =
-        tokio::task::spawn_blocking(move || rewrite_image(&saved, &work_dir, sde, &tags_owned))
-            .await
-            .context("rewrite task")?
-            .with_context(|| format!("normalising {image}"))?;
+    let plan = tokio::task::spawn_blocking(move || {
+        rewrite_image(&saved, &work_dir, sde, &tags_owned, keep)
+    })
+    .await
+    .context("rewrite task")?
+    .with_context(|| format!("normalising {image}"))?;
 
     let rewrite_ms = ms(t0);
     let t0 = std::time::Instant::now();
@@ -161,7 +179,7 @@ pub async fn normalize_image(
             );
         }
     }
-    Ok(Normalized {
+    let normalized = Normalized {
         image_id: plan.image_id.clone(),
         source_id,
         layers: plan.outcomes.clone(),
@@ -169,7 +187,90 @@ pub async fn normalize_image(
         export_ms,
         rewrite_ms,
         load_ms: ms(t0),
-    })
+    };
+    if let Some(kept) = KEPT.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        kept.insert(
+            plan.image_id.clone(),
+            std::sync::Arc::new(NormalFiles {
+                image_id: plan.image_id,
+                config: plan.config,
+                layers: plan.layers,
+                _dir: dir,
+            }),
+        );
+    }
+    Ok(normalized)
+}
+
+/// A normal form's files, kept on disk after normalising while a [`Keeping`] guard lives, so
+/// that a load into a cluster in the same run reads them ([`save_stream`]) instead of having
+/// the daemon export the image again (for an image of a few hundred MB, a second or two).
+pub struct NormalFiles {
+    pub image_id: String,
+    config: Vec<u8>,
+    /// `(diff ID, file)` per layer, in order.
+    layers: Vec<(String, PathBuf)>,
+    _dir: tempfile::TempDir,
+}
+
+static KEPT: std::sync::Mutex<Option<HashMap<String, std::sync::Arc<NormalFiles>>>> =
+    std::sync::Mutex::new(None);
+
+/// While held, every image normalised in this process keeps its files (see [`NormalFiles`]);
+/// dropping it (at the end of `up`, or when Ctrl-C drops the run) removes them.
+#[must_use = "normal forms are kept only while the guard is held"]
+pub struct Keeping(());
+
+/// Starts keeping normal forms' files until the guard is dropped.
+pub fn keep_normal_forms() -> Keeping {
+    *KEPT.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashMap::new());
+    Keeping(())
+}
+
+impl Drop for Keeping {
+    fn drop(&mut self) {
+        let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(kept);
+    }
+}
+
+/// The kept files of the normal form `image_id`, if this run made it and keeps it.
+pub fn kept(image_id: &str) -> Option<std::sync::Arc<NormalFiles>> {
+    KEPT.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(image_id).cloned())
+}
+
+/// The image in `files` as the daemon's export would give it (an archive with its config and
+/// every layer as `blobs/sha256/<digest>`), streamed from disk.
+pub fn save_stream(
+    files: std::sync::Arc<NormalFiles>,
+) -> impl futures_util::Stream<Item = Result<Bytes, bollard::errors::Error>> + Send + Unpin {
+    let (stream, _handle) = crate::context::writer_stream(move |w| {
+        let mut tar = tar::Builder::new(w);
+        let blob = |digest: &str| format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(0o644);
+        header.set_size(files.config.len() as u64);
+        tar.append_data(&mut header, blob(&files.image_id), files.config.as_slice())?;
+        let mut sent = std::collections::HashSet::new();
+        for (digest, path) in &files.layers {
+            if sent.insert(digest.clone()) {
+                let mut file = File::open(path)
+                    .with_context(|| format!("reading the kept layer {}", path.display()))?;
+                tar.append_file(blob(digest), &mut file)?;
+            }
+        }
+        tar.finish()?;
+        Ok(())
+    });
+    stream.map_err(bollard::errors::Error::from)
+}
+
+/// How many leading entries `a` and `b` share.
+fn common_prefix(a: &[String], b: &[String]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 fn ms(t0: std::time::Instant) -> u64 {
@@ -187,6 +288,7 @@ pub async fn after_build(
     raw: &str,
     sde: i64,
     temp: &str,
+    base_images: &[String],
 ) -> anyhow::Result<String> {
     reporter.report(crate::report::Event::Step {
         task: task.to_string(),
@@ -198,7 +300,14 @@ pub async fn after_build(
         .filter(|t| !t.is_empty())
         .map(|t| t.to_string())
         .collect();
-    let n = normalize_image(daemon, raw, sde, &tags)
+    // The diff IDs of the build's base images: the image's layers on one of them stay as they are.
+    let mut bases = Vec::new();
+    for base in base_images {
+        if let Ok(i) = daemon.docker.inspect_image(base).await {
+            bases.push(i.root_fs.and_then(|r| r.layers).unwrap_or_default());
+        }
+    }
+    let n = normalize_on_bases(daemon, raw, sde, &tags, &bases)
         .await
         .context(Fail::job(format!(
             "component `{task}`: normalising its image {raw}"
@@ -207,7 +316,7 @@ pub async fn after_build(
     reporter.report(crate::report::Event::Log {
         task: task.to_string(),
         line: format!(
-            "normalised {} -> {} ({rewritten} of {} layers rewritten{})",
+            "normalised {} -> {} ({rewritten} of {} layers rewritten{}; export {} ms, rewrite {} ms, {} {} ms)",
             short_id(raw),
             short_id(&n.image_id),
             n.layers.len(),
@@ -215,7 +324,11 @@ pub async fn after_build(
                 ", already present"
             } else {
                 ""
-            }
+            },
+            n.export_ms,
+            n.rewrite_ms,
+            if n.already_present { "tag" } else { "load" },
+            n.load_ms,
         ),
     });
     if n.image_id != n.source_id {
@@ -412,7 +525,15 @@ pub(crate) fn diff_ids(config: &Value) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-fn rewrite_image(saved: &Saved, dir: &Path, sde: i64, tags: &[String]) -> anyhow::Result<Plan> {
+/// Rewrites the layers of `saved` after the first `keep` (those it shares with its base, whose
+/// diff IDs the daemon vouched for) and its config.
+fn rewrite_image(
+    saved: &Saved,
+    dir: &Path,
+    sde: i64,
+    tags: &[String],
+    keep: usize,
+) -> anyhow::Result<Plan> {
     let (mut config, layer_paths) = saved.image()?;
     let old_ids = diff_ids(&config)?;
     if old_ids.len() != layer_paths.len() {
@@ -427,6 +548,13 @@ fn rewrite_image(saved: &Saved, dir: &Path, sde: i64, tags: &[String]) -> anyhow
     let mut layers = Vec::new();
     let mut outcomes = Vec::new();
     for (i, (key, spool)) in layer_paths.iter().enumerate() {
+        if i < keep && !done.contains_key(key) {
+            let size = std::fs::metadata(spool).map(|m| m.len()).unwrap_or(0);
+            done.insert(
+                key.clone(),
+                (old_ids[i].clone(), spool.clone(), size, false),
+            );
+        }
         if !done.contains_key(key) {
             let result = rewrite_layer(spool, &dir.join(format!("out-{i}.tar")), sde)
                 .with_context(|| format!("layer {i} ({})", old_ids[i]))?;
