@@ -10,7 +10,8 @@
 //! slipway side runs the real binary (process start included).
 //!
 //! Usage: `cargo build --release && cargo run --release --example bench_build -- [--config
-//! slipway.toml] [--runs 5] [--up CLUSTER]` (`--up` measures a no-op `slipway up` instead). `SLIPWAY_BIN` overrides the slipway binary (default: the one
+//! slipway.toml] [--runs 5] [--up CLUSTER]` (`--up` measures a no-op `slipway up` instead;
+//! `--raw-build COMPONENT TAG` only builds COMPONENT the plain way, for `scripts/bench`). `SLIPWAY_BIN` overrides the slipway binary (default: the one
 //! next to this example's target directory).
 
 use std::path::PathBuf;
@@ -138,21 +139,37 @@ async fn main() -> anyhow::Result<()> {
     let mut config_path = PathBuf::from("slipway.toml");
     let mut runs = 5usize;
     let mut up: Option<String> = None;
+    let mut raw: Option<(String, String)> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => config_path = args.next().context("--config PATH")?.into(),
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
             "--up" => up = Some(args.next().context("--up CLUSTER")?),
+            "--raw-build" => {
+                let component = args.next().context("--raw-build COMPONENT TAG")?;
+                raw = Some((component, args.next().context("--raw-build COMPONENT TAG")?));
+            }
             other => bail!("unknown argument {other}"),
         }
     }
     let config_path = std::fs::canonicalize(&config_path)
         .with_context(|| format!("{} not found", config_path.display()))?;
     let config = slipway::config::load(&config_path)?;
-    let bin = slipway_bin()?;
     let daemon = slipway::docker::connect(Duration::from_secs(5)).await?;
     let docker = slipway::docker::client(&daemon.endpoint, slipway::docker::LONG_TIMEOUT)?;
+    // The plain Docker way's build, for scripts/bench: one BuildKit build of COMPONENT tagged
+    // TAG, nothing else (no input digest, no normalisation).
+    if let Some((component, tag)) = raw {
+        let plan = build::plan(&config, &daemon, std::slice::from_ref(&component)).await?;
+        let c = plan
+            .components
+            .iter()
+            .find(|c| c.name == component)
+            .with_context(|| format!("no component {component}"))?;
+        return docker_build(&docker, c, &tag).await;
+    }
+    let bin = slipway_bin()?;
 
     // Make sure everything is built, and both caches are warm.
     eprintln!("warming up: slipway build, and one baseline build per component");
