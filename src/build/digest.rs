@@ -38,6 +38,12 @@ pub struct Inputs {
     pub platform: String,
     /// Base image reference -> the image ID it resolved to.
     pub bases: BTreeMap<String, String>,
+    /// Names of the optional build secrets given to this build (`required=false` mounts the
+    /// build may go without, such as Next.js's server-actions key): whether one was given
+    /// changes the image, so it is an input. Never a value; absent when none was given, which
+    /// keeps every digest made before this field the same.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub optional_secrets: BTreeSet<String>,
 }
 
 /// sha256 (hex) of some bytes.
@@ -68,7 +74,14 @@ impl Inputs {
             target: target.to_string(),
             platform: platform.to_string(),
             bases: bases.clone(),
+            optional_secrets: BTreeSet::new(),
         }
+    }
+
+    /// The record with the names of the optional build secrets given.
+    pub fn with_optional_secrets(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.optional_secrets = names.into_iter().collect();
+        self
     }
 
     /// The record as the label stores it (compact, canonical JSON: fields in declaration
@@ -132,6 +145,12 @@ impl Inputs {
                 "platform changed ({} -> {})",
                 old.platform, self.platform
             ));
+        }
+        for name in self.optional_secrets.difference(&old.optional_secrets) {
+            out.push(format!("optional build secret {name} given"));
+        }
+        for name in old.optional_secrets.difference(&self.optional_secrets) {
+            out.push(format!("optional build secret {name} no longer given"));
         }
         let bases: BTreeSet<&String> = self.bases.keys().chain(old.bases.keys()).collect();
         for base in bases {
@@ -260,6 +279,24 @@ mod tests {
             "linux/amd64",
             &BTreeMap::from([("busybox".to_string(), format!("sha256:{}", "cd".repeat(32)))]),
         )
+    }
+
+    #[test]
+    fn an_optional_secret_given_is_an_input_by_name_only() {
+        let without = sample();
+        let with = sample().with_optional_secrets(["KEY".to_string()]);
+        assert_eq!(without.to_label(), sample().to_label());
+        assert!(!without.to_label().contains("optional_secrets"));
+        assert_ne!(with.digest(), without.digest());
+        assert_eq!(
+            with.changes_since(&without),
+            vec!["optional build secret KEY given".to_string()]
+        );
+        assert_eq!(
+            without.changes_since(&with),
+            vec!["optional build secret KEY no longer given".to_string()]
+        );
+        assert_eq!(Inputs::from_label(&with.to_label()), Some(with));
     }
 
     #[test]

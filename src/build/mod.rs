@@ -315,11 +315,13 @@ async fn plan_component(
 
     // Secrets the Dockerfile mounts as optional are passed when they are set.
     let mut build_secrets = c.build_secrets.clone();
+    let mut optional_given = Vec::new();
     for id in digest::optional_secrets(&text_str) {
         let given = std::env::var_os(&id).is_some()
             || std::env::var_os(format!("{id}_FILE")).is_some_and(|f| !f.is_empty());
         if given && !build_secrets.contains(&id) {
-            build_secrets.push(id);
+            build_secrets.push(id.clone());
+            optional_given.push(id);
         }
     }
 
@@ -402,7 +404,8 @@ async fn plan_component(
         &target,
         platform,
         &base_images,
-    );
+    )
+    .with_optional_secrets(optional_given);
     let input_digest = inputs.digest();
     let repository = config.image_repo(&c.name);
     let tag = input_digest.trim_start_matches("sha256:")[..12].to_string();
