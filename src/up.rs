@@ -211,8 +211,9 @@ pub async fn run(
         no_cache: false,
         metadata_file: None,
     };
-    // The images this run builds keep their normalised files until `up` ends, for the load.
-    let _keep = crate::reproduce::normalize::keep_normal_forms();
+    // The images this run builds keep their normalised files until the load is done
+    // (with no cluster to load into, nothing is kept).
+    let keep = (target != ClusterTarget::None).then(crate::reproduce::normalize::keep_normal_forms);
     let mut built = build::execute(reporter.clone(), config, daemon, &plan, &build_opts).await?;
     if opts.push {
         crate::push::push_all(daemon, &mut built, reporter.as_ref()).await?;
@@ -232,6 +233,7 @@ pub async fn run(
     } else {
         cluster::load(daemon, &target, &images, reporter.as_ref()).await?
     };
+    drop(keep);
 
     let refs = built.deploy_refs();
     let k8s_opts = k8s::Options {
