@@ -103,7 +103,7 @@ pub(crate) async fn build_component(
                 &raw,
                 sde,
                 temp,
-                &c.base_images.values().cloned().collect::<Vec<_>>(),
+                &c.base_layers,
             )
             .await
             .map_err(Failure::from)

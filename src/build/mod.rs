@@ -126,6 +126,10 @@ pub struct ComponentPlan {
     /// The builder the context is packed for.
     #[serde(skip)]
     pub(crate) builder: Builder,
+    /// The diff IDs of each base image, as inspected for the plan: normalising keeps the
+    /// layers the image shares with one of them.
+    #[serde(skip)]
+    pub(crate) base_layers: Vec<Vec<String>>,
 }
 
 /// Whether a component's image exists already.
@@ -317,9 +321,7 @@ async fn plan_component(
     let mut build_secrets = c.build_secrets.clone();
     let mut optional_given = Vec::new();
     for id in digest::optional_secrets(&text_str) {
-        let given = std::env::var_os(&id).is_some()
-            || std::env::var_os(format!("{id}_FILE")).is_some_and(|f| !f.is_empty());
-        if given && !build_secrets.contains(&id) {
+        if secret_given(&id) && !build_secrets.contains(&id) {
             build_secrets.push(id.clone());
             optional_given.push(id);
         }
@@ -352,9 +354,13 @@ async fn plan_component(
 
     // Base images and the IDs they resolve to.
     let mut base_images = BTreeMap::new();
+    let mut base_layers = Vec::new();
     for image in crate::bases::base_images(&text_str, &build_args) {
         let id = match daemon.docker.inspect_image(&image).await {
-            Ok(i) => i.id.unwrap_or_default(),
+            Ok(i) => {
+                base_layers.push(i.root_fs.and_then(|r| r.layers).unwrap_or_default());
+                i.id.unwrap_or_default()
+            }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {
@@ -471,6 +477,7 @@ async fn plan_component(
         source_date_epoch,
         dockerfile_name: packed.dockerfile_name.clone(),
         builder,
+        base_layers,
     })
 }
 
@@ -818,6 +825,16 @@ pub async fn execute(
     }
 }
 
+/// Whether the build secret `name` is set: the variable itself, or `NAME_FILE` naming a file.
+fn secret_given(name: &str) -> bool {
+    std::env::var_os(name).is_some() || secret_file_var(name).is_some()
+}
+
+/// `NAME_FILE`, when set and not empty.
+fn secret_file_var(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(format!("{name}_FILE")).filter(|f| !f.is_empty())
+}
+
 /// Where a build secret's value comes from: the environment variable of its name, else the
 /// file named by `NAME_FILE` (as container images conventionally take secrets). The value
 /// itself is only ever read by bollard's session when BuildKit asks for it.
@@ -829,7 +846,7 @@ pub(crate) fn secret_source(
     if std::env::var_os(name).is_some() {
         return Ok(SecretSource::Env(name.to_string()));
     }
-    if let Some(file) = std::env::var_os(format!("{name}_FILE")).filter(|f| !f.is_empty()) {
+    if let Some(file) = secret_file_var(name) {
         let path = PathBuf::from(file);
         if !path.is_file() {
             return Err(Fail::usage(format!(
@@ -954,6 +971,7 @@ mod tests {
             source_date_epoch: None,
             dockerfile_name: String::new(),
             builder: Builder::BuildKit,
+            base_layers: vec![],
         }
     }
 

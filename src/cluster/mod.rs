@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use bollard::Docker;
 use futures_util::future::join_all;
+use futures_util::StreamExt as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -703,14 +704,9 @@ async fn load_image(
         }
         // An image this run normalised is read from the files normalising left (the same
         // bytes), not exported by the daemon a second time.
-        let stream: std::pin::Pin<
-            Box<
-                dyn futures_util::Stream<Item = Result<bytes::Bytes, bollard::errors::Error>>
-                    + Send,
-            >,
-        > = match crate::reproduce::normalize::kept(&image.id) {
-            Some(files) => Box::pin(crate::reproduce::normalize::save_stream(files)),
-            None => Box::pin(docker.export_image(&image.id)),
+        let stream = match crate::reproduce::normalize::kept(&image.id) {
+            Some(files) => crate::reproduce::normalize::save_stream(files).boxed(),
+            None => docker.export_image(&image.id).boxed(),
         };
         let transfer = transfer::fan_out(stream, image, sinks, reporter).await;
         let finished = join_all(handles.into_iter().map(|(w, h)| async move {

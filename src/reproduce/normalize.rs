@@ -288,7 +288,7 @@ pub async fn after_build(
     raw: &str,
     sde: i64,
     temp: &str,
-    base_images: &[String],
+    base_layers: &[Vec<String>],
 ) -> anyhow::Result<String> {
     reporter.report(crate::report::Event::Step {
         task: task.to_string(),
@@ -300,14 +300,7 @@ pub async fn after_build(
         .filter(|t| !t.is_empty())
         .map(|t| t.to_string())
         .collect();
-    // The diff IDs of the build's base images: the image's layers on one of them stay as they are.
-    let mut bases = Vec::new();
-    for base in base_images {
-        if let Ok(i) = daemon.docker.inspect_image(base).await {
-            bases.push(i.root_fs.and_then(|r| r.layers).unwrap_or_default());
-        }
-    }
-    let n = normalize_on_bases(daemon, raw, sde, &tags, &bases)
+    let n = normalize_on_bases(daemon, raw, sde, &tags, base_layers)
         .await
         .context(Fail::job(format!(
             "component `{task}`: normalising its image {raw}"
@@ -549,13 +542,13 @@ fn rewrite_image(
     let mut outcomes = Vec::new();
     for (i, (key, spool)) in layer_paths.iter().enumerate() {
         if i < keep && !done.contains_key(key) {
+            // A base layer: as it is, unread.
             let size = std::fs::metadata(spool).map(|m| m.len()).unwrap_or(0);
             done.insert(
                 key.clone(),
                 (old_ids[i].clone(), spool.clone(), size, false),
             );
-        }
-        if !done.contains_key(key) {
+        } else if !done.contains_key(key) {
             let result = rewrite_layer(spool, &dir.join(format!("out-{i}.tar")), sde)
                 .with_context(|| format!("layer {i} ({})", old_ids[i]))?;
             if result.before != old_ids[i] {
