@@ -23,7 +23,7 @@ use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, RemoveImageOptionsBuilder,
 };
 use futures_util::StreamExt;
-use slipway::build::{self, ComponentPlan};
+use slipway::builder::{self as build, ComponentPlan};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -613,11 +613,11 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     doc.line("# build: `next build`; build args are inlined into the bundle (NEXT_PUBLIC_*).");
     doc.line(format!(
         "# slipway passes {} (from the input digest): return it from `generateBuildId` in\n# next.config for the same build ID, and so the same image, from the same inputs.",
-        crate::build::BUILD_ID_ARG
+        crate::builder::BUILD_ID_ARG
     ));
     doc.line("FROM deps AS build");
     doc.line("COPY . .");
-    doc.line(format!("ARG {}", crate::build::BUILD_ID_ARG));
+    doc.line(format!("ARG {}", crate::builder::BUILD_ID_ARG));
     build_args(doc, t);
     let mut mounts = vec![private_cache(t, "next", "/app/.next/cache")];
     if !p.standalone {

@@ -5,7 +5,7 @@
 //! for each command; `main.rs` only parses arguments and reports errors.
 
 pub mod bases;
-pub mod build;
+pub mod builder;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -167,11 +167,11 @@ async fn dispatch(session: Session, command: Command) -> anyhow::Result<()> {
         Command::Plan(args) => {
             let config = session.config()?;
             let daemon = docker::connect(PING_TIMEOUT).await?;
-            let plan = build::plan(&config, &daemon, &args.components).await?;
+            let plan = builder::plan(&config, &daemon, &args.components).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
-                print!("{}", build::render_plan(&plan));
+                print!("{}", builder::render_plan(&plan));
             }
             Ok(())
         }
@@ -179,13 +179,13 @@ async fn dispatch(session: Session, command: Command) -> anyhow::Result<()> {
             let config = session.config()?;
             let _lock = session.lock(&config).await?;
             let daemon = docker::connect(PING_TIMEOUT).await?;
-            let opts = build::BuildOptions {
+            let opts = builder::BuildOptions {
                 jobs: args.jobs.map(usize::from),
                 fail_fast: args.fail_fast,
                 no_cache: args.no_cache,
                 metadata_file: args.metadata_file.map(|p| session.cwd.join(p)),
             };
-            let mut report = build::run_build(
+            let mut report = builder::run_build(
                 session.reporter.clone(),
                 &config,
                 &daemon,

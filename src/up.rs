@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::build::{self, BuildOptions};
+use crate::builder::{self as build, BuildOptions};
 use crate::cluster::{self, LoadReport};
 use crate::config::{ClusterTarget, Config};
 use crate::docker::Daemon;

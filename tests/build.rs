@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 use bollard::Docker;
 use futures_util::TryStreamExt;
-use slipway::build::{self, BuildOptions, CacheState};
+use slipway::builder::{self as build, BuildOptions, CacheState};
 use slipway::record::{BuildReport, Outcome};
 use slipway::report::{Event, Recorder};
 

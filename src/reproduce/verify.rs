@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::layer::{self, Listed};
 use super::normalize::{diff_ids, spool_export};
 use super::sde::{rfc3339, Sde};
-use crate::build::{self, BuildOptions};
+use crate::builder::{self as build, BuildOptions};
 use crate::config::Config;
 use crate::docker::{self, Daemon, Endpoint};
 use crate::record::{self, ImageRecord};
