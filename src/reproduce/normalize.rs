@@ -35,6 +35,9 @@ use crate::Fail;
 pub struct Normalized {
     /// `sha256:...` of the normal form (the config digest).
     pub image_id: String,
+    /// What the daemon calls it: the config digest on the classic image store, the manifest
+    /// digest on the containerd image store.
+    pub daemon_id: String,
     /// The image it was made from.
     pub source_id: String,
     pub layers: Vec<LayerOutcome>,
@@ -163,7 +166,9 @@ pub async fn normalize_on_bases(
             )
         })?;
     }
-    let loaded = docker.inspect_image(&plan.image_id).await.map_err(|e| {
+    // The containerd image store names images by manifest digest: look it up by tag.
+    let by = tags.first().map_or(plan.image_id.as_str(), String::as_str);
+    let loaded = docker.inspect_image(by).await.map_err(|e| {
         anyhow::Error::new(e).context(Fail::job(format!(
             "the daemon at {} did not keep the normalised image {}",
             daemon.endpoint.host, plan.image_id
@@ -181,6 +186,7 @@ pub async fn normalize_on_bases(
     }
     let normalized = Normalized {
         image_id: plan.image_id.clone(),
+        daemon_id: loaded.id.clone().unwrap_or_else(|| plan.image_id.clone()),
         source_id,
         layers: plan.outcomes.clone(),
         already_present,
@@ -324,7 +330,7 @@ pub async fn after_build(
             n.load_ms,
         ),
     });
-    if n.image_id != n.source_id {
+    if n.daemon_id != n.source_id {
         let untagged = daemon
             .docker
             .inspect_image(&n.source_id)
@@ -346,7 +352,7 @@ pub async fn after_build(
                 .await;
         }
     }
-    Ok(n.image_id)
+    Ok(n.daemon_id)
 }
 
 fn short_id(id: &str) -> &str {
@@ -594,6 +600,11 @@ struct LayerResult {
 }
 
 fn rewrite_layer(spool: &Path, out: &Path, sde: i64) -> anyhow::Result<LayerResult> {
+    let plain = out.with_extension("plain.tar");
+    let spool = match gunzip(spool, &plain)? {
+        true => plain.as_path(),
+        false => spool,
+    };
     let input = BufReader::with_capacity(1 << 20, File::open(spool)?);
     let scan = layer::scan(input, io::sink(), sde)?;
     if layer::is_normal(&scan) {
@@ -617,6 +628,23 @@ fn rewrite_layer(spool: &Path, out: &Path, sde: i64) -> anyhow::Result<LayerResu
         size,
         rewritten: true,
     })
+}
+
+/// A gzip-compressed layer blob (what the containerd image store exports) decompressed into
+/// `out`; false when `blob` is a plain tar.
+fn gunzip(blob: &Path, out: &Path) -> anyhow::Result<bool> {
+    let mut magic = [0u8; 2];
+    let mut f = File::open(blob)?;
+    if f.read(&mut magic)? < 2 || magic != [0x1f, 0x8b] {
+        return Ok(false);
+    }
+    let input = BufReader::with_capacity(1 << 20, File::open(blob)?);
+    let mut decoder = flate2::bufread::MultiGzDecoder::new(input);
+    let mut dst = BufWriter::with_capacity(1 << 20, File::create(out)?);
+    io::copy(&mut decoder, &mut dst).context("decompressing a gzip layer")?;
+    dst.flush()?;
+    let _ = std::fs::remove_file(blob);
+    Ok(true)
 }
 
 /// Sets the times and diff IDs of an image config and drops the legacy builder's records of
