@@ -104,7 +104,8 @@ pub struct FileInfo {
     pub size: u64,
     /// Unix seconds.
     pub mtime: i64,
-    /// Octal permission bits.
+    /// The header's mode field, octal (permission bits, and type bits when the writer put
+    /// them there).
     pub mode: String,
     pub uid: u64,
     pub gid: u64,
@@ -121,7 +122,8 @@ impl FileInfo {
             kind: h.kind().to_string(),
             size: h.size,
             mtime: h.mtime,
-            mode: format!("{:04o}", h.mode & 0o7777),
+            // The header's whole mode field, so that a difference in its type bits shows.
+            mode: format!("{:04o}", h.mode),
             uid: h.uid,
             gid: h.gid,
             link: (!h.link.is_empty()).then(|| String::from_utf8_lossy(&h.link).into_owned()),
@@ -339,8 +341,12 @@ pub fn file_differences(
                 if x.mtime != y.mtime {
                     differs.push("mtime");
                 }
-                if x.mode != y.mode {
+                if x.mode & 0o7777 != y.mode & 0o7777 {
                     differs.push("mode");
+                } else if x.mode != y.mode {
+                    // Same permissions, another encoding of the header's mode field (some
+                    // BuildKit versions write the file type bits there too).
+                    differs.push("mode field");
                 }
                 if (x.uid, x.gid) != (y.uid, y.gid) {
                     differs.push("owner");
