@@ -46,8 +46,7 @@ fn the_reference_app_comes_up_on_every_daemon() {
         );
         assert!(out.status.success(), "{label} ({host}):\n{text}");
         let run: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("run.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(dir.path().join("run.json")).unwrap()).unwrap();
         let text_run = run.to_string();
         for component in ["backend", "frontend"] {
             assert!(
@@ -66,7 +65,11 @@ fn the_reference_app_comes_up_on_every_daemon() {
                 "{label}: slipway/{component}:latest: {}",
                 String::from_utf8_lossy(&id.stderr)
             );
-            assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), "10001", "{label}");
+            assert_eq!(
+                String::from_utf8_lossy(&id.stdout).trim(),
+                "10001:10001",
+                "{label}"
+            );
         }
         assert!(dir.path().join("k8s").is_dir(), "{label}: no manifests");
     }
