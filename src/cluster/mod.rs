@@ -29,8 +29,8 @@ use tokio::sync::mpsc;
 
 use crate::config::ClusterTarget;
 use crate::docker::{self, Daemon};
+use crate::error::Fail;
 use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
-use crate::Fail;
 
 pub use image::ImageMeta;
 pub use minikube::{minikube_docker_endpoint, DockerEnv};
@@ -879,75 +879,6 @@ fn remember(slot: &mut Slot, image: &ImageMeta, manifest_digest: Option<&str>) {
         Ok(NodeState::Docker(s)) => s.add(image),
         Err(_) => {}
     }
-}
-
-/// `slipway load`: the last build's images (all, or the components named) into the cluster.
-pub async fn command(session: &crate::Session, args: &crate::cli::LoadArgs) -> anyhow::Result<()> {
-    let config = session.config()?;
-    let target = args
-        .cluster
-        .clone()
-        .unwrap_or_else(|| config.cluster.clone());
-    let record = crate::record::read_last(&config)?;
-    let mut images = Vec::new();
-    let wanted: Vec<String> = if args.components.is_empty() {
-        record.components.keys().cloned().collect()
-    } else {
-        args.components.clone()
-    };
-    for name in &wanted {
-        let Some(r) = record.components.get(name) else {
-            let known: Vec<&str> = record.components.keys().map(String::as_str).collect();
-            let fail = if config.components.contains_key(name) {
-                Fail::usage(format!("component `{name}` is not in the last build"))
-                    .hint(format!("build it first: `slipway build {name}`"))
-            } else {
-                Fail::usage(format!("no component `{name}`")).hint(format!(
-                    "components of the last build: {}",
-                    known.join(", ")
-                ))
-            };
-            return Err(fail.into());
-        };
-        if r.image_id.is_empty() {
-            return Err(
-                Fail::usage(format!("component `{name}` has no image in the last build"))
-                    .hint(format!("build it again: `slipway build {name}`"))
-                    .into(),
-            );
-        }
-        images.push((name.clone(), r.image.clone(), r.image_id.clone()));
-    }
-    let report = if target == ClusterTarget::None {
-        LoadReport {
-            message: Some("cluster = none: images are not loaded".into()),
-            ..Default::default()
-        }
-    } else {
-        let daemon = docker::connect(Duration::from_secs(5)).await?;
-        load(&daemon, &target, &images, session.reporter.as_ref()).await?
-    };
-    if let Some(path) = &args.metadata_file {
-        let mut text = serde_json::to_string_pretty(&report)?;
-        text.push('\n');
-        crate::fsutil::write_atomic(path, text.as_bytes(), None)
-            .with_context(|| format!("writing the metadata file {}", path.display()))?;
-    }
-    print!("{}", render(&report));
-    let failed = report.failed();
-    if !failed.is_empty() {
-        let nodes: std::collections::BTreeSet<&str> =
-            failed.iter().map(|r| r.node.as_str()).collect();
-        return Err(Fail::job(format!(
-            "{} of {} loads failed (nodes: {})",
-            failed.len(),
-            report.results.len(),
-            nodes.into_iter().collect::<Vec<_>>().join(", ")
-        ))
-        .hint("fix what the failures say (a stopped node: `docker start NODE`) and run `slipway load` again: only what is still missing is sent")
-        .into());
-    }
-    Ok(())
 }
 
 /// The report as a table for people.

@@ -9,43 +9,56 @@
 //! step does anything; `--dry-run` prints the plans and stops.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
+use super::Session;
 use crate::builder::{self as build, BuildOptions};
+use crate::cli::UpArgs;
 use crate::cluster::{self, LoadReport};
 use crate::config::{ClusterTarget, Config};
 use crate::docker::Daemon;
+use crate::error::Fail;
 use crate::generate::{self, Plan};
-use crate::k8s::{self, PullPolicy};
+use crate::k8s;
 use crate::record::{BuildReport, Outcome};
 use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
-use crate::Fail;
 
-/// How `up` runs.
-#[derive(Debug, Clone, Default)]
-pub struct UpOptions {
-    /// CI mode: a stale generated Dockerfile or a missing secret is an error.
-    pub locked: bool,
-    /// Print the plan and do nothing.
-    pub dry_run: bool,
-    /// Also write the whole run as JSON here.
-    pub metadata_file: Option<PathBuf>,
-    /// Overrides `cluster` in slipway.toml.
-    pub cluster: Option<ClusterTarget>,
-    pub push: bool,
-    pub jobs: Option<usize>,
-    pub fail_fast: bool,
-    pub env_file: Option<PathBuf>,
-    pub pull_policy: PullPolicy,
-    /// Where manifests go (default `k8s/` next to slipway.toml).
-    pub manifests_dir: Option<PathBuf>,
-    /// Where the chart goes (default `charts/APP`).
-    pub chart_dir: Option<PathBuf>,
+/// `slipway up`.
+pub async fn run(session: &Session, args: UpArgs) -> anyhow::Result<()> {
+    let config = session.config()?;
+    let _lock = session.lock_unless(args.dry_run, &config).await?;
+    let daemon = session.daemon().await?;
+    let opts = UpOptions {
+        metadata_file: session.path(args.metadata_file.clone()),
+        env_file: session.path(args.env_file.clone()),
+        args,
+    };
+    let Some(report) = pipeline(session, &config, &daemon, &opts).await? else {
+        return Ok(());
+    };
+    session.print(&render(&report));
+    let failed = report.load.failed();
+    if !failed.is_empty() {
+        let nodes: Vec<String> = failed
+            .iter()
+            .map(|r| format!("{}@{}", r.component, r.node))
+            .collect();
+        return Err(Fail::job(format!("loading failed for {}", nodes.join(", ")))
+            .hint("fix the node (see above) and run `slipway up` again: only what is missing is sent")
+            .into());
+    }
+    Ok(())
+}
+
+/// The flags, with the paths they give taken from the current directory.
+struct UpOptions {
+    args: UpArgs,
+    metadata_file: Option<PathBuf>,
+    env_file: Option<PathBuf>,
 }
 
 /// What happened to one generated file.
@@ -140,83 +153,44 @@ pub fn dockerfiles(
     Ok(states)
 }
 
-/// Runs `up`.
-pub async fn run(
-    reporter: Arc<dyn Reporter>,
+/// Runs the steps in order; `None` after a dry run, which prints the plans and stops.
+async fn pipeline(
+    session: &Session,
     config: &Config,
     daemon: &Daemon,
     opts: &UpOptions,
-) -> anyhow::Result<UpReport> {
+) -> anyhow::Result<Option<UpReport>> {
     let started = Instant::now();
-    let target = opts
+    let reporter = session.reporter.as_ref();
+    let args = &opts.args;
+    let target = args
         .cluster
         .clone()
         .unwrap_or_else(|| config.cluster.clone());
 
     // Secrets first: a CI run should fail before it builds anything.
-    let secrets = k8s::gather_secrets(config, opts.env_file.as_deref())?;
-    let missing_pairs = k8s::manifests::missing_secrets(config, &secrets);
-    let missing: Vec<String> = missing_pairs
-        .iter()
-        .map(|(c, s)| format!("{c}.{s}"))
-        .collect();
-    if !missing.is_empty() {
-        let fail = Fail::usage(format!(
-            "secrets not set: {}",
-            k8s::manifests::describe_missing(&missing_pairs)
-        ))
-            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests");
-        if opts.locked {
-            return Err(fail.into());
-        }
-        reporter.report(Event::Warn {
-            message: format!(
-                "secrets not set, their Secret values are written empty: {} (set them or pass --env-file, then run `slipway up` again)",
-                k8s::manifests::describe_missing(&missing_pairs)
-            ),
-        });
-    }
-
-    let files = dockerfiles(config, opts.locked, opts.dry_run, reporter.as_ref())?;
-
+    let (secrets, missing) = secrets(config, opts.env_file.as_deref(), args.locked, reporter)?;
+    let files = dockerfiles(config, args.locked, args.dry_run, reporter)?;
     let plan = build::plan(config, daemon, &[]).await?;
-    if opts.dry_run {
-        println!("Dockerfiles:");
-        for f in &files {
-            println!("  {:<12} {}", f.state, f.path);
-        }
-        println!();
-        print!("{}", build::render_plan(&plan));
-        println!();
-        println!("cluster: {target} ({})", cluster_words(&target));
-        println!("manifests: {}", manifests_dir(config, opts).display());
-        println!("chart: {}", chart_dir(config, opts).display());
-        println!("(dry run: nothing was built, loaded or written)");
-        return Ok(UpReport {
-            app: config.app.name.clone(),
-            dockerfiles: files,
-            build: BuildReport::default(),
-            load: LoadReport::default(),
-            manifests_dir: manifests_dir(config, opts).display().to_string(),
-            chart_dir: chart_dir(config, opts).display().to_string(),
-            missing_secrets: missing,
-            next: String::new(),
-            duration_ms: started.elapsed().as_millis() as u64,
-        });
+    let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
+    if args.dry_run {
+        session.print(&preview(&files, &plan, &target, &mdir, &cdir));
+        return Ok(None);
     }
 
     let build_opts = BuildOptions {
-        jobs: opts.jobs,
-        fail_fast: opts.fail_fast,
+        jobs: args.jobs.map(usize::from),
+        fail_fast: args.fail_fast,
         no_cache: false,
         metadata_file: None,
     };
     // The images this run builds keep their normalised files until the load is done
     // (with no cluster to load into, nothing is kept).
     let keep = (target != ClusterTarget::None).then(crate::reproduce::normalize::keep_normal_forms);
-    let mut built = build::execute(reporter.clone(), config, daemon, &plan, &build_opts).await?;
-    if opts.push {
-        crate::push::push_all(daemon, &mut built, reporter.as_ref()).await?;
+    let mut built =
+        build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
+    if args.push {
+        crate::push::push_all(daemon, &mut built, reporter).await?;
         crate::record::write(&crate::record::last_build_path(config), &built)?;
     }
 
@@ -231,51 +205,89 @@ pub async fn run(
             ..Default::default()
         }
     } else {
-        cluster::load(daemon, &target, &images, reporter.as_ref()).await?
+        cluster::load(daemon, &target, &images, reporter).await?
     };
     drop(keep);
 
     let refs = built.deploy_refs();
     let k8s_opts = k8s::Options {
-        pull_policy: opts.pull_policy,
+        pull_policy: args.pull_policy.into(),
         allow_missing_secrets: true,
         ..k8s::Options::for_config(config)
     };
-    let mdir = manifests_dir(config, opts);
-    let cdir = chart_dir(config, opts);
     k8s::emit_manifests(config, &refs, &secrets, &k8s_opts, &mdir)?;
     k8s::emit_chart(config, &refs, &k8s_opts, &cdir)?;
 
-    let next = next_command(config, &load, &mdir, &cdir);
     let report = UpReport {
         app: config.app.name.clone(),
         dockerfiles: files,
+        next: next_command(config, &load, &mdir, &cdir),
         build: built,
         load,
         manifests_dir: shown(config, &mdir),
         chart_dir: shown(config, &cdir),
         missing_secrets: missing,
-        next,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     if let Some(path) = &opts.metadata_file {
-        let mut text = serde_json::to_string_pretty(&report)?;
-        text.push('\n');
-        crate::fsutil::write_atomic(path, text.as_bytes(), None)
-            .with_context(|| format!("writing the metadata file {}", path.display()))?;
+        super::write_metadata(path, &report)?;
     }
-    let failed = report.load.failed();
-    if !failed.is_empty() {
-        print!("{}", render(&report));
-        let nodes: Vec<String> = failed
-            .iter()
-            .map(|r| format!("{}@{}", r.component, r.node))
-            .collect();
-        return Err(Fail::job(format!("loading failed for {}", nodes.join(", ")))
-            .hint("fix the node (see above) and run `slipway up` again: only what is missing is sent")
-            .into());
+    Ok(Some(report))
+}
+
+/// The secret values, and the names (`component.SECRET`) of those not set: an error with
+/// `--locked`, else a warning (their values are written empty).
+fn secrets(
+    config: &Config,
+    env_file: Option<&Path>,
+    locked: bool,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<(k8s::SecretValues, Vec<String>)> {
+    let secrets = k8s::gather_secrets(config, env_file)?;
+    let missing_pairs = k8s::manifests::missing_secrets(config, &secrets);
+    let missing: Vec<String> = missing_pairs
+        .iter()
+        .map(|(c, s)| format!("{c}.{s}"))
+        .collect();
+    if !missing.is_empty() {
+        let fail = Fail::usage(format!(
+            "secrets not set: {}",
+            k8s::manifests::describe_missing(&missing_pairs)
+        ))
+            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests");
+        if locked {
+            return Err(fail.into());
+        }
+        reporter.report(Event::Warn {
+            message: format!(
+                "secrets not set, their Secret values are written empty: {} (set them or pass --env-file, then run `slipway up` again)",
+                k8s::manifests::describe_missing(&missing_pairs)
+            ),
+        });
     }
-    Ok(report)
+    Ok((secrets, missing))
+}
+
+/// What `--dry-run` prints: every step's plan.
+fn preview(
+    files: &[FileState],
+    plan: &build::BuildPlan,
+    target: &ClusterTarget,
+    mdir: &Path,
+    cdir: &Path,
+) -> String {
+    let mut out = String::from("Dockerfiles:\n");
+    for f in files {
+        out.push_str(&format!("  {:<12} {}\n", f.state, f.path));
+    }
+    out.push('\n');
+    out.push_str(&build::render_plan(plan));
+    out.push('\n');
+    out.push_str(&format!("cluster: {target} ({})\n", cluster_words(target)));
+    out.push_str(&format!("manifests: {}\n", mdir.display()));
+    out.push_str(&format!("chart: {}\n", cdir.display()));
+    out.push_str("(dry run: nothing was built, loaded or written)\n");
+    out
 }
 
 fn cluster_words(target: &ClusterTarget) -> &'static str {
@@ -287,19 +299,17 @@ fn cluster_words(target: &ClusterTarget) -> &'static str {
     }
 }
 
-fn manifests_dir(config: &Config, opts: &UpOptions) -> PathBuf {
-    opts.manifests_dir
-        .clone()
-        .unwrap_or_else(|| config.root.join("k8s"))
+/// Where manifests go: `k8s/` next to slipway.toml.
+fn manifests_dir(config: &Config) -> PathBuf {
+    config.root.join("k8s")
 }
 
-fn chart_dir(config: &Config, opts: &UpOptions) -> PathBuf {
-    opts.chart_dir
-        .clone()
-        .unwrap_or_else(|| config.root.join("charts").join(&config.app.name))
+/// Where the chart goes: `charts/APP`.
+fn chart_dir(config: &Config) -> PathBuf {
+    config.root.join("charts").join(&config.app.name)
 }
 
-fn shown(config: &Config, p: &std::path::Path) -> String {
+fn shown(config: &Config, p: &Path) -> String {
     p.strip_prefix(&config.root)
         .ok()
         .filter(|r| !r.as_os_str().is_empty())
@@ -308,12 +318,7 @@ fn shown(config: &Config, p: &std::path::Path) -> String {
         .to_string()
 }
 
-fn next_command(
-    config: &Config,
-    load: &LoadReport,
-    mdir: &std::path::Path,
-    cdir: &std::path::Path,
-) -> String {
+fn next_command(config: &Config, load: &LoadReport, mdir: &Path, cdir: &Path) -> String {
     let ns = &config.app.namespace;
     let deploy = format!(
         "helm upgrade --install {} {} --namespace {ns} --create-namespace   # or: kubectl create namespace {ns}; kubectl apply -f {}",
