@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::Fail;
+use crate::error::Fail;
 
 /// How a component's image came to be.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

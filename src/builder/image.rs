@@ -31,9 +31,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use super::stream::Progress;
 use super::{millis, Builder, CacheState, ComponentPlan};
 use crate::docker::Endpoint;
+use crate::error::Fail;
 use crate::record::{ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
-use crate::Fail;
 
 /// What every build task shares.
 pub(crate) struct Shared {

@@ -28,9 +28,9 @@ use serde::Serialize;
 use crate::config::{Component, Config};
 use crate::context::{self, ContextSpec};
 use crate::docker::Daemon;
+use crate::error::Fail;
 use crate::record::{self, BuildReport, ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
-use crate::Fail;
 
 pub use digest::Inputs;
 
@@ -748,7 +748,7 @@ pub async fn execute(
         }
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
-        // Tell `crate::run` that Ctrl-C is handled here (with the clean-up below).
+        // Tell `run` (lib.rs) that Ctrl-C is handled here (with the clean-up below).
         let _handling = crate::interrupt::handling();
         let mut stopped = false;
         loop {

@@ -21,7 +21,7 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::Fail;
+use crate::error::Fail;
 
 /// The stacks slipway knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

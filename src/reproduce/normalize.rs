@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use super::layer;
 use super::sde::rfc3339;
 use crate::docker::{self, Daemon};
-use crate::Fail;
+use crate::error::Fail;
 
 /// What normalising one image did.
 #[derive(Debug, Clone, serde::Serialize)]
