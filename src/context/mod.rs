@@ -93,6 +93,8 @@ pub struct Packed {
     pub sha256: String,
     /// Size of the tar.
     pub bytes: u64,
+    /// Of the entries' metadata (see [`pack::walk`]): unchanged when no file changed.
+    pub fingerprint: String,
     /// Non-directory entries (regular files, symlinks, hard links).
     pub files: u64,
     /// Directory entries.
@@ -132,6 +134,7 @@ pub fn pack(spec: &ContextSpec, w: impl Write + Send) -> Result<Packed> {
         dockerfile_name,
         sha256: stats.sha256,
         bytes: stats.bytes,
+        fingerprint: stats.fingerprint,
         files: stats.files,
         dirs: stats.dirs,
         dirs_read: stats.dirs_read,

@@ -56,6 +56,8 @@ pub struct Plan {
 pub struct Stats {
     pub bytes: u64,
     pub sha256: String,
+    /// See [`walk`]: changes when any entry's metadata does.
+    pub fingerprint: String,
     pub files: u64,
     pub dirs: u64,
     pub dirs_read: u64,
@@ -64,29 +66,69 @@ pub struct Stats {
 
 const READ_BUF: usize = 1 << 20;
 
-/// Writes the tar for `plan` into `out`; returns its size, sha256 and counts.
-pub fn write_tar(plan: &Plan, out: impl Write) -> Result<Stats> {
+/// One entry of the walk, in walk order, as a [`Sink`] receives it.
+pub enum Entry<'a> {
+    /// A directory (an excluded one too, when something below it is re-included).
+    Dir { rel: &'a [u8], meta: &'a Metadata },
+    Symlink {
+        rel: &'a [u8],
+        meta: &'a Metadata,
+        target: &'a [u8],
+    },
+    /// A regular file with several links whose first path was already sent.
+    HardLink {
+        rel: &'a [u8],
+        meta: &'a Metadata,
+        first: &'a [u8],
+    },
+    File {
+        abs: &'a Path,
+        rel: &'a [u8],
+        meta: &'a Metadata,
+    },
+    Virtual(&'a Virtual),
+}
+
+/// What consumes the walk: the tar writer, or the BuildKit session's file sync.
+pub trait Sink {
+    fn entry(&mut self, plan: &Plan, entry: Entry<'_>) -> Result<()>;
+}
+
+/// Walks `plan` in order, handing every entry to `sink`; returns the counts and the walk's
+/// fingerprint (`bytes` and `sha256` stay empty: they belong to the tar).
+pub fn walk(plan: &Plan, sink: &mut impl Sink) -> Result<Stats> {
     let mut w = Walker {
         plan,
+        sink,
+        pending: Vec::new(),
+        links: HashMap::new(),
+        stats: Stats::default(),
+        fingerprint: Sha256::new(),
+    };
+    let root_info: Vec<bool> = Vec::new();
+    w.walk_dir(&plan.root, b"", &root_info, false)?;
+    let mut stats = w.stats;
+    stats.fingerprint = hex::encode(w.fingerprint.finalize());
+    Ok(stats)
+}
+
+/// Writes the tar for `plan` into `out`; returns its size, sha256 and counts.
+pub fn write_tar(plan: &Plan, out: impl Write) -> Result<Stats> {
+    let mut tar = TarSink {
         out: HashingWriter {
             inner: out,
             hasher: Sha256::new(),
             bytes: 0,
         },
-        pending: Vec::new(),
-        links: HashMap::new(),
         buf: vec![0; READ_BUF],
-        stats: Stats::default(),
     };
-    let root_info: Vec<bool> = Vec::new();
-    w.walk_dir(&plan.root, b"", &root_info, false)?;
-    w.out
+    let mut stats = walk(plan, &mut tar)?;
+    tar.out
         .write_all(&[0u8; 1024])
         .context("writing the end of the tar")?;
-    w.out.inner.flush().context("writing the context tar")?;
-    let mut stats = w.stats;
-    stats.bytes = w.out.bytes;
-    stats.sha256 = hex::encode(w.out.hasher.finalize());
+    tar.out.inner.flush().context("writing the context tar")?;
+    stats.bytes = tar.out.bytes;
+    stats.sha256 = hex::encode(tar.out.hasher.finalize());
     Ok(stats)
 }
 
@@ -115,15 +157,17 @@ struct Pending {
     emitted: bool,
 }
 
-struct Walker<'a, W> {
+struct Walker<'a, S> {
     plan: &'a Plan,
-    out: HashingWriter<W>,
+    sink: &'a mut S,
     /// Excluded directories being walked because an exception may re-include something.
     pending: Vec<Pending>,
     /// (dev, ino) of regular files with several links → the first path sent.
     links: HashMap<(u64, u64), Vec<u8>>,
-    buf: Vec<u8>,
     stats: Stats,
+    /// Over every entry's name, type, mode, size, mtime (ns) and inode: equal fingerprints
+    /// mean the same files unchanged (by the test make and git use), without reading them.
+    fingerprint: Sha256,
 }
 
 enum Listed {
@@ -144,7 +188,14 @@ fn show(rel: &[u8]) -> String {
     String::from_utf8_lossy(rel).into_owned()
 }
 
-impl<W: Write> Walker<'_, W> {
+/// An entry's mtime in nanoseconds.
+pub fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+impl<S: Sink> Walker<'_, S> {
     fn walk_dir(&mut self, abs: &Path, rel: &[u8], info: &[bool], excluded: bool) -> Result<()> {
         let plan = self.plan;
         let read = match fs::read_dir(abs) {
@@ -200,7 +251,11 @@ impl<W: Write> Walker<'_, W> {
             child_rel.extend_from_slice(entry.name(plan));
             let (name, ft) = match entry {
                 Listed::Virtual(i) => {
-                    self.emit_virtual(*i)?;
+                    let v = &plan.virtuals[*i];
+                    self.fingerprint.update(&v.name);
+                    self.fingerprint.update(&v.content);
+                    self.sink.entry(plan, Entry::Virtual(v))?;
+                    self.stats.files += 1;
                     continue;
                 }
                 Listed::Disk { name, ft } => (name, ft),
@@ -249,50 +304,30 @@ impl<W: Write> Walker<'_, W> {
         Ok(())
     }
 
-    fn mtime(&self, meta: &Metadata) -> u64 {
-        match self.plan.mtime {
-            Some(t) => t,
-            None => meta.mtime().max(0) as u64,
-        }
-    }
-
     /// Emits the excluded ancestors that an included entry needs.
     fn flush_pending(&mut self) -> Result<()> {
         for i in 0..self.pending.len() {
             if self.pending[i].emitted {
                 continue;
             }
-            let rel = self.pending[i].rel.clone();
-            let mode = self.pending[i].meta.mode() & 0o7777;
-            let mtime = self.mtime(&self.pending[i].meta);
-            self.dir_header(&rel, mode, mtime)?;
+            let p = &self.pending[i];
+            fingerprint(&mut self.fingerprint, &p.rel, &p.meta, b"");
+            self.sink.entry(
+                self.plan,
+                Entry::Dir {
+                    rel: &p.rel,
+                    meta: &p.meta,
+                },
+            )?;
+            self.stats.dirs += 1;
             self.pending[i].emitted = true;
         }
-        Ok(())
-    }
-
-    fn dir_header(&mut self, rel: &[u8], mode: u32, mtime: u64) -> Result<()> {
-        let mut name = rel.to_vec();
-        name.push(b'/');
-        write_header(
-            &mut self.out,
-            &name,
-            EntryType::Directory,
-            mode,
-            0,
-            mtime,
-            None,
-        )
-        .context("writing the context tar")?;
-        self.stats.dirs += 1;
         Ok(())
     }
 
     /// Emits one included entry; false when it was skipped (sockets, FIFOs, devices).
     fn emit(&mut self, abs: &Path, rel: &[u8], meta: &Metadata) -> Result<bool> {
         let ft = meta.file_type();
-        let mode = meta.mode() & 0o7777;
-        let mtime = self.mtime(meta);
         let special = if ft.is_socket() {
             Some("socket")
         } else if ft.is_fifo() {
@@ -312,47 +347,107 @@ impl<W: Write> Walker<'_, W> {
             return Ok(false);
         }
         self.flush_pending()?;
+        let plan = self.plan;
         if ft.is_dir() {
-            self.dir_header(rel, mode, mtime)?;
-        } else if ft.is_symlink() {
+            fingerprint(&mut self.fingerprint, rel, meta, b"");
+            self.sink.entry(plan, Entry::Dir { rel, meta })?;
+            self.stats.dirs += 1;
+            return Ok(true);
+        }
+        if ft.is_symlink() {
             let target = fs::read_link(abs)
                 .with_context(|| format!("cannot read symlink {}", abs.display()))?;
-            write_header(
-                &mut self.out,
-                rel,
-                EntryType::Symlink,
-                mode,
-                0,
-                mtime,
-                Some(target.as_os_str().as_bytes()),
-            )
-            .context("writing the context tar")?;
-            self.stats.files += 1;
+            let target = target.as_os_str().as_bytes();
+            fingerprint(&mut self.fingerprint, rel, meta, target);
+            self.sink.entry(plan, Entry::Symlink { rel, meta, target })?;
         } else {
+            let mut first = None;
             if meta.nlink() > 1 {
                 let key = (meta.dev(), meta.ino());
-                if let Some(first) = self.links.get(&key) {
-                    let first = first.clone();
-                    write_header(
-                        &mut self.out,
-                        rel,
-                        EntryType::Link,
-                        mode,
-                        0,
-                        mtime,
-                        Some(&first),
-                    )
-                    .context("writing the context tar")?;
-                    self.stats.files += 1;
-                    return Ok(true);
+                match self.links.get(&key) {
+                    Some(f) => first = Some(f.clone()),
+                    None => {
+                        self.links.insert(key, rel.to_vec());
+                    }
                 }
-                self.links.insert(key, rel.to_vec());
             }
-            self.regular(abs, rel, meta.len(), mode, mtime)?;
+            match first {
+                Some(first) => {
+                    fingerprint(&mut self.fingerprint, rel, meta, &first);
+                    let e = Entry::HardLink {
+                        rel,
+                        meta,
+                        first: &first,
+                    };
+                    self.sink.entry(plan, e)?;
+                }
+                None => {
+                    fingerprint(&mut self.fingerprint, rel, meta, b"");
+                    self.sink.entry(plan, Entry::File { abs, rel, meta })?;
+                }
+            }
         }
+        self.stats.files += 1;
         Ok(true)
     }
+}
 
+fn fingerprint(h: &mut Sha256, rel: &[u8], meta: &Metadata, link: &[u8]) {
+    h.update((rel.len() as u64).to_le_bytes());
+    h.update(rel);
+    h.update(meta.mode().to_le_bytes());
+    h.update(meta.len().to_le_bytes());
+    h.update(mtime_ns(meta).to_le_bytes());
+    h.update(meta.ino().to_le_bytes());
+    h.update((link.len() as u64).to_le_bytes());
+    h.update(link);
+}
+
+/// The tar writer: one GNU header per entry, file data in 1 MiB reads.
+struct TarSink<W> {
+    out: HashingWriter<W>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Sink for TarSink<W> {
+    fn entry(&mut self, plan: &Plan, entry: Entry<'_>) -> Result<()> {
+        let mtime = |meta: &Metadata| match plan.mtime {
+            Some(t) => t,
+            None => meta.mtime().max(0) as u64,
+        };
+        let mode = |meta: &Metadata| meta.mode() & 0o7777;
+        match entry {
+            Entry::Dir { rel, meta } => {
+                let mut name = rel.to_vec();
+                name.push(b'/');
+                let (m, t) = (mode(meta), mtime(meta));
+                write_header(&mut self.out, &name, EntryType::Directory, m, 0, t, None)
+            }
+            Entry::Symlink { rel, meta, target } => {
+                let (m, t) = (mode(meta), mtime(meta));
+                let link = Some(target);
+                write_header(&mut self.out, rel, EntryType::Symlink, m, 0, t, link)
+            }
+            Entry::HardLink { rel, meta, first } => {
+                let (m, t) = (mode(meta), mtime(meta));
+                write_header(&mut self.out, rel, EntryType::Link, m, 0, t, Some(first))
+            }
+            Entry::File { abs, rel, meta } => {
+                return self.regular(abs, rel, meta.len(), mode(meta), mtime(meta))
+            }
+            Entry::Virtual(v) => {
+                let t = plan.mtime.unwrap_or(v.mtime);
+                let size = v.content.len() as u64;
+                write_header(&mut self.out, &v.name, EntryType::Regular, v.mode, size, t, None)
+                    .and_then(|_| self.out.write_all(&v.content))
+                    .and_then(|_| pad(&mut self.out, size))
+            }
+        }
+        .context("writing the context tar")
+    }
+}
+
+impl<W: Write> TarSink<W> {
     fn regular(&mut self, abs: &Path, rel: &[u8], size: u64, mode: u32, mtime: u64) -> Result<()> {
         let mut file = File::open(abs).with_context(|| format!("cannot read {}", abs.display()))?;
         write_header(
@@ -383,26 +478,6 @@ impl<W: Write> Walker<'_, W> {
             left -= n as u64;
         }
         pad(&mut self.out, size).context("writing the context tar")?;
-        self.stats.files += 1;
-        Ok(())
-    }
-
-    fn emit_virtual(&mut self, i: usize) -> Result<()> {
-        let v = &self.plan.virtuals[i];
-        let mtime = self.plan.mtime.unwrap_or(v.mtime);
-        write_header(
-            &mut self.out,
-            &v.name,
-            EntryType::Regular,
-            v.mode,
-            v.content.len() as u64,
-            mtime,
-            None,
-        )
-        .and_then(|_| self.out.write_all(&v.content))
-        .and_then(|_| pad(&mut self.out, v.content.len() as u64))
-        .context("writing the context tar")?;
-        self.stats.files += 1;
         Ok(())
     }
 }
