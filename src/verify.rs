@@ -448,7 +448,9 @@ pub async fn run(
     let t0 = Instant::now();
     let plan = build::plan(config, daemon, &selection).await?;
     let first = one(
-        build::execute(reporter.clone(), config, daemon, &plan, &opts).await?,
+        build::execute(reporter.clone(), config, daemon, &plan, &opts)
+            .await?
+            .report,
         component,
     )?;
     let first = Side {
@@ -478,14 +480,16 @@ pub async fn run(
                 if let Some(bytes) = saved {
                     crate::fsutil::write_atomic(&record::last_build_path(config), &bytes, None)?;
                 }
-                one(built?, component)?
+                one(built?.report, component)?
             }
             None => {
                 // Planned again: a base image may have changed since (the input digests then
                 // say so).
                 let plan = build::plan(config, daemon, &selection).await?;
                 one(
-                    build::execute(reporter.clone(), config, daemon, &plan, &opts).await?,
+                    build::execute(reporter.clone(), config, daemon, &plan, &opts)
+                        .await?
+                        .report,
                     component,
                 )?
             }

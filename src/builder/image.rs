@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub app: String,
     pub builder: Builder,
     pub no_cache: bool,
+    /// The normal forms this run makes, handed on to the run's result.
+    pub normal_forms: crate::reproduce::normalize::NormalForms,
 }
 
 /// A failed build: the error, and the end of the failing step's log.
@@ -104,6 +106,7 @@ pub(crate) async fn build_component(
                 sde,
                 temp,
                 &c.base_layers,
+                &shared.normal_forms,
             )
             .await
             .map_err(Failure::from)

@@ -29,8 +29,9 @@ use crate::config::{Component, Config};
 use crate::context::{self, ContextSpec};
 use crate::docker::Daemon;
 use crate::error::Fail;
-use crate::record::{self, BuildReport, ImageRecord, Outcome};
+use crate::record::{self, BuildReport, BuiltImage, ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
+use crate::reproduce::normalize::{NormalForms, NormalImage};
 
 pub use digest::Inputs;
 
@@ -130,6 +131,10 @@ pub struct ComponentPlan {
     /// layers the image shares with one of them.
     #[serde(skip)]
     pub(crate) base_layers: Vec<Vec<String>>,
+    /// The diff IDs of the cached image (when [`CacheState::Cached`]), as inspected for the
+    /// plan: the load needs them.
+    #[serde(skip)]
+    pub(crate) cached_diff_ids: Vec<String>,
 }
 
 /// Whether a component's image exists already.
@@ -180,6 +185,16 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Also write the run's report here.
     pub metadata_file: Option<PathBuf>,
+    /// Keep the normal forms' files on disk for a load in the same run (see [`Built`]).
+    pub keep_normal_forms: bool,
+}
+
+/// What a build run hands on: its report (recorded and shown), and per image what the load
+/// needs, in component order.
+#[derive(Debug)]
+pub struct Built {
+    pub report: BuildReport,
+    pub images: Vec<BuiltImage>,
 }
 
 /// The components a selection names (all when empty), or a usage error naming the unknown one.
@@ -430,7 +445,7 @@ async fn plan_component(
         .map(|t| format!("{repository}:{t}"))
         .collect();
 
-    let cache = cache_state(
+    let (cache, cached_diff_ids) = cache_state(
         daemon,
         &c.name,
         &image,
@@ -478,6 +493,7 @@ async fn plan_component(
         dockerfile_name: packed.dockerfile_name.clone(),
         builder,
         base_layers,
+        cached_diff_ids,
     })
 }
 
@@ -504,11 +520,15 @@ fn missing_base(config: &Config, c: &Component, image: &str, declared: &BTreeSet
     .hint(hint)
 }
 
-/// The labels of an image, or `None` when there is no such image.
-async fn image_labels(
-    daemon: &Daemon,
-    reference: &str,
-) -> anyhow::Result<Option<(String, BTreeMap<String, String>)>> {
+/// What the plan asks of an existing image.
+struct Found {
+    id: String,
+    labels: BTreeMap<String, String>,
+    diff_ids: Vec<String>,
+}
+
+/// The ID, labels and diff IDs of an image, or `None` when there is no such image.
+async fn image_labels(daemon: &Daemon, reference: &str) -> anyhow::Result<Option<Found>> {
     match daemon.docker.inspect_image(reference).await {
         Ok(i) => {
             let labels = i
@@ -516,7 +536,11 @@ async fn image_labels(
                 .and_then(|c| c.labels)
                 .map(|l| l.into_iter().collect())
                 .unwrap_or_default();
-            Ok(Some((i.id.unwrap_or_default(), labels)))
+            Ok(Some(Found {
+                id: i.id.unwrap_or_default(),
+                labels,
+                diff_ids: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+            }))
         }
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
@@ -535,10 +559,15 @@ async fn cache_state(
     extra_tags: &[String],
     repository: &str,
     last: Option<&BuildReport>,
-) -> anyhow::Result<CacheState> {
-    if let Some((id, labels)) = image_labels(daemon, image).await? {
-        if labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
-            return Ok(CacheState::Cached { image_id: id });
+) -> anyhow::Result<(CacheState, Vec<String>)> {
+    let cached = |found: Found| {
+        let image_id = found.id;
+        (CacheState::Cached { image_id }, found.diff_ids)
+    };
+    let build = |reason: String| (CacheState::Build { reason }, Vec::new());
+    if let Some(found) = image_labels(daemon, image).await? {
+        if found.labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
+            return Ok(cached(found));
         }
     }
     // Not cached: compare with the image this component's tags last pointed to.
@@ -550,14 +579,18 @@ async fn cache_state(
     }
     previous.extend(extra_tags.iter().cloned());
     for reference in previous {
-        let Some((id, labels)) = image_labels(daemon, &reference).await? else {
+        let Some(found) = image_labels(daemon, &reference).await? else {
             continue;
         };
-        if labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
+        if found.labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
             // Same inputs, only the digest tag is gone: re-tag, no build.
-            return Ok(CacheState::Cached { image_id: id });
+            return Ok(cached(found));
         }
-        let reason = match labels.get(LABEL_INPUTS).and_then(|l| Inputs::from_label(l)) {
+        let reason = match found
+            .labels
+            .get(LABEL_INPUTS)
+            .and_then(|l| Inputs::from_label(l))
+        {
             Some(old) => {
                 let changes = inputs.changes_since(&old);
                 if changes.is_empty() {
@@ -568,7 +601,7 @@ async fn cache_state(
             }
             None => format!("{reference} has no record of its inputs"),
         };
-        return Ok(CacheState::Build { reason });
+        return Ok(build(reason));
     }
     let reason = match last.and_then(|l| l.components.get(component)) {
         Some(r) => format!(
@@ -577,7 +610,7 @@ async fn cache_state(
         ),
         None => "never built".into(),
     };
-    Ok(CacheState::Build { reason })
+    Ok(build(reason))
 }
 
 /// The plan as a table for people.
@@ -630,7 +663,7 @@ pub async fn run_build(
     opts: &BuildOptions,
 ) -> anyhow::Result<BuildReport> {
     let plan = plan(config, daemon, selection).await?;
-    execute(reporter, config, daemon, &plan, opts).await
+    Ok(execute(reporter, config, daemon, &plan, opts).await?.report)
 }
 
 /// What one component's task ended with.
@@ -650,7 +683,7 @@ pub async fn execute(
     daemon: &Daemon,
     plan: &BuildPlan,
     opts: &BuildOptions,
-) -> anyhow::Result<BuildReport> {
+) -> anyhow::Result<Built> {
     // What the plan found worth saying (files the packer skipped, unused build args) is
     // said by `build` too, not only by `plan`.
     for c in &plan.components {
@@ -690,6 +723,7 @@ pub async fn execute(
 
     let mut report = BuildReport::default();
     let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
+    let mut made: BTreeMap<String, NormalImage> = BTreeMap::new();
 
     // Cached components: make sure every tag points at the image (no build).
     for c in plan
@@ -729,6 +763,7 @@ pub async fn execute(
             app: plan.app.clone(),
             builder: plan.builder,
             no_cache: opts.no_cache,
+            normal_forms: NormalForms::new(opts.keep_normal_forms),
         });
         let jobs = opts.jobs.unwrap_or(to_build.len()).max(1);
         let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
@@ -786,11 +821,15 @@ pub async fn execute(
                 }
             }
         }
+        made = shared.normal_forms.take();
     }
 
     write_records(config, plan, &report, &failures, opts)?;
     match failures.len() {
-        0 => Ok(report),
+        0 => {
+            let images = handed_on(plan, &report, made);
+            Ok(Built { report, images })
+        }
         n => {
             let total = to_build.len().max(n);
             let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
@@ -823,6 +862,39 @@ pub async fn execute(
             }
         }
     }
+}
+
+/// Per image of the run, what the load needs: a built one's normal form (its diff IDs, and
+/// its files when kept), a cached one's diff IDs as the plan inspected them.
+fn handed_on(
+    plan: &BuildPlan,
+    report: &BuildReport,
+    mut made: BTreeMap<String, NormalImage>,
+) -> Vec<BuiltImage> {
+    report
+        .components
+        .iter()
+        .map(|(name, r)| {
+            let (diff_ids, normal_form) = match made.remove(name) {
+                Some(n) if n.image_id == r.image_id => (Some(n.diff_ids), n.files.map(Arc::new)),
+                _ => {
+                    let planned = plan.components.iter().find(|c| &c.name == name);
+                    let known = planned
+                        .filter(|c| matches!(&c.cache, CacheState::Cached { image_id } if *image_id == r.image_id))
+                        .map(|c| c.cached_diff_ids.clone())
+                        .filter(|d| !d.is_empty());
+                    (known, None)
+                }
+            };
+            BuiltImage {
+                component: name.clone(),
+                reference: r.image.clone(),
+                image_id: r.image_id.clone(),
+                diff_ids,
+                normal_form,
+            }
+        })
+        .collect()
 }
 
 /// Whether the build secret `name` is set: the variable itself, or `NAME_FILE` naming a file.
@@ -972,6 +1044,7 @@ mod tests {
             dockerfile_name: String::new(),
             builder: Builder::BuildKit,
             base_layers: vec![],
+            cached_diff_ids: vec![],
         }
     }
 

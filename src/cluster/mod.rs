@@ -30,7 +30,9 @@ use tokio::sync::mpsc;
 use crate::config::ClusterTarget;
 use crate::docker::{self, Daemon};
 use crate::error::Fail;
+use crate::record::BuiltImage;
 use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
+use crate::reproduce::normalize::NormalForm;
 
 pub use image::ImageMeta;
 pub use minikube::{minikube_docker_endpoint, DockerEnv};
@@ -104,7 +106,7 @@ impl Cluster {
     pub async fn load(
         &self,
         daemon: &Daemon,
-        images: &[(String, String, String)],
+        images: &[BuiltImage],
         reporter: &dyn Reporter,
     ) -> anyhow::Result<LoadReport> {
         load_into(daemon, self, images, reporter).await
@@ -321,6 +323,30 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome in words, without figures: `loaded 1 of 5 layers`, `already present`.
+    pub fn words(&self) -> String {
+        match self {
+            Outcome::AlreadyPresent => "already present".to_string(),
+            Outcome::Retagged { from } => format!("retagged (the image was there as {from})"),
+            Outcome::Loaded {
+                layers_sent,
+                layers_total,
+            } => format!("loaded {layers_sent} of {layers_total} layers"),
+            Outcome::Failed { reason } => format!("failed: {reason}"),
+        }
+    }
+
+    /// Whether two nodes' outcomes read the same in a table cell (a retag from any name is
+    /// a retag).
+    pub fn alike(&self, other: &Outcome) -> bool {
+        match (self, other) {
+            (Outcome::Retagged { .. }, Outcome::Retagged { .. }) => true,
+            (a, b) => a == b,
+        }
+    }
+}
+
 /// One image on one node.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct NodeLoad {
@@ -364,12 +390,12 @@ impl LoadReport {
     }
 }
 
-/// Loads `images` (`(component, reference, image ID)`) into the cluster `target` names.
-/// Node failures are in the report; errors are for a cluster that cannot be found or used.
+/// Loads `images` into the cluster `target` names. Node failures are in the report; errors are
+/// for a cluster that cannot be found or used.
 pub async fn load(
     daemon: &Daemon,
     target: &ClusterTarget,
-    images: &[(String, String, String)],
+    images: &[BuiltImage],
     reporter: &dyn Reporter,
 ) -> anyhow::Result<LoadReport> {
     match detect(&daemon.docker, target).await? {
@@ -436,7 +462,7 @@ async fn query(docker: &Docker, node: &Node, runtime: Runtime) -> Result<NodeSta
 async fn load_into(
     daemon: &Daemon,
     cluster: &Cluster,
-    images: &[(String, String, String)],
+    images: &[BuiltImage],
     reporter: &dyn Reporter,
 ) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
@@ -457,8 +483,17 @@ async fn load_into(
         .collect();
 
     let mut results = Vec::new();
-    for (component, reference, id) in images {
-        let meta = match inspect(&docker, component, reference, id).await {
+    for image in images {
+        let (component, reference, id) = (&image.component, &image.reference, &image.image_id);
+        let known = image
+            .diff_ids
+            .clone()
+            .map(|d| ImageMeta::new(component, reference, id, d));
+        let meta = match known {
+            Some(meta) => Ok(meta),
+            None => inspect(&docker, component, reference, id).await,
+        };
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => {
                 let reason = format!("{e:#}");
@@ -484,7 +519,8 @@ async fn load_into(
                 continue;
             }
         };
-        results.extend(load_image(&docker, &meta, &mut slots, reporter).await);
+        let normal_form = image.normal_form.clone();
+        results.extend(load_image(&docker, &meta, normal_form, &mut slots, reporter).await);
     }
     let bytes_sent = results.iter().map(|r| r.bytes_sent).sum();
     Ok(LoadReport {
@@ -529,17 +565,13 @@ fn node_load(
     took: Duration,
 ) -> NodeLoad {
     let summary = match &outcome {
-        Outcome::AlreadyPresent => "already present".to_string(),
-        Outcome::Retagged { from } => format!("retagged (the image was there as {from})"),
-        Outcome::Loaded {
-            layers_sent,
-            layers_total,
-        } => format!(
-            "loaded {layers_sent} of {layers_total} layers ({}, {})",
+        Outcome::Loaded { .. } => format!(
+            "{} ({}, {})",
+            outcome.words(),
             fmt_bytes(bytes_sent),
             fmt_duration(took)
         ),
-        Outcome::Failed { reason } => format!("failed: {reason}"),
+        _ => outcome.words(),
     };
     NodeLoad {
         component: component.to_string(),
@@ -615,6 +647,7 @@ const NODE_QUEUE: usize = 16;
 async fn load_image(
     docker: &Docker,
     image: &ImageMeta,
+    normal_form: Option<Arc<NormalForm>>,
     slots: &mut [Slot],
     reporter: &dyn Reporter,
 ) -> Vec<NodeLoad> {
@@ -704,7 +737,7 @@ async fn load_image(
         }
         // An image this run normalised is read from the files normalising left (the same
         // bytes), not exported by the daemon a second time.
-        let stream = match crate::reproduce::normalize::kept(&image.id) {
+        let stream = match normal_form {
             Some(files) => crate::reproduce::normalize::save_stream(files).boxed(),
             None => docker.export_image(&image.id).boxed(),
         };
@@ -772,11 +805,7 @@ async fn load_image(
                 // Reporters add the task's duration themselves.
                 Outcome::Loaded { .. } => reporter.report(Event::Finished {
                     task: task(s),
-                    outcome: format!(
-                        "{} ({})",
-                        r.summary.split(" (").next().unwrap_or(&r.summary),
-                        fmt_bytes(r.bytes_sent)
-                    ),
+                    outcome: format!("{} ({})", r.outcome.words(), fmt_bytes(r.bytes_sent)),
                 }),
                 _ => reporter.report(Event::Finished {
                     task: task(s),

@@ -15,6 +15,7 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
         fail_fast: args.fail_fast,
         no_cache: args.no_cache,
         metadata_file: session.path(args.metadata_file),
+        keep_normal_forms: false,
     };
     let mut report = builder::run_build(
         session.reporter.clone(),

@@ -6,7 +6,7 @@ use crate::cli::LoadArgs;
 use crate::cluster::{self, LoadReport};
 use crate::config::{ClusterTarget, Config};
 use crate::error::Fail;
-use crate::record::BuildReport;
+use crate::record::{BuildReport, BuiltImage};
 
 pub async fn run(session: &Session, args: LoadArgs) -> anyhow::Result<()> {
     let config = session.config()?;
@@ -51,7 +51,7 @@ fn chosen(
     config: &Config,
     record: &BuildReport,
     wanted: &[String],
-) -> anyhow::Result<Vec<(String, String, String)>> {
+) -> anyhow::Result<Vec<BuiltImage>> {
     let wanted: Vec<String> = if wanted.is_empty() {
         record.components.keys().cloned().collect()
     } else {
@@ -79,7 +79,7 @@ fn chosen(
                     .into(),
             );
         }
-        images.push((name.clone(), r.image.clone(), r.image_id.clone()));
+        images.push(BuiltImage::recorded(name, &r.image, &r.image_id));
     }
     Ok(images)
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::Session;
 use crate::builder::{self as build, BuildOptions};
 use crate::cli::UpArgs;
-use crate::cluster::{self, LoadReport};
+use crate::cluster::{self, LoadReport, NodeLoad};
 use crate::config::{ClusterTarget, Config};
 use crate::docker::Daemon;
 use crate::error::Fail;
@@ -65,8 +65,38 @@ struct UpOptions {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FileState {
     pub path: String,
-    /// `current`, `written` (was missing), `regenerated` (was stale), `own` (the user's).
-    pub state: String,
+    pub state: State,
+}
+
+/// A generated file's state.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// As it should be.
+    Current,
+    /// Was missing.
+    Written,
+    /// Was stale.
+    Regenerated,
+    /// The user's own Dockerfile: never written.
+    Own,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Current => "current",
+            State::Written => "written",
+            State::Regenerated => "regenerated",
+            State::Own => "own",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// The whole run: the `--metadata-file` JSON.
@@ -98,39 +128,33 @@ pub fn dockerfiles(
         match cp.plan {
             Plan::UserOwn { dockerfile } => states.push(FileState {
                 path: dockerfile,
-                state: "own".into(),
+                state: State::Own,
             }),
             Plan::Generate { outputs, .. } => {
                 for out in outputs {
                     let state = match generate::check_output(&out)? {
-                        None => "current",
-                        Some(s) if s.diff.is_none() => "written",
-                        Some(s) => {
-                            if locked {
-                                stale.push(s);
-                                continue;
-                            }
-                            "regenerated"
+                        None => State::Current,
+                        Some(s) if s.diff.is_none() => State::Written,
+                        Some(s) if locked => {
+                            stale.push(s);
+                            continue;
                         }
+                        Some(_) => State::Regenerated,
                     };
-                    if state != "current" && !dry_run {
+                    if state != State::Current && !dry_run {
                         crate::fsutil::write_atomic(&out.path, out.text.as_bytes(), None)
                             .with_context(|| format!("writing {}", out.shown))?;
+                        let did = match state {
+                            State::Written => "wrote",
+                            _ => "regenerated stale",
+                        };
                         reporter.report(Event::Info {
-                            message: format!(
-                                "{} {}",
-                                if state == "written" {
-                                    "wrote"
-                                } else {
-                                    "regenerated stale"
-                                },
-                                out.shown
-                            ),
+                            message: format!("{did} {}", out.shown),
                         });
                     }
                     states.push(FileState {
                         path: out.shown,
-                        state: state.into(),
+                        state,
                     });
                 }
             }
@@ -183,22 +207,19 @@ async fn pipeline(
         fail_fast: args.fail_fast,
         no_cache: false,
         metadata_file: None,
+        // The images this run builds keep their normalised files until the load is done
+        // (with no cluster to load into, nothing is kept).
+        keep_normal_forms: target != ClusterTarget::None,
     };
-    // The images this run builds keep their normalised files until the load is done
-    // (with no cluster to load into, nothing is kept).
-    let keep = (target != ClusterTarget::None).then(crate::reproduce::normalize::keep_normal_forms);
-    let mut built =
-        build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
+    let build::Built {
+        report: mut built,
+        images,
+    } = build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
     if args.push {
         crate::push::push_all(daemon, &mut built, reporter).await?;
         crate::record::write(&crate::record::last_build_path(config), &built)?;
     }
 
-    let images: Vec<(String, String, String)> = built
-        .components
-        .iter()
-        .map(|(n, r)| (n.clone(), r.image.clone(), r.image_id.clone()))
-        .collect();
     let load = if target == ClusterTarget::None {
         LoadReport {
             message: Some("cluster = none: images are not loaded".into()),
@@ -207,7 +228,8 @@ async fn pipeline(
     } else {
         cluster::load(daemon, &target, &images, reporter).await?
     };
-    drop(keep);
+    // The normal forms' files are removed now that the load is done.
+    drop(images);
 
     let refs = built.deploy_refs();
     let k8s_opts = k8s::Options {
@@ -334,12 +356,9 @@ fn next_command(config: &Config, load: &LoadReport, mdir: &Path, cdir: &Path) ->
 
 /// The closing table: one row per component, then the next command.
 pub fn render(report: &UpReport) -> String {
-    let mut loads: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    let mut loads: BTreeMap<&str, Vec<&NodeLoad>> = BTreeMap::new();
     for r in &report.load.results {
-        loads
-            .entry(r.component.as_str())
-            .or_default()
-            .push((r.node.clone(), r.summary.clone()));
+        loads.entry(r.component.as_str()).or_default().push(r);
     }
     let no_cluster = report
         .load
@@ -410,37 +429,52 @@ pub fn render(report: &UpReport) -> String {
 
 /// One cell for an image's loads: `2 nodes: already present` when every node says the same,
 /// else `node-a: ...; node-b: ...`.
-fn summarize_nodes(loads: &[(String, String)]) -> String {
-    let same_kind = |s: &str| s.split(" (").next().unwrap_or(s).to_string();
-    let first = loads.first().map(|(_, s)| same_kind(s)).unwrap_or_default();
-    if loads.len() > 1 && loads.iter().all(|(_, s)| same_kind(s) == first) {
-        format!("{} nodes: {}", loads.len(), loads[0].1)
-    } else {
-        loads
+fn summarize_nodes(loads: &[&NodeLoad]) -> String {
+    match loads {
+        [first, _, ..] if loads.iter().all(|l| l.outcome.alike(&first.outcome)) => {
+            format!("{} nodes: {}", loads.len(), first.summary)
+        }
+        _ => loads
             .iter()
-            .map(|(n, s)| format!("{n}: {s}"))
+            .map(|l| format!("{}: {}", l.node, l.summary))
             .collect::<Vec<_>>()
-            .join("; ")
+            .join("; "),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Outcome;
+
+    fn node(node: &str, outcome: Outcome, summary: &str) -> NodeLoad {
+        NodeLoad {
+            component: "backend".into(),
+            image: "shop/backend:0123".into(),
+            image_id: "sha256:1".into(),
+            node: node.into(),
+            outcome,
+            summary: summary.into(),
+            bytes_sent: 0,
+            duration_ms: 0,
+        }
+    }
 
     #[test]
     fn node_cells_collapse_when_alike() {
-        let same = vec![
-            ("a".to_string(), "already present".to_string()),
-            ("b".to_string(), "already present".to_string()),
+        let present = || node("a", Outcome::AlreadyPresent, "already present");
+        let same = [
+            &present(),
+            &node("b", Outcome::AlreadyPresent, "already present"),
         ];
         assert_eq!(summarize_nodes(&same), "2 nodes: already present");
-        let loaded = vec![
-            (
-                "a".to_string(),
-                "loaded 1 of 5 layers (2 MB, 0.1s)".to_string(),
-            ),
-            ("b".to_string(), "already present".to_string()),
+        let sent = Outcome::Loaded {
+            layers_sent: 1,
+            layers_total: 5,
+        };
+        let loaded = [
+            &node("a", sent, "loaded 1 of 5 layers (2 MB, 0.1s)"),
+            &node("b", Outcome::AlreadyPresent, "already present"),
         ];
         assert_eq!(
             summarize_nodes(&loaded),

@@ -69,7 +69,10 @@ const READ_BUF: usize = 1 << 20;
 /// One entry of the walk, in walk order, as a [`Sink`] receives it.
 pub enum Entry<'a> {
     /// A directory (an excluded one too, when something below it is re-included).
-    Dir { rel: &'a [u8], meta: &'a Metadata },
+    Dir {
+        rel: &'a [u8],
+        meta: &'a Metadata,
+    },
     Symlink {
         rel: &'a [u8],
         meta: &'a Metadata,
@@ -359,7 +362,8 @@ impl<S: Sink> Walker<'_, S> {
                 .with_context(|| format!("cannot read symlink {}", abs.display()))?;
             let target = target.as_os_str().as_bytes();
             fingerprint(&mut self.fingerprint, rel, meta, target);
-            self.sink.entry(plan, Entry::Symlink { rel, meta, target })?;
+            self.sink
+                .entry(plan, Entry::Symlink { rel, meta, target })?;
         } else {
             let mut first = None;
             if meta.nlink() > 1 {
@@ -438,9 +442,17 @@ impl<W: Write> Sink for TarSink<W> {
             Entry::Virtual(v) => {
                 let t = plan.mtime.unwrap_or(v.mtime);
                 let size = v.content.len() as u64;
-                write_header(&mut self.out, &v.name, EntryType::Regular, v.mode, size, t, None)
-                    .and_then(|_| self.out.write_all(&v.content))
-                    .and_then(|_| pad(&mut self.out, size))
+                write_header(
+                    &mut self.out,
+                    &v.name,
+                    EntryType::Regular,
+                    v.mode,
+                    size,
+                    t,
+                    None,
+                )
+                .and_then(|_| self.out.write_all(&v.content))
+                .and_then(|_| pad(&mut self.out, size))
             }
         }
         .context("writing the context tar")
