@@ -17,7 +17,6 @@
 //! daemon sends no progress, so it is used only where secrets are declared.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -26,7 +25,7 @@ use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 
 use super::stream::Progress;
 use super::{millis, Builder, CacheState, ComponentPlan};
@@ -83,10 +82,9 @@ pub(crate) async fn build_component(
         CacheState::Build { reason } => reason.clone(),
         CacheState::Cached { .. } => "--no-cache".into(),
     };
-    let built = if c.build_secrets.is_empty() {
-        build_streaming(shared, c, temp).await
-    } else {
-        build_with_secrets(shared, c, temp).await
+    let built = match shared.builder {
+        Builder::BuildKit => build_session(shared, c, temp).await,
+        Builder::Legacy => build_streaming(shared, c, temp).await,
     };
     // Reproducible images (src/reproduce): the image tagged and recorded is the normal form
     // of what was built (build times clamped to SOURCE_DATE_EPOCH), so the same inputs give
@@ -233,37 +231,99 @@ fn connection_lost(
     )
 }
 
-/// Builds with `POST /build`, streaming the context; returns the image ID.
-async fn build_streaming(
-    shared: &Shared,
-    c: &ComponentPlan,
-    temp: &str,
-) -> Result<String, Failure> {
-    let (body, packer) = crate::context::pack_stream(c.context_spec());
+/// Builds with `POST /build` on the BuildKit session: the context and the Dockerfile are
+/// session locals the daemon's BuildKit fetches (only the files it lacks from the last build
+/// of this context), build secrets come from the same session; the request has no body.
+/// Returns the image ID.
+async fn build_session(shared: &Shared, c: &ComponentPlan, temp: &str) -> Result<String, Failure> {
+    use crate::docker::session::{Providers, Session};
+
+    let spec = c.context_spec();
+    let (context_dir, dockerfile_dir, dockerfile_name) =
+        tokio::task::spawn_blocking(move || crate::context::locals(&spec))
+            .await
+            .context("the context task stopped")?
+            .context("packing the context")?;
+    let mut providers = Providers {
+        credentials: Some(std::sync::Arc::new(|host: &str| {
+            let creds = crate::push::credentials(host).ok().flatten()?;
+            let user = creds.username.unwrap_or_default();
+            let secret = creds.password.or(creds.identitytoken).unwrap_or_default();
+            Some((user, secret))
+        })),
+        ..Providers::default()
+    };
+    providers
+        .locals
+        .insert("context".into(), std::sync::Arc::new(context_dir));
+    providers
+        .locals
+        .insert("dockerfile".into(), std::sync::Arc::new(dockerfile_dir));
+    for s in &c.build_secrets {
+        providers
+            .secrets
+            .insert(s.clone(), super::secret_value(&c.name, s)?);
+    }
+    let id = session_id(&c.name);
+    let session = Session::open(&shared.endpoint, &id, &c.name, &shared_key(c), providers)
+        .await
+        .map_err(|e| connection_lost(shared, c, None, format!("{e:#}")))?;
+
     let args: HashMap<String, String> = c.build_args.clone().into_iter().collect();
     let labels: HashMap<String, String> = c.labels(&shared.app).into_iter().collect();
-    let mut options = BuildImageOptionsBuilder::default()
+    let options = BuildImageOptionsBuilder::default()
         .t(temp)
-        .dockerfile(&c.dockerfile_name)
+        .dockerfile(&dockerfile_name)
         .target(&c.target)
         .buildargs(&args)
         .labels(&labels)
         .nocache(shared.no_cache)
         .rm(true)
-        .forcerm(true);
-    options = match shared.builder {
-        Builder::BuildKit => options
-            .version(BuilderVersion::BuilderBuildKit)
-            .session(&session_id(&c.name)),
-        Builder::Legacy => options.version(BuilderVersion::BuilderV1),
-    };
-    let mut stream =
-        shared
-            .docker
-            .build_image(options.build(), None, Some(bollard::body_try_stream(body)));
+        .forcerm(true)
+        .version(BuilderVersion::BuilderBuildKit)
+        .session(session.id())
+        .remote("client-session");
+    let stream = crate::docker::session::build(&shared.endpoint, &options.build());
+    let (progress, failure) = follow(shared, c, stream).await;
+    let failed = progress.failed_step();
+    // The file sync's own error (a file that vanished or cannot be read) is the real cause
+    // of a failed "load build context" step.
+    let sync_error = session.transfers().error.clone();
+    if let Some(failure) = failure {
+        return Err(build_failure(shared, c, failure, failed, sync_error));
+    }
+    if let Some(e) = sync_error {
+        return Err(anyhow::anyhow!("sending the context: {e}").into());
+    }
+    let sent = session.transfers().fingerprints.get("context").cloned();
+    drop(session);
+    if let Some(sent) = sent {
+        check_context(c, &sent, &c.context_fingerprint)?;
+    }
+    image_id(shared, c, &progress, failed)
+}
+
+/// The key BuildKit keeps this context's last transfer under: one per context directory and
+/// component, so a rebuild sends only what changed.
+fn shared_key(c: &ComponentPlan) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(c.context_dir.as_os_str().as_encoded_bytes());
+    h.update([0]);
+    h.update(c.name.as_bytes());
+    format!("slipway-{}", &hex::encode(h.finalize())[..24])
+}
+
+/// Reads a build's status stream to its end, reporting progress; returns where the build
+/// stands and the error that ended the stream, if any.
+async fn follow(
+    shared: &Shared,
+    c: &ComponentPlan,
+    mut stream: impl futures_util::Stream<Item = Result<bollard::models::BuildInfo, DockerError>>
+        + Unpin,
+) -> (Progress, Option<DockerError>) {
     let mut progress = Progress::new(&c.name);
     let mut events = Vec::new();
-    let mut failure: Option<DockerError> = None;
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
@@ -272,53 +332,53 @@ async fn build_streaming(
                     shared.reporter.report(e);
                 }
             }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+            Err(e) => return (progress, Some(e)),
         }
     }
-    // Dropping the request stops the packer if it is still sending.
-    drop(stream);
-    let packed = packer.await;
-    let failed = progress.failed_step();
+    (progress, None)
+}
 
+/// The error for a build stream that ended with `failure`.
+fn build_failure(
+    shared: &Shared,
+    c: &ComponentPlan,
+    failure: DockerError,
+    failed: super::stream::FailedStep,
+    cause: Option<String>,
+) -> Failure {
     match failure {
-        Some(DockerError::DockerStreamError { error }) => {
-            let error = match &failed.step {
-                Some(step) => anyhow::anyhow!("step `{step}` failed: {error}"),
-                None => anyhow::anyhow!("the build failed: {error}"),
+        DockerError::DockerStreamError { error } => {
+            let error = match (&failed.step, cause) {
+                (_, Some(cause)) => anyhow::anyhow!("sending the context: {cause}"),
+                (Some(step), None) => anyhow::anyhow!("step `{step}` failed: {error}"),
+                (None, None) => anyhow::anyhow!("the build failed: {error}"),
             };
-            return Err(Failure {
+            Failure {
                 error,
                 log_tail: failed.log_tail,
-            });
+            }
         }
-        Some(DockerError::DockerResponseServerError {
+        DockerError::DockerResponseServerError {
             status_code,
             message,
-        }) => {
-            return Err(anyhow::anyhow!(
-                "the daemon refused the build (HTTP {status_code}): {message}"
-            )
-            .into())
-        }
-        Some(other) => {
-            // The packer's own error (a file that vanished) explains a broken upload best.
-            if let Ok(Err(e)) = packed {
-                return Err(e.context("packing the context").into());
-            }
-            return Err(Failure {
+        } => anyhow::anyhow!("the daemon refused the build (HTTP {status_code}): {message}").into(),
+        other => match cause {
+            Some(cause) => anyhow::anyhow!("sending the context: {cause}").into(),
+            None => Failure {
                 error: connection_lost(shared, c, failed.step.as_deref(), other),
                 log_tail: failed.log_tail,
-            });
-        }
-        None => {}
+            },
+        },
     }
-    let packed = packed
-        .context("the context packer stopped")?
-        .context("packing the context")?;
-    check_context(c, &packed.sha256)?;
+}
+
+/// The image ID the build reported.
+fn image_id(
+    shared: &Shared,
+    c: &ComponentPlan,
+    progress: &Progress,
+    failed: super::stream::FailedStep,
+) -> Result<String, Failure> {
     match progress.image_id() {
         Some(id) => Ok(id.to_string()),
         None => Err(Failure {
@@ -333,9 +393,52 @@ async fn build_streaming(
     }
 }
 
+/// Builds with the classic builder (a daemon without BuildKit): `POST /build` with the context
+/// tar streamed as the request body. Returns the image ID.
+async fn build_streaming(
+    shared: &Shared,
+    c: &ComponentPlan,
+    temp: &str,
+) -> Result<String, Failure> {
+    let (body, packer) = crate::context::pack_stream(c.context_spec());
+    let args: HashMap<String, String> = c.build_args.clone().into_iter().collect();
+    let labels: HashMap<String, String> = c.labels(&shared.app).into_iter().collect();
+    let options = BuildImageOptionsBuilder::default()
+        .t(temp)
+        .dockerfile(&c.dockerfile_name)
+        .target(&c.target)
+        .buildargs(&args)
+        .labels(&labels)
+        .nocache(shared.no_cache)
+        .rm(true)
+        .forcerm(true)
+        .version(BuilderVersion::BuilderV1);
+    let stream =
+        shared
+            .docker
+            .build_image(options.build(), None, Some(bollard::body_try_stream(body)));
+    let (progress, failure) = follow(shared, c, stream).await;
+    // Dropping the request (done by now) stops the packer if it is still sending.
+    let packed = packer.await;
+    let failed = progress.failed_step();
+    if let Some(failure) = failure {
+        // The packer's own error (a file that vanished) explains a broken upload best.
+        let cause = match &packed {
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            _ => None,
+        };
+        return Err(build_failure(shared, c, failure, failed, cause));
+    }
+    let packed = packed
+        .context("the context packer stopped")?
+        .context("packing the context")?;
+    check_context(c, &packed.sha256, &c.inputs.context)?;
+    image_id(shared, c, &progress, failed)
+}
+
 /// The context sent must be the one the digest was computed from, or the tag would lie.
-fn check_context(c: &ComponentPlan, sent_sha256: &str) -> anyhow::Result<()> {
-    if sent_sha256 != c.inputs.context {
+fn check_context(c: &ComponentPlan, sent: &str, planned: &str) -> anyhow::Result<()> {
+    if sent != planned {
         return Err(Fail::job(format!(
             "the context of `{}` ({}) changed while it was being built; no tag was moved",
             c.name,
@@ -345,112 +448,6 @@ fn check_context(c: &ComponentPlan, sent_sha256: &str) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
-}
-
-/// Builds through BuildKit's gRPC session, serving the component's build secrets from the
-/// environment; returns the image ID.
-async fn build_with_secrets(
-    shared: &Shared,
-    c: &ComponentPlan,
-    temp: &str,
-) -> Result<String, Failure> {
-    use bollard::grpc::build::ImageBuildFrontendOptions;
-
-    shared.reporter.report(Event::Step {
-        task: c.name.clone(),
-        step: "BuildKit session with build secrets (no step progress on this path)".into(),
-        cached: false,
-    });
-    let (body, packer) = crate::context::pack_stream(c.context_spec());
-    let tar = body
-        .try_fold(bytes::BytesMut::new(), |mut acc, chunk| async move {
-            acc.extend_from_slice(&chunk);
-            Ok(acc)
-        })
-        .await;
-    let packed = packer
-        .await
-        .context("the context packer stopped")?
-        .context("packing the context")?;
-    let tar = tar.context("packing the context")?.freeze();
-    check_context(c, &packed.sha256)?;
-
-    let mut options = ImageBuildFrontendOptions::builder()
-        .dockerfile(Path::new(&c.dockerfile_name))
-        .nocache(shared.no_cache)
-        .pull(false);
-    if !c.target.is_empty() {
-        options = options.target(&c.target);
-    }
-    for (k, v) in &c.build_args {
-        options = options.buildarg(k, v);
-    }
-    for (k, v) in c.labels(&shared.app) {
-        options = options.label(&k, &v);
-    }
-    for s in &c.build_secrets {
-        options = options.set_secret(s, &super::secret_source(&c.name, s)?);
-    }
-    if let Err(e) = solve_with_session(&shared.docker, temp, options.build(), tar).await {
-        // "Grpc response failure: status = Unknown error, message = executor failed running
-        // [/bin/sh -c CMD]: exit code: 4": BuildKit's message is the part people need.
-        let message = e.split_once("message = ").map_or(e.as_str(), |(_, m)| m);
-        return Err(anyhow::anyhow!("the build failed: {message}").into());
-    }
-    // This path returns no image ID: the temporary tag names the image.
-    let id = shared
-        .docker
-        .inspect_image(temp)
-        .await
-        .with_context(|| format!("inspecting the image just built as {temp}"))?
-        .id
-        .unwrap_or_default();
-    Ok(id)
-}
-
-/// Runs bollard's gRPC `docker_build`, whose future is not `Send`, on a thread of its own.
-/// Dropping the returned future (a cancelled task) cancels the build there.
-async fn solve_with_session(
-    docker: &Docker,
-    name: &str,
-    options: bollard::grpc::build::ImageBuildFrontendOptions,
-    tar: bytes::Bytes,
-) -> Result<(), String> {
-    use bollard::grpc::build::ImageBuildLoadInput;
-
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
-    let docker = docker.clone();
-    let name = name.to_string();
-    std::thread::spawn(move || {
-        let result = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(async move {
-                let driver = bollard::grpc::driver::moby::Moby::new(&docker);
-                let build = bollard::grpc::driver::Build::docker_build(
-                    driver,
-                    &name,
-                    options,
-                    ImageBuildLoadInput::Upload(tar),
-                    None,
-                    None,
-                );
-                tokio::select! {
-                    r = build => r.map_err(|e| e.to_string()),
-                    _ = cancel_rx => Err("cancelled".to_string()),
-                }
-            }),
-            Err(e) => Err(format!("cannot start a runtime for the build session: {e}")),
-        };
-        let _ = done_tx.send(result);
-    });
-    let result = done_rx
-        .await
-        .unwrap_or_else(|_| Err("the build session thread stopped".into()));
-    drop(cancel_tx);
-    result
 }
 
 /// Removes a tag (never the image under it while another tag names it).

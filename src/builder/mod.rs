@@ -124,6 +124,10 @@ pub struct ComponentPlan {
     /// The Dockerfile's name inside the packed context (the build's `dockerfile` parameter).
     #[serde(skip)]
     pub dockerfile_name: String,
+    /// The context walk's metadata fingerprint at planning time: a build that sent another
+    /// file set than the one hashed must not be tagged with this digest.
+    #[serde(skip)]
+    pub(crate) context_fingerprint: String,
     /// The builder the context is packed for.
     #[serde(skip)]
     pub(crate) builder: Builder,
@@ -491,6 +495,7 @@ async fn plan_component(
         context_dir,
         source_date_epoch,
         dockerfile_name: packed.dockerfile_name.clone(),
+        context_fingerprint: packed.fingerprint.clone(),
         builder,
         base_layers,
         cached_diff_ids,
@@ -940,6 +945,23 @@ pub(crate) fn secret_source(
     .into())
 }
 
+/// A build secret's value, for the BuildKit session (read when the build starts, held only in
+/// memory while it runs).
+pub(crate) fn secret_value(component: &str, name: &str) -> anyhow::Result<Vec<u8>> {
+    use bollard::grpc::build::SecretSource;
+    match secret_source(component, name)? {
+        SecretSource::Env(var) => Ok(std::env::var_os(var)
+            .map(std::os::unix::ffi::OsStringExt::into_vec)
+            .unwrap_or_default()),
+        SecretSource::File(path) => std::fs::read(&path).with_context(|| {
+            format!(
+                "component `{component}`: reading the build secret {name} from {}",
+                path.display()
+            )
+        }),
+    }
+}
+
 /// Removes the temporary tags of stopped builds (best effort, briefly: the user is waiting).
 async fn remove_tags(docker: &bollard::Docker, tags: &[String]) {
     let all = futures_util::future::join_all(tags.iter().map(|t| image::remove_tag(docker, t)));
@@ -1042,6 +1064,7 @@ mod tests {
             context_dir: PathBuf::new(),
             source_date_epoch: None,
             dockerfile_name: String::new(),
+            context_fingerprint: String::new(),
             builder: Builder::BuildKit,
             base_layers: vec![],
             cached_diff_ids: vec![],

@@ -41,6 +41,7 @@
 pub mod goregex;
 pub mod ignore;
 pub mod pack;
+pub mod sync;
 
 use std::fs;
 use std::io::{self, Write};
@@ -141,6 +142,14 @@ pub fn pack(spec: &ContextSpec, w: impl Write + Send) -> Result<Packed> {
         ignore_file,
         warnings: stats.warnings,
     })
+}
+
+/// The context and its Dockerfile as BuildKit session locals (`context` and `dockerfile`,
+/// [`sync`]), with the Dockerfile's name for the build's `dockerfile` parameter.
+pub fn locals(spec: &ContextSpec) -> Result<(sync::ContextDir, sync::DockerfileDir, String)> {
+    let (plan, name, _) = plan(spec)?;
+    let dockerfile = sync::DockerfileDir::read(&spec.dockerfile, &name)?;
+    Ok((sync::ContextDir::new(plan), dockerfile, name))
 }
 
 /// Hashes the context without keeping the tar.
@@ -299,55 +308,63 @@ fn plan(spec: &ContextSpec) -> Result<(Plan, String, Option<PathBuf>)> {
     if let (true, Some(rel)) = (classic, &ignore_rel) {
         matcher.push(Pattern::literal_exception(rel));
     }
-    if let Some(rel) = &dockerfile_rel {
-        matcher.push(Pattern::literal_exception(rel.as_bytes()));
-    }
-
     let mtime = spec.source_date_epoch.map(|t| t.max(0) as u64);
     let mut virtuals = Vec::new();
-    let dockerfile_name = match &dockerfile_rel {
-        Some(rel) => rel.clone(),
-        None => {
-            let content = fs::read(&dockerfile)
-                .with_context(|| format!("cannot read Dockerfile {}", dockerfile.display()))?;
-            let df_mtime = fs::metadata(&dockerfile)
-                .map(|m| m.mtime().max(0) as u64)
-                .unwrap_or(0);
-            let top_level = |name: &str| -> Result<Option<fs::Metadata>> {
-                let path = root.join(name);
-                match fs::symlink_metadata(&path) {
-                    Ok(m) if !matcher.matches_using_parent_results(name.as_bytes(), &[]).0 => {
-                        Ok(Some(m))
+    let dockerfile_name = if !classic {
+        // Over a BuildKit session the Dockerfile travels alone (the `dockerfile` local), as
+        // buildx sends it: the context is exactly the filtered set.
+        dockerfile
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".into())
+    } else {
+        if let Some(rel) = &dockerfile_rel {
+            matcher.push(Pattern::literal_exception(rel.as_bytes()));
+        }
+        match &dockerfile_rel {
+            Some(rel) => rel.clone(),
+            None => {
+                let content = fs::read(&dockerfile)
+                    .with_context(|| format!("cannot read Dockerfile {}", dockerfile.display()))?;
+                let df_mtime = fs::metadata(&dockerfile)
+                    .map(|m| m.mtime().max(0) as u64)
+                    .unwrap_or(0);
+                let top_level = |name: &str| -> Result<Option<fs::Metadata>> {
+                    let path = root.join(name);
+                    match fs::symlink_metadata(&path) {
+                        Ok(m) if !matcher.matches_using_parent_results(name.as_bytes(), &[]).0 => {
+                            Ok(Some(m))
+                        }
+                        Ok(_) => Ok(None),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
                     }
-                    Ok(_) => Ok(None),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
-                }
-            };
-            if top_level(OUTSIDE_DOCKERFILE)?.is_some() {
-                bail!(Fail::usage(format!(
-                    "the context {} contains {OUTSIDE_DOCKERFILE}, a name slipway uses for a \
+                };
+                if top_level(OUTSIDE_DOCKERFILE)?.is_some() {
+                    bail!(Fail::usage(format!(
+                        "the context {} contains {OUTSIDE_DOCKERFILE}, a name slipway uses for a \
                      Dockerfile outside the context",
-                    spec.dir.display()
-                ))
-                .hint(format!(
-                    "rename it, or add {OUTSIDE_DOCKERFILE} to the .dockerignore"
-                )));
+                        spec.dir.display()
+                    ))
+                    .hint(format!(
+                        "rename it, or add {OUTSIDE_DOCKERFILE} to the .dockerignore"
+                    )));
+                }
+                if classic {
+                    virtuals.push(classic_dockerignore(
+                        &root,
+                        &spec.dir,
+                        top_level(".dockerignore")?,
+                    )?);
+                }
+                virtuals.push(Virtual {
+                    name: OUTSIDE_DOCKERFILE.as_bytes().to_vec(),
+                    content,
+                    mode: 0o600,
+                    mtime: df_mtime,
+                });
+                OUTSIDE_DOCKERFILE.to_string()
             }
-            if classic {
-                virtuals.push(classic_dockerignore(
-                    &root,
-                    &spec.dir,
-                    top_level(".dockerignore")?,
-                )?);
-            }
-            virtuals.push(Virtual {
-                name: OUTSIDE_DOCKERFILE.as_bytes().to_vec(),
-                content,
-                mode: 0o600,
-                mtime: df_mtime,
-            });
-            OUTSIDE_DOCKERFILE.to_string()
         }
     };
     let plan = Plan {

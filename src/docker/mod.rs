@@ -4,6 +4,9 @@
 //! (`docker context use`, `DOCKER_CONTEXT`); slipway honours both, in that order, like the
 //! docker CLI. Everything else talks to the daemon through the [`Daemon`] this returns.
 
+pub mod filesync;
+pub mod session;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
