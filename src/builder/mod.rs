@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use crate::config::{Component, Config};
 use crate::context::{self, ContextSpec};
+use crate::detect::Stacks;
 use crate::docker::Daemon;
 use crate::error::Fail;
 use crate::record::{self, BuildReport, BuiltImage, ImageRecord, Outcome};
@@ -249,18 +250,29 @@ pub async fn daemon_builder(daemon: &Daemon) -> anyhow::Result<(String, Builder,
     Ok((format!("{os}/{arch}"), builder, api))
 }
 
-/// Computes the build plan of the selected components (all when `selection` is empty).
+/// Computes the build plan of the selected components (all when `selection` is empty),
+/// detecting their stacks.
 pub async fn plan(
     config: &Config,
     daemon: &Daemon,
     selection: &[String],
+) -> anyhow::Result<BuildPlan> {
+    plan_with(config, daemon, selection, &Stacks::detect(config)).await
+}
+
+/// [`plan`], with the stacks detected already.
+pub async fn plan_with(
+    config: &Config,
+    daemon: &Daemon,
+    selection: &[String],
+    stacks: &Stacks,
 ) -> anyhow::Result<BuildPlan> {
     let components = select(config, selection)?;
     let (platform, builder, _) = daemon_builder(daemon).await?;
     let last = record::read_last(config).ok();
     let futures = components
         .into_iter()
-        .map(|c| plan_component(config, daemon, c, &platform, builder, last.as_ref()));
+        .map(|c| plan_component(config, daemon, c, stacks, &platform, builder, last.as_ref()));
     let planned = futures_util::future::join_all(futures).await;
     let components = planned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     Ok(BuildPlan {
@@ -283,6 +295,7 @@ async fn plan_component(
     config: &Config,
     daemon: &Daemon,
     c: &Component,
+    stacks: &Stacks,
     platform: &str,
     builder: Builder,
     last: Option<&BuildReport>,
@@ -465,12 +478,7 @@ async fn plan_component(
     let stack = match (&c.stack, c.dockerfile_explicit) {
         (Some(s), _) => Some(s.clone()),
         (None, true) => None,
-        (None, false) => {
-            let tree = crate::detect::SourceTree::new(context_dir.clone(), c.context.clone());
-            crate::detect::detect(&tree, None)
-                .ok()
-                .map(|d| d.stack.as_str().to_string())
-        }
+        (None, false) => stacks.get(&c.name).map(|s| s.as_str().to_string()),
     };
     Ok(ComponentPlan {
         name: c.name.clone(),

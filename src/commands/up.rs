@@ -20,6 +20,7 @@ use crate::builder::{self as build, BuildOptions};
 use crate::cli::UpArgs;
 use crate::cluster::{self, LoadReport, NodeLoad};
 use crate::config::{ClusterTarget, Config};
+use crate::detect::{Stack, Stacks};
 use crate::docker::Daemon;
 use crate::error::Fail;
 use crate::generate::{self, Plan};
@@ -114,15 +115,17 @@ pub struct UpReport {
     pub duration_ms: u64,
 }
 
-/// Step 1: make sure each generated Dockerfile (and ignore file) is current.
-pub fn dockerfiles(
+/// Step 1: make sure each generated Dockerfile (and ignore file) is current. Returns what
+/// happened to each file, and the stacks detected to generate them.
+fn dockerfiles(
     config: &Config,
     locked: bool,
     dry_run: bool,
     reporter: &dyn Reporter,
-) -> anyhow::Result<Vec<FileState>> {
+) -> anyhow::Result<(Vec<FileState>, BTreeMap<String, Stack>)> {
     let mut states = Vec::new();
     let mut stale = Vec::new();
+    let mut stacks = BTreeMap::new();
     for component in config.components.values() {
         let cp = generate::plan_component(config, component)?;
         match cp.plan {
@@ -130,7 +133,10 @@ pub fn dockerfiles(
                 path: dockerfile,
                 state: State::Own,
             }),
-            Plan::Generate { outputs, .. } => {
+            Plan::Generate {
+                outputs, detection, ..
+            } => {
+                stacks.insert(cp.name, detection.stack);
                 for out in outputs {
                     let state = match generate::check_output(&out)? {
                         None => State::Current,
@@ -174,7 +180,7 @@ pub fn dockerfiles(
         .hint("run `slipway dockerfiles` and commit the result")
         .into());
     }
-    Ok(states)
+    Ok((states, stacks))
 }
 
 /// Runs the steps in order; `None` after a dry run, which prints the plans and stops.
@@ -194,8 +200,11 @@ async fn pipeline(
 
     // Secrets first: a CI run should fail before it builds anything.
     let (secrets, missing) = secrets(config, opts.env_file.as_deref(), args.locked, reporter)?;
-    let files = dockerfiles(config, args.locked, args.dry_run, reporter)?;
-    let plan = build::plan(config, daemon, &[]).await?;
+    // Detection runs once: for the generated Dockerfiles, then for the components that bring
+    // their own; the plan and the manifests read the result.
+    let (files, detected) = dockerfiles(config, args.locked, args.dry_run, reporter)?;
+    let stacks = Stacks::of(config, detected);
+    let plan = build::plan_with(config, daemon, &[], &stacks).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
     if args.dry_run {
         session.print(&preview(&files, &plan, &target, &mdir, &cdir));
@@ -235,7 +244,7 @@ async fn pipeline(
     let k8s_opts = k8s::Options {
         pull_policy: args.pull_policy.into(),
         allow_missing_secrets: true,
-        ..k8s::Options::for_config(config)
+        ..k8s::Options::for_stacks(config, &stacks)
     };
     k8s::emit_manifests(config, &refs, &secrets, &k8s_opts, &mdir)?;
     k8s::emit_chart(config, &refs, &k8s_opts, &cdir)?;

@@ -10,8 +10,8 @@
 //! Rendering is pure: [`render_manifests`] and [`render_chart`] return the files as data and
 //! [`write_files`] puts them on disk through [`crate::fsutil::write_atomic`]. The one input
 //! read from disk is whether a component is a Next.js app (which must write
-//! `/app/.next/cache` under a read-only root), decided by [`Options::for_config`] through
-//! stack detection.
+//! `/app/.next/cache` under a read-only root): its detected stack, handed in through
+//! [`Options::for_stacks`] (or detected by [`Options::for_config`]).
 
 pub mod chart;
 pub mod manifests;
@@ -29,6 +29,7 @@ pub use manifests::render_manifests;
 pub use secrets::SecretValues;
 
 use crate::config::{Config, ServiceType};
+use crate::detect::{Stack, Stacks};
 use crate::error::Fail;
 
 /// First line of every YAML file slipway writes here; files starting with it are slipway's to
@@ -74,35 +75,32 @@ pub struct Options {
 }
 
 impl Options {
-    /// Options with the stack-specific writable paths found in each component's context.
+    /// Options with the stack-specific writable paths of each component, its stack detected
+    /// now.
     pub fn for_config(config: &Config) -> Self {
+        Options::for_stacks(config, &Stacks::detect(config))
+    }
+
+    /// Options with the stack-specific writable paths of each component, its stack as `stacks`
+    /// says.
+    pub fn for_stacks(config: &Config, stacks: &Stacks) -> Self {
         Options {
             stack_writable: config
                 .components
                 .keys()
-                .map(|name| (name.clone(), stack_writable(config, name)))
+                .map(|name| (name.clone(), stack_writable(stacks.get(name))))
                 .collect(),
             ..Options::default()
         }
     }
 }
 
-/// Runtime paths a component's stack writes besides `/tmp`: Next.js writes its image and
-/// fetch cache to `/app/.next/cache`. The stack is the one `stack` names or detection finds
-/// ([`crate::detect`]); a context that cannot be read (or detected) adds nothing.
-pub fn stack_writable(config: &Config, component: &str) -> Vec<String> {
-    let Some(c) = config.components.get(component) else {
-        return Vec::new();
-    };
-    let tree = crate::detect::SourceTree::new(config.context_dir(c), &c.context);
-    let nextjs = match crate::detect::detect(&tree, c.stack.as_deref()) {
-        Ok(d) => d.stack == crate::detect::Stack::Nextjs,
-        Err(_) => c.stack.as_deref() == Some("nextjs"),
-    };
-    if nextjs {
-        vec!["/app/.next/cache".to_string()]
-    } else {
-        Vec::new()
+/// Runtime paths a stack writes besides `/tmp`: Next.js writes its image and fetch cache to
+/// `/app/.next/cache`.
+pub fn stack_writable(stack: Option<Stack>) -> Vec<String> {
+    match stack {
+        Some(Stack::Nextjs) => vec!["/app/.next/cache".to_string()],
+        _ => Vec::new(),
     }
 }
 
