@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use slipway::cluster;
 use slipway::config::ClusterTarget;
+use slipway::record::BuiltImage;
 use slipway::report::{fmt_bytes, fmt_duration, Silent};
 
 fn repo() -> PathBuf {
@@ -152,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let r = cluster::load(
         &daemon,
         &target,
-        &[("app".into(), base.clone(), base_id)],
+        &[BuiltImage::recorded("app", &base, &base_id)],
         &Silent,
     )
     .await?;
@@ -185,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         let r = cluster::load(
             &daemon,
             &target,
-            &[("app".into(), ours_tag.clone(), ours_id.clone())],
+            &[BuiltImage::recorded("app", &ours_tag, &ours_id)],
             &Silent,
         )
         .await?;
@@ -223,7 +224,13 @@ async fn main() -> anyhow::Result<()> {
 
     // A no-op load, and the presence check alone (one exec per node).
     let t0 = Instant::now();
-    let r = cluster::load(&daemon, &target, &[("app".into(), last.0, last.1)], &Silent).await?;
+    let r = cluster::load(
+        &daemon,
+        &target,
+        &[BuiltImage::recorded("app", &last.0, &last.1)],
+        &Silent,
+    )
+    .await?;
     let noop = t0.elapsed();
     anyhow::ensure!(
         r.ok() && r.bytes_sent == 0,

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::k8s::PullPolicy;
 use crate::report::ProgressMode;
 
 #[derive(Debug, Parser)]
@@ -233,6 +232,25 @@ pub struct UpArgs {
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
     /// imagePullPolicy of the Deployments.
-    #[arg(long, value_enum, default_value_t = crate::k8s::PullPolicy::IfNotPresent)]
-    pub pull_policy: crate::k8s::PullPolicy,
+    #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent)]
+    pub pull_policy: PullPolicy,
+}
+
+/// `--pull-policy`: the containers' `imagePullPolicy` ([`crate::k8s::PullPolicy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PullPolicy {
+    #[default]
+    #[value(name = "IfNotPresent")]
+    IfNotPresent,
+    #[value(name = "Never")]
+    Never,
+}
+
+impl From<PullPolicy> for crate::k8s::PullPolicy {
+    fn from(p: PullPolicy) -> Self {
+        match p {
+            PullPolicy::IfNotPresent => crate::k8s::PullPolicy::IfNotPresent,
+            PullPolicy::Never => crate::k8s::PullPolicy::Never,
+        }
+    }
 }

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::error::{Exit, Fail};
+
 /// The file name searched for, upward from the current directory.
 pub const FILE_NAME: &str = "slipway.toml";
 
@@ -401,7 +403,7 @@ pub fn find(explicit: Option<&Path>, start: &Path) -> anyhow::Result<PathBuf> {
             return Ok(p.to_path_buf());
         }
         return Err(
-            crate::Fail::usage(format!("config file {} does not exist", p.display()))
+            Fail::usage(format!("config file {} does not exist", p.display()))
                 .hint("pass the path of a slipway.toml, or run `slipway init` to write one")
                 .into(),
         );
@@ -412,7 +414,7 @@ pub fn find(explicit: Option<&Path>, start: &Path) -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    Err(crate::Fail::usage(format!(
+    Err(Fail::usage(format!(
         "no {FILE_NAME} in {} or any directory above it",
         start.display()
     ))
@@ -423,8 +425,16 @@ pub fn find(explicit: Option<&Path>, start: &Path) -> anyhow::Result<PathBuf> {
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| crate::Fail::usage(format!("cannot read {}: {e}", path.display())))?;
-    Ok(parse(&text, path)?)
+        .map_err(|e| Fail::usage(format!("cannot read {}: {e}", path.display())))?;
+    parse(&text, path).map_err(|e| {
+        // A usage error (exit 2) with the error's hint; its text is said once.
+        let fail = Fail {
+            message: e.to_string(),
+            hint: e.hint.clone(),
+            exit: Exit::Usage,
+        };
+        anyhow::Error::new(e).context(fail)
+    })
 }
 
 /// Parses and validates config text; `path` is used for locations and relative paths.

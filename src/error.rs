@@ -83,10 +83,7 @@ impl std::error::Error for Fail {}
 pub fn exit_and_hint(err: &anyhow::Error) -> (Exit, Option<String>) {
     match err.downcast_ref::<Fail>() {
         Some(fail) => (fail.exit, fail.hint.clone()),
-        None => match err.downcast_ref::<crate::config::ConfigError>() {
-            Some(cfg) => (Exit::Usage, cfg.hint.clone()),
-            None => (Exit::Job, None),
-        },
+        None => (Exit::Job, None),
     }
 }
 

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use crate::config::{Component, Config};
 use crate::detect::{self, Detection, SourceTree};
 use crate::dockerfile::{self, Target};
+use crate::error::Fail;
 use crate::report::{Event, Reporter};
-use crate::Fail;
 
 /// One file slipway owns, with the text it should have.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::detect::{self, Detection, SourceTree, Stack, PROVIDERS};
+use crate::error::Fail;
 use crate::report::{Event, Reporter};
-use crate::Fail;
 
 /// Directories whose subdirectories are components.
 pub const COMPONENT_PARENTS: &[&str] = &["contexts", "apps", "services", "packages"];
@@ -330,14 +330,22 @@ pub fn render(app: &str, found: &[Found]) -> String {
     s
 }
 
-/// Runs the command.
+/// What `init` wrote: the file and the components found in it.
+#[derive(Debug, Clone)]
+pub struct Initialized {
+    pub path: PathBuf,
+    pub found: Vec<Found>,
+}
+
+/// Finds the components, writes the configuration file (`config_flag`, else `slipway.toml`
+/// in `cwd`) and says what it found.
 pub fn run(
     cwd: &Path,
     config_flag: Option<&Path>,
     dirs: &[PathBuf],
     force: bool,
     reporter: &dyn Reporter,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Initialized> {
     let path = match config_flag {
         Some(p) => cwd.join(p),
         None => cwd.join(crate::config::FILE_NAME),
@@ -367,9 +375,28 @@ pub fn run(
     crate::config::parse(&text, &path)
         .map_err(|e| anyhow::anyhow!("slipway init produced an invalid file (a bug): {e}"))?;
     for f in &found {
-        println!("{} ({}): stack {}", f.name, f.context, f.detection.stack);
+        for w in &f.detection.notes.warnings {
+            reporter.report(Event::Warn {
+                message: format!("{}: {w}", f.name),
+            });
+        }
+    }
+    crate::fsutil::write_atomic(&path, text.as_bytes(), None)?;
+    Ok(Initialized { path, found })
+}
+
+/// Each component found with the files that decided its stack, port and routes, then the file
+/// written and what to run next.
+pub fn summary(init: &Initialized, cwd: &Path) -> String {
+    let mut out = String::new();
+    for f in &init.found {
+        let _ = writeln!(
+            out,
+            "{} ({}): stack {}",
+            f.name, f.context, f.detection.stack
+        );
         for r in &f.detection.notes.reasons {
-            println!("  {}: {}", r.file, r.what);
+            let _ = writeln!(out, "  {}: {}", r.file, r.what);
         }
         let health = match &f.health {
             Some(r) => format!("health {} (found in {})", r.path, r.file),
@@ -379,24 +406,20 @@ pub fn run(
             Some(r) => format!("; readiness {} (found in {})", r.path, r.file),
             None => String::new(),
         };
-        println!(
+        let _ = writeln!(
+            out,
             "  port {} (the usual for {}); {health}{readiness}",
             f.port, f.detection.stack
         );
-        for w in &f.detection.notes.warnings {
-            reporter.report(Event::Warn {
-                message: format!("{}: {w}", f.name),
-            });
-        }
     }
-    crate::fsutil::write_atomic(&path, text.as_bytes(), None)?;
-    println!(
+    let _ = writeln!(
+        out,
         "wrote {} ({} component{}); next: `slipway dockerfiles`",
-        path.strip_prefix(cwd).unwrap_or(&path).display(),
-        found.len(),
-        if found.len() == 1 { "" } else { "s" }
+        init.path.strip_prefix(cwd).unwrap_or(&init.path).display(),
+        init.found.len(),
+        if init.found.len() == 1 { "" } else { "s" }
     );
-    Ok(())
+    out
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Ctrl-C: who stops the run, and who cleans up.
 //!
-//! [`crate::run`] listens for SIGINT before anything else, so Ctrl-C never kills slipway by
-//! signal; it ends the run with exit code 130 ([`crate::Fail::interrupted`]). By default the
+//! `run` (lib.rs) listens for SIGINT before anything else, so Ctrl-C never kills slipway by
+//! signal; it ends the run with exit code 130 ([`crate::error::Fail::interrupted`]). By default the
 //! command's future is simply dropped: that closes its connections to the daemon (which
 //! cancels a build whose client went away) and stops its tasks, and nothing is half-done,
 //! because tags move only after a build succeeded and files are only ever replaced whole.

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::error::Fail;
 use crate::report::{Event, Reporter};
-use crate::Fail;
 
 /// The lock file, relative to the project root.
 pub const LOCK_FILE: &str = ".slipway/lock";

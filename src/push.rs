@@ -17,9 +17,9 @@ use bollard::auth::DockerCredentials;
 use futures_util::StreamExt;
 
 use crate::docker::Daemon;
+use crate::error::Fail;
 use crate::record::BuildReport;
 use crate::report::{Event, Reporter};
-use crate::Fail;
 
 /// The registry host an image reference lives in, as the docker CLI names it
 /// (`docker.io` for Docker Hub).

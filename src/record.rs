@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::Fail;
+use crate::error::Fail;
+use crate::reproduce::normalize::NormalForm;
 
 /// How a component's image came to be.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -67,6 +69,35 @@ impl BuildReport {
                 )
             })
             .collect()
+    }
+}
+
+/// One image of a build run as the load needs it: handed from the build to the load in memory
+/// by `up`; made from the last build's record by `slipway load`, which knows only its name.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub component: String,
+    /// The reference it is tagged with (`PREFIX/NAME:<12 hex>`).
+    pub reference: String,
+    pub image_id: String,
+    /// Its layers' diff IDs, bottom first, when the run knows them (else the load asks the
+    /// daemon).
+    pub diff_ids: Option<Vec<String>>,
+    /// The normal form's files on disk, when this run made the image and keeps them for the
+    /// load (read instead of exporting the image again). Removed when the last holder drops.
+    pub normal_form: Option<Arc<NormalForm>>,
+}
+
+impl BuiltImage {
+    /// An image known only by name, as the build record has it.
+    pub fn recorded(component: &str, reference: &str, image_id: &str) -> Self {
+        BuiltImage {
+            component: component.to_string(),
+            reference: reference.to_string(),
+            image_id: image_id.to_string(),
+            diff_ids: None,
+            normal_form: None,
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use bollard::Docker;
 use slipway::cluster::{self, LoadReport, NodeLoad, Outcome};
 use slipway::config::ClusterTarget;
 use slipway::docker::Daemon;
+use slipway::record::BuiltImage;
 use slipway::report::{Event, Reporter};
 
 // ---------------------------------------------------------------------------------------------
@@ -294,9 +295,9 @@ impl Env {
         images: &[(&str, &str, &str)],
         reporter: &dyn Reporter,
     ) -> LoadReport {
-        let images: Vec<(String, String, String)> = images
+        let images: Vec<BuiltImage> = images
             .iter()
-            .map(|(c, r, i)| (c.to_string(), r.to_string(), i.to_string()))
+            .map(|(c, r, i)| BuiltImage::recorded(c, r, i))
             .collect();
         cluster::load(&self.daemon, target, &images, reporter)
             .await

@@ -6,8 +6,8 @@ mod common;
 use std::process::Command;
 
 use slipway::docker::Daemon;
-use slipway::reproduce::verify::{self, Difference};
 use slipway::reproduce::{normalize, normalize_image};
+use slipway::verify::{self, Difference};
 
 /// SOURCE_DATE_EPOCH for the tests: before the base images were made, so their layers are
 /// rewritten too.

@@ -30,9 +30,9 @@ use futures_util::StreamExt;
 use super::stream::Progress;
 use super::{millis, Builder, CacheState, ComponentPlan};
 use crate::docker::Endpoint;
+use crate::error::Fail;
 use crate::record::{ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
-use crate::Fail;
 
 /// What every build task shares.
 pub(crate) struct Shared {
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub app: String,
     pub builder: Builder,
     pub no_cache: bool,
+    /// The normal forms this run makes, handed on to the run's result.
+    pub normal_forms: crate::reproduce::normalize::NormalForms,
 }
 
 /// A failed build: the error, and the end of the failing step's log.
@@ -102,6 +104,7 @@ pub(crate) async fn build_component(
                 sde,
                 temp,
                 &c.base_layers,
+                &shared.normal_forms,
             )
             .await
             .map_err(Failure::from)

@@ -27,10 +27,12 @@ use serde::Serialize;
 
 use crate::config::{Component, Config};
 use crate::context::{self, ContextSpec};
+use crate::detect::Stacks;
 use crate::docker::Daemon;
-use crate::record::{self, BuildReport, ImageRecord, Outcome};
+use crate::error::Fail;
+use crate::record::{self, BuildReport, BuiltImage, ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
-use crate::Fail;
+use crate::reproduce::normalize::{NormalForms, NormalImage};
 
 pub use digest::Inputs;
 
@@ -134,6 +136,10 @@ pub struct ComponentPlan {
     /// layers the image shares with one of them.
     #[serde(skip)]
     pub(crate) base_layers: Vec<Vec<String>>,
+    /// The diff IDs of the cached image (when [`CacheState::Cached`]), as inspected for the
+    /// plan: the load needs them.
+    #[serde(skip)]
+    pub(crate) cached_diff_ids: Vec<String>,
 }
 
 /// Whether a component's image exists already.
@@ -184,6 +190,16 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Also write the run's report here.
     pub metadata_file: Option<PathBuf>,
+    /// Keep the normal forms' files on disk for a load in the same run (see [`Built`]).
+    pub keep_normal_forms: bool,
+}
+
+/// What a build run hands on: its report (recorded and shown), and per image what the load
+/// needs, in component order.
+#[derive(Debug)]
+pub struct Built {
+    pub report: BuildReport,
+    pub images: Vec<BuiltImage>,
 }
 
 /// The components a selection names (all when empty), or a usage error naming the unknown one.
@@ -234,18 +250,29 @@ pub async fn daemon_builder(daemon: &Daemon) -> anyhow::Result<(String, Builder,
     Ok((format!("{os}/{arch}"), builder, api))
 }
 
-/// Computes the build plan of the selected components (all when `selection` is empty).
+/// Computes the build plan of the selected components (all when `selection` is empty),
+/// detecting their stacks.
 pub async fn plan(
     config: &Config,
     daemon: &Daemon,
     selection: &[String],
+) -> anyhow::Result<BuildPlan> {
+    plan_with(config, daemon, selection, &Stacks::detect(config)).await
+}
+
+/// [`plan`], with the stacks detected already.
+pub async fn plan_with(
+    config: &Config,
+    daemon: &Daemon,
+    selection: &[String],
+    stacks: &Stacks,
 ) -> anyhow::Result<BuildPlan> {
     let components = select(config, selection)?;
     let (platform, builder, _) = daemon_builder(daemon).await?;
     let last = record::read_last(config).ok();
     let futures = components
         .into_iter()
-        .map(|c| plan_component(config, daemon, c, &platform, builder, last.as_ref()));
+        .map(|c| plan_component(config, daemon, c, stacks, &platform, builder, last.as_ref()));
     let planned = futures_util::future::join_all(futures).await;
     let components = planned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     Ok(BuildPlan {
@@ -268,6 +295,7 @@ async fn plan_component(
     config: &Config,
     daemon: &Daemon,
     c: &Component,
+    stacks: &Stacks,
     platform: &str,
     builder: Builder,
     last: Option<&BuildReport>,
@@ -434,7 +462,7 @@ async fn plan_component(
         .map(|t| format!("{repository}:{t}"))
         .collect();
 
-    let cache = cache_state(
+    let (cache, cached_diff_ids) = cache_state(
         daemon,
         &c.name,
         &image,
@@ -450,12 +478,7 @@ async fn plan_component(
     let stack = match (&c.stack, c.dockerfile_explicit) {
         (Some(s), _) => Some(s.clone()),
         (None, true) => None,
-        (None, false) => {
-            let tree = crate::detect::SourceTree::new(context_dir.clone(), c.context.clone());
-            crate::detect::detect(&tree, None)
-                .ok()
-                .map(|d| d.stack.as_str().to_string())
-        }
+        (None, false) => stacks.get(&c.name).map(|s| s.as_str().to_string()),
     };
     Ok(ComponentPlan {
         name: c.name.clone(),
@@ -483,6 +506,7 @@ async fn plan_component(
         context_fingerprint: packed.fingerprint.clone(),
         builder,
         base_layers,
+        cached_diff_ids,
     })
 }
 
@@ -509,11 +533,15 @@ fn missing_base(config: &Config, c: &Component, image: &str, declared: &BTreeSet
     .hint(hint)
 }
 
-/// The labels of an image, or `None` when there is no such image.
-async fn image_labels(
-    daemon: &Daemon,
-    reference: &str,
-) -> anyhow::Result<Option<(String, BTreeMap<String, String>)>> {
+/// What the plan asks of an existing image.
+struct Found {
+    id: String,
+    labels: BTreeMap<String, String>,
+    diff_ids: Vec<String>,
+}
+
+/// The ID, labels and diff IDs of an image, or `None` when there is no such image.
+async fn image_labels(daemon: &Daemon, reference: &str) -> anyhow::Result<Option<Found>> {
     match daemon.docker.inspect_image(reference).await {
         Ok(i) => {
             let labels = i
@@ -521,7 +549,11 @@ async fn image_labels(
                 .and_then(|c| c.labels)
                 .map(|l| l.into_iter().collect())
                 .unwrap_or_default();
-            Ok(Some((i.id.unwrap_or_default(), labels)))
+            Ok(Some(Found {
+                id: i.id.unwrap_or_default(),
+                labels,
+                diff_ids: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+            }))
         }
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
@@ -540,10 +572,15 @@ async fn cache_state(
     extra_tags: &[String],
     repository: &str,
     last: Option<&BuildReport>,
-) -> anyhow::Result<CacheState> {
-    if let Some((id, labels)) = image_labels(daemon, image).await? {
-        if labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
-            return Ok(CacheState::Cached { image_id: id });
+) -> anyhow::Result<(CacheState, Vec<String>)> {
+    let cached = |found: Found| {
+        let image_id = found.id;
+        (CacheState::Cached { image_id }, found.diff_ids)
+    };
+    let build = |reason: String| (CacheState::Build { reason }, Vec::new());
+    if let Some(found) = image_labels(daemon, image).await? {
+        if found.labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
+            return Ok(cached(found));
         }
     }
     // Not cached: compare with the image this component's tags last pointed to.
@@ -555,14 +592,18 @@ async fn cache_state(
     }
     previous.extend(extra_tags.iter().cloned());
     for reference in previous {
-        let Some((id, labels)) = image_labels(daemon, &reference).await? else {
+        let Some(found) = image_labels(daemon, &reference).await? else {
             continue;
         };
-        if labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
+        if found.labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
             // Same inputs, only the digest tag is gone: re-tag, no build.
-            return Ok(CacheState::Cached { image_id: id });
+            return Ok(cached(found));
         }
-        let reason = match labels.get(LABEL_INPUTS).and_then(|l| Inputs::from_label(l)) {
+        let reason = match found
+            .labels
+            .get(LABEL_INPUTS)
+            .and_then(|l| Inputs::from_label(l))
+        {
             Some(old) => {
                 let changes = inputs.changes_since(&old);
                 if changes.is_empty() {
@@ -573,7 +614,7 @@ async fn cache_state(
             }
             None => format!("{reference} has no record of its inputs"),
         };
-        return Ok(CacheState::Build { reason });
+        return Ok(build(reason));
     }
     let reason = match last.and_then(|l| l.components.get(component)) {
         Some(r) => format!(
@@ -582,7 +623,7 @@ async fn cache_state(
         ),
         None => "never built".into(),
     };
-    Ok(CacheState::Build { reason })
+    Ok(build(reason))
 }
 
 /// The plan as a table for people.
@@ -635,7 +676,7 @@ pub async fn run_build(
     opts: &BuildOptions,
 ) -> anyhow::Result<BuildReport> {
     let plan = plan(config, daemon, selection).await?;
-    execute(reporter, config, daemon, &plan, opts).await
+    Ok(execute(reporter, config, daemon, &plan, opts).await?.report)
 }
 
 /// What one component's task ended with.
@@ -655,7 +696,7 @@ pub async fn execute(
     daemon: &Daemon,
     plan: &BuildPlan,
     opts: &BuildOptions,
-) -> anyhow::Result<BuildReport> {
+) -> anyhow::Result<Built> {
     // What the plan found worth saying (files the packer skipped, unused build args) is
     // said by `build` too, not only by `plan`.
     for c in &plan.components {
@@ -695,6 +736,7 @@ pub async fn execute(
 
     let mut report = BuildReport::default();
     let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
+    let mut made: BTreeMap<String, NormalImage> = BTreeMap::new();
 
     // Cached components: make sure every tag points at the image (no build).
     for c in plan
@@ -734,6 +776,7 @@ pub async fn execute(
             app: plan.app.clone(),
             builder: plan.builder,
             no_cache: opts.no_cache,
+            normal_forms: NormalForms::new(opts.keep_normal_forms),
         });
         let jobs = opts.jobs.unwrap_or(to_build.len()).max(1);
         let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
@@ -753,7 +796,7 @@ pub async fn execute(
         }
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
-        // Tell `crate::run` that Ctrl-C is handled here (with the clean-up below).
+        // Tell `run` (lib.rs) that Ctrl-C is handled here (with the clean-up below).
         let _handling = crate::interrupt::handling();
         let mut stopped = false;
         loop {
@@ -791,11 +834,15 @@ pub async fn execute(
                 }
             }
         }
+        made = shared.normal_forms.take();
     }
 
     write_records(config, plan, &report, &failures, opts)?;
     match failures.len() {
-        0 => Ok(report),
+        0 => {
+            let images = handed_on(plan, &report, made);
+            Ok(Built { report, images })
+        }
         n => {
             let total = to_build.len().max(n);
             let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
@@ -828,6 +875,45 @@ pub async fn execute(
             }
         }
     }
+}
+
+/// Per image of the run, what the load needs: a built one's normal form (its diff IDs, and
+/// its files when kept), a cached one's diff IDs as the plan inspected them.
+fn handed_on(
+    plan: &BuildPlan,
+    report: &BuildReport,
+    mut made: BTreeMap<String, NormalImage>,
+) -> Vec<BuiltImage> {
+    report
+        .components
+        .iter()
+        .map(|(name, r)| {
+            // The load names an image by its config digest (what nodes' containerd calls it);
+            // the daemon may call it by its manifest digest (containerd image store).
+            let mut image_id = r.image_id.clone();
+            let (diff_ids, normal_form) = match made.remove(name) {
+                Some(n) if n.daemon_id == r.image_id => {
+                    image_id = n.image_id;
+                    (Some(n.diff_ids), n.files.map(Arc::new))
+                }
+                _ => {
+                    let planned = plan.components.iter().find(|c| &c.name == name);
+                    let known = planned
+                        .filter(|c| matches!(&c.cache, CacheState::Cached { image_id } if *image_id == r.image_id))
+                        .map(|c| c.cached_diff_ids.clone())
+                        .filter(|d| !d.is_empty());
+                    (known, None)
+                }
+            };
+            BuiltImage {
+                component: name.clone(),
+                reference: r.image.clone(),
+                image_id,
+                diff_ids,
+                normal_form,
+            }
+        })
+        .collect()
 }
 
 /// Whether the build secret `name` is set: the variable itself, or `NAME_FILE` naming a file.
@@ -995,6 +1081,7 @@ mod tests {
             context_fingerprint: String::new(),
             builder: Builder::BuildKit,
             base_layers: vec![],
+            cached_diff_ids: vec![],
         }
     }
 

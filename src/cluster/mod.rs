@@ -29,8 +29,10 @@ use tokio::sync::mpsc;
 
 use crate::config::ClusterTarget;
 use crate::docker::{self, Daemon};
+use crate::error::Fail;
+use crate::record::BuiltImage;
 use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
-use crate::Fail;
+use crate::reproduce::normalize::NormalForm;
 
 pub use image::ImageMeta;
 pub use minikube::{minikube_docker_endpoint, DockerEnv};
@@ -104,7 +106,7 @@ impl Cluster {
     pub async fn load(
         &self,
         daemon: &Daemon,
-        images: &[(String, String, String)],
+        images: &[BuiltImage],
         reporter: &dyn Reporter,
     ) -> anyhow::Result<LoadReport> {
         load_into(daemon, self, images, reporter).await
@@ -321,6 +323,30 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome in words, without figures: `loaded 1 of 5 layers`, `already present`.
+    pub fn words(&self) -> String {
+        match self {
+            Outcome::AlreadyPresent => "already present".to_string(),
+            Outcome::Retagged { from } => format!("retagged (the image was there as {from})"),
+            Outcome::Loaded {
+                layers_sent,
+                layers_total,
+            } => format!("loaded {layers_sent} of {layers_total} layers"),
+            Outcome::Failed { reason } => format!("failed: {reason}"),
+        }
+    }
+
+    /// Whether two nodes' outcomes read the same in a table cell (a retag from any name is
+    /// a retag).
+    pub fn alike(&self, other: &Outcome) -> bool {
+        match (self, other) {
+            (Outcome::Retagged { .. }, Outcome::Retagged { .. }) => true,
+            (a, b) => a == b,
+        }
+    }
+}
+
 /// One image on one node.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct NodeLoad {
@@ -364,12 +390,12 @@ impl LoadReport {
     }
 }
 
-/// Loads `images` (`(component, reference, image ID)`) into the cluster `target` names.
-/// Node failures are in the report; errors are for a cluster that cannot be found or used.
+/// Loads `images` into the cluster `target` names. Node failures are in the report; errors are
+/// for a cluster that cannot be found or used.
 pub async fn load(
     daemon: &Daemon,
     target: &ClusterTarget,
-    images: &[(String, String, String)],
+    images: &[BuiltImage],
     reporter: &dyn Reporter,
 ) -> anyhow::Result<LoadReport> {
     match detect(&daemon.docker, target).await? {
@@ -436,7 +462,7 @@ async fn query(docker: &Docker, node: &Node, runtime: Runtime) -> Result<NodeSta
 async fn load_into(
     daemon: &Daemon,
     cluster: &Cluster,
-    images: &[(String, String, String)],
+    images: &[BuiltImage],
     reporter: &dyn Reporter,
 ) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
@@ -457,8 +483,17 @@ async fn load_into(
         .collect();
 
     let mut results = Vec::new();
-    for (component, reference, id) in images {
-        let meta = match inspect(&docker, component, reference, id).await {
+    for image in images {
+        let (component, reference, id) = (&image.component, &image.reference, &image.image_id);
+        let known = image
+            .diff_ids
+            .clone()
+            .map(|d| ImageMeta::new(component, reference, id, d));
+        let meta = match known {
+            Some(meta) => Ok(meta),
+            None => inspect(&docker, component, reference, id).await,
+        };
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => {
                 let reason = format!("{e:#}");
@@ -484,7 +519,8 @@ async fn load_into(
                 continue;
             }
         };
-        results.extend(load_image(&docker, &meta, &mut slots, reporter).await);
+        let normal_form = image.normal_form.clone();
+        results.extend(load_image(&docker, &meta, normal_form, &mut slots, reporter).await);
     }
     let bytes_sent = results.iter().map(|r| r.bytes_sent).sum();
     Ok(LoadReport {
@@ -529,17 +565,13 @@ fn node_load(
     took: Duration,
 ) -> NodeLoad {
     let summary = match &outcome {
-        Outcome::AlreadyPresent => "already present".to_string(),
-        Outcome::Retagged { from } => format!("retagged (the image was there as {from})"),
-        Outcome::Loaded {
-            layers_sent,
-            layers_total,
-        } => format!(
-            "loaded {layers_sent} of {layers_total} layers ({}, {})",
+        Outcome::Loaded { .. } => format!(
+            "{} ({}, {})",
+            outcome.words(),
             fmt_bytes(bytes_sent),
             fmt_duration(took)
         ),
-        Outcome::Failed { reason } => format!("failed: {reason}"),
+        _ => outcome.words(),
     };
     NodeLoad {
         component: component.to_string(),
@@ -615,6 +647,7 @@ const NODE_QUEUE: usize = 16;
 async fn load_image(
     docker: &Docker,
     image: &ImageMeta,
+    normal_form: Option<Arc<NormalForm>>,
     slots: &mut [Slot],
     reporter: &dyn Reporter,
 ) -> Vec<NodeLoad> {
@@ -704,7 +737,7 @@ async fn load_image(
         }
         // An image this run normalised is read from the files normalising left (the same
         // bytes), not exported by the daemon a second time.
-        let stream = match crate::reproduce::normalize::kept(&image.id) {
+        let stream = match normal_form {
             Some(files) => crate::reproduce::normalize::save_stream(files).boxed(),
             None => docker.export_image(&image.id).boxed(),
         };
@@ -772,11 +805,7 @@ async fn load_image(
                 // Reporters add the task's duration themselves.
                 Outcome::Loaded { .. } => reporter.report(Event::Finished {
                     task: task(s),
-                    outcome: format!(
-                        "{} ({})",
-                        r.summary.split(" (").next().unwrap_or(&r.summary),
-                        fmt_bytes(r.bytes_sent)
-                    ),
+                    outcome: format!("{} ({})", r.outcome.words(), fmt_bytes(r.bytes_sent)),
                 }),
                 _ => reporter.report(Event::Finished {
                     task: task(s),
@@ -879,75 +908,6 @@ fn remember(slot: &mut Slot, image: &ImageMeta, manifest_digest: Option<&str>) {
         Ok(NodeState::Docker(s)) => s.add(image),
         Err(_) => {}
     }
-}
-
-/// `slipway load`: the last build's images (all, or the components named) into the cluster.
-pub async fn command(session: &crate::Session, args: &crate::cli::LoadArgs) -> anyhow::Result<()> {
-    let config = session.config()?;
-    let target = args
-        .cluster
-        .clone()
-        .unwrap_or_else(|| config.cluster.clone());
-    let record = crate::record::read_last(&config)?;
-    let mut images = Vec::new();
-    let wanted: Vec<String> = if args.components.is_empty() {
-        record.components.keys().cloned().collect()
-    } else {
-        args.components.clone()
-    };
-    for name in &wanted {
-        let Some(r) = record.components.get(name) else {
-            let known: Vec<&str> = record.components.keys().map(String::as_str).collect();
-            let fail = if config.components.contains_key(name) {
-                Fail::usage(format!("component `{name}` is not in the last build"))
-                    .hint(format!("build it first: `slipway build {name}`"))
-            } else {
-                Fail::usage(format!("no component `{name}`")).hint(format!(
-                    "components of the last build: {}",
-                    known.join(", ")
-                ))
-            };
-            return Err(fail.into());
-        };
-        if r.image_id.is_empty() {
-            return Err(
-                Fail::usage(format!("component `{name}` has no image in the last build"))
-                    .hint(format!("build it again: `slipway build {name}`"))
-                    .into(),
-            );
-        }
-        images.push((name.clone(), r.image.clone(), r.image_id.clone()));
-    }
-    let report = if target == ClusterTarget::None {
-        LoadReport {
-            message: Some("cluster = none: images are not loaded".into()),
-            ..Default::default()
-        }
-    } else {
-        let daemon = docker::connect(Duration::from_secs(5)).await?;
-        load(&daemon, &target, &images, session.reporter.as_ref()).await?
-    };
-    if let Some(path) = &args.metadata_file {
-        let mut text = serde_json::to_string_pretty(&report)?;
-        text.push('\n');
-        crate::fsutil::write_atomic(path, text.as_bytes(), None)
-            .with_context(|| format!("writing the metadata file {}", path.display()))?;
-    }
-    print!("{}", render(&report));
-    let failed = report.failed();
-    if !failed.is_empty() {
-        let nodes: std::collections::BTreeSet<&str> =
-            failed.iter().map(|r| r.node.as_str()).collect();
-        return Err(Fail::job(format!(
-            "{} of {} loads failed (nodes: {})",
-            failed.len(),
-            report.results.len(),
-            nodes.into_iter().collect::<Vec<_>>().join(", ")
-        ))
-        .hint("fix what the failures say (a stopped node: `docker start NODE`) and run `slipway load` again: only what is still missing is sent")
-        .into());
-    }
-    Ok(())
 }
 
 /// The report as a table for people.

@@ -97,7 +97,7 @@ impl Provider for Go {
                         .into())
                 }
                 many => {
-                    return Err(crate::Fail::usage(format!(
+                    return Err(crate::error::Fail::usage(format!(
                         "{} has several main packages ({}): slipway builds one binary per component",
                         tree.show("cmd"),
                         many.join(", ")

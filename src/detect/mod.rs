@@ -15,13 +15,15 @@ pub mod node;
 pub mod python;
 pub mod rust;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component as PathComponent, Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::Fail;
+use crate::config::Config;
+use crate::error::Fail;
 
 /// The stacks slipway knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,6 +54,11 @@ impl Stack {
             Stack::Go => "go",
             Stack::Rust => "rust",
         }
+    }
+
+    /// The stack of a name as `slipway.toml` spells it.
+    pub fn named(name: &str) -> Option<Stack> {
+        Stack::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
     /// The port such apps listen on by convention (a default for `slipway init`).
@@ -157,6 +164,44 @@ pub static PROVIDERS: &[&dyn Provider] = &[
     &go::Go,
     &rust::Rust,
 ];
+
+/// Each component's stack, detected once per run and handed to every step that asks (the build
+/// plan shows it; the manifests give a Next.js app its cache directory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stacks(BTreeMap<String, Option<Stack>>);
+
+impl Stacks {
+    /// The stacks of every component of `config`: those in `known` (detected already, e.g. to
+    /// generate the Dockerfile), the others detected now. A component whose tree cannot be
+    /// detected has the stack `slipway.toml` names, if it is one slipway knows.
+    pub fn of(config: &Config, mut known: BTreeMap<String, Stack>) -> Stacks {
+        let stacks = config
+            .components
+            .values()
+            .map(|c| {
+                let stack = known.remove(&c.name).or_else(|| {
+                    let tree = SourceTree::new(config.context_dir(c), &c.context);
+                    match detect(&tree, c.stack.as_deref()) {
+                        Ok(d) => Some(d.stack),
+                        Err(_) => c.stack.as_deref().and_then(Stack::named),
+                    }
+                });
+                (c.name.clone(), stack)
+            })
+            .collect();
+        Stacks(stacks)
+    }
+
+    /// Every component's stack, detected now.
+    pub fn detect(config: &Config) -> Stacks {
+        Stacks::of(config, BTreeMap::new())
+    }
+
+    /// The stack of `component`, when it has one slipway knows.
+    pub fn get(&self, component: &str) -> Option<Stack> {
+        self.0.get(component).copied().flatten()
+    }
+}
 
 /// The provider of a stack named in `slipway.toml`.
 pub fn provider(name: &str) -> anyhow::Result<&'static dyn Provider> {

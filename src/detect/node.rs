@@ -219,7 +219,7 @@ pub fn deps(tree: &SourceTree, pkg: &Value, notes: &mut Notes) -> anyhow::Result
     };
     if managers.len() > 1 {
         let files: Vec<String> = present.iter().map(|(f, _)| tree.show(f)).collect();
-        return Err(crate::Fail::usage(format!(
+        return Err(crate::error::Fail::usage(format!(
             "conflicting lockfiles in {}: {} (package managers {})",
             tree.label().display(),
             files.join(", "),

@@ -113,7 +113,7 @@ fn installer(
     let uv = tree.is_file("uv.lock");
     let poetry = tree.is_file("poetry.lock");
     if uv && poetry {
-        return Err(crate::Fail::usage(format!(
+        return Err(crate::error::Fail::usage(format!(
             "conflicting lockfiles in {}: {} and {}",
             tree.label().display(),
             tree.show("uv.lock"),
@@ -413,7 +413,7 @@ fn server(tree: &SourceTree, deps: &BTreeSet<String>, notes: &mut Notes) -> anyh
             }
         }
         if deps.contains("django") {
-            return Err(crate::Fail::usage(format!(
+            return Err(crate::error::Fail::usage(format!(
                 "{} uses Django but has no PROJECT/wsgi.py with get_wsgi_application()",
                 tree.label().display()
             ))
@@ -480,7 +480,7 @@ fn server(tree: &SourceTree, deps: &BTreeSet<String>, notes: &mut Notes) -> anyh
                 framework_deps.join(", ")
             )
         };
-        return Err(crate::Fail::usage(format!(
+        return Err(crate::error::Fail::usage(format!(
             "{}: cannot tell how to serve this Python app: {what}",
             tree.label().display()
         ))
@@ -515,7 +515,7 @@ fn require(
     if deps.contains(server) {
         return Ok(());
     }
-    Err(crate::Fail::usage(format!(
+    Err(crate::error::Fail::usage(format!(
         "{} is {what}, served by {server}, but {server} is not among its pinned dependencies",
         tree.label().display()
     ))

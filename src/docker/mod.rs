@@ -14,7 +14,7 @@ use bollard::Docker;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::Fail;
+use crate::error::Fail;
 
 /// Requests that are not builds or transfers give up after this long.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);

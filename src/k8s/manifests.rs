@@ -13,7 +13,7 @@ use base64::Engine as _;
 use super::yaml::{map, seq, stream, Yaml};
 use super::{checksum, ComponentModel, Model, Options, OutputFile, SecretValues, HEADER};
 use crate::config::{Config, ServiceType};
-use crate::Fail;
+use crate::error::Fail;
 
 /// The `app.kubernetes.io/managed-by` value of plain manifests (the chart's is `Helm`).
 pub const MANAGED_BY: &str = "slipway";

@@ -10,8 +10,8 @@
 //! Rendering is pure: [`render_manifests`] and [`render_chart`] return the files as data and
 //! [`write_files`] puts them on disk through [`crate::fsutil::write_atomic`]. The one input
 //! read from disk is whether a component is a Next.js app (which must write
-//! `/app/.next/cache` under a read-only root), decided by [`Options::for_config`] through
-//! stack detection.
+//! `/app/.next/cache` under a read-only root): its detected stack, handed in through
+//! [`Options::for_stacks`] (or detected by [`Options::for_config`]).
 
 pub mod chart;
 pub mod manifests;
@@ -29,7 +29,8 @@ pub use manifests::render_manifests;
 pub use secrets::SecretValues;
 
 use crate::config::{Config, ServiceType};
-use crate::Fail;
+use crate::detect::{Stack, Stacks};
+use crate::error::Fail;
 
 /// First line of every YAML file slipway writes here; files starting with it are slipway's to
 /// replace or remove.
@@ -45,12 +46,10 @@ pub const DEFAULT_LIMIT_MEMORY: &str = "512Mi";
 
 /// `imagePullPolicy`: `IfNotPresent` uses the loaded image; `Never` fails fast if it is not on
 /// the node (for images that exist only in a local cluster).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {
     #[default]
-    #[value(name = "IfNotPresent")]
     IfNotPresent,
-    #[value(name = "Never")]
     Never,
 }
 
@@ -76,35 +75,32 @@ pub struct Options {
 }
 
 impl Options {
-    /// Options with the stack-specific writable paths found in each component's context.
+    /// Options with the stack-specific writable paths of each component, its stack detected
+    /// now.
     pub fn for_config(config: &Config) -> Self {
+        Options::for_stacks(config, &Stacks::detect(config))
+    }
+
+    /// Options with the stack-specific writable paths of each component, its stack as `stacks`
+    /// says.
+    pub fn for_stacks(config: &Config, stacks: &Stacks) -> Self {
         Options {
             stack_writable: config
                 .components
                 .keys()
-                .map(|name| (name.clone(), stack_writable(config, name)))
+                .map(|name| (name.clone(), stack_writable(stacks.get(name))))
                 .collect(),
             ..Options::default()
         }
     }
 }
 
-/// Runtime paths a component's stack writes besides `/tmp`: Next.js writes its image and
-/// fetch cache to `/app/.next/cache`. The stack is the one `stack` names or detection finds
-/// ([`crate::detect`]); a context that cannot be read (or detected) adds nothing.
-pub fn stack_writable(config: &Config, component: &str) -> Vec<String> {
-    let Some(c) = config.components.get(component) else {
-        return Vec::new();
-    };
-    let tree = crate::detect::SourceTree::new(config.context_dir(c), &c.context);
-    let nextjs = match crate::detect::detect(&tree, c.stack.as_deref()) {
-        Ok(d) => d.stack == crate::detect::Stack::Nextjs,
-        Err(_) => c.stack.as_deref() == Some("nextjs"),
-    };
-    if nextjs {
-        vec!["/app/.next/cache".to_string()]
-    } else {
-        Vec::new()
+/// Runtime paths a stack writes besides `/tmp`: Next.js writes its image and fetch cache to
+/// `/app/.next/cache`.
+pub fn stack_writable(stack: Option<Stack>) -> Vec<String> {
+    match stack {
+        Some(Stack::Nextjs) => vec!["/app/.next/cache".to_string()],
+        _ => Vec::new(),
     }
 }
 
@@ -623,132 +619,6 @@ pub fn gather_secrets(config: &Config, env_file: Option<&Path>) -> anyhow::Resul
         .flat_map(|c| c.secrets.iter().cloned())
         .collect();
     SecretValues::gather(&names, env_file)
-}
-
-/// `slipway manifests`.
-pub fn cmd_manifests(
-    session: &crate::Session,
-    args: &crate::cli::ManifestsArgs,
-) -> anyhow::Result<()> {
-    let config = session.config()?;
-    let images = images_for(&config, &args.images.images)?;
-    let secrets = gather_secrets(
-        &config,
-        args.env_file
-            .as_deref()
-            .map(|p| session.cwd.join(p))
-            .as_deref(),
-    )?;
-    let opts = Options {
-        pull_policy: args.pull_policy,
-        namespace_manifest: args.namespace_manifest,
-        allow_missing_secrets: args.allow_missing_secrets,
-        ..Options::for_config(&config)
-    };
-    let dir = match &args.out {
-        Some(d) => session.cwd.join(d),
-        None => config.root.join("k8s"),
-    };
-    let missing = manifests::missing_secrets(&config, &secrets);
-    if !missing.is_empty() && args.allow_missing_secrets {
-        session.reporter.report(crate::report::Event::Warn {
-            message: format!(
-                "writing empty values for secrets {}",
-                manifests::describe_missing(&missing)
-            ),
-        });
-    }
-    if args.check {
-        let files = render_manifests(&config, &images, &secrets, &opts)?;
-        return check(session, &dir, &files, "slipway manifests");
-    }
-    let changes = emit_manifests(&config, &images, &secrets, &opts, &dir)?;
-    print_changes(session, &changes);
-    let ns = if args.namespace_manifest {
-        String::new()
-    } else {
-        format!("kubectl create namespace {} && ", config.app.namespace)
-    };
-    session.reporter.report(crate::report::Event::Info {
-        message: format!("apply with: {ns}kubectl apply -f {}", shown(session, &dir)),
-    });
-    Ok(())
-}
-
-/// `slipway chart`.
-pub fn cmd_chart(session: &crate::Session, args: &crate::cli::ChartArgs) -> anyhow::Result<()> {
-    let config = session.config()?;
-    let images = images_for(&config, &args.images.images)?;
-    let opts = Options {
-        pull_policy: args.pull_policy,
-        ..Options::for_config(&config)
-    };
-    let dir = match &args.out {
-        Some(d) => session.cwd.join(d),
-        None => config.root.join("charts").join(&config.app.name),
-    };
-    if args.check {
-        let files = render_chart(&config, &images, &opts)?;
-        return check(session, &dir, &files, "slipway chart");
-    }
-    let changes = emit_chart(&config, &images, &opts, &dir)?;
-    print_changes(session, &changes);
-    let first_secret = config
-        .components
-        .iter()
-        .find_map(|(c, comp)| {
-            comp.secrets
-                .first()
-                .map(|s| format!(" --set-string components.{c}.secrets.{s}=..."))
-        })
-        .unwrap_or_default();
-    session.reporter.report(crate::report::Event::Info {
-        message: format!(
-            "install with: helm install {} {} --namespace {} --create-namespace{first_secret}",
-            config.app.name,
-            shown(session, &dir),
-            config.app.namespace
-        ),
-    });
-    Ok(())
-}
-
-fn check(
-    session: &crate::Session,
-    dir: &Path,
-    files: &[OutputFile],
-    command: &str,
-) -> anyhow::Result<()> {
-    let stale = stale_files(dir, files);
-    if stale.is_empty() {
-        return Ok(());
-    }
-    let list: Vec<String> = stale.iter().map(|p| shown(session, p)).collect();
-    Err(Fail::job(format!("out of date: {}", list.join(", ")))
-        .hint(format!("run `{command}` to write them"))
-        .into())
-}
-
-fn print_changes(session: &crate::Session, changes: &[(PathBuf, Change)]) {
-    if session.verbosity == crate::report::Verbosity::Quiet {
-        return;
-    }
-    for (path, change) in changes {
-        let what = match change {
-            Change::Written => "wrote",
-            Change::Unchanged => "unchanged",
-            Change::Removed => "removed",
-        };
-        println!("{what:<9} {}", shown(session, path));
-    }
-}
-
-/// A path relative to the current directory when it is under it.
-fn shown(session: &crate::Session, path: &Path) -> String {
-    path.strip_prefix(&session.cwd)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
-use crate::Fail;
+use crate::error::Fail;
 
 /// Secret values by variable name.
 #[derive(Clone, Default, PartialEq, Eq)]

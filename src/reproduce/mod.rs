@@ -6,14 +6,13 @@
 //! config (`created`, the history), so no two builds share an ID even when every file is the
 //! same. slipway fixes the one time a build may write ([`sde`]: SOURCE_DATE_EPOCH) and, after
 //! each build, rewrites the image into a normal form ([`normalize`]): the same filesystem and
-//! config give the same bytes, hence the same ID. [`verify`] checks it: two no-cache builds
+//! config give the same bytes, hence the same ID. [`crate::verify`] checks it: two no-cache builds
 //! (on one daemon or two) must give one ID; when they do not, it names the first layer and the
 //! first file that differ, which points at the Dockerfile step to fix.
 
 pub mod layer;
 pub mod normalize;
 pub mod sde;
-pub mod verify;
 
 pub use normalize::{normalize, normalize_image, Normalized};
 pub use sde::Sde;

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use super::layer;
 use super::sde::rfc3339;
 use crate::docker::{self, Daemon};
-use crate::Fail;
+use crate::error::Fail;
 
 /// What normalising one image did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -93,6 +93,21 @@ pub async fn normalize_on_bases(
     tags: &[String],
     bases: &[Vec<String>],
 ) -> anyhow::Result<Normalized> {
+    Ok(normalize_keeping(daemon, image, sde, tags, bases, false)
+        .await?
+        .0)
+}
+
+/// [`normalize_on_bases`], also returning the normal form's files on disk when `keep_files`
+/// (for a load in the same run: see [`NormalForm`]).
+async fn normalize_keeping(
+    daemon: &Daemon,
+    image: &str,
+    sde: i64,
+    tags: &[String],
+    bases: &[Vec<String>],
+    keep_files: bool,
+) -> anyhow::Result<(Normalized, Option<NormalForm>)> {
     if sde < 0 {
         bail!("SOURCE_DATE_EPOCH must not be negative (got {sde})");
     }
@@ -194,24 +209,20 @@ pub async fn normalize_on_bases(
         rewrite_ms,
         load_ms: ms(t0),
     };
-    if let Some(kept) = KEPT.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        kept.insert(
-            plan.image_id.clone(),
-            std::sync::Arc::new(NormalFiles {
-                image_id: plan.image_id,
-                config: plan.config,
-                layers: plan.layers,
-                _dir: dir,
-            }),
-        );
-    }
-    Ok(normalized)
+    let files = keep_files.then(|| NormalForm {
+        image_id: plan.image_id,
+        config: plan.config,
+        layers: plan.layers,
+        _dir: dir,
+    });
+    Ok((normalized, files))
 }
 
-/// A normal form's files, kept on disk after normalising while a [`Keeping`] guard lives, so
-/// that a load into a cluster in the same run reads them ([`save_stream`]) instead of having
-/// the daemon export the image again (for an image of a few hundred MB, a second or two).
-pub struct NormalFiles {
+/// A normal form's files, kept on disk after normalising, so that a load into a cluster in the
+/// same run reads them ([`save_stream`]) instead of having the daemon export the image again
+/// (for an image of a few hundred MB, a second or two). Dropping it removes them.
+#[derive(Debug)]
+pub struct NormalForm {
     pub image_id: String,
     config: Vec<u8>,
     /// `(diff ID, file)` per layer, in order.
@@ -219,39 +230,17 @@ pub struct NormalFiles {
     _dir: tempfile::TempDir,
 }
 
-static KEPT: std::sync::Mutex<Option<HashMap<String, std::sync::Arc<NormalFiles>>>> =
-    std::sync::Mutex::new(None);
-
-/// While held, every image normalised in this process keeps its files (see [`NormalFiles`]);
-/// dropping it (at the end of `up`, or when Ctrl-C drops the run) removes them.
-#[must_use = "normal forms are kept only while the guard is held"]
-pub struct Keeping(());
-
-/// Starts keeping normal forms' files until the guard is dropped.
-pub fn keep_normal_forms() -> Keeping {
-    *KEPT.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashMap::new());
-    Keeping(())
-}
-
-impl Drop for Keeping {
-    fn drop(&mut self) {
-        let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(kept);
+impl NormalForm {
+    /// Its layers' diff IDs, bottom first.
+    pub fn diff_ids(&self) -> Vec<String> {
+        self.layers.iter().map(|(d, _)| d.clone()).collect()
     }
-}
-
-/// The kept files of the normal form `image_id`, if this run made it and keeps it.
-pub fn kept(image_id: &str) -> Option<std::sync::Arc<NormalFiles>> {
-    KEPT.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .and_then(|m| m.get(image_id).cloned())
 }
 
 /// The image in `files` as the daemon's export would give it (an archive with its config and
 /// every layer as `blobs/sha256/<digest>`), streamed from disk.
 pub fn save_stream(
-    files: std::sync::Arc<NormalFiles>,
+    files: std::sync::Arc<NormalForm>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, bollard::errors::Error>> + Send + Unpin {
     let (stream, _handle) = crate::context::writer_stream(move |w| {
         let mut tar = tar::Builder::new(w);
@@ -283,10 +272,48 @@ fn ms(t0: std::time::Instant) -> u64 {
     u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The build engine's step after a successful build (`src/build/image.rs` calls it): normalises
+/// What normalising a freshly built image gave: the image the build tags and records, as the
+/// load needs it.
+#[derive(Debug)]
+pub struct NormalImage {
+    /// The normal form's ID: its config digest.
+    pub image_id: String,
+    /// What the daemon calls it (the manifest digest on the containerd image store).
+    pub daemon_id: String,
+    /// Its layers' diff IDs, bottom first.
+    pub diff_ids: Vec<String>,
+    /// Its files on disk, when the run keeps them for a load.
+    pub files: Option<NormalForm>,
+}
+
+/// The normal forms one build run made, by component: filled by the builds (which run in
+/// parallel) and handed on whole by the run that owns it. Nothing outlives that run.
+#[derive(Debug, Default)]
+pub struct NormalForms {
+    /// Whether the normal forms' files are kept on disk (for a load in the same run).
+    keep_files: bool,
+    made: std::sync::Mutex<BTreeMap<String, NormalImage>>,
+}
+
+impl NormalForms {
+    pub fn new(keep_files: bool) -> Self {
+        NormalForms {
+            keep_files,
+            made: Default::default(),
+        }
+    }
+
+    /// Every normal form made so far, by component (taken out: the next call gives none).
+    pub fn take(&self) -> BTreeMap<String, NormalImage> {
+        std::mem::take(&mut *self.made.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The build engine's step after a successful build (`src/builder/image.rs` calls it): normalises
 /// the image just built (`raw`, named by the build's temporary tag `temp`, which moves to the
-/// normal form) and removes the raw image when nothing names it any more. Returns the normal
-/// image ID, the one to tag and record.
+/// normal form), adds it to `made` under the component `task`, and removes the raw image when
+/// nothing names it any more. Returns the normal image ID, the one to tag and record.
+#[allow(clippy::too_many_arguments)]
 pub async fn after_build(
     daemon: &Daemon,
     reporter: &dyn crate::report::Reporter,
@@ -295,6 +322,7 @@ pub async fn after_build(
     sde: i64,
     temp: &str,
     base_layers: &[Vec<String>],
+    made: &NormalForms,
 ) -> anyhow::Result<String> {
     reporter.report(crate::report::Event::Step {
         task: task.to_string(),
@@ -306,53 +334,72 @@ pub async fn after_build(
         .filter(|t| !t.is_empty())
         .map(|t| t.to_string())
         .collect();
-    let n = normalize_on_bases(daemon, raw, sde, &tags, base_layers)
+    let (n, files) = normalize_keeping(daemon, raw, sde, &tags, base_layers, made.keep_files)
         .await
         .context(Fail::job(format!(
             "component `{task}`: normalising its image {raw}"
         )))?;
-    let rewritten = n.layers.iter().filter(|l| l.rewritten).count();
     reporter.report(crate::report::Event::Log {
         task: task.to_string(),
-        line: format!(
-            "normalised {} -> {} ({rewritten} of {} layers rewritten{}; export {} ms, rewrite {} ms, {} {} ms)",
-            short_id(raw),
-            short_id(&n.image_id),
-            n.layers.len(),
-            if n.already_present {
-                ", already present"
-            } else {
-                ""
-            },
-            n.export_ms,
-            n.rewrite_ms,
-            if n.already_present { "tag" } else { "load" },
-            n.load_ms,
-        ),
+        line: normalised_line(raw, &n),
     });
     if n.daemon_id != n.source_id {
-        let untagged = daemon
-            .docker
-            .inspect_image(&n.source_id)
-            .await
-            .map(|i| i.repo_tags.unwrap_or_default().is_empty())
-            .unwrap_or(false);
-        if untagged {
-            // Only this image: never the legacy builder's intermediate images (its cache).
-            let _ = daemon
-                .docker
-                .remove_image(
-                    &n.source_id,
-                    Some(bollard::query_parameters::RemoveImageOptions {
-                        noprune: true,
-                        ..Default::default()
-                    }),
-                    None,
-                )
-                .await;
-        }
+        remove_if_unnamed(daemon, &n.source_id).await;
     }
+    made.made.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        task.to_string(),
+        NormalImage {
+            image_id: n.image_id.clone(),
+            daemon_id: n.daemon_id.clone(),
+            diff_ids: n.layers.iter().map(|l| l.after.clone()).collect(),
+            files,
+        },
+    );
     Ok(n.daemon_id)
+}
+
+/// `normalised 0123 -> 4567 (1 of 5 layers rewritten; export 10 ms, rewrite 20 ms, load 30 ms)`.
+fn normalised_line(raw: &str, n: &Normalized) -> String {
+    let rewritten = n.layers.iter().filter(|l| l.rewritten).count();
+    format!(
+        "normalised {} -> {} ({rewritten} of {} layers rewritten{}; export {} ms, rewrite {} ms, {} {} ms)",
+        short_id(raw),
+        short_id(&n.image_id),
+        n.layers.len(),
+        if n.already_present {
+            ", already present"
+        } else {
+            ""
+        },
+        n.export_ms,
+        n.rewrite_ms,
+        if n.already_present { "tag" } else { "load" },
+        n.load_ms,
+    )
+}
+
+/// Removes the image `id` when no tag names it: only this image, never the legacy builder's
+/// intermediate images (its cache).
+async fn remove_if_unnamed(daemon: &Daemon, id: &str) {
+    let untagged = daemon
+        .docker
+        .inspect_image(id)
+        .await
+        .map(|i| i.repo_tags.unwrap_or_default().is_empty())
+        .unwrap_or(false);
+    if untagged {
+        let _ = daemon
+            .docker
+            .remove_image(
+                id,
+                Some(bollard::query_parameters::RemoveImageOptions {
+                    noprune: true,
+                    ..Default::default()
+                }),
+                None,
+            )
+            .await;
+    }
 }
 
 fn short_id(id: &str) -> &str {

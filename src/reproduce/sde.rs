@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
-use crate::Fail;
+use crate::error::Fail;
 
 /// Where the time came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -145,7 +145,7 @@ mod tests {
         for bad in ["yesterday", "-5", "1.5"] {
             let e = resolve(Some(bad), || None).unwrap_err();
             let (exit, hint) = crate::error::exit_and_hint(&e);
-            assert_eq!(exit, crate::Exit::Usage);
+            assert_eq!(exit, crate::error::Exit::Usage);
             assert!(e.to_string().contains(bad));
             assert!(hint.unwrap().contains("git log -1"));
         }

@@ -1,6 +1,6 @@
 //! `slipway verify`: build a component twice with no cache and prove the image ID is the same.
 //!
-//! Both builds are normalised ([`super::normalize`]) with the same SOURCE_DATE_EPOCH; the
+//! Both builds are normalised ([`crate::reproduce::normalize`]) with the same SOURCE_DATE_EPOCH; the
 //! second may run on another daemon (`--against`). When the IDs differ, the two images are
 //! exported and compared: the first layer whose diff ID differs is listed on both sides and the
 //! first entry that differs is named with its size, mtime and content digest, together with
@@ -18,15 +18,14 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::layer::{self, Listed};
-use super::normalize::{diff_ids, spool_export};
-use super::sde::{rfc3339, Sde};
 use crate::builder::{self as build, BuildOptions};
 use crate::config::Config;
 use crate::docker::{self, Daemon, Endpoint};
 use crate::record::{self, ImageRecord};
 use crate::report::{Event, Reporter};
-use crate::Fail;
+use crate::reproduce::layer::{self, Listed};
+use crate::reproduce::normalize::{diff_ids, spool_export};
+use crate::reproduce::sde::{rfc3339, Sde};
 
 /// One build of the two.
 #[derive(Debug, Clone, Serialize)]
@@ -432,7 +431,7 @@ pub async fn run(
     against: Option<&str>,
 ) -> anyhow::Result<VerifyReport> {
     let selected = build::select(config, &[component.to_string()])?;
-    let sde = super::sde::for_context(&config.context_dir(selected[0]))?;
+    let sde = crate::reproduce::sde::for_context(&config.context_dir(selected[0]))?;
     let other = match against {
         Some(host) => Some(
             docker::connect_to(
@@ -455,7 +454,9 @@ pub async fn run(
     let t0 = Instant::now();
     let plan = build::plan(config, daemon, &selection).await?;
     let first = one(
-        build::execute(reporter.clone(), config, daemon, &plan, &opts).await?,
+        build::execute(reporter.clone(), config, daemon, &plan, &opts)
+            .await?
+            .report,
         component,
     )?;
     let first = Side {
@@ -485,14 +486,16 @@ pub async fn run(
                 if let Some(bytes) = saved {
                     crate::fsutil::write_atomic(&record::last_build_path(config), &bytes, None)?;
                 }
-                one(built?, component)?
+                one(built?.report, component)?
             }
             None => {
                 // Planned again: a base image may have changed since (the input digests then
                 // say so).
                 let plan = build::plan(config, daemon, &selection).await?;
                 one(
-                    build::execute(reporter.clone(), config, daemon, &plan, &opts).await?,
+                    build::execute(reporter.clone(), config, daemon, &plan, &opts)
+                        .await?
+                        .report,
                     component,
                 )?
             }
@@ -537,7 +540,7 @@ fn one(report: record::BuildReport, component: &str) -> anyhow::Result<ImageReco
 }
 
 async fn tag(daemon: &Daemon, id: &str, reference: &str) -> anyhow::Result<()> {
-    let (repo, tag) = super::normalize::split_tag(reference);
+    let (repo, tag) = crate::reproduce::normalize::split_tag(reference);
     daemon
         .docker
         .tag_image(
@@ -629,33 +632,6 @@ pub async fn transfer(a: &Daemon, b: &Daemon, reference: &str) -> anyhow::Result
     Ok(())
 }
 
-/// Prints the report (text or JSON) and turns a difference into exit code 1.
-pub fn finish(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-    } else {
-        print!("{}", render(report));
-    }
-    if report.identical {
-        return Ok(());
-    }
-    let what = match &report.difference {
-        Some(Difference::Layer {
-            index, step, file, ..
-        }) => format!(
-            "layer {index} (`{step}`) differs{}",
-            file.as_ref()
-                .map(|f| format!(" at {}", f.path))
-                .unwrap_or_default()
-        ),
-        Some(Difference::Config { path, .. }) => format!("the image config differs at {path}"),
-        None => "the images differ".into(),
-    };
-    Err(Fail::job(format!("`{}` is not reproducible: {what}", report.component))
-        .hint("make that step deterministic (no build times, no caches in the layer, sorted output); SOURCE_DATE_EPOCH is set for every build")
-        .into())
-}
-
 /// The report as people read it.
 pub fn render(r: &VerifyReport) -> String {
     let mut out = String::new();
@@ -671,9 +647,9 @@ pub fn render(r: &VerifyReport) -> String {
         r.source_date_epoch.epoch,
         r.source_date_epoch.rfc3339(),
         match r.source_date_epoch.source {
-            super::sde::Source::Env => "the environment",
-            super::sde::Source::GitCommit => "the last git commit touching the context",
-            super::sde::Source::Zero =>
+            crate::reproduce::sde::Source::Env => "the environment",
+            crate::reproduce::sde::Source::GitCommit => "the last git commit touching the context",
+            crate::reproduce::sde::Source::Zero =>
                 "no SOURCE_DATE_EPOCH set and no git commit touches the context",
         }
     );

@@ -1,0 +1,36 @@
+//! `slipway build [COMPONENT...]`: build the images whose inputs changed, then (`--push`) push
+//! them.
+
+use super::Session;
+use crate::builder::{self, BuildOptions};
+use crate::cli::BuildArgs;
+use crate::{push, record};
+
+pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
+    let config = session.config()?;
+    let _lock = session.lock(&config).await?;
+    let daemon = session.daemon().await?;
+    let opts = BuildOptions {
+        jobs: args.jobs.map(usize::from),
+        fail_fast: args.fail_fast,
+        no_cache: args.no_cache,
+        metadata_file: session.path(args.metadata_file),
+        keep_normal_forms: false,
+    };
+    let mut report = builder::run_build(
+        session.reporter.clone(),
+        &config,
+        &daemon,
+        &args.components,
+        &opts,
+    )
+    .await?;
+    if args.push {
+        push::push_all(&daemon, &mut report, session.reporter.as_ref()).await?;
+        record::write(&record::last_build_path(&config), &report)?;
+        if let Some(p) = &opts.metadata_file {
+            record::write(p, &report)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! `slipway up`: one command from source to a loaded cluster.
+//!
+//! It runs the steps the other commands run alone, in order, and passes results along in
+//! memory: generated Dockerfiles are checked (missing ones written; a stale one rewritten, or
+//! with `--locked` an error), every component is built in parallel (cached ones skipped),
+//! images are pushed (`--push`), loaded into the detected cluster (or the load is skipped when
+//! there is none), and manifests and the chart are emitted for exactly those images. It ends
+//! with one table and the next command to run. The plan of each step is computed before that
+//! step does anything; `--dry-run` prints the plans and stops.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::Session;
+use crate::builder::{self as build, BuildOptions};
+use crate::cli::UpArgs;
+use crate::cluster::{self, LoadReport, NodeLoad};
+use crate::config::{ClusterTarget, Config};
+use crate::detect::{Stack, Stacks};
+use crate::docker::Daemon;
+use crate::error::Fail;
+use crate::generate::{self, Plan};
+use crate::k8s;
+use crate::record::{BuildReport, Outcome};
+use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
+
+/// `slipway up`.
+pub async fn run(session: &Session, args: UpArgs) -> anyhow::Result<()> {
+    let config = session.config()?;
+    let _lock = session.lock_unless(args.dry_run, &config).await?;
+    let daemon = session.daemon().await?;
+    let opts = UpOptions {
+        metadata_file: session.path(args.metadata_file.clone()),
+        env_file: session.path(args.env_file.clone()),
+        args,
+    };
+    let Some(report) = pipeline(session, &config, &daemon, &opts).await? else {
+        return Ok(());
+    };
+    session.print(&render(&report));
+    let failed = report.load.failed();
+    if !failed.is_empty() {
+        let nodes: Vec<String> = failed
+            .iter()
+            .map(|r| format!("{}@{}", r.component, r.node))
+            .collect();
+        return Err(Fail::job(format!("loading failed for {}", nodes.join(", ")))
+            .hint("fix the node (see above) and run `slipway up` again: only what is missing is sent")
+            .into());
+    }
+    Ok(())
+}
+
+/// The flags, with the paths they give taken from the current directory.
+struct UpOptions {
+    args: UpArgs,
+    metadata_file: Option<PathBuf>,
+    env_file: Option<PathBuf>,
+}
+
+/// What happened to one generated file.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FileState {
+    pub path: String,
+    pub state: State,
+}
+
+/// A generated file's state.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// As it should be.
+    Current,
+    /// Was missing.
+    Written,
+    /// Was stale.
+    Regenerated,
+    /// The user's own Dockerfile: never written.
+    Own,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Current => "current",
+            State::Written => "written",
+            State::Regenerated => "regenerated",
+            State::Own => "own",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The whole run: the `--metadata-file` JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    pub app: String,
+    pub dockerfiles: Vec<FileState>,
+    pub build: BuildReport,
+    pub load: LoadReport,
+    pub manifests_dir: String,
+    pub chart_dir: String,
+    /// Secrets written empty because they were not set.
+    pub missing_secrets: Vec<String>,
+    pub next: String,
+    pub duration_ms: u64,
+}
+
+/// Step 1: make sure each generated Dockerfile (and ignore file) is current. Returns what
+/// happened to each file, and the stacks detected to generate them.
+fn dockerfiles(
+    config: &Config,
+    locked: bool,
+    dry_run: bool,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<(Vec<FileState>, BTreeMap<String, Stack>)> {
+    let mut states = Vec::new();
+    let mut stale = Vec::new();
+    let mut stacks = BTreeMap::new();
+    for component in config.components.values() {
+        let cp = generate::plan_component(config, component)?;
+        match cp.plan {
+            Plan::UserOwn { dockerfile } => states.push(FileState {
+                path: dockerfile,
+                state: State::Own,
+            }),
+            Plan::Generate {
+                outputs, detection, ..
+            } => {
+                stacks.insert(cp.name, detection.stack);
+                for out in outputs {
+                    let state = match generate::check_output(&out)? {
+                        None => State::Current,
+                        Some(s) if s.diff.is_none() => State::Written,
+                        Some(s) if locked => {
+                            stale.push(s);
+                            continue;
+                        }
+                        Some(_) => State::Regenerated,
+                    };
+                    if state != State::Current && !dry_run {
+                        crate::fsutil::write_atomic(&out.path, out.text.as_bytes(), None)
+                            .with_context(|| format!("writing {}", out.shown))?;
+                        let did = match state {
+                            State::Written => "wrote",
+                            _ => "regenerated stale",
+                        };
+                        reporter.report(Event::Info {
+                            message: format!("{did} {}", out.shown),
+                        });
+                    }
+                    states.push(FileState {
+                        path: out.shown,
+                        state,
+                    });
+                }
+            }
+        }
+    }
+    if !stale.is_empty() {
+        for s in &stale {
+            if let Some(d) = &s.diff {
+                eprint!("{d}");
+            }
+        }
+        let names: Vec<&str> = stale.iter().map(|s| s.shown.as_str()).collect();
+        return Err(Fail::usage(format!(
+            "--locked: generated files are out of date: {}",
+            names.join(", ")
+        ))
+        .hint("run `slipway dockerfiles` and commit the result")
+        .into());
+    }
+    Ok((states, stacks))
+}
+
+/// Runs the steps in order; `None` after a dry run, which prints the plans and stops.
+async fn pipeline(
+    session: &Session,
+    config: &Config,
+    daemon: &Daemon,
+    opts: &UpOptions,
+) -> anyhow::Result<Option<UpReport>> {
+    let started = Instant::now();
+    let reporter = session.reporter.as_ref();
+    let args = &opts.args;
+    let target = args
+        .cluster
+        .clone()
+        .unwrap_or_else(|| config.cluster.clone());
+
+    // Secrets first: a CI run should fail before it builds anything.
+    let (secrets, missing) = secrets(config, opts.env_file.as_deref(), args.locked, reporter)?;
+    // Detection runs once: for the generated Dockerfiles, then for the components that bring
+    // their own; the plan and the manifests read the result.
+    let (files, detected) = dockerfiles(config, args.locked, args.dry_run, reporter)?;
+    let stacks = Stacks::of(config, detected);
+    let plan = build::plan_with(config, daemon, &[], &stacks).await?;
+    let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
+    if args.dry_run {
+        session.print(&preview(&files, &plan, &target, &mdir, &cdir));
+        return Ok(None);
+    }
+
+    let build_opts = BuildOptions {
+        jobs: args.jobs.map(usize::from),
+        fail_fast: args.fail_fast,
+        no_cache: false,
+        metadata_file: None,
+        // The images this run builds keep their normalised files until the load is done
+        // (with no cluster to load into, nothing is kept).
+        keep_normal_forms: target != ClusterTarget::None,
+    };
+    let build::Built {
+        report: mut built,
+        images,
+    } = build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
+    if args.push {
+        crate::push::push_all(daemon, &mut built, reporter).await?;
+        crate::record::write(&crate::record::last_build_path(config), &built)?;
+    }
+
+    let load = if target == ClusterTarget::None {
+        LoadReport {
+            message: Some("cluster = none: images are not loaded".into()),
+            ..Default::default()
+        }
+    } else {
+        cluster::load(daemon, &target, &images, reporter).await?
+    };
+    // The normal forms' files are removed now that the load is done.
+    drop(images);
+
+    let refs = built.deploy_refs();
+    let k8s_opts = k8s::Options {
+        pull_policy: args.pull_policy.into(),
+        allow_missing_secrets: true,
+        ..k8s::Options::for_stacks(config, &stacks)
+    };
+    k8s::emit_manifests(config, &refs, &secrets, &k8s_opts, &mdir)?;
+    k8s::emit_chart(config, &refs, &k8s_opts, &cdir)?;
+
+    let report = UpReport {
+        app: config.app.name.clone(),
+        dockerfiles: files,
+        next: next_command(config, &load, &mdir, &cdir),
+        build: built,
+        load,
+        manifests_dir: shown(config, &mdir),
+        chart_dir: shown(config, &cdir),
+        missing_secrets: missing,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    if let Some(path) = &opts.metadata_file {
+        super::write_metadata(path, &report)?;
+    }
+    Ok(Some(report))
+}
+
+/// The secret values, and the names (`component.SECRET`) of those not set: an error with
+/// `--locked`, else a warning (their values are written empty).
+fn secrets(
+    config: &Config,
+    env_file: Option<&Path>,
+    locked: bool,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<(k8s::SecretValues, Vec<String>)> {
+    let secrets = k8s::gather_secrets(config, env_file)?;
+    let missing_pairs = k8s::manifests::missing_secrets(config, &secrets);
+    let missing: Vec<String> = missing_pairs
+        .iter()
+        .map(|(c, s)| format!("{c}.{s}"))
+        .collect();
+    if !missing.is_empty() {
+        let fail = Fail::usage(format!(
+            "secrets not set: {}",
+            k8s::manifests::describe_missing(&missing_pairs)
+        ))
+            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests");
+        if locked {
+            return Err(fail.into());
+        }
+        reporter.report(Event::Warn {
+            message: format!(
+                "secrets not set, their Secret values are written empty: {} (set them or pass --env-file, then run `slipway up` again)",
+                k8s::manifests::describe_missing(&missing_pairs)
+            ),
+        });
+    }
+    Ok((secrets, missing))
+}
+
+/// What `--dry-run` prints: every step's plan.
+fn preview(
+    files: &[FileState],
+    plan: &build::BuildPlan,
+    target: &ClusterTarget,
+    mdir: &Path,
+    cdir: &Path,
+) -> String {
+    let mut out = String::from("Dockerfiles:\n");
+    for f in files {
+        out.push_str(&format!("  {:<12} {}\n", f.state, f.path));
+    }
+    out.push('\n');
+    out.push_str(&build::render_plan(plan));
+    out.push('\n');
+    out.push_str(&format!("cluster: {target} ({})\n", cluster_words(target)));
+    out.push_str(&format!("manifests: {}\n", mdir.display()));
+    out.push_str(&format!("chart: {}\n", cdir.display()));
+    out.push_str("(dry run: nothing was built, loaded or written)\n");
+    out
+}
+
+fn cluster_words(target: &ClusterTarget) -> &'static str {
+    match target {
+        ClusterTarget::Auto => "detected from the kube context or node containers",
+        ClusterTarget::None => "images are not loaded",
+        ClusterTarget::Kind(_) => "kind nodes",
+        ClusterTarget::Minikube(_) => "minikube node",
+    }
+}
+
+/// Where manifests go: `k8s/` next to slipway.toml.
+fn manifests_dir(config: &Config) -> PathBuf {
+    config.root.join("k8s")
+}
+
+/// Where the chart goes: `charts/APP`.
+fn chart_dir(config: &Config) -> PathBuf {
+    config.root.join("charts").join(&config.app.name)
+}
+
+fn shown(config: &Config, p: &Path) -> String {
+    p.strip_prefix(&config.root)
+        .ok()
+        .filter(|r| !r.as_os_str().is_empty())
+        .unwrap_or(p)
+        .display()
+        .to_string()
+}
+
+fn next_command(config: &Config, load: &LoadReport, mdir: &Path, cdir: &Path) -> String {
+    let ns = &config.app.namespace;
+    let deploy = format!(
+        "helm upgrade --install {} {} --namespace {ns} --create-namespace   # or: kubectl create namespace {ns}; kubectl apply -f {}",
+        config.app.name,
+        shown(config, cdir),
+        shown(config, mdir)
+    );
+    match &load.cluster {
+        Some(_) => deploy,
+        None => format!("{deploy}   (no local cluster was found: create one, e.g. `kind create cluster`, then run `slipway up` again to load the images)"),
+    }
+}
+
+/// The closing table: one row per component, then the next command.
+pub fn render(report: &UpReport) -> String {
+    let mut loads: BTreeMap<&str, Vec<&NodeLoad>> = BTreeMap::new();
+    for r in &report.load.results {
+        loads.entry(r.component.as_str()).or_default().push(r);
+    }
+    let no_cluster = report
+        .load
+        .message
+        .clone()
+        .unwrap_or_else(|| "not loaded".into());
+    let rows: Vec<[String; 6]> = report
+        .build
+        .components
+        .iter()
+        .map(|(name, r)| {
+            let build = match (r.outcome, &r.reason) {
+                (Outcome::Cached, _) => "cached".to_string(),
+                (Outcome::Built, Some(why)) => format!("built ({why})"),
+                (o, None) => format!("{o:?}").to_lowercase(),
+                (o, Some(why)) => format!("{} ({why})", format!("{o:?}").to_lowercase()),
+            };
+            let load = match loads.get(name.as_str()) {
+                Some(l) => summarize_nodes(l),
+                None => no_cluster.clone(),
+            };
+            [
+                name.clone(),
+                r.pushed.clone().unwrap_or_else(|| r.image.clone()),
+                build,
+                load,
+                fmt_bytes(r.size),
+                fmt_duration(Duration::from_millis(r.duration_ms)),
+            ]
+        })
+        .collect();
+    let heads = ["COMPONENT", "IMAGE", "BUILD", "LOAD", "SIZE", "TIME"];
+    let widths: Vec<usize> = (0..6)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(heads[i].len())
+        })
+        .collect();
+    let line = |cells: [&str; 6]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 5 {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(heads);
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    out.push_str(&format!(
+        "\nmanifests: {}/   chart: {}/   ({})\n",
+        report.manifests_dir,
+        report.chart_dir,
+        fmt_duration(Duration::from_millis(report.duration_ms))
+    ));
+    if !report.next.is_empty() {
+        out.push_str(&format!("next: {}\n", report.next));
+    }
+    out
+}
+
+/// One cell for an image's loads: `2 nodes: already present` when every node says the same,
+/// else `node-a: ...; node-b: ...`.
+fn summarize_nodes(loads: &[&NodeLoad]) -> String {
+    match loads {
+        [first, _, ..] if loads.iter().all(|l| l.outcome.alike(&first.outcome)) => {
+            format!("{} nodes: {}", loads.len(), first.summary)
+        }
+        _ => loads
+            .iter()
+            .map(|l| format!("{}: {}", l.node, l.summary))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Outcome;
+
+    fn node(node: &str, outcome: Outcome, summary: &str) -> NodeLoad {
+        NodeLoad {
+            component: "backend".into(),
+            image: "shop/backend:0123".into(),
+            image_id: "sha256:1".into(),
+            node: node.into(),
+            outcome,
+            summary: summary.into(),
+            bytes_sent: 0,
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn node_cells_collapse_when_alike() {
+        let present = || node("a", Outcome::AlreadyPresent, "already present");
+        let same = [
+            &present(),
+            &node("b", Outcome::AlreadyPresent, "already present"),
+        ];
+        assert_eq!(summarize_nodes(&same), "2 nodes: already present");
+        let sent = Outcome::Loaded {
+            layers_sent: 1,
+            layers_total: 5,
+        };
+        let loaded = [
+            &node("a", sent, "loaded 1 of 5 layers (2 MB, 0.1s)"),
+            &node("b", Outcome::AlreadyPresent, "already present"),
+        ];
+        assert_eq!(
+            summarize_nodes(&loaded),
+            "a: loaded 1 of 5 layers (2 MB, 0.1s); b: already present"
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! `slipway verify COMPONENT [--against DOCKER_HOST] [--json]`: build twice without cache and
+//! check both builds give one image ID.
+
+use super::Session;
+use crate::cli::VerifyArgs;
+use crate::error::Fail;
+use crate::verify::{self, Difference, VerifyReport};
+
+pub async fn run(session: &Session, args: VerifyArgs) -> anyhow::Result<()> {
+    let config = session.config()?;
+    let _lock = session.lock(&config).await?;
+    let daemon = session.daemon().await?;
+    let report = verify::run(
+        session.reporter.clone(),
+        &config,
+        &daemon,
+        &args.component,
+        args.against.as_deref(),
+    )
+    .await?;
+    if args.json {
+        session.print_json(&report)?;
+    } else {
+        session.print(&verify::render(&report));
+    }
+    verdict(&report)
+}
+
+/// A difference is exit code 1, naming the first layer and file that differ.
+fn verdict(report: &VerifyReport) -> anyhow::Result<()> {
+    if report.identical {
+        return Ok(());
+    }
+    let what = match &report.difference {
+        Some(Difference::Layer {
+            index, step, file, ..
+        }) => format!(
+            "layer {index} (`{step}`) differs{}",
+            file.as_ref()
+                .map(|f| format!(" at {}", f.path))
+                .unwrap_or_default()
+        ),
+        Some(Difference::Config { path, .. }) => format!("the image config differs at {path}"),
+        None => "the images differ".into(),
+    };
+    Err(Fail::job(format!("`{}` is not reproducible: {what}", report.component))
+        .hint("make that step deterministic (no build times, no caches in the layer, sorted output); SOURCE_DATE_EPOCH is set for every build")
+        .into())
+}
