@@ -197,10 +197,8 @@ async fn daemon_checks(d: &Daemon, info: &mut DaemonInfo, checks: &mut Vec<Check
     }
     if let Ok(sys) = d.docker.info().await {
         info.data_root = sys.docker_root_dir.clone();
-        let containerd_store = sys.driver_status.iter().flatten().any(|kv| {
-            kv.first().is_some_and(|k| k == "driver-type")
-                && kv.get(1).is_some_and(|v| v.contains("snapshotter"))
-        });
+        let containerd_store =
+            docker::is_containerd_store(sys.driver_status.as_deref().unwrap_or_default());
         let driver = sys.driver.clone().unwrap_or_else(|| "?".into());
         info.image_store = Some(
             if containerd_store {

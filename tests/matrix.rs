@@ -31,11 +31,17 @@ fn the_reference_app_comes_up_on_every_daemon() {
     copy_tree(&repo.join("dockerfiles"), &dir.path().join("dockerfiles"));
     std::fs::copy(repo.join("slipway.toml"), dir.path().join("slipway.toml")).unwrap();
     for (label, host) in common::daemon_matrix() {
+        // On the containerd image store, also load into a kind stand-in running on that daemon
+        // (kind's own `kind load` fails from such daemons: kubernetes-sigs/kind#3795).
+        let kind = (label == common::DAEMON_CONTAINERD).then(|| Kind::up(&host));
+        let cluster = kind
+            .as_ref()
+            .map_or("none".to_string(), |k| format!("kind:{}", k.name));
         let out = common::slipway()
             .current_dir(dir.path())
             .env("DOCKER_HOST", &host)
             .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args(["--progress", "plain", "up", "--cluster", "none"])
+            .args(["--progress", "plain", "up", "--cluster", &cluster])
             .args(["--metadata-file", "run.json"])
             .output()
             .unwrap();
@@ -72,5 +78,83 @@ fn the_reference_app_comes_up_on_every_daemon() {
             );
         }
         assert!(dir.path().join("k8s").is_dir(), "{label}: no manifests");
+        if let Some(kind) = &kind {
+            for (component, command) in [
+                ("backend", "python3 -c print(6*7)"),
+                ("frontend", "node -e console.log(6*7)"),
+            ] {
+                let image = run
+                    .pointer(&format!("/build/components/{component}/image"))
+                    .and_then(|v| v.as_str())
+                    .unwrap();
+                let out = kind.ctr_run(&format!("docker.io/{image}"), command);
+                assert_eq!(
+                    out.trim(),
+                    "42",
+                    "{label}: {component} in the kind node: {out}"
+                );
+            }
+            // A later `slipway load` (the images cached, exported from the containerd store
+            // again) finds them present and sends nothing.
+            let again = common::slipway()
+                .current_dir(dir.path())
+                .env("DOCKER_HOST", &host)
+                .args(["--progress", "plain", "load", "--cluster", &cluster])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&again.stdout).to_string()
+                + &String::from_utf8_lossy(&again.stderr);
+            assert!(again.status.success(), "{text}");
+            assert!(text.contains("already present"), "{text}");
+            assert!(text.contains(": 0 B sent"), "{text}");
+        }
+    }
+}
+
+/// A kind stand-in (one control-plane node) on the daemon at `host`, removed on drop.
+struct Kind {
+    name: String,
+    host: String,
+}
+
+impl Kind {
+    fn up(host: &str) -> Kind {
+        let name = common::unique("mx").to_lowercase();
+        let out = std::process::Command::new(common::repo().join("tests/env/kind-up"))
+            .env("DOCKER_HOST", host)
+            .arg(&name)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kind-up on {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Kind {
+            name,
+            host: host.to_string(),
+        }
+    }
+
+    /// Runs `command` in `image` inside the node with containerd's `ctr run`; its output.
+    fn ctr_run(&self, image: &str, command: &str) -> String {
+        let node = format!("{}-control-plane", self.name);
+        let out = std::process::Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(["exec", &node, "ctr", "-n", "k8s.io", "run", "--rm", image])
+            .arg(common::unique("run").to_lowercase())
+            .args(command.split(' '))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    }
+}
+
+impl Drop for Kind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(common::repo().join("tests/env/down"))
+            .env("DOCKER_HOST", &self.host)
+            .arg(&self.name)
+            .output();
     }
 }

@@ -263,6 +263,69 @@ pub fn save_stream(
     stream.map_err(bollard::errors::Error::from)
 }
 
+/// An image as plain files, for a load from a daemon that names images by manifest digest and
+/// exports compressed layers (the containerd image store): its config (whose digest is what a
+/// node's containerd calls the image) and its layers decompressed. Uses as much disk as the
+/// image unpacked, removed when the value is dropped.
+pub async fn export_plain(daemon: &Daemon, image: &str) -> anyhow::Result<NormalForm> {
+    let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-export-")
+        .tempdir()
+        .context("creating a temporary directory for the image's layers")?;
+    let export = docker.export_image(image).map_err(io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(export);
+    let work = dir.path().to_path_buf();
+    let (config, layers) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let saved = spool_export(bridge, &work)?;
+        let (config, paths) = saved.image()?;
+        let diff_ids = diff_ids(&config)?;
+        if diff_ids.len() != paths.len() {
+            bail!(
+                "the image config names {} layers, its manifest {}",
+                diff_ids.len(),
+                paths.len()
+            );
+        }
+        let manifest = saved.read_json("manifest.json")?;
+        let config_path = manifest
+            .pointer("/0/Config")
+            .and_then(Value::as_str)
+            .context("manifest.json has no Config")?;
+        let (_, config_file) = saved.resolve(config_path)?;
+        let config = std::fs::read(config_file)?;
+        let mut layers = Vec::new();
+        let mut done: HashMap<String, PathBuf> = HashMap::new();
+        for (i, ((key, spool), diff_id)) in paths.iter().zip(diff_ids).enumerate() {
+            let file = match done.get(key) {
+                Some(f) => f.clone(),
+                None => {
+                    let plain = work.join(format!("plain-{i}.tar"));
+                    let f = if gunzip(spool, &plain)? {
+                        plain
+                    } else {
+                        spool.clone()
+                    };
+                    done.insert(key.clone(), f.clone());
+                    f
+                }
+            };
+            layers.push((diff_id, file));
+        }
+        Ok((config, layers))
+    })
+    .await
+    .context("export task")?
+    .with_context(|| format!("exporting {image} from {}", daemon.endpoint.host))?;
+    Ok(NormalForm {
+        image_id: format!("sha256:{}", hex::encode(Sha256::digest(&config))),
+        config,
+        layers,
+        _dir: dir,
+    })
+}
+
 /// How many leading entries `a` and `b` share.
 fn common_prefix(a: &[String], b: &[String]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
