@@ -191,6 +191,11 @@ pub async fn compare(
     let lb = ib.root_fs.and_then(|r| r.layers).unwrap_or_default();
     let index = (0..la.len().max(lb.len())).find(|&i| la.get(i) != lb.get(i));
     let (first, second) = tokio::try_join!(dump(da, a, index), dump(db, b, index))?;
+    // Same layers and the same config are the same image, even when one daemon names it by
+    // its manifest digest (the containerd image store) and the other by its config digest.
+    if index.is_none() && first.config == second.config {
+        return Ok(None);
+    }
     Ok(Some(difference(&first, &second, index)?))
 }
 

@@ -269,10 +269,15 @@ pub async fn plan_with(
 ) -> anyhow::Result<BuildPlan> {
     let components = select(config, selection)?;
     let (platform, builder, _) = daemon_builder(daemon).await?;
+    let facts = DaemonFacts {
+        platform: platform.clone(),
+        builder,
+        containerd_store: crate::docker::containerd_store(&daemon.docker).await,
+    };
     let last = record::read_last(config).ok();
     let futures = components
         .into_iter()
-        .map(|c| plan_component(config, daemon, c, stacks, &platform, builder, last.as_ref()));
+        .map(|c| plan_component(config, daemon, c, stacks, &facts, last.as_ref()));
     let planned = futures_util::future::join_all(futures).await;
     let components = planned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     Ok(BuildPlan {
@@ -291,15 +296,23 @@ pub fn source_date_epoch(context_dir: &std::path::Path) -> anyhow::Result<i64> {
     Ok(crate::reproduce::sde::for_context(context_dir)?.epoch)
 }
 
+/// What the plan needs to know of the daemon.
+struct DaemonFacts {
+    platform: String,
+    builder: Builder,
+    /// Image IDs are manifest digests there: base images are named by config digest instead.
+    containerd_store: bool,
+}
+
 async fn plan_component(
     config: &Config,
     daemon: &Daemon,
     c: &Component,
     stacks: &Stacks,
-    platform: &str,
-    builder: Builder,
+    facts: &DaemonFacts,
     last: Option<&BuildReport>,
 ) -> anyhow::Result<ComponentPlan> {
+    let (platform, builder) = (facts.platform.as_str(), facts.builder);
     let dockerfile_path = config.dockerfile_path(c);
     let context_dir = config.context_dir(c);
     let text = std::fs::read(&dockerfile_path).map_err(|e| {
@@ -390,8 +403,21 @@ async fn plan_component(
     for image in crate::bases::base_images(&text_str, &build_args) {
         let id = match daemon.docker.inspect_image(&image).await {
             Ok(i) => {
-                base_layers.push(i.root_fs.and_then(|r| r.layers).unwrap_or_default());
-                i.id.unwrap_or_default()
+                let layers = i.root_fs.and_then(|r| r.layers).unwrap_or_default();
+                let id = i.id.unwrap_or_default();
+                let id = match facts.containerd_store {
+                    true => {
+                        let cache = config.root.join(".slipway/image-configs.json");
+                        crate::docker::images::config_digest(daemon, &image, &id, &layers, &cache)
+                            .await
+                            .with_context(|| {
+                                format!("component `{}`: base image `{image}`", c.name)
+                            })?
+                    }
+                    false => id,
+                };
+                base_layers.push(layers);
+                id
             }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..

@@ -5,6 +5,7 @@
 //! docker CLI. Everything else talks to the daemon through the [`Daemon`] this returns.
 
 pub mod filesync;
+pub mod images;
 pub mod session;
 
 use std::path::PathBuf;
