@@ -771,8 +771,18 @@ pub fn normalize_config(config: &mut Value, diff_ids: &[String], sde: i64) -> an
                 if h.contains_key("created") {
                     h.insert("created".into(), time.clone());
                 }
+                if let Some(Value::String(by)) = h.get_mut("created_by") {
+                    if let Some(even) = healthcheck_history(by) {
+                        *by = even;
+                    }
+                }
             }
         }
+    }
+    // BuildKit 0.8 writes unset fields as null (`"OnBuild": null`), 0.13 leaves them out; Go
+    // reads both as unset.
+    if let Some(c) = obj.get_mut("config").and_then(Value::as_object_mut) {
+        c.retain(|_, v| !v.is_null());
     }
     obj.remove("container");
     obj.remove("container_config");
@@ -789,6 +799,27 @@ pub fn normalize_config(config: &mut Value, diff_ids: &[String], sde: i64) -> an
         .context("the image config has no rootfs.diff_ids")?;
     *ids = Value::Array(diff_ids.iter().cloned().map(Value::String).collect());
     Ok(())
+}
+
+/// The history text of a HEALTHCHECK as BuildKit 0.13 writes it: 0.8 prints the Go struct
+/// without its start interval (`"30s" "5s" "20s" '\x03'`), 0.13 with it (`... "20s" "0s" ...`,
+/// zero when unset, which is all 0.8 could build).
+fn healthcheck_history(by: &str) -> Option<String> {
+    let body = by.strip_prefix("HEALTHCHECK &{")?;
+    let cut = body.rfind("] ")? + 2;
+    let tail: Vec<&str> = body[cut..].split(' ').collect();
+    let durations = tail.iter().take_while(|t| t.starts_with('"')).count();
+    if durations != 3 || tail.len() != 4 {
+        return None;
+    }
+    Some(format!(
+        "HEALTHCHECK &{{{}{} {} {} \"0s\" {}",
+        &body[..cut],
+        tail[0],
+        tail[1],
+        tail[2],
+        tail[3]
+    ))
 }
 
 /// Compact JSON with object keys sorted: the same value always gives the same bytes.
@@ -1043,5 +1074,33 @@ mod tests {
         assert_eq!(key, "a/layer.tar");
         assert_eq!(std::fs::read(file).unwrap(), b"abc");
         assert!(saved.resolve("c/layer.tar").is_err());
+    }
+}
+
+#[cfg(test)]
+mod buildkit_version_tests {
+    use super::*;
+
+    #[test]
+    fn configs_of_buildkit_0_8_and_0_13_normalise_alike() {
+        let old = r#"HEALTHCHECK &{["CMD" "python3" "-c" "x"] "30s" "5s" "20s" '\x03'}"#;
+        let new = r#"HEALTHCHECK &{["CMD" "python3" "-c" "x"] "30s" "5s" "20s" "0s" '\x03'}"#;
+        assert_eq!(healthcheck_history(old).as_deref(), Some(new));
+        assert_eq!(healthcheck_history(new), None);
+        assert_eq!(healthcheck_history("RUN make"), None);
+
+        let mut a = serde_json::json!({
+            "config": {"Cmd": ["x"], "OnBuild": null},
+            "history": [{"created": "x", "created_by": old}],
+            "rootfs": {"diff_ids": []}
+        });
+        let mut b = serde_json::json!({
+            "config": {"Cmd": ["x"]},
+            "history": [{"created": "y", "created_by": new}],
+            "rootfs": {"diff_ids": []}
+        });
+        normalize_config(&mut a, &[], 0).unwrap();
+        normalize_config(&mut b, &[], 0).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
     }
 }
