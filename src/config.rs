@@ -172,6 +172,35 @@ pub struct Component {
     pub user: u32,
     /// Paths the process writes at runtime (mounted as emptyDir under a read-only root).
     pub writable: Vec<String>,
+    /// `[components.NAME.ingress]`: an Ingress to the component's Service (none without the
+    /// table).
+    pub ingress: Option<Ingress>,
+}
+
+/// An Ingress (networking.k8s.io/v1) to a component's Service, from
+/// `[components.NAME.ingress]`; the table turns it on unless `enabled = false`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Ingress {
+    pub enabled: bool,
+    /// `ingressClassName`; empty leaves it to the cluster's default class.
+    pub class_name: String,
+    pub annotations: BTreeMap<String, String>,
+    /// At least one; a host of `""` is a rule for any host.
+    pub hosts: Vec<IngressHost>,
+    pub tls: Vec<IngressTls>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IngressHost {
+    pub host: String,
+    /// `(path, pathType)`, at least one.
+    pub paths: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IngressTls {
+    pub secret_name: String,
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -521,6 +550,43 @@ struct RawComponent {
     user: Option<Spanned<i64>>,
     #[serde(default)]
     writable: Vec<Spanned<String>>,
+    #[serde(default)]
+    ingress: Option<Spanned<RawIngress>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    class_name: Option<String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    /// `Prefix` (default), `Exact` or `ImplementationSpecific`, for every path.
+    #[serde(default)]
+    path_type: Option<Spanned<String>>,
+    #[serde(default)]
+    hosts: Vec<RawIngressHost>,
+    #[serde(default)]
+    tls: Vec<RawIngressTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngressHost {
+    #[serde(default)]
+    host: Option<Spanned<String>>,
+    #[serde(default)]
+    paths: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngressTls {
+    secret_name: Spanned<String>,
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -921,6 +987,10 @@ fn validate_component(
         }
         writable.push(w.get_ref().clone());
     }
+    let ingress = match rc.ingress {
+        Some(i) => Some(validate_ingress(cx, i)?),
+        None => None,
+    };
 
     Ok(Component {
         name,
@@ -942,7 +1012,96 @@ fn validate_component(
         autoscaling,
         user,
         writable,
+        ingress,
     })
+}
+
+fn validate_ingress(cx: &Ctx, raw: Spanned<RawIngress>) -> Result<Ingress, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let path_type = match &raw.path_type {
+        Some(t) => {
+            const TYPES: &[&str] = &["Prefix", "Exact", "ImplementationSpecific"];
+            if !TYPES.contains(&t.get_ref().as_str()) {
+                return Err(cx.err(
+                    t.span(),
+                    format!(
+                        "ingress path_type `{}` is not one of {}",
+                        t.get_ref(),
+                        quoted(TYPES)
+                    ),
+                ));
+            }
+            t.get_ref().clone()
+        }
+        None => "Prefix".to_string(),
+    };
+    let mut hosts = Vec::new();
+    for h in raw.hosts {
+        let host = h.host.as_ref().map_or("", |s| s.get_ref().as_str());
+        let wildcard = host.strip_prefix("*.").unwrap_or(host);
+        if !host.is_empty() && !wildcard.split('.').all(is_dns_label) {
+            return Err(cx.err(
+                h.host.as_ref().map_or(span.clone(), |s| s.span()),
+                format!(
+                    "ingress host `{host}` is not a DNS name (lowercase labels separated by dots)"
+                ),
+            ));
+        }
+        let mut paths = Vec::new();
+        for p in &h.paths {
+            paths.push((http_path(cx, p, "ingress")?, path_type.clone()));
+        }
+        if paths.is_empty() {
+            paths.push(("/".to_string(), path_type.clone()));
+        }
+        hosts.push(IngressHost {
+            host: host.to_string(),
+            paths,
+        });
+    }
+    if hosts.is_empty() {
+        hosts.push(IngressHost {
+            host: String::new(),
+            paths: vec![("/".to_string(), path_type)],
+        });
+    }
+    let mut tls = Vec::new();
+    for t in raw.tls {
+        if !is_dns_name(t.secret_name.get_ref()) {
+            return Err(cx.err(
+                t.secret_name.span(),
+                format!(
+                    "ingress tls secret_name `{}` is not a Secret name",
+                    t.secret_name.get_ref()
+                ),
+            ));
+        }
+        tls.push(IngressTls {
+            secret_name: t.secret_name.into_inner(),
+            hosts: t.hosts,
+        });
+    }
+    if let Some(class) = &raw.class_name {
+        if !is_dns_name(class) {
+            return Err(cx.err(
+                span,
+                format!("ingress class_name `{class}` is not an IngressClass name"),
+            ));
+        }
+    }
+    Ok(Ingress {
+        enabled: raw.enabled.unwrap_or(true),
+        class_name: raw.class_name.unwrap_or_default(),
+        annotations: raw.annotations,
+        hosts,
+        tls,
+    })
+}
+
+/// A DNS subdomain name (what Kubernetes wants for most object names).
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 fn dns_label(cx: &Ctx, s: &Spanned<String>, what: &str) -> Result<String, ConfigError> {
@@ -1177,6 +1336,36 @@ resources = { requests = { cpu = "100m", memory = "128Mi" } }
 
     fn line_of(text: &str, needle: &str) -> usize {
         text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn an_ingress_table_turns_the_ingress_on() {
+        let c = parse_str(&format!(
+            "{GOOD}\n[components.backend.ingress]\nclass_name = \"nginx\"\nhosts = [{{ host = \"tb.example.com\", paths = [\"/api\"] }}]\n"
+        ))
+        .unwrap();
+        let i = c.components["backend"].ingress.clone().unwrap();
+        assert!(i.enabled);
+        assert_eq!(i.class_name, "nginx");
+        assert_eq!(
+            i.hosts[0].paths,
+            [("/api".to_string(), "Prefix".to_string())]
+        );
+        assert!(c.components["frontend"].ingress.is_none());
+        let bare = parse_str(&format!("{GOOD}\n[components.backend.ingress]\n")).unwrap();
+        let i = bare.components["backend"].ingress.clone().unwrap();
+        assert_eq!(
+            (i.hosts[0].host.as_str(), i.hosts[0].paths[0].0.as_str()),
+            ("", "/")
+        );
+        let e = err_of(&format!(
+            "{GOOD}\n[components.backend.ingress]\npath_type = \"prefix\"\n"
+        ));
+        assert!(e.message.contains("path_type"), "{e}");
+        let e = err_of(&format!(
+            "{GOOD}\n[components.backend.ingress]\nhosts = [{{ host = \"Bad_Host\" }}]\n"
+        ));
+        assert!(e.message.contains("not a DNS name"), "{e}");
     }
 
     #[test]

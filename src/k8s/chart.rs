@@ -144,16 +144,39 @@ fn chart_yaml(model: &Model) -> String {
     format!("{HEADER}\n{}", stream([&doc]))
 }
 
+/// The chart-wide defaults: helm-create's pod-level keys, empty, for every component. A
+/// component's own key wins: maps merge key by key, lists add to these.
+fn chart_defaults() -> Vec<(&'static str, Yaml)> {
+    let empty_map = || map(Vec::<(String, Yaml)>::new());
+    let empty_seq = || seq(Vec::<Yaml>::new());
+    vec![
+        ("imagePullSecrets", empty_seq()),
+        ("podAnnotations", empty_map()),
+        ("podLabels", empty_map()),
+        ("podSecurityContext", empty_map()),
+        ("securityContext", empty_map()),
+        ("env", empty_seq()),
+        ("envFrom", empty_seq()),
+        ("volumes", empty_seq()),
+        ("volumeMounts", empty_seq()),
+        ("nodeSelector", empty_map()),
+        ("tolerations", empty_seq()),
+        ("affinity", empty_map()),
+    ]
+}
+
 fn values_yaml(model: &Model) -> String {
     let components = map(model
         .components
         .iter()
         .map(|c| (c.name.as_str(), component_values(c))));
-    let doc = map([
+    let mut pairs = vec![
         ("nameOverride", Yaml::from("")),
         ("fullnameOverride", Yaml::from("")),
-        ("components", components),
-    ]);
+    ];
+    pairs.extend(chart_defaults());
+    pairs.push(("components", components));
+    let doc = map(pairs);
     let example = model
         .components
         .iter()
@@ -164,16 +187,70 @@ fn values_yaml(model: &Model) -> String {
     format!(
         "{HEADER}
 #
+# Put your overrides in a values file of your own next to this one
+# (values-prod.yaml, ...) and pass it with -f: slipway rewrites this file.
+# The keys at the top are defaults for every component; a component's own
+# key wins (maps merge key by key, lists add to the chart-wide ones).
+#
 # Secret values are empty on purpose and never belong in this file. Give them
 # at install time, with --set-string or a values file kept out of git, e.g.:
 #   helm install {app} . --namespace {ns} \\
 #     --create-namespace \\
 #     --set-string components.{example}=VALUE
+# or name a Secret you manage with components.NAME.existingSecret.
 # Config values are templates: `include \"{app}.url\"`
 # names another component's Service in this release's namespace.
 {}",
         stream([&doc])
     )
+}
+
+/// A component's Ingress values, helm-create's shape: as configured, or off with one rule
+/// for any host.
+fn ingress_values(c: &ComponentModel) -> Yaml {
+    let default = crate::config::Ingress {
+        enabled: false,
+        class_name: String::new(),
+        annotations: BTreeMap::new(),
+        hosts: vec![crate::config::IngressHost {
+            host: String::new(),
+            paths: vec![("/".into(), "Prefix".into())],
+        }],
+        tls: Vec::new(),
+    };
+    let i = c.ingress.as_ref().unwrap_or(&default);
+    map([
+        ("enabled", Yaml::from(i.enabled)),
+        ("className", Yaml::from(&i.class_name)),
+        (
+            "annotations",
+            map(i.annotations.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        ),
+        (
+            "hosts",
+            seq(i.hosts.iter().map(|h| {
+                map([
+                    ("host", Yaml::from(&h.host)),
+                    (
+                        "paths",
+                        seq(h
+                            .paths
+                            .iter()
+                            .map(|(p, t)| map([("path", p.as_str()), ("pathType", t.as_str())]))),
+                    ),
+                ])
+            })),
+        ),
+        (
+            "tls",
+            seq(i.tls.iter().map(|t| {
+                map([
+                    ("secretName", Yaml::from(&t.secret_name)),
+                    ("hosts", seq(t.hosts.iter().map(String::as_str))),
+                ])
+            })),
+        ),
+    ])
 }
 
 fn component_values(c: &ComponentModel) -> Yaml {
@@ -192,7 +269,7 @@ fn component_values(c: &ComponentModel) -> Yaml {
         service.push("nodePort", np);
     }
     let (enabled, min, max, cpu) = c.autoscaling_values;
-    map([
+    let mut values = map([
         ("replicaCount", Yaml::from(c.replicas)),
         (
             "image",
@@ -203,68 +280,65 @@ fn component_values(c: &ComponentModel) -> Yaml {
                 ("pullPolicy", Yaml::from(c.pull_policy.as_str())),
             ]),
         ),
+        (
+            "serviceAccount",
+            map([
+                ("create", Yaml::from(true)),
+                ("automount", Yaml::from(false)),
+                ("annotations", map(Vec::<(String, Yaml)>::new())),
+                ("name", Yaml::from("")),
+            ]),
+        ),
+        ("podSecurityContext", c.pod_security_context()),
+        ("securityContext", c.container_security_context()),
         ("containerPort", Yaml::from(c.port)),
-        (
-            "probes",
-            map([
-                ("health", c.health.as_str()),
-                ("readiness", c.readiness.as_str()),
-            ]),
-        ),
         ("service", service),
-        (
-            "resources",
-            map([
-                (
-                    "limits",
-                    map([
-                        ("cpu", c.resources.limit_cpu.as_str()),
-                        ("memory", c.resources.limit_memory.as_str()),
-                    ]),
-                ),
-                (
-                    "requests",
-                    map([
-                        ("cpu", c.resources.request_cpu.as_str()),
-                        ("memory", c.resources.request_memory.as_str()),
-                    ]),
-                ),
-            ]),
-        ),
-        ("runAsUser", Yaml::from(c.user)),
-        (
-            "writable",
-            seq(c
-                .writable
-                .iter()
-                .map(|w| map([("name", w.name.as_str()), ("mountPath", w.path.as_str())]))),
-        ),
-        (
-            "config",
-            map(c
-                .config_templates
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))),
-        ),
-        (
-            "secrets",
-            map(c
-                .secrets
-                .iter()
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .map(|s| (s.as_str(), ""))),
-        ),
-        (
-            "autoscaling",
-            map([
-                ("enabled", Yaml::from(enabled)),
-                ("minReplicas", Yaml::from(min)),
-                ("maxReplicas", Yaml::from(max)),
-                ("targetCPUUtilizationPercentage", Yaml::from(cpu)),
-            ]),
-        ),
-    ])
+        ("ingress", ingress_values(c)),
+        ("resources", c.resources_yaml()),
+    ]);
+    for (key, probe) in c.probes() {
+        values.push(key, probe);
+    }
+    values.push(
+        "autoscaling",
+        map([
+            ("enabled", Yaml::from(enabled)),
+            ("minReplicas", Yaml::from(min)),
+            ("maxReplicas", Yaml::from(max)),
+            ("targetCPUUtilizationPercentage", Yaml::from(cpu)),
+        ]),
+    );
+    values.push(
+        "writable",
+        seq(c
+            .writable
+            .iter()
+            .map(|w| map([("name", w.name.as_str()), ("mountPath", w.path.as_str())]))),
+    );
+    // The pod-level keys of the chart-wide defaults, empty here too.
+    for (key, empty) in chart_defaults() {
+        if !matches!(key, "podSecurityContext" | "securityContext") {
+            values.push(key, empty);
+        }
+    }
+    values.push(
+        "config",
+        map(c
+            .config_templates
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))),
+    );
+    values.push(
+        "secrets",
+        map(c
+            .secrets
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|s| (s.as_str(), ""))),
+    );
+    values.push("existingSecret", "");
+    values
 }
 
 const HELMIGNORE: &str = "# Written by slipway: files helm package leaves out.
@@ -286,6 +360,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("service.yaml", SERVICE),
     ("deployment.yaml", DEPLOYMENT),
     ("autoscaling.yaml", AUTOSCALING),
+    ("ingress.yaml", INGRESS),
     ("NOTES.txt", NOTES),
 ];
 
@@ -404,6 +479,55 @@ would not fit in 80 columns (so a long base64 value is one unbreakable line).
 {{- end }}
 
 {{/*
+The Secret a component's pods read: existingSecret, else the chart's own when the
+component has secrets, else nothing: (list $ "backend").
+*/}}
+{{- define "APP.secretName" -}}
+{{- $c := index (index . 0).Values.components (index . 1) -}}
+{{- if $c.existingSecret -}}
+{{ $c.existingSecret }}
+{{- else if $c.secrets -}}
+{{ include "APP.componentName" . }}
+{{- end -}}
+{{- end }}
+
+{{/*
+A component's ServiceAccount name: (list $ "backend").
+*/}}
+{{- define "APP.serviceAccountName" -}}
+{{- $sa := (index (index . 0).Values.components (index . 1)).serviceAccount -}}
+{{- if $sa.create -}}
+{{ default (include "APP.componentName" .) $sa.name }}
+{{- else -}}
+{{ default "default" $sa.name }}
+{{- end -}}
+{{- end }}
+
+{{/*
+A map key of the chart-wide defaults with the component's merged over it, key by key:
+(list $ "backend" "nodeSelector"), as YAML ({} when both are empty).
+*/}}
+{{- define "APP.merged" -}}
+{{- $root := index . 0 -}}
+{{- $key := index . 2 -}}
+{{- $c := index $root.Values.components (index . 1) -}}
+{{- $chart := deepCopy (get $root.Values $key | default (dict)) -}}
+{{- $own := deepCopy (get $c $key | default (dict)) -}}
+{{- toYaml (mustMergeOverwrite (dict) $chart $own) -}}
+{{- end }}
+
+{{/*
+A list key: the chart-wide items, then the component's: (list $ "backend" "tolerations"),
+as YAML ([] when both are empty).
+*/}}
+{{- define "APP.joined" -}}
+{{- $root := index . 0 -}}
+{{- $key := index . 2 -}}
+{{- $c := index $root.Values.components (index . 1) -}}
+{{- toYaml (concat (get $root.Values $key | default (list)) (get $c $key | default (list))) -}}
+{{- end }}
+
+{{/*
 The image reference: repository, then :tag and @digest when set.
 */}}
 {{- define "APP.image" -}}
@@ -412,16 +536,22 @@ The image reference: repository, then :tag and @digest when set.
 "#;
 
 const SERVICE_ACCOUNT: &str = r#"{{- range $name, $c := .Values.components }}
+{{- if $c.serviceAccount.create }}
 {{- $ctx := list $ $name }}
 ---
 apiVersion: v1
 kind: ServiceAccount
 metadata:
-  name: {{ include "APP.componentName" $ctx }}
+  name: {{ include "APP.serviceAccountName" $ctx }}
   namespace: {{ $.Release.Namespace }}
   labels:
     {{- include "APP.labels" $ctx | nindent 4 }}
-automountServiceAccountToken: false
+  {{- with $c.serviceAccount.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+automountServiceAccountToken: {{ $c.serviceAccount.automount }}
+{{- end }}
 {{- end }}
 "#;
 
@@ -445,7 +575,7 @@ data:
 "#;
 
 const SECRETS: &str = r#"{{- range $name, $c := .Values.components }}
-{{- if $c.secrets }}
+{{- if and $c.secrets (not $c.existingSecret) }}
 {{- $ctx := list $ $name }}
 ---
 apiVersion: v1
@@ -492,6 +622,11 @@ spec:
 const DEPLOYMENT: &str = r#"{{- range $name, $c := .Values.components }}
 {{- $ctx := list $ $name }}
 {{- $fullname := include "APP.componentName" $ctx }}
+{{- $secretName := include "APP.secretName" $ctx }}
+{{- $ownSecret := and $c.secrets (not $c.existingSecret) }}
+{{- $podAnnotations := omit (include "APP.merged" (list $ $name "podAnnotations") | fromYaml) "checksum/config" "checksum/secret" }}
+{{- $labels := include "APP.labels" $ctx | fromYaml }}
+{{- $podLabels := mustMergeOverwrite (include "APP.merged" (list $ $name "podLabels") | fromYaml) $labels }}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -510,27 +645,32 @@ spec:
   template:
     metadata:
       labels:
-        {{- include "APP.labels" $ctx | nindent 8 }}
-      {{- if or $c.config $c.secrets }}
+        {{- toYaml $podLabels | nindent 8 }}
+      {{- if or $c.config $ownSecret $podAnnotations }}
       annotations:
+        {{- with $podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
         {{- if $c.config }}
         checksum/config:
           {{ include "APP.config" $ctx | sha256sum | quote }}
         {{- end }}
-        {{- if $c.secrets }}
+        {{- if $ownSecret }}
         checksum/secret:
           {{ include "APP.secrets" $ctx | sha256sum | quote }}
         {{- end }}
       {{- end }}
     spec:
-      serviceAccountName: {{ $fullname }}
-      automountServiceAccountToken: false
+      {{- with include "APP.joined" (list $ $name "imagePullSecrets") | fromYamlArray }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      serviceAccountName: {{ include "APP.serviceAccountName" $ctx }}
+      automountServiceAccountToken: {{ $c.serviceAccount.automount }}
+      {{- with include "APP.merged" (list $ $name "podSecurityContext") | fromYaml }}
       securityContext:
-        runAsNonRoot: true
-        runAsUser: {{ $c.runAsUser }}
-        runAsGroup: {{ $c.runAsUser }}
-        seccompProfile:
-          type: RuntimeDefault
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
       containers:
         - name: {{ $name | quote }}
           image:
@@ -540,65 +680,75 @@ spec:
             - name: http
               containerPort: {{ $c.containerPort }}
               protocol: TCP
-          {{- if or $c.config $c.secrets }}
-          envFrom:
-            {{- if $c.config }}
-            - configMapRef:
-                name: {{ $fullname }}
-            {{- end }}
-            {{- if $c.secrets }}
-            - secretRef:
-                name: {{ $fullname }}
-            {{- end }}
+          {{- with include "APP.joined" (list $ $name "env") | fromYamlArray }}
+          env:
+            {{- toYaml . | nindent 12 }}
           {{- end }}
+          {{- $envFrom := list }}
+          {{- if $c.config }}
+          {{- $envFrom = append $envFrom (dict "configMapRef" (dict "name" $fullname)) }}
+          {{- end }}
+          {{- if $secretName }}
+          {{- $envFrom = append $envFrom (dict "secretRef" (dict "name" $secretName)) }}
+          {{- end }}
+          {{- with concat $envFrom (include "APP.joined" (list $ $name "envFrom") | fromYamlArray) }}
+          envFrom:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          {{- with $c.startupProbe }}
           startupProbe:
-            httpGet:
-              path: {{ $c.probes.health | quote }}
-              port: http
-            periodSeconds: 2
-            timeoutSeconds: 2
-            failureThreshold: 30
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          {{- with $c.livenessProbe }}
           livenessProbe:
-            httpGet:
-              path: {{ $c.probes.health | quote }}
-              port: http
-            periodSeconds: 10
-            timeoutSeconds: 2
-            failureThreshold: 3
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          {{- with $c.readinessProbe }}
           readinessProbe:
-            httpGet:
-              path: {{ $c.probes.readiness | quote }}
-              port: http
-            periodSeconds: 5
-            timeoutSeconds: 2
-            failureThreshold: 3
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           resources:
             {{- toYaml $c.resources | nindent 12 }}
+          {{- with include "APP.merged" (list $ $name "securityContext") | fromYaml }}
           securityContext:
-            allowPrivilegeEscalation: false
+            {{- with omit . "capabilities" }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+            {{- with .capabilities }}
             capabilities:
-              drop:
-                - ALL
-            privileged: false
-            readOnlyRootFilesystem: true
-            runAsNonRoot: true
-            runAsUser: {{ $c.runAsUser }}
-            runAsGroup: {{ $c.runAsUser }}
-            seccompProfile:
-              type: RuntimeDefault
-          {{- with $c.writable }}
-          volumeMounts:
-            {{- range . }}
-            - name: {{ .name }}
-              mountPath: {{ .mountPath | quote }}
+              {{- range $k, $v := . }}
+              {{ $k }}:
+                {{- toYaml $v | nindent 16 }}
+              {{- end }}
             {{- end }}
           {{- end }}
-      {{- with $c.writable }}
+          {{- $mounts := list }}
+          {{- range $c.writable }}
+          {{- $mounts = append $mounts (dict "name" .name "mountPath" .mountPath) }}
+          {{- end }}
+          {{- with concat $mounts (include "APP.joined" (list $ $name "volumeMounts") | fromYamlArray) }}
+          volumeMounts:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+      {{- $volumes := list }}
+      {{- range $c.writable }}
+      {{- $volumes = append $volumes (dict "name" .name "emptyDir" (dict)) }}
+      {{- end }}
+      {{- with concat $volumes (include "APP.joined" (list $ $name "volumes") | fromYamlArray) }}
       volumes:
-        {{- range . }}
-        - name: {{ .name }}
-          emptyDir: {}
-        {{- end }}
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with include "APP.merged" (list $ $name "nodeSelector") | fromYaml }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with include "APP.merged" (list $ $name "affinity") | fromYaml }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with include "APP.joined" (list $ $name "tolerations") | fromYamlArray }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
       {{- end }}
 {{- end }}
 "#;
@@ -632,6 +782,59 @@ spec:
 {{- end }}
 "#;
 
+const INGRESS: &str = r#"{{- range $name, $c := .Values.components }}
+{{- if $c.ingress.enabled }}
+{{- $ctx := list $ $name }}
+{{- $fullname := include "APP.componentName" $ctx }}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {{ $fullname }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "APP.labels" $ctx | nindent 4 }}
+  {{- with $c.ingress.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with $c.ingress.className }}
+  ingressClassName: {{ . | quote }}
+  {{- end }}
+  {{- with $c.ingress.tls }}
+  tls:
+    {{- range . }}
+    - secretName: {{ .secretName | quote }}
+      {{- with .hosts }}
+      hosts:
+        {{- range . }}
+        - {{ . | quote }}
+        {{- end }}
+      {{- end }}
+    {{- end }}
+  {{- end }}
+  rules:
+    {{- range $c.ingress.hosts }}
+    - http:
+        paths:
+          {{- range .paths }}
+          - path: {{ .path | quote }}
+            pathType: {{ .pathType }}
+            backend:
+              service:
+                name: {{ $fullname }}
+                port:
+                  name: http
+          {{- end }}
+      {{- with .host }}
+      host: {{ . | quote }}
+      {{- end }}
+    {{- end }}
+{{- end }}
+{{- end }}
+"#;
+
 const NOTES: &str = r#"{{- $ns := .Release.Namespace -}}
 {{ .Chart.Name }} {{ .Chart.AppVersion }} is installed in namespace {{ $ns }}.
 {{- range $name, $c := .Values.components }}
@@ -658,7 +861,7 @@ const NOTES: &str = r#"{{- $ns := .Release.Namespace -}}
 {{- end }}
 {{- $empty := list }}
 {{- range $k, $v := $c.secrets }}
-{{- if not $v }}{{ $empty = append $empty $k }}{{ end }}
+{{- if and (not $v) (not $c.existingSecret) }}{{ $empty = append $empty $k }}{{ end }}
 {{- end }}
 {{- with $empty }}
   WARNING: empty secrets {{ join ", " . }}: set them with

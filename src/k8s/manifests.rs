@@ -1,7 +1,7 @@
 //! Plain Kubernetes manifests, values filled in, for `kubectl apply -f k8s/`.
 //!
 //! Layout: one file per component, `COMPONENT.yaml`, with its ServiceAccount, ConfigMap,
-//! Service, Deployment and HorizontalPodAutoscaler (in the order Helm installs kinds), and its
+//! Service, Deployment, HorizontalPodAutoscaler and Ingress (in the order Helm installs kinds), and its
 //! Secret apart in `COMPONENT.secret.yaml` (mode 0600, kept out of git by the directory's
 //! `.gitignore`), plus `00-namespace.yaml` on request (first in `kubectl apply -f`'s file
 //! order). Keys come in the order `kubectl` shows them; maps from the configuration are sorted.
@@ -68,6 +68,9 @@ pub fn render_manifests(
         docs.push(deployment(&model, c, &values));
         if let Some(hpa) = autoscaler(&model, c) {
             docs.push(hpa);
+        }
+        if let Some(ingress) = ingress(&model, c) {
+            docs.push(ingress);
         }
         files.push(file(format!("{}.yaml", c.name), &docs));
     }
@@ -212,18 +215,6 @@ fn service(model: &Model, c: &ComponentModel) -> Yaml {
     y
 }
 
-fn probe(path: &str, period: u32, failures: u32) -> Yaml {
-    map([
-        (
-            "httpGet",
-            map([("path", Yaml::from(path)), ("port", Yaml::from("http"))]),
-        ),
-        ("periodSeconds", Yaml::from(period)),
-        ("timeoutSeconds", Yaml::from(2u32)),
-        ("failureThreshold", Yaml::from(failures)),
-    ])
-}
-
 fn deployment(model: &Model, c: &ComponentModel, secrets: &BTreeMap<String, String>) -> Yaml {
     let mut annotations = Vec::new();
     if !c.config.is_empty() {
@@ -267,43 +258,11 @@ fn deployment(model: &Model, c: &ComponentModel, secrets: &BTreeMap<String, Stri
     if !env_from.is_empty() {
         container.push("envFrom", Yaml::Seq(env_from));
     }
-    // Startup allows 60 s for the first answer; then liveness restarts a hung process and
-    // readiness takes a pod out of the Service while it cannot serve.
-    container.push("startupProbe", probe(&c.health, 2, 30));
-    container.push("livenessProbe", probe(&c.health, 10, 3));
-    container.push("readinessProbe", probe(&c.readiness, 5, 3));
-    container.push(
-        "resources",
-        map([
-            (
-                "limits",
-                map([
-                    ("cpu", c.resources.limit_cpu.as_str()),
-                    ("memory", c.resources.limit_memory.as_str()),
-                ]),
-            ),
-            (
-                "requests",
-                map([
-                    ("cpu", c.resources.request_cpu.as_str()),
-                    ("memory", c.resources.request_memory.as_str()),
-                ]),
-            ),
-        ]),
-    );
-    container.push(
-        "securityContext",
-        map([
-            ("allowPrivilegeEscalation", Yaml::from(false)),
-            ("capabilities", map([("drop", seq(["ALL"]))])),
-            ("privileged", Yaml::from(false)),
-            ("readOnlyRootFilesystem", Yaml::from(true)),
-            ("runAsNonRoot", Yaml::from(true)),
-            ("runAsUser", Yaml::from(c.user)),
-            ("runAsGroup", Yaml::from(c.user)),
-            ("seccompProfile", map([("type", "RuntimeDefault")])),
-        ]),
-    );
+    for (key, probe) in c.probes() {
+        container.push(key, probe);
+    }
+    container.push("resources", c.resources_yaml());
+    container.push("securityContext", c.container_security_context());
     container.push(
         "volumeMounts",
         seq(c
@@ -315,15 +274,7 @@ fn deployment(model: &Model, c: &ComponentModel, secrets: &BTreeMap<String, Stri
     let pod_spec = map([
         ("serviceAccountName", Yaml::from(&c.object_name)),
         ("automountServiceAccountToken", Yaml::from(false)),
-        (
-            "securityContext",
-            map([
-                ("runAsNonRoot", Yaml::from(true)),
-                ("runAsUser", Yaml::from(c.user)),
-                ("runAsGroup", Yaml::from(c.user)),
-                ("seccompProfile", map([("type", "RuntimeDefault")])),
-            ]),
-        ),
+        ("securityContext", c.pod_security_context()),
         ("containers", seq([container])),
         (
             "volumes",
@@ -396,5 +347,65 @@ fn autoscaler(model: &Model, c: &ComponentModel) -> Option<Yaml> {
             ),
         ]),
     );
+    Some(y)
+}
+
+/// The component's Ingress when `[components.NAME.ingress]` enables one: each host's paths
+/// go to the Service's `http` port.
+fn ingress(model: &Model, c: &ComponentModel) -> Option<Yaml> {
+    let ing = c.ingress.as_ref().filter(|i| i.enabled)?;
+    let mut meta = metadata(model, c);
+    if !ing.annotations.is_empty() {
+        meta.push(
+            "annotations",
+            map(ing
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))),
+        );
+    }
+    let mut spec = map(Vec::<(String, Yaml)>::new());
+    if !ing.class_name.is_empty() {
+        spec.push("ingressClassName", ing.class_name.as_str());
+    }
+    if !ing.tls.is_empty() {
+        spec.push(
+            "tls",
+            seq(ing.tls.iter().map(|t| {
+                let mut tls = map([("secretName", Yaml::from(&t.secret_name))]);
+                if !t.hosts.is_empty() {
+                    tls.push("hosts", seq(t.hosts.iter().map(String::as_str)));
+                }
+                tls
+            })),
+        );
+    }
+    let backend = map([(
+        "service",
+        map([
+            ("name", Yaml::from(&c.object_name)),
+            ("port", map([("name", "http")])),
+        ]),
+    )]);
+    spec.push(
+        "rules",
+        seq(ing.hosts.iter().map(|h| {
+            let mut rule = map(Vec::<(String, Yaml)>::new());
+            if !h.host.is_empty() {
+                rule.push("host", h.host.as_str());
+            }
+            let paths = seq(h.paths.iter().map(|(path, kind)| {
+                map([
+                    ("path", Yaml::from(path)),
+                    ("pathType", Yaml::from(kind)),
+                    ("backend", backend.clone()),
+                ])
+            }));
+            rule.push("http", map([("paths", paths)]));
+            rule
+        })),
+    );
+    let mut y = header("networking.k8s.io/v1", "Ingress", meta);
+    y.push("spec", spec);
     Some(y)
 }

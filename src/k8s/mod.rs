@@ -31,6 +31,7 @@ pub use secrets::SecretValues;
 use crate::config::{Config, ServiceType};
 use crate::detect::{Stack, Stacks};
 use crate::error::Fail;
+use yaml::{map, seq, Yaml};
 
 /// First line of every YAML file slipway writes here; files starting with it are slipway's to
 /// replace or remove.
@@ -212,6 +213,78 @@ pub struct ComponentModel {
     pub autoscaling: Option<(u32, u32, u32)>,
     /// Autoscaling settings as configured (for the chart's values, enabled or not).
     pub autoscaling_values: (bool, u32, u32, u32),
+    /// The Ingress as configured (`None`: no `[components.NAME.ingress]` table).
+    pub ingress: Option<crate::config::Ingress>,
+}
+
+impl ComponentModel {
+    /// `startupProbe`, `livenessProbe` and `readinessProbe`, as both outputs write them (the
+    /// chart's values hold these objects whole). Startup allows 60 s for the first answer;
+    /// then liveness restarts a hung process and readiness takes a pod out of the Service
+    /// while it cannot serve.
+    pub fn probes(&self) -> [(&'static str, Yaml); 3] {
+        let probe = |path: &str, period: u32, failures: u32| {
+            map([
+                (
+                    "httpGet",
+                    map([("path", Yaml::from(path)), ("port", Yaml::from("http"))]),
+                ),
+                ("periodSeconds", Yaml::from(period)),
+                ("timeoutSeconds", Yaml::from(2u32)),
+                ("failureThreshold", Yaml::from(failures)),
+            ])
+        };
+        [
+            ("startupProbe", probe(&self.health, 2, 30)),
+            ("livenessProbe", probe(&self.health, 10, 3)),
+            ("readinessProbe", probe(&self.readiness, 5, 3)),
+        ]
+    }
+
+    /// The pod's `securityContext`: non-root as the component's user, seccomp RuntimeDefault.
+    pub fn pod_security_context(&self) -> Yaml {
+        map([
+            ("runAsNonRoot", Yaml::from(true)),
+            ("runAsUser", Yaml::from(self.user)),
+            ("runAsGroup", Yaml::from(self.user)),
+            ("seccompProfile", map([("type", "RuntimeDefault")])),
+        ])
+    }
+
+    /// The container's `securityContext`: no privileges, no capabilities, read-only root.
+    pub fn container_security_context(&self) -> Yaml {
+        map([
+            ("allowPrivilegeEscalation", Yaml::from(false)),
+            ("capabilities", map([("drop", seq(["ALL"]))])),
+            ("privileged", Yaml::from(false)),
+            ("readOnlyRootFilesystem", Yaml::from(true)),
+            ("runAsNonRoot", Yaml::from(true)),
+            ("runAsUser", Yaml::from(self.user)),
+            ("runAsGroup", Yaml::from(self.user)),
+            ("seccompProfile", map([("type", "RuntimeDefault")])),
+        ])
+    }
+
+    /// `resources`, every key filled.
+    pub fn resources_yaml(&self) -> Yaml {
+        let r = &self.resources;
+        map([
+            (
+                "limits",
+                map([
+                    ("cpu", r.limit_cpu.as_str()),
+                    ("memory", r.limit_memory.as_str()),
+                ]),
+            ),
+            (
+                "requests",
+                map([
+                    ("cpu", r.request_cpu.as_str()),
+                    ("memory", r.request_memory.as_str()),
+                ]),
+            ),
+        ])
+    }
 }
 
 /// The app: what both outputs render.
@@ -292,6 +365,7 @@ impl Model {
                     c.autoscaling.max,
                     c.autoscaling.target_cpu,
                 ),
+                ingress: c.ingress.clone(),
             });
         }
         Ok(Model {
