@@ -1137,3 +1137,55 @@ fn a_users_values_file_reaches_helm_template() {
         }
     }
 }
+
+#[test]
+fn the_schema_rejects_a_typo_and_a_wrong_type_with_helms_message() {
+    let Some(helm) = common::tool("helm") else {
+        return;
+    };
+    let (_dir, chart_dir) = reference_chart_dir();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir.join("values.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    // The values slipway writes, and a user's full set of overrides, pass.
+    must_succeed(
+        "helm lint --strict -f values-prod.yaml",
+        &helm_with_values(&helm, &chart_dir, &["lint", "--strict"], VALUES_PROD),
+    );
+    for (values, message) in [
+        (
+            "components:\n  backend:\n    replicaCont: 3\n",
+            "Additional property replicaCont is not allowed",
+        ),
+        (
+            "components:\n  backend:\n    replicaCount: \"3\"\n",
+            "replicaCount: Invalid type. Expected: integer, given: string",
+        ),
+        (
+            "nodeSelectr:\n  disktype: ssd\n",
+            "Additional property nodeSelectr is not allowed",
+        ),
+        (
+            "components:\n  backend:\n    secrets:\n      JWT_SECRT: x\n",
+            "Additional property JWT_SECRT is not allowed",
+        ),
+        (
+            "components:\n  backend:\n    ingress:\n      enabled: \"yes\"\n",
+            "enabled: Invalid type. Expected: boolean, given: string",
+        ),
+    ] {
+        for args in [&["template", "taskboard"][..], &["lint", "--strict"][..]] {
+            let out = helm_with_values(&helm, &chart_dir, args, values);
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert!(!out.status.success(), "helm {args:?} accepted {values}");
+            assert!(
+                stderr.contains("values don't meet the specifications of the schema")
+                    && stderr.contains(message),
+                "helm {args:?} with {values}: {stderr}"
+            );
+        }
+    }
+}

@@ -32,6 +32,7 @@ pub fn render_chart(
     let mut files = vec![
         OutputFile::new("Chart.yaml", chart_yaml(&model)),
         OutputFile::new("values.yaml", values_yaml(&model)),
+        OutputFile::new("values.schema.json", super::schema::values_schema(&model)),
         OutputFile::new(".helmignore", HELMIGNORE.to_string()),
     ];
     for (name, text) in TEMPLATES {

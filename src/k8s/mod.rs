@@ -15,6 +15,7 @@
 
 pub mod chart;
 pub mod manifests;
+pub mod schema;
 pub mod secrets;
 pub mod yaml;
 
