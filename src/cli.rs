@@ -183,6 +183,9 @@ pub struct ChartArgs {
     /// Write nothing; fail if the files on disk differ from what would be written.
     #[arg(long)]
     pub check: bool,
+    /// Overwrite chart files that were edited by hand (or are not slipway's).
+    #[arg(long, conflicts_with = "check")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1189,3 +1189,57 @@ fn the_schema_rejects_a_typo_and_a_wrong_type_with_helms_message() {
         }
     }
 }
+
+#[test]
+fn a_hand_edited_chart_file_stops_slipway_chart_and_force_overwrites_it() {
+    let dir = project();
+    let chart = dir.path().join("charts/taskboard");
+    must_succeed(
+        "chart",
+        &run(slipway_in(dir.path()).arg("chart").args(image_args())),
+    );
+    // The user's own files next to the generated ones.
+    let own_values = chart.join("values-prod.yaml");
+    std::fs::write(&own_values, VALUES_PROD).unwrap();
+    let own_template = chart.join("templates/extra.yaml");
+    std::fs::write(&own_template, "---\n{{- /* mine */}}\n").unwrap();
+    // A regenerated chart with a user's files in it rewrites nothing of theirs.
+    let out = run(slipway_in(dir.path()).arg("chart").args(image_args()));
+    must_succeed("chart again", &out);
+
+    let values = chart.join("values.yaml");
+    let generated = std::fs::read_to_string(&values).unwrap();
+    let edited = generated.replace("replicaCount: 1", "replicaCount: 2");
+    assert_ne!(generated, edited);
+    std::fs::write(&values, &edited).unwrap();
+    let out = run(slipway_in(dir.path()).arg("chart").args(image_args()));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("values.yaml (edited by hand)") && stderr.contains("values-ENV.yaml"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--force"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("--- a/values.yaml") && stdout.contains("-    replicaCount: 2"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&values).unwrap(), edited, "kept");
+
+    // --force overwrites; the user's own files stay.
+    let out = run(slipway_in(dir.path())
+        .args(["chart", "--force"])
+        .args(image_args()));
+    must_succeed("chart --force", &out);
+    assert_eq!(std::fs::read_to_string(&values).unwrap(), generated);
+    assert_eq!(std::fs::read_to_string(&own_values).unwrap(), VALUES_PROD);
+    assert!(own_template.exists());
+
+    // A file of the user's own where slipway writes a template is not overwritten either.
+    let ingress = chart.join("templates/ingress.yaml");
+    std::fs::write(&ingress, "---\n# my own ingress\n").unwrap();
+    let out = run(slipway_in(dir.path()).arg("chart").args(image_args()));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ingress.yaml (not written by slipway)"));
+}

@@ -1,4 +1,9 @@
-//! `slipway chart [--out DIR] [--check]`: one Helm chart for the app.
+//! `slipway chart [--out DIR] [--check] [--force]`: one Helm chart for the app.
+//!
+//! slipway owns the files it generates there (values.yaml, values.schema.json, Chart.yaml,
+//! its templates) and never touches a user's own files next to them. A generated file edited
+//! by hand stops the run with a diff, so the edit is not lost: it belongs in a values file of
+//! the user's own; `--force` overwrites.
 
 use super::Session;
 use crate::cli::ChartArgs;
@@ -21,7 +26,15 @@ pub async fn run(session: &Session, args: ChartArgs) -> anyhow::Result<()> {
         let files = k8s::render_chart(&config, &images, &opts)?;
         return super::check_outputs(session, &dir, &files, "slipway chart");
     }
-    let changes = k8s::emit_chart(&config, &images, &opts, &dir)?;
+    let files = k8s::render_chart(&config, &images, &opts)?;
+    let edits = k8s::chart::hand_edits(&dir, &files);
+    if !edits.is_empty() && !args.force {
+        for e in &edits {
+            session.print(&format!("\n{}", e.diff));
+        }
+        return Err(k8s::hand_edit_error(&edits).into());
+    }
+    let changes = k8s::write_chart(&dir, &files)?;
     super::print_changes(session, &changes);
     let first_secret = config
         .components
