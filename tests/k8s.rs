@@ -277,6 +277,7 @@ fn helm_template(
     config: &Config,
     chart_dir: &Path,
     secrets: &BTreeMap<String, String>,
+    extra: &[&str],
 ) -> String {
     let mut components = serde_json::Map::new();
     for (name, c) in &config.components {
@@ -303,8 +304,9 @@ fn helm_template(
         .arg(&config.app.name)
         .arg(chart_dir)
         .args(["--namespace", &config.app.namespace])
-        .arg("-f")
-        .arg(&values));
+        .args(["-f"])
+        .arg(&values)
+        .args(extra));
     must_succeed("helm template", &out);
     String::from_utf8(out.stdout).unwrap()
 }
@@ -373,7 +375,8 @@ fn compare(
     let dir = tempfile::tempdir().unwrap();
     let chart_dir = dir.path().join("chart");
     write_out(&chart_dir, &chart);
-    let rendered = helm_template(&helm, config, &chart_dir, secrets);
+    // The `helm test` pods are hooks, not part of the release: compared without them.
+    let rendered = helm_template(&helm, config, &chart_dir, secrets, &["--skip-tests"]);
     let from_helm: BTreeMap<_, _> = parse_stream(&rendered)
         .into_iter()
         .map(|(k, v)| (k, normalise_helm(v)))
@@ -465,7 +468,7 @@ fn render_to_disk(helm: Option<&Path>) -> Rendered {
         write_out(&cdir, &chart);
         if let Some(helm) = helm {
             let out = dir.path().join(name).join("helm-template.yaml");
-            std::fs::write(&out, helm_template(helm, &config, &cdir, &secrets)).unwrap();
+            std::fs::write(&out, helm_template(helm, &config, &cdir, &secrets, &[])).unwrap();
             r.helm_outputs.push(out);
         }
         r.chart_dirs.push(cdir);
@@ -1242,4 +1245,52 @@ fn a_hand_edited_chart_file_stops_slipway_chart_and_force_overwrites_it() {
     let out = run(slipway_in(dir.path()).arg("chart").args(image_args()));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ingress.yaml (not written by slipway)"));
+}
+
+#[test]
+fn helm_test_has_a_pod_per_component_that_calls_its_health_path_through_its_service() {
+    let Some(helm) = common::tool("helm") else {
+        return;
+    };
+    let (_dir, chart_dir) = reference_chart_dir();
+    let out = run(Command::new(&helm)
+        .args(["template", "taskboard"])
+        .arg(&chart_dir)
+        .args([
+            "--namespace",
+            "taskboard",
+            "--show-only",
+            "templates/tests/test-http.yaml",
+        ]));
+    must_succeed("helm template (tests)", &out);
+    let objects = parse_stream(&String::from_utf8(out.stdout).unwrap());
+    for (component, url) in [
+        (
+            "backend",
+            "http://taskboard-backend.taskboard.svc:8000/healthz",
+        ),
+        (
+            "frontend",
+            "http://taskboard-frontend.taskboard.svc:3000/api/healthz",
+        ),
+    ] {
+        let pod = &objects[&key("Pod", &format!("taskboard-{component}-test"))];
+        assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+        let args = pod["spec"]["containers"][0]["args"].as_array().unwrap();
+        assert_eq!(args.last().unwrap(), url);
+        assert_eq!(pod["spec"]["restartPolicy"], "Never");
+        // Not one of the pods the component's Service selects.
+        assert_ne!(
+            pod["metadata"]["labels"]["app.kubernetes.io/component"],
+            component
+        );
+    }
+    assert_eq!(objects.len(), 2);
+    // Off with tests.enabled=false.
+    let out = run(Command::new(&helm)
+        .args(["template", "taskboard"])
+        .arg(&chart_dir)
+        .args(["--namespace", "taskboard", "--set", "tests.enabled=false"]));
+    must_succeed("helm template (tests off)", &out);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("helm.sh/hook: test"));
 }

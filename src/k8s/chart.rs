@@ -267,6 +267,20 @@ fn values_yaml(model: &Model) -> String {
         ("fullnameOverride", Yaml::from("")),
     ];
     pairs.extend(chart_defaults());
+    pairs.push((
+        "tests",
+        map([
+            ("enabled", Yaml::from(true)),
+            (
+                "image",
+                map([
+                    ("repository", TEST_IMAGE_REPOSITORY),
+                    ("tag", TEST_IMAGE_TAG),
+                    ("pullPolicy", "IfNotPresent"),
+                ]),
+            ),
+        ]),
+    ));
     pairs.push(("components", components));
     let doc = map(pairs);
     let example = model
@@ -455,6 +469,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("deployment.yaml", DEPLOYMENT),
     ("autoscaling.yaml", AUTOSCALING),
     ("ingress.yaml", INGRESS),
+    ("tests/test-http.yaml", TEST_HTTP),
     ("NOTES.txt", NOTES),
 ];
 
@@ -925,6 +940,79 @@ spec:
       host: {{ . | quote }}
       {{- end }}
     {{- end }}
+{{- end }}
+{{- end }}
+"#;
+
+/// The image of the `helm test` pods: busybox's `wget` calls each component's health path.
+pub const TEST_IMAGE_REPOSITORY: &str = "busybox";
+pub const TEST_IMAGE_TAG: &str = "1.36.1";
+
+/// `helm test`: a pod per component that asks its health path through its Service. Its labels
+/// leave out the component's selector labels, so no Service sends it traffic.
+const TEST_HTTP: &str = r#"{{- if .Values.tests.enabled }}
+{{- range $name, $c := .Values.components }}
+{{- $ctx := list $ $name }}
+{{- $fullname := include "APP.componentName" $ctx }}
+{{- $path := dig "httpGet" "path" "/" ($c.livenessProbe | default (dict)) }}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ printf "%s-test" $fullname | trunc 63 | trimSuffix "-" }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    app.kubernetes.io/instance: {{ $.Release.Name | quote }}
+    app.kubernetes.io/component: {{ printf "%s-test" $name | quote }}
+    app.kubernetes.io/part-of: {{ include "APP.name" $ | quote }}
+    app.kubernetes.io/managed-by: {{ $.Release.Service | quote }}
+    helm.sh/chart: {{ include "APP.chart" $ | quote }}
+  annotations:
+    helm.sh/hook: test
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+    checkov.io/skip1: CKV_K8S_8=a test pod runs one request and exits
+    checkov.io/skip2: CKV_K8S_9=a test pod runs one request and exits
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65534
+    runAsGroup: 65534
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+    - name: http
+      image: {{ printf "%s:%s" $.Values.tests.image.repository $.Values.tests.image.tag | quote }}
+      imagePullPolicy: {{ $.Values.tests.image.pullPolicy }}
+      command:
+        - wget
+      args:
+        - -q
+        - -O
+        - /dev/null
+        - -T
+        - "10"
+        - {{ printf "http://%s:%v%s" (include "APP.host" $ctx) $c.service.port $path | quote }}
+      resources:
+        limits:
+          cpu: 100m
+          memory: 32Mi
+        requests:
+          cpu: 10m
+          memory: 16Mi
+      securityContext:
+        allowPrivilegeEscalation: false
+        capabilities:
+          drop:
+            - ALL
+        privileged: false
+        readOnlyRootFilesystem: true
+        runAsNonRoot: true
+        runAsUser: 65534
+        runAsGroup: 65534
+        seccompProfile:
+          type: RuntimeDefault
 {{- end }}
 {{- end }}
 "#;

@@ -28,6 +28,17 @@ pub fn values_schema(model: &Model) -> String {
     properties.insert("nameOverride".into(), json!({ "type": "string" }));
     properties.insert("fullnameOverride".into(), json!({ "type": "string" }));
     properties.insert(
+        "tests".into(),
+        strict(json!({
+            "enabled": { "type": "boolean" },
+            "image": strict(json!({
+                "repository": { "type": "string", "minLength": 1 },
+                "tag": { "type": "string", "minLength": 1 },
+                "pullPolicy": { "enum": ["Always", "IfNotPresent", "Never"] }
+            }))
+        })),
+    );
+    properties.insert(
         "components".into(),
         json!({
             "type": "object",
