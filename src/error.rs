@@ -87,24 +87,27 @@ pub fn exit_and_hint(err: &anyhow::Error) -> (Exit, Option<String>) {
     }
 }
 
-/// Renders an error as `error: ...`, `caused by: ...` lines and a `hint: ...`.
+/// Renders an error as `error: ...`, `caused by: ...` lines and a `hint: ...`. Control
+/// characters in the messages (a path or a name from outside) are escaped, and a message's own
+/// further lines are indented, so nothing in it can pass for a line of its own.
 pub fn render(err: &anyhow::Error) -> String {
+    use crate::report::escape_lines;
     let mut out = String::new();
     let mut chain = err.chain();
     if let Some(first) = chain.next() {
-        out.push_str(&format!("error: {first}\n"));
+        out.push_str(&format!("error: {}\n", escape_lines(&first.to_string())));
     }
     let mut last = err.to_string();
     for cause in chain {
         let text = cause.to_string();
         // A context layer over a Fail repeats the Fail's message; show each line once.
         if text != last {
-            out.push_str(&format!("caused by: {text}\n"));
+            out.push_str(&format!("caused by: {}\n", escape_lines(&text)));
         }
         last = text;
     }
     if let (_, Some(hint)) = exit_and_hint(err) {
-        out.push_str(&format!("hint: {hint}\n"));
+        out.push_str(&format!("hint: {}\n", escape_lines(&hint)));
     }
     out
 }
@@ -127,6 +130,15 @@ mod tests {
         assert_eq!(
             text,
             "error: running doctor\ncaused by: cannot reach the daemon\ncaused by: connection refused\nhint: start dockerd\n"
+        );
+    }
+
+    #[test]
+    fn a_name_in_a_message_cannot_forge_a_line() {
+        let err = anyhow::anyhow!("cannot read ev\u{1b}[31mil\nerror: fake line");
+        assert_eq!(
+            render(&err),
+            "error: cannot read ev\\u{1b}[31mil\n  error: fake line\n"
         );
     }
 

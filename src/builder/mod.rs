@@ -323,6 +323,16 @@ async fn plan_component(
         ))
         .hint("run `slipway dockerfiles` to generate it, or set `dockerfile = \"PATH\"` in the component to use your own")
     })?;
+    if !crate::dockerfile::looks_like_dockerfile(&text) {
+        // Said without a word of the file: it may be anything.
+        return Err(Fail::usage(format!(
+            "component `{}`: {} is not a Dockerfile (its first instruction is not FROM or ARG)",
+            c.name,
+            crate::report::shown_path(&c.dockerfile)
+        ))
+        .hint(format!("fix `dockerfile` in {}", config.path.display()))
+        .into());
+    }
     if !context_dir.is_dir() {
         return Err(Fail::usage(format!(
             "component `{}`: its context {} is not a directory",
