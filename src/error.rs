@@ -17,6 +17,8 @@ pub enum Exit {
     Usage,
     /// Interrupted by Ctrl-C. Exit code 130.
     Interrupted,
+    /// Stopped by SIGTERM, cleaned up as after Ctrl-C. Exit code 143.
+    Terminated,
 }
 
 impl Exit {
@@ -25,6 +27,7 @@ impl Exit {
             Exit::Job => 1,
             Exit::Usage => 2,
             Exit::Interrupted => 130,
+            Exit::Terminated => 143,
         }
     }
 }
@@ -56,12 +59,17 @@ impl Fail {
         }
     }
 
-    /// Interrupted by the user (exit 130).
+    /// Interrupted by the user (exit 130), or stopped by SIGTERM (exit 143).
     pub fn interrupted() -> Self {
+        let term = crate::interrupt::last() == Some(libc::SIGTERM);
         Fail {
-            message: "interrupted".into(),
+            message: if term { "terminated" } else { "interrupted" }.into(),
             hint: None,
-            exit: Exit::Interrupted,
+            exit: if term {
+                Exit::Terminated
+            } else {
+                Exit::Interrupted
+            },
         }
     }
 

@@ -1028,3 +1028,122 @@ impl Drop for Untag {
         rely::remove_tags(&self.0, None);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// SIGTERM, SIGINT and SIGKILL in the middle of normalising an image
+// ---------------------------------------------------------------------------------------------
+
+/// Temporary build tags under the project's prefix.
+fn temp_tags(p: &Project) -> Vec<String> {
+    p.tags()
+        .into_iter()
+        .filter(|t| t.contains(":slipway-build-"))
+        .collect()
+}
+
+/// Temporary directories in the cache directory `cache`.
+fn temp_dirs(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("tmp"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn signals_at_any_point_of_normalising_leave_no_temp_tag_or_directory() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    // A 48 MB layer of random bytes: exporting, rewriting and loading it back takes seconds.
+    let dockerfile = |n: usize| {
+        busybox_dockerfile(&format!(
+            "RUN head -c 48000000 /dev/urandom > /big\n# round {n}"
+        ))
+    };
+    let p = Project::new(&[("app", &dockerfile(0))]);
+    let cache = tempfile::tempdir().unwrap();
+    let slipway = |args: &[&str]| {
+        let mut cmd = p.slipway(args);
+        cmd.env("SLIPWAY_CACHE_DIR", cache.path());
+        cmd
+    };
+    // (signal, milliseconds after normalising started); the last offsets fall in the load-back.
+    let cases: [(i32, u64); 9] = [
+        (libc::SIGTERM, 0),
+        (libc::SIGTERM, 700),
+        (libc::SIGTERM, 1800),
+        (libc::SIGINT, 1200),
+        (libc::SIGINT, 2600),
+        (libc::SIGKILL, 300),
+        (libc::SIGKILL, 1500),
+        (libc::SIGKILL, 2800),
+        (libc::SIGTERM, 3500),
+    ];
+    let mut seed = std::process::id() as u64;
+    let (mut left_by_kill, mut stopped) = (0, 0);
+    for (round, (sig, offset)) in cases.into_iter().enumerate() {
+        // A little randomness on top of the fixed offsets.
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let offset = Duration::from_millis(offset + (seed >> 33) % 400);
+        p.write("app/Dockerfile", dockerfile(round + 1));
+        let mut child = rely::spawn(slipway(&["build"]));
+        child.wait_for_line("normalise the image", Duration::from_secs(120));
+        std::thread::sleep(offset);
+        child.signal(sig);
+        let run = child.finish(Duration::from_secs(60));
+        let what = format!("round {round}: signal {sig} {offset:?} into normalising");
+        match sig {
+            libc::SIGKILL => {
+                // Killed outright: the next run reaps what it left. A load-back the daemon
+                // had whole when slipway died still names its image a moment later (nothing can
+                // stop that): the next run comes after it, as a user's would.
+                std::thread::sleep(Duration::from_secs(4));
+                left_by_kill += temp_dirs(cache.path()).len() + temp_tags(&p).len();
+                let next = rely::run(slipway(&["build"]), LIMIT).ok();
+                assert!(
+                    temp_tags(&p).is_empty(),
+                    "{what}: {:?}\n{}",
+                    temp_tags(&p),
+                    next.text()
+                );
+            }
+            _ => {
+                let run = run.no_panic();
+                let code = if sig == libc::SIGTERM { 143 } else { 130 };
+                // It may have finished before the signal came.
+                stopped += usize::from(run.code() == Some(code));
+                assert!(
+                    run.code() == Some(code) || run.code() == Some(0),
+                    "{what}: {}",
+                    run.text()
+                );
+                // An image load the daemon had whole finishes after slipway exits, unless slipway
+                // waited for it: give it the time to show.
+                std::thread::sleep(Duration::from_secs(4));
+                assert!(
+                    temp_tags(&p).is_empty(),
+                    "{what}: {:?}\n{}",
+                    temp_tags(&p),
+                    run.text()
+                );
+            }
+        }
+        assert!(
+            temp_dirs(cache.path()).is_empty(),
+            "{what}: {:?}",
+            temp_dirs(cache.path())
+        );
+    }
+    // The test means something: signals came mid-run, and kills left debris to reap.
+    assert!(
+        stopped >= 3,
+        "only {stopped} runs were stopped by SIGINT/SIGTERM"
+    );
+    assert!(
+        left_by_kill > 0,
+        "no SIGKILL left anything: the reaping went untested"
+    );
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+}

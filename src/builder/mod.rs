@@ -724,8 +724,9 @@ type TaskResult = (String, anyhow::Result<ImageRecord>);
 /// happens; the others finish unless `opts.fail_fast`; the result is then an error (exit 1).
 /// Ctrl-C stops every build and returns [`Fail::interrupted`] with no tag moved.
 ///
-/// This listens for Ctrl-C itself while builds run (`tokio::signal::ctrl_c`), which replaces
-/// the default SIGINT action for the rest of the process.
+/// This listens for Ctrl-C and SIGTERM itself while builds run ([`crate::interrupt::Signals`]).
+/// Before building it untags the temporary tags runs killed outright left
+/// ([`crate::leftovers::reap_tags`]).
 pub async fn execute(
     reporter: Arc<dyn Reporter>,
     config: &Config,
@@ -803,6 +804,22 @@ pub async fn execute(
         }
     }
 
+    let repositories: Vec<String> = plan
+        .components
+        .iter()
+        .map(|c| c.repository.clone())
+        .collect();
+    let reaped = crate::leftovers::reap_tags(daemon, &repositories).await;
+    if !reaped.is_empty() {
+        reporter.report(Event::Info {
+            message: format!(
+                "removed {} temporary tag(s) left by slipway runs that were killed: {}",
+                reaped.len(),
+                reaped.join(", ")
+            ),
+        });
+    }
+
     if !to_build.is_empty() {
         let docker = crate::docker::client(&daemon.endpoint, crate::docker::LONG_TIMEOUT)?;
         let shared = Arc::new(image::Shared {
@@ -830,7 +847,8 @@ pub async fn execute(
                 (name, result)
             });
         }
-        let ctrl_c = tokio::signal::ctrl_c();
+        let mut signals = crate::interrupt::Signals::new()?;
+        let ctrl_c = signals.recv();
         tokio::pin!(ctrl_c);
         // Tell `run` (lib.rs) that Ctrl-C is handled here (with the clean-up below).
         let _handling = crate::interrupt::handling();
@@ -851,6 +869,7 @@ pub async fn execute(
                                     message: "--fail-fast: stopping the other builds".into(),
                                 });
                                 set.abort_all();
+                                crate::interrupt::settle(crate::interrupt::GRACE / 2).await;
                                 remove_tags(&shared.docker, &temps).await;
                             }
                         }
@@ -861,6 +880,9 @@ pub async fn execute(
                 _ = &mut ctrl_c => {
                     set.abort_all();
                     while set.join_next().await.is_some() {}
+                    // A load of a normal form the daemon had whole names the image when it
+                    // finishes, listened to or not: wait for it, then untag.
+                    crate::interrupt::settle(crate::interrupt::GRACE / 2).await;
                     // A build cancelled while its image was being exported may have named it.
                     remove_tags(&shared.docker, &temps).await;
                     reporter.report(Event::Warn {
