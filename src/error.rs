@@ -106,16 +106,31 @@ pub fn render(err: &anyhow::Error) -> String {
         out.push_str(&format!("error: {}\n", escape_lines(&first.to_string())));
     }
     let mut last = err.to_string();
+    let mut timed_out = false;
     for cause in chain {
-        let text = cause.to_string();
+        let mut text = cause.to_string();
+        if let Some(bollard::errors::Error::RequestTimeoutError) = cause.downcast_ref() {
+            // bollard says only "Timeout error": say who did not answer.
+            timed_out = true;
+            text = format!(
+                "no answer from the Docker daemon at {} within {}s",
+                crate::docker::endpoint().host,
+                crate::docker::DEFAULT_TIMEOUT.as_secs()
+            );
+        }
         // A context layer over a Fail repeats the Fail's message; show each line once.
         if text != last {
             out.push_str(&format!("caused by: {}\n", escape_lines(&text)));
         }
         last = text;
     }
-    if let (_, Some(hint)) = exit_and_hint(err) {
-        out.push_str(&format!("hint: {}\n", escape_lines(&hint)));
+    match exit_and_hint(err) {
+        (_, Some(hint)) => out.push_str(&format!("hint: {}\n", escape_lines(&hint))),
+        (_, None) if timed_out => out.push_str(
+            "hint: the request above got no answer: check that the daemon answers \
+             (`docker info`), its free disk and its log (`journalctl -u docker`)\n",
+        ),
+        _ => {}
     }
     out
 }
@@ -147,6 +162,21 @@ mod tests {
         assert_eq!(
             render(&err),
             "error: cannot read ev\\u{1b}[31mil\n  error: fake line\n"
+        );
+    }
+
+    #[test]
+    fn a_request_timeout_names_the_daemon() {
+        let err = anyhow::Error::new(bollard::errors::Error::RequestTimeoutError)
+            .context("component `web`: inspecting its image sha256:abc");
+        let text = render(&err);
+        assert!(
+            text.contains("caused by: no answer from the Docker daemon at "),
+            "{text}"
+        );
+        assert!(
+            text.contains("hint: the request above got no answer"),
+            "{text}"
         );
     }
 

@@ -1147,3 +1147,84 @@ async fn signals_at_any_point_of_normalising_leave_no_temp_tag_or_directory() {
     );
     assert!(rely::temp_files(p.dir.path()).is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// A daemon that stalls: a proxy in front of the real socket that never passes on `POST /build`
+// ---------------------------------------------------------------------------------------------
+
+/// A unix socket that forwards everything to the real daemon, except that a connection on
+/// which a `POST .../build` request is seen is held: the request never arrives and nothing is
+/// answered, as from a daemon stuck on it. Lives as long as the test process.
+fn stalling_proxy(dir: &Path) -> String {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let real = slipway::docker::endpoint()
+        .host
+        .strip_prefix("unix://")
+        .expect("the host daemon on a unix socket")
+        .to_string();
+    let path = dir.join("stalling.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(daemon) = UnixStream::connect(&real) else {
+                continue;
+            };
+            let (mut from_client, mut to_daemon) =
+                (client.try_clone().unwrap(), daemon.try_clone().unwrap());
+            let (mut from_daemon, mut to_client) = (daemon, client);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut held = false;
+                while let Ok(n) = from_client.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    held |= text
+                        .lines()
+                        .any(|l| l.starts_with("POST ") && l.contains("/build"));
+                    if !held && to_daemon.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_daemon, &mut to_client);
+            });
+        }
+    });
+    format!("unix://{}", path.display())
+}
+
+#[tokio::test]
+async fn a_daemon_that_stalls_on_a_build_is_an_error_naming_it_and_the_request() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    let p = Project::new(&[("app", &busybox_dockerfile("RUN echo stalled"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let host = stalling_proxy(dir.path());
+    let mut cmd = p.slipway(&["build"]);
+    cmd.env("DOCKER_HOST", &host)
+        .env("SLIPWAY_BUILD_IDLE_TIMEOUT", "4");
+    let run = rely::run(cmd, Duration::from_secs(60)).no_panic();
+    assert_eq!(run.code(), Some(1), "{}", run.text());
+    assert!(
+        run.stderr.contains(&format!(
+            "the Docker daemon at {host} did not answer `POST /build` of `app` for 4s"
+        )),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.stderr.contains("hint:")
+            && run.stderr.contains("info`")
+            && run.stderr.contains("SLIPWAY_BUILD_IDLE_TIMEOUT"),
+        "{}",
+        run.text()
+    );
+    assert!(run.took < Duration::from_secs(30), "{}", run.text());
+    assert!(p.tags().is_empty(), "{:?}", p.tags());
+}
