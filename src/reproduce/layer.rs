@@ -999,13 +999,16 @@ pub struct Listed {
 
 /// Lists a layer's entries with a digest of each one's data (for `verify`'s diff).
 pub fn list<R: Read>(input: R) -> anyhow::Result<Vec<Listed>> {
-    let scan_sink = io::sink();
-    let mut r = Tee {
-        inner: input,
-        out: scan_sink,
-        hash: Sha256::new(),
-        pos: 0,
-    };
+    list_where(input, |_| true)
+}
+
+/// [`list`], keeping (and hashing the data of) only the entries whose path `wanted` accepts:
+/// what normalising needs to know of the layers below the ones a build made.
+pub fn list_where<R: Read>(
+    input: R,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> anyhow::Result<Vec<Listed>> {
+    let mut r = input;
     let mut out = Vec::new();
     let mut head: Vec<u8> = Vec::new();
     let mut block = [0u8; BLOCK];
@@ -1049,6 +1052,10 @@ pub fn list<R: Read>(input: R) -> anyhow::Result<Vec<Listed>> {
         } else {
             (padded(parsed.size), parsed.size)
         };
+        if !wanted(key_of(&parsed.path)) {
+            io::copy(&mut (&mut r).take(len), &mut io::sink())?;
+            continue;
+        }
         let mut hasher = HashWriter {
             inner: io::sink(),
             hash: Sha256::new(),
