@@ -3,7 +3,10 @@
 //! - Faults: a daemon that is not there (or does not answer) before a run; a daemon killed in
 //!   the middle of a build (an isolated dockerd: the minikube node stand-in, never the shared
 //!   host daemon); Ctrl-C while waiting for the project lock, while hashing a large context,
-//!   during a build (BuildKit and legacy builder) and during a load into a kind stand-in. A
+//!   during a build (BuildKit and legacy builder) and during a load into a kind stand-in;
+//!   SIGTERM, SIGINT and SIGKILL at offsets while normalising and SIGTERM and SIGKILL during a
+//!   load (no temporary tag or directory left, or the next run reaps it); a daemon that holds
+//!   `POST /build` (a proxy in front of the real socket). A
 //!   node stopped in the middle of a load is `tests/load.rs`
 //!   (`kind_node_stopped_mid_load_fails_alone`: that node fails, the other finishes, the next
 //!   run loads only the missing node).
@@ -263,17 +266,26 @@ async fn a_daemon_killed_mid_build_is_named_and_the_next_run_succeeds() {
 
 /// Sends SIGINT, then expects exit 130 soon after.
 fn interrupt(child: rely::Running, within: Duration) -> rely::Run {
+    stop(child, libc::SIGINT, within)
+}
+
+/// Sends `sig` (SIGINT or SIGTERM), then expects exit 130 or 143 soon after.
+fn stop(child: rely::Running, sig: i32, within: Duration) -> rely::Run {
     let t0 = Instant::now();
-    child.signal(libc::SIGINT);
+    child.signal(sig);
     let run = child.finish(within + Duration::from_secs(30)).no_panic();
-    assert_eq!(run.code(), Some(130), "{}", run.text());
+    let (code, says) = match sig {
+        libc::SIGTERM => (143, "error: terminated"),
+        _ => (130, "error: interrupted"),
+    };
+    assert_eq!(run.code(), Some(code), "{}", run.text());
     assert!(
         t0.elapsed() < within,
         "exit took {:?}: {}",
         t0.elapsed(),
         run.text()
     );
-    assert!(run.stderr.contains("error: interrupted"), "{}", run.text());
+    assert!(run.stderr.contains(says), "{}", run.text());
     run
 }
 
@@ -413,6 +425,25 @@ async fn ctrl_c_during_the_build_step_of_up_leaves_nothing_behind() {
     ctrl_c_during_a_build("buildkit", &["up", "--cluster", "none"]).await;
 }
 
+/// On every node: no import still running, no incomplete image of `p`'s.
+fn no_import_left(kind: &Kind, p: &Project) {
+    for node in &kind.nodes {
+        let ps = kind.exec(node, &["ps", "-eo", "args"]);
+        assert!(
+            !ps.lines()
+                .any(|l| l.contains("ctr") && l.contains("import")),
+            "an import still runs in {node}:\n{ps}"
+        );
+        let check = kind.exec(node, &["ctr", "-n", "k8s.io", "images", "check"]);
+        for line in check.lines().skip(1) {
+            assert!(
+                !line.contains(&p.prefix) || line.contains("complete"),
+                "an incomplete image is registered in {node}: {line}"
+            );
+        }
+    }
+}
+
 fn kind_node_image() -> bool {
     let image = std::env::var("SLIPWAY_TEST_IMAGE_KIND_NODE")
         .unwrap_or_else(|_| "slipway-test/kind-node:bookworm".into());
@@ -491,36 +522,49 @@ async fn ctrl_c_during_a_load_leaves_no_incomplete_image_and_the_next_load_compl
         )),
     )]);
     rely::run(p.slipway(&["build"]), LIMIT).ok();
-    let image = p.last_image("app").unwrap();
     let cluster = format!("kind:{}", kind.name);
 
-    let mut child = rely::spawn(p.slipway(&["load", "--cluster", &cluster]));
-    child.wait_for_line("sending", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(300));
-    let run = interrupt(child, Duration::from_secs(5));
-    eprintln!("{}", run.stderr);
-    assert!(rely::temp_files(p.dir.path()).is_empty());
-
-    // On every node: no import still running after a moment, no incomplete image of ours.
-    std::thread::sleep(Duration::from_secs(2));
-    for node in &kind.nodes {
-        let ps = kind.exec(node, &["ps", "-eo", "args"]);
-        assert!(
-            !ps.lines()
-                .any(|l| l.contains("ctr") && l.contains("import")),
-            "an import still runs in {node}:\n{ps}"
-        );
-        let check = kind.exec(node, &["ctr", "-n", "k8s.io", "images", "check"]);
-        for line in check.lines().skip(1) {
-            assert!(
-                !line.contains(&p.prefix) || line.contains("complete"),
-                "an incomplete image is registered in {node}: {line}"
-            );
-        }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut child = rely::spawn(p.slipway(&["load", "--cluster", &cluster]));
+        child.wait_for_line("sending", Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(300));
+        let run = stop(child, sig, Duration::from_secs(5));
+        eprintln!("{}", run.stderr);
+        assert!(rely::temp_files(p.dir.path()).is_empty());
+        no_import_left(&kind, &p);
     }
 
-    // The next load finishes the job, and the image runs on every node.
+    // `up` killed outright while it loads the normal form it just made: the files it kept for
+    // the load stay behind in the cache directory until the next run removes them.
+    let cache = tempfile::tempdir().unwrap();
+    p.write(
+        "app/Dockerfile",
+        busybox_dockerfile(&format!(
+            "RUN echo {marker}-2 && head -c 100000000 /dev/urandom > /one\nRUN head -c 100000000 /dev/urandom > /two"
+        )),
+    );
+    let mut up = p.slipway(&["up", "--cluster", &cluster]);
+    up.env("SLIPWAY_CACHE_DIR", cache.path());
+    let mut child = rely::spawn(up);
+    child.wait_for_line("sending", Duration::from_secs(180));
+    child.signal(libc::SIGKILL);
+    child.finish(Duration::from_secs(30));
+    let left = std::fs::read_dir(cache.path().join("tmp")).unwrap().count();
+    assert!(left > 0, "the kill left no directory: nothing was tested");
+    let mut next = p.slipway(&["manifests", "--allow-missing-secrets"]);
+    next.env("SLIPWAY_CACHE_DIR", cache.path());
+    rely::run(next, LIMIT).ok();
+    let left: Vec<_> = std::fs::read_dir(cache.path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left: {left:?}");
+
+    // The next load finishes the job (whichever image the last build recorded), and the image
+    // runs on every node.
     rely::run(p.slipway(&["load", "--cluster", &cluster]), LIMIT).ok();
+    let image = p.last_image("app").unwrap();
     for node in &kind.nodes {
         let id = common::unique("run");
         let out = kind.exec(
