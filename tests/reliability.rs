@@ -548,7 +548,8 @@ async fn ctrl_c_during_a_load_leaves_no_incomplete_image_and_the_next_load_compl
     let mut child = rely::spawn(up);
     child.wait_for_line("sending", Duration::from_secs(180));
     child.signal(libc::SIGKILL);
-    child.finish(Duration::from_secs(30));
+    // (The limit counts from the start of the run.)
+    child.finish(LIMIT * 2);
     let left = std::fs::read_dir(cache.path().join("tmp")).unwrap().count();
     assert!(left > 0, "the kill left no directory: nothing was tested");
     let mut next = p.slipway(&["manifests", "--allow-missing-secrets"]);
@@ -1136,7 +1137,7 @@ async fn signals_at_any_point_of_normalising_leave_no_temp_tag_or_directory() {
         child.wait_for_line("normalise the image", Duration::from_secs(120));
         std::thread::sleep(offset);
         child.signal(sig);
-        let run = child.finish(Duration::from_secs(60));
+        let run = child.finish(LIMIT);
         let what = format!("round {round}: signal {sig} {offset:?} into normalising");
         match sig {
             libc::SIGKILL => {
