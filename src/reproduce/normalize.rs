@@ -125,9 +125,7 @@ async fn normalize_keeping(
         .map(|b| common_prefix(b, &layers))
         .max()
         .unwrap_or(0);
-    let dir = tempfile::Builder::new()
-        .prefix("slipway-normalize-")
-        .tempdir()
+    let dir = crate::leftovers::temp_dir("normalize")
         .context("creating a temporary directory for the image's layers")?;
 
     let t0 = std::time::Instant::now();
@@ -174,12 +172,17 @@ async fn normalize_keeping(
                 .with_context(|| format!("tagging {} as {tag}", plan.image_id))?;
         }
     } else {
-        load(&docker, &plan).await.with_context(|| {
-            format!(
-                "loading the normalised {image} into {}",
-                daemon.endpoint.host
-            )
-        })?;
+        // The daemon finishes a load it has whole even when no one listens any more: an
+        // interrupted build waits for it (`interrupt::settle`) before untagging.
+        let (d, p) = (docker.clone(), plan.clone());
+        crate::interrupt::unabortable(async move { load(&d, &p).await })
+            .await
+            .with_context(|| {
+                format!(
+                    "loading the normalised {image} into {}",
+                    daemon.endpoint.host
+                )
+            })?;
     }
     // The containerd image store names images by manifest digest: look it up by tag.
     let by = tags.first().map_or(plan.image_id.as_str(), String::as_str);
@@ -269,9 +272,7 @@ pub fn save_stream(
 /// image unpacked, removed when the value is dropped.
 pub async fn export_plain(daemon: &Daemon, image: &str) -> anyhow::Result<NormalForm> {
     let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
-    let dir = tempfile::Builder::new()
-        .prefix("slipway-export-")
-        .tempdir()
+    let dir = crate::leftovers::temp_dir("export")
         .context("creating a temporary directory for the image's layers")?;
     let export = docker.export_image(image).map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
@@ -582,7 +583,7 @@ fn join_relative(from: &str, target: &str) -> String {
 }
 
 /// The normal form, ready to load.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Plan {
     image_id: String,
     config: Vec<u8>,
