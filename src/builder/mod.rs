@@ -30,15 +30,14 @@ use crate::context::{self, ContextSpec};
 use crate::detect::Stacks;
 use crate::docker::Daemon;
 use crate::error::Fail;
+use crate::instructions::{self, SOURCE_DATE_EPOCH_ARG};
 use crate::record::{self, BuildReport, BuiltImage, ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
 use crate::reproduce::normalize::{NormalForms, NormalImage};
 
 pub use digest::Inputs;
 
-/// The build arg that carries a build ID derived from the input digest (12 hex digits), passed
-/// to every Dockerfile that declares it.
-pub const BUILD_ID_ARG: &str = "SLIPWAY_BUILD_ID";
+pub use crate::instructions::BUILD_ID_ARG;
 
 /// A context larger than this gets a warning (it is still built, as Docker would).
 pub const LARGE_CONTEXT: u64 = 1 << 30;
@@ -320,7 +319,7 @@ async fn plan_component(
         .into());
     }
     let text_str = String::from_utf8_lossy(&text);
-    let declared = digest::declared_args(&text_str);
+    let declared = instructions::declared_args(&text_str);
     let mut warnings = Vec::new();
     let mut build_args: BTreeMap<String, String> = config
         .base_image_args()
@@ -342,9 +341,9 @@ async fn plan_component(
     // generated ones date the user account in /etc/shadow by it. (The context's mtimes are
     // set to the same time, so it adds nothing new to the input digest.)
     let source_date_epoch = source_date_epoch(&context_dir)?;
-    if declared.contains("SOURCE_DATE_EPOCH") && !build_args.contains_key("SOURCE_DATE_EPOCH") {
+    if declared.contains(SOURCE_DATE_EPOCH_ARG) && !build_args.contains_key(SOURCE_DATE_EPOCH_ARG) {
         build_args.insert(
-            "SOURCE_DATE_EPOCH".to_string(),
+            SOURCE_DATE_EPOCH_ARG.to_string(),
             source_date_epoch.to_string(),
         );
     }
@@ -352,14 +351,14 @@ async fn plan_component(
     // Secrets the Dockerfile mounts as optional are passed when they are set.
     let mut build_secrets = c.build_secrets.clone();
     let mut optional_given = Vec::new();
-    for id in digest::optional_secrets(&text_str) {
+    for id in instructions::optional_secrets(&text_str) {
         if secret_given(&id) && !build_secrets.contains(&id) {
             build_secrets.push(id.clone());
             optional_given.push(id);
         }
     }
 
-    let stages = digest::stage_names(&text_str);
+    let stages = instructions::stage_names(&text_str);
     let target = if stages.iter().any(|s| s.eq_ignore_ascii_case(&c.target)) {
         c.target.clone()
     } else if c.dockerfile_explicit && c.target == "production" {

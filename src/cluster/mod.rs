@@ -12,7 +12,6 @@ pub mod exec;
 pub mod image;
 pub mod kind;
 pub mod minikube;
-pub mod oci;
 pub mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,12 +26,12 @@ use futures_util::StreamExt as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::archive::{self, ImageFiles};
 use crate::config::ClusterTarget;
 use crate::docker::{self, Daemon};
 use crate::error::Fail;
 use crate::record::BuiltImage;
 use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
-use crate::reproduce::normalize::NormalForm;
 
 pub use image::ImageMeta;
 pub use minikube::{minikube_docker_endpoint, DockerEnv};
@@ -647,7 +646,7 @@ const NODE_QUEUE: usize = 16;
 async fn load_image(
     docker: &Docker,
     image: &ImageMeta,
-    normal_form: Option<Arc<NormalForm>>,
+    normal_form: Option<Arc<ImageFiles>>,
     slots: &mut [Slot],
     reporter: &dyn Reporter,
 ) -> Vec<NodeLoad> {
@@ -738,7 +737,7 @@ async fn load_image(
         // An image this run normalised is read from the files normalising left (the same
         // bytes), not exported by the daemon a second time.
         let stream = match normal_form {
-            Some(files) => crate::reproduce::normalize::save_stream(files).boxed(),
+            Some(files) => archive::save::stream(files).boxed(),
             None => docker.export_image(&image.id).boxed(),
         };
         let transfer = transfer::fan_out(stream, image, sinks, reporter).await;

@@ -495,42 +495,7 @@ pub fn scan<R: Read, W: Write>(input: R, spool: W, sde: i64) -> anyhow::Result<S
             trailer_start = start;
             break;
         }
-        // Extension headers, then the main header.
-        loop {
-            check_block(&block, r.pos - BLOCK64)?;
-            head.extend_from_slice(&block);
-            let tf = block[TYPEFLAG];
-            if is_extension(tf) {
-                let size = parse_num(field(&block, SIZE))? as u64;
-                if size > MAX_EXTENSION {
-                    bail!(
-                        "tar extension header at byte {} is {size} bytes (more than {MAX_EXTENSION})",
-                        r.pos - BLOCK64
-                    );
-                }
-                let n = padded(size) as usize;
-                let at = head.len();
-                head.resize(at + n, 0);
-                r.read_exact(&mut head[at..])
-                    .context("layer ends inside a tar extension header")?;
-                if !read_block(&mut r, &mut block)? {
-                    bail!("layer ends after an extension header, before its entry");
-                }
-                continue;
-            }
-            if tf == b'S' && block[GNU_IS_EXTENDED] != 0 {
-                loop {
-                    if !read_block(&mut r, &mut block)? {
-                        bail!("layer ends inside a GNU sparse map");
-                    }
-                    head.extend_from_slice(&block);
-                    if block[GNU_SPARSE_EXT_IS_EXTENDED] == 0 {
-                        break;
-                    }
-                }
-            }
-            break;
-        }
+        read_head(&mut r, &mut block, &mut head, true)?;
         let parsed = parse_head(&head).with_context(|| format!("tar entry at byte {start}"))?;
         let data = r.pos;
         let len = if header_only(parsed.typeflag) {
@@ -566,6 +531,54 @@ pub fn scan<R: Read, W: Write>(input: R, spool: W, sde: i64) -> anyhow::Result<S
         len: r.pos,
         digest: format!("sha256:{}", hex::encode(r.hash.finalize())),
     })
+}
+
+/// Reads the rest of an entry's header after its first block (in `block`): extension headers
+/// (PAX records, GNU long names) with their data, up to and including the main header, and a
+/// GNU sparse map after it. Every byte goes to `head`; with `checked`, each header block's
+/// checksum is verified.
+fn read_head<R: Read, W: Write>(
+    r: &mut Tee<R, W>,
+    block: &mut [u8; BLOCK],
+    head: &mut Vec<u8>,
+    checked: bool,
+) -> anyhow::Result<()> {
+    loop {
+        if checked {
+            check_block(block, r.pos - BLOCK64)?;
+        }
+        head.extend_from_slice(block);
+        let tf = block[TYPEFLAG];
+        if is_extension(tf) {
+            let size = parse_num(field(block, SIZE))? as u64;
+            if size > MAX_EXTENSION {
+                bail!(
+                    "tar extension header at byte {} is {size} bytes (more than {MAX_EXTENSION})",
+                    r.pos - BLOCK64
+                );
+            }
+            let at = head.len();
+            head.resize(at + padded(size) as usize, 0);
+            r.read_exact(&mut head[at..])
+                .context("layer ends inside a tar extension header")?;
+            if !read_block(r, block)? {
+                bail!("layer ends after an extension header, before its entry");
+            }
+            continue;
+        }
+        if tf == b'S' && block[GNU_IS_EXTENDED] != 0 {
+            loop {
+                if !read_block(r, block)? {
+                    bail!("layer ends inside a GNU sparse map");
+                }
+                head.extend_from_slice(block);
+                if block[GNU_SPARSE_EXT_IS_EXTENDED] == 0 {
+                    break;
+                }
+            }
+        }
+        return Ok(());
+    }
 }
 
 fn read_block<R: Read>(r: &mut R, block: &mut [u8; BLOCK]) -> anyhow::Result<bool> {
@@ -985,35 +998,7 @@ pub fn list<R: Read>(input: R) -> anyhow::Result<Vec<Listed>> {
         if !read_block(&mut r, &mut block)? || block.iter().all(|&b| b == 0) {
             break;
         }
-        loop {
-            head.extend_from_slice(&block);
-            let tf = block[TYPEFLAG];
-            if is_extension(tf) {
-                let size = parse_num(field(&block, SIZE))? as u64;
-                if size > MAX_EXTENSION {
-                    bail!("tar extension header of {size} bytes");
-                }
-                let at = head.len();
-                head.resize(at + padded(size) as usize, 0);
-                r.read_exact(&mut head[at..])?;
-                if !read_block(&mut r, &mut block)? {
-                    bail!("layer ends after an extension header");
-                }
-                continue;
-            }
-            if tf == b'S' && block[GNU_IS_EXTENDED] != 0 {
-                loop {
-                    if !read_block(&mut r, &mut block)? {
-                        bail!("layer ends inside a GNU sparse map");
-                    }
-                    head.extend_from_slice(&block);
-                    if block[GNU_SPARSE_EXT_IS_EXTENDED] == 0 {
-                        break;
-                    }
-                }
-            }
-            break;
-        }
+        read_head(&mut r, &mut block, &mut head, false)?;
         let parsed = parse_head(&head)?;
         let (len, data_len) = if header_only(parsed.typeflag) {
             (0, 0)
