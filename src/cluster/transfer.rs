@@ -199,35 +199,8 @@ where
     let mut dirs: HashMap<String, usize> = HashMap::new();
     let mut sizes: HashMap<String, u64> = HashMap::new();
     let mut config: Option<Bytes> = None;
-    let mut extended = Extended::default();
 
-    loop {
-        let Some(block) = src.read_exact(512).await? else {
-            break; // EOF on a block boundary: accept a missing trailer.
-        };
-        if block.iter().all(|b| *b == 0) {
-            break;
-        }
-        let header = tar::Header::from_byte_slice(&block);
-        let mut size = header
-            .entry_size()
-            .map_err(|e| anyhow!("bad tar header in the image stream: {e}"))?;
-        let kind = header.entry_type();
-        if Extended::is_extension(kind) {
-            if size > MAX_SMALL {
-                bail!("oversized tar extension header ({size} bytes)");
-            }
-            extended.apply(kind, &src.read_entry(size).await?);
-            continue;
-        }
-        let path = match extended.path.take() {
-            Some(p) => p,
-            None => header.path()?.to_string_lossy().into_owned(),
-        };
-        if let Some(s) = extended.size.take() {
-            size = s;
-        }
-        let path = path.trim_start_matches("./").to_string();
+    while let Some((path, kind, size)) = next_entry(src).await? {
         if !kind.is_file() {
             src.skip_entry(size).await?;
             continue;
@@ -282,6 +255,58 @@ where
     let Some(config) = config else {
         bail!("the image stream had no config for {}", image.id);
     };
+    Ok(close_archives(image, &config, &sizes, states).await)
+}
+
+/// The next entry's path, kind and size, the extension headers before it applied; `None`
+/// at the end of the archive (EOF on a block boundary too: a missing trailer is accepted).
+async fn next_entry<S>(src: &mut Source<S>) -> anyhow::Result<Option<(String, tar::EntryType, u64)>>
+where
+    S: Stream<Item = Result<Bytes, bollard::errors::Error>> + Unpin,
+{
+    let mut extended = Extended::default();
+    loop {
+        let Some(block) = src.read_exact(512).await? else {
+            return Ok(None);
+        };
+        if block.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        let header = tar::Header::from_byte_slice(&block);
+        let size = header
+            .entry_size()
+            .map_err(|e| anyhow!("bad tar header in the image stream: {e}"))?;
+        let kind = header.entry_type();
+        if Extended::is_extension(kind) {
+            if size > MAX_SMALL {
+                bail!("oversized tar extension header ({size} bytes)");
+            }
+            extended.apply(kind, &src.read_entry(size).await?);
+            continue;
+        }
+        let path = match extended.path.take() {
+            Some(p) => p,
+            None => header.path()?.to_string_lossy().into_owned(),
+        };
+        let size = extended.size.take().unwrap_or(size);
+        return Ok(Some((
+            path.trim_start_matches("./").to_string(),
+            kind,
+            size,
+        )));
+    }
+}
+
+/// Ends every node's archive once all layers went by: the OCI manifest, index and layout (or
+/// the docker-save `manifest.json`), then the trailer. A node still missing a layer it needs
+/// is aborted. Returns the manifest's digest, when every layer's size is known.
+async fn close_archives(
+    image: &ImageMeta,
+    config: &Bytes,
+    sizes: &HashMap<String, u64>,
+    states: &mut [State],
+) -> Option<String> {
+    let id_hex = image.id.trim_start_matches("sha256:");
     let layers: Option<Vec<(String, u64)>> = image
         .diff_ids
         .iter()
@@ -330,7 +355,7 @@ where
         parts.push(blocks::trailer());
         s.send(&parts).await;
     }
-    Ok(manifest.map(|m| sha256_digest(&m)))
+    manifest.map(|m| sha256_digest(&m))
 }
 
 /// Streams one layer entry to the sinks that need it. Returns its diff ID when known.

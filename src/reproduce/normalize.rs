@@ -131,17 +131,7 @@ async fn normalize_keeping(
 
     let t0 = std::time::Instant::now();
     // 1. Export, spooling every file of the docker-save tar.
-    let export = docker.export_image(&source_id).map_err(io::Error::other);
-    let reader = tokio_util::io::StreamReader::new(export);
-    let spool_dir = dir.path().to_path_buf();
-    let saved = tokio::task::spawn_blocking(move || {
-        let bridge = tokio_util::io::SyncIoBridge::new(reader);
-        save::spool(bridge, &spool_dir)
-    })
-    .await
-    .context("export task")?
-    .with_context(|| format!("exporting {image} from {}", daemon.endpoint.host))?;
-
+    let saved = export(daemon, &docker, image, &source_id, dir.path()).await?;
     let export_ms = ms(t0);
     let t0 = std::time::Instant::now();
     // 2. Rewrite layers and config.
@@ -153,10 +143,52 @@ async fn normalize_keeping(
     .await
     .context("rewrite task")?
     .with_context(|| format!("normalising {image}"))?;
-
     let rewrite_ms = ms(t0);
     let t0 = std::time::Instant::now();
     // 3. Load (unless the daemon has it), or just move the tags.
+    let already_present = load_or_tag(daemon, &docker, image, &plan, tags).await?;
+    let normalized = Normalized {
+        image_id: plan.image_id.clone(),
+        source_id,
+        layers: plan.outcomes.clone(),
+        already_present,
+        export_ms,
+        rewrite_ms,
+        load_ms: ms(t0),
+    };
+    let files = keep_files.then(|| ImageFiles::new(plan.image_id, plan.config, plan.layers, dir));
+    Ok((normalized, files))
+}
+
+/// Exports `source_id` from the daemon, spooling every file of the docker-save tar into `dir`.
+async fn export(
+    daemon: &Daemon,
+    docker: &bollard::Docker,
+    image: &str,
+    source_id: &str,
+    dir: &Path,
+) -> anyhow::Result<Saved> {
+    let export = docker.export_image(source_id).map_err(io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(export);
+    let spool_dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        save::spool(bridge, &spool_dir)
+    })
+    .await
+    .context("export task")?
+    .with_context(|| format!("exporting {image} from {}", daemon.endpoint.host))
+}
+
+/// Loads the normal form `plan` under its tags, or only moves the tags when the daemon has it
+/// already (which it says: `true`); then checks that every tag names it.
+async fn load_or_tag(
+    daemon: &Daemon,
+    docker: &bollard::Docker,
+    image: &str,
+    plan: &Plan,
+    tags: &[String],
+) -> anyhow::Result<bool> {
     let already_present = docker.inspect_image(&plan.image_id).await.is_ok();
     if already_present {
         for tag in tags {
@@ -173,7 +205,7 @@ async fn normalize_keeping(
                 .with_context(|| format!("tagging {} as {tag}", plan.image_id))?;
         }
     } else {
-        load(&docker, &plan).await.with_context(|| {
+        load(docker, plan).await.with_context(|| {
             format!(
                 "loading the normalised {image} into {}",
                 daemon.endpoint.host
@@ -196,17 +228,7 @@ async fn normalize_keeping(
             );
         }
     }
-    let normalized = Normalized {
-        image_id: plan.image_id.clone(),
-        source_id,
-        layers: plan.outcomes.clone(),
-        already_present,
-        export_ms,
-        rewrite_ms,
-        load_ms: ms(t0),
-    };
-    let files = keep_files.then(|| ImageFiles::new(plan.image_id, plan.config, plan.layers, dir));
-    Ok((normalized, files))
+    Ok(already_present)
 }
 
 /// How many leading entries `a` and `b` share.
