@@ -22,8 +22,6 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # build: the app's source on top of its dependencies.
 FROM deps AS build
 COPY . .
-# slipway sends this Dockerfile with the context as .slipway.Dockerfile: not part of the app.
-RUN rm -f .slipway.Dockerfile
 
 # production: the virtualenv and the source, run as a fixed non-root UID.
 FROM base AS production

@@ -80,10 +80,6 @@ pub struct Target {
     pub build_args: Vec<String>,
     /// Names of build-time secrets, mounted into install and build steps.
     pub build_secrets: Vec<String>,
-    /// The Dockerfile lives outside the context, so slipway sends it inside the context tar
-    /// as [`crate::context::OUTSIDE_DOCKERFILE`]: a build stage that copies the whole context
-    /// removes it again, so that it never reaches the image.
-    pub dockerfile_outside: bool,
 }
 
 impl Target {
@@ -97,9 +93,6 @@ impl Target {
             user: component.user,
             build_args: component.build_args.keys().cloned().collect(),
             build_secrets: component.build_secrets.clone(),
-            dockerfile_outside: !config
-                .dockerfile_path(component)
-                .starts_with(config.context_dir(component)),
         }
     }
 }
@@ -240,15 +233,10 @@ fn from(doc: &mut Doc, arg: &str, default: &str, stage: &str) {
     doc.line(format!("FROM ${{{arg}:-{default}}} AS {stage}"));
 }
 
-/// `COPY . .`, then, when slipway sends the Dockerfile inside the context, its removal.
-fn copy_context(doc: &mut Doc, t: &Target) {
+/// `COPY . .`: the context is exactly the filtered set (the Dockerfile travels apart over the
+/// BuildKit session; the classic builder drops it as the docker CLI arranges).
+fn copy_context(doc: &mut Doc, _t: &Target) {
     doc.line("COPY . .");
-    if t.dockerfile_outside {
-        doc.line(format!(
-            "# slipway sends this Dockerfile with the context as {0}: not part of the app.\nRUN rm -f {0}",
-            crate::context::OUTSIDE_DOCKERFILE
-        ));
-    }
 }
 
 /// Creates the fixed non-root user (shadow's tools are in every Debian image, minbase too).
@@ -911,7 +899,6 @@ mod tests {
             user: 10001,
             build_args: vec![],
             build_secrets: vec!["TOKEN".into()],
-            dockerfile_outside: true,
         }
     }
 

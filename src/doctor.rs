@@ -39,6 +39,13 @@ pub struct DaemonInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     pub buildkit: bool,
+    /// `classic` (graph drivers such as overlay2) or `containerd` (the containerd image
+    /// store, Docker Desktop's and Engine 29's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_store: Option<String>,
+    /// The BuildKit built into this Docker release, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buildkit_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_root: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +122,28 @@ pub async fn run(config: Option<&Config>) -> Report {
     }
 }
 
+/// The BuildKit vendored by a Docker Engine release (moby's go.mod at each release).
+fn bundled_buildkit(docker_version: &str) -> Option<String> {
+    let mut parts = docker_version.split('.');
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts
+        .next()?
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()?;
+    let bk = match (major, minor) {
+        (18, 9) => "v0.3",
+        (19, 3) => "v0.6",
+        (20, 10) => "v0.8",
+        (23, _) => "v0.10",
+        (24, _) => "v0.11",
+        (25, _) => "v0.12",
+        (26, _) => "v0.13",
+        _ => return None,
+    };
+    Some(bk.to_string())
+}
+
 async fn daemon_checks(d: &Daemon, info: &mut DaemonInfo, checks: &mut Vec<Check>) {
     info.reachable = true;
     match d.docker.version().await {
@@ -134,8 +163,22 @@ async fn daemon_checks(d: &Daemon, info: &mut DaemonInfo, checks: &mut Vec<Check
                 ),
                 None,
             ));
+            info.buildkit_version = v.version.as_deref().and_then(bundled_buildkit);
             checks.push(if info.buildkit {
-                check("buildkit", Status::Ok, "BuildKit available (builds use it)", None)
+                let version = info
+                    .buildkit_version
+                    .as_deref()
+                    .map(|b| format!(" {b}"))
+                    .unwrap_or_default();
+                check(
+                    "buildkit",
+                    Status::Ok,
+                    format!(
+                        "BuildKit{version} available: builds send the context and the Dockerfile \
+                         over a BuildKit session (as buildx does)"
+                    ),
+                    None,
+                )
             } else {
                 check(
                     "buildkit",
@@ -154,6 +197,30 @@ async fn daemon_checks(d: &Daemon, info: &mut DaemonInfo, checks: &mut Vec<Check
     }
     if let Ok(sys) = d.docker.info().await {
         info.data_root = sys.docker_root_dir.clone();
+        let containerd_store =
+            docker::is_containerd_store(sys.driver_status.as_deref().unwrap_or_default());
+        let driver = sys.driver.clone().unwrap_or_else(|| "?".into());
+        info.image_store = Some(
+            if containerd_store {
+                "containerd"
+            } else {
+                "classic"
+            }
+            .into(),
+        );
+        checks.push(check(
+            "image store",
+            Status::Ok,
+            if containerd_store {
+                format!(
+                    "containerd image store ({driver} snapshotter): image IDs are manifest digests; \
+                     slipway builds over the BuildKit session, which works there"
+                )
+            } else {
+                format!("classic image store ({driver})")
+            },
+            None,
+        ));
         let local = d.endpoint.host.starts_with("unix://");
         match (&sys.docker_root_dir, local) {
             (Some(root), true) => match free_bytes(Path::new(root)) {
@@ -363,4 +430,21 @@ pub fn render(report: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod buildkit_tests {
+    #[test]
+    fn bundled_buildkit_by_docker_release() {
+        assert_eq!(
+            super::bundled_buildkit("20.10.24+dfsg1").as_deref(),
+            Some("v0.8")
+        );
+        assert_eq!(
+            super::bundled_buildkit("26.1.5+dfsg1").as_deref(),
+            Some("v0.13")
+        );
+        assert_eq!(super::bundled_buildkit("99.0.0"), None);
+        assert_eq!(super::bundled_buildkit("garbage"), None);
+    }
 }

@@ -176,12 +176,10 @@ fn an_ignored_dockerfile_is_sent_and_the_ignore_file_only_to_the_classic_builder
     );
     let mut s = spec(dir.path());
     s.dockerfile = dir.path().join("docker/app.Dockerfile");
+    // BuildKit gets the Dockerfile apart over its session: the context is the filtered set.
     let (packed, _, entries) = pack_entries(&s);
-    assert_eq!(
-        names(&entries),
-        ["docker/", "docker/app.Dockerfile", "main.go"]
-    );
-    assert_eq!(packed.dockerfile_name, "docker/app.Dockerfile");
+    assert_eq!(names(&entries), ["main.go"]);
+    assert_eq!(packed.dockerfile_name, "app.Dockerfile");
 
     s.builder = Builder::Classic;
     let (packed, _, entries) = pack_entries(&s);
@@ -198,7 +196,7 @@ fn an_ignored_dockerfile_is_sent_and_the_ignore_file_only_to_the_classic_builder
 }
 
 #[test]
-fn a_dockerfile_outside_the_context_gets_a_fixed_name() {
+fn a_dockerfile_outside_the_context_stays_out_of_it_or_gets_a_fixed_name_for_the_classic_builder() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("ctx");
     tree(
@@ -211,11 +209,10 @@ fn a_dockerfile_outside_the_context_gets_a_fixed_name() {
         source_date_epoch: Some(0),
         ..Default::default()
     };
+    // BuildKit gets the Dockerfile apart over its session: nothing is added to the context.
     let (packed, _, entries) = pack_entries(&s);
-    assert_eq!(packed.dockerfile_name, OUTSIDE_DOCKERFILE);
-    assert_eq!(names(&entries), [OUTSIDE_DOCKERFILE, "main.go"]);
-    assert_eq!(entries[0].1.content, b"FROM scratch\n");
-    assert_eq!(entries[0].1.mode, 0o600);
+    assert_eq!(packed.dockerfile_name, "Dockerfile");
+    assert_eq!(names(&entries), ["main.go"]);
 
     // For the classic builder the name goes into the tar's .dockerignore, so the daemon
     // drops the file before any COPY (what the docker CLI does).
@@ -453,13 +450,15 @@ async fn busybox(docker: &bollard::Docker) -> Option<String> {
     None
 }
 
-/// Removes the images a test tagged, even when it panics.
-struct Images(Vec<String>);
+/// Removes the images a test tagged (on the daemon at the given DOCKER_HOST), even when it
+/// panics.
+struct Images(Vec<String>, String);
 
 impl Drop for Images {
     fn drop(&mut self) {
         for tag in &self.0 {
             let _ = std::process::Command::new("docker")
+                .env("DOCKER_HOST", &self.1)
                 .args(["rmi", "-f", tag])
                 .output();
         }
@@ -469,7 +468,14 @@ impl Drop for Images {
 /// `path|mode|type|symlink target|size|links` of everything under /ctx in `image`, and the md5 of
 /// every regular file, one per line, sorted.
 fn listing(image: &str) -> Vec<String> {
-    let out = std::process::Command::new("docker")
+    listing_on(&slipway::docker::endpoint().host, image)
+}
+
+/// [`listing`] on the daemon at `host`.
+fn listing_on(host: &str, image: &str) -> Vec<String> {
+    let mut docker = std::process::Command::new("docker");
+    docker.env("DOCKER_HOST", host);
+    let out = docker
         .args([
             "run",
             "--rm",
@@ -626,7 +632,10 @@ async fn docker_cli_and_slipway_send_the_same_context() {
 
     let cli_tag = format!("{}:cli", common::unique("slipway-test/ctx"));
     let ours_tag = format!("{}:slipway", common::unique("slipway-test/ctx"));
-    let _cleanup = Images(vec![cli_tag.clone(), ours_tag.clone()]);
+    let _cleanup = Images(
+        vec![cli_tag.clone(), ours_tag.clone()],
+        slipway::docker::endpoint().host,
+    );
 
     // (1) The docker CLI packs the context itself (classic builder).
     let out = std::process::Command::new("docker")
@@ -739,13 +748,9 @@ async fn docker_cli_and_slipway_send_the_same_context() {
 #[tokio::test]
 async fn buildkit_copies_exactly_what_slipway_packed() {
     use futures_util::StreamExt;
+    use slipway::docker::session::{self, Providers, Session};
+    use std::sync::Arc;
 
-    let Some(docker) = common::daemon().await else {
-        return;
-    };
-    let Some(base) = busybox(&docker).await else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("ctx");
     tree(
@@ -763,62 +768,81 @@ async fn buildkit_copies_exactly_what_slipway_packed() {
             ("link", "-> kept.txt"),
         ],
     );
+    let base = std::env::var("SLIPWAY_TEST_IMAGE_BUSYBOX")
+        .unwrap_or_else(|_| "slipway-test/busybox:1.35".to_string());
     let dockerfile = format!("FROM {base}\nCOPY . /ctx\n");
     let inside = root.join("dockerfiles/app.Dockerfile");
     let outside = dir.path().join("app.Dockerfile");
     tree(&root, &[("dockerfiles/app.Dockerfile", &dockerfile)]);
     fs::write(&outside, &dockerfile).unwrap();
 
-    for (df, expected_dockerfile) in [
-        (inside, "dockerfiles/app.Dockerfile"),
-        (outside, OUTSIDE_DOCKERFILE),
-    ] {
-        let tag = format!("{}:bk", common::unique("slipway-test/ctx"));
-        let _cleanup = Images(vec![tag.clone()]);
-        let mut s = spec(&root);
-        s.dockerfile = df;
-        let (body, packer) = context::pack_stream(s);
-        let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
-            .dockerfile(expected_dockerfile)
-            .t(&tag)
-            .version(bollard::query_parameters::BuilderVersion::BuilderBuildKit)
-            .session(&common::unique("slipway-ctx-session"))
-            .build();
-        let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
-        while let Some(item) = stream.next().await {
-            let info = item.expect("BuildKit build");
-            assert!(info.error_detail.is_none(), "{:?}", info.error_detail);
-        }
-        let packed = packer.await.unwrap().unwrap();
-        assert_eq!(packed.dockerfile_name, expected_dockerfile);
-
-        // The tar's entries, as paths under /ctx...
-        let mut bytes = Vec::new();
-        let mut s = spec(&root);
-        s.dockerfile = if expected_dockerfile == OUTSIDE_DOCKERFILE {
-            dir.path().join("app.Dockerfile")
-        } else {
-            root.join(expected_dockerfile)
+    // On every daemon of the matrix (20.10, 26.1 classic, 26.1 with the containerd image
+    // store, where the old tar-in-the-body path cannot build at all).
+    for (label, host) in common::daemon_matrix() {
+        let endpoint = slipway::docker::Endpoint {
+            host: host.clone(),
+            source: "test".into(),
         };
-        context::pack(&s, &mut bytes).unwrap();
-        let mut from_tar: Vec<String> = read_tar(&bytes)
-            .into_iter()
-            .map(|(n, _)| format!("/ctx/{}", n.trim_end_matches('/')))
-            .collect();
-        from_tar.push("/ctx".into());
-        from_tar.sort();
-        // ...are exactly the paths in the image.
-        let mut in_image: Vec<String> = listing(&tag)
-            .into_iter()
-            .filter(|l| l.starts_with("/ctx"))
-            .map(|l| l.split('|').next().unwrap().to_string())
-            .collect();
-        in_image.sort();
-        assert_eq!(in_image, from_tar);
-        assert!(in_image.contains(&"/ctx/vendor/lib-a/LICENSE".to_string()));
-        assert!(!in_image.contains(&"/ctx/vendor/lib-a/code.go".to_string()));
-        assert!(!in_image.contains(&"/ctx/.dockerignore".to_string()));
-        assert!(!in_image.contains(&"/ctx/ignored.txt".to_string()));
+        for df in [inside.clone(), outside.clone()] {
+            let tag = format!("{}:bk", common::unique("slipway-test/ctx"));
+            let _cleanup = Images(vec![tag.clone()], host.clone());
+            let mut s = spec(&root);
+            s.dockerfile = df.clone();
+            let (context_dir, dockerfile_dir, name) = context::locals(&s).unwrap();
+            assert_eq!(name, "app.Dockerfile");
+            let mut providers = Providers::default();
+            providers
+                .locals
+                .insert("context".into(), Arc::new(context_dir));
+            providers
+                .locals
+                .insert("dockerfile".into(), Arc::new(dockerfile_dir));
+            let id = common::unique("slipway-ctx-session");
+            let sess = Session::open(&endpoint, &id, "ctx", &id, providers)
+                .await
+                .unwrap_or_else(|e| panic!("{label}: session: {e:#}"));
+            let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
+                .dockerfile(&name)
+                .t(&tag)
+                .version(bollard::query_parameters::BuilderVersion::BuilderBuildKit)
+                .session(sess.id())
+                .remote("client-session")
+                .build();
+            let mut stream = session::build(&endpoint, &options);
+            while let Some(item) = stream.next().await {
+                if let Err(e) = item {
+                    panic!("{label}: BuildKit build with {}: {e}", df.display());
+                }
+            }
+            drop(sess);
+
+            // The tar's entries, as paths under /ctx...
+            let mut bytes = Vec::new();
+            context::pack(&s, &mut bytes).unwrap();
+            let mut from_tar: Vec<String> = read_tar(&bytes)
+                .into_iter()
+                .map(|(n, _)| format!("/ctx/{}", n.trim_end_matches('/')))
+                .collect();
+            from_tar.push("/ctx".into());
+            from_tar.sort();
+            // ...are exactly the paths in the image: a Dockerfile outside the context (or
+            // ignored) never lands in it.
+            let mut in_image: Vec<String> = listing_on(&host, &tag)
+                .into_iter()
+                .filter(|l| l.starts_with("/ctx"))
+                .map(|l| l.split('|').next().unwrap().to_string())
+                .collect();
+            in_image.sort();
+            assert_eq!(in_image, from_tar, "{label}, {}", df.display());
+            assert!(in_image.contains(&"/ctx/vendor/lib-a/LICENSE".to_string()));
+            assert!(!in_image.contains(&"/ctx/vendor/lib-a/code.go".to_string()));
+            assert!(!in_image.contains(&"/ctx/.dockerignore".to_string()));
+            assert!(!in_image.contains(&"/ctx/ignored.txt".to_string()));
+            assert!(
+                !in_image.iter().any(|p| p.contains("Dockerfile")),
+                "{label}: {in_image:?}"
+            );
+        }
     }
 }
 

@@ -37,7 +37,6 @@ fn target_for(name: &str, stack: Stack) -> Target {
         user: 10001,
         build_args: vec![],
         build_secrets: vec![],
-        dockerfile_outside: true,
     };
     // Exercise build args and a private-registry token on one fixture each.
     if name == "nextjs-npm" {

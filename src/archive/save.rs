@@ -39,7 +39,7 @@ pub struct Saved {
 
 impl Saved {
     /// The spool file of `path`, following symlinks inside the tar.
-    fn resolve(&self, path: &str) -> anyhow::Result<(String, &Path)> {
+    pub fn resolve(&self, path: &str) -> anyhow::Result<(String, &Path)> {
         let mut p = path.trim_start_matches("./").to_string();
         for _ in 0..16 {
             if let Some(f) = self.files.get(&p) {
@@ -53,7 +53,7 @@ impl Saved {
         bail!("`{path}` in the exported image is a symlink loop")
     }
 
-    fn read_json(&self, path: &str) -> anyhow::Result<Value> {
+    pub fn read_json(&self, path: &str) -> anyhow::Result<Value> {
         let (_, file) = self.resolve(path)?;
         let meta = std::fs::metadata(file)?;
         if meta.len() > 64 << 20 {

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 /// The version of what goes into a digest. Bump it when [`Inputs`] or its meaning changes,
 /// including what image a digest stands for: 2 is the normal form that keeps the base image's
 /// layers as they are (1 rewrote them), so an image made under 1 is never taken for one now.
-pub const SCHEME: &str = "slipway-inputs/2";
+pub const SCHEME: &str = "slipway-inputs/3";
 
 /// The per-input hashes a digest is computed from (also the `dev.slipway.inputs` label).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(d.len(), 7 + 64);
         assert_eq!(
             d,
-            "sha256:27b4de824a339b3710e06779a9995d4bdfaf096faf9b68f1a23742c4ca7addf6"
+            "sha256:40f58ecf056c0edd47f4b58dd660cfcfa56c89e5a2de4121766c3a4ea250f6d2"
         );
     }
 
@@ -285,7 +285,7 @@ mod tests {
             ),
             (
                 Box::new(|i| i.scheme = "slipway-inputs/0".into()),
-                "slipway's digest scheme changed (slipway-inputs/2 -> slipway-inputs/0)",
+                "slipway's digest scheme changed (slipway-inputs/3 -> slipway-inputs/0)",
             ),
         ];
         for (change, reason) in cases {

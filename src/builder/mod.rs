@@ -268,10 +268,15 @@ pub async fn plan_with(
 ) -> anyhow::Result<BuildPlan> {
     let components = select(config, selection)?;
     let (platform, builder, _) = daemon_builder(daemon).await?;
+    let facts = DaemonFacts {
+        platform: platform.clone(),
+        builder,
+        containerd_store: crate::docker::containerd_store(&daemon.docker).await,
+    };
     let last = record::read_last(config).ok();
     let futures = components
         .into_iter()
-        .map(|c| plan_component(config, daemon, c, stacks, &platform, builder, last.as_ref()));
+        .map(|c| plan_component(config, daemon, c, stacks, &facts, last.as_ref()));
     let planned = futures_util::future::join_all(futures).await;
     let components = planned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     Ok(BuildPlan {
@@ -290,15 +295,23 @@ pub fn source_date_epoch(context_dir: &std::path::Path) -> anyhow::Result<i64> {
     Ok(crate::reproduce::sde::for_context(context_dir)?.epoch)
 }
 
+/// What the plan needs to know of the daemon.
+struct DaemonFacts {
+    platform: String,
+    builder: Builder,
+    /// Image IDs are manifest digests there: base images are named by config digest instead.
+    containerd_store: bool,
+}
+
 async fn plan_component(
     config: &Config,
     daemon: &Daemon,
     c: &Component,
     stacks: &Stacks,
-    platform: &str,
-    builder: Builder,
+    facts: &DaemonFacts,
     last: Option<&BuildReport>,
 ) -> anyhow::Result<ComponentPlan> {
+    let (platform, builder) = (facts.platform.as_str(), facts.builder);
     let dockerfile_path = config.dockerfile_path(c);
     let context_dir = config.context_dir(c);
     let text = read_dockerfile(config, c, &dockerfile_path, &context_dir)?;
@@ -310,7 +323,7 @@ async fn plan_component(
     let (build_secrets, optional_given) = build_secrets(c, &text_str);
     let target = target_stage(config, c, &text_str)?;
     let (base_images, base_layers) =
-        resolve_bases(config, daemon, c, &text_str, &build_args, &declared).await?;
+        resolve_bases(config, daemon, facts, c, &text_str, &build_args, &declared).await?;
 
     let source_date_epoch = Some(source_date_epoch);
     let spec = ContextSpec {
@@ -512,6 +525,7 @@ fn target_stage(config: &Config, c: &Component, dockerfile: &str) -> anyhow::Res
 async fn resolve_bases(
     config: &Config,
     daemon: &Daemon,
+    facts: &DaemonFacts,
     c: &Component,
     dockerfile: &str,
     build_args: &BTreeMap<String, String>,
@@ -522,8 +536,21 @@ async fn resolve_bases(
     for image in crate::bases::base_images(dockerfile, build_args) {
         let id = match daemon.docker.inspect_image(&image).await {
             Ok(i) => {
-                base_layers.push(i.root_fs.and_then(|r| r.layers).unwrap_or_default());
-                i.id.unwrap_or_default()
+                let layers = i.root_fs.and_then(|r| r.layers).unwrap_or_default();
+                let id = i.id.unwrap_or_default();
+                let id = match facts.containerd_store {
+                    true => {
+                        let cache = config.root.join(".slipway/image-configs.json");
+                        crate::docker::images::config_digest(daemon, &image, &id, &layers, &cache)
+                            .await
+                            .with_context(|| {
+                                format!("component `{}`: base image `{image}`", c.name)
+                            })?
+                    }
+                    false => id,
+                };
+                base_layers.push(layers);
+                id
             }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -995,8 +1022,14 @@ fn handed_on(
         .components
         .iter()
         .map(|(name, r)| {
+            // The load names an image by its config digest (what nodes' containerd calls it);
+            // the daemon may call it by its manifest digest (containerd image store).
+            let mut image_id = r.image_id.clone();
             let (diff_ids, normal_form) = match made.remove(name) {
-                Some(n) if n.image_id == r.image_id => (Some(n.diff_ids), n.files.map(Arc::new)),
+                Some(n) if n.daemon_id == r.image_id => {
+                    image_id = n.image_id;
+                    (Some(n.diff_ids), n.files.map(Arc::new))
+                }
                 _ => {
                     let planned = plan.components.iter().find(|c| &c.name == name);
                     let known = planned
@@ -1009,7 +1042,7 @@ fn handed_on(
             BuiltImage {
                 component: name.clone(),
                 reference: r.image.clone(),
-                image_id: r.image_id.clone(),
+                image_id,
                 diff_ids,
                 normal_form,
             }

@@ -466,6 +466,7 @@ async fn load_into(
 ) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
     let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let containerd_store = docker::containerd_store(&docker).await;
     let runtime = cluster.runtime();
     let states = join_all(cluster.nodes().iter().map(|n| query(&docker, n, runtime))).await;
     let mut slots: Vec<Slot> = cluster
@@ -488,8 +489,19 @@ async fn load_into(
             .diff_ids
             .clone()
             .map(|d| ImageMeta::new(component, reference, id, d));
+        let mut normal_form = image.normal_form.clone();
         let meta = match known {
             Some(meta) => Ok(meta),
+            // The containerd image store names the image by its manifest digest and exports
+            // compressed layers: take its config and plain layers from an export instead.
+            None if normal_form.is_none() && containerd_store => {
+                export_for_nodes(daemon, component, reference, id)
+                    .await
+                    .map(|(meta, files)| {
+                        normal_form = Some(files);
+                        meta
+                    })
+            }
             None => inspect(&docker, component, reference, id).await,
         };
         let meta = match meta {
@@ -518,7 +530,6 @@ async fn load_into(
                 continue;
             }
         };
-        let normal_form = image.normal_form.clone();
         results.extend(load_image(&docker, &meta, normal_form, &mut slots, reporter).await);
     }
     let bytes_sent = results.iter().map(|r| r.bytes_sent).sum();
@@ -530,6 +541,20 @@ async fn load_into(
         bytes_sent,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// The image as nodes will know it, from an export (see [`crate::reproduce::normalize::export_plain`]).
+async fn export_for_nodes(
+    daemon: &crate::docker::Daemon,
+    component: &str,
+    reference: &str,
+    id: &str,
+) -> anyhow::Result<(ImageMeta, Arc<ImageFiles>)> {
+    let files = crate::reproduce::normalize::export_plain(daemon, id)
+        .await
+        .with_context(|| format!("component `{component}`: exporting {reference}"))?;
+    let meta = ImageMeta::new(component, reference, &files.image_id, files.diff_ids());
+    Ok((meta, Arc::new(files)))
 }
 
 /// What the daemon says about the image the build recorded.

@@ -5,6 +5,7 @@
 //! docker CLI. Everything else talks to the daemon through the [`Daemon`] this returns.
 
 pub mod filesync;
+pub mod images;
 pub mod session;
 
 use std::path::PathBuf;
@@ -156,6 +157,23 @@ async fn ping(docker: &Docker, endpoint: &Endpoint, timeout: Duration) -> anyhow
         Ok(Err(e)) => Err(anyhow::Error::new(e).context(fail())),
         Err(_) => Err(anyhow::anyhow!("no answer within {:?}", timeout).context(fail())),
     }
+}
+
+/// Whether the daemon keeps images in the containerd image store (Docker Desktop's and Engine
+/// 29's default): there image IDs are manifest digests and exports carry compressed layers.
+pub async fn containerd_store(docker: &Docker) -> bool {
+    match docker.info().await {
+        Ok(info) => is_containerd_store(info.driver_status.as_deref().unwrap_or_default()),
+        Err(_) => false,
+    }
+}
+
+/// `docker info`'s driver status names the containerd snapshotter.
+pub fn is_containerd_store(driver_status: &[Vec<String>]) -> bool {
+    driver_status.iter().any(|kv| {
+        kv.first().is_some_and(|k| k == "driver-type")
+            && kv.get(1).is_some_and(|v| v.contains("snapshotter"))
+    })
 }
 
 /// Whether a daemon of this version builds with BuildKit (built in since 18.09, API 1.39).

@@ -5,6 +5,8 @@
 //! its format (ustar, GNU, PAX) and every field except the ones below; file data is copied as it
 //! is. What changes:
 //! - every mtime (header fields and PAX `mtime` records) above SOURCE_DATE_EPOCH becomes it;
+//! - the mode field keeps only the permission bits (old BuildKit wrote the type bits too);
+//! - owner names (header fields and PAX `uname`/`gname`) are removed: extraction uses the IDs;
 //! - PAX `atime`/`ctime` records and GNU atime/ctime fields are dropped (they are read times);
 //! - entries are put in one fixed order: by path, compared component by component (so a
 //!   directory comes before its children; this is the order Docker's own layer writer walks
@@ -171,6 +173,11 @@ fn parse_num(bytes: &[u8]) -> anyhow::Result<i64> {
     }
     let s = std::str::from_utf8(&text).context("numeric field is not text")?;
     i64::from_str_radix(s, 8).with_context(|| format!("`{s}` is not an octal number"))
+}
+
+/// Whether the block has the ustar or GNU magic (old v7 headers have no owner-name fields).
+fn is_ustar_or_gnu(block: &[u8]) -> bool {
+    block[MAGIC.0..MAGIC.0 + 5] == *b"ustar"
 }
 
 fn write_octal(block: &mut [u8], (off, len): (usize, usize), value: u64) {
@@ -398,6 +405,28 @@ pub fn patch_head(head: &[u8], sde: i64) -> anyhow::Result<Option<Vec<u8>>> {
             write_octal(&mut block, MTIME, sde.max(0) as u64);
             block_changed = true;
         }
+        // The mode field holds permission bits; BuildKit before 0.10 also wrote the file type
+        // bits there (040755 for a directory), later versions do not. Keep the permissions.
+        const MODE: (usize, usize) = (100, 8);
+        // Owner names: BuildKit 0.8 writes `root`, 0.13 nothing; Docker and containerd extract
+        // by the numeric IDs, so the names go.
+        const UNAME: (usize, usize) = (265, 32);
+        const GNAME: (usize, usize) = (297, 32);
+        if !is_extension(tf) {
+            let mode = parse_num(field(&block, MODE))?;
+            if mode > 0o7777 {
+                write_octal(&mut block, MODE, (mode & 0o7777) as u64);
+                block_changed = true;
+            }
+            if is_ustar_or_gnu(&block) {
+                for f in [UNAME, GNAME] {
+                    if block[f.0..f.0 + f.1].iter().any(|&b| b != 0) {
+                        block[f.0..f.0 + f.1].fill(0);
+                        block_changed = true;
+                    }
+                }
+            }
+        }
         if is_gnu(&block) {
             for f in [GNU_ATIME, GNU_CTIME] {
                 if block[f.0..f.0 + f.1].iter().any(|&b| b != 0) {
@@ -420,7 +449,7 @@ pub fn patch_head(head: &[u8], sde: i64) -> anyhow::Result<Option<Vec<u8>>> {
             let mut records_changed = false;
             for (k, v) in &records {
                 match k.as_str() {
-                    "atime" | "ctime" => records_changed = true,
+                    "atime" | "ctime" | "uname" | "gname" => records_changed = true,
                     "mtime" => match pax_time(v) {
                         Some((s, f)) if above(s, f, sde) => {
                             kept.extend(pax_record(k, sde.to_string().as_bytes()));

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -37,6 +37,9 @@ use crate::error::Fail;
 pub struct Normalized {
     /// `sha256:...` of the normal form (the config digest).
     pub image_id: String,
+    /// What the daemon calls it: the config digest on the classic image store, the manifest
+    /// digest on the containerd image store.
+    pub daemon_id: String,
     /// The image it was made from.
     pub source_id: String,
     pub layers: Vec<LayerOutcome>,
@@ -146,9 +149,10 @@ async fn normalize_keeping(
     let rewrite_ms = ms(t0);
     let t0 = std::time::Instant::now();
     // 3. Load (unless the daemon has it), or just move the tags.
-    let already_present = load_or_tag(daemon, &docker, image, &plan, tags).await?;
+    let (already_present, daemon_id) = load_or_tag(daemon, &docker, image, &plan, tags).await?;
     let normalized = Normalized {
         image_id: plan.image_id.clone(),
+        daemon_id,
         source_id,
         layers: plan.outcomes.clone(),
         already_present,
@@ -181,14 +185,15 @@ async fn export(
 }
 
 /// Loads the normal form `plan` under its tags, or only moves the tags when the daemon has it
-/// already (which it says: `true`); then checks that every tag names it.
+/// already (which it says: `true`); then checks that every tag names it. Returns that, and
+/// what the daemon calls the image.
 async fn load_or_tag(
     daemon: &Daemon,
     docker: &bollard::Docker,
     image: &str,
     plan: &Plan,
     tags: &[String],
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, String)> {
     let already_present = docker.inspect_image(&plan.image_id).await.is_ok();
     if already_present {
         for tag in tags {
@@ -212,7 +217,9 @@ async fn load_or_tag(
             )
         })?;
     }
-    let loaded = docker.inspect_image(&plan.image_id).await.map_err(|e| {
+    // The containerd image store names images by manifest digest: look it up by tag.
+    let by = tags.first().map_or(plan.image_id.as_str(), String::as_str);
+    let loaded = docker.inspect_image(by).await.map_err(|e| {
         anyhow::Error::new(e).context(Fail::job(format!(
             "the daemon at {} did not keep the normalised image {}",
             daemon.endpoint.host, plan.image_id
@@ -228,7 +235,71 @@ async fn load_or_tag(
             );
         }
     }
-    Ok(already_present)
+    let daemon_id = loaded.id.unwrap_or_else(|| plan.image_id.clone());
+    Ok((already_present, daemon_id))
+}
+
+/// An image as plain files, for a load from a daemon that names images by manifest digest and
+/// exports compressed layers (the containerd image store): its config (whose digest is what a
+/// node's containerd calls the image) and its layers decompressed. Uses as much disk as the
+/// image unpacked, removed when the value is dropped.
+pub async fn export_plain(daemon: &Daemon, image: &str) -> anyhow::Result<ImageFiles> {
+    let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-export-")
+        .tempdir()
+        .context("creating a temporary directory for the image's layers")?;
+    let export = docker.export_image(image).map_err(io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(export);
+    let work = dir.path().to_path_buf();
+    let (config, layers) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let saved = save::spool(bridge, &work)?;
+        let (config, paths) = saved.image()?;
+        let diff_ids = diff_ids(&config)?;
+        if diff_ids.len() != paths.len() {
+            bail!(
+                "the image config names {} layers, its manifest {}",
+                diff_ids.len(),
+                paths.len()
+            );
+        }
+        let manifest = saved.read_json("manifest.json")?;
+        let config_path = manifest
+            .pointer("/0/Config")
+            .and_then(Value::as_str)
+            .context("manifest.json has no Config")?;
+        let (_, config_file) = saved.resolve(config_path)?;
+        let config = std::fs::read(config_file)?;
+        let mut layers = Vec::new();
+        let mut done: HashMap<String, PathBuf> = HashMap::new();
+        for (i, ((key, spool), diff_id)) in paths.iter().zip(diff_ids).enumerate() {
+            let file = match done.get(key) {
+                Some(f) => f.clone(),
+                None => {
+                    let plain = work.join(format!("plain-{i}.tar"));
+                    let f = if gunzip(spool, &plain)? {
+                        plain
+                    } else {
+                        spool.clone()
+                    };
+                    done.insert(key.clone(), f.clone());
+                    f
+                }
+            };
+            layers.push((diff_id, file));
+        }
+        Ok((config, layers))
+    })
+    .await
+    .context("export task")?
+    .with_context(|| format!("exporting {image} from {}", daemon.endpoint.host))?;
+    Ok(ImageFiles::new(
+        format!("sha256:{}", hex::encode(Sha256::digest(&config))),
+        config,
+        layers,
+        dir,
+    ))
 }
 
 /// How many leading entries `a` and `b` share.
@@ -244,8 +315,10 @@ fn ms(t0: std::time::Instant) -> u64 {
 /// load needs it.
 #[derive(Debug)]
 pub struct NormalImage {
-    /// The normal form's ID.
+    /// The normal form's ID: its config digest.
     pub image_id: String,
+    /// What the daemon calls it (the manifest digest on the containerd image store).
+    pub daemon_id: String,
     /// Its layers' diff IDs, bottom first.
     pub diff_ids: Vec<String>,
     /// Its files on disk, when the run keeps them for a load.
@@ -309,18 +382,19 @@ pub async fn after_build(
         task: task.to_string(),
         line: normalised_line(raw, &n),
     });
-    if n.image_id != n.source_id {
+    if n.daemon_id != n.source_id {
         remove_if_unnamed(daemon, &n.source_id).await;
     }
     made.made.lock().unwrap_or_else(|e| e.into_inner()).insert(
         task.to_string(),
         NormalImage {
             image_id: n.image_id.clone(),
+            daemon_id: n.daemon_id.clone(),
             diff_ids: n.layers.iter().map(|l| l.after.clone()).collect(),
             files,
         },
     );
-    Ok(n.image_id)
+    Ok(n.daemon_id)
 }
 
 /// `normalised 0123 -> 4567 (1 of 5 layers rewritten; export 10 ms, rewrite 20 ms, load 30 ms)`.
@@ -471,6 +545,11 @@ struct LayerResult {
 }
 
 fn rewrite_layer(spool: &Path, out: &Path, sde: i64) -> anyhow::Result<LayerResult> {
+    let plain = out.with_extension("plain.tar");
+    let spool = match gunzip(spool, &plain)? {
+        true => plain.as_path(),
+        false => spool,
+    };
     let input = BufReader::with_capacity(1 << 20, File::open(spool)?);
     let scan = layer::scan(input, io::sink(), sde)?;
     if layer::is_normal(&scan) {
@@ -494,6 +573,23 @@ fn rewrite_layer(spool: &Path, out: &Path, sde: i64) -> anyhow::Result<LayerResu
         size,
         rewritten: true,
     })
+}
+
+/// A gzip-compressed layer blob (what the containerd image store exports) decompressed into
+/// `out`; false when `blob` is a plain tar.
+fn gunzip(blob: &Path, out: &Path) -> anyhow::Result<bool> {
+    let mut magic = [0u8; 2];
+    let mut f = File::open(blob)?;
+    if f.read(&mut magic)? < 2 || magic != [0x1f, 0x8b] {
+        return Ok(false);
+    }
+    let input = BufReader::with_capacity(1 << 20, File::open(blob)?);
+    let mut decoder = flate2::bufread::MultiGzDecoder::new(input);
+    let mut dst = BufWriter::with_capacity(1 << 20, File::create(out)?);
+    io::copy(&mut decoder, &mut dst).context("decompressing a gzip layer")?;
+    dst.flush()?;
+    let _ = std::fs::remove_file(blob);
+    Ok(true)
 }
 
 /// Sets the times and diff IDs of an image config and drops the legacy builder's records of

@@ -82,3 +82,136 @@ pub fn slipway() -> Command {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Label of the host's daemon in [`daemon_matrix`]: Docker Engine 20.10 (Debian 12's docker.io,
+/// scripts/env/docker), reached as slipway finds it (`DOCKER_HOST`, docker context, the socket).
+pub const DAEMON_HOST: &str = "20.10";
+/// Label of Docker Engine 26.1 with the classic image store (overlay2), at
+/// `$SLIPWAY_TEST_DAEMON_CLASSIC` (scripts/env/daemons: tcp://127.0.0.1:23751).
+pub const DAEMON_CLASSIC: &str = "26.1-classic";
+/// Label of Docker Engine 26.1 with the containerd image store (image IDs are manifest digests),
+/// at `$SLIPWAY_TEST_DAEMON_CONTAINERD` (scripts/env/daemons: tcp://127.0.0.1:23752).
+pub const DAEMON_CONTAINERD: &str = "26.1-containerd";
+
+/// Every daemon of the test matrix that answers, as `(label, DOCKER_HOST)`: [`DAEMON_HOST`],
+/// [`DAEMON_CLASSIC`], [`DAEMON_CONTAINERD`], in that order. The 26.1 daemons come from
+/// `$SLIPWAY_TEST_DAEMON_CLASSIC` and `$SLIPWAY_TEST_DAEMON_CONTAINERD` (exported by scripts/test;
+/// started by scripts/env/daemons, which scripts/env/setup runs).
+///
+/// A daemon whose variable is unset or that does not answer `GET /_ping` within 5 s is left out
+/// with a printed SKIPPED; under `CI=true` it panics instead: matrix tests never pass by
+/// skipping there. Each daemon holds the base images (`$SLIPWAY_TEST_IMAGE_PYTHON`, `_NODE`,
+/// `_BUSYBOX`). Run a command against one with `DOCKER_HOST=<host>`, or connect with
+/// [`daemon_matrix_clients`].
+pub fn daemon_matrix() -> Vec<(&'static str, String)> {
+    let mut daemons = Vec::new();
+    let host = slipway::docker::endpoint().host;
+    if let Some(h) = matrix_daemon(
+        DAEMON_HOST,
+        "the host's daemon (DOCKER_HOST or the socket)",
+        Some(host),
+    ) {
+        daemons.push((DAEMON_HOST, h));
+    }
+    for (label, var) in [
+        (DAEMON_CLASSIC, "SLIPWAY_TEST_DAEMON_CLASSIC"),
+        (DAEMON_CONTAINERD, "SLIPWAY_TEST_DAEMON_CONTAINERD"),
+    ] {
+        let host = std::env::var(var).ok().filter(|h| !h.is_empty());
+        if let Some(h) = matrix_daemon(label, var, host) {
+            daemons.push((label, h));
+        }
+    }
+    daemons
+}
+
+/// [`daemon_matrix`] with a bollard client for each daemon (request timeout: an hour, for builds).
+pub fn daemon_matrix_clients() -> Vec<(&'static str, bollard::Docker)> {
+    daemon_matrix()
+        .into_iter()
+        .map(|(label, host)| {
+            let secs = slipway::docker::LONG_TIMEOUT.as_secs();
+            let docker = match host.strip_prefix("unix://") {
+                Some(path) => {
+                    bollard::Docker::connect_with_unix(path, secs, bollard::API_DEFAULT_VERSION)
+                }
+                None => {
+                    bollard::Docker::connect_with_http(&host, secs, bollard::API_DEFAULT_VERSION)
+                }
+            };
+            let docker = docker.unwrap_or_else(|e| panic!("daemon {label} at {host}: {e}"));
+            (label, docker)
+        })
+        .collect()
+}
+
+/// One daemon of the matrix: its host when it answers; otherwise SKIPPED, or a panic under CI.
+fn matrix_daemon(label: &str, from: &str, host: Option<String>) -> Option<String> {
+    let problem = match &host {
+        None => format!("{from} is not set (run scripts/env/daemons; scripts/test exports it)"),
+        Some(h) => match ping_host(h) {
+            Ok(()) => return host,
+            Err(e) => {
+                format!("{from}={h} does not answer GET /_ping: {e} (run scripts/env/daemons)")
+            }
+        },
+    };
+    if in_ci() {
+        panic!("CI=true and the Docker {label} daemon of the test matrix is missing: {problem}");
+    }
+    eprintln!("SKIPPED: Docker {label}: {problem} (set CI=true to make this a failure)");
+    None
+}
+
+/// `GET /_ping` over a unix socket or plain TCP, without an async runtime: Ok when it says OK.
+pub fn ping_host(host: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    fn exchange(mut s: impl Read + Write) -> std::io::Result<Vec<u8>> {
+        s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+        let mut response = Vec::new();
+        s.read_to_end(&mut response)?;
+        Ok(response)
+    }
+    let response = if let Some(path) = host.strip_prefix("unix://") {
+        let s = std::os::unix::net::UnixStream::connect(path).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        exchange(s)
+    } else if let Some(addr) = host
+        .strip_prefix("tcp://")
+        .or_else(|| host.strip_prefix("http://"))
+    {
+        use std::net::ToSocketAddrs;
+        let addr = addr.trim_end_matches('/');
+        let sock = addr
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+        let s = std::net::TcpStream::connect_timeout(&sock, TIMEOUT).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        exchange(s)
+    } else {
+        return Err(format!(
+            "cannot ping `{host}` (only unix:// and tcp:// are supported here)"
+        ));
+    }
+    .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let status_ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
+    if status_ok && text.ends_with("OK") {
+        Ok(())
+    } else {
+        Err(format!(
+            "unexpected answer: {}",
+            text.lines().next().unwrap_or("")
+        ))
+    }
+}

@@ -1,0 +1,160 @@
+//! The reference app through `slipway up` on every daemon of the test matrix: Docker 20.10,
+//! Docker 26.1 with the classic image store, and Docker 26.1 with the containerd image store
+//! (Docker Desktop's and Engine 29's default), where builds must go over the BuildKit session.
+
+mod common;
+
+use std::path::Path;
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "node_modules" || name == ".next" || name == "__pycache__" {
+            continue;
+        }
+        let ft = entry.file_type().unwrap();
+        if ft.is_dir() {
+            copy_tree(&entry.path(), &to.join(&name));
+        } else if ft.is_file() {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_reference_app_comes_up_on_every_daemon() {
+    let repo = common::repo();
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&repo.join("contexts"), &dir.path().join("contexts"));
+    copy_tree(&repo.join("dockerfiles"), &dir.path().join("dockerfiles"));
+    std::fs::copy(repo.join("slipway.toml"), dir.path().join("slipway.toml")).unwrap();
+    for (label, host) in common::daemon_matrix() {
+        // On the containerd image store, also load into a kind stand-in running on that daemon
+        // (kind's own `kind load` fails from such daemons: kubernetes-sigs/kind#3795).
+        let kind = (label == common::DAEMON_CONTAINERD).then(|| Kind::up(&host));
+        let cluster = kind
+            .as_ref()
+            .map_or("none".to_string(), |k| format!("kind:{}", k.name));
+        let out = common::slipway()
+            .current_dir(dir.path())
+            .env("DOCKER_HOST", &host)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["--progress", "plain", "up", "--cluster", &cluster])
+            .args(["--metadata-file", "run.json"])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{label} ({host}):\n{text}");
+        let run: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("run.json")).unwrap()).unwrap();
+        let text_run = run.to_string();
+        for component in ["backend", "frontend"] {
+            assert!(
+                text_run.contains(&format!("slipway/{component}:")),
+                "{label}: {component} missing from run.json: {text_run}"
+            );
+            // The image is on that daemon under its tag, and runs there as the non-root user.
+            let id = std::process::Command::new("docker")
+                .env("DOCKER_HOST", &host)
+                .args(["image", "inspect", "--format", "{{.Config.User}}"])
+                .arg(format!("slipway/{component}:latest"))
+                .output()
+                .unwrap();
+            assert!(
+                id.status.success(),
+                "{label}: slipway/{component}:latest: {}",
+                String::from_utf8_lossy(&id.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&id.stdout).trim(),
+                "10001:10001",
+                "{label}"
+            );
+        }
+        assert!(dir.path().join("k8s").is_dir(), "{label}: no manifests");
+        if let Some(kind) = &kind {
+            for (component, command) in [
+                ("backend", "python3 -c print(6*7)"),
+                ("frontend", "node -e console.log(6*7)"),
+            ] {
+                let image = run
+                    .pointer(&format!("/build/components/{component}/image"))
+                    .and_then(|v| v.as_str())
+                    .unwrap();
+                let out = kind.ctr_run(&format!("docker.io/{image}"), command);
+                assert_eq!(
+                    out.trim(),
+                    "42",
+                    "{label}: {component} in the kind node: {out}"
+                );
+            }
+            // A later `slipway load` (the images cached, exported from the containerd store
+            // again) finds them present and sends nothing.
+            let again = common::slipway()
+                .current_dir(dir.path())
+                .env("DOCKER_HOST", &host)
+                .args(["--progress", "plain", "load", "--cluster", &cluster])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&again.stdout).to_string()
+                + &String::from_utf8_lossy(&again.stderr);
+            assert!(again.status.success(), "{text}");
+            assert!(text.contains("already present"), "{text}");
+            assert!(text.contains(": 0 B sent"), "{text}");
+        }
+    }
+}
+
+/// A kind stand-in (one control-plane node) on the daemon at `host`, removed on drop.
+struct Kind {
+    name: String,
+    host: String,
+}
+
+impl Kind {
+    fn up(host: &str) -> Kind {
+        let name = common::unique("mx").to_lowercase();
+        let out = std::process::Command::new(common::repo().join("tests/env/kind-up"))
+            .env("DOCKER_HOST", host)
+            .arg(&name)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kind-up on {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Kind {
+            name,
+            host: host.to_string(),
+        }
+    }
+
+    /// Runs `command` in `image` inside the node with containerd's `ctr run`; its output.
+    fn ctr_run(&self, image: &str, command: &str) -> String {
+        let node = format!("{}-control-plane", self.name);
+        let out = std::process::Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(["exec", &node, "ctr", "-n", "k8s.io", "run", "--rm", image])
+            .arg(common::unique("run").to_lowercase())
+            .args(command.split(' '))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    }
+}
+
+impl Drop for Kind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(common::repo().join("tests/env/down"))
+            .env("DOCKER_HOST", &self.host)
+            .arg(&self.name)
+            .output();
+    }
+}
