@@ -57,7 +57,7 @@ impl Session {
             console::set_colors_enabled_stderr(colors);
         }
         Ok(Session {
-            reporter: report::make(cli.progress, verbosity),
+            reporter: report::make(cli.progress.into(), verbosity),
             verbosity,
             config_flag: cli.config.clone(),
             cwd: std::env::current_dir()?,
