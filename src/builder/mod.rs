@@ -329,7 +329,6 @@ async fn plan_component(
     let spec = ContextSpec {
         dir: context_dir.clone(),
         dockerfile: dockerfile_path.clone(),
-        // The packer finds `<dockerfile>.dockerignore`, else `<context>/.dockerignore`.
         ignore_file: None,
         source_date_epoch,
         builder: builder.for_context(),
@@ -347,24 +346,15 @@ async fn plan_component(
     )
     .with_optional_secrets(optional_given);
     let input_digest = inputs.digest();
-    let (repository, tag, image, extra_tags) = names(config, &c.name, &input_digest);
+    let names = Names::of(config, &c.name, &input_digest);
     // A build ID that follows the inputs, for tools that would otherwise make a random one
     // (the generated Next.js Dockerfiles hand it to `generateBuildId`). It is a function of the
     // inputs above, so it is passed without being part of them.
     if declared.contains(BUILD_ID_ARG) && !build_args.contains_key(BUILD_ID_ARG) {
-        build_args.insert(BUILD_ID_ARG.to_string(), tag.clone());
+        build_args.insert(BUILD_ID_ARG.to_string(), names.tag.clone());
     }
-    let (cache, cached_diff_ids) = cache_state(
-        daemon,
-        &c.name,
-        &image,
-        &input_digest,
-        &inputs,
-        &extra_tags,
-        &repository,
-        last,
-    )
-    .await?;
+    let (cache, cached_diff_ids) =
+        cache_state(daemon, &c.name, &names, &input_digest, &inputs, last).await?;
     Ok(ComponentPlan {
         name: c.name.clone(),
         stack: shown_stack(c, stacks),
@@ -378,10 +368,10 @@ async fn plan_component(
         context_bytes: packed.bytes,
         inputs,
         input_digest,
-        repository,
-        tag,
-        image,
-        extra_tags,
+        repository: names.repository,
+        tag: names.tag,
+        image: names.image,
+        extra_tags: names.extra_tags,
         cache,
         warnings,
         dockerfile_path,
@@ -395,24 +385,37 @@ async fn plan_component(
     })
 }
 
-/// The image's names: `PREFIX/NAME`, the input-digest tag (its first 12 hex digits),
-/// `PREFIX/NAME:TAG`, and the extra tags moved to it after a build.
-fn names(
-    config: &Config,
-    component: &str,
-    input_digest: &str,
-) -> (String, String, String, Vec<String>) {
-    let repository = config.image_repo(component);
-    let tag = input_digest.trim_start_matches("sha256:")[..12].to_string();
-    let image = format!("{repository}:{tag}");
-    let extra_tags: Vec<String> = config
-        .images
-        .tags
-        .iter()
-        .filter(|t| **t != tag)
-        .map(|t| format!("{repository}:{t}"))
-        .collect();
-    (repository, tag, image, extra_tags)
+/// A component's image names.
+struct Names {
+    /// `PREFIX/NAME`.
+    repository: String,
+    /// The input-digest tag: the digest's first 12 hex digits.
+    tag: String,
+    /// `PREFIX/NAME:TAG`.
+    image: String,
+    /// Further references moved to the image after a build.
+    extra_tags: Vec<String>,
+}
+
+impl Names {
+    fn of(config: &Config, component: &str, input_digest: &str) -> Names {
+        let repository = config.image_repo(component);
+        let tag = input_digest.trim_start_matches("sha256:")[..12].to_string();
+        let image = format!("{repository}:{tag}");
+        let extra_tags: Vec<String> = config
+            .images
+            .tags
+            .iter()
+            .filter(|t| **t != tag)
+            .map(|t| format!("{repository}:{t}"))
+            .collect();
+        Names {
+            repository,
+            tag,
+            image,
+            extra_tags,
+        }
+    }
 }
 
 /// The component's Dockerfile, once its Dockerfile and its context are both there.
@@ -570,7 +573,8 @@ async fn resolve_bases(
 }
 
 /// Packs the context as the build will (hashing, not sending it), noting what is worth a
-/// warning.
+/// warning. (With no `ignore_file`, the packer finds `<dockerfile>.dockerignore`, else
+/// `<context>/.dockerignore`.)
 async fn pack_for_digest(
     c: &Component,
     spec: ContextSpec,
@@ -656,17 +660,15 @@ async fn image_labels(daemon: &Daemon, reference: &str) -> anyhow::Result<Option
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn cache_state(
     daemon: &Daemon,
     component: &str,
-    image: &str,
+    names: &Names,
     input_digest: &str,
     inputs: &Inputs,
-    extra_tags: &[String],
-    repository: &str,
     last: Option<&BuildReport>,
 ) -> anyhow::Result<(CacheState, Vec<String>)> {
+    let (image, extra_tags) = (names.image.as_str(), &names.extra_tags);
     let cached = |found: Found| {
         let image_id = found.id;
         (CacheState::Cached { image_id }, found.diff_ids)
@@ -680,7 +682,7 @@ async fn cache_state(
     // Not cached: compare with the image this component's tags last pointed to.
     let mut previous: Vec<String> = Vec::new();
     if let Some(r) = last.and_then(|l| l.components.get(component)) {
-        if r.repository == repository {
+        if r.repository == names.repository {
             previous.push(r.image.clone());
         }
     }
