@@ -113,6 +113,11 @@ impl Session {
         print!("{text}");
     }
 
+    /// Text that explains a failure (a diff) on stderr, before the error itself.
+    pub fn print_err(&self, text: &str) {
+        eprint!("{text}");
+    }
+
     /// A value as pretty JSON on stdout (`--json`).
     pub fn print_json(&self, value: &impl serde::Serialize) -> anyhow::Result<()> {
         self.print(&format!("{}\n", serde_json::to_string_pretty(value)?));
