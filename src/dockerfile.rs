@@ -80,6 +80,9 @@ pub struct Target {
     pub build_args: Vec<String>,
     /// Names of build-time secrets, mounted into install and build steps.
     pub build_secrets: Vec<String>,
+    /// The context's own `.dockerignore` (where it is, as shown to the user; its text), when
+    /// it has one: the generated ignore file carries it, so the user's rules always apply.
+    pub context_ignore: Option<(String, String)>,
 }
 
 impl Target {
@@ -93,6 +96,7 @@ impl Target {
             user: component.user,
             build_args: component.build_args.keys().cloned().collect(),
             build_secrets: component.build_secrets.clone(),
+            context_ignore: None,
         }
     }
 }
@@ -880,6 +884,15 @@ pub fn ignore(t: &Target, plan: &StackPlan) -> String {
     {
         lines.push(dir.clone());
     }
+    if let Some((shown, text)) = &t.context_ignore {
+        // Last, so that the user's rules win: what it excludes never reaches a build, what
+        // it re-includes with `!` stays, even where slipway's own lines above exclude it.
+        lines.push(String::new());
+        lines.push(format!(
+            "# The context's own .dockerignore ({shown}), verbatim: its rules come last and win."
+        ));
+        lines.push(text.trim_end_matches(['\n', '\r']).to_string());
+    }
     let mut s = lines.join("\n");
     s.push('\n');
     s
@@ -899,6 +912,7 @@ mod tests {
             user: 10001,
             build_args: vec![],
             build_secrets: vec!["TOKEN".into()],
+            context_ignore: None,
         }
     }
 

@@ -101,7 +101,16 @@ pub fn plan_component(config: &Config, component: &Component) -> anyhow::Result<
     let tree = SourceTree::new(config.context_dir(component), &component.context);
     let detection = detect::detect(&tree, component.stack.as_deref())
         .with_context(|| format!("detecting the stack of component `{}`", component.name))?;
-    let target = Target::new(config, component);
+    let mut target = Target::new(config, component);
+    let context_ignore = config.context_dir(component).join(".dockerignore");
+    if let Some(text) = read_if_exists(&context_ignore)? {
+        let shown = component
+            .context
+            .join(".dockerignore")
+            .display()
+            .to_string();
+        target.context_ignore = Some((shown, text));
+    }
     let generated = dockerfile::render(&target, &detection.plan);
     let mut outputs = vec![Output {
         path: dockerfile_path.clone(),

@@ -37,6 +37,7 @@ fn target_for(name: &str, stack: Stack) -> Target {
         user: 10001,
         build_args: vec![],
         build_secrets: vec![],
+        context_ignore: None,
     };
     // Exercise build args and a private-registry token on one fixture each.
     if name == "nextjs-npm" {

@@ -128,6 +128,9 @@ pub struct ComponentPlan {
     /// file set than the one hashed must not be tagged with this digest.
     #[serde(skip)]
     pub(crate) context_fingerprint: String,
+    /// slipway's own files, left out of the context ([`own_files`]).
+    #[serde(skip)]
+    pub(crate) leave_out: Vec<PathBuf>,
     /// The builder the context is packed for.
     #[serde(skip)]
     pub(crate) builder: Builder,
@@ -164,6 +167,7 @@ impl ComponentPlan {
             ignore_file: None,
             source_date_epoch: self.source_date_epoch,
             builder: self.builder.for_context(),
+            leave_out: self.leave_out.clone(),
         }
     }
 
@@ -295,6 +299,45 @@ pub fn source_date_epoch(context_dir: &std::path::Path) -> anyhow::Result<i64> {
     Ok(crate::reproduce::sde::for_context(context_dir)?.epoch)
 }
 
+/// slipway's own files, which never enter a build context: its state (`.slipway/`), the
+/// config file, the Dockerfiles and ignore files it generated (a user's own stay: they are
+/// part of the directory as Docker sees it), and its default manifest and chart output
+/// directories (a Secret manifest holds secret values).
+pub fn own_files(config: &Config) -> Vec<PathBuf> {
+    let mut own = vec![
+        config.root.join(".slipway"),
+        config.path.clone(),
+        config.root.join("k8s"),
+        config.root.join("charts"),
+    ];
+    for c in config.components.values() {
+        let dockerfile = config.dockerfile_path(c);
+        let generated = |p: &std::path::Path| {
+            std::fs::read(p)
+                .is_ok_and(|b| crate::dockerfile::is_generated(&String::from_utf8_lossy(&b)))
+        };
+        if generated(&dockerfile) {
+            own.push(dockerfile.clone());
+        }
+        let ignore = crate::dockerfile::ignore_path(&dockerfile);
+        if generated(&ignore) {
+            own.push(ignore);
+        }
+        // A directory of nothing but generated files (`dockerfiles/`) goes as a whole.
+        if let Some(dir) = dockerfile.parent().filter(|d| *d != config.root) {
+            let all_generated = std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .all(|e| e.file_type().is_ok_and(|t| t.is_file()) && generated(&e.path()))
+            });
+            if all_generated && !own.iter().any(|p| p == dir) {
+                own.push(dir.to_path_buf());
+            }
+        }
+    }
+    own
+}
+
 /// What the plan needs to know of the daemon.
 struct DaemonFacts {
     platform: String,
@@ -332,6 +375,7 @@ async fn plan_component(
         ignore_file: None,
         source_date_epoch,
         builder: builder.for_context(),
+        leave_out: own_files(config),
     };
     let packed = pack_for_digest(c, spec, &mut warnings).await?;
 
@@ -379,6 +423,7 @@ async fn plan_component(
         source_date_epoch,
         dockerfile_name: packed.dockerfile_name.clone(),
         context_fingerprint: packed.fingerprint.clone(),
+        leave_out: own_files(config),
         builder,
         base_layers,
         cached_diff_ids,
@@ -1215,6 +1260,7 @@ mod tests {
             source_date_epoch: None,
             dockerfile_name: String::new(),
             context_fingerprint: String::new(),
+            leave_out: vec![],
             builder: Builder::BuildKit,
             base_layers: vec![],
             cached_diff_ids: vec![],

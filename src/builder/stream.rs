@@ -102,14 +102,14 @@ impl Progress {
         for v in status.vertexes {
             let step = self.steps.entry(v.digest.clone()).or_default();
             if step.name.is_empty() {
-                step.name = v.name.clone();
+                step.name = shown_step(&v.name);
             }
             if !step.reported && (v.started.is_some() || v.cached) {
                 step.reported = true;
                 self.order.push(v.digest.clone());
                 out.push(Event::Step {
                     task: self.task.clone(),
-                    step: v.name.clone(),
+                    step: shown_step(&v.name),
                     cached: v.cached,
                 });
             }
@@ -217,6 +217,22 @@ impl Progress {
             },
         }
     }
+}
+
+/// A BuildKit step as people read it: `RUN --mount=type=cache,... --mount=... npm run build`
+/// becomes `RUN npm run build` (the stage and step count stay: `[build 2/2] RUN npm run build`).
+pub fn shown_step(name: &str) -> String {
+    let Some(at) = name.find("RUN ") else {
+        return name.to_string();
+    };
+    let (head, rest) = name.split_at(at + 4);
+    let mut rest = rest.trim_start();
+    while let Some(flag) = rest.strip_prefix("--") {
+        // A flag runs to the next space (mount options hold no spaces).
+        let end = flag.find(' ').map_or(flag.len(), |i| i + 1);
+        rest = flag[end..].trim_start();
+    }
+    format!("{head}{rest}")
 }
 
 /// `Step 3/4 : RUN make` -> `[3/4] RUN make`.
@@ -333,6 +349,23 @@ mod tests {
         );
         assert_eq!(f.log_tail, ["compiling", "half line", "last"]);
         assert_eq!(p.image_id(), None);
+    }
+
+    #[test]
+    fn mount_flags_are_not_shown() {
+        assert_eq!(
+            shown_step("[build 2/2] RUN --mount=type=cache,id=x,target=/app/.next/cache,sharing=locked --mount=type=secret,id=NEXT_KEY,required=false npm run build"),
+            "[build 2/2] RUN npm run build"
+        );
+        assert_eq!(
+            shown_step("[deps 1/3] RUN --network=none make"),
+            "[deps 1/3] RUN make"
+        );
+        assert_eq!(shown_step("[1/3] COPY . ."), "[1/3] COPY . .");
+        assert_eq!(
+            shown_step("[internal] load build context"),
+            "[internal] load build context"
+        );
     }
 
     #[test]

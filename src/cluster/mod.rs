@@ -491,10 +491,10 @@ async fn load_into(
             .map(|d| ImageMeta::new(component, reference, id, d));
         let mut normal_form = image.normal_form.clone();
         let meta = match known {
-            Some(meta) => Ok(meta),
             // The containerd image store names the image by its manifest digest and exports
-            // compressed layers: take its config and plain layers from an export instead.
-            None if normal_form.is_none() && containerd_store => {
+            // compressed layers: unless this run normalised it, take its config and plain
+            // layers from an export.
+            _ if normal_form.is_none() && containerd_store => {
                 export_for_nodes(daemon, component, reference, id)
                     .await
                     .map(|(meta, files)| {
@@ -502,6 +502,7 @@ async fn load_into(
                         meta
                     })
             }
+            Some(meta) => Ok(meta),
             None => inspect(&docker, component, reference, id).await,
         };
         let meta = match meta {

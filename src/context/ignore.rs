@@ -233,6 +233,15 @@ impl Pattern {
         }
     }
 
+    /// An exclusion of exactly `path` (and so of everything below it): slipway's own files.
+    /// Built directly, so that glob characters in the name stay literal.
+    pub fn literal_exclusion(path: &[u8]) -> Pattern {
+        Pattern {
+            exclusion: false,
+            ..Pattern::literal_exception(path)
+        }
+    }
+
     /// An exception for exactly `path` (the Dockerfile and the ignore file, which Docker
     /// always sends). Built directly, so that glob characters in the name stay literal.
     pub fn literal_exception(path: &[u8]) -> Pattern {

@@ -83,6 +83,10 @@ pub struct ContextSpec {
     pub source_date_epoch: Option<i64>,
     /// Who receives the tar.
     pub builder: Builder,
+    /// slipway's own files and directories (its state, its config, the files it generated,
+    /// its output): those inside the context are left out after every ignore rule, so they
+    /// never enter a build, change a digest or ship in an image.
+    pub leave_out: Vec<PathBuf>,
 }
 
 /// The result of packing a context.
@@ -302,11 +306,42 @@ fn plan(spec: &ContextSpec) -> Result<(Plan, String, Option<PathBuf>)> {
         if let Ok(canon) = fs::canonicalize(path) {
             ignore_rel = relative(&root, &canon);
         }
+        // A generated ignore file carries the context's own rules, but may be stale: the
+        // context's `.dockerignore` as it is now applies after it, so what the user excludes
+        // never reaches a build whatever slipway generated (the same rules twice, in the same
+        // order, give the same result).
+        let own = spec.dir.join(".dockerignore");
+        let generated = crate::dockerfile::is_generated(&String::from_utf8_lossy(&content));
+        if generated && own.is_file() {
+            let text = fs::read(&own).with_context(|| format!("cannot read {}", own.display()))?;
+            let extra = ignore::read_patterns(&text, &own)
+                .and_then(|lines| Matcher::new(&lines, &own))
+                .map_err(|e| {
+                    anyhow::Error::new(e).context(
+                        Fail::usage(format!("bad ignore file {}", own.display())).hint(
+                            "fix or remove the pattern on the line shown (Docker rejects it too)",
+                        ),
+                    )
+                })?;
+            for p in extra.patterns {
+                matcher.push(p);
+            }
+        }
     }
     // Always sent (the CLI appends `!<name>` exceptions): the classic daemon drops them again.
     let classic = spec.builder == Builder::Classic;
     if let (true, Some(rel)) = (classic, &ignore_rel) {
         matcher.push(Pattern::literal_exception(rel));
+    }
+    let dockerfile_is = |p: &Path| fs::canonicalize(p).is_ok_and(|c| c == dockerfile);
+    for own in &spec.leave_out {
+        // The classic builder needs the Dockerfile in the tar (it drops it again itself).
+        if classic && dockerfile_is(own) {
+            continue;
+        }
+        if let Some(rel) = fs::canonicalize(own).ok().and_then(|c| relative(&root, &c)) {
+            matcher.push(Pattern::literal_exclusion(&rel));
+        }
     }
     let mtime = spec.source_date_epoch.map(|t| t.max(0) as u64);
     let mut virtuals = Vec::new();

@@ -566,15 +566,15 @@ pub fn scan<R: Read, W: Write>(input: R, spool: W, sde: i64) -> anyhow::Result<S
 /// (PAX records, GNU long names) with their data, up to and including the main header, and a
 /// GNU sparse map after it. Every byte goes to `head`; with `checked`, each header block's
 /// checksum is verified.
-fn read_head<R: Read, W: Write>(
-    r: &mut Tee<R, W>,
+fn read_head<R: Positioned>(
+    r: &mut R,
     block: &mut [u8; BLOCK],
     head: &mut Vec<u8>,
     checked: bool,
 ) -> anyhow::Result<()> {
     loop {
         if checked {
-            check_block(block, r.pos - BLOCK64)?;
+            check_block(block, r.pos() - BLOCK64)?;
         }
         head.extend_from_slice(block);
         let tf = block[TYPEFLAG];
@@ -583,7 +583,7 @@ fn read_head<R: Read, W: Write>(
             if size > MAX_EXTENSION {
                 bail!(
                     "tar extension header at byte {} is {size} bytes (more than {MAX_EXTENSION})",
-                    r.pos - BLOCK64
+                    r.pos() - BLOCK64
                 );
             }
             let at = head.len();
@@ -630,6 +630,37 @@ struct Tee<R, W> {
     out: W,
     hash: Sha256,
     pos: u64,
+}
+
+/// A reader that knows how far it has read (for errors that name a byte offset).
+trait Positioned: Read {
+    fn pos(&self) -> u64;
+}
+
+impl<R: Read, W: Write> Positioned for Tee<R, W> {
+    fn pos(&self) -> u64 {
+        self.pos
+    }
+}
+
+/// A reader that counts what it reads, and does nothing else.
+struct Counting<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read> Positioned for Counting<R> {
+    fn pos(&self) -> u64 {
+        self.pos
+    }
 }
 
 impl<R: Read, W: Write> Read for Tee<R, W> {
@@ -1012,11 +1043,17 @@ pub struct Listed {
 
 /// Lists a layer's entries with a digest of each one's data (for `verify`'s diff).
 pub fn list<R: Read>(input: R) -> anyhow::Result<Vec<Listed>> {
-    let scan_sink = io::sink();
-    let mut r = Tee {
+    list_where(input, |_| true)
+}
+
+/// [`list`], keeping (and hashing the data of) only the entries whose path `wanted` accepts:
+/// what normalising needs to know of the layers below the ones a build made.
+pub fn list_where<R: Read>(
+    input: R,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> anyhow::Result<Vec<Listed>> {
+    let mut r = Counting {
         inner: input,
-        out: scan_sink,
-        hash: Sha256::new(),
         pos: 0,
     };
     let mut out = Vec::new();
@@ -1034,6 +1071,10 @@ pub fn list<R: Read>(input: R) -> anyhow::Result<Vec<Listed>> {
         } else {
             (padded(parsed.size), parsed.size)
         };
+        if !wanted(key_of(&parsed.path)) {
+            io::copy(&mut (&mut r).take(len), &mut io::sink())?;
+            continue;
+        }
         let mut hasher = HashWriter {
             inner: io::sink(),
             hash: Sha256::new(),

@@ -14,7 +14,7 @@
 //! `config.Image` (Docker 25 stopped writing them; BuildKit never did; nothing reads them at
 //! run time). Labels, environment, entrypoint and the rest are kept as they are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -488,6 +488,27 @@ fn rewrite_image(
         );
     }
 
+    // 1. The layers the build made, plain and scanned.
+    let mut scanned: HashMap<String, (PathBuf, layer::Scan)> = HashMap::new();
+    for (i, (key, spool)) in layer_paths.iter().enumerate() {
+        if i < keep || scanned.contains_key(key) {
+            continue;
+        }
+        let (file, scan) = scan_layer(spool, &dir.join(format!("out-{i}.plain.tar")), sde)
+            .with_context(|| format!("layer {i} ({})", old_ids[i]))?;
+        if scan.digest != old_ids[i] {
+            bail!(
+                "layer {i} as exported has digest {}, but the config says {}",
+                scan.digest,
+                old_ids[i]
+            );
+        }
+        scanned.insert(key.clone(), (file, scan));
+    }
+    // 2. What each of them repeats unchanged from below (see `Lower`).
+    let drops = unchanged_entries(&layer_paths, keep, sde, &scanned)?;
+
+    // 3. The rewrite.
     let mut done: HashMap<String, (String, PathBuf, u64, bool)> = HashMap::new();
     let mut layers = Vec::new();
     let mut outcomes = Vec::new();
@@ -500,15 +521,10 @@ fn rewrite_image(
                 (old_ids[i].clone(), spool.clone(), size, false),
             );
         } else if !done.contains_key(key) {
-            let result = rewrite_layer(spool, &dir.join(format!("out-{i}.tar")), sde)
+            let (file, scan) = scanned.remove(key).context("a layer was not scanned")?;
+            let drop = drops.get(key).cloned().unwrap_or_default();
+            let result = rewrite_layer(&file, scan, &drop, &dir.join(format!("out-{i}.tar")), sde)
                 .with_context(|| format!("layer {i} ({})", old_ids[i]))?;
-            if result.before != old_ids[i] {
-                bail!(
-                    "layer {i} as exported has digest {}, but the config says {}",
-                    result.before,
-                    old_ids[i]
-                );
-            }
             done.insert(
                 key.clone(),
                 (result.after, result.file, result.size, result.rewritten),
@@ -537,42 +553,200 @@ fn rewrite_image(
 }
 
 struct LayerResult {
-    before: String,
     after: String,
     file: PathBuf,
     size: u64,
     rewritten: bool,
 }
 
-fn rewrite_layer(spool: &Path, out: &Path, sde: i64) -> anyhow::Result<LayerResult> {
-    let plain = out.with_extension("plain.tar");
-    let spool = match gunzip(spool, &plain)? {
-        true => plain.as_path(),
-        false => spool,
+/// A build-made layer as a plain tar (decompressed to `plain` when it came gzipped), scanned.
+fn scan_layer(spool: &Path, plain: &Path, sde: i64) -> anyhow::Result<(PathBuf, layer::Scan)> {
+    let file = match gunzip(spool, plain)? {
+        true => plain.to_path_buf(),
+        false => spool.to_path_buf(),
     };
-    let input = BufReader::with_capacity(1 << 20, File::open(spool)?);
+    let input = BufReader::with_capacity(1 << 20, File::open(&file)?);
     let scan = layer::scan(input, io::sink(), sde)?;
-    if layer::is_normal(&scan) {
+    Ok((file, scan))
+}
+
+/// Writes the normal form of a scanned layer, leaving out the entries in `drop`.
+fn rewrite_layer(
+    file: &Path,
+    mut scan: layer::Scan,
+    drop: &HashSet<Vec<u8>>,
+    out: &Path,
+    sde: i64,
+) -> anyhow::Result<LayerResult> {
+    let before = scan.digest.clone();
+    scan.entries.retain(|e| !drop.contains(&*e.key));
+    if drop.is_empty() && layer::is_normal(&scan) {
         return Ok(LayerResult {
-            before: scan.digest.clone(),
-            after: scan.digest,
-            file: spool.to_path_buf(),
+            after: before,
+            file: file.to_path_buf(),
             size: scan.len,
             rewritten: false,
         });
     }
-    let mut src = BufReader::with_capacity(256 << 10, File::open(spool)?);
+    let mut src = BufReader::with_capacity(256 << 10, File::open(file)?);
     let dst = BufWriter::with_capacity(1 << 20, File::create(out)?);
     let (after, size) = layer::rewrite(&scan, &mut src, dst, sde)?;
     // The input is no longer needed: free its space now.
-    let _ = std::fs::remove_file(spool);
+    let _ = std::fs::remove_file(file);
     Ok(LayerResult {
-        before: scan.digest,
         after,
         file: out.to_path_buf(),
         size,
         rewritten: true,
     })
+}
+
+/// The filesystem below a layer, for the paths the build's layers touch: path -> the entry
+/// that shows there. Builders differ in what they put in a layer besides real changes
+/// (Docker's classic worker records every file a step opened for writing, copied up by
+/// overlayfs though unchanged; the containerd worker compares and leaves those out; BuildKit
+/// 0.8 writes the directories it mounts into). An entry equal in every header field and in
+/// content to the one below changes nothing, so normalising leaves it out: the same build
+/// gives the same layer on each of them.
+#[derive(Default)]
+struct Lower {
+    entries: HashMap<Vec<u8>, layer::Listed>,
+}
+
+impl Lower {
+    fn apply(&mut self, listed: Vec<layer::Listed>) {
+        for l in listed {
+            let key = layer::key_of(&l.head.path).to_vec();
+            let (dir, base) = match key.iter().rposition(|&c| c == b'/') {
+                Some(i) => (&key[..i], &key[i + 1..]),
+                None => (&key[..0], &key[..]),
+            };
+            let under = |d: &[u8]| {
+                let mut p = d.to_vec();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p
+            };
+            if base == b".wh..wh..opq" {
+                let prefix = under(dir);
+                self.entries.retain(|k, _| !k.starts_with(&prefix));
+            } else if let Some(name) = base.strip_prefix(b".wh.") {
+                let mut target = under(dir);
+                target.extend_from_slice(name);
+                let prefix = under(&target);
+                self.entries
+                    .retain(|k, _| *k != target && !k.starts_with(&prefix));
+            } else {
+                self.entries.insert(key, l);
+            }
+        }
+    }
+
+    /// Whether `l` equals the entry below, mtimes compared as normalising leaves them
+    /// (clamped to `sde`: raw build times would make the answer depend on the clock).
+    fn same(&self, l: &layer::Listed, sde: i64) -> bool {
+        let Some(below) = self.entries.get(layer::key_of(&l.head.path)) else {
+            return false;
+        };
+        let (a, b) = (&l.head, &below.head);
+        let kind = |t: u8| if t == 0 { b'0' } else { t };
+        kind(a.typeflag) == kind(b.typeflag)
+            && a.typeflag != b'1'
+            && a.size == b.size
+            && a.mode & 0o7777 == b.mode & 0o7777
+            && (a.uid, a.gid) == (b.uid, b.gid)
+            && a.mtime.min(sde) == b.mtime.min(sde)
+            && a.link == b.link
+            && a.pax == b.pax
+            && l.digest == below.digest
+    }
+}
+
+fn is_whiteout(key: &[u8]) -> bool {
+    let base = key.rsplit(|&c| c == b'/').next().unwrap_or(key);
+    base.starts_with(b".wh.")
+}
+
+/// A layer file as a tar stream, decompressed when it is gzip.
+fn plain_reader(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    let mut magic = [0u8; 2];
+    let n = File::open(path)?.read(&mut magic)?;
+    let file = BufReader::with_capacity(1 << 20, File::open(path)?);
+    Ok(match n == 2 && magic == [0x1f, 0x8b] {
+        true => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
+        false => Box::new(file),
+    })
+}
+
+/// For each build-made layer (by its key in the export), the entries it repeats unchanged
+/// from the layers below it ([`Lower`]).
+fn unchanged_entries(
+    layer_paths: &[(String, PathBuf)],
+    keep: usize,
+    sde: i64,
+    scanned: &HashMap<String, (PathBuf, layer::Scan)>,
+) -> anyhow::Result<HashMap<String, HashSet<Vec<u8>>>> {
+    let keys_of = |key: &String| -> HashSet<Vec<u8>> {
+        scanned
+            .get(key)
+            .map(|(_, s)| s.entries.iter().map(|e| e.key.to_vec()).collect())
+            .unwrap_or_default()
+    };
+    // Paths touched by the build's layers at or above each position.
+    let mut above: Vec<HashSet<Vec<u8>>> = vec![HashSet::new(); layer_paths.len() + 1];
+    for i in (0..layer_paths.len()).rev() {
+        let mut set = above[i + 1].clone();
+        if i >= keep {
+            set.extend(keys_of(&layer_paths[i].0));
+        }
+        above[i] = set;
+    }
+    if above[0].is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut lower = Lower::default();
+    let mut drops = HashMap::new();
+    for (i, (key, spool)) in layer_paths.iter().enumerate() {
+        let upper = &above[i + 1];
+        if i < keep {
+            let wanted = |k: &[u8]| above[i].contains(k) || is_whiteout(k);
+            lower.apply(layer::list_where(plain_reader(spool)?, wanted)?);
+            continue;
+        }
+        let Some((file, scan)) = scanned.get(key) else {
+            continue;
+        };
+        let listed =
+            layer::list_where(BufReader::with_capacity(1 << 20, File::open(file)?), |k| {
+                lower.entries.contains_key(k) || upper.contains(k) || is_whiteout(k)
+            })?;
+        // Entries that must stay whatever they repeat: hard links and their targets, paths
+        // that occur twice, and anything under a directory this layer makes opaque.
+        let mut count: HashMap<&[u8], usize> = HashMap::new();
+        let mut pinned: HashSet<Vec<u8>> = HashSet::new();
+        let mut opaque: Vec<Vec<u8>> = Vec::new();
+        for e in &scan.entries {
+            *count.entry(&e.key).or_default() += 1;
+            if let Some(target) = &e.link {
+                pinned.insert(target.to_vec());
+                pinned.insert(e.key.to_vec());
+            }
+            if let Some(dir) = e.key.strip_suffix(b".wh..wh..opq") {
+                opaque.push(dir.to_vec());
+            }
+        }
+        let drop: HashSet<Vec<u8>> = listed
+            .iter()
+            .filter(|l| lower.same(l, sde))
+            .map(|l| layer::key_of(&l.head.path).to_vec())
+            .filter(|k| count.get(k.as_slice()) == Some(&1) && !pinned.contains(k))
+            .filter(|k| !opaque.iter().any(|d| k.starts_with(d)))
+            .collect();
+        lower.apply(listed);
+        drops.insert(key.clone(), drop);
+    }
+    Ok(drops)
 }
 
 /// A gzip-compressed layer blob (what the containerd image store exports) decompressed into
@@ -606,8 +780,18 @@ pub fn normalize_config(config: &mut Value, diff_ids: &[String], sde: i64) -> an
                 if h.contains_key("created") {
                     h.insert("created".into(), time.clone());
                 }
+                if let Some(Value::String(by)) = h.get_mut("created_by") {
+                    if let Some(even) = healthcheck_history(by) {
+                        *by = even;
+                    }
+                }
             }
         }
+    }
+    // BuildKit 0.8 writes unset fields as null (`"OnBuild": null`), 0.13 leaves them out; Go
+    // reads both as unset.
+    if let Some(c) = obj.get_mut("config").and_then(Value::as_object_mut) {
+        c.retain(|_, v| !v.is_null());
     }
     obj.remove("container");
     obj.remove("container_config");
@@ -624,6 +808,27 @@ pub fn normalize_config(config: &mut Value, diff_ids: &[String], sde: i64) -> an
         .context("the image config has no rootfs.diff_ids")?;
     *ids = Value::Array(diff_ids.iter().cloned().map(Value::String).collect());
     Ok(())
+}
+
+/// The history text of a HEALTHCHECK as BuildKit 0.13 writes it: 0.8 prints the Go struct
+/// without its start interval (`"30s" "5s" "20s" '\x03'`), 0.13 with it (`... "20s" "0s" ...`,
+/// zero when unset, which is all 0.8 could build).
+fn healthcheck_history(by: &str) -> Option<String> {
+    let body = by.strip_prefix("HEALTHCHECK &{")?;
+    let cut = body.rfind("] ")? + 2;
+    let tail: Vec<&str> = body[cut..].split(' ').collect();
+    let durations = tail.iter().take_while(|t| t.starts_with('"')).count();
+    if durations != 3 || tail.len() != 4 {
+        return None;
+    }
+    Some(format!(
+        "HEALTHCHECK &{{{}{} {} {} \"0s\" {}",
+        &body[..cut],
+        tail[0],
+        tail[1],
+        tail[2],
+        tail[3]
+    ))
 }
 
 /// Compact JSON with object keys sorted: the same value always gives the same bytes.
@@ -809,5 +1014,80 @@ mod tests {
             ("localhost:5000/b", "latest")
         );
         assert_eq!(split_tag("localhost:5000/b:v2"), ("localhost:5000/b", "v2"));
+    }
+}
+
+#[cfg(test)]
+mod buildkit_version_tests {
+    use super::*;
+
+    #[test]
+    fn configs_of_buildkit_0_8_and_0_13_normalise_alike() {
+        let old = r#"HEALTHCHECK &{["CMD" "python3" "-c" "x"] "30s" "5s" "20s" '\x03'}"#;
+        let new = r#"HEALTHCHECK &{["CMD" "python3" "-c" "x"] "30s" "5s" "20s" "0s" '\x03'}"#;
+        assert_eq!(healthcheck_history(old).as_deref(), Some(new));
+        assert_eq!(healthcheck_history(new), None);
+        assert_eq!(healthcheck_history("RUN make"), None);
+
+        let mut a = serde_json::json!({
+            "config": {"Cmd": ["x"], "OnBuild": null},
+            "history": [{"created": "x", "created_by": old}],
+            "rootfs": {"diff_ids": []}
+        });
+        let mut b = serde_json::json!({
+            "config": {"Cmd": ["x"]},
+            "history": [{"created": "y", "created_by": new}],
+            "rootfs": {"diff_ids": []}
+        });
+        normalize_config(&mut a, &[], 0).unwrap();
+        normalize_config(&mut b, &[], 0).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+    }
+}
+
+#[cfg(test)]
+mod lower_tests {
+    use super::*;
+
+    fn listed(path: &str, mtime: i64, digest: &str) -> layer::Listed {
+        layer::Listed {
+            head: layer::Head {
+                path: path.as_bytes().to_vec(),
+                link: vec![],
+                typeflag: b'0',
+                size: 0,
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+                mtime,
+                pax: vec![],
+            },
+            digest: digest.into(),
+        }
+    }
+
+    #[test]
+    fn an_entry_equal_to_the_one_below_changes_nothing() {
+        let mut lower = Lower::default();
+        lower.apply(vec![
+            listed("etc/.pwd.lock", 100, "sha256:e"),
+            listed("etc/gone", 100, "sha256:e"),
+            listed("opt/a/x", 100, "sha256:e"),
+        ]);
+        let sde = 1000;
+        assert!(lower.same(&listed("./etc/.pwd.lock", 100, "sha256:e"), sde));
+        assert!(!lower.same(&listed("etc/.pwd.lock", 101, "sha256:e"), sde));
+        assert!(!lower.same(&listed("etc/.pwd.lock", 100, "sha256:f"), sde));
+        assert!(!lower.same(&listed("etc/new", 100, "sha256:e"), sde));
+        // Times after SOURCE_DATE_EPOCH all become it.
+        assert!(lower.same(&listed("etc/.pwd.lock", 101, "sha256:e"), 50));
+        // Whiteouts and opaque directories hide what was below.
+        lower.apply(vec![
+            listed("etc/.wh.gone", 0, ""),
+            listed("opt/a/.wh..wh..opq", 0, ""),
+        ]);
+        assert!(!lower.same(&listed("etc/gone", 100, "sha256:e"), sde));
+        assert!(!lower.same(&listed("opt/a/x", 100, "sha256:e"), sde));
+        assert!(lower.same(&listed("etc/.pwd.lock", 100, "sha256:e"), sde));
     }
 }
