@@ -1,18 +1,20 @@
-//! Benchmark (issue 4): a no-op `slipway build` of the reference app vs two cached builds of
-//! it the plain Docker way, measured in the same run.
+//! Benchmark (issue 4): a no-op `slipway build` (or with `--up`, `slipway up`) of the reference
+//! app vs one cached build per component the plain Docker way, measured in the same run, pair
+//! by pair.
 //!
-//! The plain way would be `docker build` twice per component. The docker CLI on these
-//! machines has no buildx, so it can only use the legacy builder, and the generated
-//! Dockerfiles need BuildKit (`RUN --mount=type=cache`). The baseline is therefore what
-//! `docker build` with BuildKit asks of the daemon: a `POST /build` with the full context,
-//! BuildKit and a session, through bollard, with the same Dockerfile, context, build args and
-//! target, every step served from the build cache. Both sides talk to the same daemon; the
-//! slipway side runs the real binary (process start included).
+//! The baseline here is what `docker build` with BuildKit asks of the daemon, without the
+//! docker CLI: a `POST /build` with the full context, BuildKit and a session, through bollard,
+//! with the same Dockerfile, context, build args and target, every step served from the build
+//! cache; so it leaves out the CLI's own start-up and session set-up, and is faster than what a
+//! user runs. `scripts/bench` measures against the real CLI (`docker build` with
+//! docker-buildx, `kind load docker-image`, `docker buildx bake`); this example remains for a
+//! look at the daemon's side alone. Both sides talk to the same daemon; the slipway side runs
+//! the real binary (process start included).
 //!
 //! Usage: `cargo build --release && cargo run --release --example bench_build -- [--config
 //! slipway.toml] [--runs 5] [--up CLUSTER]` (`--up` measures a no-op `slipway up` instead;
-//! `--raw-build COMPONENT TAG` only builds COMPONENT the plain way, for `scripts/bench`). `SLIPWAY_BIN` overrides the slipway binary (default: the one
-//! next to this example's target directory).
+//! `--raw-build COMPONENT TAG` only builds COMPONENT the plain way). `SLIPWAY_BIN` overrides
+//! the slipway binary (default: the one next to this example's target directory).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -124,10 +126,8 @@ async fn measure(
     for _ in 0..runs {
         slipway_times.push(run_slipway(bin, config_path, up)?);
         let t0 = Instant::now();
-        for _ in 0..2 {
-            for (c, tag) in components.iter().zip(tags) {
-                docker_build(docker, c, tag).await?;
-            }
+        for (c, tag) in components.iter().zip(tags) {
+            docker_build(docker, c, tag).await?;
         }
         docker_times.push(t0.elapsed());
     }
@@ -211,6 +211,13 @@ async fn main() -> anyhow::Result<()> {
 
     let s = median(slipway_times.clone());
     let d = median(docker_times.clone());
+    let mut ratios: Vec<f64> = slipway_times
+        .iter()
+        .zip(&docker_times)
+        .map(|(s, d)| s.as_secs_f64() / d.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios[ratios.len() / 2];
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     println!(
         "no-op build of {} ({} components), median of {runs} runs:",
@@ -223,14 +230,11 @@ async fn main() -> anyhow::Result<()> {
         " ".repeat(30usize.saturating_sub(slipway_args(&up).join(" ").len() + 9)),
         ms(s)
     );
-    println!("  2 cached BuildKit builds per component:   {}", ms(d));
+    println!("  1 cached BuildKit build per component:    {}", ms(d));
+    println!("  ratio slipway / docker, median of the pairs: {ratio:.2}");
     println!(
-        "  ratio slipway / docker:                   {:.2} (target: at most 1.0)",
-        s.as_secs_f64() / d.as_secs_f64()
-    );
-    println!(
-        "  (baseline: POST /build with BuildKit through bollard, as `docker build` with buildx \
-         would; the CLI here has no buildx and the generated Dockerfiles need BuildKit)"
+        "  (baseline: POST /build with BuildKit through bollard, without the docker CLI; \
+         scripts/bench compares with the CLI users run)"
     );
     Ok(())
 }

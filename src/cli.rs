@@ -127,6 +127,9 @@ pub struct BuildArgs {
     /// Rebuild every selected component, without the daemon's build cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not pull a missing base image (offline work): fail, naming the `docker pull` to run.
+    #[arg(long)]
+    pub no_pull: bool,
     /// Push every image (its input-digest tag and extra tags) to its registry with the
     /// credentials of the Docker config, and record the pushed digests so `manifests` and
     /// `chart` pin `repo@sha256:...`.
@@ -226,6 +229,9 @@ pub struct UpArgs {
     /// Stop every other build as soon as one fails.
     #[arg(long)]
     pub fail_fast: bool,
+    /// Do not pull a missing base image (offline work): fail, naming the `docker pull` to run.
+    #[arg(long)]
+    pub no_pull: bool,
     /// Read secret values from this .env file (and the environment).
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,

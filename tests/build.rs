@@ -621,7 +621,8 @@ async fn a_missing_base_image_is_named_with_the_fix() {
         "runtime = \"slipway-test/busybox:1.35\"",
         "runtime = \"slipway-test/no-such-image:0\"",
     );
-    let out = p.run(&["build"]);
+    // Offline: nothing is pulled; the error names the image, the pull and the config key.
+    let out = p.run(&["build", "--no-pull"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
@@ -629,9 +630,16 @@ async fn a_missing_base_image_is_named_with_the_fix() {
         "{all}"
     );
     assert!(
-        all.contains("hint:") && all.contains("runtime = \"IMAGE\""),
+        all.contains("hint:")
+            && all.contains("docker pull slipway-test/no-such-image:0")
+            && all.contains("runtime = \"IMAGE\""),
         "{all}"
     );
+    // By default slipway pulls it; a registry that does not have it is named.
+    let out = p.run(&["build"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("pulling it failed"), "{all}");
 }
 
 #[tokio::test]

@@ -158,3 +158,35 @@ impl Drop for Kind {
             .output();
     }
 }
+
+/// One image across daemon versions: the reference backend built with no cache on the host's
+/// Docker 20.10 (BuildKit 0.8) and on each Docker 26.1 (BuildKit 0.13, classic and containerd
+/// image store) normalises to one image (`slipway verify --against`).
+#[test]
+fn the_reference_backend_is_one_image_on_every_daemon() {
+    let repo = common::repo();
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&repo.join("contexts"), &dir.path().join("contexts"));
+    copy_tree(&repo.join("dockerfiles"), &dir.path().join("dockerfiles"));
+    std::fs::copy(repo.join("slipway.toml"), dir.path().join("slipway.toml")).unwrap();
+    for (label, host) in common::daemon_matrix() {
+        if label == common::DAEMON_HOST {
+            continue;
+        }
+        let out = common::slipway()
+            .current_dir(dir.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["--progress", "plain", "verify", "backend", "--json"])
+            .args(["--against", &host])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "{label}: {e}: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(report["identical"], true, "20.10 vs {label}: {report:#}");
+    }
+}

@@ -47,7 +47,12 @@ fn registry() -> Option<Registry> {
         ),
     )
     .unwrap();
-    let child = Command::new(bin).arg("serve").arg(&cfg).spawn().unwrap();
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg(&cfg)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // Dropping the guard stops the registry, on every path out of here.
     let reg = Registry {
         child,
@@ -248,4 +253,65 @@ async fn build_push_pins_digests_in_the_metadata_file() {
             )
             .await;
     }
+}
+
+/// A base image the daemon lacks is pulled from its registry (with the Docker config's
+/// credentials, none needed here), then the build goes on.
+#[tokio::test]
+async fn a_missing_base_image_is_pulled_from_its_registry() {
+    let Some(_docker) = common::daemon().await else {
+        return;
+    };
+    let Some(reg) = registry() else {
+        return;
+    };
+    let busybox = std::env::var("SLIPWAY_TEST_IMAGE_BUSYBOX")
+        .unwrap_or_else(|_| "slipway-test/busybox:1.35".to_string());
+    let remote = format!("127.0.0.1:{}/base/busybox:1.35", reg.port);
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    docker(&["tag", &busybox, &remote]);
+    docker(&["push", &remote]);
+    docker(&["rmi", &remote]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = common::unique("slipway-pulltest");
+    std::fs::create_dir_all(dir.path().join("app")).unwrap();
+    std::fs::write(
+        dir.path().join("app/Dockerfile"),
+        format!("FROM {remote}\nRUN echo pulled > /pulled\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("slipway.toml"),
+        format!(
+            "[app]\nname = \"pull\"\n[images]\nprefix = \"{prefix}\"\n[components.app]\ncontext = \"app\"\ndockerfile = \"app/Dockerfile\"\nport = 80\n"
+        ),
+    )
+    .unwrap();
+    let out = common::slipway()
+        .current_dir(dir.path())
+        .args(["--progress", "plain", "build"])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = Command::new("docker").args(["rmi", "-f", &remote]).output();
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &format!("{prefix}/app:latest")])
+        .output();
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains(&format!("pulling base image {remote}")),
+        "{all}"
+    );
 }

@@ -195,6 +195,8 @@ pub struct BuildOptions {
     pub metadata_file: Option<PathBuf>,
     /// Keep the normal forms' files on disk for a load in the same run (see [`Built`]).
     pub keep_normal_forms: bool,
+    /// Do not pull a missing base image (offline work): it is an error naming the pull.
+    pub no_pull: bool,
 }
 
 /// What a build run hands on: its report (recorded and shown), and per image what the load
@@ -270,12 +272,25 @@ pub async fn plan_with(
     selection: &[String],
     stacks: &Stacks,
 ) -> anyhow::Result<BuildPlan> {
+    plan_pulling(config, daemon, selection, stacks, None).await
+}
+
+/// [`plan_with`], pulling a missing base image (with the Docker config's credentials,
+/// reporting to `pull`) instead of failing, as `docker build` does.
+pub async fn plan_pulling(
+    config: &Config,
+    daemon: &Daemon,
+    selection: &[String],
+    stacks: &Stacks,
+    pull: Option<Arc<dyn Reporter>>,
+) -> anyhow::Result<BuildPlan> {
     let components = select(config, selection)?;
     let (platform, builder, _) = daemon_builder(daemon).await?;
     let facts = DaemonFacts {
         platform: platform.clone(),
         builder,
         containerd_store: crate::docker::containerd_store(&daemon.docker).await,
+        pull,
     };
     let last = record::read_last(config).ok();
     let futures = components
@@ -344,6 +359,8 @@ struct DaemonFacts {
     builder: Builder,
     /// Image IDs are manifest digests there: base images are named by config digest instead.
     containerd_store: bool,
+    /// Pull missing base images, reporting here.
+    pull: Option<Arc<dyn Reporter>>,
 }
 
 async fn plan_component(
@@ -582,7 +599,18 @@ async fn resolve_bases(
     let mut base_images = BTreeMap::new();
     let mut base_layers = Vec::new();
     for image in crate::bases::base_images(dockerfile, build_args) {
-        let id = match daemon.docker.inspect_image(&image).await {
+        let mut found = daemon.docker.inspect_image(&image).await;
+        if let (
+            Some(reporter),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }),
+        ) = (&facts.pull, &found)
+        {
+            pull_base(daemon, &c.name, &image, reporter.as_ref()).await?;
+            found = daemon.docker.inspect_image(&image).await;
+        }
+        let id = match found {
             Ok(i) => {
                 let layers = i.root_fs.and_then(|r| r.layers).unwrap_or_default();
                 let id = i.id.unwrap_or_default();
@@ -659,9 +687,8 @@ fn missing_base(config: &Config, c: &Component, image: &str, declared: &BTreeSet
         .filter(|k| declared.contains(&crate::config::base_image_arg(k)))
         .map(|k| format!("`{k} = \"IMAGE\"`"))
         .collect();
-    let mut hint = String::from(
-        "nothing is pulled during a build: build or pull the image first (in this repository, scripts/env/images builds the test bases)",
-    );
+    let mut hint =
+        format!("pull it (`docker pull {image}`), or run without --no-pull and slipway pulls it");
     if !keys.is_empty() {
         hint.push_str(&format!(
             ", or point the Dockerfile at an image you have with {} under [base_images] in {}",
@@ -674,6 +701,69 @@ fn missing_base(config: &Config, c: &Component, image: &str, declared: &BTreeSet
         c.name
     ))
     .hint(hint)
+}
+
+/// Pulls a base image the daemon lacks (`docker pull`, with the Docker config's credentials
+/// for its registry), with a progress line as its layers arrive.
+async fn pull_base(
+    daemon: &Daemon,
+    component: &str,
+    image: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let task = format!("pull {image}");
+    reporter.report(crate::report::Event::Started {
+        task: task.clone(),
+        what: format!("pulling base image {image} for `{component}`"),
+    });
+    let (repo, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((r, t)) => (r.to_string(), t.to_string()),
+        None => (image.to_string(), "latest".to_string()),
+    };
+    let registry = crate::push::registry_of(image);
+    let creds = crate::push::credentials(&registry)
+        .with_context(|| format!("reading the Docker config's credentials for {registry}"))?;
+    let options = bollard::query_parameters::CreateImageOptions {
+        from_image: Some(repo),
+        tag: Some(tag),
+        ..Default::default()
+    };
+    let mut stream = daemon.docker.create_image(Some(options), None, creds);
+    let mut done = std::collections::BTreeSet::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let (Some(id), Some(status)) = (&info.id, &info.status) {
+                    if status == "Pull complete" && done.insert(id.clone()) {
+                        reporter.report(crate::report::Event::Log {
+                            task: task.clone(),
+                            line: format!("layer {id} pulled ({} so far)", done.len()),
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                let fail = Fail::job(format!(
+                    "component `{component}`: base image `{image}` is not on the Docker daemon and pulling it failed"
+                ))
+                .hint(format!(
+                    "check the name and your access (`docker login {registry}`), or pull it yourself: docker pull {image}"
+                ));
+                reporter.report(crate::report::Event::Failed {
+                    task,
+                    error: format!("{e}"),
+                    log_tail: vec![],
+                });
+                return Err(anyhow::Error::new(e).context(fail));
+            }
+        }
+    }
+    reporter.report(crate::report::Event::Finished {
+        task,
+        outcome: "pulled".into(),
+    });
+    Ok(())
 }
 
 /// What the plan asks of an existing image.
@@ -816,7 +906,9 @@ pub async fn run_build(
     selection: &[String],
     opts: &BuildOptions,
 ) -> anyhow::Result<BuildReport> {
-    let plan = plan(config, daemon, selection).await?;
+    let stacks = Stacks::detect(config);
+    let pull = (!opts.no_pull).then(|| reporter.clone());
+    let plan = plan_pulling(config, daemon, selection, &stacks, pull).await?;
     Ok(execute(reporter, config, daemon, &plan, opts).await?.report)
 }
 

@@ -16,6 +16,7 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
         no_cache: args.no_cache,
         metadata_file: session.path(args.metadata_file),
         keep_normal_forms: false,
+        no_pull: args.no_pull,
     };
     let mut report = builder::run_build(
         session.reporter.clone(),

@@ -204,7 +204,8 @@ async fn pipeline(
     // their own; the plan and the manifests read the result.
     let (files, detected) = dockerfiles(session, config, args.locked, args.dry_run)?;
     let stacks = Stacks::of(config, detected);
-    let plan = build::plan_with(config, daemon, &[], &stacks).await?;
+    let pull = (!args.no_pull && !args.dry_run).then(|| session.reporter.clone());
+    let plan = build::plan_pulling(config, daemon, &[], &stacks, pull).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
     if args.dry_run {
         session.print(&preview(&files, &plan, &target, &mdir, &cdir));
@@ -219,6 +220,7 @@ async fn pipeline(
         // The images this run builds keep their normalised files until the load is done
         // (with no cluster to load into, nothing is kept).
         keep_normal_forms: target != ClusterTarget::None,
+        no_pull: args.no_pull,
     };
     let build::Built {
         report: mut built,
