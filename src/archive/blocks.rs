@@ -2,6 +2,8 @@
 //! entry's header goes out before its data is at hand, and a reader must apply the extension
 //! headers (PAX records, GNU long names) that come before an entry itself.
 
+use std::io::{self, Write};
+
 use bytes::Bytes;
 
 /// A ustar header for a regular file of `size` bytes (mode 0644, mtime 0, root-owned), its
@@ -78,5 +80,66 @@ impl Extended {
                 _ => {}
             }
         }
+    }
+}
+
+/// How many bytes a chunk of a [`streamed`] archive holds.
+const CHUNK: usize = 256 << 10;
+
+/// What a blocking `write` writes (an archive written with the `tar` crate, say), as a stream
+/// of chunks for a request body. An error of `write` ends the stream with that error; the
+/// handle gives `write`'s own result. Dropping the stream stops `write` at its next chunk.
+pub fn streamed(
+    write: impl FnOnce(&mut ChannelWriter) -> anyhow::Result<()> + Send + 'static,
+) -> (
+    impl futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let result = write(&mut w).and_then(|()| Ok(w.flush()?));
+        if let Err(e) = &result {
+            // Best effort: the reader may be gone already.
+            let _ = tx.blocking_send(Err(io::Error::other(format!("{e:#}"))));
+        }
+        result
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    (stream, handle)
+}
+
+/// A blocking writer that hands chunks to an async stream ([`streamed`]).
+pub struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader stopped reading"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
     }
 }

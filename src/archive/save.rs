@@ -246,7 +246,7 @@ impl ImageFiles {
 pub fn stream(
     files: Arc<ImageFiles>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, bollard::errors::Error>> + Send + Unpin {
-    let (stream, _handle) = crate::context::writer_stream(move |w| {
+    let (stream, _handle) = super::blocks::streamed(move |w| {
         let mut tar = tar::Builder::new(w);
         let blob = blob_path;
         let mut header = tar::Header::new_ustar();

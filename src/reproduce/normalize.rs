@@ -20,13 +20,13 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::layer;
 use super::sde::rfc3339;
+use crate::archive::blocks;
 use crate::archive::save::{self, diff_ids, Saved};
 use crate::archive::ImageFiles;
 use crate::docker::{self, Daemon};
@@ -868,7 +868,6 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
 
 /// Streams the normal form to the daemon as a docker-save tar (`POST /images/load`).
 async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
     let config_name = format!("{}.json", plan.image_id.trim_start_matches("sha256:"));
     let layer_paths: Vec<String> = plan
         .layers
@@ -878,20 +877,8 @@ async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
     let manifest = save::manifest(&config_name, &plan.tags, &layer_paths);
     let config = plan.config.clone();
     let layers = plan.layers.clone();
-    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let writer = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
-        let result = save::write(writer, &config_name, &config, &manifest, &layers);
-        if let Err(e) = &result {
-            let _ = tx.blocking_send(Err(io::Error::other(format!("{e:#}"))));
-        }
-        result
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    let (body, producer) =
+        blocks::streamed(move |w| save::write(w, &config_name, &config, &manifest, &layers));
     let mut progress = docker.import_image_stream(
         bollard::query_parameters::ImportImageOptions {
             quiet: true,
@@ -919,39 +906,6 @@ async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e.context("the daemon refused the normalised image")),
         None => Ok(()),
-    }
-}
-
-const CHUNK: usize = 256 << 10;
-
-/// A blocking writer that hands chunks to the async request body.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the daemon stopped reading"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
     }
 }
 
