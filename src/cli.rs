@@ -21,6 +21,10 @@ pub struct Cli {
     /// The configuration file [default: slipway.toml, searched upward from the current directory].
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Build contexts and Dockerfiles that resolve outside the project root (the git work tree
+    /// holding slipway.toml, else its directory); refused without it.
+    #[arg(long, global = true)]
+    pub allow_outside_root: bool,
     /// How progress is shown.
     #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,

@@ -172,6 +172,19 @@ pub struct Component {
     pub user: u32,
     /// Paths the process writes at runtime (mounted as emptyDir under a read-only root).
     pub writable: Vec<String>,
+    /// Where `context` and the Dockerfile are named in the file (for [`confine`]'s errors).
+    #[serde(skip)]
+    pub at: Places,
+}
+
+/// A `(line, column)` in the config file, for the checks that need the file system.
+pub type Place = (usize, usize);
+
+/// Where a component's paths are named: `context`, `dockerfile` (its table when implicit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Places {
+    pub context: Place,
+    pub dockerfile: Place,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -399,14 +412,20 @@ impl Config {
 /// directory above it.
 pub fn find(explicit: Option<&Path>, start: &Path) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
-        if p.is_file() {
-            return Ok(p.to_path_buf());
-        }
-        return Err(
-            Fail::usage(format!("config file {} does not exist", p.display()))
-                .hint("pass the path of a slipway.toml, or run `slipway init` to write one")
-                .into(),
-        );
+        let problem = match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => return Ok(p.to_path_buf()),
+            Ok(m) if m.is_dir() => "is a directory",
+            // A FIFO or a device would block or never end: never opened.
+            Ok(_) => "is not a regular file",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+            Err(_) => "cannot be read",
+        };
+        return Err(Fail::usage(format!(
+            "config file {} {problem}",
+            crate::report::shown_path(p)
+        ))
+        .hint("pass the path of a slipway.toml, or run `slipway init` to write one")
+        .into());
     }
     for dir in start.ancestors() {
         let candidate = dir.join(FILE_NAME);
@@ -423,10 +442,23 @@ pub fn find(explicit: Option<&Path>, start: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Reads and validates a config file.
+///
+/// Contexts and Dockerfiles must resolve inside the project root ([`confine`]); use
+/// [`load_with`] to allow others.
 pub fn load(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Fail::usage(format!("cannot read {}: {e}", path.display())))?;
-    parse(&text, path).map_err(|e| {
+    load_with(path, Outside::Refuse)
+}
+
+/// Whether contexts and Dockerfiles may resolve outside the project root (`--allow-outside-root`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outside {
+    Refuse,
+    Allow,
+}
+
+/// [`load`], with paths outside the project root refused or allowed.
+pub fn load_with(path: &Path, outside: Outside) -> anyhow::Result<Config> {
+    let usage = |e: ConfigError| {
         // A usage error (exit 2) with the error's hint; its text is said once.
         let fail = Fail {
             message: e.to_string(),
@@ -434,7 +466,128 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
             exit: Exit::Usage,
         };
         anyhow::Error::new(e).context(fail)
-    })
+    };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Fail::usage(format!(
+            "cannot read {}: {e}",
+            crate::report::shown_path(path)
+        ))
+    })?;
+    if !meta.is_file() {
+        return Err(Fail::usage(format!(
+            "config file {} is not a regular file",
+            crate::report::shown_path(path)
+        ))
+        .into());
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        Fail::usage(format!(
+            "cannot read {}: {e}",
+            crate::report::shown_path(path)
+        ))
+    })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            let before = String::from_utf8_lossy(&bytes[..valid]);
+            let (line, column) = line_col(&before, before.len());
+            return Err(usage(ConfigError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: "not UTF-8 text (a TOML file must be UTF-8)".into(),
+                hint: Some("pass the path of a slipway.toml".into()),
+            }));
+        }
+    };
+    let config = parse(&text, path).map_err(usage)?;
+    if outside == Outside::Refuse {
+        confine(&config).map_err(usage)?;
+    }
+    Ok(config)
+}
+
+/// The project root of a config file in `dir`: the git work tree holding it, else `dir`
+/// (resolved, symlinks followed).
+pub fn project_root(dir: &Path) -> PathBuf {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .unwrap_or(&dir)
+        .to_path_buf()
+}
+
+/// `path` with every symlink of its existing part followed; the part that does not exist yet is
+/// taken as written (`..` in it removes the name before it).
+pub fn resolve(path: &Path) -> PathBuf {
+    use std::path::Component as C;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let parts: Vec<C> = absolute.components().collect();
+    for keep in (1..=parts.len()).rev() {
+        let head: PathBuf = parts[..keep].iter().collect();
+        if let Ok(mut out) = head.canonicalize() {
+            for part in &parts[keep..] {
+                match part {
+                    C::ParentDir => {
+                        out.pop();
+                    }
+                    C::Normal(n) => out.push(n),
+                    _ => {}
+                }
+            }
+            return out;
+        }
+    }
+    absolute
+}
+
+/// Refuses a context or Dockerfile that resolves (symlinks followed) outside the project root,
+/// naming where the file says it: a `slipway.toml` from someone else (a pull request built in
+/// CI) must not send the host's files to a daemon or a registry.
+pub fn confine(config: &Config) -> Result<(), ConfigError> {
+    let root = project_root(&config.root);
+    for c in config.components.values() {
+        let checks = [
+            ("context", &c.context, config.context_dir(c), c.at.context),
+            (
+                "dockerfile",
+                &c.dockerfile,
+                config.dockerfile_path(c),
+                c.at.dockerfile,
+            ),
+        ];
+        for (what, given, path, (line, column)) in checks {
+            let resolved = resolve(&path);
+            if resolved.starts_with(&root) {
+                continue;
+            }
+            let via = if resolved == std::path::absolute(&path).unwrap_or_default() {
+                String::new()
+            } else {
+                format!(" (it resolves to {})", crate::report::shown_path(&resolved))
+            };
+            return Err(ConfigError {
+                path: config.path.clone(),
+                line,
+                column,
+                message: format!(
+                    "the {what} of component `{}`, {}, is outside the project root {}{via}",
+                    c.name,
+                    crate::report::shown_path(given),
+                    crate::report::shown_path(&root),
+                ),
+                hint: Some(
+                    "keep contexts and Dockerfiles inside the project (the git work tree \
+                     holding slipway.toml, else its directory), or pass --allow-outside-root \
+                     to build from outside it on purpose"
+                        .into(),
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates config text; `path` is used for locations and relative paths.
@@ -752,6 +905,13 @@ fn validate_component(
     references: &mut Vec<Reference>,
 ) -> Result<Component, ConfigError> {
     let context = non_empty_path(cx, &rc.context, "context")?;
+    let at = Places {
+        context: line_col(cx.text, rc.context.span().start),
+        dockerfile: match &rc.dockerfile {
+            Some(d) => line_col(cx.text, d.span().start),
+            None => line_col(cx.text, rc.context.span().start),
+        },
+    };
     let dockerfile_explicit = rc.dockerfile.is_some();
     let dockerfile = match &rc.dockerfile {
         Some(d) => non_empty_path(cx, d, "dockerfile")?,
@@ -808,6 +968,7 @@ fn validate_component(
         autoscaling,
         user,
         writable,
+        at,
     })
 }
 
@@ -1376,6 +1537,42 @@ resources = { requests = { cpu = "100m", memory = "128Mi" } }
         let e = err_of("[components.a]\ncontext = \".\"\nport = 1\n");
         assert_eq!(e.line, 1);
         assert!(e.message.contains("app"), "{}", e.message);
+    }
+
+    #[test]
+    fn paths_are_confined_to_the_project_root_symlinks_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("proj");
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
+        let text = |context: &str, dockerfile: &str| {
+            format!("[app]\nname = \"a\"\n\n[components.web]\ncontext = \"{context}\"\ndockerfile = \"{dockerfile}\"\nport = 80\n")
+        };
+        let check = |context: &str, dockerfile: &str| {
+            let path = root.join("slipway.toml");
+            confine(&parse(&text(context, dockerfile), &path).unwrap())
+        };
+        assert!(check("app", "app/Dockerfile").is_ok());
+        assert!(check("app/new/../x", "not-yet/../Dockerfile").is_ok());
+        for (context, dockerfile, line) in [
+            ("/etc", "app/Dockerfile", 5),
+            ("../../..", "app/Dockerfile", 5),
+            ("etc-link", "app/Dockerfile", 5),
+            ("app/missing/../../..", "app/Dockerfile", 5),
+            ("app", "/etc/passwd", 6),
+            ("app", "etc-link/passwd", 6),
+        ] {
+            let e = check(context, dockerfile).unwrap_err();
+            assert_eq!(
+                (e.line, e.column),
+                (line, if line == 5 { 11 } else { 14 }),
+                "{e}"
+            );
+            assert!(e.message.contains("outside the project root"), "{e}");
+        }
+        // A git work tree is the root, wherever slipway.toml is in it.
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        assert_eq!(project_root(&root), dir.path().canonicalize().unwrap());
     }
 
     #[test]

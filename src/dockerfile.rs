@@ -59,6 +59,27 @@ pub fn is_generated(text: &str) -> bool {
     text.starts_with(HEADER_PREFIX)
 }
 
+/// Whether `text` reads as a Dockerfile: its first instruction (after blank lines, comments
+/// and parser directives) is `FROM` or `ARG`. What does not is never sent to the daemon, whose
+/// parse error would quote the file's first line (`dockerfile = "/etc/passwd"`).
+pub fn looks_like_dockerfile(text: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(text);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let Some(first) = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+    else {
+        return false;
+    };
+    let word: String = first
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    (word == "FROM" || word == "ARG") && first.len() > word.len()
+}
+
 /// The ignore file next to a Dockerfile (BuildKit's per-Dockerfile convention): the
 /// context packer reads `<dockerfile>.dockerignore` first, else `<context>/.dockerignore`.
 pub fn ignore_path(dockerfile: &Path) -> PathBuf {

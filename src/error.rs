@@ -17,6 +17,8 @@ pub enum Exit {
     Usage,
     /// Interrupted by Ctrl-C. Exit code 130.
     Interrupted,
+    /// Stopped by SIGTERM, cleaned up as after Ctrl-C. Exit code 143.
+    Terminated,
 }
 
 impl Exit {
@@ -25,6 +27,7 @@ impl Exit {
             Exit::Job => 1,
             Exit::Usage => 2,
             Exit::Interrupted => 130,
+            Exit::Terminated => 143,
         }
     }
 }
@@ -56,12 +59,17 @@ impl Fail {
         }
     }
 
-    /// Interrupted by the user (exit 130).
+    /// Interrupted by the user (exit 130), or stopped by SIGTERM (exit 143).
     pub fn interrupted() -> Self {
+        let term = crate::interrupt::last() == Some(libc::SIGTERM);
         Fail {
-            message: "interrupted".into(),
+            message: if term { "terminated" } else { "interrupted" }.into(),
             hint: None,
-            exit: Exit::Interrupted,
+            exit: if term {
+                Exit::Terminated
+            } else {
+                Exit::Interrupted
+            },
         }
     }
 
@@ -87,24 +95,42 @@ pub fn exit_and_hint(err: &anyhow::Error) -> (Exit, Option<String>) {
     }
 }
 
-/// Renders an error as `error: ...`, `caused by: ...` lines and a `hint: ...`.
+/// Renders an error as `error: ...`, `caused by: ...` lines and a `hint: ...`. Control
+/// characters in the messages (a path or a name from outside) are escaped, and a message's own
+/// further lines are indented, so nothing in it can pass for a line of its own.
 pub fn render(err: &anyhow::Error) -> String {
+    use crate::report::escape_lines;
     let mut out = String::new();
     let mut chain = err.chain();
     if let Some(first) = chain.next() {
-        out.push_str(&format!("error: {first}\n"));
+        out.push_str(&format!("error: {}\n", escape_lines(&first.to_string())));
     }
     let mut last = err.to_string();
+    let mut timed_out = false;
     for cause in chain {
-        let text = cause.to_string();
+        let mut text = cause.to_string();
+        if let Some(bollard::errors::Error::RequestTimeoutError) = cause.downcast_ref() {
+            // bollard says only "Timeout error": say who did not answer.
+            timed_out = true;
+            text = format!(
+                "no answer from the Docker daemon at {} within {}s",
+                crate::docker::endpoint().host,
+                crate::docker::DEFAULT_TIMEOUT.as_secs()
+            );
+        }
         // A context layer over a Fail repeats the Fail's message; show each line once.
         if text != last {
-            out.push_str(&format!("caused by: {text}\n"));
+            out.push_str(&format!("caused by: {}\n", escape_lines(&text)));
         }
         last = text;
     }
-    if let (_, Some(hint)) = exit_and_hint(err) {
-        out.push_str(&format!("hint: {hint}\n"));
+    match exit_and_hint(err) {
+        (_, Some(hint)) => out.push_str(&format!("hint: {}\n", escape_lines(&hint))),
+        (_, None) if timed_out => out.push_str(
+            "hint: the request above got no answer: check that the daemon answers \
+             (`docker info`), its free disk and its log (`journalctl -u docker`)\n",
+        ),
+        _ => {}
     }
     out
 }
@@ -127,6 +153,30 @@ mod tests {
         assert_eq!(
             text,
             "error: running doctor\ncaused by: cannot reach the daemon\ncaused by: connection refused\nhint: start dockerd\n"
+        );
+    }
+
+    #[test]
+    fn a_name_in_a_message_cannot_forge_a_line() {
+        let err = anyhow::anyhow!("cannot read ev\u{1b}[31mil\nerror: fake line");
+        assert_eq!(
+            render(&err),
+            "error: cannot read ev\\u{1b}[31mil\n  error: fake line\n"
+        );
+    }
+
+    #[test]
+    fn a_request_timeout_names_the_daemon() {
+        let err = anyhow::Error::new(bollard::errors::Error::RequestTimeoutError)
+            .context("component `web`: inspecting its image sha256:abc");
+        let text = render(&err);
+        assert!(
+            text.contains("caused by: no answer from the Docker daemon at "),
+            "{text}"
+        );
+        assert!(
+            text.contains("hint: the request above got no answer"),
+            "{text}"
         );
     }
 

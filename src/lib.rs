@@ -25,14 +25,13 @@ pub mod instructions;
 pub mod interrupt;
 pub mod k8s;
 pub mod kubeconfig;
+pub mod leftovers;
 pub mod lock;
 pub mod push;
 pub mod record;
 pub mod report;
 pub mod reproduce;
 pub mod verify;
-
-use anyhow::Context as _;
 
 pub use error::{Exit, Fail};
 
@@ -43,9 +42,11 @@ use commands::Session;
 /// 130); see [`interrupt`] for how the command is stopped.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let session = Session::from_cli(&cli)?;
-    // Listen before doing anything, so SIGINT never takes the default action (death by signal).
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("listening for Ctrl-C")?;
+    // Listen before doing anything, so neither SIGINT nor SIGTERM takes the default action
+    // (death by signal, leaving temporary tags and directories).
+    let mut sigint = interrupt::Signals::new()?;
+    // What runs killed outright left (see `leftovers`); their temporary tags go in `build`.
+    leftovers::reap_dirs();
     let mut command = std::pin::pin!(dispatch(session, cli.command));
     tokio::select! {
         biased;

@@ -15,6 +15,8 @@ fn main() -> ExitCode {
     // Blocking tasks still running after an interrupted run only hash or pack a context (read
     // only): don't wait for them to get through a large one.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // Whatever a stopped task was still writing into a temporary directory.
+    slipway::leftovers::remove_own_dirs();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -125,9 +125,27 @@ pub fn credentials_from(
     Ok(None)
 }
 
-/// Asks `docker-credential-HELPER get` for a registry's credentials.
+/// How long a credential helper may take to answer (one that waits for a keychain prompt no one
+/// sees would otherwise hang the push forever).
+pub const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Asks `docker-credential-HELPER get` for a registry's credentials. "Not found" (the helper's
+/// own words, as the docker CLI reads them) is `None`; a helper that fails otherwise, answers
+/// something that is not credentials, or takes longer than [`HELPER_TIMEOUT`] is an error
+/// naming it and the registry: never an anonymous push. What the helper printed is never shown
+/// (it may hold a secret).
 fn from_helper(helper: &str, server: &str) -> anyhow::Result<Option<DockerCredentials>> {
     let program = format!("docker-credential-{helper}");
+    let failed = |what: String| -> anyhow::Error {
+        Fail::job(format!(
+            "credential helper `{program}` (for {server}) {what}; not pushing without credentials"
+        ))
+        .hint(format!(
+            "check it with `echo {server} | {program} get`, log in again (`docker login {server}`), \
+             or remove it from `credHelpers`/`credsStore` in the Docker config"
+        ))
+        .into()
+    };
     let mut child = match Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
@@ -149,20 +167,48 @@ fn from_helper(helper: &str, server: &str) -> anyhow::Result<Option<DockerCreden
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(server.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        return Ok(None); // "credentials not found in native keychain"
+    let mut stdout = child.stdout.take().context("the helper's stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+        out
+    });
+    let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("running {program}"))?
+        {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!(
+                "did not answer within {}s",
+                HELPER_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        if String::from_utf8_lossy(&out).contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(failed(format!("failed ({status})")));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let user = v
-        .get("Username")
-        .and_then(|u| u.as_str())
-        .unwrap_or_default();
-    let secret = v.get("Secret").and_then(|s| s.as_str()).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&out)
+        .map_err(|_| failed("answered something that is not JSON credentials".into()))?;
+    let user = v.get("Username").and_then(|u| u.as_str());
+    let secret = v.get("Secret").and_then(|s| s.as_str());
+    let (Some(user), Some(secret)) = (user, secret) else {
+        return Err(failed(
+            "answered JSON without a `Username` and a `Secret`".into(),
+        ));
+    };
     if secret.is_empty() {
-        return Ok(None);
+        return Err(failed("answered an empty secret".into()));
     }
     Ok(Some(if user == "<token>" {
         DockerCredentials {
@@ -196,7 +242,11 @@ pub async fn push_one(
     reporter: &dyn Reporter,
 ) -> anyhow::Result<String> {
     let registry = registry_of(repository);
-    let creds = credentials(&registry)?;
+    // A helper may take seconds (up to HELPER_TIMEOUT): not on the runtime's threads.
+    let of = registry.clone();
+    let creds = tokio::task::spawn_blocking(move || credentials(&of))
+        .await
+        .context("the credential lookup stopped")??;
     let opts = bollard::query_parameters::PushImageOptionsBuilder::default()
         .tag(tag)
         .build();

@@ -119,6 +119,46 @@ impl Reporter for JsonReporter {
     }
 }
 
+/// The event with every text [`escape`]d: one event is one line (plus its log tail, a line
+/// each), whatever names and paths it carries.
+fn escaped(event: Event) -> Event {
+    let e = |s: String| escape(&s);
+    match event {
+        Event::Started { task, what } => Event::Started {
+            task: e(task),
+            what: e(what),
+        },
+        Event::Step { task, step, cached } => Event::Step {
+            task: e(task),
+            step: e(step),
+            cached,
+        },
+        Event::Log { task, line } => Event::Log {
+            task: e(task),
+            line: e(line),
+        },
+        Event::Finished { task, outcome } => Event::Finished {
+            task: e(task),
+            outcome: e(outcome),
+        },
+        Event::Failed {
+            task,
+            error,
+            log_tail,
+        } => Event::Failed {
+            task: e(task),
+            error: e(error),
+            log_tail: log_tail.into_iter().map(e).collect(),
+        },
+        Event::Info { message } => Event::Info {
+            message: escape_lines(&message),
+        },
+        Event::Warn { message } => Event::Warn {
+            message: e(message),
+        },
+    }
+}
+
 /// Plain `[task] message` lines on stderr: for CI logs and pipes.
 pub struct PlainReporter {
     verbosity: Verbosity,
@@ -144,7 +184,7 @@ impl PlainReporter {
 
 impl Reporter for PlainReporter {
     fn report(&self, event: Event) {
-        let line = match event {
+        let line = match escaped(event) {
             Event::Started { task, what } => {
                 self.started
                     .lock()
@@ -206,7 +246,7 @@ impl TtyReporter {
 impl Reporter for TtyReporter {
     fn report(&self, event: Event) {
         let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
-        match event {
+        match escaped(event) {
             Event::Started { task, what } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(Self::style());
@@ -274,6 +314,43 @@ impl Reporter for TtyReporter {
     }
 }
 
+/// `s` with every control character escaped (`\n`, `\t`, `\u{1b}`, ...): a name or path from
+/// outside (a file in a context, a tag) printed on a terminal or in a CI log can neither
+/// start a line of its own nor send escape sequences. JSON output escapes by itself.
+pub fn escape(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// A path as it may be printed: see [`escape`].
+pub fn shown_path(path: &std::path::Path) -> String {
+    escape(&path.to_string_lossy())
+}
+
+/// A message of several lines as it may be printed: control characters escaped but the line
+/// breaks, and every line after the first indented when it is not, so that no text inside a
+/// message can pass for a line of its own (`error: ...`).
+pub fn escape_lines(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            if !line.starts_with([' ', '\t']) {
+                out.push_str("  ");
+            }
+        }
+        out.push_str(&escape(line));
+    }
+    out
+}
+
 /// `1.2s`, `340ms`, `2m05s`.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -315,6 +392,17 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"event":"finished","task":"backend","outcome":"cached"}"#
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let name = "ev\u{1b}[31mil\nerror: fake line";
+        assert_eq!(escape(name), "ev\\u{1b}[31mil\\nerror: fake line");
+        assert_eq!(escape("plain/path é"), "plain/path é");
+        assert_eq!(
+            escape_lines("error: a\nerror: b\n  kept"),
+            "error: a\n  error: b\n  kept"
         );
     }
 

@@ -140,9 +140,7 @@ struct Dump {
 /// Exports `image` from `daemon` (spooled to a temporary directory) and lists layer `index`.
 async fn dump(daemon: &Daemon, image: &str, index: Option<usize>) -> anyhow::Result<Dump> {
     let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
-    let dir = tempfile::Builder::new()
-        .prefix("slipway-verify-")
-        .tempdir()?;
+    let dir = crate::leftovers::temp_dir("verify")?;
     let export = docker.export_image(image).map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
     let path = dir.path().to_path_buf();

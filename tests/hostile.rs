@@ -468,6 +468,10 @@ const TOKENS: &[&[u8]] = &[
     b"port = 0",
     b"context = \"../..\"",
     b"context = \"/\"",
+    b"context = \"/etc\"",
+    b"context = \"../../../../etc\"",
+    b"dockerfile = \"/etc/passwd\"",
+    b"dockerfile = \"../../../../etc/shadow\"",
     b"service = { type = \"NodePort\" }",
     b"node_port = 1",
     b"replicas = -5",
@@ -601,4 +605,223 @@ fn hostile_configuration_never_panics() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths outside the project: a hostile slipway.toml must not send the host's files anywhere.
+// ---------------------------------------------------------------------------------------------
+
+/// The `line:col` of the first occurrence of `needle` in `text` (1-based).
+fn place_of(text: &str, needle: &str) -> String {
+    let at = text.find(needle).unwrap();
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("{line}:{col}")
+}
+
+#[tokio::test]
+async fn contexts_and_dockerfiles_outside_the_project_are_refused_with_their_place() {
+    if !ready().await {
+        return;
+    }
+    let p = Project::new(&[("app", COPY_ALL)]);
+    let toml = std::fs::read_to_string(p.path("slipway.toml")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let marker = common::unique("host-file-marker");
+    std::fs::write(
+        outside.path().join("secret.txt"),
+        format!("root:{marker}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        outside.path().join("Dockerfile"),
+        "FROM slipway-test/busybox:1.35 AS production\nCOPY . /ctx\n",
+    )
+    .unwrap();
+    symlink(outside.path(), p.path("app/link-out")).unwrap();
+    symlink(outside.path(), p.path("link-out")).unwrap();
+    let up = "../".repeat(12);
+    let cases: Vec<(String, &str)> = vec![
+        ("context = \"/etc\"".into(), "context"),
+        (format!("context = \"{up}etc\""), "context"),
+        ("context = \"link-out\"".into(), "context"),
+        ("context = \"app/link-out\"".into(), "context"),
+        (
+            format!(
+                "context = \"app\"\ndockerfile = \"{}\"",
+                outside.path().join("secret.txt").display()
+            ),
+            "dockerfile",
+        ),
+        (
+            "context = \"app\"\ndockerfile = \"/etc/passwd\"".into(),
+            "dockerfile",
+        ),
+        (
+            "context = \"app\"\ndockerfile = \"link-out/Dockerfile\"".into(),
+            "dockerfile",
+        ),
+    ];
+    for (line, what) in &cases {
+        let text = toml.replace("context = \"app\"\ndockerfile = \"app/Dockerfile\"", line);
+        assert_ne!(text, toml);
+        std::fs::write(p.path("slipway.toml"), &text).unwrap();
+        let key = if *what == "context" {
+            "context = "
+        } else {
+            "dockerfile = "
+        };
+        let place = format!("slipway.toml:{}", place_of(&text, key));
+        for args in [&["build"][..], &["plan"], &["up", "--cluster", "none"]] {
+            let mut cmd = p.slipway(args);
+            cmd.env("CI", "true");
+            let run = rely::run(cmd, LIMIT).no_panic();
+            assert_eq!(run.code(), Some(2), "{line} {args:?}: {}", run.text());
+            assert!(run.stderr.contains(&place), "{line}: {}", run.text());
+            assert!(
+                run.stderr.contains("outside the project root")
+                    && run.stderr.contains("--allow-outside-root"),
+                "{line}: {}",
+                run.text()
+            );
+            assert!(!run.stderr.contains("root:"), "{line}: {}", run.text());
+            assert!(!run.stderr.contains(&marker), "{line}: {}", run.text());
+        }
+    }
+    assert!(p.tags().is_empty(), "something was built: {:?}", p.tags());
+
+    // Inside the project, a file that is not a Dockerfile is refused without a word of it.
+    p.write("app/notes.txt", format!("root:{marker}:0:0\n"));
+    let text = toml.replace(
+        "dockerfile = \"app/Dockerfile\"",
+        "dockerfile = \"app/notes.txt\"",
+    );
+    std::fs::write(p.path("slipway.toml"), &text).unwrap();
+    let run = p.run(&["build"], LIMIT).no_panic();
+    assert_eq!(run.code(), Some(2), "{}", run.text());
+    assert!(run.stderr.contains("is not a Dockerfile"), "{}", run.text());
+    assert!(!run.stderr.contains(&marker), "{}", run.text());
+    assert!(p.tags().is_empty());
+
+    // Asked for in so many words, a context outside is built.
+    let text = toml.replace(
+        "context = \"app\"\ndockerfile = \"app/Dockerfile\"",
+        "context = \"link-out\"\ndockerfile = \"link-out/Dockerfile\"",
+    );
+    std::fs::write(p.path("slipway.toml"), &text).unwrap();
+    p.run(&["build", "--allow-outside-root"], LIMIT).ok();
+    let image = p.last_image("app").unwrap();
+    assert_eq!(
+        String::from_utf8(in_image(&image, "cat /ctx/secret.txt")).unwrap(),
+        format!("root:{marker}\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names from outside never forge output; configs that are not text files are named as such.
+// ---------------------------------------------------------------------------------------------
+
+/// No line of `text` is forged by `name`: no escape character, no line starting with `forged`.
+fn assert_not_forged(text: &str, forged: &str, context: &str) {
+    assert!(!text.contains('\u{1b}'), "raw ESC in {context}:\n{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with(forged)),
+        "a forged line in {context}:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn control_characters_in_names_and_paths_are_escaped_in_plain_output_and_errors() {
+    if !ready().await {
+        return;
+    }
+    let evil = "ev\u{1b}[31mil\nerror: fake line";
+    let p = Project::new(&[("app", COPY_ALL)]);
+    // A FIFO is named in a warning.
+    let fifo = std::ffi::CString::new(p.path("app").join(evil).as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let run = p.run(&["build"], LIMIT).ok();
+    assert!(
+        run.stderr
+            .contains("skipped FIFO ev\\u{1b}[31mil\\nerror: fake line"),
+        "{}",
+        run.text()
+    );
+    assert_not_forged(&run.stderr, "error: fake", "plain output");
+    // On a terminal (util-linux `script` gives it one), the same.
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c"])
+        .arg(format!(
+            "{} build --progress=tty --no-cache",
+            env!("CARGO_BIN_EXE_slipway")
+        ))
+        .arg("/dev/null")
+        .current_dir(p.dir.path())
+        .env_remove("CI");
+    let run = rely::run(cmd, LIMIT).ok();
+    let shown = run.stdout();
+    assert!(shown.contains("skipped FIFO ev\\u{1b}[31mil"), "{shown}");
+    // indicatif draws with escape sequences of its own: look at the name only.
+    assert!(!shown.contains("ev\u{1b}[31mil"), "{shown}");
+    assert!(
+        !shown
+            .lines()
+            .any(|l| l.trim_start_matches('\r').starts_with("error: fake")),
+        "{shown}"
+    );
+    // A context of that name (TOML escapes) is named in an error.
+    let toml = std::fs::read_to_string(p.path("slipway.toml")).unwrap();
+    std::fs::write(
+        p.path("slipway.toml"),
+        toml.replace(
+            "context = \"app\"",
+            "context = \"app/ev\\u001b[31mil\\nerror: fake line/x\"",
+        ),
+    )
+    .unwrap();
+    let run = p.run(&["build"], LIMIT).no_panic();
+    assert_eq!(run.code(), Some(2), "{}", run.text());
+    assert!(run.stderr.starts_with("error: "), "{}", run.text());
+    assert_not_forged(&run.stderr, "error: fake", "an error");
+}
+
+#[test]
+fn a_config_that_is_a_device_a_fifo_or_binary_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    for (path, says) in [
+        (Path::new("/dev/zero"), "is not a regular file"),
+        (fifo.as_path(), "is not a regular file"),
+        (dir.path(), "is a directory"),
+        (&dir.path().join("missing.toml"), "does not exist"),
+    ] {
+        let mut cmd = common::slipway();
+        cmd.args(["plan", "--progress=plain", "--config"])
+            .arg(path)
+            .current_dir(dir.path());
+        let run = rely::run(cmd, Duration::from_secs(20)).no_panic();
+        assert_eq!(run.code(), Some(2), "{}", run.text());
+        assert!(
+            run.stderr.contains(says),
+            "{}: {}",
+            path.display(),
+            run.text()
+        );
+    }
+    let binary = dir.path().join("slipway.toml");
+    std::fs::write(&binary, b"[app]\nname = \"a\"\n\x7fELF\xff\xfe\x00\x01").unwrap();
+    let mut cmd = common::slipway();
+    cmd.args(["plan", "--progress=plain"])
+        .current_dir(dir.path());
+    let run = rely::run(cmd, Duration::from_secs(20)).no_panic();
+    assert_eq!(run.code(), Some(2), "{}", run.text());
+    assert!(
+        run.stderr.contains("slipway.toml:3:5: not UTF-8"),
+        "{}",
+        run.text()
+    );
 }

@@ -621,9 +621,19 @@ async fn kind_node_stopped_mid_load_fails_alone() {
         .iter()
         .any(|e| matches!(e, Event::Failed { task, .. } if *task == format!("web@{worker}"))));
 
-    // Restart the worker: no incomplete image of ours is registered there.
+    // Restart the worker: no incomplete image of ours is registered there. The cut-off import's
+    // lease (24 h, holding the blobs it got) outlived the stop.
     assert!(docker(&["start", &worker]).0);
     env.wait_ready(&worker, &["ctr", "version"]).await;
+    let leases = |node: &str| -> Vec<String> {
+        let (ok, text) = docker(&["exec", node, "ctr", "-n", "k8s.io", "leases", "ls", "-q"]);
+        assert!(ok, "{text}");
+        text.lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let orphans = leases(&worker);
     let refs = containerd_refs(&worker);
     assert!(
         refs.iter()
@@ -641,6 +651,16 @@ async fn kind_node_stopped_mid_load_fails_alone() {
     assert_eq!(
         ctr_run(&worker, &format!("docker.io/{img}"), &["ls", "/one.bin"]).trim(),
         "/one.bin"
+    );
+    // The next load released it (its own import's lease ends with the import).
+    assert!(
+        !orphans.is_empty(),
+        "the stop left no lease: nothing was tested"
+    );
+    let now = leases(&worker);
+    assert!(
+        orphans.iter().all(|l| !now.contains(l)),
+        "left: {now:?} (of {orphans:?})"
     );
 }
 

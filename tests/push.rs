@@ -315,3 +315,111 @@ async fn a_missing_base_image_is_pulled_from_its_registry() {
         "{all}"
     );
 }
+
+/// Writes an executable `docker-credential-NAME` with `script` (sh) into `dir`.
+fn helper(dir: &std::path::Path, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn a_credential_helper_that_fails_lies_or_hangs_stops_the_push_naming_it() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let Some(reg) = registry() else { return };
+    let host = format!("127.0.0.1:{}", reg.port);
+    let prefix = format!("{host}/{}", common::unique("cred"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("app")).unwrap();
+    std::fs::write(
+        dir.path().join("app/Dockerfile"),
+        format!("# {prefix}\nFROM slipway-test/busybox:1.35 AS production\nCOPY . /ctx\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("slipway.toml"),
+        format!("[app]\nname = \"cred\"\n\n[images]\nprefix = \"{prefix}\"\n\n[components.app]\ncontext = \"app\"\ndockerfile = \"app/Dockerfile\"\nport = 8080\n"),
+    )
+    .unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    helper(
+        bin.path(),
+        "garbage",
+        "cat >/dev/null; echo 'Hello, I am not JSON'",
+    );
+    helper(
+        bin.path(),
+        "nosecret",
+        "cat >/dev/null; echo '{\"Username\":null}'",
+    );
+    helper(
+        bin.path(),
+        "fails",
+        "cat >/dev/null; echo 'keychain locked' >&2; exit 3",
+    );
+    helper(bin.path(), "hangs", "exec sleep 600");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let config = tempfile::tempdir().unwrap();
+    for (name, says) in [
+        ("garbage", "not JSON credentials"),
+        ("nosecret", "without a `Username` and a `Secret`"),
+        ("fails", "failed (exit status: 3)"),
+        ("hangs", "did not answer within 15s"),
+    ] {
+        std::fs::write(
+            config.path().join("config.json"),
+            format!("{{\"credHelpers\":{{\"{host}\":\"{name}\"}}}}"),
+        )
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        let out = common::slipway()
+            .args(["build", "--push", "--progress=plain"])
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .env("DOCKER_CONFIG", config.path())
+            .env_remove("CI")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("docker-credential-{name}"))
+                && stderr.contains(&host)
+                && stderr.contains(says),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("pushed "), "{name}: {stderr}");
+        assert!(!stderr.contains("Hello, I am"), "{name}: {stderr}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "{name}");
+    }
+    // Nothing reached the registry.
+    let catalog = Command::new("curl")
+        .args(["-sf", &format!("http://{host}/v2/_catalog")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&catalog.stdout).trim(),
+        "{\"repositories\":[]}"
+    );
+    let tags = Command::new("docker")
+        .args([
+            "image",
+            "ls",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+        ])
+        .arg(format!("reference={prefix}"))
+        .output()
+        .unwrap();
+    for tag in String::from_utf8_lossy(&tags.stdout).lines() {
+        let _ = Command::new("docker").args(["rmi", tag]).output();
+    }
+}

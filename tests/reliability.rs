@@ -3,7 +3,10 @@
 //! - Faults: a daemon that is not there (or does not answer) before a run; a daemon killed in
 //!   the middle of a build (an isolated dockerd: the minikube node stand-in, never the shared
 //!   host daemon); Ctrl-C while waiting for the project lock, while hashing a large context,
-//!   during a build (BuildKit and legacy builder) and during a load into a kind stand-in. A
+//!   during a build (BuildKit and legacy builder) and during a load into a kind stand-in;
+//!   SIGTERM, SIGINT and SIGKILL at offsets while normalising and SIGTERM and SIGKILL during a
+//!   load (no temporary tag or directory left, or the next run reaps it); a daemon that holds
+//!   `POST /build` (a proxy in front of the real socket). A
 //!   node stopped in the middle of a load is `tests/load.rs`
 //!   (`kind_node_stopped_mid_load_fails_alone`: that node fails, the other finishes, the next
 //!   run loads only the missing node).
@@ -263,17 +266,26 @@ async fn a_daemon_killed_mid_build_is_named_and_the_next_run_succeeds() {
 
 /// Sends SIGINT, then expects exit 130 soon after.
 fn interrupt(child: rely::Running, within: Duration) -> rely::Run {
+    stop(child, libc::SIGINT, within)
+}
+
+/// Sends `sig` (SIGINT or SIGTERM), then expects exit 130 or 143 soon after.
+fn stop(child: rely::Running, sig: i32, within: Duration) -> rely::Run {
     let t0 = Instant::now();
-    child.signal(libc::SIGINT);
+    child.signal(sig);
     let run = child.finish(within + Duration::from_secs(30)).no_panic();
-    assert_eq!(run.code(), Some(130), "{}", run.text());
+    let (code, says) = match sig {
+        libc::SIGTERM => (143, "error: terminated"),
+        _ => (130, "error: interrupted"),
+    };
+    assert_eq!(run.code(), Some(code), "{}", run.text());
     assert!(
         t0.elapsed() < within,
         "exit took {:?}: {}",
         t0.elapsed(),
         run.text()
     );
-    assert!(run.stderr.contains("error: interrupted"), "{}", run.text());
+    assert!(run.stderr.contains(says), "{}", run.text());
     run
 }
 
@@ -413,6 +425,25 @@ async fn ctrl_c_during_the_build_step_of_up_leaves_nothing_behind() {
     ctrl_c_during_a_build("buildkit", &["up", "--cluster", "none"]).await;
 }
 
+/// On every node: no import still running, no incomplete image of `p`'s.
+fn no_import_left(kind: &Kind, p: &Project) {
+    for node in &kind.nodes {
+        let ps = kind.exec(node, &["ps", "-eo", "args"]);
+        assert!(
+            !ps.lines()
+                .any(|l| l.contains("ctr") && l.contains("import")),
+            "an import still runs in {node}:\n{ps}"
+        );
+        let check = kind.exec(node, &["ctr", "-n", "k8s.io", "images", "check"]);
+        for line in check.lines().skip(1) {
+            assert!(
+                !line.contains(&p.prefix) || line.contains("complete"),
+                "an incomplete image is registered in {node}: {line}"
+            );
+        }
+    }
+}
+
 fn kind_node_image() -> bool {
     let image = std::env::var("SLIPWAY_TEST_IMAGE_KIND_NODE")
         .unwrap_or_else(|_| "slipway-test/kind-node:bookworm".into());
@@ -491,36 +522,50 @@ async fn ctrl_c_during_a_load_leaves_no_incomplete_image_and_the_next_load_compl
         )),
     )]);
     rely::run(p.slipway(&["build"]), LIMIT).ok();
-    let image = p.last_image("app").unwrap();
     let cluster = format!("kind:{}", kind.name);
 
-    let mut child = rely::spawn(p.slipway(&["load", "--cluster", &cluster]));
-    child.wait_for_line("sending", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(300));
-    let run = interrupt(child, Duration::from_secs(5));
-    eprintln!("{}", run.stderr);
-    assert!(rely::temp_files(p.dir.path()).is_empty());
-
-    // On every node: no import still running after a moment, no incomplete image of ours.
-    std::thread::sleep(Duration::from_secs(2));
-    for node in &kind.nodes {
-        let ps = kind.exec(node, &["ps", "-eo", "args"]);
-        assert!(
-            !ps.lines()
-                .any(|l| l.contains("ctr") && l.contains("import")),
-            "an import still runs in {node}:\n{ps}"
-        );
-        let check = kind.exec(node, &["ctr", "-n", "k8s.io", "images", "check"]);
-        for line in check.lines().skip(1) {
-            assert!(
-                !line.contains(&p.prefix) || line.contains("complete"),
-                "an incomplete image is registered in {node}: {line}"
-            );
-        }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut child = rely::spawn(p.slipway(&["load", "--cluster", &cluster]));
+        child.wait_for_line("sending", Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(300));
+        let run = stop(child, sig, Duration::from_secs(5));
+        eprintln!("{}", run.stderr);
+        assert!(rely::temp_files(p.dir.path()).is_empty());
+        no_import_left(&kind, &p);
     }
 
-    // The next load finishes the job, and the image runs on every node.
+    // `up` killed outright while it loads the normal form it just made: the files it kept for
+    // the load stay behind in the cache directory until the next run removes them.
+    let cache = tempfile::tempdir().unwrap();
+    p.write(
+        "app/Dockerfile",
+        busybox_dockerfile(&format!(
+            "RUN echo {marker}-2 && head -c 100000000 /dev/urandom > /one\nRUN head -c 100000000 /dev/urandom > /two"
+        )),
+    );
+    let mut up = p.slipway(&["up", "--cluster", &cluster]);
+    up.env("SLIPWAY_CACHE_DIR", cache.path());
+    let mut child = rely::spawn(up);
+    child.wait_for_line("sending", Duration::from_secs(180));
+    child.signal(libc::SIGKILL);
+    // (The limit counts from the start of the run.)
+    child.finish(LIMIT * 2);
+    let left = std::fs::read_dir(cache.path().join("tmp")).unwrap().count();
+    assert!(left > 0, "the kill left no directory: nothing was tested");
+    let mut next = p.slipway(&["manifests", "--allow-missing-secrets"]);
+    next.env("SLIPWAY_CACHE_DIR", cache.path());
+    rely::run(next, LIMIT).ok();
+    let left: Vec<_> = std::fs::read_dir(cache.path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left: {left:?}");
+
+    // The next load finishes the job (whichever image the last build recorded), and the image
+    // runs on every node.
     rely::run(p.slipway(&["load", "--cluster", &cluster]), LIMIT).ok();
+    let image = p.last_image("app").unwrap();
     for node in &kind.nodes {
         let id = common::unique("run");
         let out = kind.exec(
@@ -1032,4 +1077,204 @@ impl Drop for Untag {
     fn drop(&mut self) {
         rely::remove_tags(&self.0, None);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGTERM, SIGINT and SIGKILL in the middle of normalising an image
+// ---------------------------------------------------------------------------------------------
+
+/// Temporary build tags under the project's prefix.
+fn temp_tags(p: &Project) -> Vec<String> {
+    p.tags()
+        .into_iter()
+        .filter(|t| t.contains(":slipway-build-"))
+        .collect()
+}
+
+/// Temporary directories in the cache directory `cache`.
+fn temp_dirs(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("tmp"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn signals_at_any_point_of_normalising_leave_no_temp_tag_or_directory() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    // A 48 MB layer of random bytes: exporting, rewriting and loading it back takes seconds.
+    let dockerfile = |n: usize| {
+        busybox_dockerfile(&format!(
+            "RUN head -c 48000000 /dev/urandom > /big\n# round {n}"
+        ))
+    };
+    let p = Project::new(&[("app", &dockerfile(0))]);
+    let cache = tempfile::tempdir().unwrap();
+    let slipway = |args: &[&str]| {
+        let mut cmd = p.slipway(args);
+        cmd.env("SLIPWAY_CACHE_DIR", cache.path());
+        cmd
+    };
+    // (signal, milliseconds after normalising started); the last offsets fall in the load-back.
+    let cases: [(i32, u64); 9] = [
+        (libc::SIGTERM, 0),
+        (libc::SIGTERM, 700),
+        (libc::SIGTERM, 1800),
+        (libc::SIGINT, 1200),
+        (libc::SIGINT, 2600),
+        (libc::SIGKILL, 300),
+        (libc::SIGKILL, 1500),
+        (libc::SIGKILL, 2800),
+        (libc::SIGTERM, 3500),
+    ];
+    let mut seed = std::process::id() as u64;
+    let (mut left_by_kill, mut stopped) = (0, 0);
+    for (round, (sig, offset)) in cases.into_iter().enumerate() {
+        // A little randomness on top of the fixed offsets.
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let offset = Duration::from_millis(offset + (seed >> 33) % 400);
+        p.write("app/Dockerfile", dockerfile(round + 1));
+        let mut child = rely::spawn(slipway(&["build"]));
+        child.wait_for_line("normalise the image", Duration::from_secs(120));
+        std::thread::sleep(offset);
+        child.signal(sig);
+        let run = child.finish(LIMIT);
+        let what = format!("round {round}: signal {sig} {offset:?} into normalising");
+        match sig {
+            libc::SIGKILL => {
+                // Killed outright: the next run reaps what it left. A load-back the daemon
+                // had whole when slipway died still names its image a moment later (nothing can
+                // stop that): the next run comes after it, as a user's would.
+                std::thread::sleep(Duration::from_secs(4));
+                left_by_kill += temp_dirs(cache.path()).len() + temp_tags(&p).len();
+                let next = rely::run(slipway(&["build"]), LIMIT).ok();
+                assert!(
+                    temp_tags(&p).is_empty(),
+                    "{what}: {:?}\n{}",
+                    temp_tags(&p),
+                    next.text()
+                );
+            }
+            _ => {
+                let run = run.no_panic();
+                let code = if sig == libc::SIGTERM { 143 } else { 130 };
+                // It may have finished before the signal came.
+                stopped += usize::from(run.code() == Some(code));
+                assert!(
+                    run.code() == Some(code) || run.code() == Some(0),
+                    "{what}: {}",
+                    run.text()
+                );
+                // An image load the daemon had whole finishes after slipway exits, unless slipway
+                // waited for it: give it the time to show.
+                std::thread::sleep(Duration::from_secs(4));
+                assert!(
+                    temp_tags(&p).is_empty(),
+                    "{what}: {:?}\n{}",
+                    temp_tags(&p),
+                    run.text()
+                );
+            }
+        }
+        assert!(
+            temp_dirs(cache.path()).is_empty(),
+            "{what}: {:?}",
+            temp_dirs(cache.path())
+        );
+    }
+    // The test means something: signals came mid-run, and kills left debris to reap.
+    assert!(
+        stopped >= 3,
+        "only {stopped} runs were stopped by SIGINT/SIGTERM"
+    );
+    assert!(
+        left_by_kill > 0,
+        "no SIGKILL left anything: the reaping went untested"
+    );
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A daemon that stalls: a proxy in front of the real socket that never passes on `POST /build`
+// ---------------------------------------------------------------------------------------------
+
+/// A unix socket that forwards everything to the real daemon, except that a connection on
+/// which a `POST .../build` request is seen is held: the request never arrives and nothing is
+/// answered, as from a daemon stuck on it. Lives as long as the test process.
+fn stalling_proxy(dir: &Path) -> String {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let real = slipway::docker::endpoint()
+        .host
+        .strip_prefix("unix://")
+        .expect("the host daemon on a unix socket")
+        .to_string();
+    let path = dir.join("stalling.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(daemon) = UnixStream::connect(&real) else {
+                continue;
+            };
+            let (mut from_client, mut to_daemon) =
+                (client.try_clone().unwrap(), daemon.try_clone().unwrap());
+            let (mut from_daemon, mut to_client) = (daemon, client);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut held = false;
+                while let Ok(n) = from_client.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    held |= text
+                        .lines()
+                        .any(|l| l.starts_with("POST ") && l.contains("/build"));
+                    if !held && to_daemon.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_daemon, &mut to_client);
+            });
+        }
+    });
+    format!("unix://{}", path.display())
+}
+
+#[tokio::test]
+async fn a_daemon_that_stalls_on_a_build_is_an_error_naming_it_and_the_request() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    let p = Project::new(&[("app", &busybox_dockerfile("RUN echo stalled"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let host = stalling_proxy(dir.path());
+    let mut cmd = p.slipway(&["build"]);
+    cmd.env("DOCKER_HOST", &host)
+        .env("SLIPWAY_BUILD_IDLE_TIMEOUT", "4");
+    let run = rely::run(cmd, Duration::from_secs(60)).no_panic();
+    assert_eq!(run.code(), Some(1), "{}", run.text());
+    assert!(
+        run.stderr.contains(&format!(
+            "the Docker daemon at {host} did not answer `POST /build` of `app` for 4s"
+        )),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.stderr.contains("hint:")
+            && run.stderr.contains("info`")
+            && run.stderr.contains("SLIPWAY_BUILD_IDLE_TIMEOUT"),
+        "{}",
+        run.text()
+    );
+    assert!(run.took < Duration::from_secs(30), "{}", run.text());
+    assert!(p.tags().is_empty(), "{:?}", p.tags());
 }

@@ -17,6 +17,9 @@ pub fn config(data: &[u8]) {
     let Ok(config) = slipway::config::parse(&text, Path::new("/fuzz/slipway.toml")) else {
         return;
     };
+    // Paths outside the root are refused, never a panic (the check reads the file system
+    // only to follow symlinks).
+    let _ = slipway::config::confine(&config);
     let _ = config.base_image_args();
     let mut images = BTreeMap::new();
     for (name, c) in &config.components {

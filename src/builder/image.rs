@@ -284,7 +284,7 @@ async fn build_session(shared: &Shared, c: &ComponentPlan, temp: &str) -> Result
         .session(session.id())
         .remote("client-session");
     let stream = crate::docker::session::build(&shared.endpoint, &options.build());
-    let (progress, failure) = follow(shared, c, stream).await;
+    let (progress, failure) = follow(shared, c, stream).await?;
     let failed = progress.failed_step();
     // The file sync's own error (a file that vanished or cannot be read) is the real cause
     // of a failed "load build context" step.
@@ -314,17 +314,76 @@ fn shared_key(c: &ComponentPlan) -> String {
     format!("slipway-{}", &hex::encode(h.finalize())[..24])
 }
 
+/// How long a build may go without a word from the daemon: `SLIPWAY_BUILD_IDLE_TIMEOUT`
+/// (seconds), default 15 minutes (a step that compiles for long in silence sends nothing).
+pub(crate) fn build_idle_timeout() -> std::time::Duration {
+    std::env::var("SLIPWAY_BUILD_IDLE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(
+            std::time::Duration::from_secs(900),
+            std::time::Duration::from_secs,
+        )
+}
+
+/// How long the daemon may take to answer `POST /build` at all (response headers and the
+/// first status; BuildKit sends one as soon as it starts).
+const FIRST_ANSWER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The error for a daemon that went quiet during a build.
+fn stalled(
+    shared: &Shared,
+    c: &ComponentPlan,
+    step: Option<&str>,
+    waited: std::time::Duration,
+    first: bool,
+) -> anyhow::Error {
+    let what = match (first, step) {
+        (true, _) => "did not answer `POST /build`".to_string(),
+        (false, Some(step)) => format!("sent nothing about `POST /build` at step `{step}`"),
+        (false, None) => "sent nothing about `POST /build`".to_string(),
+    };
+    Fail::job(format!(
+        "the Docker daemon at {} {what} of `{}` for {}s: stopped waiting; no tag was moved",
+        shared.endpoint.host,
+        c.name,
+        waited.as_secs()
+    ))
+    .hint(format!(
+        "check that the daemon answers (`docker -H {} info`), its free disk and its log \
+         (`journalctl -u docker`); a step that runs silently for longer needs \
+         SLIPWAY_BUILD_IDLE_TIMEOUT=SECONDS (now {})",
+        shared.endpoint.host,
+        build_idle_timeout().as_secs()
+    ))
+    .into()
+}
+
 /// Reads a build's status stream to its end, reporting progress; returns where the build
-/// stands and the error that ended the stream, if any.
+/// stands and the error that ended the stream, if any. A daemon that does not answer within
+/// [`FIRST_ANSWER`], or then goes quiet for [`build_idle_timeout`], is an error naming it.
 async fn follow(
     shared: &Shared,
     c: &ComponentPlan,
     mut stream: impl futures_util::Stream<Item = Result<bollard::models::BuildInfo, DockerError>>
         + Unpin,
-) -> (Progress, Option<DockerError>) {
+) -> Result<(Progress, Option<DockerError>), Failure> {
     let mut progress = Progress::new(&c.name);
     let mut events = Vec::new();
-    while let Some(item) = stream.next().await {
+    let idle = build_idle_timeout();
+    let mut first = true;
+    loop {
+        let bound = if first { idle.min(FIRST_ANSWER) } else { idle };
+        let Ok(next) = tokio::time::timeout(bound, stream.next()).await else {
+            let failed = progress.failed_step();
+            return Err(Failure {
+                error: stalled(shared, c, failed.step.as_deref(), bound, first),
+                log_tail: failed.log_tail,
+            });
+        };
+        first = false;
+        let Some(item) = next else { break };
         match item {
             Ok(info) => {
                 progress.on_item(info, &mut events);
@@ -332,10 +391,10 @@ async fn follow(
                     shared.reporter.report(e);
                 }
             }
-            Err(e) => return (progress, Some(e)),
+            Err(e) => return Ok((progress, Some(e))),
         }
     }
-    (progress, None)
+    Ok((progress, None))
 }
 
 /// The error for a build stream that ended with `failure`.
@@ -417,7 +476,7 @@ async fn build_streaming(
         shared
             .docker
             .build_image(options.build(), None, Some(bollard::body_try_stream(body)));
-    let (progress, failure) = follow(shared, c, stream).await;
+    let (progress, failure) = follow(shared, c, stream).await?;
     // Dropping the request (done by now) stops the packer if it is still sending.
     let packed = packer.await;
     let failed = progress.failed_step();

@@ -495,6 +495,16 @@ fn read_dockerfile(
         ))
         .hint("run `slipway dockerfiles` to generate it, or set `dockerfile = \"PATH\"` in the component to use your own")
     })?;
+    if !crate::dockerfile::looks_like_dockerfile(&text) {
+        // Said without a word of the file: it may be anything.
+        return Err(Fail::usage(format!(
+            "component `{}`: {} is not a Dockerfile (its first instruction is not FROM or ARG)",
+            c.name,
+            crate::report::shown_path(&c.dockerfile)
+        ))
+        .hint(format!("fix `dockerfile` in {}", config.path.display()))
+        .into());
+    }
     if !context_dir.is_dir() {
         return Err(Fail::usage(format!(
             "component `{}`: its context {} is not a directory",
@@ -921,8 +931,9 @@ type TaskResult = (String, anyhow::Result<ImageRecord>);
 /// happens; the others finish unless `opts.fail_fast`; the result is then an error (exit 1).
 /// Ctrl-C stops every build and returns [`Fail::interrupted`] with no tag moved.
 ///
-/// This listens for Ctrl-C itself while builds run (`tokio::signal::ctrl_c`), which replaces
-/// the default SIGINT action for the rest of the process.
+/// This listens for Ctrl-C and SIGTERM itself while builds run ([`crate::interrupt::Signals`]).
+/// Before building it untags the temporary tags runs killed outright left
+/// ([`crate::leftovers::reap_tags`]).
 pub async fn execute(
     reporter: Arc<dyn Reporter>,
     config: &Config,
@@ -939,6 +950,7 @@ pub async fn execute(
 
     let mut run = Run::default();
     retag_cached(daemon, plan, &to_build, reporter.as_ref(), &mut run).await;
+    reap_tags(daemon, plan, reporter.as_ref()).await;
     let made = match to_build.is_empty() {
         true => BTreeMap::new(),
         false => build_all(reporter, daemon, plan, &to_build, opts, &mut run).await?,
@@ -1036,9 +1048,28 @@ async fn retag_cached(
     }
 }
 
+/// Untags the temporary tags that runs killed outright left ([`crate::leftovers::reap_tags`]).
+async fn reap_tags(daemon: &Daemon, plan: &BuildPlan, reporter: &dyn Reporter) {
+    let repositories: Vec<String> = plan
+        .components
+        .iter()
+        .map(|c| c.repository.clone())
+        .collect();
+    let reaped = crate::leftovers::reap_tags(daemon, &repositories).await;
+    if !reaped.is_empty() {
+        reporter.report(Event::Info {
+            message: format!(
+                "removed {} temporary tag(s) left by slipway runs that were killed: {}",
+                reaped.len(),
+                reaped.join(", ")
+            ),
+        });
+    }
+}
+
 /// Builds `to_build` in parallel (at most `opts.jobs` at once) into `run`; returns the normal
-/// forms the builds made. Ctrl-C stops every build, removes their temporary tags and returns
-/// [`Fail::interrupted`].
+/// forms the builds made. Ctrl-C (or SIGTERM) stops every build, removes their temporary tags
+/// and returns [`Fail::interrupted`].
 async fn build_all(
     reporter: Arc<dyn Reporter>,
     daemon: &Daemon,
@@ -1073,7 +1104,8 @@ async fn build_all(
             (name, result)
         });
     }
-    let ctrl_c = tokio::signal::ctrl_c();
+    let mut signals = crate::interrupt::Signals::new()?;
+    let ctrl_c = signals.recv();
     tokio::pin!(ctrl_c);
     // Tell `run` (lib.rs) that Ctrl-C is handled here (with the clean-up below).
     let _handling = crate::interrupt::handling();
@@ -1094,6 +1126,7 @@ async fn build_all(
                                 message: "--fail-fast: stopping the other builds".into(),
                             });
                             set.abort_all();
+                            crate::interrupt::settle(crate::interrupt::GRACE / 2).await;
                             remove_tags(&shared.docker, &temps).await;
                         }
                     }
@@ -1104,6 +1137,9 @@ async fn build_all(
             _ = &mut ctrl_c => {
                 set.abort_all();
                 while set.join_next().await.is_some() {}
+                // A load of a normal form the daemon had whole names the image when it
+                // finishes, listened to or not: wait for it, then untag.
+                crate::interrupt::settle(crate::interrupt::GRACE / 2).await;
                 // A build cancelled while its image was being exported may have named it.
                 remove_tags(&shared.docker, &temps).await;
                 reporter.report(Event::Warn {

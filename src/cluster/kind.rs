@@ -199,6 +199,27 @@ pub fn parse_snapshotter(config: &str) -> String {
         .unwrap_or_else(|| "overlayfs".to_string())
 }
 
+/// Removes the temporary leases (`containerd.io/gc.expire`) created before the node's
+/// containerd started: their owners (an import cut off when the node stopped) died with the
+/// last containerd, and each would keep its blobs for 24 hours. A lease of a live process is
+/// never older than the containerd serving it. Returns the leases removed.
+pub async fn release_orphan_leases(docker: &Docker, node: &str) -> anyhow::Result<Vec<String>> {
+    let script = format!(
+        r#"pid=$(pidof containerd | awk '{{print $1}}')
+[ -n "$pid" ] || exit 0
+start=$(( $(awk '/^btime/{{print $2}}' /proc/stat) + $(cut -d' ' -f22 /proc/$pid/stat) / $(getconf CLK_TCK) ))
+ctr -n {NAMESPACE} leases ls | tail -n +2 | while read -r id created labels; do
+  case "$labels" in *containerd.io/gc.expire=*) ;; *) continue ;; esac
+  at=$(date -d "$created" +%s 2>/dev/null) || continue
+  if [ "$at" -lt "$start" ] && ctr -n {NAMESPACE} leases rm "$id" >/dev/null; then echo "$id"; fi
+done"#
+    );
+    let out = exec::run(docker, node, &["sh", "-c", &script])
+        .await?
+        .check("releasing the leases of imports cut off (ctr leases rm)")?;
+    Ok(out.stdout.lines().map(str::to_string).collect())
+}
+
 /// The import command, with kind's own flags.
 pub fn import_command(snapshotter: &str) -> Vec<String> {
     [

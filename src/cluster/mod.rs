@@ -785,6 +785,8 @@ async fn import(
     for (i, _) in imports {
         let s = &mut slots[*i];
         if s.runtime == Runtime::Containerd && s.snapshotter.is_none() {
+            // An import cut off by a node stop left a lease that holds its blobs for 24 h.
+            let _ = kind::release_orphan_leases(docker, &s.node.name).await;
             s.snapshotter = Some(
                 kind::snapshotter(docker, &s.node.name)
                     .await

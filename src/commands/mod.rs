@@ -37,6 +37,8 @@ pub struct Session {
     pub verbosity: Verbosity,
     /// `--config`, when given.
     pub config_flag: Option<PathBuf>,
+    /// `--allow-outside-root`: contexts and Dockerfiles may resolve outside the project.
+    pub outside: config::Outside,
     pub cwd: PathBuf,
 }
 
@@ -60,6 +62,10 @@ impl Session {
             reporter: report::make(cli.progress.into(), verbosity),
             verbosity,
             config_flag: cli.config.clone(),
+            outside: match cli.allow_outside_root {
+                true => config::Outside::Allow,
+                false => config::Outside::Refuse,
+            },
             cwd: std::env::current_dir()?,
         })
     }
@@ -67,7 +73,7 @@ impl Session {
     /// Finds and loads the configuration (errors are usage errors, exit 2).
     pub fn config(&self) -> anyhow::Result<Config> {
         let path = config::find(self.config_flag.as_deref(), &self.cwd)?;
-        config::load(&path)
+        config::load_with(&path, self.outside)
     }
 
     /// Takes the project lock of `config`'s project for a command that changes something,
@@ -91,7 +97,7 @@ impl Session {
     /// The configuration if there is one; a broken one is still an error.
     pub fn config_if_any(&self) -> anyhow::Result<Option<Config>> {
         match config::find(self.config_flag.as_deref(), &self.cwd) {
-            Ok(path) => config::load(&path).map(Some),
+            Ok(path) => config::load_with(&path, self.outside).map(Some),
             Err(_) if self.config_flag.is_none() => Ok(None),
             Err(e) => Err(e),
         }

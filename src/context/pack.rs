@@ -188,7 +188,7 @@ impl Listed {
 }
 
 fn show(rel: &[u8]) -> String {
-    String::from_utf8_lossy(rel).into_owned()
+    crate::report::escape(&String::from_utf8_lossy(rel))
 }
 
 /// An entry's mtime in nanoseconds.
@@ -208,7 +208,9 @@ impl<S: Sink> Walker<'_, S> {
             // Removed while we walk: gone, like in BuildKit.
             Err(e) if e.kind() == io::ErrorKind::NotFound && !rel.is_empty() => return Ok(()),
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot read directory {}", abs.display()))
+                return Err(e).with_context(|| {
+                    format!("cannot read directory {}", crate::report::shown_path(abs))
+                })
             }
         };
         self.stats.dirs_read += 1;
@@ -218,16 +220,18 @@ impl<S: Sink> Walker<'_, S> {
                 Ok(e) => e,
                 Err(e) if excluded && e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
                 Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot read directory {}", abs.display()))
+                    return Err(e).with_context(|| {
+                        format!("cannot read directory {}", crate::report::shown_path(abs))
+                    })
                 }
             };
             let ft = match entry.file_type() {
                 Ok(ft) => ft,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot stat {}", entry.path().display()))
+                    return Err(e).with_context(|| {
+                        format!("cannot stat {}", crate::report::shown_path(&entry.path()))
+                    })
                 }
             };
             entries.push(Listed::Disk {
@@ -277,8 +281,9 @@ impl<S: Sink> Walker<'_, S> {
                         Ok(m) => m,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                         Err(e) => {
-                            return Err(e)
-                                .with_context(|| format!("cannot stat {}", child_abs.display()))
+                            return Err(e).with_context(|| {
+                                format!("cannot stat {}", crate::report::shown_path(&child_abs))
+                            })
                         }
                     };
                     self.pending.push(Pending {
@@ -296,7 +301,9 @@ impl<S: Sink> Walker<'_, S> {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    return Err(e).with_context(|| format!("cannot stat {}", child_abs.display()))
+                    return Err(e).with_context(|| {
+                        format!("cannot stat {}", crate::report::shown_path(&child_abs))
+                    })
                 }
             };
             let rel_now = child_rel.clone();
@@ -358,8 +365,9 @@ impl<S: Sink> Walker<'_, S> {
             return Ok(true);
         }
         if ft.is_symlink() {
-            let target = fs::read_link(abs)
-                .with_context(|| format!("cannot read symlink {}", abs.display()))?;
+            let target = fs::read_link(abs).with_context(|| {
+                format!("cannot read symlink {}", crate::report::shown_path(abs))
+            })?;
             let target = target.as_os_str().as_bytes();
             fingerprint(&mut self.fingerprint, rel, meta, target);
             self.sink
@@ -461,7 +469,8 @@ impl<W: Write> Sink for TarSink<W> {
 
 impl<W: Write> TarSink<W> {
     fn regular(&mut self, abs: &Path, rel: &[u8], size: u64, mode: u32, mtime: u64) -> Result<()> {
-        let mut file = File::open(abs).with_context(|| format!("cannot read {}", abs.display()))?;
+        let mut file = File::open(abs)
+            .with_context(|| format!("cannot read {}", crate::report::shown_path(abs)))?;
         write_header(
             &mut self.out,
             rel,
@@ -478,11 +487,14 @@ impl<W: Write> TarSink<W> {
             let n = match file.read(&mut self.buf[..want]) {
                 Ok(0) => bail!(
                     "{} shrank while it was being packed (expected {size} bytes); retry the build",
-                    abs.display()
+                    crate::report::shown_path(abs)
                 ),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot read {}", abs.display())),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot read {}", crate::report::shown_path(abs)))
+                }
             };
             self.out
                 .write_all(&self.buf[..n])

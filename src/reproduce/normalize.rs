@@ -127,9 +127,7 @@ async fn normalize_keeping(
         .map(|b| common_prefix(b, &layers))
         .max()
         .unwrap_or(0);
-    let dir = tempfile::Builder::new()
-        .prefix("slipway-normalize-")
-        .tempdir()
+    let dir = crate::leftovers::temp_dir("normalize")
         .context("creating a temporary directory for the image's layers")?;
 
     let t0 = std::time::Instant::now();
@@ -210,12 +208,17 @@ async fn load_or_tag(
                 .with_context(|| format!("tagging {} as {tag}", plan.image_id))?;
         }
     } else {
-        load(docker, plan).await.with_context(|| {
-            format!(
-                "loading the normalised {image} into {}",
-                daemon.endpoint.host
-            )
-        })?;
+        // The daemon finishes a load it has whole even when no one listens any more: an
+        // interrupted build waits for it (`interrupt::settle`) before untagging.
+        let (d, p) = (docker.clone(), plan.clone());
+        crate::interrupt::unabortable(async move { load(&d, &p).await })
+            .await
+            .with_context(|| {
+                format!(
+                    "loading the normalised {image} into {}",
+                    daemon.endpoint.host
+                )
+            })?;
     }
     // The containerd image store names images by manifest digest: look it up by tag.
     let by = tags.first().map_or(plan.image_id.as_str(), String::as_str);
@@ -245,9 +248,7 @@ async fn load_or_tag(
 /// image unpacked, removed when the value is dropped.
 pub async fn export_plain(daemon: &Daemon, image: &str) -> anyhow::Result<ImageFiles> {
     let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
-    let dir = tempfile::Builder::new()
-        .prefix("slipway-export-")
-        .tempdir()
+    let dir = crate::leftovers::temp_dir("export")
         .context("creating a temporary directory for the image's layers")?;
     let export = docker.export_image(image).map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
@@ -459,7 +460,7 @@ pub fn split_tag(reference: &str) -> (&str, &str) {
 }
 
 /// The normal form, ready to load.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Plan {
     image_id: String,
     config: Vec<u8>,

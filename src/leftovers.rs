@@ -1,0 +1,184 @@
+//! What a run leaves while it works, and how a later run finds what a dead one left.
+//!
+//! A run that ends normally, fails, or is stopped by SIGINT or SIGTERM cleans up after itself.
+//! One killed outright (`kill -9`, the OOM killer, a power cut) cannot, so everything temporary
+//! carries its owner's pid: directories are `CACHE/tmp/KIND-PID-XXXXXX` (never the system's
+//! temp directory, where nothing would ever look for them) and build tags are
+//! `REPO:slipway-build-slipway-COMPONENT-PID-NANOS` (`builder::image::temp_tag`). Each run
+//! reaps, at its start, the directories and the temporary tags (on a local daemon) whose owner
+//! is no longer alive.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+/// slipway's cache directory: `SLIPWAY_CACHE_DIR`, else `$XDG_CACHE_HOME/slipway`, else
+/// `~/.cache/slipway`. It does not depend on the daemon or the project.
+pub fn cache_dir() -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("SLIPWAY_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = var("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("slipway");
+    }
+    if let Some(home) = var("HOME") {
+        return PathBuf::from(home).join(".cache/slipway");
+    }
+    // SAFETY: getuid(2) cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("slipway-cache-{uid}"))
+}
+
+/// Where temporary directories go.
+fn tmp_root() -> PathBuf {
+    cache_dir().join("tmp")
+}
+
+/// A new temporary directory `CACHE/tmp/KIND-PID-XXXXXX`, removed when dropped.
+pub fn temp_dir(kind: &str) -> anyhow::Result<tempfile::TempDir> {
+    let root = tmp_root();
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("creating the temporary directory {}", root.display()))?;
+    tempfile::Builder::new()
+        .prefix(&format!("{kind}-{}-", std::process::id()))
+        .tempdir_in(&root)
+        .with_context(|| format!("creating a temporary directory in {}", root.display()))
+}
+
+/// Whether a process `pid` exists (one of another user counts as alive).
+pub fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The owner of a temporary directory named `KIND-PID-XXXXXX`.
+fn dir_owner(name: &str) -> Option<u32> {
+    let mut parts = name.rsplitn(3, '-');
+    let _random = parts.next()?;
+    parts.next()?.parse().ok()
+}
+
+/// Removes the temporary directories whose owner is dead; returns how many.
+pub fn reap_dirs() -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp_root()) else {
+        return 0;
+    };
+    let mut reaped = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name.to_str().and_then(dir_owner) else {
+            continue;
+        };
+        if !alive(owner) && std::fs::remove_dir_all(entry.path()).is_ok() {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// Removes this process's own temporary directories: called as the process ends, after an
+/// interrupted run whose blocking tasks (a layer being spooled) may still have been writing
+/// into one while it was dropped.
+pub fn remove_own_dirs() {
+    let Ok(entries) = std::fs::read_dir(tmp_root()) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().and_then(dir_owner) == Some(me) {
+            // A file created while the tree was being removed: once more.
+            for _ in 0..3 {
+                if std::fs::remove_dir_all(entry.path()).is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The marker of a temporary build tag (`builder::image::temp_tag`).
+pub const TEMP_TAG: &str = ":slipway-build-slipway-";
+
+/// The owner of a temporary build tag `REPO:slipway-build-slipway-COMPONENT-PID-NANOS`.
+pub fn tag_owner(reference: &str) -> Option<u32> {
+    let (_, rest) = reference.rsplit_once(TEMP_TAG)?;
+    let mut parts = rest.rsplitn(3, '-');
+    let nanos = parts.next()?;
+    u128::from_str_radix(nanos, 16).ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next().filter(|c| !c.is_empty())?;
+    Some(pid)
+}
+
+/// Untags the temporary build tags of dead runs under `repositories` (this project's) on a
+/// local daemon (a unix socket: its pids are this machine's; on a daemon shared over TCP, a pid
+/// says nothing about another machine's runs). Returns the tags removed.
+pub async fn reap_tags(daemon: &crate::docker::Daemon, repositories: &[String]) -> Vec<String> {
+    if !daemon.endpoint.host.starts_with("unix://") || repositories.is_empty() {
+        return Vec::new();
+    }
+    let patterns: Vec<String> = repositories
+        .iter()
+        .map(|r| format!("{r}:slipway-build-*"))
+        .collect();
+    let filters = std::collections::HashMap::from([(
+        "reference".to_string(),
+        patterns.iter().map(String::as_str).collect::<Vec<_>>(),
+    )]);
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let Ok(images) = daemon.docker.list_images(Some(options)).await else {
+        return Vec::new();
+    };
+    let mut reaped = Vec::new();
+    for tag in images.into_iter().flat_map(|i| i.repo_tags) {
+        if tag_owner(&tag).is_some_and(|pid| !alive(pid)) {
+            let untag = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                .noprune(true)
+                .build();
+            if daemon
+                .docker
+                .remove_image(&tag, Some(untag), None)
+                .await
+                .is_ok()
+            {
+                reaped.push(tag);
+            }
+        }
+    }
+    reaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_read_from_names() {
+        assert_eq!(dir_owner("normalize-1234-AbC12x"), Some(1234));
+        assert_eq!(dir_owner("export-1-a-b"), None);
+        assert_eq!(dir_owner("junk"), None);
+        assert_eq!(
+            tag_owner("reg:5000/p/web-app:slipway-build-slipway-web-app-4321-17f0a9c"),
+            Some(4321)
+        );
+        assert_eq!(tag_owner("p/web:latest"), None);
+        assert_eq!(tag_owner("p/web:slipway-build-slipway-web-x-17f0"), None);
+    }
+
+    #[test]
+    fn liveness() {
+        assert!(alive(std::process::id()));
+        assert!(!alive(0));
+        assert!(!alive(u32::MAX));
+    }
+}
