@@ -4,7 +4,8 @@
 //! of a component's input digest). Works on any Dockerfile, generated or the user's own: it
 //! reads the `ARG`s declared before the first `FROM`, substitutes them (with the build args
 //! given, which include the `[base_images]` overrides) into each `FROM`, and leaves out
-//! references to earlier stages and `scratch`.
+//! references to earlier stages and `scratch`. Lines are read as Docker reads them
+//! ([`crate::instructions`]).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ pub fn base_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> V
     let mut stages: Vec<String> = Vec::new();
     let mut images: Vec<String> = Vec::new();
     let mut seen_from = false;
-    for line in logical_lines(dockerfile) {
+    for line in crate::instructions::instructions(dockerfile) {
         let mut words = line.split_whitespace();
         let Some(instr) = words.next() else { continue };
         match instr.to_ascii_uppercase().as_str() {
@@ -53,29 +54,6 @@ pub fn base_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> V
         }
     }
     images
-}
-
-/// Lines with comments dropped and `\` continuations joined.
-fn logical_lines(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for raw in text.lines() {
-        let t = raw.trim();
-        if t.starts_with('#') && cur.is_empty() {
-            continue;
-        }
-        if let Some(body) = t.strip_suffix('\\') {
-            cur.push_str(body);
-            cur.push(' ');
-        } else {
-            cur.push_str(t);
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 fn unquote(s: &str) -> String {

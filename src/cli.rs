@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::report::ProgressMode;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "slipway",
@@ -264,6 +262,28 @@ impl From<PullPolicy> for crate::k8s::PullPolicy {
         match p {
             PullPolicy::IfNotPresent => crate::k8s::PullPolicy::IfNotPresent,
             PullPolicy::Never => crate::k8s::PullPolicy::Never,
+        }
+    }
+}
+
+/// `--progress`: how progress is shown ([`crate::report::ProgressMode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ProgressMode {
+    /// A terminal gets live lines; otherwise, or when `CI` is set, plain lines.
+    #[default]
+    Auto,
+    Tty,
+    Plain,
+    Json,
+}
+
+impl From<ProgressMode> for crate::report::ProgressMode {
+    fn from(p: ProgressMode) -> Self {
+        match p {
+            ProgressMode::Auto => crate::report::ProgressMode::Auto,
+            ProgressMode::Tty => crate::report::ProgressMode::Tty,
+            ProgressMode::Plain => crate::report::ProgressMode::Plain,
+            ProgressMode::Json => crate::report::ProgressMode::Json,
         }
     }
 }

@@ -806,9 +806,37 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         .unwrap_or_else(|| PathBuf::from("."));
 
     let app_span = raw.app.span();
-    let raw_app = raw.app.into_inner();
-    let name = dns_label(&cx, &raw_app.name, "app name")?;
-    let version = match raw_app.version {
+    let app = validate_app(&cx, raw.app.into_inner())?;
+    if raw.components.is_empty() {
+        return Err(with_hint(
+            cx.err(
+                app_span,
+                "no components: add a [components.NAME] table for each image",
+            ),
+            "run `slipway init` to detect them",
+        ));
+    }
+    let images = validate_images(&cx, raw.images, &app.name)?;
+    let base_images = validate_base_images(&cx, raw.base_images)?;
+    let cluster = match raw.cluster.and_then(|c| c.target) {
+        Some(t) => ClusterTarget::parse(t.get_ref()).map_err(|m| cx.err(t.span(), m))?,
+        None => ClusterTarget::Auto,
+    };
+    let components = validate_components(&cx, &app.name, raw.components)?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        root,
+        app,
+        components,
+        images,
+        base_images,
+        cluster,
+    })
+}
+
+fn validate_app(cx: &Ctx, raw: RawApp) -> Result<App, ConfigError> {
+    let name = dns_label(cx, &raw.name, "app name")?;
+    let version = match raw.version {
         Some(v) => {
             if v.get_ref().is_empty()
                 || !v
@@ -822,58 +850,54 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         }
         None => "0.1.0".to_string(),
     };
-    let namespace = match &raw_app.namespace {
-        Some(ns) => dns_label(&cx, ns, "namespace")?,
+    let namespace = match &raw.namespace {
+        Some(ns) => dns_label(cx, ns, "namespace")?,
         None => name.clone(),
     };
-    let app = App {
-        name: name.clone(),
+    Ok(App {
+        name,
         version,
         namespace,
-    };
+    })
+}
 
-    if raw.components.is_empty() {
-        return Err(with_hint(
-            cx.err(
-                app_span,
-                "no components: add a [components.NAME] table for each image",
-            ),
-            "run `slipway init` to detect them",
-        ));
-    }
-
-    let images = match raw.images {
-        Some(img) => {
-            let prefix = match img.prefix {
-                Some(p) => {
-                    if !is_image_repo(p.get_ref()) {
-                        return Err(cx.err(p.span(), format!("image prefix `{}` is not a valid repository name (lowercase, digits, `.`, `_`, `-`, `/`, optional registry host:port)", p.get_ref())));
-                    }
-                    p.into_inner()
-                }
-                None => name.clone(),
-            };
-            let tags = match img.tags {
-                Some(tags) => {
-                    for t in &tags {
-                        if !is_tag(t.get_ref()) {
-                            return Err(cx.err(t.span(), format!("image tag `{}` is not valid: up to 128 letters, digits, `_`, `.`, `-`, not starting with `.` or `-`", t.get_ref())));
-                        }
-                    }
-                    tags.into_iter().map(Spanned::into_inner).collect()
-                }
-                None => vec!["latest".to_string()],
-            };
-            Images { prefix, tags }
-        }
-        None => Images {
-            prefix: name.clone(),
+/// `[images]`: the repository prefix (the app name by default) and the extra tags.
+fn validate_images(cx: &Ctx, raw: Option<RawImages>, app: &str) -> Result<Images, ConfigError> {
+    let Some(img) = raw else {
+        return Ok(Images {
+            prefix: app.to_string(),
             tags: vec!["latest".to_string()],
-        },
+        });
     };
+    let prefix = match img.prefix {
+        Some(p) => {
+            if !is_image_repo(p.get_ref()) {
+                return Err(cx.err(p.span(), format!("image prefix `{}` is not a valid repository name (lowercase, digits, `.`, `_`, `-`, `/`, optional registry host:port)", p.get_ref())));
+            }
+            p.into_inner()
+        }
+        None => app.to_string(),
+    };
+    let tags = match img.tags {
+        Some(tags) => {
+            for t in &tags {
+                if !is_tag(t.get_ref()) {
+                    return Err(cx.err(t.span(), format!("image tag `{}` is not valid: up to 128 letters, digits, `_`, `.`, `-`, not starting with `.` or `-`", t.get_ref())));
+                }
+            }
+            tags.into_iter().map(Spanned::into_inner).collect()
+        }
+        None => vec!["latest".to_string()],
+    };
+    Ok(Images { prefix, tags })
+}
 
+fn validate_base_images(
+    cx: &Ctx,
+    raw: BTreeMap<Spanned<String>, Spanned<String>>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut base_images = BTreeMap::new();
-    for (k, v) in raw.base_images {
+    for (k, v) in raw {
         if !BASE_IMAGE_KEYS.contains(&k.get_ref().as_str()) {
             let mut e = cx.err(
                 k.span(),
@@ -896,22 +920,25 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         }
         base_images.insert(k.into_inner(), v.into_inner());
     }
+    Ok(base_images)
+}
 
-    let cluster = match raw.cluster.and_then(|c| c.target) {
-        Some(t) => ClusterTarget::parse(t.get_ref()).map_err(|m| cx.err(t.span(), m))?,
-        None => ClusterTarget::Auto,
-    };
-
-    let names: Vec<String> = raw.components.keys().map(|k| k.get_ref().clone()).collect();
+/// Every component, then every reference from one component's config to another's.
+fn validate_components(
+    cx: &Ctx,
+    app: &str,
+    raw: BTreeMap<Spanned<String>, RawComponent>,
+) -> Result<BTreeMap<String, Component>, ConfigError> {
+    let names: Vec<String> = raw.keys().map(|k| k.get_ref().clone()).collect();
     let mut components = BTreeMap::new();
     let mut references = Vec::new();
-    for (key, rc) in raw.components {
-        let cname = dns_label(&cx, &key, "component name")?;
-        let object = format!("{name}-{cname}");
+    for (key, rc) in raw {
+        let cname = dns_label(cx, &key, "component name")?;
+        let object = format!("{app}-{cname}");
         if object.len() > 63 {
             return Err(cx.err(key.span(), format!("`{object}` (app name + component name) is longer than 63 characters, the limit of a Kubernetes name")));
         }
-        let component = validate_component(&cx, cname.clone(), rc, &mut references)?;
+        let component = validate_component(cx, cname.clone(), rc, &mut references)?;
         components.insert(cname, component);
     }
     for (span, target, from) in references {
@@ -931,23 +958,17 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             return Err(e);
         }
     }
-
-    Ok(Config {
-        path: path.to_path_buf(),
-        root,
-        app,
-        components,
-        images,
-        base_images,
-        cluster,
-    })
+    Ok(components)
 }
+
+/// A reference from a config value to a component: where, the component, and the key.
+type Reference = (Range<usize>, String, String);
 
 fn validate_component(
     cx: &Ctx,
     name: String,
     rc: RawComponent,
-    references: &mut Vec<(Range<usize>, String, String)>,
+    references: &mut Vec<Reference>,
 ) -> Result<Component, ConfigError> {
     let context = non_empty_path(cx, &rc.context, "context")?;
     let at = Places {
@@ -972,171 +993,16 @@ fn validate_component(
         Some(h) => http_path(cx, &h, "readiness")?,
         None => health.clone(),
     };
-    let target = match rc.target {
-        Some(t) => {
-            if t.get_ref().is_empty()
-                || !t
-                    .get_ref()
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-            {
-                return Err(cx.err(
-                    t.span(),
-                    format!("target stage `{}` is not a valid stage name", t.get_ref()),
-                ));
-            }
-            t.into_inner()
-        }
-        None => "production".to_string(),
-    };
-
-    let mut secrets = Vec::new();
-    for s in &rc.secrets {
-        env_name(cx, s, "secret")?;
-        if secrets.contains(s.get_ref()) {
-            return Err(cx.err(
-                s.span(),
-                format!("secret `{}` is listed twice", s.get_ref()),
-            ));
-        }
-        secrets.push(s.get_ref().clone());
-    }
-    let mut build_secrets = Vec::new();
-    for s in &rc.build_secrets {
-        env_name(cx, s, "build secret")?;
-        build_secrets.push(s.get_ref().clone());
-    }
-
-    let mut config = BTreeMap::new();
-    for (k, v) in rc.config {
-        env_name(cx, &k, "config key")?;
-        if secrets.contains(k.get_ref()) {
-            return Err(with_hint(
-                cx.err(k.span(), format!("`{}` is both a config value and a secret in component `{name}`", k.get_ref())),
-                "secrets hold sensitive values and config holds the rest: keep the key in one of them",
-            ));
-        }
-        let template = Template::parse(v.get_ref()).map_err(|m| cx.err(v.span(), m))?;
-        for r in template.references() {
-            references.push((v.span(), r.to_string(), format!("config.{}", k.get_ref())));
-        }
-        config.insert(k.into_inner(), template);
-    }
-
-    let mut build_args = BTreeMap::new();
-    for (k, v) in rc.build_args {
-        env_name(cx, &k, "build arg")?;
-        if secrets.contains(k.get_ref()) || build_secrets.contains(k.get_ref()) {
-            return Err(with_hint(
-                cx.err(k.span(), format!("`{}` is a secret and cannot be a build arg: build args end up in the image history", k.get_ref())),
-                "list it in `build_secrets` to mount it during the build without storing it",
-            ));
-        }
-        build_args.insert(k.into_inner(), v);
-    }
-
-    let service = match rc.service {
-        Some(s) => {
-            let kind = s.kind.unwrap_or(ServiceType::ClusterIP);
-            let sport = match &s.port {
-                Some(p) => self::port(cx, p, "service port")?,
-                None => port,
-            };
-            let node_port = match &s.node_port {
-                Some(np) => {
-                    if kind == ServiceType::ClusterIP {
-                        return Err(cx.err(
-                            np.span(),
-                            "node_port needs service type NodePort or LoadBalancer",
-                        ));
-                    }
-                    let v = *np.get_ref();
-                    if !(30000..=32767).contains(&v) {
-                        return Err(cx.err(
-                            np.span(),
-                            format!("node port {v} is out of range: Kubernetes allows 30000-32767"),
-                        ));
-                    }
-                    Some(v as u16)
-                }
-                None => None,
-            };
-            Service {
-                kind,
-                port: sport,
-                node_port,
-            }
-        }
-        None => Service {
-            kind: ServiceType::ClusterIP,
-            port,
-            node_port: None,
-        },
-    };
-
-    let replicas = match &rc.replicas {
-        Some(r) => {
-            let v = *r.get_ref();
-            if !(0..=1000).contains(&v) {
-                return Err(cx.err(r.span(), format!("replicas {v} is out of range 0-1000")));
-            }
-            v as u32
-        }
-        None => 1,
-    };
-
-    let autoscaling = match rc.autoscaling {
-        Some(a) => {
-            let span = a.span();
-            let a = a.into_inner();
-            let min = a.min.unwrap_or(1);
-            let max = a.max.unwrap_or(min.max(3));
-            let target_cpu = a.target_cpu.unwrap_or(80);
-            if min < 1 || max < min || max > 1000 {
-                return Err(cx.err(
-                    span,
-                    format!("autoscaling needs 1 <= min <= max <= 1000 (min {min}, max {max})"),
-                ));
-            }
-            if !(1..=100).contains(&target_cpu) {
-                return Err(cx.err(
-                    span,
-                    format!("autoscaling target_cpu {target_cpu} must be a percentage 1-100"),
-                ));
-            }
-            Autoscaling {
-                enabled: a.enabled.unwrap_or(true),
-                min: min as u32,
-                max: max as u32,
-                target_cpu: target_cpu as u32,
-            }
-        }
-        None => Autoscaling {
-            enabled: false,
-            min: 1,
-            max: 3,
-            target_cpu: 80,
-        },
-    };
-    if autoscaling.enabled && rc.resources.requests.cpu.is_none() {
-        // An HPA on CPU utilisation needs a CPU request to compute a percentage of.
-        // Not an error: the manifests step gives a default request. Nothing to do here.
-    }
-
-    let user = match &rc.user {
-        Some(u) => {
-            let v = *u.get_ref();
-            if !(1..=2_147_483_647).contains(&v) {
-                return Err(cx.err(
-                    u.span(),
-                    format!("user {v} must be a non-root numeric UID (1 or more)"),
-                ));
-            }
-            v as u32
-        }
-        None => 10001,
-    };
-
+    let target = target_stage(cx, rc.target)?;
+    let (secrets, build_secrets) = secret_names(cx, &rc.secrets, &rc.build_secrets)?;
+    let config = config_values(cx, &name, rc.config, &secrets, references)?;
+    let build_args = build_args(cx, rc.build_args, &secrets, &build_secrets)?;
+    let service = service(cx, rc.service, port)?;
+    let replicas = replicas(cx, &rc.replicas)?;
+    // An HPA on CPU utilisation needs a CPU request to compute a percentage of: the manifests
+    // step gives a default request when the component sets none.
+    let autoscaling = autoscaling(cx, rc.autoscaling)?;
+    let user = user(cx, &rc.user)?;
     let mut writable = Vec::new();
     for w in &rc.writable {
         if !w.get_ref().starts_with('/') {
@@ -1263,6 +1129,191 @@ fn validate_ingress(cx: &Ctx, raw: Spanned<RawIngress>) -> Result<Ingress, Confi
 /// A DNS subdomain name (what Kubernetes wants for most object names).
 fn is_dns_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn replicas(cx: &Ctx, raw: &Option<Spanned<i64>>) -> Result<u32, ConfigError> {
+    let Some(r) = raw else { return Ok(1) };
+    let v = *r.get_ref();
+    if !(0..=1000).contains(&v) {
+        return Err(cx.err(r.span(), format!("replicas {v} is out of range 0-1000")));
+    }
+    Ok(v as u32)
+}
+
+/// The UID the container runs as: any but root (10001 by default).
+fn user(cx: &Ctx, raw: &Option<Spanned<i64>>) -> Result<u32, ConfigError> {
+    let Some(u) = raw else { return Ok(10001) };
+    let v = *u.get_ref();
+    if !(1..=2_147_483_647).contains(&v) {
+        return Err(cx.err(
+            u.span(),
+            format!("user {v} must be a non-root numeric UID (1 or more)"),
+        ));
+    }
+    Ok(v as u32)
+}
+
+fn target_stage(cx: &Ctx, raw: Option<Spanned<String>>) -> Result<String, ConfigError> {
+    let Some(t) = raw else {
+        return Ok("production".to_string());
+    };
+    if t.get_ref().is_empty()
+        || !t
+            .get_ref()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(cx.err(
+            t.span(),
+            format!("target stage `{}` is not a valid stage name", t.get_ref()),
+        ));
+    }
+    Ok(t.into_inner())
+}
+
+/// The runtime secrets (each once) and the build secrets.
+fn secret_names(
+    cx: &Ctx,
+    raw_secrets: &[Spanned<String>],
+    raw_build_secrets: &[Spanned<String>],
+) -> Result<(Vec<String>, Vec<String>), ConfigError> {
+    let mut secrets = Vec::new();
+    for s in raw_secrets {
+        env_name(cx, s, "secret")?;
+        if secrets.contains(s.get_ref()) {
+            return Err(cx.err(
+                s.span(),
+                format!("secret `{}` is listed twice", s.get_ref()),
+            ));
+        }
+        secrets.push(s.get_ref().clone());
+    }
+    let mut build_secrets = Vec::new();
+    for s in raw_build_secrets {
+        env_name(cx, s, "build secret")?;
+        build_secrets.push(s.get_ref().clone());
+    }
+    Ok((secrets, build_secrets))
+}
+
+/// `config` values (templates that may name other components, noted in `references`).
+fn config_values(
+    cx: &Ctx,
+    component: &str,
+    raw: BTreeMap<Spanned<String>, Spanned<String>>,
+    secrets: &[String],
+    references: &mut Vec<Reference>,
+) -> Result<BTreeMap<String, Template>, ConfigError> {
+    let mut config = BTreeMap::new();
+    for (k, v) in raw {
+        env_name(cx, &k, "config key")?;
+        if secrets.contains(k.get_ref()) {
+            return Err(with_hint(
+                cx.err(k.span(), format!("`{}` is both a config value and a secret in component `{component}`", k.get_ref())),
+                "secrets hold sensitive values and config holds the rest: keep the key in one of them",
+            ));
+        }
+        let template = Template::parse(v.get_ref()).map_err(|m| cx.err(v.span(), m))?;
+        for r in template.references() {
+            references.push((v.span(), r.to_string(), format!("config.{}", k.get_ref())));
+        }
+        config.insert(k.into_inner(), template);
+    }
+    Ok(config)
+}
+
+fn build_args(
+    cx: &Ctx,
+    raw: BTreeMap<Spanned<String>, String>,
+    secrets: &[String],
+    build_secrets: &[String],
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut build_args = BTreeMap::new();
+    for (k, v) in raw {
+        env_name(cx, &k, "build arg")?;
+        if secrets.contains(k.get_ref()) || build_secrets.contains(k.get_ref()) {
+            return Err(with_hint(
+                cx.err(k.span(), format!("`{}` is a secret and cannot be a build arg: build args end up in the image history", k.get_ref())),
+                "list it in `build_secrets` to mount it during the build without storing it",
+            ));
+        }
+        build_args.insert(k.into_inner(), v);
+    }
+    Ok(build_args)
+}
+
+/// The Service (ClusterIP on the component's port by default).
+fn service(cx: &Ctx, raw: Option<RawService>, port: u16) -> Result<Service, ConfigError> {
+    let Some(s) = raw else {
+        return Ok(Service {
+            kind: ServiceType::ClusterIP,
+            port,
+            node_port: None,
+        });
+    };
+    let kind = s.kind.unwrap_or(ServiceType::ClusterIP);
+    let sport = match &s.port {
+        Some(p) => self::port(cx, p, "service port")?,
+        None => port,
+    };
+    let node_port = match &s.node_port {
+        Some(np) => {
+            if kind == ServiceType::ClusterIP {
+                return Err(cx.err(
+                    np.span(),
+                    "node_port needs service type NodePort or LoadBalancer",
+                ));
+            }
+            let v = *np.get_ref();
+            if !(30000..=32767).contains(&v) {
+                return Err(cx.err(
+                    np.span(),
+                    format!("node port {v} is out of range: Kubernetes allows 30000-32767"),
+                ));
+            }
+            Some(v as u16)
+        }
+        None => None,
+    };
+    Ok(Service {
+        kind,
+        port: sport,
+        node_port,
+    })
+}
+
+fn autoscaling(cx: &Ctx, raw: Option<Spanned<RawAutoscaling>>) -> Result<Autoscaling, ConfigError> {
+    let Some(a) = raw else {
+        return Ok(Autoscaling {
+            enabled: false,
+            min: 1,
+            max: 3,
+            target_cpu: 80,
+        });
+    };
+    let span = a.span();
+    let a = a.into_inner();
+    let min = a.min.unwrap_or(1);
+    let max = a.max.unwrap_or(min.max(3));
+    let target_cpu = a.target_cpu.unwrap_or(80);
+    if min < 1 || max < min || max > 1000 {
+        return Err(cx.err(
+            span,
+            format!("autoscaling needs 1 <= min <= max <= 1000 (min {min}, max {max})"),
+        ));
+    }
+    if !(1..=100).contains(&target_cpu) {
+        return Err(cx.err(
+            span,
+            format!("autoscaling target_cpu {target_cpu} must be a percentage 1-100"),
+        ));
+    }
+    Ok(Autoscaling {
+        enabled: a.enabled.unwrap_or(true),
+        min: min as u32,
+        max: max as u32,
+        target_cpu: target_cpu as u32,
+    })
 }
 
 fn dns_label(cx: &Ctx, s: &Spanned<String>, what: &str) -> Result<String, ConfigError> {

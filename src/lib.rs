@@ -5,6 +5,7 @@
 //! command to its file in [`commands`], which wires the steps; `main.rs` only parses arguments
 //! and reports errors.
 
+pub mod archive;
 pub mod bases;
 pub mod builder;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod fsutil;
 pub mod generate;
 pub mod init;
+pub mod instructions;
 pub mod interrupt;
 pub mod k8s;
 pub mod kubeconfig;

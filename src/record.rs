@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::archive::ImageFiles;
 use crate::config::Config;
 use crate::error::Fail;
-use crate::reproduce::normalize::NormalForm;
 
 /// How a component's image came to be.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub struct BuiltImage {
     pub diff_ids: Option<Vec<String>>,
     /// The normal form's files on disk, when this run made the image and keeps them for the
     /// load (read instead of exporting the image again). Removed when the last holder drops.
-    pub normal_form: Option<Arc<NormalForm>>,
+    pub normal_form: Option<Arc<ImageFiles>>,
 }
 
 impl BuiltImage {

@@ -51,7 +51,7 @@ pub trait Reporter: Send + Sync {
 }
 
 /// How progress is shown (`--progress`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProgressMode {
     /// A terminal gets live lines; otherwise, or when `CI` is set, plain lines.
     #[default]

@@ -18,13 +18,13 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::archive::save::{self, diff_ids};
 use crate::builder::{self as build, BuildOptions};
 use crate::config::Config;
 use crate::docker::{self, Daemon, Endpoint};
 use crate::record::{self, ImageRecord};
 use crate::report::{Event, Reporter};
 use crate::reproduce::layer::{self, Listed};
-use crate::reproduce::normalize::{diff_ids, spool_export};
 use crate::reproduce::sde::{rfc3339, Sde};
 
 /// One build of the two.
@@ -147,7 +147,7 @@ async fn dump(daemon: &Daemon, image: &str, index: Option<usize>) -> anyhow::Res
     let image_name = image.to_string();
     let host = daemon.endpoint.host.clone();
     tokio::task::spawn_blocking(move || {
-        let saved = spool_export(tokio_util::io::SyncIoBridge::new(reader), &path)
+        let saved = save::spool(tokio_util::io::SyncIoBridge::new(reader), &path)
             .with_context(|| format!("exporting {image_name} from {host}"))?;
         let (config, layers) = saved.image()?;
         let layer = match index.and_then(|i| layers.get(i)) {

@@ -167,106 +167,9 @@ impl Inputs {
     }
 }
 
-/// The Dockerfile's instructions: comments and blank lines dropped, `\` continuations joined.
-fn instructions(dockerfile: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut logical = String::new();
-    for raw in dockerfile.lines() {
-        let t = raw.trim();
-        if t.starts_with('#') || (logical.is_empty() && t.is_empty()) {
-            continue;
-        }
-        if let Some(body) = t.strip_suffix('\\') {
-            logical.push_str(body);
-            logical.push(' ');
-            continue;
-        }
-        logical.push_str(t);
-        out.push(std::mem::take(&mut logical));
-    }
-    if !logical.is_empty() {
-        out.push(logical);
-    }
-    out
-}
-
-/// The names of a Dockerfile's stages (`FROM image AS name`), lowercased, in order.
-pub fn stage_names(dockerfile: &str) -> Vec<String> {
-    instructions(dockerfile)
-        .iter()
-        .filter_map(|line| {
-            let words: Vec<&str> = line
-                .split_whitespace()
-                .filter(|w| !w.starts_with("--"))
-                .collect();
-            match words.as_slice() {
-                [from, _, as_, name, ..]
-                    if from.eq_ignore_ascii_case("FROM") && as_.eq_ignore_ascii_case("AS") =>
-                {
-                    Some(name.to_ascii_lowercase())
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-/// The names every `ARG` instruction of a Dockerfile declares (in any stage).
-pub fn declared_args(dockerfile: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for line in instructions(dockerfile) {
-        let mut words = line.split_whitespace();
-        if words.next().is_some_and(|w| w.eq_ignore_ascii_case("ARG")) {
-            for decl in words {
-                let name = decl.split_once('=').map_or(decl, |(n, _)| n);
-                if !name.is_empty() {
-                    out.insert(name.to_string());
-                }
-            }
-        }
-    }
-    out
-}
-
-/// IDs of the secrets a Dockerfile mounts with `required=false` in a `RUN --mount=type=secret`:
-/// the build may go without them, so slipway passes each one only when it is set.
-pub fn optional_secrets(dockerfile: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for line in instructions(dockerfile) {
-        let mut words = line.split_whitespace();
-        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("RUN")) {
-            continue;
-        }
-        for word in words.take_while(|w| w.starts_with("--")) {
-            let Some(spec) = word.strip_prefix("--mount=") else {
-                continue;
-            };
-            let fields: BTreeMap<&str, &str> = spec
-                .split(',')
-                .map(|f| f.split_once('=').unwrap_or((f, "")))
-                .collect();
-            let optional = fields
-                .get("required")
-                .is_some_and(|v| v.eq_ignore_ascii_case("false"));
-            if fields.get("type") == Some(&"secret") && optional {
-                if let Some(id) = fields.get("id").filter(|id| !id.is_empty()) {
-                    out.insert(id.to_string());
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn optional_secret_mounts_are_found() {
-        let text = "FROM x\nRUN --mount=type=cache,target=/c \\\n  --mount=type=secret,id=KEY,required=false \\\n  --mount=type=secret,id=TOKEN make\nRUN echo --mount=type=secret,id=NOT,required=false\n";
-        assert_eq!(optional_secrets(text), BTreeSet::from(["KEY".to_string()]));
-    }
 
     fn sample() -> Inputs {
         Inputs::new(
@@ -399,20 +302,5 @@ mod tests {
         let i = sample();
         assert_eq!(Inputs::from_label(&i.to_label()), Some(i));
         assert_eq!(Inputs::from_label("not json"), None);
-    }
-
-    #[test]
-    fn finds_declared_args_in_every_stage() {
-        let df = "# comment\nARG PYTHON_IMAGE=python:3.11\nFROM ${PYTHON_IMAGE} AS base\n\
-                  arg VERSION \\\n  COMMIT=abc\nFROM base\nRUN echo ARG NOPE\n";
-        let got: Vec<_> = declared_args(df).into_iter().collect();
-        assert_eq!(got, ["COMMIT", "PYTHON_IMAGE", "VERSION"]);
-    }
-
-    #[test]
-    fn finds_stage_names() {
-        let df = "FROM a AS Base\nFROM --platform=$BUILDPLATFORM base as build\nFROM scratch\n\
-                  # FROM x AS commented\nFROM build AS production\n";
-        assert_eq!(stage_names(df), ["base", "build", "production"]);
     }
 }

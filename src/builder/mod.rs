@@ -30,15 +30,14 @@ use crate::context::{self, ContextSpec};
 use crate::detect::Stacks;
 use crate::docker::Daemon;
 use crate::error::Fail;
+use crate::instructions::{self, SOURCE_DATE_EPOCH_ARG};
 use crate::record::{self, BuildReport, BuiltImage, ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
 use crate::reproduce::normalize::{NormalForms, NormalImage};
 
 pub use digest::Inputs;
 
-/// The build arg that carries a build ID derived from the input digest (12 hex digits), passed
-/// to every Dockerfile that declares it.
-pub const BUILD_ID_ARG: &str = "SLIPWAY_BUILD_ID";
+pub use crate::instructions::BUILD_ID_ARG;
 
 /// A context larger than this gets a warning (it is still built, as Docker would).
 pub const LARGE_CONTEXT: u64 = 1 << 30;
@@ -375,7 +374,120 @@ async fn plan_component(
     let (platform, builder) = (facts.platform.as_str(), facts.builder);
     let dockerfile_path = config.dockerfile_path(c);
     let context_dir = config.context_dir(c);
-    let text = std::fs::read(&dockerfile_path).map_err(|e| {
+    let text = read_dockerfile(config, c, &dockerfile_path, &context_dir)?;
+    let text_str = String::from_utf8_lossy(&text);
+    let declared = instructions::declared_args(&text_str);
+    let mut warnings = Vec::new();
+    let source_date_epoch = source_date_epoch(&context_dir)?;
+    let mut build_args = build_args(config, c, &declared, source_date_epoch, &mut warnings);
+    let (build_secrets, optional_given) = build_secrets(c, &text_str);
+    let target = target_stage(config, c, &text_str)?;
+    let (base_images, base_layers) =
+        resolve_bases(config, daemon, facts, c, &text_str, &build_args, &declared).await?;
+
+    let source_date_epoch = Some(source_date_epoch);
+    let spec = ContextSpec {
+        dir: context_dir.clone(),
+        dockerfile: dockerfile_path.clone(),
+        ignore_file: None,
+        source_date_epoch,
+        builder: builder.for_context(),
+        leave_out: own_files(config),
+    };
+    let packed = pack_for_digest(c, spec, &mut warnings).await?;
+
+    let inputs = Inputs::new(
+        &text,
+        &packed.sha256,
+        packed.bytes,
+        &build_args,
+        &target,
+        platform,
+        &base_images,
+    )
+    .with_optional_secrets(optional_given);
+    let input_digest = inputs.digest();
+    let names = Names::of(config, &c.name, &input_digest);
+    // A build ID that follows the inputs, for tools that would otherwise make a random one
+    // (the generated Next.js Dockerfiles hand it to `generateBuildId`). It is a function of the
+    // inputs above, so it is passed without being part of them.
+    if declared.contains(BUILD_ID_ARG) && !build_args.contains_key(BUILD_ID_ARG) {
+        build_args.insert(BUILD_ID_ARG.to_string(), names.tag.clone());
+    }
+    let (cache, cached_diff_ids) =
+        cache_state(daemon, &c.name, &names, &input_digest, &inputs, last).await?;
+    Ok(ComponentPlan {
+        name: c.name.clone(),
+        stack: shown_stack(c, stacks),
+        dockerfile: c.dockerfile.clone(),
+        context: c.context.clone(),
+        target,
+        build_args,
+        build_secrets,
+        base_images,
+        context_files: packed.files as u64,
+        context_bytes: packed.bytes,
+        inputs,
+        input_digest,
+        repository: names.repository,
+        tag: names.tag,
+        image: names.image,
+        extra_tags: names.extra_tags,
+        cache,
+        warnings,
+        dockerfile_path,
+        context_dir,
+        source_date_epoch,
+        dockerfile_name: packed.dockerfile_name.clone(),
+        context_fingerprint: packed.fingerprint.clone(),
+        leave_out: own_files(config),
+        builder,
+        base_layers,
+        cached_diff_ids,
+    })
+}
+
+/// A component's image names.
+struct Names {
+    /// `PREFIX/NAME`.
+    repository: String,
+    /// The input-digest tag: the digest's first 12 hex digits.
+    tag: String,
+    /// `PREFIX/NAME:TAG`.
+    image: String,
+    /// Further references moved to the image after a build.
+    extra_tags: Vec<String>,
+}
+
+impl Names {
+    fn of(config: &Config, component: &str, input_digest: &str) -> Names {
+        let repository = config.image_repo(component);
+        let tag = input_digest.trim_start_matches("sha256:")[..12].to_string();
+        let image = format!("{repository}:{tag}");
+        let extra_tags: Vec<String> = config
+            .images
+            .tags
+            .iter()
+            .filter(|t| **t != tag)
+            .map(|t| format!("{repository}:{t}"))
+            .collect();
+        Names {
+            repository,
+            tag,
+            image,
+            extra_tags,
+        }
+    }
+}
+
+/// The component's Dockerfile, once its Dockerfile and its context are both there.
+fn read_dockerfile(
+    config: &Config,
+    c: &Component,
+    dockerfile_path: &std::path::Path,
+    context_dir: &std::path::Path,
+) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(dockerfile_path).map_err(|e| {
         Fail::usage(format!(
             "component `{}`: cannot read its Dockerfile {}: {e}",
             c.name,
@@ -402,9 +514,19 @@ async fn plan_component(
         .hint(format!("fix `context` in {}", config.path.display()))
         .into());
     }
-    let text_str = String::from_utf8_lossy(&text);
-    let declared = digest::declared_args(&text_str);
-    let mut warnings = Vec::new();
+    Ok(text)
+}
+
+/// The non-secret build args passed: the `[base_images]` overrides and the component's own,
+/// each only when the Dockerfile declares it (a warning names those it does not), and
+/// SOURCE_DATE_EPOCH when it is declared.
+fn build_args(
+    config: &Config,
+    c: &Component,
+    declared: &BTreeSet<String>,
+    source_date_epoch: i64,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, String> {
     let mut build_args: BTreeMap<String, String> = config
         .base_image_args()
         .into_iter()
@@ -420,57 +542,73 @@ async fn plan_component(
             ));
         }
     }
-
     // A Dockerfile that declares SOURCE_DATE_EPOCH gets it, as BuildKit 0.11+ passes it: the
     // generated ones date the user account in /etc/shadow by it. (The context's mtimes are
     // set to the same time, so it adds nothing new to the input digest.)
-    let source_date_epoch = source_date_epoch(&context_dir)?;
-    if declared.contains("SOURCE_DATE_EPOCH") && !build_args.contains_key("SOURCE_DATE_EPOCH") {
+    if declared.contains(SOURCE_DATE_EPOCH_ARG) && !build_args.contains_key(SOURCE_DATE_EPOCH_ARG) {
         build_args.insert(
-            "SOURCE_DATE_EPOCH".to_string(),
+            SOURCE_DATE_EPOCH_ARG.to_string(),
             source_date_epoch.to_string(),
         );
     }
+    build_args
+}
 
-    // Secrets the Dockerfile mounts as optional are passed when they are set.
+/// The build secrets mounted: the component's, and those the Dockerfile mounts as optional
+/// that are set (returned apart too: their names are an input).
+fn build_secrets(c: &Component, dockerfile: &str) -> (Vec<String>, Vec<String>) {
     let mut build_secrets = c.build_secrets.clone();
     let mut optional_given = Vec::new();
-    for id in digest::optional_secrets(&text_str) {
+    for id in instructions::optional_secrets(dockerfile) {
         if secret_given(&id) && !build_secrets.contains(&id) {
             build_secrets.push(id.clone());
             optional_given.push(id);
         }
     }
+    (build_secrets, optional_given)
+}
 
-    let stages = digest::stage_names(&text_str);
-    let target = if stages.iter().any(|s| s.eq_ignore_ascii_case(&c.target)) {
-        c.target.clone()
-    } else if c.dockerfile_explicit && c.target == "production" {
-        // The user's own Dockerfile without a `production` stage: build its last stage.
-        String::new()
-    } else {
-        return Err(Fail::usage(format!(
-            "component `{}`: {} has no stage `{}` (stages: {})",
-            c.name,
-            c.dockerfile.display(),
-            c.target,
-            if stages.is_empty() {
-                "none named".to_string()
-            } else {
-                stages.join(", ")
-            }
-        ))
-        .hint(format!(
-            "set `target` of the component in {} to one of its stages",
-            config.path.display()
-        ))
-        .into());
-    };
+/// The stage built: the configured one, or (for a Dockerfile of the user's own without a
+/// `production` stage) the last one, named by the empty string.
+fn target_stage(config: &Config, c: &Component, dockerfile: &str) -> anyhow::Result<String> {
+    let stages = instructions::stage_names(dockerfile);
+    if stages.iter().any(|s| s.eq_ignore_ascii_case(&c.target)) {
+        return Ok(c.target.clone());
+    }
+    if c.dockerfile_explicit && c.target == "production" {
+        return Ok(String::new());
+    }
+    Err(Fail::usage(format!(
+        "component `{}`: {} has no stage `{}` (stages: {})",
+        c.name,
+        c.dockerfile.display(),
+        c.target,
+        if stages.is_empty() {
+            "none named".to_string()
+        } else {
+            stages.join(", ")
+        }
+    ))
+    .hint(format!(
+        "set `target` of the component in {} to one of its stages",
+        config.path.display()
+    ))
+    .into())
+}
 
-    // Base images and the IDs they resolve to.
+/// The base images and the IDs they resolve to on the daemon, with each one's diff IDs.
+async fn resolve_bases(
+    config: &Config,
+    daemon: &Daemon,
+    facts: &DaemonFacts,
+    c: &Component,
+    dockerfile: &str,
+    build_args: &BTreeMap<String, String>,
+    declared: &BTreeSet<String>,
+) -> anyhow::Result<(BTreeMap<String, String>, Vec<Vec<String>>)> {
     let mut base_images = BTreeMap::new();
     let mut base_layers = Vec::new();
-    for image in crate::bases::base_images(&text_str, &build_args) {
+    for image in crate::bases::base_images(dockerfile, build_args) {
         let mut found = daemon.docker.inspect_image(&image).await;
         if let (
             Some(reporter),
@@ -503,7 +641,7 @@ async fn plan_component(
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {
-                return Err(missing_base(config, c, &image, &declared).into());
+                return Err(missing_base(config, c, &image, declared).into());
             }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!(
@@ -514,18 +652,17 @@ async fn plan_component(
         };
         base_images.insert(image, id);
     }
+    Ok((base_images, base_layers))
+}
 
-    // The packed context.
-    let source_date_epoch = Some(source_date_epoch);
-    let spec = ContextSpec {
-        dir: context_dir.clone(),
-        dockerfile: dockerfile_path.clone(),
-        // The packer finds `<dockerfile>.dockerignore`, else `<context>/.dockerignore`.
-        ignore_file: None,
-        source_date_epoch,
-        builder: builder.for_context(),
-        leave_out: own_files(config),
-    };
+/// Packs the context as the build will (hashing, not sending it), noting what is worth a
+/// warning. (With no `ignore_file`, the packer finds `<dockerfile>.dockerignore`, else
+/// `<context>/.dockerignore`.)
+async fn pack_for_digest(
+    c: &Component,
+    spec: ContextSpec,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<context::Packed> {
     let name = c.name.clone();
     let packed = tokio::task::spawn_blocking(move || context::digest(&spec))
         .await
@@ -541,82 +678,17 @@ async fn plan_component(
             crate::report::fmt_bytes(packed.bytes)
         ));
     }
+    Ok(packed)
+}
 
-    let inputs = Inputs::new(
-        &text,
-        &packed.sha256,
-        packed.bytes,
-        &build_args,
-        &target,
-        platform,
-        &base_images,
-    )
-    .with_optional_secrets(optional_given);
-    let input_digest = inputs.digest();
-    let repository = config.image_repo(&c.name);
-    let tag = input_digest.trim_start_matches("sha256:")[..12].to_string();
-    // A build ID that follows the inputs, for tools that would otherwise make a random one
-    // (the generated Next.js Dockerfiles hand it to `generateBuildId`). It is a function of the
-    // inputs above, so it is passed without being part of them.
-    if declared.contains(BUILD_ID_ARG) && !build_args.contains_key(BUILD_ID_ARG) {
-        build_args.insert(BUILD_ID_ARG.to_string(), tag.clone());
-    }
-    let image = format!("{repository}:{tag}");
-    let extra_tags: Vec<String> = config
-        .images
-        .tags
-        .iter()
-        .filter(|t| **t != tag)
-        .map(|t| format!("{repository}:{t}"))
-        .collect();
-
-    let (cache, cached_diff_ids) = cache_state(
-        daemon,
-        &c.name,
-        &image,
-        &input_digest,
-        &inputs,
-        &extra_tags,
-        &repository,
-        last,
-    )
-    .await?;
-    // The stack, for people: the configured one, else what detection finds for a generated
-    // Dockerfile (a Dockerfile of the user's own has no stack).
-    let stack = match (&c.stack, c.dockerfile_explicit) {
+/// The stack, for people: the configured one, else what detection found for a generated
+/// Dockerfile (a Dockerfile of the user's own has no stack).
+fn shown_stack(c: &Component, stacks: &Stacks) -> Option<String> {
+    match (&c.stack, c.dockerfile_explicit) {
         (Some(s), _) => Some(s.clone()),
         (None, true) => None,
         (None, false) => stacks.get(&c.name).map(|s| s.as_str().to_string()),
-    };
-    Ok(ComponentPlan {
-        name: c.name.clone(),
-        stack,
-        dockerfile: c.dockerfile.clone(),
-        context: c.context.clone(),
-        target,
-        build_args,
-        build_secrets,
-        base_images,
-        context_files: packed.files as u64,
-        context_bytes: packed.bytes,
-        inputs,
-        input_digest,
-        repository,
-        tag,
-        image,
-        extra_tags,
-        cache,
-        warnings,
-        dockerfile_path,
-        context_dir,
-        source_date_epoch,
-        dockerfile_name: packed.dockerfile_name.clone(),
-        context_fingerprint: packed.fingerprint.clone(),
-        leave_out: own_files(config),
-        builder,
-        base_layers,
-        cached_diff_ids,
-    })
+    }
 }
 
 fn missing_base(config: &Config, c: &Component, image: &str, declared: &BTreeSet<String>) -> Fail {
@@ -733,17 +805,15 @@ async fn image_labels(daemon: &Daemon, reference: &str) -> anyhow::Result<Option
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn cache_state(
     daemon: &Daemon,
     component: &str,
-    image: &str,
+    names: &Names,
     input_digest: &str,
     inputs: &Inputs,
-    extra_tags: &[String],
-    repository: &str,
     last: Option<&BuildReport>,
 ) -> anyhow::Result<(CacheState, Vec<String>)> {
+    let (image, extra_tags) = (names.image.as_str(), &names.extra_tags);
     let cached = |found: Found| {
         let image_id = found.id;
         (CacheState::Cached { image_id }, found.diff_ids)
@@ -757,7 +827,7 @@ async fn cache_state(
     // Not cached: compare with the image this component's tags last pointed to.
     let mut previous: Vec<String> = Vec::new();
     if let Some(r) = last.and_then(|l| l.components.get(component)) {
-        if r.repository == repository {
+        if r.repository == names.repository {
             previous.push(r.image.clone());
         }
     }
@@ -871,8 +941,46 @@ pub async fn execute(
     plan: &BuildPlan,
     opts: &BuildOptions,
 ) -> anyhow::Result<Built> {
-    // What the plan found worth saying (files the packer skipped, unused build args) is
-    // said by `build` too, not only by `plan`.
+    let to_build: Vec<&ComponentPlan> = plan
+        .components
+        .iter()
+        .filter(|c| opts.no_cache || !c.is_cached())
+        .collect();
+    check_before_building(plan, &to_build, reporter.as_ref())?;
+
+    let mut run = Run::default();
+    retag_cached(daemon, plan, &to_build, reporter.as_ref(), &mut run).await;
+    reap_tags(daemon, plan, reporter.as_ref()).await;
+    let made = match to_build.is_empty() {
+        true => BTreeMap::new(),
+        false => build_all(reporter, daemon, plan, &to_build, opts, &mut run).await?,
+    };
+
+    write_records(config, plan, &run.report, &run.failures, opts)?;
+    if run.failures.is_empty() {
+        let images = handed_on(plan, &run.report, made);
+        return Ok(Built {
+            report: run.report,
+            images,
+        });
+    }
+    Err(failed(run.failures, to_build.len()))
+}
+
+/// What a run has so far: the images made or found, and the components that failed.
+#[derive(Default)]
+struct Run {
+    report: BuildReport,
+    failures: Vec<(String, anyhow::Error)>,
+}
+
+/// Says what the plan found worth saying (files the packer skipped, unused build args: `build`
+/// says it too, not only `plan`), and fails on what would stop a build before starting any.
+fn check_before_building(
+    plan: &BuildPlan,
+    to_build: &[&ComponentPlan],
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
     for c in &plan.components {
         for w in &c.warnings {
             reporter.report(Event::Warn {
@@ -880,14 +988,7 @@ pub async fn execute(
             });
         }
     }
-    let to_build: Vec<&ComponentPlan> = plan
-        .components
-        .iter()
-        .filter(|c| opts.no_cache || !c.is_cached())
-        .collect();
-
-    // Check what would stop a build before starting any.
-    for c in &to_build {
+    for c in to_build {
         if !c.build_secrets.is_empty() && plan.builder == Builder::Legacy {
             return Err(Fail::job(format!(
                 "component `{}` has build secrets, which need BuildKit; this daemon has none",
@@ -907,12 +1008,17 @@ pub async fn execute(
                 .into(),
         });
     }
+    Ok(())
+}
 
-    let mut report = BuildReport::default();
-    let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
-    let mut made: BTreeMap<String, NormalImage> = BTreeMap::new();
-
-    // Cached components: make sure every tag points at the image (no build).
+/// Cached components: makes sure every tag points at the image (no build).
+async fn retag_cached(
+    daemon: &Daemon,
+    plan: &BuildPlan,
+    to_build: &[&ComponentPlan],
+    reporter: &dyn Reporter,
+    run: &mut Run,
+) {
     for c in plan
         .components
         .iter()
@@ -928,7 +1034,7 @@ pub async fn execute(
                     task: c.name.clone(),
                     outcome: "cached".into(),
                 });
-                report.components.insert(c.name.clone(), r);
+                run.report.components.insert(c.name.clone(), r);
             }
             Err(e) => {
                 reporter.report(Event::Failed {
@@ -936,11 +1042,14 @@ pub async fn execute(
                     error: format!("{e:#}"),
                     log_tail: Vec::new(),
                 });
-                failures.push((c.name.clone(), e));
+                run.failures.push((c.name.clone(), e));
             }
         }
     }
+}
 
+/// Untags the temporary tags that runs killed outright left ([`crate::leftovers::reap_tags`]).
+async fn reap_tags(daemon: &Daemon, plan: &BuildPlan, reporter: &dyn Reporter) {
     let repositories: Vec<String> = plan
         .components
         .iter()
@@ -956,120 +1065,125 @@ pub async fn execute(
             ),
         });
     }
+}
 
-    if !to_build.is_empty() {
-        let docker = crate::docker::client(&daemon.endpoint, crate::docker::LONG_TIMEOUT)?;
-        let shared = Arc::new(image::Shared {
-            docker,
-            endpoint: daemon.endpoint.clone(),
-            reporter: reporter.clone(),
-            app: plan.app.clone(),
-            builder: plan.builder,
-            no_cache: opts.no_cache,
-            normal_forms: NormalForms::new(opts.keep_normal_forms),
+/// Builds `to_build` in parallel (at most `opts.jobs` at once) into `run`; returns the normal
+/// forms the builds made. Ctrl-C (or SIGTERM) stops every build, removes their temporary tags
+/// and returns [`Fail::interrupted`].
+async fn build_all(
+    reporter: Arc<dyn Reporter>,
+    daemon: &Daemon,
+    plan: &BuildPlan,
+    to_build: &[&ComponentPlan],
+    opts: &BuildOptions,
+    run: &mut Run,
+) -> anyhow::Result<BTreeMap<String, NormalImage>> {
+    let docker = crate::docker::client(&daemon.endpoint, crate::docker::LONG_TIMEOUT)?;
+    let shared = Arc::new(image::Shared {
+        docker,
+        endpoint: daemon.endpoint.clone(),
+        reporter: reporter.clone(),
+        app: plan.app.clone(),
+        builder: plan.builder,
+        no_cache: opts.no_cache,
+        normal_forms: NormalForms::new(opts.keep_normal_forms),
+    });
+    let jobs = opts.jobs.unwrap_or(to_build.len()).max(1);
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let mut set: tokio::task::JoinSet<TaskResult> = tokio::task::JoinSet::new();
+    let temps: Vec<String> = to_build.iter().map(|c| image::temp_tag(c)).collect();
+    for (c, temp) in to_build.iter().zip(&temps) {
+        let c = (*c).clone();
+        let temp = temp.clone();
+        let shared = shared.clone();
+        let semaphore = semaphore.clone();
+        set.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let name = c.name.clone();
+            let result = image::build_component(&shared, &c, &temp).await;
+            (name, result)
         });
-        let jobs = opts.jobs.unwrap_or(to_build.len()).max(1);
-        let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
-        let mut set: tokio::task::JoinSet<TaskResult> = tokio::task::JoinSet::new();
-        let temps: Vec<String> = to_build.iter().map(|c| image::temp_tag(c)).collect();
-        for (c, temp) in to_build.iter().zip(&temps) {
-            let c = (*c).clone();
-            let temp = temp.clone();
-            let shared = shared.clone();
-            let semaphore = semaphore.clone();
-            set.spawn(async move {
-                let _permit = semaphore.acquire_owned().await;
-                let name = c.name.clone();
-                let result = image::build_component(&shared, &c, &temp).await;
-                (name, result)
-            });
-        }
-        let mut signals = crate::interrupt::Signals::new()?;
-        let ctrl_c = signals.recv();
-        tokio::pin!(ctrl_c);
-        // Tell `run` (lib.rs) that Ctrl-C is handled here (with the clean-up below).
-        let _handling = crate::interrupt::handling();
-        let mut stopped = false;
-        loop {
-            tokio::select! {
-                next = set.join_next() => {
-                    let Some(joined) = next else { break };
-                    match joined {
-                        Ok((name, Ok(record))) => {
-                            report.components.insert(name, record);
-                        }
-                        Ok((name, Err(e))) => {
-                            failures.push((name, e));
-                            if opts.fail_fast && !stopped && !set.is_empty() {
-                                stopped = true;
-                                reporter.report(Event::Warn {
-                                    message: "--fail-fast: stopping the other builds".into(),
-                                });
-                                set.abort_all();
-                                crate::interrupt::settle(crate::interrupt::GRACE / 2).await;
-                                remove_tags(&shared.docker, &temps).await;
-                            }
-                        }
-                        Err(e) if e.is_cancelled() => {}
-                        Err(e) => failures.push(("?".into(), anyhow::anyhow!("a build task failed: {e}"))),
+    }
+    let mut signals = crate::interrupt::Signals::new()?;
+    let ctrl_c = signals.recv();
+    tokio::pin!(ctrl_c);
+    // Tell `run` (lib.rs) that Ctrl-C is handled here (with the clean-up below).
+    let _handling = crate::interrupt::handling();
+    let mut stopped = false;
+    loop {
+        tokio::select! {
+            next = set.join_next() => {
+                let Some(joined) = next else { break };
+                match joined {
+                    Ok((name, Ok(record))) => {
+                        run.report.components.insert(name, record);
                     }
-                }
-                _ = &mut ctrl_c => {
-                    set.abort_all();
-                    while set.join_next().await.is_some() {}
-                    // A load of a normal form the daemon had whole names the image when it
-                    // finishes, listened to or not: wait for it, then untag.
-                    crate::interrupt::settle(crate::interrupt::GRACE / 2).await;
-                    // A build cancelled while its image was being exported may have named it.
-                    remove_tags(&shared.docker, &temps).await;
-                    reporter.report(Event::Warn {
-                        message: "interrupted: every build stopped, no tag moved".into(),
-                    });
-                    return Err(Fail::interrupted().into());
+                    Ok((name, Err(e))) => {
+                        run.failures.push((name, e));
+                        if opts.fail_fast && !stopped && !set.is_empty() {
+                            stopped = true;
+                            reporter.report(Event::Warn {
+                                message: "--fail-fast: stopping the other builds".into(),
+                            });
+                            set.abort_all();
+                            crate::interrupt::settle(crate::interrupt::GRACE / 2).await;
+                            remove_tags(&shared.docker, &temps).await;
+                        }
+                    }
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => run.failures.push(("?".into(), anyhow::anyhow!("a build task failed: {e}"))),
                 }
             }
+            _ = &mut ctrl_c => {
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+                // A load of a normal form the daemon had whole names the image when it
+                // finishes, listened to or not: wait for it, then untag.
+                crate::interrupt::settle(crate::interrupt::GRACE / 2).await;
+                // A build cancelled while its image was being exported may have named it.
+                remove_tags(&shared.docker, &temps).await;
+                reporter.report(Event::Warn {
+                    message: "interrupted: every build stopped, no tag moved".into(),
+                });
+                return Err(Fail::interrupted().into());
+            }
         }
-        made = shared.normal_forms.take();
     }
+    Ok(shared.normal_forms.take())
+}
 
-    write_records(config, plan, &report, &failures, opts)?;
-    match failures.len() {
-        0 => {
-            let images = handed_on(plan, &report, made);
-            Ok(Built { report, images })
-        }
-        n => {
-            let total = to_build.len().max(n);
-            let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
-            let summary = format!(
-                "{n} of {total} component build{} failed: {}",
-                if total == 1 { "" } else { "s" },
-                names.join(", ")
-            );
-            // The summary carries the failures' hints (main shows the first Fail's hint).
-            let mut hints: Vec<String> = Vec::new();
-            for (_, e) in &failures {
-                if let (_, Some(h)) = crate::error::exit_and_hint(e) {
-                    if !hints.contains(&h) {
-                        hints.push(h);
-                    }
-                }
-            }
-            let mut fail = Fail::job(summary);
-            if !hints.is_empty() {
-                fail = fail.hint(hints.join("; "));
-            }
-            if n == 1 {
-                let (_, e) = failures.pop().unwrap_or_else(|| unreachable!());
-                Err(e.context(fail))
-            } else {
-                for (name, e) in &failures {
-                    fail.message.push_str(&format!("\n  {name}: {e:#}"));
-                }
-                Err(fail.into())
+/// The error for a run in which builds failed: `N of M component builds failed`, with the
+/// failures' hints; with one failure, its own error under that summary.
+fn failed(mut failures: Vec<(String, anyhow::Error)>, to_build: usize) -> anyhow::Error {
+    let n = failures.len();
+    let total = to_build.max(n);
+    let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+    let summary = format!(
+        "{n} of {total} component build{} failed: {}",
+        if total == 1 { "" } else { "s" },
+        names.join(", ")
+    );
+    // The summary carries the failures' hints (main shows the first Fail's hint).
+    let mut hints: Vec<String> = Vec::new();
+    for (_, e) in &failures {
+        if let (_, Some(h)) = crate::error::exit_and_hint(e) {
+            if !hints.contains(&h) {
+                hints.push(h);
             }
         }
     }
+    let mut fail = Fail::job(summary);
+    if !hints.is_empty() {
+        fail = fail.hint(hints.join("; "));
+    }
+    if n == 1 {
+        let (_, e) = failures.pop().unwrap_or_else(|| unreachable!());
+        return e.context(fail);
+    }
+    for (name, e) in &failures {
+        fail.message.push_str(&format!("\n  {name}: {e:#}"));
+    }
+    fail.into()
 }
 
 /// Per image of the run, what the load needs: a built one's normal form (its diff IDs, and

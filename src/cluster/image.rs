@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+pub use crate::archive::oci::sha256_digest;
+
 /// One image to load, with what the daemon says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageMeta {
@@ -43,11 +45,6 @@ impl ImageMeta {
     pub fn containerd_name(&self) -> String {
         normalize_ref(&self.reference)
     }
-}
-
-/// `sha256:` + hex of the SHA-256 of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// The chain IDs of a layer stack (OCI image spec: `ChainID(L0|..|Ln) = SHA256(ChainID(..Ln-1) + " " + DiffID(Ln))`).

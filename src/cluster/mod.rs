@@ -12,7 +12,6 @@ pub mod exec;
 pub mod image;
 pub mod kind;
 pub mod minikube;
-pub mod oci;
 pub mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,12 +26,12 @@ use futures_util::StreamExt as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::archive::{self, ImageFiles};
 use crate::config::ClusterTarget;
 use crate::docker::{self, Daemon};
 use crate::error::Fail;
 use crate::record::BuiltImage;
 use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
-use crate::reproduce::normalize::NormalForm;
 
 pub use image::ImageMeta;
 pub use minikube::{minikube_docker_endpoint, DockerEnv};
@@ -545,24 +544,21 @@ async fn load_into(
     })
 }
 
-/// What the daemon says about the image the build recorded.
 /// The image as nodes will know it, from an export (see [`crate::reproduce::normalize::export_plain`]).
 async fn export_for_nodes(
     daemon: &crate::docker::Daemon,
     component: &str,
     reference: &str,
     id: &str,
-) -> anyhow::Result<(
-    ImageMeta,
-    std::sync::Arc<crate::reproduce::normalize::NormalForm>,
-)> {
+) -> anyhow::Result<(ImageMeta, Arc<ImageFiles>)> {
     let files = crate::reproduce::normalize::export_plain(daemon, id)
         .await
         .with_context(|| format!("component `{component}`: exporting {reference}"))?;
     let meta = ImageMeta::new(component, reference, &files.image_id, files.diff_ids());
-    Ok((meta, std::sync::Arc::new(files)))
+    Ok((meta, Arc::new(files)))
 }
 
+/// What the daemon says about the image the build recorded.
 async fn inspect(
     docker: &Docker,
     component: &str,
@@ -673,24 +669,31 @@ async fn decide(docker: &Docker, image: &ImageMeta, slot: &Slot) -> Result<Step,
 /// How many chunks may wait for a slow node before the stream waits for it.
 const NODE_QUEUE: usize = 16;
 
+/// What each node ended with (by slot), and the bytes written into it.
+type Outcomes = BTreeMap<usize, (Outcome, u64)>;
+
+/// A node's import that is under way: the command reading the archive, and the bytes it got.
+type Importing = (
+    Arc<AtomicU64>,
+    tokio::task::JoinHandle<anyhow::Result<exec::ExecOutput>>,
+);
+
 async fn load_image(
     docker: &Docker,
     image: &ImageMeta,
-    normal_form: Option<Arc<NormalForm>>,
+    normal_form: Option<Arc<ImageFiles>>,
     slots: &mut [Slot],
     reporter: &dyn Reporter,
 ) -> Vec<NodeLoad> {
     let t0 = Instant::now();
-    let task = |s: &Slot| format!("{}@{}", image.component, s.node.name);
     for s in slots.iter() {
         reporter.report(Event::Started {
-            task: task(s),
+            task: task(image, s),
             what: "load".into(),
         });
     }
     let steps = join_all(slots.iter().map(|s| decide(docker, image, s))).await;
-
-    let mut outcomes: BTreeMap<usize, (Outcome, u64)> = BTreeMap::new();
+    let mut outcomes = Outcomes::new();
     let mut imports: Vec<(usize, Vec<String>)> = Vec::new();
     for (i, step) in steps.into_iter().enumerate() {
         match step {
@@ -703,116 +706,26 @@ async fn load_image(
             }
         }
     }
-
-    if !imports.is_empty() {
-        // The snapshotter is only needed for an import; asked once per node and run.
-        for (i, _) in &imports {
-            let s = &mut slots[*i];
-            if s.runtime == Runtime::Containerd && s.snapshotter.is_none() {
-                // An import cut off by a node stop left a lease that holds its blobs for 24 h.
-                let _ = kind::release_orphan_leases(docker, &s.node.name).await;
-                s.snapshotter = Some(
-                    kind::snapshotter(docker, &s.node.name)
-                        .await
-                        .unwrap_or_else(|_| "overlayfs".into()),
-                );
-            }
+    // What the nodes hold now, for the next image of this run.
+    let manifest_digest = match imports.is_empty() {
+        true => None,
+        false => {
+            let (imported, digest) =
+                import(docker, image, normal_form, slots, &imports, reporter).await;
+            outcomes.extend(imported);
+            digest
         }
-        let mut sinks = Vec::new();
-        let mut handles = Vec::new();
-        for (i, layers) in &imports {
-            let s = &slots[*i];
-            let (tx, rx) = mpsc::channel(NODE_QUEUE);
-            let (format, cmd) = match s.runtime {
-                Runtime::Containerd => (
-                    transfer::Format::Oci {
-                        name: image.containerd_name(),
-                    },
-                    kind::import_command(s.snapshotter.as_deref().unwrap_or("overlayfs")),
-                ),
-                Runtime::Docker => (
-                    transfer::Format::DockerSave {
-                        repo_tag: image.reference.clone(),
-                    },
-                    vec!["docker".to_string(), "load".to_string()],
-                ),
-            };
-            reporter.report(Event::Step {
-                task: task(s),
-                step: format!(
-                    "sending {} of {} layers",
-                    layers.len(),
-                    image.diff_ids.len()
-                ),
-                cached: false,
-            });
-            sinks.push(transfer::Sink {
-                task: task(s),
-                format,
-                layers: layers.iter().cloned().collect(),
-                tx,
-            });
-            let written = Arc::new(AtomicU64::new(0));
-            let (d, node, w) = (docker.clone(), s.node.name.clone(), written.clone());
-            let what = match s.runtime {
-                Runtime::Containerd => "the import (ctr images import)",
-                Runtime::Docker => "the load (docker load)",
-            };
-            let handle = tokio::spawn(async move {
-                let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-                exec::run_with_input(&d, &node, &cmd, rx, &w)
-                    .await
-                    .and_then(|o| o.check(what))
-            });
-            handles.push((written, handle));
-        }
-        // An image this run normalised is read from the files normalising left (the same
-        // bytes), not exported by the daemon a second time.
-        let stream = match normal_form {
-            Some(files) => crate::reproduce::normalize::save_stream(files).boxed(),
-            None => docker.export_image(&image.id).boxed(),
+    };
+    for (i, (outcome, _)) in &outcomes {
+        let changed = match outcome {
+            Outcome::Retagged { .. } => true,
+            Outcome::Loaded { .. } => !imports.is_empty(),
+            _ => false,
         };
-        let transfer = transfer::fan_out(stream, image, sinks, reporter).await;
-        let finished = join_all(handles.into_iter().map(|(w, h)| async move {
-            let r = h
-                .await
-                .unwrap_or_else(|e| Err(anyhow!("node task died: {e}")));
-            (r, w.load(Ordering::Relaxed))
-        }))
-        .await;
-        let checks = imports.iter().zip(finished).zip(transfer.sinks.iter()).map(
-            |(((i, _), (result, written)), sink)| {
-                let slot = &slots[*i];
-                let digest = transfer.manifest_digest.clone();
-                async move {
-                    let outcome =
-                        finish(docker, image, slot, result, sink, digest.as_deref()).await;
-                    let outcome = outcome.map(|()| Outcome::Loaded {
-                        layers_sent: sink.layers_sent,
-                        layers_total: image.diff_ids.len(),
-                    });
-                    (*i, outcome, written)
-                }
-            },
-        );
-        for (i, outcome, written) in join_all(checks).await {
-            let outcome = outcome.unwrap_or_else(|reason| Outcome::Failed { reason });
-            outcomes.insert(i, (outcome, written));
-        }
-        // What the nodes hold now, for the next image of this run.
-        for (i, (outcome, _)) in &outcomes {
-            if matches!(outcome, Outcome::Loaded { .. } | Outcome::Retagged { .. }) {
-                remember(&mut slots[*i], image, transfer.manifest_digest.as_deref());
-            }
-        }
-    } else {
-        for (i, (outcome, _)) in &outcomes {
-            if matches!(outcome, Outcome::Retagged { .. }) {
-                remember(&mut slots[*i], image, None);
-            }
+        if changed {
+            remember(&mut slots[*i], image, manifest_digest.as_deref());
         }
     }
-
     let took = t0.elapsed();
     outcomes
         .into_iter()
@@ -827,25 +740,153 @@ async fn load_image(
                 written,
                 took,
             );
-            match &r.outcome {
-                Outcome::Failed { reason } => reporter.report(Event::Failed {
-                    task: task(s),
-                    error: reason.clone(),
-                    log_tail: vec![],
-                }),
-                // Reporters add the task's duration themselves.
-                Outcome::Loaded { .. } => reporter.report(Event::Finished {
-                    task: task(s),
-                    outcome: format!("{} ({})", r.outcome.words(), fmt_bytes(r.bytes_sent)),
-                }),
-                _ => reporter.report(Event::Finished {
-                    task: task(s),
-                    outcome: r.summary.clone(),
-                }),
-            }
+            report_outcome(reporter, &task(image, s), &r);
             r
         })
         .collect()
+}
+
+/// The task of one image on one node: `backend@dev-worker`.
+fn task(image: &ImageMeta, s: &Slot) -> String {
+    format!("{}@{}", image.component, s.node.name)
+}
+
+fn report_outcome(reporter: &dyn Reporter, task: &str, r: &NodeLoad) {
+    let task = task.to_string();
+    match &r.outcome {
+        Outcome::Failed { reason } => reporter.report(Event::Failed {
+            task,
+            error: reason.clone(),
+            log_tail: vec![],
+        }),
+        // Reporters add the task's duration themselves.
+        Outcome::Loaded { .. } => reporter.report(Event::Finished {
+            task,
+            outcome: format!("{} ({})", r.outcome.words(), fmt_bytes(r.bytes_sent)),
+        }),
+        _ => reporter.report(Event::Finished {
+            task,
+            outcome: r.summary.clone(),
+        }),
+    }
+}
+
+/// Streams the image once into every node of `imports` (slot, the layers it lacks) and checks
+/// each import. Returns each node's outcome and the manifest digest the archives carried.
+async fn import(
+    docker: &Docker,
+    image: &ImageMeta,
+    normal_form: Option<Arc<ImageFiles>>,
+    slots: &mut [Slot],
+    imports: &[(usize, Vec<String>)],
+    reporter: &dyn Reporter,
+) -> (Outcomes, Option<String>) {
+    // The snapshotter is only needed for an import; asked once per node and run.
+    for (i, _) in imports {
+        let s = &mut slots[*i];
+        if s.runtime == Runtime::Containerd && s.snapshotter.is_none() {
+            // An import cut off by a node stop left a lease that holds its blobs for 24 h.
+            let _ = kind::release_orphan_leases(docker, &s.node.name).await;
+            s.snapshotter = Some(
+                kind::snapshotter(docker, &s.node.name)
+                    .await
+                    .unwrap_or_else(|_| "overlayfs".into()),
+            );
+        }
+    }
+    let (sinks, handles): (Vec<_>, Vec<_>) = imports
+        .iter()
+        .map(|(i, layers)| start_import(docker, image, &slots[*i], layers, reporter))
+        .unzip();
+    // An image this run normalised is read from the files normalising left (the same
+    // bytes), not exported by the daemon a second time.
+    let stream = match normal_form {
+        Some(files) => archive::save::stream(files).boxed(),
+        None => docker.export_image(&image.id).boxed(),
+    };
+    let transfer = transfer::fan_out(stream, image, sinks, reporter).await;
+    let finished = join_all(handles.into_iter().map(|(w, h)| async move {
+        let r = h
+            .await
+            .unwrap_or_else(|e| Err(anyhow!("node task died: {e}")));
+        (r, w.load(Ordering::Relaxed))
+    }))
+    .await;
+    let checks = imports.iter().zip(finished).zip(transfer.sinks.iter()).map(
+        |(((i, _), (result, written)), sink)| {
+            let slot = &slots[*i];
+            let digest = transfer.manifest_digest.clone();
+            async move {
+                let outcome = finish(docker, image, slot, result, sink, digest.as_deref()).await;
+                let outcome = outcome.map(|()| Outcome::Loaded {
+                    layers_sent: sink.layers_sent,
+                    layers_total: image.diff_ids.len(),
+                });
+                (*i, outcome, written)
+            }
+        },
+    );
+    let outcomes = join_all(checks)
+        .await
+        .into_iter()
+        .map(|(i, outcome, written)| {
+            let outcome = outcome.unwrap_or_else(|reason| Outcome::Failed { reason });
+            (i, (outcome, written))
+        })
+        .collect();
+    (outcomes, transfer.manifest_digest)
+}
+
+/// Starts the command that reads one node's archive (`ctr images import` or `docker load`);
+/// returns the sink the stream writes that archive into, and the running import.
+fn start_import(
+    docker: &Docker,
+    image: &ImageMeta,
+    s: &Slot,
+    layers: &[String],
+    reporter: &dyn Reporter,
+) -> (transfer::Sink, Importing) {
+    let (tx, rx) = mpsc::channel(NODE_QUEUE);
+    let (format, cmd, what) = match s.runtime {
+        Runtime::Containerd => (
+            transfer::Format::Oci {
+                name: image.containerd_name(),
+            },
+            kind::import_command(s.snapshotter.as_deref().unwrap_or("overlayfs")),
+            "the import (ctr images import)",
+        ),
+        Runtime::Docker => (
+            transfer::Format::DockerSave {
+                repo_tag: image.reference.clone(),
+            },
+            vec!["docker".to_string(), "load".to_string()],
+            "the load (docker load)",
+        ),
+    };
+    reporter.report(Event::Step {
+        task: task(image, s),
+        step: format!(
+            "sending {} of {} layers",
+            layers.len(),
+            image.diff_ids.len()
+        ),
+        cached: false,
+    });
+    let sink = transfer::Sink {
+        task: task(image, s),
+        format,
+        layers: layers.iter().cloned().collect(),
+        tx,
+    };
+    let written = Arc::new(AtomicU64::new(0));
+    let (d, node, w) = (docker.clone(), s.node.name.clone(), written.clone());
+    let handle = tokio::spawn(async move {
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        exec::run_with_input(&d, &node, &cmd, rx, &w)
+            .await
+            .and_then(|o| o.check(what))
+    });
+    (sink, (written, handle))
 }
 
 /// Checks one node's import; on failure removes what it left and says why.

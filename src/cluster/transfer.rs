@@ -24,7 +24,8 @@ use tokio::sync::mpsc;
 
 use super::exec::Chunk;
 use super::image::{sha256_digest, v1_layer_index, ImageMeta};
-use super::oci;
+use crate::archive::blocks::{self, Extended};
+use crate::archive::{oci, save};
 use crate::report::{fmt_bytes, Event, Reporter};
 
 /// What kind of archive a node reads.
@@ -198,55 +199,8 @@ where
     let mut dirs: HashMap<String, usize> = HashMap::new();
     let mut sizes: HashMap<String, u64> = HashMap::new();
     let mut config: Option<Bytes> = None;
-    let mut long_path: Option<String> = None;
-    let mut pax_size: Option<u64> = None;
 
-    loop {
-        let Some(block) = src.read_exact(512).await? else {
-            break; // EOF on a block boundary: accept a missing trailer.
-        };
-        if block.iter().all(|b| *b == 0) {
-            break;
-        }
-        let header = tar::Header::from_byte_slice(&block);
-        let mut size = header
-            .entry_size()
-            .map_err(|e| anyhow!("bad tar header in the image stream: {e}"))?;
-        let kind = header.entry_type();
-        match kind {
-            tar::EntryType::XHeader | tar::EntryType::GNULongName => {
-                if size > MAX_SMALL {
-                    bail!("oversized tar extension header ({size} bytes)");
-                }
-                let data = src.read_entry(size).await?;
-                if kind == tar::EntryType::GNULongName {
-                    let name = data.split(|b| *b == 0).next().unwrap_or(&[]);
-                    long_path = Some(String::from_utf8_lossy(name).into_owned());
-                } else {
-                    for ext in tar::PaxExtensions::new(&data).flatten() {
-                        match ext.key() {
-                            Ok("path") => {
-                                long_path = ext.value().ok().map(str::to_string);
-                            }
-                            Ok("size") => {
-                                pax_size = ext.value().ok().and_then(|v| v.parse().ok());
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                continue;
-            }
-            _ => {}
-        }
-        let path = match long_path.take() {
-            Some(p) => p,
-            None => header.path()?.to_string_lossy().into_owned(),
-        };
-        if let Some(s) = pax_size.take() {
-            size = s;
-        }
-        let path = path.trim_start_matches("./").to_string();
+    while let Some((path, kind, size)) = next_entry(src).await? {
         if !kind.is_file() {
             src.skip_entry(size).await?;
             continue;
@@ -278,7 +232,7 @@ where
                         Format::Oci { .. } => oci::blob_path(&image.id),
                         Format::DockerSave { .. } => format!("{id_hex}.json"),
                     };
-                    let parts = oci::small_entry(&p, &data);
+                    let parts = blocks::small_entry(&p, &data);
                     s.send(&parts).await;
                 }
                 config = Some(data);
@@ -301,6 +255,58 @@ where
     let Some(config) = config else {
         bail!("the image stream had no config for {}", image.id);
     };
+    Ok(close_archives(image, &config, &sizes, states).await)
+}
+
+/// The next entry's path, kind and size, the extension headers before it applied; `None`
+/// at the end of the archive (EOF on a block boundary too: a missing trailer is accepted).
+async fn next_entry<S>(src: &mut Source<S>) -> anyhow::Result<Option<(String, tar::EntryType, u64)>>
+where
+    S: Stream<Item = Result<Bytes, bollard::errors::Error>> + Unpin,
+{
+    let mut extended = Extended::default();
+    loop {
+        let Some(block) = src.read_exact(512).await? else {
+            return Ok(None);
+        };
+        if block.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        let header = tar::Header::from_byte_slice(&block);
+        let size = header
+            .entry_size()
+            .map_err(|e| anyhow!("bad tar header in the image stream: {e}"))?;
+        let kind = header.entry_type();
+        if Extended::is_extension(kind) {
+            if size > MAX_SMALL {
+                bail!("oversized tar extension header ({size} bytes)");
+            }
+            extended.apply(kind, &src.read_entry(size).await?);
+            continue;
+        }
+        let path = match extended.path.take() {
+            Some(p) => p,
+            None => header.path()?.to_string_lossy().into_owned(),
+        };
+        let size = extended.size.take().unwrap_or(size);
+        return Ok(Some((
+            path.trim_start_matches("./").to_string(),
+            kind,
+            size,
+        )));
+    }
+}
+
+/// Ends every node's archive once all layers went by: the OCI manifest, index and layout (or
+/// the docker-save `manifest.json`), then the trailer. A node still missing a layer it needs
+/// is aborted. Returns the manifest's digest, when every layer's size is known.
+async fn close_archives(
+    image: &ImageMeta,
+    config: &Bytes,
+    sizes: &HashMap<String, u64>,
+    states: &mut [State],
+) -> Option<String> {
+    let id_hex = image.id.trim_start_matches("sha256:");
     let layers: Option<Vec<(String, u64)>> = image
         .diff_ids
         .iter()
@@ -324,9 +330,9 @@ where
                         .await;
                     continue;
                 };
-                parts.extend(oci::small_entry(&oci::blob_path(&sha256_digest(m)), m));
-                parts.extend(oci::small_entry("index.json", &oci::oci_index(m, name)));
-                parts.extend(oci::small_entry("oci-layout", oci::OCI_LAYOUT));
+                parts.extend(blocks::small_entry(&oci::blob_path(&sha256_digest(m)), m));
+                parts.extend(blocks::small_entry("index.json", &oci::oci_index(m, name)));
+                parts.extend(blocks::small_entry("oci-layout", oci::OCI_LAYOUT));
             }
             Format::DockerSave { repo_tag } => {
                 let paths: Vec<String> = image
@@ -338,14 +344,18 @@ where
                         })
                     })
                     .collect();
-                let m = oci::docker_save_manifest(&format!("{id_hex}.json"), repo_tag, &paths);
-                parts.extend(oci::small_entry("manifest.json", &m));
+                let m = save::manifest(
+                    &format!("{id_hex}.json"),
+                    std::slice::from_ref(repo_tag),
+                    &paths,
+                );
+                parts.extend(blocks::small_entry("manifest.json", &m));
             }
         }
-        parts.push(oci::trailer());
+        parts.push(blocks::trailer());
         s.send(&parts).await;
     }
-    Ok(manifest.map(|m| sha256_digest(&m)))
+    manifest.map(|m| sha256_digest(&m))
 }
 
 /// Streams one layer entry to the sinks that need it. Returns its diff ID when known.
@@ -388,7 +398,7 @@ where
             step: format!("sending layer {n} of {of} ({})", fmt_bytes(size)),
             cached: false,
         });
-        s.send(&[oci::file_header(&p, size)]).await;
+        s.send(&[blocks::file_header(&p, size)]).await;
         paths.insert(i, p);
     }
     let mut hasher = Sha256::new();
@@ -419,7 +429,7 @@ where
     }
     src.skip(pad(size)).await?;
     let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-    let padding = oci::padding(size);
+    let padding = blocks::padding(size);
     for &i in &targets {
         states[i].send(std::slice::from_ref(&padding)).await;
     }

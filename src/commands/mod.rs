@@ -59,7 +59,7 @@ impl Session {
             console::set_colors_enabled_stderr(colors);
         }
         Ok(Session {
-            reporter: report::make(cli.progress, verbosity),
+            reporter: report::make(cli.progress.into(), verbosity),
             verbosity,
             config_flag: cli.config.clone(),
             outside: match cli.allow_outside_root {
@@ -117,6 +117,11 @@ impl Session {
     /// stderr).
     pub fn print(&self, text: &str) {
         print!("{text}");
+    }
+
+    /// Text that explains a failure (a diff) on stderr, before the error itself.
+    pub fn print_err(&self, text: &str) {
+        eprint!("{text}");
     }
 
     /// A value as pretty JSON on stdout (`--json`).

@@ -118,10 +118,10 @@ pub struct UpReport {
 /// Step 1: make sure each generated Dockerfile (and ignore file) is current. Returns what
 /// happened to each file, and the stacks detected to generate them.
 fn dockerfiles(
+    session: &Session,
     config: &Config,
     locked: bool,
     dry_run: bool,
-    reporter: &dyn Reporter,
 ) -> anyhow::Result<(Vec<FileState>, BTreeMap<String, Stack>)> {
     let mut states = Vec::new();
     let mut stale = Vec::new();
@@ -154,7 +154,7 @@ fn dockerfiles(
                             State::Written => "wrote",
                             _ => "regenerated stale",
                         };
-                        reporter.report(Event::Info {
+                        session.reporter.report(Event::Info {
                             message: format!("{did} {}", out.shown),
                         });
                     }
@@ -169,7 +169,7 @@ fn dockerfiles(
     if !stale.is_empty() {
         for s in &stale {
             if let Some(d) = &s.diff {
-                eprint!("{d}");
+                session.print_err(d);
             }
         }
         let names: Vec<&str> = stale.iter().map(|s| s.shown.as_str()).collect();
@@ -202,7 +202,7 @@ async fn pipeline(
     let (secrets, missing) = secrets(config, opts.env_file.as_deref(), args.locked, reporter)?;
     // Detection runs once: for the generated Dockerfiles, then for the components that bring
     // their own; the plan and the manifests read the result.
-    let (files, detected) = dockerfiles(config, args.locked, args.dry_run, reporter)?;
+    let (files, detected) = dockerfiles(session, config, args.locked, args.dry_run)?;
     let stacks = Stacks::of(config, detected);
     let pull = (!args.no_pull && !args.dry_run).then(|| session.reporter.clone());
     let plan = build::plan_pulling(config, daemon, &[], &stacks, pull).await?;

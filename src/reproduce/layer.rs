@@ -524,42 +524,7 @@ pub fn scan<R: Read, W: Write>(input: R, spool: W, sde: i64) -> anyhow::Result<S
             trailer_start = start;
             break;
         }
-        // Extension headers, then the main header.
-        loop {
-            check_block(&block, r.pos - BLOCK64)?;
-            head.extend_from_slice(&block);
-            let tf = block[TYPEFLAG];
-            if is_extension(tf) {
-                let size = parse_num(field(&block, SIZE))? as u64;
-                if size > MAX_EXTENSION {
-                    bail!(
-                        "tar extension header at byte {} is {size} bytes (more than {MAX_EXTENSION})",
-                        r.pos - BLOCK64
-                    );
-                }
-                let n = padded(size) as usize;
-                let at = head.len();
-                head.resize(at + n, 0);
-                r.read_exact(&mut head[at..])
-                    .context("layer ends inside a tar extension header")?;
-                if !read_block(&mut r, &mut block)? {
-                    bail!("layer ends after an extension header, before its entry");
-                }
-                continue;
-            }
-            if tf == b'S' && block[GNU_IS_EXTENDED] != 0 {
-                loop {
-                    if !read_block(&mut r, &mut block)? {
-                        bail!("layer ends inside a GNU sparse map");
-                    }
-                    head.extend_from_slice(&block);
-                    if block[GNU_SPARSE_EXT_IS_EXTENDED] == 0 {
-                        break;
-                    }
-                }
-            }
-            break;
-        }
+        read_head(&mut r, &mut block, &mut head, true)?;
         let parsed = parse_head(&head).with_context(|| format!("tar entry at byte {start}"))?;
         let data = r.pos;
         let len = if header_only(parsed.typeflag) {
@@ -597,6 +562,54 @@ pub fn scan<R: Read, W: Write>(input: R, spool: W, sde: i64) -> anyhow::Result<S
     })
 }
 
+/// Reads the rest of an entry's header after its first block (in `block`): extension headers
+/// (PAX records, GNU long names) with their data, up to and including the main header, and a
+/// GNU sparse map after it. Every byte goes to `head`; with `checked`, each header block's
+/// checksum is verified.
+fn read_head<R: Positioned>(
+    r: &mut R,
+    block: &mut [u8; BLOCK],
+    head: &mut Vec<u8>,
+    checked: bool,
+) -> anyhow::Result<()> {
+    loop {
+        if checked {
+            check_block(block, r.pos() - BLOCK64)?;
+        }
+        head.extend_from_slice(block);
+        let tf = block[TYPEFLAG];
+        if is_extension(tf) {
+            let size = parse_num(field(block, SIZE))? as u64;
+            if size > MAX_EXTENSION {
+                bail!(
+                    "tar extension header at byte {} is {size} bytes (more than {MAX_EXTENSION})",
+                    r.pos() - BLOCK64
+                );
+            }
+            let at = head.len();
+            head.resize(at + padded(size) as usize, 0);
+            r.read_exact(&mut head[at..])
+                .context("layer ends inside a tar extension header")?;
+            if !read_block(r, block)? {
+                bail!("layer ends after an extension header, before its entry");
+            }
+            continue;
+        }
+        if tf == b'S' && block[GNU_IS_EXTENDED] != 0 {
+            loop {
+                if !read_block(r, block)? {
+                    bail!("layer ends inside a GNU sparse map");
+                }
+                head.extend_from_slice(block);
+                if block[GNU_SPARSE_EXT_IS_EXTENDED] == 0 {
+                    break;
+                }
+            }
+        }
+        return Ok(());
+    }
+}
+
 fn read_block<R: Read>(r: &mut R, block: &mut [u8; BLOCK]) -> anyhow::Result<bool> {
     let mut got = 0;
     while got < BLOCK {
@@ -617,6 +630,37 @@ struct Tee<R, W> {
     out: W,
     hash: Sha256,
     pos: u64,
+}
+
+/// A reader that knows how far it has read (for errors that name a byte offset).
+trait Positioned: Read {
+    fn pos(&self) -> u64;
+}
+
+impl<R: Read, W: Write> Positioned for Tee<R, W> {
+    fn pos(&self) -> u64 {
+        self.pos
+    }
+}
+
+/// A reader that counts what it reads, and does nothing else.
+struct Counting<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read> Positioned for Counting<R> {
+    fn pos(&self) -> u64 {
+        self.pos
+    }
 }
 
 impl<R: Read, W: Write> Read for Tee<R, W> {
@@ -1008,7 +1052,10 @@ pub fn list_where<R: Read>(
     input: R,
     wanted: impl Fn(&[u8]) -> bool,
 ) -> anyhow::Result<Vec<Listed>> {
-    let mut r = input;
+    let mut r = Counting {
+        inner: input,
+        pos: 0,
+    };
     let mut out = Vec::new();
     let mut head: Vec<u8> = Vec::new();
     let mut block = [0u8; BLOCK];
@@ -1017,35 +1064,7 @@ pub fn list_where<R: Read>(
         if !read_block(&mut r, &mut block)? || block.iter().all(|&b| b == 0) {
             break;
         }
-        loop {
-            head.extend_from_slice(&block);
-            let tf = block[TYPEFLAG];
-            if is_extension(tf) {
-                let size = parse_num(field(&block, SIZE))? as u64;
-                if size > MAX_EXTENSION {
-                    bail!("tar extension header of {size} bytes");
-                }
-                let at = head.len();
-                head.resize(at + padded(size) as usize, 0);
-                r.read_exact(&mut head[at..])?;
-                if !read_block(&mut r, &mut block)? {
-                    bail!("layer ends after an extension header");
-                }
-                continue;
-            }
-            if tf == b'S' && block[GNU_IS_EXTENDED] != 0 {
-                loop {
-                    if !read_block(&mut r, &mut block)? {
-                        bail!("layer ends inside a GNU sparse map");
-                    }
-                    head.extend_from_slice(&block);
-                    if block[GNU_SPARSE_EXT_IS_EXTENDED] == 0 {
-                        break;
-                    }
-                }
-            }
-            break;
-        }
+        read_head(&mut r, &mut block, &mut head, false)?;
         let parsed = parse_head(&head)?;
         let (len, data_len) = if header_only(parsed.typeflag) {
             (0, 0)

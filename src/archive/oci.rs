@@ -1,5 +1,5 @@
-//! The bytes slipway sends to a node: a partial OCI image layout for containerd, or a partial
-//! `docker save` archive for a node's Docker daemon.
+//! The OCI image layout slipway sends a containerd node, and the image manifest in it; a node's
+//! Docker daemon gets a partial `docker save` archive instead ([`super::save`]).
 //!
 //! containerd's `ctr images import` reads an OCI layout tar (`oci-layout`, `index.json`,
 //! `blobs/sha256/...`) and only needs the blobs its content store lacks: the manifest may list
@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::image::sha256_digest;
+use sha2::{Digest, Sha256};
 
 pub const MEDIA_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MEDIA_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -97,14 +97,9 @@ pub fn oci_index(manifest: &Bytes, name: &str) -> Bytes {
 
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-/// `manifest.json` of a `docker save` archive for one image.
-pub fn docker_save_manifest(config_path: &str, repo_tag: &str, layer_paths: &[String]) -> Bytes {
-    let m = serde_json::json!([{
-        "Config": config_path,
-        "RepoTags": [repo_tag],
-        "Layers": layer_paths,
-    }]);
-    Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
+/// `sha256:` + hex of the SHA-256 of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// The path of a blob in an OCI layout.
@@ -112,48 +107,10 @@ pub fn blob_path(digest: &str) -> String {
     format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
 }
 
-/// A ustar header for a regular file (mode 0644, mtime 0, root-owned).
-pub fn file_header(path: &str, size: u64) -> Bytes {
-    let mut h = tar::Header::new_ustar();
-    // Paths here are ASCII and under 100 bytes (`blobs/sha256/<64 hex>` is 77).
-    let _ = h.set_path(path);
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_cksum();
-    Bytes::copy_from_slice(h.as_bytes())
-}
-
-/// Zero bytes that pad an entry of `size` bytes to a 512-byte block.
-pub fn padding(size: u64) -> Bytes {
-    let rem = (size % 512) as usize;
-    if rem == 0 {
-        Bytes::new()
-    } else {
-        Bytes::from(vec![0u8; 512 - rem])
-    }
-}
-
-/// The end-of-archive marker: two zero blocks.
-pub fn trailer() -> Bytes {
-    Bytes::from(vec![0u8; 1024])
-}
-
-/// A whole small entry: header, data, padding.
-pub fn small_entry(path: &str, data: &[u8]) -> Vec<Bytes> {
-    vec![
-        file_header(path, data.len() as u64),
-        Bytes::copy_from_slice(data),
-        padding(data.len() as u64),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::blocks::{small_entry, trailer};
 
     /// The manifest containerd 1.6 wrote for a `docker save | ctr images import` of a
     /// four-layer image (read back with `ctr content get`).
