@@ -99,6 +99,12 @@ pub fn exit_and_hint(err: &anyhow::Error) -> (Exit, Option<String>) {
 /// characters in the messages (a path or a name from outside) are escaped, and a message's own
 /// further lines are indented, so nothing in it can pass for a line of its own.
 pub fn render(err: &anyhow::Error) -> String {
+    render_for(err, None)
+}
+
+/// [`render`], naming the daemon (`(host, request timeout in seconds)`) a timed-out request
+/// went to: the caller knows it; this module stays below the daemon seam.
+pub fn render_for(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> String {
     use crate::report::escape_lines;
     let mut out = String::new();
     let mut chain = err.chain();
@@ -112,11 +118,12 @@ pub fn render(err: &anyhow::Error) -> String {
         if let Some(bollard::errors::Error::RequestTimeoutError) = cause.downcast_ref() {
             // bollard says only "Timeout error": say who did not answer.
             timed_out = true;
-            text = format!(
-                "no answer from the Docker daemon at {} within {}s",
-                crate::docker::endpoint().host,
-                crate::docker::DEFAULT_TIMEOUT.as_secs()
-            );
+            text = match daemon {
+                Some((host, secs)) => {
+                    format!("no answer from the Docker daemon at {host} within {secs}s")
+                }
+                None => "no answer from the Docker daemon within the request timeout".into(),
+            };
         }
         // A context layer over a Fail repeats the Fail's message; show each line once.
         if text != last {
@@ -169,9 +176,11 @@ mod tests {
     fn a_request_timeout_names_the_daemon() {
         let err = anyhow::Error::new(bollard::errors::Error::RequestTimeoutError)
             .context("component `web`: inspecting its image sha256:abc");
-        let text = render(&err);
+        let text = render_for(&err, Some(("unix:///run/docker.sock", 120)));
         assert!(
-            text.contains("caused by: no answer from the Docker daemon at "),
+            text.contains(
+                "caused by: no answer from the Docker daemon at unix:///run/docker.sock within 120s"
+            ),
             "{text}"
         );
         assert!(

@@ -20,7 +20,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprint!("{}", slipway::error::render(&err));
+            let daemon = slipway::docker::endpoint().host;
+            let timeout = slipway::docker::DEFAULT_TIMEOUT.as_secs();
+            eprint!(
+                "{}",
+                slipway::error::render_for(&err, Some((&daemon, timeout)))
+            );
             ExitCode::from(slipway::error::exit_and_hint(&err).0.code())
         }
     }

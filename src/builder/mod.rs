@@ -329,12 +329,12 @@ pub fn own_files(config: &Config) -> Vec<PathBuf> {
         let dockerfile = config.dockerfile_path(c);
         let generated = |p: &std::path::Path| {
             std::fs::read(p)
-                .is_ok_and(|b| crate::dockerfile::is_generated(&String::from_utf8_lossy(&b)))
+                .is_ok_and(|b| crate::instructions::is_generated(&String::from_utf8_lossy(&b)))
         };
         if generated(&dockerfile) {
             own.push(dockerfile.clone());
         }
-        let ignore = crate::dockerfile::ignore_path(&dockerfile);
+        let ignore = crate::instructions::ignore_path(&dockerfile);
         if generated(&ignore) {
             own.push(ignore);
         }
@@ -495,7 +495,7 @@ fn read_dockerfile(
         ))
         .hint("run `slipway dockerfiles` to generate it, or set `dockerfile = \"PATH\"` in the component to use your own")
     })?;
-    if !crate::dockerfile::looks_like_dockerfile(&text) {
+    if !crate::instructions::looks_like_dockerfile(&text) {
         // Said without a word of the file: it may be anything.
         return Err(Fail::usage(format!(
             "component `{}`: {} is not a Dockerfile (its first instruction is not FROM or ARG)",

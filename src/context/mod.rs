@@ -311,7 +311,7 @@ fn plan(spec: &ContextSpec) -> Result<(Plan, String, Option<PathBuf>)> {
         // never reaches a build whatever slipway generated (the same rules twice, in the same
         // order, give the same result).
         let own = spec.dir.join(".dockerignore");
-        let generated = crate::dockerfile::is_generated(&String::from_utf8_lossy(&content));
+        let generated = crate::instructions::is_generated(&String::from_utf8_lossy(&content));
         if generated && own.is_file() {
             let text = fs::read(&own).with_context(|| format!("cannot read {}", own.display()))?;
             let extra = ignore::read_patterns(&text, &own)
