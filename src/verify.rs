@@ -139,7 +139,7 @@ struct Dump {
 
 /// Exports `image` from `daemon` (spooled to a temporary directory) and lists layer `index`.
 async fn dump(daemon: &Daemon, image: &str, index: Option<usize>) -> anyhow::Result<Dump> {
-    let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let docker = daemon.long()?;
     let dir = crate::leftovers::temp_dir("verify")?;
     let export = docker.export_image(image).map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
@@ -615,8 +615,8 @@ async fn copy_bases(
 
 /// `docker save REF | DOCKER_HOST=b docker load`, streamed.
 pub async fn transfer(a: &Daemon, b: &Daemon, reference: &str) -> anyhow::Result<()> {
-    let from = docker::client(&a.endpoint, docker::LONG_TIMEOUT)?;
-    let to = docker::client(&b.endpoint, docker::LONG_TIMEOUT)?;
+    let from = a.long()?;
+    let to = b.long()?;
     let export = from.export_image(reference);
     let mut progress = to.import_image_stream(
         bollard::query_parameters::ImportImageOptions {

@@ -1078,7 +1078,7 @@ async fn build_all(
     opts: &BuildOptions,
     run: &mut Run,
 ) -> anyhow::Result<BTreeMap<String, NormalImage>> {
-    let docker = crate::docker::client(&daemon.endpoint, crate::docker::LONG_TIMEOUT)?;
+    let docker = daemon.long()?;
     let shared = Arc::new(image::Shared {
         docker,
         endpoint: daemon.endpoint.clone(),

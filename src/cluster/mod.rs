@@ -465,7 +465,7 @@ async fn load_into(
     reporter: &dyn Reporter,
 ) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
-    let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let docker = daemon.long()?;
     let containerd_store = docker::containerd_store(&docker).await;
     let runtime = cluster.runtime();
     let states = join_all(cluster.nodes().iter().map(|n| query(&docker, n, runtime))).await;

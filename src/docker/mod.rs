@@ -39,6 +39,14 @@ pub struct Daemon {
     pub endpoint: Endpoint,
 }
 
+impl Daemon {
+    /// A client of the same daemon for builds and image transfers, which may take
+    /// [`LONG_TIMEOUT`]: the seam makes it, so no step opens clients of its own.
+    pub fn long(&self) -> anyhow::Result<Docker> {
+        client(&self.endpoint, LONG_TIMEOUT)
+    }
+}
+
 /// The hint shown whenever the daemon cannot be reached.
 pub fn start_hint(endpoint: &Endpoint) -> String {
     format!(

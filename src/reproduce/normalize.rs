@@ -29,7 +29,7 @@ use super::sde::rfc3339;
 use crate::archive::blocks;
 use crate::archive::save::{self, diff_ids, Saved};
 use crate::archive::ImageFiles;
-use crate::docker::{self, Daemon};
+use crate::docker::Daemon;
 use crate::error::Fail;
 
 /// What normalising one image did.
@@ -113,7 +113,7 @@ async fn normalize_keeping(
     if sde < 0 {
         bail!("SOURCE_DATE_EPOCH must not be negative (got {sde})");
     }
-    let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let docker = daemon.long()?;
     let inspect = docker.inspect_image(image).await.with_context(|| {
         format!(
             "normalising {image}: the daemon at {} has no such image",
@@ -247,7 +247,7 @@ async fn load_or_tag(
 /// node's containerd calls the image) and its layers decompressed. Uses as much disk as the
 /// image unpacked, removed when the value is dropped.
 pub async fn export_plain(daemon: &Daemon, image: &str) -> anyhow::Result<ImageFiles> {
-    let docker = docker::client(&daemon.endpoint, docker::LONG_TIMEOUT)?;
+    let docker = daemon.long()?;
     let dir = crate::leftovers::temp_dir("export")
         .context("creating a temporary directory for the image's layers")?;
     let export = docker.export_image(image).map_err(io::Error::other);
