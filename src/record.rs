@@ -115,6 +115,19 @@ pub fn write(path: &Path, report: &BuildReport) -> anyhow::Result<()> {
 }
 
 /// Reads the last build's record; a missing one is a usage error with the fix.
+/// Records this run's components in `.slipway/last-build.json`, keeping the other
+/// components' records (of components the config still has): a run that built or pushed one
+/// component must not forget the others.
+pub fn merge_last(config: &Config, report: &BuildReport) -> anyhow::Result<()> {
+    let mut last = read_last(config).unwrap_or_default();
+    last.components
+        .retain(|k, _| config.components.contains_key(k));
+    for (k, v) in &report.components {
+        last.components.insert(k.clone(), v.clone());
+    }
+    write(&last_build_path(config), &last)
+}
+
 pub fn read_last(config: &Config) -> anyhow::Result<BuildReport> {
     let path = last_build_path(config);
     let text = std::fs::read_to_string(&path).map_err(|_| {

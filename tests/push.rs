@@ -210,16 +210,29 @@ async fn build_push_pins_digests_in_the_metadata_file() {
         dir.path().join("slipway.toml"),
         format!(
             "[app]\nname = \"pushapp\"\n[images]\nprefix = \"{prefix}\"\n\
-             [components.web]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n"
+             [components.web]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n\
+             [components.api]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n"
         ),
     )
     .unwrap();
+    // Another component built before: pushing `web` alone must not forget its record.
+    let api = common::slipway()
+        .current_dir(dir.path())
+        .args(["build", "api"])
+        .output()
+        .unwrap();
+    assert!(
+        api.status.success(),
+        "{}",
+        String::from_utf8_lossy(&api.stderr)
+    );
     let out = common::slipway()
         .current_dir(dir.path())
         .args([
             "--progress",
             "plain",
             "build",
+            "web",
             "--push",
             "--metadata-file",
             "m.json",
@@ -243,7 +256,14 @@ async fn build_push_pins_digests_in_the_metadata_file() {
     )
     .unwrap();
     assert_eq!(last["components"]["web"]["pushed"], pushed);
-    for tag in web["tags"].as_array().unwrap() {
+    let api_tags = last["components"]["api"]["tags"].clone();
+    assert!(api_tags.is_array(), "api's record was lost: {last:#}");
+    for tag in web["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(api_tags.as_array().unwrap())
+    {
         let r = tag.as_str().unwrap().to_string();
         let _ = docker
             .remove_image(

@@ -1300,13 +1300,7 @@ fn write_records(
     failures: &[(String, anyhow::Error)],
     opts: &BuildOptions,
 ) -> anyhow::Result<()> {
-    let mut last = record::read_last(config).unwrap_or_default();
-    last.components
-        .retain(|k, _| config.components.contains_key(k));
-    for (k, v) in &report.components {
-        last.components.insert(k.clone(), v.clone());
-    }
-    record::write(&record::last_build_path(config), &last)?;
+    record::merge_last(config, report)?;
     if let Some(path) = &opts.metadata_file {
         let mut run = report.clone();
         for (name, e) in failures {

@@ -28,7 +28,7 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
     .await?;
     if args.push {
         push::push_all(&daemon, &mut report, session.reporter.as_ref()).await?;
-        record::write(&record::last_build_path(&config), &report)?;
+        record::merge_last(&config, &report)?;
         if let Some(p) = &opts.metadata_file {
             record::write(p, &report)?;
         }

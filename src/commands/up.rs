@@ -228,7 +228,7 @@ async fn pipeline(
     } = build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
     if args.push {
         crate::push::push_all(daemon, &mut built, reporter).await?;
-        crate::record::write(&crate::record::last_build_path(config), &built)?;
+        crate::record::merge_last(config, &built)?;
     }
 
     let load = if target == ClusterTarget::None {
