@@ -23,13 +23,19 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn the_reference_app_comes_up_on_every_daemon() {
+/// The bundled reference app (contexts, Dockerfiles, slipway.toml) in a directory of its own.
+fn app_copy() -> tempfile::TempDir {
     let repo = common::repo();
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&repo.join("contexts"), &dir.path().join("contexts"));
     copy_tree(&repo.join("dockerfiles"), &dir.path().join("dockerfiles"));
     std::fs::copy(repo.join("slipway.toml"), dir.path().join("slipway.toml")).unwrap();
+    dir
+}
+
+#[test]
+fn the_reference_app_comes_up_on_every_daemon() {
+    let dir = app_copy();
     for (label, host) in common::daemon_matrix() {
         // On the containerd image store, also load into a kind stand-in running on that daemon
         // (kind's own `kind load` fails from such daemons: kubernetes-sigs/kind#3795).
@@ -164,11 +170,7 @@ impl Drop for Kind {
 /// image store) normalises to one image (`slipway verify --against`).
 #[test]
 fn the_reference_backend_is_one_image_on_every_daemon() {
-    let repo = common::repo();
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&repo.join("contexts"), &dir.path().join("contexts"));
-    copy_tree(&repo.join("dockerfiles"), &dir.path().join("dockerfiles"));
-    std::fs::copy(repo.join("slipway.toml"), dir.path().join("slipway.toml")).unwrap();
+    let dir = app_copy();
     for (label, host) in common::daemon_matrix() {
         if label == common::DAEMON_HOST {
             continue;

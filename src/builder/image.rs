@@ -269,17 +269,7 @@ async fn build_session(shared: &Shared, c: &ComponentPlan, temp: &str) -> Result
         .await
         .map_err(|e| connection_lost(shared, c, None, format!("{e:#}")))?;
 
-    let args: HashMap<String, String> = c.build_args.clone().into_iter().collect();
-    let labels: HashMap<String, String> = c.labels(&shared.app).into_iter().collect();
-    let options = BuildImageOptionsBuilder::default()
-        .t(temp)
-        .dockerfile(&dockerfile_name)
-        .target(&c.target)
-        .buildargs(&args)
-        .labels(&labels)
-        .nocache(shared.no_cache)
-        .rm(true)
-        .forcerm(true)
+    let options = build_options(shared, c, temp, &dockerfile_name)
         .version(BuilderVersion::BuilderBuildKit)
         .session(session.id())
         .remote("client-session");
@@ -301,6 +291,26 @@ async fn build_session(shared: &Shared, c: &ComponentPlan, temp: &str) -> Result
         check_context(c, &sent, &c.context_fingerprint)?;
     }
     image_id(shared, c, &progress, failed)
+}
+
+/// What every `POST /build` of `c` asks, whichever builder runs it.
+fn build_options(
+    shared: &Shared,
+    c: &ComponentPlan,
+    temp: &str,
+    dockerfile: &str,
+) -> BuildImageOptionsBuilder {
+    let args: HashMap<String, String> = c.build_args.clone().into_iter().collect();
+    let labels: HashMap<String, String> = c.labels(&shared.app).into_iter().collect();
+    BuildImageOptionsBuilder::default()
+        .t(temp)
+        .dockerfile(dockerfile)
+        .target(&c.target)
+        .buildargs(&args)
+        .labels(&labels)
+        .nocache(shared.no_cache)
+        .rm(true)
+        .forcerm(true)
 }
 
 /// The key BuildKit keeps this context's last transfer under: one per context directory and
@@ -460,18 +470,8 @@ async fn build_streaming(
     temp: &str,
 ) -> Result<String, Failure> {
     let (body, packer) = crate::context::pack_stream(c.context_spec());
-    let args: HashMap<String, String> = c.build_args.clone().into_iter().collect();
-    let labels: HashMap<String, String> = c.labels(&shared.app).into_iter().collect();
-    let options = BuildImageOptionsBuilder::default()
-        .t(temp)
-        .dockerfile(&c.dockerfile_name)
-        .target(&c.target)
-        .buildargs(&args)
-        .labels(&labels)
-        .nocache(shared.no_cache)
-        .rm(true)
-        .forcerm(true)
-        .version(BuilderVersion::BuilderV1);
+    let options =
+        build_options(shared, c, temp, &c.dockerfile_name).version(BuilderVersion::BuilderV1);
     let stream =
         shared
             .docker

@@ -669,12 +669,18 @@ fn is_whiteout(key: &[u8]) -> bool {
     base.starts_with(b".wh.")
 }
 
-/// A layer file as a tar stream, decompressed when it is gzip.
-fn plain_reader(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+/// Whether a layer file starts with gzip's magic bytes.
+fn is_gzip(path: &Path) -> anyhow::Result<bool> {
     let mut magic = [0u8; 2];
     let n = File::open(path)?.read(&mut magic)?;
+    Ok(n == 2 && magic == [0x1f, 0x8b])
+}
+
+/// A layer file as a tar stream, decompressed when it is gzip.
+fn plain_reader(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    let gzip = is_gzip(path)?;
     let file = BufReader::with_capacity(1 << 20, File::open(path)?);
-    Ok(match n == 2 && magic == [0x1f, 0x8b] {
+    Ok(match gzip {
         true => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
         false => Box::new(file),
     })
@@ -753,9 +759,7 @@ fn unchanged_entries(
 /// A gzip-compressed layer blob (what the containerd image store exports) decompressed into
 /// `out`; false when `blob` is a plain tar.
 fn gunzip(blob: &Path, out: &Path) -> anyhow::Result<bool> {
-    let mut magic = [0u8; 2];
-    let mut f = File::open(blob)?;
-    if f.read(&mut magic)? < 2 || magic != [0x1f, 0x8b] {
+    if !is_gzip(blob)? {
         return Ok(false);
     }
     let input = BufReader::with_capacity(1 << 20, File::open(blob)?);
