@@ -68,6 +68,24 @@ pub enum Command {
     Verify(VerifyArgs),
 }
 
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Doctor(_) => "doctor",
+            Command::Init(_) => "init",
+            Command::Dockerfiles(_) => "dockerfiles",
+            Command::Plan(_) => "plan",
+            Command::Up(_) => "up",
+            Command::Build(_) => "build",
+            Command::Manifests(_) => "manifests",
+            Command::Chart(_) => "chart",
+            Command::Load(_) => "load",
+            Command::Verify(_) => "verify",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The component to verify.

@@ -102,15 +102,21 @@ pub fn render(err: &anyhow::Error) -> String {
     render_for(err, None)
 }
 
-/// [`render`], naming the daemon (`(host, request timeout in seconds)`) a timed-out request
-/// went to: the caller knows it; this module stays below the daemon seam.
-pub fn render_for(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> String {
-    use crate::report::escape_lines;
-    let mut out = String::new();
+/// An error taken apart: its message, what caused it (outermost first, each once) and the
+/// hint. Texts are as the errors say them (not escaped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parts {
+    pub message: String,
+    pub causes: Vec<String>,
+    pub hint: Option<String>,
+    pub exit: Exit,
+}
+
+/// Takes `err` apart; `daemon` as in [`render_for`].
+pub fn parts(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> Parts {
     let mut chain = err.chain();
-    if let Some(first) = chain.next() {
-        out.push_str(&format!("error: {}\n", escape_lines(&first.to_string())));
-    }
+    let message = chain.next().map(|e| e.to_string()).unwrap_or_default();
+    let mut causes = Vec::new();
     let mut last = err.to_string();
     let mut timed_out = false;
     for cause in chain {
@@ -127,17 +133,39 @@ pub fn render_for(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> String {
         }
         // A context layer over a Fail repeats the Fail's message; show each line once.
         if text != last {
-            out.push_str(&format!("caused by: {}\n", escape_lines(&text)));
+            causes.push(text.clone());
         }
         last = text;
     }
-    match exit_and_hint(err) {
-        (_, Some(hint)) => out.push_str(&format!("hint: {}\n", escape_lines(&hint))),
-        (_, None) if timed_out => out.push_str(
-            "hint: the request above got no answer: check that the daemon answers \
-             (`docker info`), its free disk and its log (`journalctl -u docker`)\n",
+    let (exit, hint) = exit_and_hint(err);
+    let hint = match hint {
+        Some(hint) => Some(hint),
+        None if timed_out => Some(
+            "the request above got no answer: check that the daemon answers \
+             (`docker info`), its free disk and its log (`journalctl -u docker`)"
+                .to_string(),
         ),
-        _ => {}
+        None => None,
+    };
+    Parts {
+        message,
+        causes,
+        hint,
+        exit,
+    }
+}
+
+/// [`render`], naming the daemon (`(host, request timeout in seconds)`) a timed-out request
+/// went to: the caller knows it; this module stays below the daemon seam.
+pub fn render_for(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> String {
+    use crate::report::escape_lines;
+    let parts = parts(err, daemon);
+    let mut out = format!("error: {}\n", escape_lines(&parts.message));
+    for cause in &parts.causes {
+        out.push_str(&format!("caused by: {}\n", escape_lines(cause)));
+    }
+    if let Some(hint) = &parts.hint {
+        out.push_str(&format!("hint: {}\n", escape_lines(hint)));
     }
     out
 }

@@ -40,14 +40,79 @@ use commands::Session;
 
 /// Runs one command. Ctrl-C (SIGINT) at any point ends it with [`Fail::interrupted`] (exit
 /// 130); see [`interrupt`] for how the command is stopped.
+///
+/// Under `--progress json` the run is told as events on stdout from first to last: a `run`
+/// event, the command's events, an `error` event when it fails, and a `summary` with the exit
+/// code and the command's result; `main` then prints no error text.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let session = Session::from_cli(&cli)?;
+    let command = cli.command.name();
+    let session = match Session::from_cli(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            if cli.progress == cli::ProgressMode::Json {
+                conclude(&report::JsonReporter, command, &Err(&e), None);
+            }
+            return Err(e);
+        }
+    };
+    let reporter = session.reporter.clone();
+    let result = session.result.clone();
+    reporter.report(report::Event::Run {
+        schema_version: report::SCHEMA_VERSION,
+        command: command.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    });
+    let outcome = run_command(session, cli.command).await;
+    let value = result.lock().unwrap_or_else(|e| e.into_inner()).take();
+    conclude(
+        reporter.as_ref(),
+        command,
+        &outcome.as_ref().map(|_| ()),
+        value,
+    );
+    outcome
+}
+
+/// The last events of a run: the error (when it failed) and the summary.
+fn conclude(
+    reporter: &dyn report::Reporter,
+    command: &str,
+    outcome: &Result<(), &anyhow::Error>,
+    result: Option<serde_json::Value>,
+) {
+    let exit_code = match outcome {
+        Ok(()) => 0,
+        Err(err) => {
+            let endpoint = docker::endpoint();
+            let timeout = docker::DEFAULT_TIMEOUT.as_secs();
+            let parts = error::parts(err, Some((&endpoint.host, timeout)));
+            let exit_code = parts.exit.code();
+            reporter.report(report::Event::Error {
+                message: parts.message,
+                causes: parts.causes,
+                hint: parts.hint,
+                exit_code,
+            });
+            exit_code
+        }
+    };
+    reporter.report(report::Event::Summary {
+        schema_version: report::SCHEMA_VERSION,
+        command: command.to_string(),
+        status: if exit_code == 0 { "ok" } else { "failed" }.to_string(),
+        exit_code,
+        result,
+    });
+}
+
+/// Runs the command, and stops it on Ctrl-C.
+async fn run_command(session: Session, command: Command) -> anyhow::Result<()> {
     // Listen before doing anything, so neither SIGINT nor SIGTERM takes the default action
     // (death by signal, leaving temporary tags and directories).
     let mut sigint = interrupt::Signals::new()?;
     // What runs killed outright left (see `leftovers`); their temporary tags go in `build`.
     leftovers::reap_dirs();
-    let mut command = std::pin::pin!(dispatch(session, cli.command));
+    let mut command = std::pin::pin!(dispatch(session, command));
     tokio::select! {
         biased;
         result = &mut command => return result,

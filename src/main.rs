@@ -4,6 +4,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = slipway::cli::Cli::parse();
+    // Under `--progress json` the error is an event on stdout (see `slipway::run`).
+    let json = cli.progress == slipway::cli::ProgressMode::Json;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
     slipway::leftovers::remove_own_dirs();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if json => ExitCode::from(slipway::error::exit_and_hint(&err).0.code()),
         Err(err) => {
             let daemon = slipway::docker::endpoint().host;
             let timeout = slipway::docker::DEFAULT_TIMEOUT.as_secs();

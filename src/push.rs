@@ -291,7 +291,11 @@ pub async fn push_one(
     };
     reporter.report(Event::Finished {
         task: task.to_string(),
-        outcome: format!("pushed {repository}@{digest}"),
+        outcome: "pushed".into(),
+        reason: None,
+        detail: Some(format!("pushed {repository}@{digest}")),
+        changed_files: Vec::new(),
+        bytes_sent: None,
     });
     Ok(format!("{repository}@{digest}"))
 }
@@ -318,11 +322,7 @@ pub async fn push_all(
             match push_one(daemon, &rec.repository, tag, name, reporter).await {
                 Ok(p) => pinned = pinned.or(Some(p)),
                 Err(e) => {
-                    reporter.report(Event::Failed {
-                        task: name.clone(),
-                        error: format!("{e:#}"),
-                        log_tail: vec![],
-                    });
+                    reporter.report(Event::failed(name, format!("{e:#}")));
                     failures.insert(name.clone(), e);
                     break;
                 }

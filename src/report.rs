@@ -2,8 +2,10 @@
 //!
 //! People at a terminal get one indicatif line per task (a component being built, an image
 //! being loaded into a node) that expands to the failing step's log on error; CI and pipes get
-//! plain prefixed lines; tools get one JSON object per line. Everything goes to stderr so that
-//! stdout stays for a command's result (a table, `--json` output).
+//! plain prefixed lines; both go to stderr so that stdout stays for a command's result (a
+//! table, `--json` output, image references). Tools (`--progress json`) get one JSON object per
+//! line on stdout and nothing else there: the events, an `error` event when the run fails and
+//! a final `summary` with the exit code and the command's result (docs/progress-events.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
@@ -16,11 +18,25 @@ use serde::Serialize;
 /// How many log lines of a failing step are shown.
 pub const LOG_TAIL: usize = 20;
 
+/// The version of the `--progress json` event format (docs/progress-events.md). It changes
+/// when an event loses a field or a field changes its meaning; new events and new optional
+/// fields keep it.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Something that happened. A `task` names what the event is about: a component
 /// (`backend`), or a component on a node (`backend@dev-worker`).
+///
+/// Under `--progress json` each event is one line on stdout, tagged with `event`; the fields
+/// are documented in docs/progress-events.md (and docs/progress-events.schema.json).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The first event of a run: which command, under which version of the event format.
+    Run {
+        schema_version: u32,
+        command: String,
+        version: String,
+    },
     /// A task started; `what` says what it does ("build", "load").
     Started { task: String, what: String },
     /// The task moved to a new step; `cached` when the step was served from cache.
@@ -31,18 +47,82 @@ pub enum Event {
     },
     /// A line of output of the task's current step.
     Log { task: String, line: String },
-    /// The task ended well; `outcome` says how ("built", "cached", "already present").
-    Finished { task: String, outcome: String },
-    /// The task failed; `log_tail` is the end of its failing step's log.
+    /// The task ended well. `outcome` is a word for scripts (`built`, `cached`, `pulled`,
+    /// `pushed`, `loaded`, `already_present`, `retagged`); `reason` a word for why it was
+    /// built (`context_changed`, `never_built`, ...); `detail` the same for people.
+    Finished {
+        task: String,
+        outcome: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// The paths that changed in the context since the last build (the first few).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changed_files: Vec<String>,
+        /// Bytes sent (a load into a node, a context).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bytes_sent: Option<u64>,
+    },
+    /// The task failed: `step` is the step (and command) that failed, `log_tail` the end of
+    /// its log, `log_file` where the task's whole log is kept.
     Failed {
         task: String,
         error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
         log_tail: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_file: Option<String>,
     },
     /// Something worth knowing that is not about one task.
     Info { message: String },
     /// Something that may be wrong.
     Warn { message: String },
+    /// The run failed: the error, what caused it (outermost first), the fix when known, and
+    /// the exit code. Shown by `main` as `error:`/`caused by:`/`hint:` lines, except in JSON.
+    Error {
+        message: String,
+        causes: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
+        exit_code: u8,
+    },
+    /// The last event of a run: `status` `ok` or `failed`, the exit code, and the command's
+    /// result (`build`: the images; `plan`: the plan; `up`: the whole run), when it has one.
+    Summary {
+        schema_version: u32,
+        command: String,
+        status: String,
+        exit_code: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+    },
+}
+
+impl Event {
+    /// A task that ended with `outcome` and nothing more to say.
+    pub fn finished(task: impl Into<String>, outcome: &str) -> Event {
+        Event::Finished {
+            task: task.into(),
+            outcome: outcome.to_string(),
+            reason: None,
+            detail: None,
+            changed_files: Vec::new(),
+            bytes_sent: None,
+        }
+    }
+
+    /// A task that failed with `error` and no log to show.
+    pub fn failed(task: impl Into<String>, error: impl Into<String>) -> Event {
+        Event::Failed {
+            task: task.into(),
+            error: error.into(),
+            step: None,
+            log_tail: Vec::new(),
+            log_file: None,
+        }
+    }
 }
 
 /// Receives events. Implementations must be cheap: events come from build streams.
@@ -75,6 +155,9 @@ pub fn make(mode: ProgressMode, verbosity: Verbosity) -> Arc<dyn Reporter> {
     let mode = match mode {
         ProgressMode::Auto if std::io::stderr().is_terminal() && !ci => ProgressMode::Tty,
         ProgressMode::Auto => ProgressMode::Plain,
+        // Live lines need a terminal; `-q` shows only results and errors, which plain lines do.
+        ProgressMode::Tty if !std::io::stderr().is_terminal() => ProgressMode::Plain,
+        ProgressMode::Tty if verbosity == Verbosity::Quiet => ProgressMode::Plain,
         m => m,
     };
     match mode {
@@ -107,14 +190,15 @@ impl Recorder {
     }
 }
 
-/// One JSON object per line on stderr.
+/// One JSON object per line on stdout, and nothing else there: the stream a script reads.
 pub struct JsonReporter;
 
 impl Reporter for JsonReporter {
     fn report(&self, event: Event) {
         if let Ok(line) = serde_json::to_string(&event) {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{line}");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
         }
     }
 }
@@ -123,6 +207,7 @@ impl Reporter for JsonReporter {
 /// each), whatever names and paths it carries.
 fn escaped(event: Event) -> Event {
     let e = |s: String| escape(&s);
+    let o = |s: Option<String>| s.map(|s| escape(&s));
     match event {
         Event::Started { task, what } => Event::Started {
             task: e(task),
@@ -137,18 +222,33 @@ fn escaped(event: Event) -> Event {
             task: e(task),
             line: e(line),
         },
-        Event::Finished { task, outcome } => Event::Finished {
+        Event::Finished {
+            task,
+            outcome,
+            reason,
+            detail,
+            changed_files,
+            bytes_sent,
+        } => Event::Finished {
             task: e(task),
             outcome: e(outcome),
+            reason: o(reason),
+            detail: o(detail),
+            changed_files: changed_files.into_iter().map(e).collect(),
+            bytes_sent,
         },
         Event::Failed {
             task,
             error,
+            step,
             log_tail,
+            log_file,
         } => Event::Failed {
             task: e(task),
-            error: e(error),
+            error: escape_lines(&error),
+            step: o(step),
             log_tail: log_tail.into_iter().map(e).collect(),
+            log_file: o(log_file),
         },
         Event::Info { message } => Event::Info {
             message: escape_lines(&message),
@@ -156,7 +256,80 @@ fn escaped(event: Event) -> Event {
         Event::Warn { message } => Event::Warn {
             message: e(message),
         },
+        other => other,
     }
+}
+
+/// How a task's end reads for people: `built (Dockerfile changed)`, `built (first build)`,
+/// `cached`, `loaded 1 of 5 layers (2.0 MB)`, then the changed files (all of them with `-v`).
+pub fn finished_text(event: &Event, verbosity: Verbosity) -> String {
+    let Event::Finished {
+        outcome,
+        reason,
+        detail,
+        changed_files,
+        bytes_sent,
+        ..
+    } = event
+    else {
+        return String::new();
+    };
+    let mut text = match (outcome.as_str(), reason.as_deref(), detail) {
+        ("built", Some("never_built"), _) => "built (first build)".to_string(),
+        ("built", _, Some(d)) => format!("built ({d})"),
+        (_, _, Some(d)) => d.clone(),
+        (o, _, None) => o.replace('_', " "),
+    };
+    if let Some(n) = bytes_sent {
+        text.push_str(&format!(" ({})", fmt_bytes(*n)));
+    }
+    if !changed_files.is_empty() {
+        text.push_str(": ");
+        text.push_str(&shown_files(changed_files, verbosity));
+    }
+    text
+}
+
+/// How many changed files are named without `-v`.
+pub const CHANGED_SHOWN: usize = 3;
+
+/// `a.txt, src/b.rs, c.md and 4 more` (every one with `-v`).
+fn shown_files(files: &[String], verbosity: Verbosity) -> String {
+    let shown = match verbosity {
+        Verbosity::Verbose => files.len(),
+        _ => CHANGED_SHOWN.min(files.len()),
+    };
+    let mut text = files[..shown].join(", ");
+    if files.len() > shown {
+        text.push_str(&format!(" and {} more", files.len() - shown));
+    }
+    text
+}
+
+/// How a failed task reads for people: the failing step (its command) once, the error, the
+/// end of its log, and where the whole log is. `prefix` starts every line after the first.
+fn failed_text(event: &Event, prefix: &str) -> String {
+    let Event::Failed {
+        task,
+        error,
+        step,
+        log_tail,
+        log_file,
+    } = event
+    else {
+        return String::new();
+    };
+    let mut s = match step {
+        Some(step) => format!("{task} failed at {step}: {error}"),
+        None => format!("{task} failed: {error}"),
+    };
+    for l in log_tail {
+        s.push_str(&format!("\n{prefix}| {l}"));
+    }
+    if let Some(path) = log_file {
+        s.push_str(&format!("\n{prefix}full log: {path}"));
+    }
+    s
 }
 
 /// Plain `[task] message` lines on stderr: for CI logs and pipes.
@@ -180,41 +353,53 @@ impl PlainReporter {
             .map(|t| format!(" ({})", fmt_duration(t.elapsed())))
             .unwrap_or_default()
     }
-}
 
-impl Reporter for PlainReporter {
-    fn report(&self, event: Event) {
-        let line = match escaped(event) {
+    /// The text `event` shows as (several lines for a failure), if any.
+    pub fn render(&self, event: Event) -> Option<String> {
+        let loud = self.verbosity > Verbosity::Quiet;
+        match escaped(event) {
             Event::Started { task, what } => {
                 self.started
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(task.clone(), Instant::now());
-                (self.verbosity > Verbosity::Quiet).then(|| format!("[{task}] {what} started"))
+                loud.then(|| format!("[{task}] {what} started"))
             }
-            Event::Step { task, step, cached } => (self.verbosity > Verbosity::Quiet)
-                .then(|| format!("[{task}] {}{step}", if cached { "CACHED " } else { "" })),
-            Event::Log { task, line } => {
-                (self.verbosity > Verbosity::Quiet).then(|| format!("[{task}]   {line}"))
+            Event::Step { task, step, cached } => {
+                loud.then(|| format!("[{task}] {}{step}", if cached { "CACHED " } else { "" }))
             }
-            Event::Finished { task, outcome } => {
-                Some(format!("[{task}] {outcome}{}", self.elapsed(&task)))
+            Event::Log { task, line } => loud.then(|| format!("[{task}]   {line}")),
+            e @ Event::Finished { .. } => {
+                let Event::Finished { task, .. } = &e else {
+                    return None;
+                };
+                Some(format!(
+                    "[{task}] {}{}",
+                    finished_text(&e, self.verbosity),
+                    self.elapsed(task)
+                ))
             }
-            Event::Failed {
-                task,
-                error,
-                log_tail,
-            } => {
-                let mut s = format!("[{task}] FAILED: {error}");
-                for l in log_tail {
-                    s.push_str(&format!("\n[{task}]   | {l}"));
-                }
-                Some(s)
+            e @ Event::Failed { .. } => {
+                let Event::Failed { task, .. } = &e else {
+                    return None;
+                };
+                let prefix = format!("[{task}]   ");
+                // `[beta] FAILED at [build 2/2] RUN make: exit code: 2`
+                let text = failed_text(&e, &prefix);
+                let rest = text.strip_prefix(task.as_str()).unwrap_or(&text);
+                let rest = rest.strip_prefix(" failed").unwrap_or(rest);
+                Some(format!("[{task}] FAILED{rest}"))
             }
-            Event::Info { message } => (self.verbosity > Verbosity::Quiet).then_some(message),
+            Event::Info { message } => loud.then_some(message),
             Event::Warn { message } => Some(format!("warning: {message}")),
-        };
-        if let Some(line) = line {
+            Event::Run { .. } | Event::Error { .. } | Event::Summary { .. } => None,
+        }
+    }
+}
+
+impl Reporter for PlainReporter {
+    fn report(&self, event: Event) {
+        if let Some(line) = self.render(event) {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{line}");
         }
@@ -272,11 +457,15 @@ impl Reporter for TtyReporter {
                     log.push_back(line);
                 }
             }
-            Event::Finished { task, outcome } => {
+            e @ Event::Finished { .. } => {
+                let Event::Finished { task, .. } = &e else {
+                    return;
+                };
+                let outcome = finished_text(&e, self.verbosity);
                 let done =
                     ProgressStyle::with_template("✓ {prefix:<12.bold} {wide_msg} {elapsed:>4}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner());
-                if let Some((bar, _)) = bars.get(&task) {
+                if let Some((bar, _)) = bars.get(task) {
                     bar.set_style(done);
                     bar.finish_with_message(outcome);
                 } else {
@@ -284,23 +473,18 @@ impl Reporter for TtyReporter {
                     // the others.
                     let bar = self.multi.add(ProgressBar::new_spinner());
                     bar.set_style(done);
-                    bar.set_prefix(task);
+                    bar.set_prefix(task.clone());
                     bar.finish_with_message(outcome);
                 }
             }
-            Event::Failed {
-                task,
-                error,
-                log_tail,
-            } => {
-                let mut text = format!("✗ {task}: {error}");
-                for l in &log_tail {
-                    text.push_str(&format!("\n    | {l}"));
-                }
-                if let Some((bar, _)) = bars.get(&task) {
+            e @ Event::Failed { .. } => {
+                let Event::Failed { task, .. } = &e else {
+                    return;
+                };
+                if let Some((bar, _)) = bars.get(task) {
                     bar.finish_and_clear();
                 }
-                let _ = self.multi.println(text);
+                let _ = self.multi.println(format!("✗ {}", failed_text(&e, "    ")));
             }
             Event::Info { message } => {
                 if self.verbosity > Verbosity::Quiet {
@@ -310,6 +494,7 @@ impl Reporter for TtyReporter {
             Event::Warn { message } => {
                 let _ = self.multi.println(format!("warning: {message}"));
             }
+            Event::Run { .. } | Event::Error { .. } | Event::Summary { .. } => {}
         }
     }
 }
@@ -385,13 +570,22 @@ mod tests {
 
     #[test]
     fn json_events_are_tagged() {
-        let e = Event::Finished {
-            task: "backend".into(),
-            outcome: "cached".into(),
-        };
+        let e = Event::finished("backend", "cached");
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"event":"finished","task":"backend","outcome":"cached"}"#
+        );
+        let e = Event::Finished {
+            task: "backend".into(),
+            outcome: "built".into(),
+            reason: Some("context_changed".into()),
+            detail: Some("context changed (28.2 kB)".into()),
+            changed_files: vec!["src/app.py".into()],
+            bytes_sent: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"finished","task":"backend","outcome":"built","reason":"context_changed","detail":"context changed (28.2 kB)","changed_files":["src/app.py"]}"#
         );
     }
 

@@ -446,6 +446,188 @@ async fn plan_names_the_input_that_changed() {
     );
 }
 
+/// The events of a `--progress json` run: every line of stdout parses as JSON and is one of
+/// the events docs/progress-events.schema.json describes, with the fields it requires and no
+/// field it does not know; the first is `run` and the last `summary`.
+fn json_events(out: &Output) -> Vec<serde_json::Value> {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("docs/progress-events.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for e in &events {
+        let kind = &e["event"];
+        let branch = schema["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["properties"]["event"]["const"] == *kind)
+            .unwrap_or_else(|| panic!("an event the schema does not know: {e}"));
+        for field in branch["required"].as_array().unwrap() {
+            assert!(
+                e.get(field.as_str().unwrap()).is_some(),
+                "{field} missing: {e}"
+            );
+        }
+        for (field, value) in e.as_object().unwrap() {
+            let spec = &branch["properties"][field];
+            assert!(!spec.is_null(), "field {field} not in the schema: {e}");
+            if let Some(allowed) = spec["enum"].as_array() {
+                assert!(
+                    allowed.contains(value),
+                    "{field} = {value} not in the schema: {e}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        events.first().map(|e| &e["event"]),
+        Some(&"run".into()),
+        "{stdout}"
+    );
+    assert_eq!(events.first().unwrap()["schema_version"], 1);
+    assert_eq!(
+        events.last().map(|e| &e["event"]),
+        Some(&"summary".into()),
+        "{stdout}"
+    );
+    events
+}
+
+/// The events of `kind` (`finished`, `failed`, ...).
+fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+#[tokio::test]
+async fn json_progress_is_all_of_stdout_and_ends_with_a_summary() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    let json = |args: &[&str]| {
+        common::slipway()
+            .args(args)
+            .arg("--progress=json")
+            .current_dir(p.dir.path())
+            .output()
+            .unwrap()
+    };
+
+    // First build: both built, because they never were; stderr says nothing.
+    let out = json(&["build"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let events = json_events(&out);
+    let finished = of_kind(&events, "finished");
+    assert_eq!(finished.len(), 2, "{events:?}");
+    for f in &finished {
+        assert_eq!(f["outcome"], "built", "{f}");
+        assert_eq!(f["reason"], "never_built", "{f}");
+    }
+    let summary = events.last().unwrap();
+    assert_eq!(summary["status"], "ok");
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["command"], "build");
+    let record = slipway::record::read_last(&p.config()).unwrap();
+    assert_eq!(
+        summary["result"]["components"]["alpha"]["image"],
+        record.components["alpha"].image.as_str()
+    );
+
+    // Again: both cached. An edit: built, saying what changed.
+    let events = json_events(&json(&["build"]));
+    assert!(of_kind(&events, "finished")
+        .iter()
+        .all(|f| f["outcome"] == "cached"));
+    p.write("alpha/message.txt", "alpha says hello again\n");
+    let events = json_events(&json(&["build", "alpha"]));
+    let f = of_kind(&events, "finished")[0];
+    assert_eq!(
+        (&f["outcome"], &f["reason"]),
+        (&"built".into(), &"context_changed".into())
+    );
+    assert!(
+        f["detail"].as_str().unwrap().starts_with("context changed"),
+        "{f}"
+    );
+
+    // Without JSON, stdout is the image references, one per line (`$(slipway build -q alpha)`).
+    let out = common::slipway()
+        .args(["build", "-q", "alpha"])
+        .current_dir(p.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let record = slipway::record::read_last(&p.config()).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", record.components["alpha"].image)
+    );
+
+    // A failing build: a `failed` event naming the step, an `error` event with its hint, a
+    // failed summary, exit 1; still nothing but events on stdout.
+    p.edit(
+        "dockerfiles/beta.Dockerfile",
+        "RUN ls -R /app",
+        "RUN echo the cause of it all >&2; exit 3",
+    );
+    let out = json(&["build"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let events = json_events(&out);
+    let failed = of_kind(&events, "failed");
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(failed[0]["task"], "beta");
+    assert!(
+        failed[0]["step"]
+            .as_str()
+            .unwrap()
+            .contains("RUN echo the cause"),
+        "{}",
+        failed[0]
+    );
+    assert_eq!(failed[0]["error"], "exit code: 3");
+    let error = of_kind(&events, "error");
+    assert_eq!(error.len(), 1, "{events:?}");
+    assert!(
+        error[0]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("failed: beta"),
+        "{}",
+        error[0]
+    );
+    assert!(
+        error[0]["causes"].to_string().contains("exit code: 3"),
+        "{}",
+        error[0]
+    );
+    assert_eq!(error[0]["exit_code"], 1);
+    let summary = events.last().unwrap();
+    assert_eq!(
+        (&summary["status"], &summary["exit_code"]),
+        (&"failed".into(), &1.into())
+    );
+
+    // A usage error is an event too (exit 2).
+    let out = json(&["plan", "gamma"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let events = json_events(&out);
+    let error = of_kind(&events, "error");
+    assert!(
+        error[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no component `gamma`"),
+        "{events:?}"
+    );
+    assert_eq!(events.last().unwrap()["exit_code"], 2);
+}
+
 #[tokio::test]
 async fn a_failing_run_moves_no_tag_and_shows_the_step_and_log_tail() {
     let Some(docker) = common::daemon().await else {
@@ -659,10 +841,7 @@ async fn the_legacy_builder_builds_where_buildkit_is_missing() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = json_events(&out);
     assert!(
         events
             .iter()

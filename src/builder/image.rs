@@ -47,9 +47,10 @@ pub(crate) struct Shared {
     pub normal_forms: crate::reproduce::normalize::NormalForms,
 }
 
-/// A failed build: the error, and the end of the failing step's log.
+/// A failed build: the error, the step that failed (with its command) and the end of its log.
 struct Failure {
     error: anyhow::Error,
+    step: Option<String>,
     log_tail: Vec<String>,
 }
 
@@ -57,6 +58,7 @@ impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         Failure {
             error,
+            step: None,
             log_tail: Vec::new(),
         }
     }
@@ -130,7 +132,11 @@ pub(crate) async fn build_component(
         Ok(record) => {
             shared.reporter.report(Event::Finished {
                 task: c.name.clone(),
-                outcome: format!("built, {reason}"),
+                outcome: "built".into(),
+                reason: Some(super::reason_code(&reason).into()),
+                detail: Some(reason.clone()),
+                changed_files: Vec::new(),
+                bytes_sent: None,
             });
             Ok(record)
         }
@@ -138,9 +144,18 @@ pub(crate) async fn build_component(
             shared.reporter.report(Event::Failed {
                 task: c.name.clone(),
                 error: format!("{:#}", f.error),
+                step: f.step.clone(),
                 log_tail: f.log_tail,
+                log_file: None,
             });
-            Err(f.error)
+            Err(match &f.step {
+                Some(step) => f.error.context(format!(
+                    "step {} of `{}` failed",
+                    super::stream::step_label(step),
+                    c.name
+                )),
+                None => f.error,
+            })
         }
     }
 }
@@ -389,6 +404,7 @@ async fn follow(
             let failed = progress.failed_step();
             return Err(Failure {
                 error: stalled(shared, c, failed.step.as_deref(), bound, first),
+                step: None,
                 log_tail: failed.log_tail,
             });
         };
@@ -417,13 +433,15 @@ fn build_failure(
 ) -> Failure {
     match failure {
         DockerError::DockerStreamError { error } => {
+            // The step's command is shown once, with the step; BuildKit's error repeats it.
             let error = match (&failed.step, cause) {
                 (_, Some(cause)) => anyhow::anyhow!("sending the context: {cause}"),
-                (Some(step), None) => anyhow::anyhow!("step `{step}` failed: {error}"),
+                (Some(_), None) => anyhow::anyhow!("{}", super::stream::without_command(&error)),
                 (None, None) => anyhow::anyhow!("the build failed: {error}"),
             };
             Failure {
                 error,
+                step: failed.step,
                 log_tail: failed.log_tail,
             }
         }
@@ -435,6 +453,7 @@ fn build_failure(
             Some(cause) => anyhow::anyhow!("sending the context: {cause}").into(),
             None => Failure {
                 error: connection_lost(shared, c, failed.step.as_deref(), other),
+                step: None,
                 log_tail: failed.log_tail,
             },
         },
@@ -457,6 +476,7 @@ fn image_id(
                 failed.step.as_deref(),
                 "the build stream ended without an image ID",
             ),
+            step: None,
             log_tail: failed.log_tail,
         }),
     }

@@ -760,19 +760,12 @@ async fn pull_base(
                 .hint(format!(
                     "check the name and your access (`docker login {registry}`), or pull it yourself: docker pull {image}"
                 ));
-                reporter.report(crate::report::Event::Failed {
-                    task,
-                    error: format!("{e}"),
-                    log_tail: vec![],
-                });
+                reporter.report(crate::report::Event::failed(task, format!("{e}")));
                 return Err(anyhow::Error::new(e).context(fail));
             }
         }
     }
-    reporter.report(crate::report::Event::Finished {
-        task,
-        outcome: "pulled".into(),
-    });
+    reporter.report(crate::report::Event::finished(task, "pulled"));
     Ok(())
 }
 
@@ -865,6 +858,29 @@ async fn cache_state(
         None => "never built".into(),
     };
     Ok(build(reason))
+}
+
+/// Why a component is built, as one word for scripts (`--progress json`), from the reason
+/// [`cache_state`] gives people: the first (most telling) change decides.
+pub fn reason_code(reason: &str) -> &'static str {
+    const CODES: [(&str, &str); 12] = [
+        ("never built", "never_built"),
+        ("--no-cache", "no_cache"),
+        ("slipway's digest scheme changed", "scheme_changed"),
+        ("Dockerfile changed", "dockerfile_changed"),
+        ("context changed", "context_changed"),
+        ("build arg ", "build_arg_changed"),
+        ("target changed", "target_changed"),
+        ("platform changed", "platform_changed"),
+        ("optional build secret ", "build_secret_changed"),
+        ("base image ", "base_image_changed"),
+        ("no image of it is left", "image_removed"),
+        ("", "other_inputs"),
+    ];
+    CODES
+        .iter()
+        .find(|(text, _)| reason.starts_with(text))
+        .map_or("other_inputs", |(_, code)| code)
 }
 
 /// The plan as a table for people.
@@ -1030,18 +1046,11 @@ async fn retag_cached(
         };
         match image::finish(&daemon.docker, c, image_id, Outcome::Cached, None, t0).await {
             Ok(r) => {
-                reporter.report(Event::Finished {
-                    task: c.name.clone(),
-                    outcome: "cached".into(),
-                });
+                reporter.report(Event::finished(&c.name, "cached"));
                 run.report.components.insert(c.name.clone(), r);
             }
             Err(e) => {
-                reporter.report(Event::Failed {
-                    task: c.name.clone(),
-                    error: format!("{e:#}"),
-                    log_tail: Vec::new(),
-                });
+                reporter.report(Event::failed(&c.name, format!("{e:#}")));
                 run.failures.push((c.name.clone(), e));
             }
         }

@@ -235,6 +235,40 @@ pub fn shown_step(name: &str) -> String {
     format!("{head}{rest}")
 }
 
+/// A failed step's error without the command it repeats: BuildKit's `process "/bin/sh -c make"
+/// did not complete successfully: exit code: 2` (`executor failed running [/bin/sh -c make]:
+/// exit code: 2` in Docker 20.10) and the legacy builder's `The command
+/// '/bin/sh -c make' returned a non-zero code: 2` both become `exit code: 2` (the command is
+/// shown once, with the step).
+pub fn without_command(error: &str) -> String {
+    if let Some(rest) = error.strip_prefix("process \"") {
+        if let Some(at) = rest.rfind("\" did not complete successfully: ") {
+            return rest[at + "\" did not complete successfully: ".len()..].to_string();
+        }
+    }
+    // BuildKit of Docker 20.10.
+    if error.starts_with("executor failed running [") {
+        if let Some(at) = error.rfind("]: ") {
+            return error[at + 3..].to_string();
+        }
+    }
+    if error.starts_with("The command '") {
+        if let Some(at) = error.rfind("' returned a non-zero code: ") {
+            let code = &error[at + "' returned a non-zero code: ".len()..];
+            return format!("exit code: {code}");
+        }
+    }
+    error.to_string()
+}
+
+/// The step's place without its command: `[build 2/3] RUN make` -> `[build 2/3]`.
+pub fn step_label(step: &str) -> &str {
+    match step.find("] ") {
+        Some(i) if step.starts_with('[') => &step[..=i],
+        _ => step,
+    }
+}
+
 /// `Step 3/4 : RUN make` -> `[3/4] RUN make`.
 fn legacy_step(line: &str) -> Option<String> {
     let rest = line.strip_prefix("Step ")?;
@@ -296,6 +330,27 @@ mod tests {
             })),
             ..BuildInfo::default()
         }
+    }
+
+    #[test]
+    fn a_failed_step_names_its_command_once() {
+        assert_eq!(
+            without_command(
+                "process \"/bin/sh -c echo \\\"x\\\"; exit 3\" did not complete successfully: exit code: 3"
+            ),
+            "exit code: 3"
+        );
+        assert_eq!(
+            without_command("The command '/bin/sh -c make' returned a non-zero code: 2"),
+            "exit code: 2"
+        );
+        assert_eq!(
+            without_command("executor failed running [/bin/sh -c exit 3]: exit code: 3"),
+            "exit code: 3"
+        );
+        assert_eq!(without_command("no space left"), "no space left");
+        assert_eq!(step_label("[build 2/3] RUN make"), "[build 2/3]");
+        assert_eq!(step_label("copy /context /"), "copy /context /");
     }
 
     #[test]

@@ -336,6 +336,17 @@ impl Outcome {
         }
     }
 
+    /// The outcome as one word for scripts (`--progress json`): `already_present`,
+    /// `retagged`, `loaded`, `failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Outcome::AlreadyPresent => "already_present",
+            Outcome::Retagged { .. } => "retagged",
+            Outcome::Loaded { .. } => "loaded",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
     /// Whether two nodes' outcomes read the same in a table cell (a retag from any name is
     /// a retag).
     pub fn alike(&self, other: &Outcome) -> bool {
@@ -511,11 +522,7 @@ async fn load_into(
                 let reason = format!("{e:#}");
                 for s in &slots {
                     let task = format!("{component}@{}", s.node.name);
-                    reporter.report(Event::Failed {
-                        task,
-                        error: reason.clone(),
-                        log_tail: vec![],
-                    });
+                    reporter.report(Event::failed(task, reason.clone()));
                     results.push(node_load(
                         component,
                         reference,
@@ -754,19 +761,18 @@ fn task(image: &ImageMeta, s: &Slot) -> String {
 fn report_outcome(reporter: &dyn Reporter, task: &str, r: &NodeLoad) {
     let task = task.to_string();
     match &r.outcome {
-        Outcome::Failed { reason } => reporter.report(Event::Failed {
-            task,
-            error: reason.clone(),
-            log_tail: vec![],
-        }),
+        Outcome::Failed { reason } => reporter.report(Event::failed(task, reason.clone())),
         // Reporters add the task's duration themselves.
-        Outcome::Loaded { .. } => reporter.report(Event::Finished {
+        outcome => reporter.report(Event::Finished {
             task,
-            outcome: format!("{} ({})", r.outcome.words(), fmt_bytes(r.bytes_sent)),
-        }),
-        _ => reporter.report(Event::Finished {
-            task,
-            outcome: r.summary.clone(),
+            outcome: outcome.code().into(),
+            reason: None,
+            detail: Some(match outcome {
+                Outcome::Loaded { .. } => outcome.words(),
+                _ => r.summary.clone(),
+            }),
+            changed_files: Vec::new(),
+            bytes_sent: matches!(outcome, Outcome::Loaded { .. }).then_some(r.bytes_sent),
         }),
     }
 }

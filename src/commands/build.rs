@@ -1,5 +1,5 @@
 //! `slipway build [COMPONENT...]`: build the images whose inputs changed, then (`--push`) push
-//! them.
+//! them. Prints the image references, one per line (the pinned `repo@sha256:...` once pushed).
 
 use super::Session;
 use crate::builder::{self, BuildOptions};
@@ -33,5 +33,13 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
             record::write(p, &report)?;
         }
     }
+    // The result: the images for scripts (`$(slipway build -q backend)`), one per line.
+    session.result(&report);
+    let refs: String = report
+        .deploy_refs()
+        .values()
+        .map(|r| format!("{r}\n"))
+        .collect();
+    session.print(&refs);
     Ok(())
 }

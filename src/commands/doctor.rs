@@ -10,6 +10,7 @@ pub async fn run(session: &Session, args: DoctorArgs) -> anyhow::Result<()> {
     if args.json {
         session.print_json(&report)?;
     } else {
+        session.result(&report);
         session.print(&crate::doctor::render(&report));
     }
     if !report.ok {

@@ -29,6 +29,7 @@ pub async fn run(session: &Session, args: LoadArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.metadata_file {
         super::write_metadata(path, &report)?;
     }
+    session.result(&report);
     session.print(&cluster::render(&report));
     let failed = report.failed();
     if !failed.is_empty() {

@@ -40,6 +40,11 @@ pub struct Session {
     /// `--allow-outside-root`: contexts and Dockerfiles may resolve outside the project.
     pub outside: config::Outside,
     pub cwd: PathBuf,
+    /// `--progress json`: stdout carries the events only; a command's result goes into the
+    /// final `summary` event instead of being printed.
+    pub json: bool,
+    /// The command's result for the `summary` event (`--progress json`).
+    pub result: Arc<std::sync::Mutex<Option<serde_json::Value>>>,
 }
 
 impl Session {
@@ -67,6 +72,8 @@ impl Session {
                 false => config::Outside::Refuse,
             },
             cwd: std::env::current_dir()?,
+            json: cli.progress == crate::cli::ProgressMode::Json,
+            result: Arc::default(),
         })
     }
 
@@ -114,9 +121,22 @@ impl Session {
     }
 
     /// The one way a command's result reaches stdout (progress goes to the reporter, on
-    /// stderr).
+    /// stderr). Under `--progress json` stdout holds events only: text is not printed, the
+    /// command gives its result with [`Session::result`].
     pub fn print(&self, text: &str) {
-        print!("{text}");
+        if !self.json {
+            print!("{text}");
+        }
+    }
+
+    /// The command's result as data: the `result` of the final `summary` event under
+    /// `--progress json` (and nothing otherwise: the command prints it for people).
+    pub fn result(&self, value: &impl serde::Serialize) {
+        if self.json {
+            if let Ok(v) = serde_json::to_value(value) {
+                *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+            }
+        }
     }
 
     /// Text that explains a failure (a diff) on stderr, before the error itself.
@@ -124,8 +144,10 @@ impl Session {
         eprint!("{text}");
     }
 
-    /// A value as pretty JSON on stdout (`--json`).
+    /// A value as pretty JSON on stdout (`--json`); the summary's result under
+    /// `--progress json`.
     pub fn print_json(&self, value: &impl serde::Serialize) -> anyhow::Result<()> {
+        self.result(value);
         self.print(&format!("{}\n", serde_json::to_string_pretty(value)?));
         Ok(())
     }

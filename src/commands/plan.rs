@@ -12,6 +12,7 @@ pub async fn run(session: &Session, args: PlanArgs) -> anyhow::Result<()> {
     if args.json {
         session.print_json(&plan)
     } else {
+        session.result(&plan);
         session.print(&builder::render_plan(&plan));
         Ok(())
     }

@@ -41,6 +41,7 @@ pub async fn run(session: &Session, args: UpArgs) -> anyhow::Result<()> {
     let Some(report) = pipeline(session, &config, &daemon, &opts).await? else {
         return Ok(());
     };
+    session.result(&report);
     session.print(&render(&report));
     let failed = report.load.failed();
     if !failed.is_empty() {

@@ -21,6 +21,7 @@ pub async fn run(session: &Session, args: VerifyArgs) -> anyhow::Result<()> {
     if args.json {
         session.print_json(&report)?;
     } else {
+        session.result(&report);
         session.print(&verify::render(&report));
     }
     verdict(&report)
