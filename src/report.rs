@@ -332,6 +332,18 @@ fn failed_text(event: &Event, prefix: &str) -> String {
     s
 }
 
+/// How an event of a build reads in its log file (`.slipway/logs/COMPONENT.log`): steps as
+/// `#STEP`, output lines as they are; nothing for other events.
+pub fn log_file_line(event: &Event) -> Option<String> {
+    match event {
+        Event::Step { step, cached, .. } => {
+            Some(format!("#{} {step}", if *cached { " CACHED" } else { "" }))
+        }
+        Event::Log { line, .. } => Some(line.clone()),
+        _ => None,
+    }
+}
+
 /// Plain `[task] message` lines on stderr: for CI logs and pipes.
 pub struct PlainReporter {
     verbosity: Verbosity,

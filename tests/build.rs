@@ -702,6 +702,112 @@ async fn a_failing_run_moves_no_tag_and_shows_the_step_and_log_tail() {
 }
 
 #[tokio::test]
+async fn a_failed_build_shows_its_cause_and_keeps_its_whole_log() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    // The cause goes to stderr first; 30 lines of stdout follow it, more than the excerpt's
+    // 20: the cause must still be in the excerpt.
+    let command = format!(
+        "RUN echo 'error: the cause, on stderr' >&2; for i in $(seq 1 30); do echo \"compiling module $i\"; done; echo {}; exit 1",
+        p.prefix
+    );
+    p.edit("dockerfiles/beta.Dockerfile", "RUN ls -R /app", &command);
+    let out = p.run(&["build"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let failure = &all[all.find("[beta] FAILED").expect(&all)..];
+    assert!(failure.contains("| error: the cause, on stderr"), "{all}");
+    assert!(failure.contains("| compiling module 30"), "{all}");
+    // The failing command once, from the failure on (the error chain names the step only).
+    assert_eq!(failure.matches("seq 1 30").count(), 1, "{all}");
+    assert!(
+        failure.contains("failed at [3/3]") || failure.contains("FAILED at"),
+        "{all}"
+    );
+    // The whole log, its path printed.
+    assert!(
+        failure.contains("full log: .slipway/logs/beta.log"),
+        "{all}"
+    );
+    assert!(all.contains("hint: the whole build log of `beta` is in .slipway/logs/beta.log"));
+    let log = std::fs::read_to_string(p.path(".slipway/logs/beta.log")).unwrap();
+    for line in [
+        "error: the cause, on stderr",
+        "compiling module 1",
+        "compiling module 30",
+    ] {
+        assert!(
+            log.lines().any(|l| l == line),
+            "{line} not in the log:\n{log}"
+        );
+    }
+    assert!(log.contains("exit code: 1"), "{log}");
+    // Every component's log is kept, and nothing half-written is left beside them.
+    let alpha = std::fs::read_to_string(p.path(".slipway/logs/alpha.log")).unwrap();
+    assert!(alpha.contains("RUN echo"), "{alpha}");
+    let mut names: Vec<String> = std::fs::read_dir(p.path(".slipway/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alpha.log", "beta.log"]);
+}
+
+#[tokio::test]
+async fn a_dockerfile_typo_names_the_file_and_line_with_a_guess() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("two", &docker).await;
+    p.edit(
+        "dockerfiles/beta.Dockerfile",
+        "RUN ls -R /app",
+        "RUNN ls -R /app",
+    );
+    let out = p.run(&["build", "beta"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("dockerfiles/beta.Dockerfile:3: unknown instruction RUNN (did you mean RUN?)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("hint: fix line 3 of dockerfiles/beta.Dockerfile"),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_a_step_prints_never_reaches_the_output_or_the_log() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = Project::new("secret", &docker).await;
+    let marker = format!("slipway-secret-marker-{}", common::unique("x"));
+    // A careless step that prints the secret, then fails.
+    p.edit(
+        "app/Dockerfile",
+        "wc -c < /run/secrets/SLIPWAY_TEST_TOKEN > /token-length",
+        "cat /run/secrets/SLIPWAY_TEST_TOKEN; echo; echo printed; exit 1",
+    );
+    let out = common::slipway()
+        .args(["build", "--no-cache", "--progress=plain", "-v"])
+        .current_dir(p.dir.path())
+        .env("SLIPWAY_TEST_TOKEN", &marker)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("| ***"), "{all}");
+    assert!(!all.contains(&marker), "{all}");
+    let log = std::fs::read_to_string(p.path(".slipway/logs/app.log")).unwrap();
+    assert!(log.contains("printed") && log.contains("***"), "{log}");
+    assert!(!log.contains(&marker), "{log}");
+}
+
+#[tokio::test]
 async fn fail_fast_stops_the_other_builds() {
     let Some(docker) = common::daemon().await else {
         return;

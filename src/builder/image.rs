@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub no_cache: bool,
     /// The normal forms this run makes, handed on to the run's result.
     pub normal_forms: crate::reproduce::normalize::NormalForms,
+    /// Where each component's build log goes (`.slipway/logs`).
+    pub log_dir: std::path::PathBuf,
 }
 
 /// A failed build: the error, the step that failed (with its command) and the end of its log.
@@ -84,9 +86,10 @@ pub(crate) async fn build_component(
         CacheState::Build { reason } => reason.clone(),
         CacheState::Cached { .. } => "--no-cache".into(),
     };
+    let mut log = Vec::new();
     let built = match shared.builder {
-        Builder::BuildKit => build_session(shared, c, temp).await,
-        Builder::Legacy => build_streaming(shared, c, temp).await,
+        Builder::BuildKit => build_session(shared, c, temp, &mut log).await,
+        Builder::Legacy => build_streaming(shared, c, temp, &mut log).await,
     };
     // Reproducible images (src/reproduce): the image tagged and recorded is the normal form
     // of what was built (build times clamped to SOURCE_DATE_EPOCH), so the same inputs give
@@ -128,6 +131,7 @@ pub(crate) async fn build_component(
     };
     // After the real tags are set (or nothing was built): untagging never deletes the image.
     remove_tag(&shared.docker, temp).await;
+    let log_file = write_log(shared, c, log, result.as_ref().err());
     match result {
         Ok(record) => {
             shared.reporter.report(Event::Finished {
@@ -146,16 +150,65 @@ pub(crate) async fn build_component(
                 error: format!("{:#}", f.error),
                 step: f.step.clone(),
                 log_tail: f.log_tail,
-                log_file: None,
+                log_file: log_file.clone(),
             });
-            Err(match &f.step {
-                Some(step) => f.error.context(format!(
-                    "step {} of `{}` failed",
-                    super::stream::step_label(step),
-                    c.name
-                )),
-                None => f.error,
+            let hint = log_file.map(|p| format!("the whole build log of `{}` is in {p}", c.name));
+            Err(match (&f.step, hint) {
+                (Some(step), hint) => {
+                    let fail = Fail::job(format!(
+                        "step {} of `{}` failed",
+                        super::stream::step_label(step),
+                        c.name
+                    ));
+                    f.error.context(match hint {
+                        Some(h) => fail.hint(h),
+                        None => fail,
+                    })
+                }
+                (None, _) => f.error,
             })
+        }
+    }
+}
+
+/// Writes the build's whole log to `.slipway/logs/COMPONENT.log` (atomically; build secrets
+/// were hidden as the lines arrived) and returns the path as people should read it, or
+/// `None` when it could not be written (a warning says why: the build's own result matters
+/// more).
+fn write_log(
+    shared: &Shared,
+    c: &ComponentPlan,
+    lines: Vec<String>,
+    failure: Option<&Failure>,
+) -> Option<String> {
+    let mut text = format!("# slipway: build of `{}` as {}\n", c.name, c.image);
+    for line in lines {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text.push_str(&match failure {
+        Some(f) => match &f.step {
+            Some(step) => format!("# failed at {step}: {:#}\n", f.error),
+            None => format!("# failed: {:#}\n", f.error),
+        },
+        None => "# built\n".to_string(),
+    });
+    let path = shared.log_dir.join(format!("{}.log", c.name));
+    let written = std::fs::create_dir_all(&shared.log_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| crate::fsutil::write_atomic(&path, text.as_bytes(), None));
+    match written {
+        Ok(_) => {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            Some(crate::report::shown_path(
+                path.strip_prefix(&cwd).unwrap_or(&path),
+            ))
+        }
+        Err(e) => {
+            shared.reporter.report(Event::Warn {
+                message: format!("could not write the build log {}: {e:#}", path.display()),
+            });
+            None
         }
     }
 }
@@ -250,7 +303,12 @@ fn connection_lost(
 /// session locals the daemon's BuildKit fetches (only the files it lacks from the last build
 /// of this context), build secrets come from the same session; the request has no body.
 /// Returns the image ID.
-async fn build_session(shared: &Shared, c: &ComponentPlan, temp: &str) -> Result<String, Failure> {
+async fn build_session(
+    shared: &Shared,
+    c: &ComponentPlan,
+    temp: &str,
+    log: &mut Vec<String>,
+) -> Result<String, Failure> {
     use crate::docker::session::{Providers, Session};
 
     let spec = c.context_spec();
@@ -289,7 +347,7 @@ async fn build_session(shared: &Shared, c: &ComponentPlan, temp: &str) -> Result
         .session(session.id())
         .remote("client-session");
     let stream = crate::docker::session::build(&shared.endpoint, &options.build());
-    let (progress, failure) = follow(shared, c, stream).await?;
+    let (progress, failure) = follow(shared, c, stream, log).await?;
     let failed = progress.failed_step();
     // The file sync's own error (a file that vanished or cannot be read) is the real cause
     // of a failed "load build context" step.
@@ -385,16 +443,25 @@ fn stalled(
     .into()
 }
 
-/// Reads a build's status stream to its end, reporting progress; returns where the build
-/// stands and the error that ended the stream, if any. A daemon that does not answer within
+/// Reads a build's status stream to its end, reporting progress and keeping every step and
+/// line in `log`; returns where the build stands and the error that ended the stream, if any.
+/// Build secrets' values never get through: they read `***`. A daemon that does not answer within
 /// [`FIRST_ANSWER`], or then goes quiet for [`build_idle_timeout`], is an error naming it.
 async fn follow(
     shared: &Shared,
     c: &ComponentPlan,
     mut stream: impl futures_util::Stream<Item = Result<bollard::models::BuildInfo, DockerError>>
         + Unpin,
+    log: &mut Vec<String>,
 ) -> Result<(Progress, Option<DockerError>), Failure> {
-    let mut progress = Progress::new(&c.name);
+    let secrets = c
+        .build_secrets
+        .iter()
+        .filter_map(|s| super::secret_value(&c.name, s).ok())
+        .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+        .filter(|v| v.len() >= 4)
+        .collect();
+    let mut progress = Progress::new(&c.name).hiding(secrets);
     let mut events = Vec::new();
     let idle = build_idle_timeout();
     let mut first = true;
@@ -414,6 +481,7 @@ async fn follow(
             Ok(info) => {
                 progress.on_item(info, &mut events);
                 for e in events.drain(..) {
+                    log.extend(crate::report::log_file_line(&e));
                     shared.reporter.report(e);
                 }
             }
@@ -431,6 +499,17 @@ fn build_failure(
     failed: super::stream::FailedStep,
     cause: Option<String>,
 ) -> Failure {
+    let said = match &failure {
+        DockerError::DockerStreamError { error } => Some(error.as_str()),
+        DockerError::DockerResponseServerError { message, .. } => Some(message.as_str()),
+        _ => None,
+    };
+    if let Some((line, what)) = said.and_then(super::stream::dockerfile_error) {
+        let path = crate::report::shown_path(&c.dockerfile);
+        let fail = Fail::job(format!("{path}:{line}: {what}"))
+            .hint(format!("fix line {line} of {path} and build again"));
+        return anyhow::Error::from(fail).into();
+    }
     match failure {
         DockerError::DockerStreamError { error } => {
             // The step's command is shown once, with the step; BuildKit's error repeats it.
@@ -488,6 +567,7 @@ async fn build_streaming(
     shared: &Shared,
     c: &ComponentPlan,
     temp: &str,
+    log: &mut Vec<String>,
 ) -> Result<String, Failure> {
     let (body, packer) = crate::context::pack_stream(c.context_spec());
     let options =
@@ -496,7 +576,7 @@ async fn build_streaming(
         shared
             .docker
             .build_image(options.build(), None, Some(bollard::body_try_stream(body)));
-    let (progress, failure) = follow(shared, c, stream).await?;
+    let (progress, failure) = follow(shared, c, stream, log).await?;
     // Dropping the request (done by now) stops the packer if it is still sending.
     let packed = packer.await;
     let failed = progress.failed_step();

@@ -969,7 +969,10 @@ pub async fn execute(
     reap_tags(daemon, plan, reporter.as_ref()).await;
     let made = match to_build.is_empty() {
         true => BTreeMap::new(),
-        false => build_all(reporter, daemon, plan, &to_build, opts, &mut run).await?,
+        false => {
+            let log_dir = config.root.join(".slipway").join("logs");
+            build_all(reporter, daemon, plan, &to_build, opts, &log_dir, &mut run).await?
+        }
     };
 
     write_records(config, plan, &run.report, &run.failures, opts)?;
@@ -1085,6 +1088,7 @@ async fn build_all(
     plan: &BuildPlan,
     to_build: &[&ComponentPlan],
     opts: &BuildOptions,
+    log_dir: &std::path::Path,
     run: &mut Run,
 ) -> anyhow::Result<BTreeMap<String, NormalImage>> {
     let docker = daemon.long()?;
@@ -1096,6 +1100,7 @@ async fn build_all(
         builder: plan.builder,
         no_cache: opts.no_cache,
         normal_forms: NormalForms::new(opts.keep_normal_forms),
+        log_dir: log_dir.to_path_buf(),
     });
     let jobs = opts.jobs.unwrap_or(to_build.len()).max(1);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));

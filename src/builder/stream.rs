@@ -14,14 +14,24 @@ use bollard::models::{BuildInfo, BuildInfoAux};
 
 use crate::report::{Event, LOG_TAIL};
 
+/// How many of a step's last stderr lines the failure excerpt keeps when they scrolled out of
+/// its tail: the line that says what broke often comes before the output that follows it.
+const STDERR_KEPT: usize = 5;
+
 #[derive(Default)]
 struct Step {
     name: String,
     reported: bool,
     done: bool,
     error: Option<String>,
+    /// Text not yet ended by a newline, per stream (stdout, stderr).
     partial: Vec<u8>,
-    tail: VecDeque<String>,
+    partial_err: Vec<u8>,
+    /// The last lines, numbered.
+    tail: VecDeque<(u64, String)>,
+    /// The last stderr lines, numbered.
+    stderr: VecDeque<(u64, String)>,
+    lines: u64,
 }
 
 impl Step {
@@ -32,11 +42,36 @@ impl Step {
         }
     }
 
-    fn push_line(&mut self, line: String) {
+    fn push_line(&mut self, line: String, stderr: bool) {
+        let n = self.lines;
+        self.lines += 1;
         if self.tail.len() == LOG_TAIL {
             self.tail.pop_front();
         }
-        self.tail.push_back(line);
+        if stderr {
+            if self.stderr.len() == STDERR_KEPT {
+                self.stderr.pop_front();
+            }
+            self.stderr.push_back((n, line.clone()));
+        }
+        self.tail.push_back((n, line));
+    }
+
+    /// The failure excerpt: the stderr lines that scrolled out of the tail (then `...`), and
+    /// the tail.
+    fn excerpt(&self) -> Vec<String> {
+        let first = self.tail.front().map_or(u64::MAX, |(n, _)| *n);
+        let mut out: Vec<String> = self
+            .stderr
+            .iter()
+            .filter(|(n, _)| *n < first)
+            .map(|(_, l)| l.clone())
+            .collect();
+        if !out.is_empty() {
+            out.push("...".to_string());
+        }
+        out.extend(self.tail.iter().map(|(_, l)| l.clone()));
+        out
     }
 }
 
@@ -49,6 +84,8 @@ pub struct Progress {
     image_id: Option<String>,
     /// Legacy builder: the text not yet ended by a newline.
     legacy_partial: String,
+    /// Values that must never be shown (build secrets): replaced by `***` in every line.
+    secrets: Vec<String>,
 }
 
 /// The step a failed build stopped at, for the error message.
@@ -58,7 +95,7 @@ pub struct FailedStep {
     pub step: Option<String>,
     /// The error BuildKit recorded on the step, when it did.
     pub error: Option<String>,
-    /// The last lines of the step's log.
+    /// The last lines of the step's log, after the stderr lines that scrolled out of them.
     pub log_tail: Vec<String>,
 }
 
@@ -73,7 +110,14 @@ impl Progress {
             order: Vec::new(),
             image_id: None,
             legacy_partial: String::new(),
+            secrets: Vec::new(),
         }
+    }
+
+    /// The same, replacing these values (build secrets) by `***` wherever they appear.
+    pub fn hiding(mut self, secrets: Vec<String>) -> Self {
+        self.secrets = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        self
     }
 
     /// The image ID the build reported (`sha256:...`), once it has.
@@ -102,14 +146,14 @@ impl Progress {
         for v in status.vertexes {
             let step = self.steps.entry(v.digest.clone()).or_default();
             if step.name.is_empty() {
-                step.name = shown_step(&v.name);
+                step.name = hide(&self.secrets, shown_step(&v.name));
             }
             if !step.reported && (v.started.is_some() || v.cached) {
                 step.reported = true;
                 self.order.push(v.digest.clone());
                 out.push(Event::Step {
                     task: self.task.clone(),
-                    step: shown_step(&v.name),
+                    step: step.name.clone(),
                     cached: v.cached,
                 });
             }
@@ -118,18 +162,33 @@ impl Progress {
             }
             if v.completed.is_some() && !step.done {
                 step.done = true;
-                if !step.partial.is_empty() {
-                    let rest = std::mem::take(&mut step.partial);
-                    emit_line(&self.task, step, &rest, out);
+                for stderr in [false, true] {
+                    let partial = match stderr {
+                        false => &mut step.partial,
+                        true => &mut step.partial_err,
+                    };
+                    if !partial.is_empty() {
+                        let rest = std::mem::take(partial);
+                        emit_line(&self.task, &self.secrets, step, &rest, stderr, out);
+                    }
                 }
             }
         }
         for log in status.logs {
             let step = self.steps.entry(log.vertex).or_default();
-            step.partial.extend_from_slice(&log.msg);
-            while let Some(i) = step.partial.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = step.partial.drain(..=i).collect();
-                emit_line(&self.task, step, &line[..i], out);
+            let stderr = log.stream == 2;
+            let mut partial = std::mem::take(match stderr {
+                false => &mut step.partial,
+                true => &mut step.partial_err,
+            });
+            partial.extend_from_slice(&log.msg);
+            while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=i).collect();
+                emit_line(&self.task, &self.secrets, step, &line[..i], stderr, out);
+            }
+            match stderr {
+                false => step.partial = partial,
+                true => step.partial_err = partial,
             }
         }
     }
@@ -144,7 +203,7 @@ impl Progress {
     }
 
     fn on_legacy_line(&mut self, line: &str, out: &mut Vec<Event>) {
-        if let Some(step) = legacy_step(line) {
+        if let Some(step) = legacy_step(line).map(|s| hide(&self.secrets, s)) {
             self.steps
                 .insert(LEGACY.to_string(), Step::named(step.clone()));
             self.order.retain(|k| k != LEGACY);
@@ -182,7 +241,7 @@ impl Progress {
             .steps
             .entry(LEGACY.to_string())
             .or_insert_with(|| Step::named(String::new()));
-        emit_line(&self.task, step, line.as_bytes(), out);
+        emit_line(&self.task, &self.secrets, step, line.as_bytes(), false, out);
     }
 
     /// The step a failed build stopped at: the one BuildKit marked with an error, else the
@@ -197,11 +256,13 @@ impl Progress {
             .or_else(|| self.order.last());
         match key.and_then(|k| self.steps.get(k)) {
             Some(step) => {
-                let mut log_tail: Vec<String> = step.tail.iter().cloned().collect();
-                if !step.partial.is_empty() {
-                    log_tail.push(clean(&step.partial));
-                    if log_tail.len() > LOG_TAIL {
-                        log_tail.remove(0);
+                let mut log_tail = step.excerpt();
+                for partial in [&step.partial, &step.partial_err] {
+                    if !partial.is_empty() {
+                        log_tail.push(hide(&self.secrets, clean(partial)));
+                        if log_tail.len() > LOG_TAIL + STDERR_KEPT + 1 {
+                            log_tail.remove(0);
+                        }
                     }
                 }
                 FailedStep {
@@ -261,6 +322,59 @@ pub fn without_command(error: &str) -> String {
     error.to_string()
 }
 
+/// The instructions a Dockerfile may use: what an unknown one is compared with.
+const INSTRUCTIONS: [&str; 18] = [
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// A Dockerfile parse error in a builder's error, as its line and what is wrong there:
+/// `... dockerfile parse error line 4: unknown instruction: RUNN` (BuildKit and the legacy
+/// builder; newer BuildKit says `on line 4`) gives `(4, "unknown instruction RUNN (did you
+/// mean RUN?)")`.
+pub fn dockerfile_error(error: &str) -> Option<(usize, String)> {
+    let at = error.find("dockerfile parse error ")?;
+    let rest = &error[at + "dockerfile parse error ".len()..];
+    let rest = rest.strip_prefix("on ").unwrap_or(rest);
+    let rest = rest.strip_prefix("line ")?;
+    let (line, message) = rest.split_once(':')?;
+    let line: usize = line.trim().parse().ok()?;
+    let message = message.trim();
+    let Some(word) = message.strip_prefix("unknown instruction:") else {
+        return Some((line, message.to_string()));
+    };
+    let word = word.split([' ', '(']).find(|w| !w.is_empty()).unwrap_or("");
+    let upper = word.to_ascii_uppercase();
+    let guess = INSTRUCTIONS
+        .iter()
+        .map(|i| (strsim::levenshtein(i, &upper), *i))
+        .filter(|(d, _)| *d <= 2)
+        .min();
+    Some((
+        line,
+        match guess {
+            Some((_, i)) => format!("unknown instruction {word} (did you mean {i}?)"),
+            None => format!("unknown instruction {word}"),
+        },
+    ))
+}
+
 /// The step's place without its command: `[build 2/3] RUN make` -> `[build 2/3]`.
 pub fn step_label(step: &str) -> &str {
     match step.find("] ") {
@@ -287,9 +401,27 @@ fn clean(bytes: &[u8]) -> String {
     text.rsplit('\r').next().unwrap_or("").to_string()
 }
 
-fn emit_line(task: &str, step: &mut Step, bytes: &[u8], out: &mut Vec<Event>) {
-    let line = clean(bytes);
-    step.push_line(line.clone());
+/// `text` with every secret value replaced by `***`.
+fn hide(secrets: &[String], text: String) -> String {
+    secrets.iter().fold(text, |t, s| {
+        if t.contains(s.as_str()) {
+            t.replace(s.as_str(), "***")
+        } else {
+            t
+        }
+    })
+}
+
+fn emit_line(
+    task: &str,
+    secrets: &[String],
+    step: &mut Step,
+    bytes: &[u8],
+    stderr: bool,
+    out: &mut Vec<Event>,
+) {
+    let line = hide(secrets, clean(bytes));
+    step.push_line(line.clone(), stderr);
     out.push(Event::Log {
         task: task.to_string(),
         line,
@@ -330,6 +462,58 @@ mod tests {
             })),
             ..BuildInfo::default()
         }
+    }
+
+    #[test]
+    fn the_excerpt_keeps_the_stderr_line_that_scrolled_out_and_hides_secrets() {
+        let mut p = Progress::new("api").hiding(vec!["hunter2".into()]);
+        let mut ev = Vec::new();
+        let log = |msg: String, stream: i64| VertexLog {
+            vertex: "b".into(),
+            msg: msg.into_bytes(),
+            stream,
+            ..VertexLog::default()
+        };
+        let mut logs = vec![log("ERROR in module 3: token hunter2\n".into(), 2)];
+        logs.extend((1..=30).map(|i| log(format!("compiling module {i}\n"), 1)));
+        p.on_item(
+            BuildInfo {
+                aux: Some(BuildInfoAux::BuildKit(StatusResponse {
+                    vertexes: vec![vertex("b", "[build 2/2] RUN make", true, false, false)],
+                    logs,
+                    ..StatusResponse::default()
+                })),
+                ..BuildInfo::default()
+            },
+            &mut ev,
+        );
+        let tail = p.failed_step().log_tail;
+        assert_eq!(tail[0], "ERROR in module 3: token ***");
+        assert_eq!(tail[1], "...");
+        assert_eq!(tail[2], "compiling module 11");
+        assert_eq!(tail.last().unwrap(), "compiling module 30");
+        assert_eq!(tail.len(), 22);
+        assert!(!format!("{ev:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_dockerfile_typo_is_located_with_a_guess() {
+        let e = "failed to solve with frontend dockerfile.v0: failed to create LLB definition: \
+                 dockerfile parse error line 4: unknown instruction: RUNN";
+        assert_eq!(
+            dockerfile_error(e),
+            Some((4, "unknown instruction RUNN (did you mean RUN?)".into()))
+        );
+        let e = "dockerfile parse error on line 2: unknown instruction: cpoy (did you mean copy?)";
+        assert_eq!(
+            dockerfile_error(e),
+            Some((2, "unknown instruction cpoy (did you mean COPY?)".into()))
+        );
+        assert_eq!(
+            dockerfile_error("dockerfile parse error line 9: unknown instruction: XYZZY"),
+            Some((9, "unknown instruction XYZZY".into()))
+        );
+        assert_eq!(dockerfile_error("exit code: 3"), None);
     }
 
     #[test]
