@@ -7,7 +7,7 @@
 //! line on stdout and nothing else there: the events, an `error` event when the run fails and
 //! a final `summary` with the exit code and the command's result (docs/progress-events.md).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +47,14 @@ pub enum Event {
     },
     /// A line of output of the task's current step.
     Log { task: String, line: String },
+    /// Bytes of the task's current step sent so far (a layer into a node), at most about
+    /// once a second.
+    Transfer {
+        task: String,
+        bytes_done: u64,
+        bytes_total: u64,
+        bytes_per_second: u64,
+    },
     /// The task ended well. `outcome` is a word for scripts (`built`, `cached`, `pulled`,
     /// `pushed`, `loaded`, `already_present`, `retagged`); `reason` a word for why it was
     /// built (`context_changed`, `never_built`, ...); `detail` the same for people.
@@ -221,6 +229,17 @@ fn escaped(event: Event) -> Event {
         Event::Log { task, line } => Event::Log {
             task: e(task),
             line: e(line),
+        },
+        Event::Transfer {
+            task,
+            bytes_done,
+            bytes_total,
+            bytes_per_second,
+        } => Event::Transfer {
+            task: e(task),
+            bytes_done,
+            bytes_total,
+            bytes_per_second,
         },
         Event::Finished {
             task,
@@ -404,7 +423,11 @@ impl PlainReporter {
             }
             Event::Info { message } => loud.then_some(message),
             Event::Warn { message } => Some(format!("warning: {message}")),
-            Event::Run { .. } | Event::Error { .. } | Event::Summary { .. } => None,
+            // A line a second would drown a CI log: the step says the layer and its size.
+            Event::Run { .. }
+            | Event::Error { .. }
+            | Event::Summary { .. }
+            | Event::Transfer { .. } => None,
         }
     }
 }
@@ -418,11 +441,45 @@ impl Reporter for PlainReporter {
     }
 }
 
-/// Live lines for people at a terminal.
+/// Live lines for people at a terminal: per task, a line with its step (the stage, the step
+/// count and the command: `[build 2/3] RUN npm run build`) and a line under it with the
+/// step's latest output or the bytes sent so far and the rate; each fitted to the terminal's
+/// width so that nothing wraps. A finished task keeps one line (`✓`); a failed one prints its
+/// failure ([`failed_text`]).
 pub struct TtyReporter {
     verbosity: Verbosity,
     multi: MultiProgress,
-    bars: Mutex<HashMap<String, (ProgressBar, VecDeque<String>)>>,
+    tasks: Mutex<HashMap<String, Live>>,
+    /// The terminal's width, when it is not the real stderr's (tests).
+    width: Option<usize>,
+    ticking: bool,
+}
+
+/// A task's live line.
+struct Live {
+    bar: ProgressBar,
+    step: String,
+    below: Option<String>,
+}
+
+/// The columns a live line spends before its message: spinner, task, elapsed time.
+fn head_width(task: &str) -> usize {
+    2 + task.chars().count().max(12) + 1 + 4 + 1
+}
+
+/// A live task's message: its step fitted to what is left of the first line, and `below`
+/// (the latest log line, or the bytes sent) on a line of its own, fitted to `width`.
+pub fn live_message(task: &str, step: &str, below: Option<&str>, width: usize) -> String {
+    let room = width.saturating_sub(head_width(task) + 1).max(10);
+    let mut text = console::truncate_str(step, room, "…").into_owned();
+    if let Some(line) = below.filter(|l| !l.trim().is_empty()) {
+        let room = width.saturating_sub(7).max(10);
+        text.push_str(&format!(
+            "\n    › {}",
+            console::truncate_str(line.trim_end(), room, "…")
+        ));
+    }
+    text
 }
 
 impl TtyReporter {
@@ -430,71 +487,127 @@ impl TtyReporter {
         TtyReporter {
             verbosity,
             multi: MultiProgress::new(),
-            bars: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
+            width: None,
+            ticking: true,
         }
     }
 
+    /// A reporter drawing on `target`, `width` columns wide, without the spinner's ticks (its
+    /// frames stay put): for tests on an emulated terminal.
+    pub fn drawing_on(
+        verbosity: Verbosity,
+        target: indicatif::ProgressDrawTarget,
+        width: usize,
+    ) -> Self {
+        TtyReporter {
+            verbosity,
+            multi: MultiProgress::with_draw_target(target),
+            tasks: Mutex::new(HashMap::new()),
+            width: Some(width),
+            ticking: false,
+        }
+    }
+
+    fn width(&self) -> usize {
+        self.width
+            .unwrap_or_else(|| console::Term::stderr().size().1 as usize)
+            .max(20)
+    }
+
     fn style() -> ProgressStyle {
-        ProgressStyle::with_template("{spinner} {prefix:<12.bold} {wide_msg} {elapsed:>4}")
+        ProgressStyle::with_template("{spinner} {prefix:<12.bold} {elapsed:>4} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner())
+    }
+
+    fn show(&self, task: &str, live: &Live) {
+        live.bar.set_message(live_message(
+            task,
+            &live.step,
+            live.below.as_deref(),
+            self.width(),
+        ));
+    }
+
+    /// A one-line end of a task: `✓ backend      built (Dockerfile changed)  12s`.
+    fn finish(&self, task: &str, bar: Option<ProgressBar>, text: String) {
+        let elapsed = bar
+            .as_ref()
+            .map(|b| format!("  {}", fmt_duration(b.elapsed())))
+            .unwrap_or_default();
+        let room = self
+            .width()
+            .saturating_sub(2 + task.chars().count().max(12) + 1 + elapsed.len() + 1);
+        let text = console::truncate_str(&text, room.max(10), "…").into_owned();
+        let done = ProgressStyle::with_template("✓ {prefix:<12.bold} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bar = bar.unwrap_or_else(|| self.multi.add(ProgressBar::new_spinner()));
+        bar.set_style(done);
+        bar.set_prefix(task.to_string());
+        bar.finish_with_message(format!("{text}{elapsed}"));
     }
 }
 
 impl Reporter for TtyReporter {
     fn report(&self, event: Event) {
-        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         match escaped(event) {
             Event::Started { task, what } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(Self::style());
                 bar.set_prefix(task.clone());
-                bar.set_message(what);
-                bar.enable_steady_tick(Duration::from_millis(120));
-                bars.insert(task, (bar, VecDeque::new()));
+                if self.ticking {
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                }
+                let live = Live {
+                    bar,
+                    step: what,
+                    below: None,
+                };
+                self.show(&task, &live);
+                tasks.insert(task, live);
             }
             Event::Step { task, step, cached } => {
-                if let Some((bar, log)) = bars.get_mut(&task) {
-                    log.clear();
-                    bar.set_message(format!("{}{step}", if cached { "CACHED " } else { "" }));
+                if let Some(live) = tasks.get_mut(&task) {
+                    live.step = format!("{}{step}", if cached { "CACHED " } else { "" });
+                    live.below = None;
+                    self.show(&task, live);
                 }
             }
             Event::Log { task, line } => {
-                if let Some((bar, log)) = bars.get_mut(&task) {
+                if let Some(live) = tasks.get_mut(&task) {
                     if self.verbosity == Verbosity::Verbose {
-                        bar.println(format!("[{task}] {line}"));
+                        live.bar.println(format!("[{task}] {line}"));
                     }
-                    if log.len() == LOG_TAIL {
-                        log.pop_front();
-                    }
-                    log.push_back(line);
+                    live.below = Some(line);
+                    self.show(&task, live);
+                }
+            }
+            Event::Transfer {
+                task,
+                bytes_done,
+                bytes_total,
+                bytes_per_second,
+            } => {
+                if let Some(live) = tasks.get_mut(&task) {
+                    live.below = Some(transfer_text(bytes_done, bytes_total, bytes_per_second));
+                    self.show(&task, live);
                 }
             }
             e @ Event::Finished { .. } => {
                 let Event::Finished { task, .. } = &e else {
                     return;
                 };
-                let outcome = finished_text(&e, self.verbosity);
-                let done =
-                    ProgressStyle::with_template("✓ {prefix:<12.bold} {wide_msg} {elapsed:>4}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner());
-                if let Some((bar, _)) = bars.get(task) {
-                    bar.set_style(done);
-                    bar.finish_with_message(outcome);
-                } else {
-                    // A task that finished without starting (a cached image): a line like
-                    // the others.
-                    let bar = self.multi.add(ProgressBar::new_spinner());
-                    bar.set_style(done);
-                    bar.set_prefix(task.clone());
-                    bar.finish_with_message(outcome);
-                }
+                let text = finished_text(&e, self.verbosity);
+                let bar = tasks.remove(task).map(|l| l.bar);
+                self.finish(task, bar, text);
             }
             e @ Event::Failed { .. } => {
                 let Event::Failed { task, .. } = &e else {
                     return;
                 };
-                if let Some((bar, _)) = bars.get(task) {
-                    bar.finish_and_clear();
+                if let Some(live) = tasks.remove(task) {
+                    live.bar.finish_and_clear();
                 }
                 let _ = self.multi.println(format!("✗ {}", failed_text(&e, "    ")));
             }
@@ -509,6 +622,16 @@ impl Reporter for TtyReporter {
             Event::Run { .. } | Event::Error { .. } | Event::Summary { .. } => {}
         }
     }
+}
+
+/// `120.4 MB of 331.7 MB, 45.2 MB/s`.
+pub fn transfer_text(done: u64, total: u64, per_second: u64) -> String {
+    format!(
+        "{} of {}, {}/s",
+        fmt_bytes(done),
+        fmt_bytes(total),
+        fmt_bytes(per_second)
+    )
 }
 
 /// `s` with every control character escaped (`\n`, `\t`, `\u{1b}`, ...): a name or path from
@@ -579,6 +702,189 @@ pub fn fmt_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an emulated terminal `cols` wide shows after `events`, timings masked.
+    fn screen(cols: u16, verbosity: Verbosity, events: Vec<Event>) -> String {
+        let term = indicatif::InMemoryTerm::new(30, cols);
+        let target = indicatif::ProgressDrawTarget::term_like(Box::new(term.clone()));
+        let r = TtyReporter::drawing_on(verbosity, target, cols as usize);
+        for e in events {
+            r.report(e);
+        }
+        let masked: Vec<String> = term
+            .contents()
+            .lines()
+            .map(|l| {
+                l.split(' ')
+                    .map(|w| {
+                        let digits = w.trim_end_matches("ms").trim_end_matches('s');
+                        let timing = w.ends_with('s')
+                            && !digits.is_empty()
+                            && digits
+                                .chars()
+                                .all(|c| c.is_ascii_digit() || c == '.' || c == 'm');
+                        if timing {
+                            "T"
+                        } else {
+                            w
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        for l in &masked {
+            assert!(l.chars().count() <= cols as usize, "wider than {cols}: {l}");
+        }
+        masked.join("\n")
+    }
+
+    fn start(task: &str, what: &str) -> Event {
+        Event::Started {
+            task: task.into(),
+            what: what.into(),
+        }
+    }
+
+    fn step(task: &str, step: &str) -> Event {
+        Event::Step {
+            task: task.into(),
+            step: step.into(),
+            cached: false,
+        }
+    }
+
+    fn log(task: &str, line: &str) -> Event {
+        Event::Log {
+            task: task.into(),
+            line: line.into(),
+        }
+    }
+
+    fn built(task: &str, reason: &str, detail: &str, files: &[&str]) -> Event {
+        Event::Finished {
+            task: task.into(),
+            outcome: "built".into(),
+            reason: Some(reason.into()),
+            detail: Some(detail.into()),
+            changed_files: files.iter().map(|f| f.to_string()).collect(),
+            bytes_sent: None,
+        }
+    }
+
+    const RUN: &str =
+        "[build 2/2] RUN npm run build && node scripts/postbuild.js --out .next/standalone";
+
+    #[test]
+    fn tty_a_running_build_shows_its_step_and_latest_line() {
+        for cols in [80u16, 150] {
+            let shown = screen(
+                cols,
+                Verbosity::Normal,
+                vec![
+                    start("frontend", "build"),
+                    step("frontend", RUN),
+                    log("frontend", "compiling module 21 of 40: src/components/very/long/path/to/a/component/Widget.tsx"),
+                    start("backend", "build"),
+                    step("backend", "[deps 3/5] RUN pip install -r requirements.txt"),
+                ],
+            );
+            insta::assert_snapshot!(format!("tty_running_{cols}"), shown);
+        }
+    }
+
+    #[test]
+    fn tty_a_cached_run_and_a_build_say_why() {
+        for cols in [80u16, 150] {
+            let shown = screen(
+                cols,
+                Verbosity::Normal,
+                vec![
+                    Event::finished("backend", "cached"),
+                    start("frontend", "build"),
+                    built(
+                        "frontend",
+                        "context_changed",
+                        "context changed (28.2 kB)",
+                        &[
+                            "app/page.tsx",
+                            "app/layout.tsx",
+                            "lib/a.ts",
+                            "lib/b.ts",
+                            "lib/c.ts",
+                        ],
+                    ),
+                    start("worker", "build"),
+                    built("worker", "never_built", "never built", &[]),
+                ],
+            );
+            insta::assert_snapshot!(format!("tty_cached_{cols}"), shown);
+        }
+    }
+
+    #[test]
+    fn tty_a_failure_shows_its_step_once_its_tail_and_its_log() {
+        for cols in [80u16, 150] {
+            let shown = screen(
+                cols,
+                Verbosity::Normal,
+                vec![
+                    start("worker", "build"),
+                    step("worker", "[build 3/3] RUN make"),
+                    log("worker", "error: the cause, on stderr"),
+                    Event::Failed {
+                        task: "worker".into(),
+                        error: "exit code: 2".into(),
+                        step: Some("[build 3/3] RUN make".into()),
+                        log_tail: vec![
+                            "error: the cause, on stderr".into(),
+                            "...".into(),
+                            "make: *** [all] Error 1".into(),
+                        ],
+                        log_file: Some(".slipway/logs/worker.log".into()),
+                    },
+                ],
+            );
+            insta::assert_snapshot!(format!("tty_failed_{cols}"), shown);
+        }
+    }
+
+    #[test]
+    fn tty_a_load_shows_bytes_and_rate() {
+        for cols in [80u16, 150] {
+            let shown = screen(
+                cols,
+                Verbosity::Normal,
+                vec![
+                    start("frontend@dev-worker", "load"),
+                    step("frontend@dev-worker", "sending layer 5 of 5 (331.7 MB)"),
+                    Event::Transfer {
+                        task: "frontend@dev-worker".into(),
+                        bytes_done: 120_400_000,
+                        bytes_total: 331_700_000,
+                        bytes_per_second: 45_200_000,
+                    },
+                ],
+            );
+            insta::assert_snapshot!(format!("tty_load_{cols}"), shown);
+        }
+    }
+
+    #[test]
+    fn finished_wording() {
+        let e = built("w", "never_built", "never built", &[]);
+        assert_eq!(finished_text(&e, Verbosity::Normal), "built (first build)");
+        let files = ["a", "b", "c", "d", "e"];
+        let e = built("w", "context_changed", "context changed (1 kB)", &files);
+        assert_eq!(
+            finished_text(&e, Verbosity::Normal),
+            "built (context changed (1 kB)): a, b, c and 2 more"
+        );
+        assert_eq!(
+            finished_text(&e, Verbosity::Verbose),
+            "built (context changed (1 kB)): a, b, c, d, e"
+        );
+    }
 
     #[test]
     fn json_events_are_tagged() {

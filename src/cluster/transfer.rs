@@ -404,6 +404,8 @@ where
     let mut hasher = Sha256::new();
     let mut left = size;
     let mut pending = BytesMut::new();
+    let started = std::time::Instant::now();
+    let mut told = started;
     while left > 0 {
         let chunk = src
             .next_chunk(left)
@@ -411,6 +413,20 @@ where
             .ok_or_else(|| anyhow!("the image stream ended inside a layer"))?;
         left -= chunk.len() as u64;
         hasher.update(&chunk);
+        // How far a large layer has got, and how fast: about once a second.
+        if !targets.is_empty() && told.elapsed() >= std::time::Duration::from_secs(1) {
+            told = std::time::Instant::now();
+            let done = size - left;
+            let per_second = (done as f64 / started.elapsed().as_secs_f64().max(0.001)) as u64;
+            for &i in &targets {
+                reporter.report(Event::Transfer {
+                    task: states[i].task.clone(),
+                    bytes_done: done,
+                    bytes_total: size,
+                    bytes_per_second: per_second,
+                });
+            }
+        }
         if targets.is_empty() {
             continue;
         }
