@@ -313,7 +313,7 @@ pub fn finished_text(event: &Event, verbosity: Verbosity) -> String {
 pub const CHANGED_SHOWN: usize = 3;
 
 /// `a.txt, src/b.rs, c.md and 4 more` (every one with `-v`).
-fn shown_files(files: &[String], verbosity: Verbosity) -> String {
+pub fn shown_files(files: &[String], verbosity: Verbosity) -> String {
     let shown = match verbosity {
         Verbosity::Verbose => files.len(),
         _ => CHANGED_SHOWN.min(files.len()),

@@ -545,8 +545,20 @@ async fn json_progress_is_all_of_stdout_and_ends_with_a_summary() {
         .iter()
         .all(|f| f["outcome"] == "cached"));
     p.write("alpha/message.txt", "alpha says hello again\n");
+    // `plan` names the file that changed.
+    let out = p.run(&["plan"]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("build: context changed") && plan.contains("): message.txt"),
+        "{plan}"
+    );
     let events = json_events(&json(&["build", "alpha"]));
     let f = of_kind(&events, "finished")[0];
+    assert_eq!(
+        f["changed_files"],
+        serde_json::json!(["message.txt"]),
+        "{f}"
+    );
     assert_eq!(
         (&f["outcome"], &f["reason"]),
         (&"built".into(), &"context_changed".into())

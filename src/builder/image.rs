@@ -139,7 +139,7 @@ pub(crate) async fn build_component(
                 outcome: "built".into(),
                 reason: Some(super::reason_code(&reason).into()),
                 detail: Some(reason.clone()),
-                changed_files: Vec::new(),
+                changed_files: c.changed_files.clone(),
                 bytes_sent: None,
             });
             Ok(record)

@@ -112,6 +112,13 @@ pub struct ComponentPlan {
     /// Further references moved to the image after a successful build (`PREFIX/NAME:latest`).
     pub extra_tags: Vec<String>,
     pub cache: CacheState,
+    /// When the context changed: the paths that differ from the last build's context
+    /// (added, changed, or removed: `path (removed)`), in path order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_files: Vec<String>,
+    /// Each context entry's path and short hash, kept after a build for the next plan.
+    #[serde(skip)]
+    pub(crate) context_entries: Vec<(String, String)>,
     /// Things the user should know (unused build args, files the packer skipped).
     pub warnings: Vec<String>,
     /// The Dockerfile and context on disk, for the build.
@@ -416,6 +423,12 @@ async fn plan_component(
     }
     let (cache, cached_diff_ids) =
         cache_state(daemon, &c.name, &names, &input_digest, &inputs, last).await?;
+    let changed_files = match &cache {
+        CacheState::Build { reason } if reason.contains("context changed") => {
+            changed_files(&read_entries(config, &c.name), &packed.entries)
+        }
+        _ => Vec::new(),
+    };
     Ok(ComponentPlan {
         name: c.name.clone(),
         stack: shown_stack(c, stacks),
@@ -434,6 +447,8 @@ async fn plan_component(
         image: names.image,
         extra_tags: names.extra_tags,
         cache,
+        changed_files,
+        context_entries: packed.entries.clone(),
         warnings,
         dockerfile_path,
         context_dir,
@@ -860,6 +875,64 @@ async fn cache_state(
     Ok(build(reason))
 }
 
+/// Where the context listing of a component's last build is kept.
+fn entries_path(config: &Config, component: &str) -> PathBuf {
+    config
+        .root
+        .join(".slipway")
+        .join("contexts")
+        .join(format!("{component}.json"))
+}
+
+/// The context listing of the component's last build (empty when there is none).
+fn read_entries(config: &Config, component: &str) -> BTreeMap<String, String> {
+    std::fs::read(entries_path(config, component))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Keeps the context listing of each component the run built or found, for the next plan
+/// to name the files that changed (best effort: the names are a courtesy).
+fn write_entries(config: &Config, plan: &BuildPlan, report: &BuildReport) {
+    for c in &plan.components {
+        if !report.components.contains_key(&c.name) || c.context_entries.is_empty() {
+            continue;
+        }
+        let map: BTreeMap<&str, &str> = c
+            .context_entries
+            .iter()
+            .map(|(p, h)| (p.as_str(), h.as_str()))
+            .collect();
+        let path = entries_path(config, &c.name);
+        if let (Some(dir), Ok(text)) = (path.parent(), serde_json::to_vec(&map)) {
+            let _ = std::fs::create_dir_all(dir);
+            let _ = crate::fsutil::write_atomic(&path, &text, None);
+        }
+    }
+}
+
+/// The paths whose entries differ between `old` and `new`: added or changed, and removed
+/// (`path (removed)`), in path order. Empty when there is no `old` to compare with.
+pub fn changed_files(old: &BTreeMap<String, String>, new: &[(String, String)]) -> Vec<String> {
+    if old.is_empty() {
+        return Vec::new();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: Vec<String> = Vec::new();
+    for (path, hash) in new {
+        seen.insert(path.as_str());
+        if old.get(path) != Some(hash) {
+            out.push(path.clone());
+        }
+    }
+    for path in old.keys().filter(|p| !seen.contains(p.as_str())) {
+        out.push(format!("{path} (removed)"));
+    }
+    out.sort();
+    out
+}
+
 /// Why a component is built, as one word for scripts (`--progress json`), from the reason
 /// [`cache_state`] gives people: the first (most telling) change decides.
 pub fn reason_code(reason: &str) -> &'static str {
@@ -883,8 +956,13 @@ pub fn reason_code(reason: &str) -> &'static str {
         .map_or("other_inputs", |(_, code)| code)
 }
 
-/// The plan as a table for people.
+/// The plan as a table for people, naming the first few changed files.
 pub fn render_plan(plan: &BuildPlan) -> String {
+    render_plan_with(plan, crate::report::Verbosity::Normal)
+}
+
+/// The plan as a table for people; with `Verbosity::Verbose`, every changed file.
+pub fn render_plan_with(plan: &BuildPlan, verbosity: crate::report::Verbosity) -> String {
     let mut rows: Vec<[String; 4]> = vec![[
         "COMPONENT".into(),
         "DOCKERFILE".into(),
@@ -898,7 +976,13 @@ pub fn render_plan(plan: &BuildPlan) -> String {
         };
         let status = match &c.cache {
             CacheState::Cached { .. } => "cached".to_string(),
-            CacheState::Build { reason } => format!("build: {reason}"),
+            CacheState::Build { reason } if c.changed_files.is_empty() => {
+                format!("build: {reason}")
+            }
+            CacheState::Build { reason } => format!(
+                "build: {reason}: {}",
+                crate::report::shown_files(&c.changed_files, verbosity)
+            ),
         };
         rows.push([c.name.clone(), dockerfile, c.image.clone(), status]);
     }
@@ -976,6 +1060,7 @@ pub async fn execute(
     };
 
     write_records(config, plan, &run.report, &run.failures, opts)?;
+    write_entries(config, plan, &run.report);
     if run.failures.is_empty() {
         let images = handed_on(plan, &run.report, made);
         return Ok(Built {
@@ -1390,6 +1475,8 @@ mod tests {
             input_digest,
             extra_tags: vec![format!("taskboard/{name}:latest")],
             cache,
+            changed_files: Vec::new(),
+            context_entries: Vec::new(),
             warnings: Vec::new(),
             dockerfile_path: PathBuf::new(),
             context_dir: PathBuf::new(),
@@ -1430,6 +1517,29 @@ mod tests {
                 frontend,
             ],
         }
+    }
+
+    #[test]
+    fn changed_files_name_added_changed_and_removed_paths() {
+        let old: BTreeMap<String, String> = [("a", "1"), ("b", "2"), ("gone", "3")]
+            .iter()
+            .map(|(p, h)| (p.to_string(), h.to_string()))
+            .collect();
+        let new: Vec<(String, String)> = [("a", "1"), ("b", "9"), ("new", "4")]
+            .iter()
+            .map(|(p, h)| (p.to_string(), h.to_string()))
+            .collect();
+        assert_eq!(changed_files(&old, &new), ["b", "gone (removed)", "new"]);
+        assert!(changed_files(&BTreeMap::new(), &new).is_empty());
+        assert_eq!(
+            reason_code("context changed (1 kB), Dockerfile changed"),
+            "context_changed"
+        );
+        assert_eq!(reason_code("never built"), "never_built");
+        assert_eq!(
+            reason_code("x:1 has no record of its inputs"),
+            "other_inputs"
+        );
     }
 
     #[test]

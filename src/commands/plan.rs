@@ -13,7 +13,7 @@ pub async fn run(session: &Session, args: PlanArgs) -> anyhow::Result<()> {
         session.print_json(&plan)
     } else {
         session.result(&plan);
-        session.print(&builder::render_plan(&plan));
+        session.print(&builder::render_plan_with(&plan, session.verbosity));
         Ok(())
     }
 }

@@ -110,6 +110,8 @@ pub struct Packed {
     pub ignore_file: Option<PathBuf>,
     /// Things left out on purpose, each naming its path (sockets, FIFOs, devices).
     pub warnings: Vec<String>,
+    /// Each non-directory entry's path and short hash ([`pack::Stats::entries`]).
+    pub entries: Vec<(String, String)>,
 }
 
 /// Stack of the packing thread: enough for a walk down to the deepest path the kernel accepts
@@ -145,6 +147,7 @@ pub fn pack(spec: &ContextSpec, w: impl Write + Send) -> Result<Packed> {
         dirs_read: stats.dirs_read,
         ignore_file,
         warnings: stats.warnings,
+        entries: stats.entries,
     })
 }
 

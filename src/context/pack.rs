@@ -62,6 +62,9 @@ pub struct Stats {
     pub dirs: u64,
     pub dirs_read: u64,
     pub warnings: Vec<String>,
+    /// Every non-directory entry of the tar: its path and a short hash of its header and
+    /// data (so `plan` can name the files that changed since the last build).
+    pub entries: Vec<(String, String)>,
 }
 
 const READ_BUF: usize = 1 << 20;
@@ -122,10 +125,13 @@ pub fn write_tar(plan: &Plan, out: impl Write) -> Result<Stats> {
             inner: out,
             hasher: Sha256::new(),
             bytes: 0,
+            entry: None,
         },
         buf: vec![0; READ_BUF],
+        entries: Vec::new(),
     };
     let mut stats = walk(plan, &mut tar)?;
+    stats.entries = std::mem::take(&mut tar.entries);
     tar.out
         .write_all(&[0u8; 1024])
         .context("writing the end of the tar")?;
@@ -139,12 +145,17 @@ struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
+    /// The entry being written, hashed on its own.
+    entry: Option<Sha256>,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.entry {
+            h.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -419,10 +430,29 @@ fn fingerprint(h: &mut Sha256, rel: &[u8], meta: &Metadata, link: &[u8]) {
 struct TarSink<W> {
     out: HashingWriter<W>,
     buf: Vec<u8>,
+    entries: Vec<(String, String)>,
 }
 
 impl<W: Write> Sink for TarSink<W> {
     fn entry(&mut self, plan: &Plan, entry: Entry<'_>) -> Result<()> {
+        let name = match &entry {
+            Entry::Dir { .. } => None,
+            Entry::Symlink { rel, .. } | Entry::HardLink { rel, .. } | Entry::File { rel, .. } => {
+                Some(String::from_utf8_lossy(rel).into_owned())
+            }
+            Entry::Virtual(v) => Some(String::from_utf8_lossy(&v.name).into_owned()),
+        };
+        self.out.entry = name.is_some().then(Sha256::new);
+        self.write_entry(plan, entry)?;
+        if let (Some(name), Some(h)) = (name, self.out.entry.take()) {
+            self.entries.push((name, hex::encode(&h.finalize()[..8])));
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> TarSink<W> {
+    fn write_entry(&mut self, plan: &Plan, entry: Entry<'_>) -> Result<()> {
         let mtime = |meta: &Metadata| match plan.mtime {
             Some(t) => t,
             None => meta.mtime().max(0) as u64,
@@ -465,9 +495,7 @@ impl<W: Write> Sink for TarSink<W> {
         }
         .context("writing the context tar")
     }
-}
 
-impl<W: Write> TarSink<W> {
     fn regular(&mut self, abs: &Path, rel: &[u8], size: u64, mode: u32, mtime: u64) -> Result<()> {
         let mut file = File::open(abs)
             .with_context(|| format!("cannot read {}", crate::report::shown_path(abs)))?;
