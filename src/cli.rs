@@ -9,27 +9,43 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "slipway",
     version,
     about = "From source to a loaded local Kubernetes cluster: Dockerfiles, builds, loads, manifests, Helm chart",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Examples:
+  slipway init                      detect the components, write slipway.toml
+  slipway up                        Dockerfiles, builds, load into kind/minikube, manifests, chart
+  slipway plan                      what would be built, and why
+  slipway --progress json build     events for scripts, one JSON object per line on stdout"
 )]
 pub struct Cli {
     /// Show more (build logs, cache-miss reasons); repeat for more.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Global options")]
     pub verbose: u8,
     /// Show only results and errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Global options"
+    )]
     pub quiet: bool,
     /// The configuration file [default: slipway.toml, searched upward from the current directory].
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        help_heading = "Global options"
+    )]
     pub config: Option<PathBuf>,
     /// Build contexts and Dockerfiles that resolve outside the project root (the git work tree
     /// holding slipway.toml, else its directory); refused without it.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub allow_outside_root: bool,
     /// How progress is shown.
-    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto, help_heading = "Global options")]
     pub progress: ProgressMode,
     /// When to use colour (NO_COLOR is honoured under `auto`).
-    #[arg(long, global = true, value_enum, default_value_t = ColorMode::Auto)]
+    #[arg(long, global = true, value_enum, default_value_t = ColorMode::Auto, help_heading = "Global options")]
     pub color: ColorMode,
     #[command(subcommand)]
     pub command: Command,
@@ -44,27 +60,67 @@ pub enum ColorMode {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Everything, from source to a loaded cluster: Dockerfiles, builds, load, manifests, chart.
+    #[command(after_help = "Examples:
+  slipway up                            build what changed, load it, write manifests and chart
+  slipway up --dry-run                  print every step's plan, do nothing
+  slipway up --locked --cluster none    CI: stale Dockerfiles or missing secrets are errors
+  slipway up --env-file .env.local      secret values from a .env file")]
+    Up(UpArgs),
     /// Check the Docker daemon, disk, cluster and base images.
+    #[command(after_help = "Examples:
+  slipway doctor
+  slipway doctor --json | jq .ok")]
     Doctor(DoctorArgs),
     /// Detect each component's stack and write slipway.toml.
+    #[command(after_help = "Examples:
+  slipway init                      components under contexts/, apps/, services/, packages/
+  slipway init web api              these directories
+  slipway init --force              replace an existing slipway.toml")]
     Init(InitArgs),
     /// Write (or with --check, verify) each component's generated Dockerfile and ignore file.
+    #[command(after_help = "Examples:
+  slipway dockerfiles               write every generated Dockerfile
+  slipway dockerfiles --check       CI: exit 1 with a diff when one is stale")]
     Dockerfiles(DockerfilesArgs),
     /// Show what `build` would do: each component's image tag, and whether it is cached or why not.
+    #[command(after_help = "Examples:
+  slipway plan                      cached, or which input (and which files) changed
+  slipway -v plan backend           every changed file of backend
+  slipway plan --json")]
     Plan(PlanArgs),
-    /// Everything, from source to a loaded cluster: Dockerfiles, builds, load, manifests, chart.
-    Up(UpArgs),
     /// Build the components' images (those already built from the same inputs are skipped).
+    #[command(after_help = "Examples:
+  slipway build                     build what changed; prints the image references
+  slipway build backend -j 1        one component, one build at a time
+  IMAGE=$(slipway build -q backend) the image reference, for a script
+  slipway --progress json build     one JSON event per line on stdout (docs/progress-events.md)
+
+A failed build's whole log is in .slipway/logs/COMPONENT.log.")]
     Build(BuildArgs),
     /// Write Kubernetes manifests for the images of the last build.
+    #[command(after_help = "Examples:
+  slipway manifests --env-file .env     secret values from .env
+  slipway manifests --check             CI: fail when k8s/ is out of date
+  kubectl apply -f k8s/")]
     Manifests(ManifestsArgs),
     /// Write a Helm chart for the app (secret values are given at install time).
+    #[command(after_help = "Examples:
+  slipway chart
+  slipway chart --image backend=registry.example/backend:1.2   no build record needed
+  helm upgrade --install APP charts/APP")]
     Chart(ChartArgs),
     /// Load the last build's images into the local kind or minikube cluster, sending each
     /// node only what it lacks.
+    #[command(after_help = "Examples:
+  slipway load                      into the cluster of the kube context
+  slipway load backend --cluster kind:dev")]
     Load(LoadArgs),
     /// Build a component twice without cache and check both builds give one image ID; name
     /// the first layer and file that differ when they do not.
+    #[command(after_help = "Examples:
+  slipway verify backend
+  slipway verify backend --against tcp://127.0.0.1:23751   the second build on another daemon")]
     Verify(VerifyArgs),
 }
 
@@ -290,8 +346,11 @@ pub enum ProgressMode {
     /// A terminal gets live lines; otherwise, or when `CI` is set, plain lines.
     #[default]
     Auto,
+    /// Live lines: each task's step and its latest output (plain lines without a terminal).
     Tty,
+    /// One `[task] ...` line per step and output line: for CI logs.
     Plain,
+    /// One JSON event per line on stdout, ending with a `summary` (docs/progress-events.md).
     Json,
 }
 
@@ -302,6 +361,28 @@ impl From<ProgressMode> for crate::report::ProgressMode {
             ProgressMode::Tty => crate::report::ProgressMode::Tty,
             ProgressMode::Plain => crate::report::ProgressMode::Plain,
             ProgressMode::Json => crate::report::ProgressMode::Json,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_has_examples_and_up_comes_first() {
+        let mut cli = Cli::command();
+        cli.build();
+        let names: Vec<String> = cli
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert_eq!(names.first().map(String::as_str), Some("up"));
+        for sub in cli.get_subcommands_mut().filter(|c| c.get_name() != "help") {
+            let help = sub.render_long_help().to_string();
+            assert!(help.contains("Examples:\n  slipway"), "{help}");
+            assert!(help.contains("Global options:"), "{help}");
         }
     }
 }
