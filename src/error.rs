@@ -142,7 +142,8 @@ pub fn parts(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> Parts {
         Some(hint) => Some(hint),
         None if timed_out => Some(
             "the request above got no answer: check that the daemon answers \
-             (`docker info`), its free disk and its log (`journalctl -u docker`)"
+             (`docker info`), its free disk and its log (`journalctl -u docker`); a daemon \
+             that is only slow needs SLIPWAY_DAEMON_TIMEOUT=SECONDS"
                 .to_string(),
         ),
         None => None,

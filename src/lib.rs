@@ -84,7 +84,7 @@ fn conclude(
         Ok(()) => 0,
         Err(err) => {
             let endpoint = docker::endpoint();
-            let timeout = docker::DEFAULT_TIMEOUT.as_secs();
+            let timeout = docker::request_timeout().as_secs();
             let parts = error::parts(err, Some((&endpoint.host, timeout)));
             let exit_code = parts.exit.code();
             reporter.report(report::Event::Error {

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Err(err) if json => ExitCode::from(slipway::error::exit_and_hint(&err).0.code()),
         Err(err) => {
             let daemon = slipway::docker::endpoint().host;
-            let timeout = slipway::docker::DEFAULT_TIMEOUT.as_secs();
+            let timeout = slipway::docker::request_timeout().as_secs();
             eprint!(
                 "{}",
                 slipway::error::render_for(&err, Some((&daemon, timeout)))
