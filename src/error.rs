@@ -161,12 +161,13 @@ pub fn parts(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> Parts {
 pub fn render_for(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> String {
     use crate::report::escape_lines;
     let parts = parts(err, daemon);
-    let mut out = format!("error: {}\n", escape_lines(&parts.message));
+    use crate::report::label;
+    let mut out = format!("{} {}\n", label("error:"), escape_lines(&parts.message));
     for cause in &parts.causes {
         out.push_str(&format!("caused by: {}\n", escape_lines(cause)));
     }
     if let Some(hint) = &parts.hint {
-        out.push_str(&format!("hint: {}\n", escape_lines(hint)));
+        out.push_str(&format!("{} {}\n", label("hint:"), escape_lines(hint)));
     }
     out
 }

@@ -70,6 +70,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         &outcome.as_ref().map(|_| ()),
         value,
     );
+    // `main` prints the error next.
+    reporter.pause();
     outcome
 }
 

@@ -136,6 +136,10 @@ impl Event {
 /// Receives events. Implementations must be cheap: events come from build streams.
 pub trait Reporter: Send + Sync {
     fn report(&self, event: Event);
+
+    /// Called before other text reaches the terminal (a command's result on stdout, the
+    /// error): live lines end their last line.
+    fn pause(&self) {}
 }
 
 /// How progress is shown (`--progress`).
@@ -309,6 +313,20 @@ pub fn finished_text(event: &Event, verbosity: Verbosity) -> String {
     text
 }
 
+/// A label people scan for, coloured on a terminal that takes colour (`--color`, `NO_COLOR`):
+/// `error:` and `✗` red, `warning:` yellow, `hint:` cyan, `✓` green.
+pub fn label(text: &'static str) -> String {
+    let style = console::style(text).for_stderr().bold();
+    match text {
+        "error:" | "✗" => style.red(),
+        "warning:" => style.yellow(),
+        "hint:" => style.cyan(),
+        "✓" => style.green(),
+        _ => style,
+    }
+    .to_string()
+}
+
 /// How many changed files are named without `-v`.
 pub const CHANGED_SHOWN: usize = 3;
 
@@ -422,7 +440,7 @@ impl PlainReporter {
                 Some(format!("[{task}] FAILED{rest}"))
             }
             Event::Info { message } => loud.then_some(message),
-            Event::Warn { message } => Some(format!("warning: {message}")),
+            Event::Warn { message } => Some(format!("{} {message}", label("warning:"))),
             // A line a second would drown a CI log: the step says the layer and its size.
             Event::Run { .. }
             | Event::Error { .. }
@@ -453,6 +471,9 @@ pub struct TtyReporter {
     /// The terminal's width, when it is not the real stderr's (tests).
     width: Option<usize>,
     ticking: bool,
+    /// Whether anything was drawn: indicatif leaves the cursor at the end of its last line,
+    /// so the end of the run adds the line break.
+    drawn: std::sync::atomic::AtomicBool,
 }
 
 /// A task's live line.
@@ -490,6 +511,7 @@ impl TtyReporter {
             tasks: Mutex::new(HashMap::new()),
             width: None,
             ticking: true,
+            drawn: Default::default(),
         }
     }
 
@@ -506,6 +528,7 @@ impl TtyReporter {
             tasks: Mutex::new(HashMap::new()),
             width: Some(width),
             ticking: false,
+            drawn: Default::default(),
         }
     }
 
@@ -539,8 +562,9 @@ impl TtyReporter {
             .width()
             .saturating_sub(2 + task.chars().count().max(12) + 1 + elapsed.len() + 1);
         let text = console::truncate_str(&text, room.max(10), "…").into_owned();
-        let done = ProgressStyle::with_template("✓ {prefix:<12.bold} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let done =
+            ProgressStyle::with_template(&format!("{} {{prefix:<12.bold}} {{msg}}", label("✓")))
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
         let bar = bar.unwrap_or_else(|| self.multi.add(ProgressBar::new_spinner()));
         bar.set_style(done);
         bar.set_prefix(task.to_string());
@@ -549,8 +573,21 @@ impl TtyReporter {
 }
 
 impl Reporter for TtyReporter {
+    fn pause(&self) {
+        // indicatif leaves the cursor at the end of its last line.
+        if self.drawn.swap(false, std::sync::atomic::Ordering::Relaxed) && self.width.is_none() {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+
     fn report(&self, event: Event) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(
+            event,
+            Event::Run { .. } | Event::Error { .. } | Event::Summary { .. }
+        ) {
+            self.drawn.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         match escaped(event) {
             Event::Started { task, what } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
@@ -609,7 +646,9 @@ impl Reporter for TtyReporter {
                 if let Some(live) = tasks.remove(task) {
                     live.bar.finish_and_clear();
                 }
-                let _ = self.multi.println(format!("✗ {}", failed_text(&e, "    ")));
+                let _ = self
+                    .multi
+                    .println(format!("{} {}", label("✗"), failed_text(&e, "    ")));
             }
             Event::Info { message } => {
                 if self.verbosity > Verbosity::Quiet {
@@ -617,7 +656,9 @@ impl Reporter for TtyReporter {
                 }
             }
             Event::Warn { message } => {
-                let _ = self.multi.println(format!("warning: {message}"));
+                let _ = self
+                    .multi
+                    .println(format!("{} {message}", label("warning:")));
             }
             Event::Run { .. } | Event::Error { .. } | Event::Summary { .. } => {}
         }

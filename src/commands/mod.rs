@@ -125,6 +125,7 @@ impl Session {
     /// command gives its result with [`Session::result`].
     pub fn print(&self, text: &str) {
         if !self.json {
+            self.reporter.pause();
             print!("{text}");
         }
     }
@@ -141,6 +142,7 @@ impl Session {
 
     /// Text that explains a failure (a diff) on stderr, before the error itself.
     pub fn print_err(&self, text: &str) {
+        self.reporter.pause();
         eprint!("{text}");
     }
 
