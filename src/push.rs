@@ -310,6 +310,7 @@ pub async fn push_all(
     let mut failures = BTreeMap::new();
     for (name, rec) in report.components.iter_mut() {
         reporter.report(Event::Started {
+            estimate_ms: None,
             task: name.clone(),
             what: format!("push to {}", registry_of(&rec.repository)),
         });

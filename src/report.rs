@@ -37,8 +37,14 @@ pub enum Event {
         command: String,
         version: String,
     },
-    /// A task started; `what` says what it does ("build", "load").
-    Started { task: String, what: String },
+    /// A task started; `what` says what it does ("build", "load"); `estimate_ms` how long
+    /// the last build of the same component took, when known.
+    Started {
+        task: String,
+        what: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        estimate_ms: Option<u64>,
+    },
     /// The task moved to a new step; `cached` when the step was served from cache.
     Step {
         task: String,
@@ -221,9 +227,14 @@ fn escaped(event: Event) -> Event {
     let e = |s: String| escape(&s);
     let o = |s: Option<String>| s.map(|s| escape(&s));
     match event {
-        Event::Started { task, what } => Event::Started {
+        Event::Started {
+            task,
+            what,
+            estimate_ms,
+        } => Event::Started {
             task: e(task),
             what: e(what),
+            estimate_ms,
         },
         Event::Step { task, step, cached } => Event::Step {
             task: e(task),
@@ -407,7 +418,7 @@ impl PlainReporter {
     pub fn render(&self, event: Event) -> Option<String> {
         let loud = self.verbosity > Verbosity::Quiet;
         match escaped(event) {
-            Event::Started { task, what } => {
+            Event::Started { task, what, .. } => {
                 self.started
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -479,6 +490,8 @@ pub struct TtyReporter {
 /// A task's live line.
 struct Live {
     bar: ProgressBar,
+    /// `/1m05s`: how long the last build took, shown after the elapsed time.
+    estimate: String,
     step: String,
     below: Option<String>,
 }
@@ -488,11 +501,20 @@ fn head_width(task: &str) -> usize {
     2 + task.chars().count().max(12) + 1 + 4 + 1
 }
 
-/// A live task's message: its step fitted to what is left of the first line, and `below`
-/// (the latest log line, or the bytes sent) on a line of its own, fitted to `width`.
-pub fn live_message(task: &str, step: &str, below: Option<&str>, width: usize) -> String {
-    let room = width.saturating_sub(head_width(task) + 1).max(10);
-    let mut text = console::truncate_str(step, room, "…").into_owned();
+/// A live task's message: the estimate (`/1m05s`, after the elapsed time), its step fitted to
+/// what is left of the first line, and `below` (the latest log line, or the bytes sent) on a
+/// line of its own, fitted to `width`.
+pub fn live_message(
+    task: &str,
+    estimate: &str,
+    step: &str,
+    below: Option<&str>,
+    width: usize,
+) -> String {
+    let room = width
+        .saturating_sub(head_width(task) + estimate.chars().count() + 1)
+        .max(10);
+    let mut text = format!("{estimate} {}", console::truncate_str(step, room, "…"));
     if let Some(line) = below.filter(|l| !l.trim().is_empty()) {
         let room = width.saturating_sub(7).max(10);
         text.push_str(&format!(
@@ -539,13 +561,14 @@ impl TtyReporter {
     }
 
     fn style() -> ProgressStyle {
-        ProgressStyle::with_template("{spinner} {prefix:<12.bold} {elapsed:>4} {msg}")
+        ProgressStyle::with_template("{spinner} {prefix:<12.bold} {elapsed:>4}{msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner())
     }
 
     fn show(&self, task: &str, live: &Live) {
         live.bar.set_message(live_message(
             task,
+            &live.estimate,
             &live.step,
             live.below.as_deref(),
             self.width(),
@@ -589,15 +612,23 @@ impl Reporter for TtyReporter {
             self.drawn.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         match escaped(event) {
-            Event::Started { task, what } => {
+            Event::Started {
+                task,
+                what,
+                estimate_ms,
+            } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(Self::style());
                 bar.set_prefix(task.clone());
                 if self.ticking {
                     bar.enable_steady_tick(Duration::from_millis(120));
                 }
+                let estimate = estimate_ms
+                    .map(|ms| format!("/{}", fmt_duration(Duration::from_millis(ms))))
+                    .unwrap_or_default();
                 let live = Live {
                     bar,
+                    estimate,
                     step: what,
                     below: None,
                 };
@@ -758,6 +789,12 @@ mod tests {
             .map(|l| {
                 l.split(' ')
                     .map(|w| {
+                        // `12s/1m05s`: the elapsed time varies, the estimate does not.
+                        if let Some((elapsed, estimate)) = w.split_once("s/") {
+                            if !elapsed.is_empty() && elapsed.chars().all(|c| c.is_ascii_digit()) {
+                                return format!("T/{estimate}");
+                            }
+                        }
                         let digits = w.trim_end_matches("ms").trim_end_matches('s');
                         let timing = w.ends_with('s')
                             && !digits.is_empty()
@@ -765,9 +802,9 @@ mod tests {
                                 .chars()
                                 .all(|c| c.is_ascii_digit() || c == '.' || c == 'm');
                         if timing {
-                            "T"
+                            "T".to_string()
                         } else {
-                            w
+                            w.to_string()
                         }
                     })
                     .collect::<Vec<_>>()
@@ -784,6 +821,7 @@ mod tests {
         Event::Started {
             task: task.into(),
             what: what.into(),
+            estimate_ms: None,
         }
     }
 
@@ -823,7 +861,11 @@ mod tests {
                 cols,
                 Verbosity::Normal,
                 vec![
-                    start("frontend", "build"),
+                    Event::Started {
+                        task: "frontend".into(),
+                        what: "build".into(),
+                        estimate_ms: Some(65_000),
+                    },
                     step("frontend", RUN),
                     log("frontend", "compiling module 21 of 40: src/components/very/long/path/to/a/component/Widget.tsx"),
                     start("backend", "build"),

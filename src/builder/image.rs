@@ -81,6 +81,7 @@ pub(crate) async fn build_component(
     shared.reporter.report(Event::Started {
         task: c.name.clone(),
         what: "build".into(),
+        estimate_ms: c.last_build_ms,
     });
     let reason = match &c.cache {
         CacheState::Build { reason } => reason.clone(),

@@ -119,6 +119,9 @@ pub struct ComponentPlan {
     /// Each context entry's path and short hash, kept after a build for the next plan.
     #[serde(skip)]
     pub(crate) context_entries: Vec<(String, String)>,
+    /// How long the component's last build took (an estimate for this one).
+    #[serde(skip)]
+    pub(crate) last_build_ms: Option<u64>,
     /// Things the user should know (unused build args, files the packer skipped).
     pub warnings: Vec<String>,
     /// The Dockerfile and context on disk, for the build.
@@ -449,6 +452,10 @@ async fn plan_component(
         cache,
         changed_files,
         context_entries: packed.entries.clone(),
+        last_build_ms: last
+            .and_then(|l| l.components.get(&c.name))
+            .filter(|r| r.outcome == Outcome::Built)
+            .map(|r| r.duration_ms),
         warnings,
         dockerfile_path,
         context_dir,
@@ -739,6 +746,7 @@ async fn pull_base(
     use futures_util::StreamExt;
     let task = format!("pull {image}");
     reporter.report(crate::report::Event::Started {
+        estimate_ms: None,
         task: task.clone(),
         what: format!("pulling base image {image} for `{component}`"),
     });
@@ -1477,6 +1485,7 @@ mod tests {
             cache,
             changed_files: Vec::new(),
             context_entries: Vec::new(),
+            last_build_ms: None,
             warnings: Vec::new(),
             dockerfile_path: PathBuf::new(),
             context_dir: PathBuf::new(),

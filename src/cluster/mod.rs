@@ -739,6 +739,7 @@ async fn load_image(
     let t0 = Instant::now();
     for s in slots.iter() {
         reporter.report(Event::Started {
+            estimate_ms: None,
             task: task(image, s),
             what: "load".into(),
         });

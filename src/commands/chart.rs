@@ -47,7 +47,7 @@ pub async fn run(session: &Session, args: ChartArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     session.reporter.report(Event::Info {
         message: format!(
-            "install with: helm install {} {} --namespace {} --create-namespace{first_secret}",
+            "next: helm install {} {} --namespace {} --create-namespace{first_secret}",
             config.app.name,
             session.shown(&dir),
             config.app.namespace

@@ -42,7 +42,7 @@ pub async fn run(session: &Session, args: ManifestsArgs) -> anyhow::Result<()> {
         format!("kubectl create namespace {} && ", config.app.namespace)
     };
     session.reporter.report(Event::Info {
-        message: format!("apply with: {ns}kubectl apply -f {}", session.shown(&dir)),
+        message: format!("next: {ns}kubectl apply -f {}", session.shown(&dir)),
     });
     Ok(())
 }
