@@ -295,3 +295,79 @@ async fn locked_refuses_a_stale_generated_dockerfile() {
         "--locked writes nothing"
     );
 }
+
+#[tokio::test]
+async fn up_in_json_mode_writes_only_events_on_stdout() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path(), &common::unique("slipway-up"));
+    let json_up = |args: &[&str], token: Option<&str>| {
+        let mut cmd = common::slipway();
+        cmd.current_dir(dir.path())
+            .args(["--progress", "json", "up", "--cluster", "none"])
+            .args(args);
+        match token {
+            Some(t) => cmd.env("API_TOKEN", t),
+            None => cmd.env_remove("API_TOKEN"),
+        };
+        cmd.output().unwrap()
+    };
+    let events = |out: &Output| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+
+    // A CI run without its secret: an error event with the hint, exit 2, nothing else.
+    let out = json_up(&["--locked"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let ev = events(&out);
+    let error = ev
+        .iter()
+        .find(|e| e["event"] == "error")
+        .expect("an error event");
+    assert!(
+        error["message"].as_str().unwrap().contains("API_TOKEN"),
+        "{error}"
+    );
+    assert!(
+        error["hint"].as_str().unwrap().contains("--env-file"),
+        "{error}"
+    );
+    assert_eq!(ev.last().unwrap()["event"], "summary");
+    assert_eq!(ev.last().unwrap()["exit_code"], 2);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
+    // A run: events only (no table), the summary carries the whole run.
+    let out = json_up(&[], Some("upapp-token-marker"));
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&out);
+    assert_eq!(ev[0]["event"], "run");
+    let summary = ev.last().unwrap();
+    assert_eq!(
+        (&summary["event"], &summary["status"]),
+        (&"summary".into(), &"ok".into())
+    );
+    let run = &summary["result"];
+    assert_eq!(
+        run["build"]["components"]["api"]["outcome"], "built",
+        "{run}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("COMPONENT"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("upapp-token-marker"));
+
+    for c in ["api", "web"] {
+        for t in run["build"]["components"][c]["tags"].as_array().unwrap() {
+            let _ = docker
+                .remove_image(
+                    t.as_str().unwrap(),
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        }
+    }
+}
