@@ -9,6 +9,7 @@
 //! step does anything; `--dry-run` prints the plans and stops.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,11 @@ pub async fn run(session: &Session, args: UpArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     session.result(&report);
-    session.print(&render(&report));
+    // A table wider than the terminal would wrap mid-cell: one block per component then.
+    let width = std::io::stdout()
+        .is_terminal()
+        .then(|| console::Term::stdout().size().1 as usize);
+    session.print(&render_for(&report, width));
     let failed = report.load.failed();
     if !failed.is_empty() {
         let nodes: Vec<String> = failed
@@ -368,6 +373,12 @@ fn next_command(config: &Config, load: &LoadReport, mdir: &Path, cdir: &Path) ->
 
 /// The closing table: one row per component, then the next command.
 pub fn render(report: &UpReport) -> String {
+    render_for(report, None)
+}
+
+/// [`render`] for a terminal `width` columns wide: a table that would not fit becomes one
+/// block per component (`name  build  size  time`, then its image and its load indented).
+pub fn render_for(report: &UpReport, width: Option<usize>) -> String {
     let mut loads: BTreeMap<&str, Vec<&NodeLoad>> = BTreeMap::new();
     for r in &report.load.results {
         loads.entry(r.component.as_str()).or_default().push(r);
@@ -384,6 +395,9 @@ pub fn render(report: &UpReport) -> String {
         .map(|(name, r)| {
             let build = match (r.outcome, &r.reason) {
                 (Outcome::Cached, _) => "cached".to_string(),
+                (Outcome::Built, Some(why)) if why == "never built" => {
+                    "built (first build)".to_string()
+                }
                 (Outcome::Built, Some(why)) => format!("built ({why})"),
                 (o, None) => format!("{o:?}").to_lowercase(),
                 (o, Some(why)) => format!("{} ({why})", format!("{o:?}").to_lowercase()),
@@ -423,9 +437,18 @@ pub fn render(report: &UpReport) -> String {
         }
         s.trim_end().to_string() + "\n"
     };
-    let mut out = line(heads);
-    for r in &rows {
-        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    let table_width: usize = widths.iter().sum::<usize>() + 2 * 5;
+    let mut out = String::new();
+    if width.is_some_and(|w| table_width > w) {
+        for r in &rows {
+            out.push_str(&format!("{}  {}  {}  {}\n", r[0], r[2], r[4], r[5]));
+            out.push_str(&format!("  image: {}\n  load:  {}\n", r[1], r[3]));
+        }
+    } else {
+        out.push_str(&line(heads));
+        for r in &rows {
+            out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+        }
     }
     out.push_str(&format!(
         "\nmanifests: {}/   chart: {}/   ({})\n",
@@ -470,6 +493,47 @@ mod tests {
             bytes_sent: 0,
             duration_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_table_too_wide_for_the_terminal_becomes_blocks() {
+        let mut build = BuildReport::default();
+        build.components.insert(
+            "frontend".into(),
+            crate::record::ImageRecord {
+                image: "registry.example.com/team/shop/frontend:0123456789ab".into(),
+                repository: "registry.example.com/team/shop/frontend".into(),
+                tag: "0123456789ab".into(),
+                tags: vec![],
+                image_id: "sha256:1".into(),
+                input_digest: "sha256:2".into(),
+                outcome: crate::record::Outcome::Built,
+                reason: Some("never built".into()),
+                duration_ms: 65_000,
+                size: 331_700_000,
+                pushed: None,
+            },
+        );
+        let report = UpReport {
+            app: "shop".into(),
+            dockerfiles: vec![],
+            build,
+            load: LoadReport {
+                message: Some("cluster = none: images are not loaded".into()),
+                ..Default::default()
+            },
+            manifests_dir: "k8s".into(),
+            chart_dir: "charts/shop".into(),
+            missing_secrets: vec![],
+            next: String::new(),
+            duration_ms: 70_000,
+        };
+        let wide = render_for(&report, Some(150));
+        assert!(wide.starts_with("COMPONENT  IMAGE"), "{wide}");
+        assert!(wide.contains("built (first build)"), "{wide}");
+        let narrow = render_for(&report, Some(80));
+        assert!(narrow.starts_with("frontend  built (first build)  331.7 MB  1m05s\n  image: registry.example.com/team/shop/frontend:0123456789ab\n  load:  cluster = none"), "{narrow}");
+        assert!(narrow.lines().all(|l| l.chars().count() <= 80), "{narrow}");
     }
 
     #[test]
