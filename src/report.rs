@@ -817,6 +817,14 @@ mod tests {
         masked.join("\n")
     }
 
+    /// Snapshots of what `events` show at 80 and 150 columns (`tty_NAME_COLS`).
+    fn snapshots(name: &str, events: Vec<Event>) {
+        for cols in [80u16, 150] {
+            let shown = screen(cols, Verbosity::Normal, events.clone());
+            insta::assert_snapshot!(format!("tty_{name}_{cols}"), shown);
+        }
+    }
+
     fn start(task: &str, what: &str) -> Event {
         Event::Started {
             task: task.into(),
@@ -856,101 +864,82 @@ mod tests {
 
     #[test]
     fn tty_a_running_build_shows_its_step_and_latest_line() {
-        for cols in [80u16, 150] {
-            let shown = screen(
-                cols,
-                Verbosity::Normal,
-                vec![
-                    Event::Started {
-                        task: "frontend".into(),
-                        what: "build".into(),
-                        estimate_ms: Some(65_000),
-                    },
-                    step("frontend", RUN),
-                    log("frontend", "compiling module 21 of 40: src/components/very/long/path/to/a/component/Widget.tsx"),
-                    start("backend", "build"),
-                    step("backend", "[deps 3/5] RUN pip install -r requirements.txt"),
-                ],
-            );
-            insta::assert_snapshot!(format!("tty_running_{cols}"), shown);
-        }
+        snapshots("running", vec![
+            Event::Started {
+                task: "frontend".into(),
+                what: "build".into(),
+                estimate_ms: Some(65_000),
+            },
+            step("frontend", RUN),
+            log("frontend", "compiling module 21 of 40: src/components/very/long/path/to/a/component/Widget.tsx"),
+            start("backend", "build"),
+            step("backend", "[deps 3/5] RUN pip install -r requirements.txt"),
+        ]);
     }
 
     #[test]
     fn tty_a_cached_run_and_a_build_say_why() {
-        for cols in [80u16, 150] {
-            let shown = screen(
-                cols,
-                Verbosity::Normal,
-                vec![
-                    Event::finished("backend", "cached"),
-                    start("frontend", "build"),
-                    built(
-                        "frontend",
-                        "context_changed",
-                        "context changed (28.2 kB)",
-                        &[
-                            "app/page.tsx",
-                            "app/layout.tsx",
-                            "lib/a.ts",
-                            "lib/b.ts",
-                            "lib/c.ts",
-                        ],
-                    ),
-                    start("worker", "build"),
-                    built("worker", "never_built", "never built", &[]),
-                ],
-            );
-            insta::assert_snapshot!(format!("tty_cached_{cols}"), shown);
-        }
+        snapshots(
+            "cached",
+            vec![
+                Event::finished("backend", "cached"),
+                start("frontend", "build"),
+                built(
+                    "frontend",
+                    "context_changed",
+                    "context changed (28.2 kB)",
+                    &[
+                        "app/page.tsx",
+                        "app/layout.tsx",
+                        "lib/a.ts",
+                        "lib/b.ts",
+                        "lib/c.ts",
+                    ],
+                ),
+                start("worker", "build"),
+                built("worker", "never_built", "never built", &[]),
+            ],
+        );
     }
 
     #[test]
     fn tty_a_failure_shows_its_step_once_its_tail_and_its_log() {
-        for cols in [80u16, 150] {
-            let shown = screen(
-                cols,
-                Verbosity::Normal,
-                vec![
-                    start("worker", "build"),
-                    step("worker", "[build 3/3] RUN make"),
-                    log("worker", "error: the cause, on stderr"),
-                    Event::Failed {
-                        task: "worker".into(),
-                        error: "exit code: 2".into(),
-                        step: Some("[build 3/3] RUN make".into()),
-                        log_tail: vec![
-                            "error: the cause, on stderr".into(),
-                            "...".into(),
-                            "make: *** [all] Error 1".into(),
-                        ],
-                        log_file: Some(".slipway/logs/worker.log".into()),
-                    },
-                ],
-            );
-            insta::assert_snapshot!(format!("tty_failed_{cols}"), shown);
-        }
+        snapshots(
+            "failed",
+            vec![
+                start("worker", "build"),
+                step("worker", "[build 3/3] RUN make"),
+                log("worker", "error: the cause, on stderr"),
+                Event::Failed {
+                    task: "worker".into(),
+                    error: "exit code: 2".into(),
+                    step: Some("[build 3/3] RUN make".into()),
+                    log_tail: vec![
+                        "error: the cause, on stderr".into(),
+                        "...".into(),
+                        "make: *** [all] Error 1".into(),
+                    ],
+                    log_file: Some(".slipway/logs/worker.log".into()),
+                },
+            ],
+        );
     }
 
     #[test]
     fn tty_a_load_shows_bytes_and_rate() {
-        for cols in [80u16, 150] {
-            let shown = screen(
-                cols,
-                Verbosity::Normal,
-                vec![
-                    start("frontend@dev-worker", "load"),
-                    step("frontend@dev-worker", "sending layer 5 of 5 (331.7 MB)"),
-                    Event::Transfer {
-                        task: "frontend@dev-worker".into(),
-                        bytes_done: 120_400_000,
-                        bytes_total: 331_700_000,
-                        bytes_per_second: 45_200_000,
-                    },
-                ],
-            );
-            insta::assert_snapshot!(format!("tty_load_{cols}"), shown);
-        }
+        snapshots(
+            "load",
+            vec![
+                start("frontend@dev-worker", "load"),
+                step("frontend@dev-worker", "sending layer 5 of 5 (331.7 MB)"),
+                Event::Transfer {
+                    task: "frontend@dev-worker".into(),
+                    bytes_done: 120_400_000,
+                    bytes_total: 331_700_000,
+                    bytes_per_second: 45_200_000,
+                },
+            ],
+        );
     }
 
     #[test]

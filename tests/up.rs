@@ -189,19 +189,7 @@ async fn up_builds_loads_and_emits_then_does_nothing_the_second_time() {
         .clone();
     assert_eq!(web_load["layers_sent"], 1, "{web_load}");
 
-    for c in ["api", "web"] {
-        for r in [&run, &run3] {
-            for t in r["build"]["components"][c]["tags"].as_array().unwrap() {
-                let _ = docker
-                    .remove_image(
-                        t.as_str().unwrap(),
-                        None::<bollard::query_parameters::RemoveImageOptions>,
-                        None,
-                    )
-                    .await;
-            }
-        }
-    }
+    remove_images(&docker, &[&run, &run3]).await;
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -351,7 +339,7 @@ async fn up_in_json_mode_writes_only_events_on_stdout() {
         (&summary["event"], &summary["status"]),
         (&"summary".into(), &"ok".into())
     );
-    let run = &summary["result"];
+    let run = summary["result"].clone();
     assert_eq!(
         run["build"]["components"]["api"]["outcome"], "built",
         "{run}"
@@ -359,15 +347,22 @@ async fn up_in_json_mode_writes_only_events_on_stdout() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("COMPONENT"));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("upapp-token-marker"));
 
+    remove_images(&docker, &[&run]).await;
+}
+
+/// Removes every tag the runs' (`--metadata-file` or summary) records name.
+async fn remove_images(docker: &bollard::Docker, runs: &[&serde_json::Value]) {
     for c in ["api", "web"] {
-        for t in run["build"]["components"][c]["tags"].as_array().unwrap() {
-            let _ = docker
-                .remove_image(
-                    t.as_str().unwrap(),
-                    None::<bollard::query_parameters::RemoveImageOptions>,
-                    None,
-                )
-                .await;
+        for r in runs {
+            for t in r["build"]["components"][c]["tags"].as_array().unwrap() {
+                let _ = docker
+                    .remove_image(
+                        t.as_str().unwrap(),
+                        None::<bollard::query_parameters::RemoveImageOptions>,
+                        None,
+                    )
+                    .await;
+            }
         }
     }
 }
