@@ -178,14 +178,17 @@ pub fn unified_diff(current: &str, expected: &str, shown: &str) -> String {
         .to_string()
 }
 
-/// Runs the command: writes (or with `check`, compares) every generated file.
+/// Runs the command: writes (or with `check`, compares) every generated file, saying what
+/// happened to each in `out` (the command prints it, also when this fails).
 pub fn run(
     config: &Config,
     names: &[String],
     check: bool,
     verbose: bool,
     reporter: &dyn Reporter,
+    out: &mut String,
 ) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
     let components = select(config, names)?;
     let mut plans = Vec::new();
     for c in components {
@@ -195,20 +198,21 @@ pub fn run(
     for cp in &plans {
         match &cp.plan {
             Plan::UserOwn { dockerfile } => {
-                println!(
+                writeln!(
+                    out,
                     "{}: {dockerfile} is your own (no slipway header): left alone",
                     cp.name
-                );
+                )?;
             }
             Plan::Generate {
                 detection,
                 outputs,
                 own_ignore,
             } => {
-                println!("{}: stack {}", cp.name, detection.stack);
+                writeln!(out, "{}: stack {}", cp.name, detection.stack)?;
                 if verbose {
                     for r in &detection.notes.reasons {
-                        println!("  {}: {}", r.file, r.what);
+                        writeln!(out, "  {}: {}", r.file, r.what)?;
                     }
                 }
                 for w in &detection.notes.warnings {
@@ -217,30 +221,35 @@ pub fn run(
                     });
                 }
                 if let Some(ignore) = own_ignore {
-                    println!("  {ignore} is your own (no slipway header): left alone");
+                    writeln!(
+                        out,
+                        "  {ignore} is your own (no slipway header): left alone"
+                    )?;
                 }
-                for out in outputs {
+                for file in outputs {
                     if check {
-                        match check_output(out)? {
-                            None => println!("  up to date  {}", out.shown),
+                        match check_output(file)? {
+                            None => writeln!(out, "  up to date  {}", file.shown)?,
                             Some(s) => {
-                                println!(
+                                writeln!(
+                                    out,
                                     "  {}  {}",
                                     if s.diff.is_some() { "stale" } else { "missing" },
-                                    out.shown
-                                );
+                                    file.shown
+                                )?;
                                 stale.push(s);
                             }
                         }
                     } else {
                         let changed =
-                            crate::fsutil::write_atomic(&out.path, out.text.as_bytes(), None)
-                                .with_context(|| format!("writing {}", out.shown))?;
-                        println!(
+                            crate::fsutil::write_atomic(&file.path, file.text.as_bytes(), None)
+                                .with_context(|| format!("writing {}", file.shown))?;
+                        writeln!(
+                            out,
                             "  {}  {}",
                             if changed { "wrote    " } else { "unchanged" },
-                            out.shown
-                        );
+                            file.shown
+                        )?;
                     }
                 }
             }
@@ -249,8 +258,8 @@ pub fn run(
     if !stale.is_empty() {
         for s in &stale {
             match &s.diff {
-                Some(d) => print!("\n{d}"),
-                None => println!("\n{} does not exist", s.shown),
+                Some(d) => write!(out, "\n{d}")?,
+                None => writeln!(out, "\n{} does not exist", s.shown)?,
             }
         }
         let names: Vec<&str> = stale.iter().map(|s| s.shown.as_str()).collect();
