@@ -4,10 +4,20 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `0.1.0 (commit 0123456789ab, 2026-12-02)`: the version, and the commit built (see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SLIPWAY_COMMIT"),
+    ", ",
+    env!("SLIPWAY_COMMIT_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "slipway",
-    version,
+    version = VERSION,
     about = "From source to a loaded local Kubernetes cluster: Dockerfiles, builds, loads, manifests, Helm chart",
     propagate_version = true,
     after_help = "Examples:

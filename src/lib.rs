@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     reporter.report(report::Event::Run {
         schema_version: report::SCHEMA_VERSION,
         command: command.to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: cli::VERSION.to_string(),
     });
     let outcome = run_command(session, cli.command).await;
     let value = result.lock().unwrap_or_else(|e| e.into_inner()).take();
