@@ -751,12 +751,23 @@ async fn load_image(
         }
     }
     // What the nodes hold now, for the next image of this run.
+    let source_daemon = source.daemon;
     let manifest_digest = match imports.is_empty() {
         true => None,
         false => match source.files(image).await {
-            Ok(normal_form) => {
+            Ok(Some(files)) => {
+                let stream = archive::save::stream(files).boxed();
                 let (imported, digest) =
-                    import(docker, image, normal_form, slots, &imports, reporter).await;
+                    import(docker, image, stream, slots, &imports, reporter).await;
+                outcomes.extend(imported);
+                digest
+            }
+            Ok(None) => {
+                // The daemon starts answering an export at once: the short bound on a
+                // response applies (the stream itself may then take as long as it takes).
+                let stream = source_daemon.docker.export_image(&image.id).boxed();
+                let (imported, digest) =
+                    import(docker, image, stream, slots, &imports, reporter).await;
                 outcomes.extend(imported);
                 digest
             }
@@ -829,7 +840,7 @@ fn report_outcome(reporter: &dyn Reporter, task: &str, r: &NodeLoad) {
 async fn import(
     docker: &Docker,
     image: &ImageMeta,
-    normal_form: Option<Arc<ImageFiles>>,
+    stream: futures_util::stream::BoxStream<'_, Result<bytes::Bytes, bollard::errors::Error>>,
     slots: &mut [Slot],
     imports: &[(usize, Vec<String>)],
     reporter: &dyn Reporter,
@@ -851,12 +862,6 @@ async fn import(
         .iter()
         .map(|(i, layers)| start_import(docker, image, &slots[*i], layers, reporter))
         .unzip();
-    // An image this run normalised is read from the files normalising left (the same
-    // bytes), not exported by the daemon a second time.
-    let stream = match normal_form {
-        Some(files) => archive::save::stream(files).boxed(),
-        None => docker.export_image(&image.id).boxed(),
-    };
     let transfer = transfer::fan_out(stream, image, sinks, reporter).await;
     let finished = join_all(handles.into_iter().map(|(w, h)| async move {
         let r = h

@@ -132,7 +132,7 @@ async fn normalize_keeping(
 
     let t0 = std::time::Instant::now();
     // 1. Export, spooling every file of the docker-save tar.
-    let saved = export(daemon, &docker, image, &source_id, dir.path()).await?;
+    let saved = export(daemon, image, &source_id, dir.path()).await?;
     let export_ms = ms(t0);
     let t0 = std::time::Instant::now();
     // 2. Rewrite layers and config.
@@ -170,12 +170,16 @@ async fn normalize_keeping(
 /// Exports `source_id` from the daemon, spooling every file of the docker-save tar into `dir`.
 async fn export(
     daemon: &Daemon,
-    docker: &bollard::Docker,
     image: &str,
     source_id: &str,
     dir: &Path,
 ) -> anyhow::Result<Saved> {
-    let export = docker.export_image(source_id).map_err(io::Error::other);
+    // The daemon starts answering an export at once: the short bound on a response applies
+    // (the stream itself may then take as long as it takes).
+    let export = daemon
+        .docker
+        .export_image(source_id)
+        .map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
     let spool_dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -252,10 +256,10 @@ async fn load_or_tag(
 /// node's containerd calls the image) and its layers decompressed. Uses as much disk as the
 /// image unpacked, removed when the value is dropped.
 pub async fn export_plain(daemon: &Daemon, image: &str) -> anyhow::Result<ImageFiles> {
-    let docker = daemon.long()?;
     let dir = crate::leftovers::temp_dir("export")
         .context("creating a temporary directory for the image's layers")?;
-    let export = docker.export_image(image).map_err(io::Error::other);
+    // The short bound on a response, as for [`export`].
+    let export = daemon.docker.export_image(image).map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
     let work = dir.path().to_path_buf();
     let (config, layers) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -896,7 +900,13 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
 }
 
 /// Streams the normal form to the daemon as a docker-save tar (`POST /images/load`).
+/// Loads the normal form `plan` into a daemon; on the classic image store without the bottom
+/// layers it kept unchanged (the daemon has them, under the image normalising started from).
 async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
+    let held = match crate::docker::containerd_store(docker).await {
+        true => HashSet::new(),
+        false => held_layers(&plan.outcomes),
+    };
     let config_name = format!("{}.json", plan.image_id.trim_start_matches("sha256:"));
     let layer_paths: Vec<String> = plan
         .layers
@@ -907,7 +917,7 @@ async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
     let config = plan.config.clone();
     let layers = plan.layers.clone();
     let (body, producer) =
-        blocks::streamed(move |w| save::write(w, &config_name, &config, &manifest, &layers));
+        blocks::streamed(move |w| save::write(w, &config_name, &config, &manifest, &layers, &held));
     let mut progress = docker.import_image_stream(
         bollard::query_parameters::ImportImageOptions {
             quiet: true,
@@ -938,10 +948,42 @@ async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
     }
 }
 
+/// The layers of the bottom run that normalising left as they were: the daemon has each of
+/// them with all below (a layer repeated above that run must still be sent).
+fn held_layers(outcomes: &[LayerOutcome]) -> HashSet<String> {
+    let kept = outcomes.iter().take_while(|o| o.before == o.after).count();
+    let above: HashSet<&String> = outcomes[kept..].iter().map(|o| &o.after).collect();
+    outcomes[..kept]
+        .iter()
+        .map(|o| o.after.clone())
+        .filter(|d| !above.contains(d))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_bottom_layers_left_as_they_were_are_held_back() {
+        let o = |before: &str, after: &str| LayerOutcome {
+            before: before.into(),
+            after: after.into(),
+            size: 0,
+            rewritten: before != after,
+        };
+        let held = held_layers(&[
+            o("a", "a"),
+            o("b", "b"),
+            o("c", "c2"),
+            o("d", "d"),
+            o("b", "b"),
+        ]);
+        // `d` sits above a rewritten layer (another chain); `b` is needed there too.
+        assert_eq!(held, HashSet::from(["a".to_string()]));
+        assert!(held_layers(&[o("a", "a2"), o("b", "b")]).is_empty());
+    }
 
     #[test]
     fn config_times_diff_ids_and_legacy_fields() {
