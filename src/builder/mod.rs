@@ -953,10 +953,17 @@ pub async fn execute(
     reap_tags(daemon, plan, reporter.as_ref()).await;
     let made = match to_build.is_empty() {
         true => BTreeMap::new(),
-        false => build_all(reporter, daemon, plan, &to_build, opts, &mut run).await?,
+        false => build_all(reporter.clone(), daemon, plan, &to_build, opts, &mut run).await?,
     };
 
-    write_records(config, plan, &run.report, &run.failures, opts)?;
+    write_records(
+        config,
+        plan,
+        &run.report,
+        &run.failures,
+        opts,
+        reporter.as_ref(),
+    )?;
     if run.failures.is_empty() {
         let images = handed_on(plan, &run.report, made);
         return Ok(Built {
@@ -1299,8 +1306,9 @@ fn write_records(
     report: &BuildReport,
     failures: &[(String, anyhow::Error)],
     opts: &BuildOptions,
+    reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
-    record::merge_last(config, report)?;
+    record::merge_last(config, report, reporter)?;
     if let Some(path) = &opts.metadata_file {
         let mut run = report.clone();
         for (name, e) in failures {

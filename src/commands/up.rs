@@ -228,7 +228,7 @@ async fn pipeline(
     } = build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
     if args.push {
         crate::push::push_all(daemon, &mut built, reporter).await?;
-        crate::record::merge_last(config, &built)?;
+        crate::record::merge_last(config, &built, reporter)?;
     }
 
     let load = if target == ClusterTarget::None {
