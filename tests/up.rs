@@ -210,7 +210,9 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let p = e.unwrap().path();
         if p.is_dir() {
             out.extend(walk(&p));
-        } else if !p.to_string_lossy().ends_with(".secret.yaml") {
+        } else if !p.to_string_lossy().ends_with(".secret.yaml")
+            && !p.ends_with("charts/upapp/secrets.values.yaml")
+        {
             out.push(p);
         }
     }
@@ -294,4 +296,148 @@ async fn locked_refuses_a_stale_generated_dockerfile() {
         edited,
         "--locked writes nothing"
     );
+}
+
+/// Removes every tag of every component a run's metadata names.
+async fn remove_images(docker: &bollard::Docker, runs: &[&serde_json::Value]) {
+    for r in runs {
+        let Some(components) = r["build"]["components"].as_object() else {
+            continue;
+        };
+        for c in components.values() {
+            for t in c["tags"].as_array().into_iter().flatten() {
+                let _ = docker
+                    .remove_image(
+                        t.as_str().unwrap_or_default(),
+                        None::<bollard::query_parameters::RemoveImageOptions>,
+                        None,
+                    )
+                    .await;
+            }
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("git")
+}
+
+#[tokio::test]
+async fn secrets_from_the_env_file_reach_helm_through_a_git_ignored_values_file() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let Some(helm) = common::tool("helm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    project(root, &common::unique("slipway-up"));
+    assert!(git(root, &["init", "-q"]).status.success());
+    let marker = "env-file-token-marker";
+    std::fs::write(root.join(".env"), format!("API_TOKEN=\"{marker}\"\n")).unwrap();
+    let out = common::slipway()
+        .current_dir(root)
+        .env_remove("API_TOKEN")
+        .args(["--progress", "plain", "up", "--cluster", "none"])
+        .args(["--env-file", ".env", "--metadata-file", "run.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "next: helm upgrade --install upapp charts/upapp -f charts/upapp/secrets.values.yaml"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("secrets not set"), "{stdout}");
+    assert!(!text(&out).contains(marker), "{}", text(&out));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("run.json")).unwrap()).unwrap();
+
+    // The values file: 0600, ignored by git, and the only file besides the Secret manifest
+    // that holds the value.
+    let values = root.join("charts/upapp/secrets.values.yaml");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&values).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode of {}", values.display());
+    let ignored = git(
+        root,
+        &["check-ignore", "-q", "charts/upapp/secrets.values.yaml"],
+    );
+    assert!(ignored.status.success(), "git does not ignore it");
+    let status = git(root, &["status", "--porcelain", "--untracked-files=all"]);
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(!listed.contains("secrets.values.yaml"), "{listed}");
+    assert!(!listed.contains(".secret.yaml"), "{listed}");
+    for entry in walk(root) {
+        let rel = entry
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if rel == ".env" {
+            continue;
+        }
+        let has = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).contains(marker);
+        assert!(!has, "secret value in {rel}");
+    }
+
+    // helm renders the value with -f, and an empty one without it.
+    let template = |extra: &[&str]| -> String {
+        let out = Command::new(&helm)
+            .current_dir(root)
+            .args(["template", "upapp", "charts/upapp", "--namespace", "upapp"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "helm: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(marker);
+    let with = template(&["-f", "charts/upapp/secrets.values.yaml"]);
+    assert!(
+        with.contains(&format!("\"API_TOKEN\": \"{encoded}\"")),
+        "{with}"
+    );
+    let without = template(&[]);
+    assert!(!without.contains(&encoded), "{without}");
+    // A Secret managed elsewhere: the chart makes none and the pods read that one.
+    let existing = template(&[
+        "-f",
+        "charts/upapp/secrets.values.yaml",
+        "--set",
+        "components.api.existingSecret=managed-elsewhere",
+    ]);
+    assert!(!existing.contains("kind: Secret"), "{existing}");
+    assert!(existing.contains("name: managed-elsewhere"), "{existing}");
+
+    // Without the values: the warning is repeated next to `next:`, and the file says what
+    // is not set.
+    let out = common::slipway()
+        .current_dir(root)
+        .env_remove("API_TOKEN")
+        .args(["--progress", "plain", "up", "--cluster", "none"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tail: Vec<&str> = stdout.lines().rev().take(2).collect();
+    assert!(tail[0].starts_with("next: "), "{stdout}");
+    assert!(
+        tail[1].starts_with("warning: secrets not set") && tail[1].contains("api.API_TOKEN"),
+        "{stdout}"
+    );
+    let now = std::fs::read_to_string(&values).unwrap();
+    assert!(
+        now.contains("# api: not set: API_TOKEN") && !now.contains(marker),
+        "{now}"
+    );
+    remove_images(&docker, &[&run]).await;
 }

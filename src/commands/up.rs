@@ -111,6 +111,8 @@ pub struct UpReport {
     pub chart_dir: String,
     /// Secrets written empty because they were not set.
     pub missing_secrets: Vec<String>,
+    /// The values file with the secret values for `helm -f` (when a component has secrets).
+    pub secret_values: Option<String>,
     pub next: String,
     pub duration_ms: u64,
 }
@@ -250,11 +252,13 @@ async fn pipeline(
     };
     k8s::emit_manifests(config, &refs, &secrets, &k8s_opts, &mdir)?;
     k8s::emit_chart(config, &refs, &k8s_opts, &cdir)?;
+    let secret_values = k8s::emit_secret_values(config, &secrets, &cdir)?;
 
     let report = UpReport {
         app: config.app.name.clone(),
         dockerfiles: files,
-        next: next_command(config, &load, &mdir, &cdir),
+        next: next_command(config, &load, &mdir, &cdir, secret_values.as_deref()),
+        secret_values: secret_values.map(|p| shown(config, &p)),
         build: built,
         load,
         manifests_dir: shown(config, &mdir),
@@ -287,7 +291,7 @@ fn secrets(
             "secrets not set: {}",
             k8s::manifests::describe_missing(&missing_pairs)
         ))
-            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests");
+            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests and the chart's secrets.values.yaml, both git-ignored");
         if locked {
             return Err(fail.into());
         }
@@ -351,10 +355,19 @@ fn shown(config: &Config, p: &Path) -> String {
         .to_string()
 }
 
-fn next_command(config: &Config, load: &LoadReport, mdir: &Path, cdir: &Path) -> String {
+fn next_command(
+    config: &Config,
+    load: &LoadReport,
+    mdir: &Path,
+    cdir: &Path,
+    secret_values: Option<&Path>,
+) -> String {
     let ns = &config.app.namespace;
+    let values = secret_values
+        .map(|p| format!(" -f {}", shown(config, p)))
+        .unwrap_or_default();
     let deploy = format!(
-        "helm upgrade --install {} {} --namespace {ns} --create-namespace   # or: kubectl create namespace {ns}; kubectl apply -f {}",
+        "helm upgrade --install {} {}{values} --namespace {ns} --create-namespace   # or: kubectl create namespace {ns}; kubectl apply -f {}",
         config.app.name,
         shown(config, cdir),
         shown(config, mdir)
@@ -432,6 +445,12 @@ pub fn render(report: &UpReport) -> String {
         report.chart_dir,
         fmt_duration(Duration::from_millis(report.duration_ms))
     ));
+    if !report.missing_secrets.is_empty() {
+        out.push_str(&format!(
+            "warning: secrets not set, deployed empty: {} (set them or pass --env-file, then run `slipway up` again)\n",
+            report.missing_secrets.join(", ")
+        ));
+    }
     if !report.next.is_empty() {
         out.push_str(&format!("next: {}\n", report.next));
     }
