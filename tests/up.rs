@@ -441,3 +441,101 @@ async fn secrets_from_the_env_file_reach_helm_through_a_git_ignored_values_file(
     );
     remove_images(&docker, &[&run]).await;
 }
+
+/// `doctor --json`'s check called `name`.
+fn doctor_check(dir: &Path, name: &str) -> (serde_json::Value, Output) {
+    let out = common::slipway()
+        .current_dir(dir)
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` check: {report}"))
+        .clone();
+    (check, out)
+}
+
+#[tokio::test]
+async fn a_wrong_cluster_fails_before_any_build_and_doctor_finds_clusters_as_up_does() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let cluster = common::unique("found");
+    let _kind = kind(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = common::unique("slipway-up-early");
+    project(dir.path(), &prefix);
+    let toml = dir.path().join("slipway.toml");
+    let config = std::fs::read_to_string(&toml).unwrap();
+
+    // doctor, with the cluster named in slipway.toml (the string form): found, nodes counted,
+    // and every local cluster listed.
+    std::fs::write(&toml, format!("cluster = \"kind:{cluster}\"\n{config}")).unwrap();
+    let (check, _) = doctor_check(dir.path(), "cluster");
+    assert_eq!(check["status"], "ok", "{check}");
+    let msg = check["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("kind:{cluster}")) && msg.contains("1 of 1 node"),
+        "{msg}"
+    );
+    let (listed, _) = doctor_check(dir.path(), "local clusters");
+    let listed = listed["message"].as_str().unwrap().to_string();
+    assert!(
+        listed.contains(&format!("kind:{cluster} (1 node)")),
+        "{listed}"
+    );
+
+    // auto without a kube context: doctor looks at the node containers as up does (it no
+    // longer says "no local cluster" while one runs).
+    std::fs::write(&toml, &config).unwrap();
+    let (check, _) = doctor_check(dir.path(), "cluster");
+    let msg = check["message"].as_str().unwrap();
+    assert!(!msg.contains("skips the load"), "{check}");
+    assert!(
+        msg.contains(&format!("kind:{cluster}")) || msg.contains("several local clusters"),
+        "{check}"
+    );
+
+    // A cluster that is not there: doctor fails, and up fails the same way before it builds
+    // or pulls anything.
+    let nope = common::unique("nope");
+    std::fs::write(&toml, format!("cluster = \"kind:{nope}\"\n{config}")).unwrap();
+    let (check, out) = doctor_check(dir.path(), "cluster");
+    assert_eq!(check["status"], "fail", "{check}");
+    assert!(!out.status.success());
+    let not_running = format!("kind cluster `{nope}` is not running");
+    assert!(
+        check["message"].as_str().unwrap().contains(&not_running),
+        "{check}"
+    );
+    let hint = check["hint"].as_str().unwrap_or_default();
+    assert!(
+        hint.contains(&format!("kind create cluster --name {nope}"))
+            && hint.contains(&format!("kind:{cluster}")),
+        "the hint names what was found: {check}"
+    );
+    let out = up(dir.path(), &[]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains(&not_running), "{all}");
+    assert!(!all.contains("built"), "{all}");
+    assert!(!dir.path().join(".slipway/last-build.json").exists());
+    let filters =
+        std::collections::HashMap::from([("reference".to_string(), vec![format!("{prefix}/*")])]);
+    let images = docker
+        .list_images(Some(
+            bollard::query_parameters::ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(images.is_empty(), "the daemon built {images:?}");
+    assert!(!dir.path().join("k8s").exists());
+}
