@@ -125,6 +125,7 @@ pub fn merge_last(config: &Config, report: &BuildReport) -> anyhow::Result<()> {
     for (k, v) in &report.components {
         last.components.insert(k.clone(), v.clone());
     }
+    crate::fsutil::state_dir(&config.root)?;
     write(&last_build_path(config), &last)
 }
 

@@ -539,3 +539,79 @@ async fn a_wrong_cluster_fails_before_any_build_and_doctor_finds_clusters_as_up_
     assert!(images.is_empty(), "the daemon built {images:?}");
     assert!(!dir.path().join("k8s").exists());
 }
+
+#[tokio::test]
+async fn state_stays_out_of_git_and_plan_says_where_the_date_came_from() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    project(root, &common::unique("slipway-up-state"));
+    assert!(git(root, &["init", "-q"]).status.success());
+    let slipway = |args: &[&str]| {
+        common::slipway()
+            .current_dir(root)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    // No commit and no SOURCE_DATE_EPOCH: plan says the images are dated 1970, and why.
+    let out = slipway(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1970-01-01T00:00:00Z  the Unix epoch: no SOURCE_DATE_EPOCH set and no git commit touches the context"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("note: api, web dated 1970-01-01"),
+        "{stdout}"
+    );
+    let out = slipway(&["plan", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["components"][0]["date"]["source"], "zero", "{json}");
+
+    // A run leaves .slipway/ with its own .gitignore: git sees nothing of it, though the
+    // project's own ignore rules do not name it.
+    let out = common::slipway()
+        .current_dir(root)
+        .args(["up", "--cluster", "none", "--metadata-file", "run.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(root.join(".slipway/last-build.json").is_file());
+    assert!(!root.join(".gitignore").exists());
+    let status = git(root, &["status", "--porcelain", "--untracked-files=all"]);
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(!listed.contains(".slipway"), "{listed}");
+    assert!(listed.contains("slipway.toml"), "{listed}");
+
+    // After a commit the date is the commit's.
+    assert!(git(root, &["add", "-A"]).status.success());
+    let commit = git(
+        root,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "first",
+        ],
+    );
+    assert!(commit.status.success(), "{}", text(&commit));
+    let out = slipway(&["plan"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("from the last git commit touching the context")
+            && !stdout.contains("note:"),
+        "{stdout}"
+    );
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("run.json")).unwrap()).unwrap();
+    remove_images(&docker, &[&run]).await;
+}
