@@ -664,6 +664,25 @@ impl Lower {
     }
 }
 
+/// `/etc`, where a container runtime mounts `hosts`, `resolv.conf` and `hostname`.
+const ETC: &[u8] = b"etc";
+
+impl Lower {
+    /// Whether `l` is the `/etc` a RUN step's runtime made for its mounts on a base that has
+    /// none: an empty root-owned directory, nothing below it, nothing under it in this layer or
+    /// above (`touched`: the paths of this layer and those above). BuildKit 0.8 leaves it in the
+    /// layer; 0.11 and later remove the mount stubs they made, parents included.
+    fn runtime_stub(&self, l: &layer::Listed, touched: &HashSet<Vec<u8>>) -> bool {
+        let h = &l.head;
+        layer::key_of(&h.path) == ETC
+            && h.typeflag == b'5'
+            && h.mode & 0o7777 == 0o755
+            && (h.uid, h.gid) == (0, 0)
+            && !self.entries.contains_key(ETC)
+            && !touched.iter().any(|k| k.starts_with(b"etc/"))
+    }
+}
+
 fn is_whiteout(key: &[u8]) -> bool {
     let base = key.rsplit(|&c| c == b'/').next().unwrap_or(key);
     base.starts_with(b".wh.")
@@ -726,7 +745,7 @@ fn unchanged_entries(
         };
         let listed =
             layer::list_where(BufReader::with_capacity(1 << 20, File::open(file)?), |k| {
-                lower.entries.contains_key(k) || upper.contains(k) || is_whiteout(k)
+                lower.entries.contains_key(k) || upper.contains(k) || is_whiteout(k) || k == ETC
             })?;
         // Entries that must stay whatever they repeat: hard links and their targets, paths
         // that occur twice, and anything under a directory this layer makes opaque.
@@ -745,7 +764,7 @@ fn unchanged_entries(
         }
         let drop: HashSet<Vec<u8>> = listed
             .iter()
-            .filter(|l| lower.same(l, sde))
+            .filter(|l| lower.same(l, sde) || lower.runtime_stub(l, &above[i]))
             .map(|l| layer::key_of(&l.head.path).to_vec())
             .filter(|k| count.get(k.as_slice()) == Some(&1) && !pinned.contains(k))
             .filter(|k| !opaque.iter().any(|d| k.starts_with(d)))
@@ -1048,5 +1067,29 @@ mod lower_tests {
         assert!(!lower.same(&listed("etc/gone", 100, "sha256:e"), sde));
         assert!(!lower.same(&listed("opt/a/x", 100, "sha256:e"), sde));
         assert!(lower.same(&listed("etc/.pwd.lock", 100, "sha256:e"), sde));
+    }
+
+    #[test]
+    fn the_etc_a_runtime_made_for_its_mounts_on_a_base_without_one_is_left_out() {
+        let dir = |path: &str, mode: u32| {
+            let mut l = listed(path, 100, "sha256:e");
+            l.head.typeflag = b'5';
+            l.head.mode = mode;
+            l
+        };
+        let touched = |keys: &[&str]| -> HashSet<Vec<u8>> {
+            keys.iter().map(|k| k.as_bytes().to_vec()).collect()
+        };
+        let bare = Lower::default();
+        assert!(bare.runtime_stub(&dir("etc/", 0o755), &touched(&["etc", "www/b.txt"])));
+        // Anything under it, here or above, or another mode makes it real.
+        assert!(!bare.runtime_stub(&dir("etc/", 0o755), &touched(&["etc", "etc/app.conf"])));
+        assert!(!bare.runtime_stub(&dir("etc/", 0o700), &touched(&["etc"])));
+        assert!(!bare.runtime_stub(&listed("etc", 100, "sha256:e"), &touched(&["etc"])));
+        assert!(!bare.runtime_stub(&dir("opt/", 0o755), &touched(&["opt"])));
+        // A base with an /etc: the directory is what it is (and `same` decides).
+        let mut based = Lower::default();
+        based.apply(vec![dir("etc/", 0o755)]);
+        assert!(!based.runtime_stub(&dir("etc/", 0o755), &touched(&["etc"])));
     }
 }
