@@ -1,4 +1,4 @@
-//! README's promise "No daemon: an error with the address tried and how to start one, in under
+//! The promise (docs/internals.md) "No daemon: an error with the address tried and how to start one, in under
 //! 2 s", for every command that talks to the daemon (issue 14, item 4), not only `doctor`.
 //!
 //! Three kinds of "no daemon": a socket path nothing is at, a socket file nobody listens on
