@@ -64,16 +64,11 @@ fn project(dir: &Path, config: &str) {
     std::fs::write(dir.join("slipway.toml"), config).unwrap();
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[test]
 fn an_unreachable_daemon_gives_one_plain_cause_and_the_rest_with_v() {
     let dir = tempfile::tempdir().unwrap();
     project(dir.path(), GOOD);
-    let tcp = format!("tcp://127.0.0.1:{}", free_port());
+    let tcp = format!("tcp://127.0.0.1:{}", common::free_port());
     let hosts = [
         format!("unix://{}", dir.path().join("missing.sock").display()),
         tcp.clone(),
@@ -115,7 +110,7 @@ fn an_unreachable_daemon_gives_one_plain_cause_and_the_rest_with_v() {
 #[test]
 fn bad_configs_are_told_in_the_files_words() {
     let dir = tempfile::tempdir().unwrap();
-    let host = format!("tcp://127.0.0.1:{}", free_port());
+    let host = format!("tcp://127.0.0.1:{}", common::free_port());
     let cases = [
         (
             GOOD.replace("port = 80", "port = \"abc\""),

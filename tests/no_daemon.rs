@@ -8,6 +8,8 @@
 //! hint. Needs no daemon, so it runs everywhere. (`load` is not among them: without a build
 //! record it answers "run `slipway build` first", exit 2, before it needs the daemon.)
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,11 +29,6 @@ fn project(dir: &Path) {
     .unwrap();
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[test]
 fn every_command_that_needs_the_daemon_says_so_in_under_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +38,7 @@ fn every_command_that_needs_the_daemon_says_so_in_under_two_seconds() {
     let hosts = [
         format!("unix://{}", dir.path().join("missing.sock").display()),
         format!("unix://{}", stale.display()),
-        format!("tcp://127.0.0.1:{}", free_port()),
+        format!("tcp://127.0.0.1:{}", common::free_port()),
     ];
     let commands: [&[&str]; 5] = [
         &["plan"],

@@ -189,19 +189,7 @@ async fn up_builds_loads_and_emits_then_does_nothing_the_second_time() {
         .clone();
     assert_eq!(web_load["layers_sent"], 1, "{web_load}");
 
-    for c in ["api", "web"] {
-        for r in [&run, &run3] {
-            for t in r["build"]["components"][c]["tags"].as_array().unwrap() {
-                let _ = docker
-                    .remove_image(
-                        t.as_str().unwrap(),
-                        None::<bollard::query_parameters::RemoveImageOptions>,
-                        None,
-                    )
-                    .await;
-            }
-        }
-    }
+    remove_images(&docker, &[&run, &run3]).await;
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
