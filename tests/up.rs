@@ -344,6 +344,12 @@ async fn secrets_from_the_env_file_reach_helm_through_a_git_ignored_values_file(
         "{stdout}"
     );
     assert!(!stdout.contains("secrets not set"), "{stdout}");
+    // The hint after it is true for the cluster chosen.
+    assert!(
+        stdout.contains("cluster = none: the images were not loaded")
+            && !stdout.contains("no local cluster was found"),
+        "{stdout}"
+    );
     assert!(!text(&out).contains(marker), "{}", text(&out));
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("run.json")).unwrap()).unwrap();

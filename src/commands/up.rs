@@ -258,7 +258,14 @@ async fn pipeline(
     let report = UpReport {
         app: config.app.name.clone(),
         dockerfiles: files,
-        next: next_command(config, &load, &mdir, &cdir, secret_values.as_deref()),
+        next: next_command(
+            config,
+            &load,
+            target == crate::config::ClusterTarget::None,
+            &mdir,
+            &cdir,
+            secret_values.as_deref(),
+        ),
         secret_values: secret_values.map(|p| shown(config, &p)),
         build: built,
         load,
@@ -365,6 +372,7 @@ fn shown(config: &Config, p: &Path) -> String {
 fn next_command(
     config: &Config,
     load: &LoadReport,
+    chose_none: bool,
     mdir: &Path,
     cdir: &Path,
     secret_values: Option<&Path>,
@@ -381,6 +389,9 @@ fn next_command(
     );
     match &load.cluster {
         Some(_) => deploy,
+        None if chose_none => format!(
+            "{deploy}   (cluster = none: the images were not loaded; the cluster must get them another way, e.g. `slipway load --cluster kind:NAME` or --push)"
+        ),
         None => format!("{deploy}   (no local cluster was found: create one, e.g. `kind create cluster`, then run `slipway up` again to load the images)"),
     }
 }
