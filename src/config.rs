@@ -1528,6 +1528,13 @@ fn from_toml_error(e: &toml::de::Error, text: &str, path: &Path) -> ConfigError 
             }
             if let Some(s) = did_you_mean(field, &candidates) {
                 err.hint = Some(format!("did you mean `{s}`?"));
+            } else if field == "cluster" {
+                // A top-level key written after a table belongs to that table in TOML.
+                err.hint = Some(
+                    "`cluster = \"kind:NAME\"` goes at the top of the file, before the first \
+                     [table] (or write it as a [cluster] table with `target = \"kind:NAME\"`)"
+                        .into(),
+                );
             }
         }
     } else if let Some(rest) = message.strip_prefix("unknown variant `") {

@@ -137,6 +137,11 @@ fn bad_configs_are_told_in_the_files_words() {
             GOOD.replace("port = 80", "prot = 80"),
             "did you mean `port`",
         ),
+        // Appended after the last table, the key lands in it: the hint says where it goes.
+        (
+            format!("{GOOD}cluster = \"kind:uxr\"\n"),
+            "goes at the top of the file",
+        ),
         ("[app]\n".to_string(), "missing"),
         ("not toml at all".to_string(), "slipway.toml"),
     ];

@@ -228,11 +228,11 @@ fn not_running_hint(
 ) -> String {
     if nodes.is_empty() {
         let pick = if others.is_empty() {
-            "or pick another with --cluster (or `cluster = \"kind:NAME\"` in slipway.toml)"
+            "or pick another with --cluster (or `cluster = \"kind:NAME\"` at the top of slipway.toml)"
                 .to_string()
         } else {
             format!(
-                "or pick one of those found with --cluster (or `cluster = \"{}\"` in slipway.toml): {}",
+                "or pick one of those found with --cluster (or `cluster = \"{}\"` at the top of slipway.toml): {}",
                 others[0].0,
                 describe_found(others)
             )
@@ -329,7 +329,7 @@ async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detec
                     describe_found(&found)
                 ))
                 .hint(format!(
-                    "pass --cluster {first} (or set `cluster = \"{first}\"` in slipway.toml)"
+                    "pass --cluster {first} (or `cluster = \"{first}\"` at the top of slipway.toml)"
                 ))
                 .into()),
             }
