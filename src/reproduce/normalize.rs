@@ -148,6 +148,11 @@ async fn normalize_keeping(
     let t0 = std::time::Instant::now();
     // 3. Load (unless the daemon has it), or just move the tags.
     let (already_present, daemon_id) = load_or_tag(daemon, &docker, image, &plan, tags).await?;
+    if daemon_id != plan.image_id {
+        // The containerd image store: a later load finds the config without an export.
+        let cache = crate::leftovers::cache_dir();
+        crate::docker::images::remember_config(&cache, &daemon_id, &plan.image_id);
+    }
     let normalized = Normalized {
         image_id: plan.image_id.clone(),
         daemon_id,
