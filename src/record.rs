@@ -150,6 +150,7 @@ pub fn merge_last(
     for (k, v) in &report.components {
         last.components.insert(k.clone(), v.clone());
     }
+    crate::fsutil::state_dir(&config.root)?;
     write(&last_build_path(config), &last)
 }
 
