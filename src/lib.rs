@@ -87,7 +87,7 @@ fn conclude(
         Err(err) => {
             let endpoint = docker::endpoint();
             let timeout = docker::request_timeout().as_secs();
-            let parts = error::parts(err, Some((&endpoint.host, timeout)));
+            let parts = error::parts(err, Some((&endpoint.host, timeout)), false);
             let exit_code = parts.exit.code();
             reporter.report(report::Event::Error {
                 message: parts.message,

@@ -6,6 +6,7 @@ fn main() -> ExitCode {
     let cli = slipway::cli::Cli::parse();
     // Under `--progress json` the error is an event on stdout (see `slipway::run`).
     let json = cli.progress == slipway::cli::ProgressMode::Json;
+    let verbose = cli.verbose > 0;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
             let timeout = slipway::docker::request_timeout().as_secs();
             eprint!(
                 "{}",
-                slipway::error::render_for(&err, Some((&daemon, timeout)))
+                slipway::error::render_for(&err, Some((&daemon, timeout)), verbose)
             );
             ExitCode::from(slipway::error::exit_and_hint(&err).0.code())
         }
