@@ -2,7 +2,8 @@
 //! `slipway.toml` and says why it chose what it chose.
 //!
 //! Components are the directories given, or else the subdirectories of `contexts/`, `apps/`,
-//! `services/` and `packages/`, or else the current directory itself. A directory that was
+//! `services/` and `packages/`, or else (also when every one of those was skipped, as a
+//! single app with an unrelated `packages/` folder) the current directory. A directory that was
 //! named and cannot be detected is an error; one found by looking around that is empty or
 //! holds no known stack is skipped with a warning (monorepos keep libraries there too). The
 //! file is validated by the same code that later reads it, then written atomically; an
@@ -115,6 +116,37 @@ pub fn discover(
         }
     }
 
+    let looked_around = dirs.is_empty() && candidates.iter().all(|(rel, _)| rel != ".");
+    let mut found = detect_candidates(root, &root_abs, candidates, reporter)?;
+    if found.is_empty() && looked_around {
+        // Every folder under contexts/, apps/, services/, packages/ was skipped: those hold
+        // something else (libraries, docs), and the app is the directory itself.
+        reporter.report(Event::Info {
+            message: format!(
+                "every directory under {} was skipped: using the current directory as the one component",
+                COMPONENT_PARENTS.join("/, ") + "/"
+            ),
+        });
+        found = detect_candidates(root, &root_abs, vec![(".".to_string(), false)], reporter)?;
+    }
+    if found.is_empty() {
+        return Err(Fail::usage(
+            "no components found: every candidate directory was empty or held no known stack",
+        )
+        .hint("pass the directories that hold your components: `slipway init DIR...`")
+        .into());
+    }
+    Ok(found)
+}
+
+/// Detects each candidate (relative dir, named by the user); skips, with a warning, those found
+/// by looking around that are empty or hold no known stack.
+fn detect_candidates(
+    root: &Path,
+    root_abs: &Path,
+    candidates: Vec<(String, bool)>,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Vec<Found>> {
     let mut found: Vec<Found> = Vec::new();
     for (rel, named) in candidates {
         let tree = SourceTree::new(root.join(&rel), &rel);
@@ -133,7 +165,7 @@ pub fn discover(
             if !any {
                 if rel == "." {
                     return Err(Fail::usage(format!(
-                        "no components found: no {} directories, and {} holds no known stack",
+                        "no components found: none under {}, and {} holds no known stack",
                         COMPONENT_PARENTS.join("/, ") + "/",
                         root.display()
                     ))
@@ -175,13 +207,6 @@ pub fn discover(
             health,
             readiness,
         });
-    }
-    if found.is_empty() {
-        return Err(Fail::usage(
-            "no components found: every candidate directory was empty or held no known stack",
-        )
-        .hint("pass the directories that hold your components: `slipway init DIR...`")
-        .into());
     }
     Ok(found)
 }

@@ -685,3 +685,28 @@ fn init_then_dockerfiles_on_every_fixture() {
         .status
         .success());
 }
+
+#[test]
+fn init_falls_back_to_the_current_directory_when_every_folder_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures_dir().join("python-requirements"), dir.path());
+    // An unrelated packages/ folder (a library, no stack) and an empty apps/.
+    std::fs::create_dir_all(dir.path().join("packages/shared-docs")).unwrap();
+    std::fs::write(dir.path().join("packages/shared-docs/README.md"), "docs").unwrap();
+    std::fs::create_dir_all(dir.path().join("apps/empty")).unwrap();
+    let out = slipway_in(dir.path(), &["init"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("skipped packages/shared-docs: no known stack"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("using the current directory as the one component"),
+        "{stderr}"
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("(.): stack python"), "{stdout}");
+    let written = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
+    assert!(written.contains("context = \".\""), "{written}");
+}
