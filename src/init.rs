@@ -14,19 +14,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::detect::{self, Detection, SourceTree, Stack, PROVIDERS};
+use crate::detect::declared::{self, Declared};
+use crate::detect::{self, Detection, SourceTree, PROVIDERS};
 use crate::error::Fail;
 use crate::report::{Event, Reporter};
 
 /// Directories whose subdirectories are components.
 pub const COMPONENT_PARENTS: &[&str] = &["contexts", "apps", "services", "packages"];
-
-/// A route found in the source, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub path: String,
-    pub file: String,
-}
 
 /// A component found by `init`.
 #[derive(Debug, Clone)]
@@ -36,8 +30,10 @@ pub struct Found {
     pub context: String,
     pub detection: Detection,
     pub port: u16,
-    pub health: Option<Route>,
-    pub readiness: Option<Route>,
+    /// Where the port came from, when the code declares it (else the stack's convention).
+    pub port_from: Option<Declared<u16>>,
+    pub health: Option<Declared<String>>,
+    pub readiness: Option<Declared<String>>,
 }
 
 /// A DNS-1123 label made from a directory name.
@@ -197,12 +193,16 @@ fn detect_candidates(
             .hint("rename one directory, or run init on one and add the other by hand")
             .into());
         }
-        let health = find_route(&tree, detection.stack, HEALTH_ROUTES)?;
-        let readiness = find_route(&tree, detection.stack, READY_ROUTES)?;
+        let health = declared::route(&tree, detection.stack, declared::HEALTH_ROUTES)?;
+        let readiness = declared::route(&tree, detection.stack, declared::READY_ROUTES)?;
+        let port_from = declared::port(&tree, detection.stack)?;
         found.push(Found {
             name,
             context: rel,
-            port: detection.stack.default_port(),
+            port: port_from
+                .as_ref()
+                .map_or(detection.stack.default_port(), |d| d.value),
+            port_from,
             detection,
             health,
             readiness,
@@ -214,83 +214,6 @@ fn detect_candidates(
 fn canonical(p: &Path) -> anyhow::Result<PathBuf> {
     p.canonicalize()
         .with_context(|| format!("resolving {}", p.display()))
-}
-
-const HEALTH_ROUTES: &[&str] = &[
-    "/healthz",
-    "/api/healthz",
-    "/health",
-    "/api/health",
-    "/livez",
-];
-const READY_ROUTES: &[&str] = &["/readyz", "/api/readyz", "/ready", "/api/ready"];
-
-/// The first of `routes` the source mentions: as a string literal, or as a Next.js route file.
-pub fn find_route(
-    tree: &SourceTree,
-    stack: Stack,
-    routes: &[&str],
-) -> anyhow::Result<Option<Route>> {
-    if matches!(stack, Stack::Nextjs) {
-        for r in routes {
-            for dir in ["app", "src/app"] {
-                for ext in ["ts", "js", "tsx", "jsx", "mjs"] {
-                    let file = format!("{dir}{r}/route.{ext}");
-                    if tree.is_file(&file) {
-                        return Ok(Some(Route {
-                            path: r.to_string(),
-                            file,
-                        }));
-                    }
-                }
-            }
-            for ext in ["ts", "js"] {
-                for dir in ["pages", "src/pages"] {
-                    let file = format!("{dir}{r}.{ext}");
-                    if tree.is_file(&file) {
-                        return Ok(Some(Route {
-                            path: r.to_string(),
-                            file,
-                        }));
-                    }
-                }
-            }
-        }
-    }
-    let exts: &[&str] = match stack {
-        Stack::Python => &["py"],
-        Stack::Go => &["go"],
-        Stack::Rust => &["rs"],
-        Stack::Nextjs | Stack::Node => &["ts", "js", "mjs"],
-    };
-    let mut files = Vec::new();
-    for ext in exts {
-        files.extend(tree.files_with_ext(ext, 4)?);
-    }
-    files.sort_by(|a, b| {
-        a.matches('/')
-            .count()
-            .cmp(&b.matches('/').count())
-            .then(a.cmp(b))
-    });
-    for r in routes {
-        for f in &files {
-            if f.split('/').any(|p| p == "tests" || p == "test") {
-                continue;
-            }
-            let text = tree.read(f)?;
-            if ['"', '\'', '`']
-                .iter()
-                .any(|q| text.contains(&format!("{q}{r}{q}")))
-            {
-                return Ok(Some(Route {
-                    path: r.to_string(),
-                    file: f.clone(),
-                }));
-            }
-        }
-    }
-    Ok(None)
 }
 
 fn toml_str(s: &str) -> String {
@@ -322,14 +245,27 @@ pub fn render(app: &str, found: &[Found]) -> String {
             let _ = writeln!(s, "#   {}: {}", r.file, r.what.replace('\n', " "));
         }
         let _ = writeln!(s, "context = {}", toml_str(&f.context));
-        let _ = writeln!(
-            s,
-            "port = {}  # the usual port of {} apps: check it",
-            f.port, f.detection.stack
-        );
+        match &f.port_from {
+            Some(d) => {
+                let _ = writeln!(s, "port = {}  # {}: {}", f.port, d.at(), d.text);
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "port = {}  # the usual port of {} apps (the code names none): check it",
+                    f.port, f.detection.stack
+                );
+            }
+        }
         match &f.health {
             Some(r) => {
-                let _ = writeln!(s, "health = {}  # found in {}", toml_str(&r.path), r.file);
+                let _ = writeln!(
+                    s,
+                    "health = {}  # {}: {}",
+                    toml_str(&r.value),
+                    r.at(),
+                    r.text
+                );
             }
             None => {
                 let _ = writeln!(
@@ -341,9 +277,10 @@ pub fn render(app: &str, found: &[Found]) -> String {
         if let Some(r) = &f.readiness {
             let _ = writeln!(
                 s,
-                "readiness = {}  # found in {}",
-                toml_str(&r.path),
-                r.file
+                "readiness = {}  # {}: {}",
+                toml_str(&r.value),
+                r.at(),
+                r.text
             );
         }
         let _ = writeln!(
@@ -423,19 +360,21 @@ pub fn summary(init: &Initialized, cwd: &Path) -> String {
         for r in &f.detection.notes.reasons {
             let _ = writeln!(out, "  {}: {}", r.file, r.what);
         }
-        let health = match &f.health {
-            Some(r) => format!("health {} (found in {})", r.path, r.file),
-            None => "health / (no health route found: set one)".to_string(),
+        let _ = match &f.port_from {
+            Some(d) => writeln!(out, "  port {} ({}: {})", f.port, d.at(), d.text),
+            None => writeln!(
+                out,
+                "  port {} (the usual for {}: the code names none)",
+                f.port, f.detection.stack
+            ),
         };
-        let readiness = match &f.readiness {
-            Some(r) => format!("; readiness {} (found in {})", r.path, r.file),
-            None => String::new(),
+        let _ = match &f.health {
+            Some(r) => writeln!(out, "  health {} ({}: {})", r.value, r.at(), r.text),
+            None => writeln!(out, "  health / (no health route found: set one)"),
         };
-        let _ = writeln!(
-            out,
-            "  port {} (the usual for {}); {health}{readiness}",
-            f.port, f.detection.stack
-        );
+        if let Some(r) = &f.readiness {
+            let _ = writeln!(out, "  readiness {} ({}: {})", r.value, r.at(), r.text);
+        }
     }
     let _ = writeln!(
         out,

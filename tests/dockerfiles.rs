@@ -597,11 +597,11 @@ fn init_finds_the_reference_app_and_explains() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("health /api/healthz (found in app/api/healthz/route.ts)"),
+        stdout.contains("health /api/healthz (app/api/healthz/route.ts:4: export function GET"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("readiness /readyz (found in app/main.py)"),
+        stdout.contains("readiness /readyz (app/main.py:112: @app.get(\"/readyz\""),
         "{stdout}"
     );
     let written = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
@@ -709,4 +709,34 @@ fn init_falls_back_to_the_current_directory_when_every_folder_is_skipped() {
     assert!(stdout.contains("(.): stack python"), "{stdout}");
     let written = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
     assert!(written.contains("context = \".\""), "{written}");
+}
+
+/// Apps shaped like real ones (tests/fixtures/apps): init reads the port and the health and
+/// readiness routes from their code and names the file and line of each.
+#[test]
+fn init_reads_port_and_health_from_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(
+        &common::repo().join("tests/fixtures/apps"),
+        &dir.path().join("apps"),
+    );
+    let out = slipway_in(dir.path(), &["init"]);
+    let stdout = text(&out.stdout);
+    insta::assert_snapshot!("init_real_apps", stdout);
+    let written = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
+    let config = slipway::config::parse(&written, &dir.path().join("slipway.toml")).unwrap();
+    let c = &config.components;
+    for (name, port, health) in [
+        ("node-plain", 8080, "/healthz"),
+        ("django", 8000, "/healthz"),
+        ("flask", 5000, "/health"),
+        ("go-stdlib", 8081, "/healthz"),
+        ("rust-2024", 9090, "/healthz"),
+        ("nextjs-pages", 4000, "/api/health"),
+        ("fastapi-src", 8000, "/healthz"),
+    ] {
+        assert_eq!(c[name].port, port, "{name}: {written}");
+        assert_eq!(c[name].health, health, "{name}: {written}");
+    }
+    assert_eq!(c["fastapi-src"].readiness, "/readyz");
 }
