@@ -229,13 +229,14 @@ fn copy_context(doc: &mut Doc, _t: &Target) {
 }
 
 /// Creates the fixed non-root user (shadow's tools are in every Debian image, minbase too).
+/// Not `--system`: system accounts stop at SYS_UID_MAX (999), and useradd warns about 10001.
 /// useradd dates the account in /etc/shadow by SOURCE_DATE_EPOCH when it is set (slipway
 /// passes it as a build arg), else by today, which would make the image differ day by day.
 fn create_user(doc: &mut Doc, t: &Target) {
     let uid = t.user;
     doc.line("ARG SOURCE_DATE_EPOCH");
     doc.line(format!(
-        "RUN groupadd --system --gid {uid} {USER_NAME} \\\n && useradd --system --uid {uid} --gid {uid} --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {USER_NAME}"
+        "RUN groupadd --gid {uid} {USER_NAME} \\\n && useradd --uid {uid} --gid {uid} --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {USER_NAME}"
     ));
 }
 
@@ -257,7 +258,21 @@ fn labels(doc: &mut Doc, t: &Target, stack: Stack) {
     ));
 }
 
-/// The end of every production stage: user, port, health check, labels, command.
+/// PID 1 of every image: a few lines of bash (in every Debian-based image, which all bases
+/// are) that start the command, pass SIGTERM and SIGINT on to it, reap orphans and exit with
+/// its status. As PID 1 itself, an app with no SIGTERM handler (a plain `node server.js`, a
+/// Rust binary) would ignore `docker stop` and Kubernetes' TERM and be killed after the grace
+/// period; as this init's child it stops at once, and an app that handles TERM still shuts
+/// down gracefully. An ENTRYPOINT, so it stays when Kubernetes `args` replace the command.
+pub const INIT: &str = concat!(
+    "\"$@\" & pid=$!; ",
+    "trap 'kill -TERM $pid 2>/dev/null' TERM; trap 'kill -INT $pid 2>/dev/null' INT; ",
+    "wait $pid; status=$?; ",
+    "while kill -0 $pid 2>/dev/null; do wait $pid; status=$?; done; ",
+    "exit $status"
+);
+
+/// The end of every production stage: user, port, health check, labels, init, command.
 fn finish(doc: &mut Doc, t: &Target, stack: Stack, health: Vec<String>, cmd: Vec<String>) {
     doc.line(format!("USER {0}:{0}", t.user));
     doc.line(format!("EXPOSE {}", t.port));
@@ -266,6 +281,10 @@ fn finish(doc: &mut Doc, t: &Target, stack: Stack, health: Vec<String>, cmd: Vec
         exec_form(&health)
     ));
     labels(doc, t, stack);
+    doc.line(format!(
+        "ENTRYPOINT {}",
+        exec_form(&argv(&["/bin/bash", "-c", INIT, "slipway-init"]))
+    ));
     doc.line(format!("CMD {}", exec_form(&cmd)));
 }
 
@@ -480,10 +499,20 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
     create_user(doc, t);
     doc.line("COPY --from=build /opt/venv /opt/venv");
     doc.line("COPY --from=build /app /app");
-    doc.line(format!(
-        "ENV PATH=\"/opt/venv/bin:$PATH\" \\\n    PORT={}",
-        t.port
-    ));
+    if matches!(p.server, Server::Gunicorn { .. }) {
+        // gunicorn 25+ opens a control socket in $XDG_RUNTIME_DIR, else under the home
+        // directory, which the app user has none of (a warning at every start).
+        doc.line("# gunicorn's control socket goes to XDG_RUNTIME_DIR (the user has no home).");
+        doc.line(format!(
+            "ENV PATH=\"/opt/venv/bin:$PATH\" \\\n    PORT={} \\\n    XDG_RUNTIME_DIR=/tmp",
+            t.port
+        ));
+    } else {
+        doc.line(format!(
+            "ENV PATH=\"/opt/venv/bin:$PATH\" \\\n    PORT={}",
+            t.port
+        ));
+    }
     finish(doc, t, Stack::Python, python_health(t), cmd);
 }
 
