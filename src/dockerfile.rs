@@ -30,11 +30,8 @@ use crate::detect::python::{self, Installer, PythonPlan, Server};
 use crate::detect::rust::RustPlan;
 use crate::detect::{Stack, StackPlan};
 
-/// Default base images: pinned official tags.
-pub const PYTHON_IMAGE: &str = "python:3.11.11-slim-bookworm";
-pub const NODE_IMAGE: &str = "node:20.18.1-bookworm-slim";
-pub const GO_IMAGE: &str = "golang:1.23.4-bookworm";
-pub const RUST_IMAGE: &str = "rust:1.83.0-slim-bookworm";
+/// Default base images are pinned official tags, chosen per project from the toolchain it
+/// declares ([`crate::detect::toolchain`]).
 /// The runtime of compiled stacks. Debian slim rather than distroless: its `bash` runs the
 /// HEALTHCHECK over `/dev/tcp` without any extra package, and `useradd` creates the user.
 pub const RUNTIME_IMAGE: &str = "debian:12.8-slim";
@@ -400,10 +397,10 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
     };
     doc.line(format!("# Python {what}; dependencies from {source}."));
     doc.blank();
-    base_arg(doc, "PYTHON_IMAGE", PYTHON_IMAGE);
+    base_arg(doc, "PYTHON_IMAGE", &p.image);
     doc.blank();
     doc.line("# base: the Python runtime every stage starts from.");
-    from(doc, "PYTHON_IMAGE", PYTHON_IMAGE, "base");
+    from(doc, "PYTHON_IMAGE", &p.image, "base");
     doc.line("ENV PYTHONUNBUFFERED=1 \\");
     doc.line("    PYTHONDONTWRITEBYTECODE=1 \\");
     doc.line("    PIP_DISABLE_PIP_VERSION_CHECK=1 \\");
@@ -588,11 +585,11 @@ fn prune(pm: &PackageManager) -> String {
     }
 }
 
-fn node_base(doc: &mut Doc, next: bool) {
-    base_arg(doc, "NODE_IMAGE", NODE_IMAGE);
+fn node_base(doc: &mut Doc, image: &str, next: bool) {
+    base_arg(doc, "NODE_IMAGE", image);
     doc.blank();
     doc.line("# base: the Node.js runtime every stage starts from.");
-    from(doc, "NODE_IMAGE", NODE_IMAGE, "base");
+    from(doc, "NODE_IMAGE", image, "base");
     if next {
         doc.line("ENV NEXT_TELEMETRY_DISABLED=1");
     }
@@ -613,7 +610,7 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
         }
     ));
     doc.blank();
-    node_base(doc, true);
+    node_base(doc, &p.image, true);
     node_deps(doc, t, &p.deps);
     doc.blank();
     doc.line("# build: `next build`; build args are inlined into the bundle (NEXT_PUBLIC_*).");
@@ -690,7 +687,7 @@ fn node_file(doc: &mut Doc, t: &Target, p: &NodePlan) {
         if p.typescript { ", TypeScript" } else { "" }
     ));
     doc.blank();
-    node_base(doc, false);
+    node_base(doc, &p.image, false);
     node_deps(doc, t, &p.deps);
     doc.blank();
     doc.line("# build: the sources, the `build` script, then dev dependencies removed.");
@@ -767,7 +764,7 @@ fn go_file(doc: &mut Doc, t: &Target, p: &GoPlan) {
         p.package, p.binary
     ));
     doc.blank();
-    compiled_base(doc, "GO_IMAGE", GO_IMAGE, "Go");
+    compiled_base(doc, "GO_IMAGE", &p.image, "Go");
     doc.line("ENV CGO_ENABLED=0 \\");
     doc.line("    GOTOOLCHAIN=local");
     doc.line("WORKDIR /src");
@@ -813,7 +810,7 @@ fn go_file(doc: &mut Doc, t: &Target, p: &GoPlan) {
 fn rust_file(doc: &mut Doc, t: &Target, p: &RustPlan) {
     doc.line(format!("# Rust app: the release binary `{}`.", p.binary));
     doc.blank();
-    compiled_base(doc, "RUST_IMAGE", RUST_IMAGE, "Rust");
+    compiled_base(doc, "RUST_IMAGE", &p.image, "Rust");
     doc.line("WORKDIR /src");
     doc.blank();
     doc.line("# deps: crates fetched from Cargo.toml and Cargo.lock alone (stub sources).");

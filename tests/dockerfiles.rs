@@ -739,4 +739,23 @@ fn init_reads_port_and_health_from_the_code() {
         assert_eq!(c[name].health, health, "{name}: {written}");
     }
     assert_eq!(c["fastapi-src"].readiness, "/readyz");
+
+    // The base image follows the toolchain each project declares.
+    let out = slipway_in(dir.path(), &["dockerfiles"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (name, arg) in [
+        ("rust-2024", "ARG RUST_IMAGE=rust:1.88.0-slim-bookworm"),
+        ("go-stdlib", "ARG GO_IMAGE=golang:1.24.4-bookworm"),
+        ("nextjs-pages", "ARG NODE_IMAGE=node:22.12.0-bookworm-slim"),
+        (
+            "fastapi-src",
+            "ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm",
+        ),
+        ("node-plain", "ARG NODE_IMAGE=node:22.12.0-bookworm-slim"),
+        ("flask", "ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm"),
+    ] {
+        let df = std::fs::read_to_string(dir.path().join(format!("dockerfiles/{name}.Dockerfile")))
+            .unwrap();
+        assert!(df.contains(arg), "{name}: {df}");
+    }
 }

@@ -15,6 +15,7 @@ pub mod nextjs;
 pub mod node;
 pub mod python;
 pub mod rust;
+pub mod toolchain;
 
 use std::collections::BTreeMap;
 use std::fmt;
