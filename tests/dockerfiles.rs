@@ -625,40 +625,57 @@ fn init_finds_the_reference_app_and_explains() {
     assert!(written.contains("[components.backend]") && !written.contains("frontend"));
 }
 
+/// What stops a component from being planned leaves a usable file all the same: the reason
+/// and its fix as `# TODO` lines, and a non-zero exit that says so.
 #[test]
-fn init_fails_naming_the_file() {
+fn init_writes_todo_lines_for_what_it_cannot_plan() {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&fixtures_dir().join("errors"), dir.path());
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     for (args, needle) in [
         (
-            vec!["init", "conflicting-lockfiles"],
+            vec!["init", "--force", "conflicting-lockfiles"],
             "conflicting-lockfiles/yarn.lock",
         ),
         (
-            vec!["init", "malformed-package-json"],
+            vec!["init", "--force", "malformed-package-json"],
             "malformed-package-json/package.json:3:",
         ),
         (
-            vec!["init", "malformed-pyproject"],
+            vec!["init", "--force", "malformed-pyproject"],
             "malformed-pyproject/pyproject.toml:4:",
         ),
-        (vec!["init", "unknown"], "no known stack in unknown"),
-        (vec!["init", "empty"], "empty is empty"),
+        (
+            vec!["init", "--force", "python-lockless"],
+            "has no lockfile next to it",
+        ),
+        (
+            vec!["init", "--force", "asgi-without-server"],
+            "asgi-without-server",
+        ),
+        (
+            vec!["init", "--force", "unknown"],
+            "no known stack in unknown",
+        ),
+        (vec!["init", "--force", "empty"], "empty is empty"),
     ] {
         let out = slipway_in(dir.path(), &args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        let stdout = text(&out.stdout);
         let stderr = text(&out.stderr);
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(stdout.contains(needle), "{args:?}: {stdout}");
+        assert!(
+            stdout.contains("next: fill in the TODO lines, then slipway up"),
+            "{args:?}: {stdout}"
+        );
+        assert!(stderr.contains("cannot plan"), "{args:?}: {stderr}");
         assert!(stderr.contains("hint:"), "{args:?}: {stderr}");
+        let written = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
+        assert!(written.contains("# TODO: slipway cannot plan"), "{written}");
+        assert!(written.contains(needle), "{args:?}: {written}");
+        slipway::config::parse(&written, &dir.path().join("slipway.toml")).unwrap();
     }
-    assert!(!dir.path().join("slipway.toml").exists());
 }
 
 #[test]
@@ -739,6 +756,22 @@ fn init_reads_port_and_health_from_the_code() {
         assert_eq!(c[name].health, health, "{name}: {written}");
     }
     assert_eq!(c["fastapi-src"].readiness, "/readyz");
+    // Environment reads: secrets by their names, references to another component's URL.
+    assert_eq!(c["flask"].secrets, ["API_TOKEN"]);
+    assert_eq!(
+        c["fastapi-src"].secrets,
+        ["DATABASE_URL", "STRIPE_SECRET_KEY"]
+    );
+    assert!(
+        written.contains("config = { FLASK_URL = \"${flask.url}\" }"),
+        "{written}"
+    );
+    assert!(
+        written.contains("# TODO: BACKEND_URL is read at main.go:13"),
+        "{written}"
+    );
+    assert!(stdout.ends_with("next: slipway up\n"), "{stdout}");
+    assert!(out.status.success());
 
     // The base image follows the toolchain each project declares.
     let out = slipway_in(dir.path(), &["dockerfiles"]);

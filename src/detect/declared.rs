@@ -354,6 +354,74 @@ fn route_in_line(line: &str, route: &str, stack: Stack) -> Option<String> {
     None
 }
 
+/// Variables the platform or slipway sets, never proposed.
+const SET_BY_PLATFORM: &[&str] = &[
+    "PORT", "HOST", "HOSTNAME", "NODE_ENV", "HOME", "PATH", "PWD", "USER", "TZ", "LANG", "DEBUG",
+    "CI",
+];
+
+/// The environment variables the source reads (`process.env.X`, `os.environ["X"]`,
+/// `os.environ.get("X")`, `os.getenv("X")`, `os.Getenv("X")`, `env::var("X")`), each once,
+/// at its first read.
+pub fn env_reads(tree: &SourceTree, stack: Stack) -> anyhow::Result<Vec<Declared<String>>> {
+    let mut out: Vec<Declared<String>> = Vec::new();
+    for file in source_files(tree, stack)? {
+        let text = tree.read(&file)?;
+        for (i, line) in text.lines().enumerate() {
+            if is_comment(line) {
+                continue;
+            }
+            for name in env_names(line) {
+                if !SET_BY_PLATFORM.contains(&name.as_str())
+                    && !name.starts_with("npm_")
+                    && !out.iter().any(|d| d.value == name)
+                {
+                    out.push(Declared::new(name, &file, i + 1, line));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The variable names a line reads.
+fn env_names(line: &str) -> Vec<String> {
+    const READS: &[&str] = &[
+        "process.env.",
+        "process.env[",
+        "environ[",
+        "environ.get(",
+        "getenv(",
+        "Getenv(",
+        "LookupEnv(",
+        "env::var(",
+        "env::var_os(",
+    ];
+    let mut names = Vec::new();
+    for read in READS {
+        let mut rest = line;
+        while let Some(i) = rest.find(read) {
+            rest = &rest[i + read.len()..];
+            let quoted = rest.starts_with(['"', '\'', '`']);
+            let body = if quoted { &rest[1..] } else { rest };
+            let name: String = body
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let closed = !quoted || body[name.len()..].starts_with(['"', '\'', '`']);
+            let dotted = *read == "process.env.";
+            if !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && closed
+                && (quoted || dotted)
+            {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +453,25 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(port_in_line(line), want, "{line}");
         }
+    }
+
+    #[test]
+    fn environment_reads() {
+        assert_eq!(
+            env_names("const u = process.env.API_URL ?? process.env['TOKEN'];"),
+            ["API_URL", "TOKEN"]
+        );
+        assert_eq!(
+            env_names("x = os.environ[\"A\"] + os.environ.get('B', 'd') + os.getenv(\"C\")"),
+            ["A", "B", "C"]
+        );
+        assert_eq!(
+            env_names("v := os.Getenv(\"BACKEND_URL\")"),
+            ["BACKEND_URL"]
+        );
+        assert_eq!(env_names("std::env::var(\"DB\").ok()"), ["DB"]);
+        assert!(env_names("os.environ[key]").is_empty());
+        assert!(env_names("process.env").is_empty());
     }
 
     #[test]
