@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: the real daemon, the judges, unique names.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -71,6 +73,12 @@ pub fn unique(prefix: &str) -> String {
         nanos,
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on (a daemon that is not there).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 /// The slipway binary built for these tests.
