@@ -111,6 +111,10 @@ pub struct PlanArgs {
     /// Print the plan as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Plan as `build --push` would: look each image the daemon lacks up in its registry
+    /// (`cached (registry)` when it is there).
+    #[arg(long)]
+    pub push: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,7 +140,8 @@ pub struct BuildArgs {
     pub no_pull: bool,
     /// Push every image (its input-digest tag and extra tags) to its registry with the
     /// credentials of the Docker config, and record the pushed digests so `manifests` and
-    /// `chart` pin `repo@sha256:...`.
+    /// `chart` pin `repo@sha256:...`. An image the registry already has under its
+    /// input-digest tag is not built (nor pulled): its digest is recorded.
     #[arg(long)]
     pub push: bool,
 }
@@ -227,7 +232,9 @@ pub struct UpArgs {
     /// slipway.toml, else auto].
     #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
     pub cluster: Option<crate::config::ClusterTarget>,
-    /// Push every image to its registry and pin `repo@sha256:...` in manifests and chart.
+    /// Push every image to its registry and pin `repo@sha256:...` in manifests and chart. An
+    /// image the registry already has under its input-digest tag is not built: it is pulled
+    /// for the load (only when a cluster is the target).
     #[arg(long)]
     pub push: bool,
     /// How many components build at once [default: all].

@@ -22,6 +22,17 @@ impl Drop for Registry {
 /// Starts the registry on a free loopback port (the daemon treats 127.0.0.0/8 as insecure,
 /// so plain HTTP works there as it does for a local registry).
 fn registry() -> Option<Registry> {
+    registry_with(None)
+}
+
+/// A registry that wants `user:password` (basic auth, checked against an htpasswd file).
+const CI_USER: &str = "ci";
+const CI_PASSWORD: &str = "s3cret";
+/// bcrypt of [`CI_PASSWORD`], as `htpasswd -B` writes it.
+const CI_HTPASSWD: &str = "ci:$2b$12$z056TPbmvGa7r0K/0ZWOxORXFJnMOzrEXugp5ONybxBvL9LRDpUai";
+
+/// [`registry`], with htpasswd authentication when `htpasswd` is given (the file's text).
+fn registry_with(htpasswd: Option<&str>) -> Option<Registry> {
     let bin = ["/usr/bin/docker-registry", "/usr/sbin/docker-registry"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
@@ -39,10 +50,21 @@ fn registry() -> Option<Registry> {
         .port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
+    let auth = match htpasswd {
+        Some(text) => {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{text}\n")).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: slipway-test\n    path: {}\n",
+                file.display()
+            )
+        }
+        None => String::new(),
+    };
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
             dir.path().join("data").display()
         ),
     )
@@ -428,18 +450,309 @@ async fn a_credential_helper_that_fails_lies_or_hangs_stops_the_push_naming_it()
         String::from_utf8_lossy(&catalog.stdout).trim(),
         "{\"repositories\":[]}"
     );
-    let tags = Command::new("docker")
-        .args([
-            "image",
-            "ls",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-            "--filter",
-        ])
-        .arg(format!("reference={prefix}"))
+    remove_local(&prefix);
+}
+
+/// A one-component project whose images go to `prefix` (a registry's repository prefix).
+fn cache_project(dir: &std::path::Path, prefix: &str, extra_images: &str) {
+    std::fs::create_dir_all(dir.join("web")).unwrap();
+    std::fs::write(dir.join("web/index.html"), "cached in the registry\n").unwrap();
+    std::fs::write(
+        dir.join("web/Dockerfile"),
+        "FROM slipway-test/busybox:1.35\nCOPY index.html /www/\nRUN echo built > /built\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("slipway.toml"),
+        format!(
+            "[app]\nname = \"regcache\"\n[images]\nprefix = \"{prefix}\"\n{extra_images}\
+             [components.web]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Runs slipway in `dir` with `DOCKER_CONFIG` at `docker_config`; returns (success, all output).
+fn run_in(dir: &std::path::Path, docker_config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = common::slipway()
+        .current_dir(dir)
+        .env("DOCKER_CONFIG", docker_config)
+        .args(["--progress", "plain"])
+        .args(args)
         .output()
         .unwrap();
-    for tag in String::from_utf8_lossy(&tags.stdout).lines() {
-        let _ = Command::new("docker").args(["rmi", tag]).output();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), all)
+}
+
+/// The daemon's image events naming `repository` from `since` (unix seconds) until now: a
+/// build names (tags) or loads the image it makes, a pull pulls it.
+fn image_events(since: i64, repository: &str) -> Vec<String> {
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let out = Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=image",
+            "--format",
+            "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(repository))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Now, in unix seconds, once the second of anything before has passed (events carry seconds).
+fn now() -> i64 {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Removes every local tag and digest reference of `prefix`'s images (as a fresh CI runner has
+/// none).
+fn remove_local(prefix: &str) {
+    for (digests, format) in [
+        (false, "{{.Repository}}:{{.Tag}}"),
+        (true, "{{.Repository}}@{{.Digest}}"),
+    ] {
+        let mut ls = Command::new("docker");
+        ls.args(["image", "ls", "--format", format, "--filter"])
+            .arg(format!("reference={prefix}/*"));
+        if digests {
+            ls.arg("--digests");
+        }
+        let out = ls.output().unwrap();
+        for reference in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = Command::new("docker").args(["rmi", reference]).output();
+        }
     }
+}
+
+/// What a fresh CI runner has of the project's images: none on the daemon, no `.slipway`.
+fn fresh_state(dir: &std::path::Path, prefix: &str) {
+    remove_local(prefix);
+    std::fs::remove_dir_all(dir.join(".slipway")).unwrap();
+}
+
+/// A registry without authentication, a project pushing to it ([`cache_project`]) and an
+/// empty Docker config: (registry, prefix, project dir, Docker config dir).
+async fn cache_setup(
+    name: &str,
+) -> Option<(Registry, String, tempfile::TempDir, tempfile::TempDir)> {
+    common::daemon().await?;
+    let reg = registry()?;
+    let prefix = format!("127.0.0.1:{}/{}", reg.port, common::unique(name));
+    let dir = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    cache_project(dir.path(), &prefix, "");
+    Some((reg, prefix, dir, config))
+}
+
+/// `build --push --metadata-file FILE` in `dir`: the metadata, and all the output.
+fn build_push(
+    dir: &std::path::Path,
+    docker_config: &std::path::Path,
+    file: &str,
+) -> (serde_json::Value, String) {
+    let (ok, all) = run_in(
+        dir,
+        docker_config,
+        &["build", "--push", "--metadata-file", file],
+    );
+    assert!(ok, "{all}");
+    let meta = serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap()).unwrap();
+    (meta, all)
+}
+
+/// Pushes once, then runs as a fresh runner would (no image on the daemon, no .slipway):
+/// `build --push` builds nothing, records the registry's digest, and `manifests` pins it.
+/// Returns the pinned reference.
+fn fresh_runner_builds_nothing(
+    dir: &std::path::Path,
+    docker_config: &std::path::Path,
+    prefix: &str,
+) -> String {
+    let (first, _) = build_push(dir, docker_config, "first.json");
+    assert_eq!(first["components"]["web"]["outcome"], "built", "{first}");
+    let pushed = first["components"]["web"]["pushed"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = first["components"]["web"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    fresh_state(dir, prefix);
+
+    let (ok, plan) = run_in(dir, docker_config, &["plan", "--push"]);
+    assert!(ok, "{plan}");
+    assert!(plan.contains("cached (registry)"), "{plan}");
+    let (ok, plain) = run_in(dir, docker_config, &["plan"]);
+    assert!(ok && plain.contains("build: never built"), "{plain}");
+
+    let t0 = now();
+    let (second, all) = build_push(dir, docker_config, "second.json");
+    let web = &second["components"]["web"];
+    assert_eq!(web["outcome"], "registry", "{second}");
+    assert_eq!(web["pushed"], pushed.as_str(), "{second}");
+    assert_eq!(web["image"], image.as_str(), "{second}");
+    // The daemon built nothing, loaded nothing, pulled nothing: no event names the image, and
+    // the image is not there.
+    let events = image_events(t0, prefix);
+    assert!(events.is_empty(), "the daemon saw: {events:?}\n{all}");
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", &image])
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success(), "{image} is on the daemon");
+    // The project's record pins it, so the manifests do.
+    let (ok, all) = run_in(dir, docker_config, &["manifests"]);
+    assert!(ok, "{all}");
+    let deploy = std::fs::read_to_string(dir.join("k8s/web.yaml")).unwrap();
+    assert!(deploy.contains(&format!("'{pushed}'")), "{deploy}");
+    pushed
+}
+
+#[tokio::test]
+async fn a_fresh_runner_builds_nothing_the_registry_has() {
+    let Some((_reg, prefix, dir, config)) = cache_setup("regcache").await else {
+        return;
+    };
+    let t0 = now();
+    fresh_runner_builds_nothing(dir.path(), config.path(), &prefix);
+    // The first run's build did show: the events above are a real check.
+    assert!(!image_events(t0, &prefix).is_empty());
+
+    // `[images] registry = true` looks it up without pushing (a read-only CI job).
+    fresh_state(dir.path(), &prefix);
+    cache_project(dir.path(), &prefix, "registry = true\n");
+    let (ok, all) = run_in(dir.path(), config.path(), &["build"]);
+    assert!(ok, "{all}");
+    assert!(all.contains("cached (registry)"), "{all}");
+
+    // A one-line change is not in the registry: it builds.
+    std::fs::write(dir.path().join("web/index.html"), "changed\n").unwrap();
+    let (ok, all) = run_in(dir.path(), config.path(), &["plan", "--push"]);
+    assert!(ok && all.contains("build: "), "{all}");
+    assert!(!all.contains("cached (registry)"), "{all}");
+    remove_local(&prefix);
+}
+
+/// `up --push` on a fresh runner with a local cluster: the image the registry has is pulled
+/// (not built) and loaded into the node, and the manifests pin the registry's digest.
+#[tokio::test]
+async fn up_pulls_what_the_registry_has_and_loads_it() {
+    let Some((_reg, prefix, dir, config)) = cache_setup("regup").await else {
+        return;
+    };
+    let (ok, all) = run_in(dir.path(), config.path(), &["build", "--push"]);
+    assert!(ok, "{all}");
+    fresh_state(dir.path(), &prefix);
+
+    let cluster = common::unique("regup");
+    let _kind = common::kind(&cluster);
+    let target = format!("kind:{cluster}");
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &[
+            "up",
+            "--push",
+            "--cluster",
+            &target,
+            "--metadata-file",
+            "up.json",
+        ],
+    );
+    assert!(ok, "{all}");
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("up.json")).unwrap()).unwrap();
+    let web = &run["build"]["components"]["web"];
+    assert_eq!(web["outcome"], "registry", "{run}");
+    let pushed = web["pushed"].as_str().unwrap();
+    let loads = run["load"]["results"].as_array().unwrap();
+    assert!(loads.len() == 1 && loads[0]["status"] == "loaded", "{run}");
+    let image = web["image"].as_str().unwrap();
+    let ls = Command::new("docker")
+        .args([
+            "exec",
+            &format!("{cluster}-control-plane"),
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "ls",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains(image),
+        "{}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
+    let deploy = std::fs::read_to_string(dir.path().join("k8s/web.yaml")).unwrap();
+    assert!(deploy.contains(&format!("'{pushed}'")), "{deploy}");
+    remove_local(&prefix);
+}
+
+#[tokio::test]
+async fn the_registry_lookup_uses_the_push_credentials() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let Some(reg) = registry_with(Some(CI_HTPASSWD)) else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", reg.port);
+    let prefix = format!("{host}/{}", common::unique("regauth"));
+    let dir = tempfile::tempdir().unwrap();
+    cache_project(dir.path(), &prefix, "");
+    let config = tempfile::tempdir().unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{CI_USER}:{CI_PASSWORD}"));
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    fresh_runner_builds_nothing(dir.path(), config.path(), &prefix);
+
+    // Without credentials the lookup fails before anything is built, saying how to log in,
+    // and never shows the password.
+    fresh_state(dir.path(), &prefix);
+    let anonymous = tempfile::tempdir().unwrap();
+    let t0 = now();
+    let (ok, all) = run_in(dir.path(), anonymous.path(), &["build", "--push"]);
+    assert!(!ok, "{all}");
+    assert!(
+        all.contains(&format!("looking up {prefix}/web:"))
+            && all.contains(&format!("docker login {host}")),
+        "{all}"
+    );
+    assert!(image_events(t0, &prefix).is_empty(), "{all}");
+    let (_, all) = run_in(dir.path(), config.path(), &["-v", "build", "--push"]);
+    assert!(!all.contains(CI_PASSWORD) && !all.contains(&auth), "{all}");
+    remove_local(&prefix);
 }

@@ -150,13 +150,20 @@ pub struct ComponentPlan {
 pub enum CacheState {
     /// An image with this input digest exists.
     Cached { image_id: String },
+    /// None on the daemon, but the registry holds `PREFIX/NAME:TAG` (manifest `digest`): it is
+    /// not built (with `--push` or `[images] registry`).
+    Registry { digest: String },
     /// It must be built, because of `reason` ("Dockerfile changed", "never built", ...).
     Build { reason: String },
 }
 
 impl ComponentPlan {
+    /// Whether it need not be built: on the daemon or in the registry.
     pub fn is_cached(&self) -> bool {
-        matches!(self.cache, CacheState::Cached { .. })
+        matches!(
+            self.cache,
+            CacheState::Cached { .. } | CacheState::Registry { .. }
+        )
     }
 
     /// What the context packer needs to pack this component's context as the plan did.
@@ -197,6 +204,21 @@ pub struct BuildOptions {
     pub keep_normal_forms: bool,
     /// Do not pull a missing base image (offline work): it is an error naming the pull.
     pub no_pull: bool,
+    /// Look every image up in its registry before building ([`PlanOptions::registry`]).
+    pub registry: bool,
+    /// Pull the images found in the registry into the daemon (for a load in the same run).
+    pub pull_found: bool,
+}
+
+/// What the plan may do beyond asking the daemon.
+#[derive(Clone, Default)]
+pub struct PlanOptions {
+    /// Pull missing base images (with the Docker config's credentials), reporting here.
+    pub pull: Option<Arc<dyn Reporter>>,
+    /// Look up each image the daemon lacks in its registry (`PREFIX/NAME:<input-digest tag>`,
+    /// with the credentials a push uses): one that is there is not built
+    /// ([`CacheState::Registry`]). `--push` and `[images] registry = true` turn it on.
+    pub registry: bool,
 }
 
 /// What a build run hands on: its report (recorded and shown), and per image what the load
@@ -272,17 +294,18 @@ pub async fn plan_with(
     selection: &[String],
     stacks: &Stacks,
 ) -> anyhow::Result<BuildPlan> {
-    plan_pulling(config, daemon, selection, stacks, None).await
+    plan_pulling(config, daemon, selection, stacks, PlanOptions::default()).await
 }
 
 /// [`plan_with`], pulling a missing base image (with the Docker config's credentials,
-/// reporting to `pull`) instead of failing, as `docker build` does.
+/// reporting to `opts.pull`) instead of failing, as `docker build` does, and looking images up
+/// in their registry when `opts.registry`.
 pub async fn plan_pulling(
     config: &Config,
     daemon: &Daemon,
     selection: &[String],
     stacks: &Stacks,
-    pull: Option<Arc<dyn Reporter>>,
+    opts: PlanOptions,
 ) -> anyhow::Result<BuildPlan> {
     let components = select(config, selection)?;
     let (platform, builder, _) = daemon_builder(daemon).await?;
@@ -290,7 +313,8 @@ pub async fn plan_pulling(
         platform: platform.clone(),
         builder,
         containerd_store: crate::docker::containerd_store(&daemon.docker).await,
-        pull,
+        pull: opts.pull,
+        registry: opts.registry,
     };
     let last = record::read_last(config).ok();
     let futures = components
@@ -361,6 +385,8 @@ struct DaemonFacts {
     containerd_store: bool,
     /// Pull missing base images, reporting here.
     pull: Option<Arc<dyn Reporter>>,
+    /// Look images up in their registry ([`PlanOptions::registry`]).
+    registry: bool,
 }
 
 async fn plan_component(
@@ -414,8 +440,16 @@ async fn plan_component(
     if declared.contains(BUILD_ID_ARG) && !build_args.contains_key(BUILD_ID_ARG) {
         build_args.insert(BUILD_ID_ARG.to_string(), names.tag.clone());
     }
-    let (cache, cached_diff_ids) =
-        cache_state(daemon, &c.name, &names, &input_digest, &inputs, last).await?;
+    let (cache, cached_diff_ids) = cache_state(
+        daemon,
+        &c.name,
+        &names,
+        &input_digest,
+        &inputs,
+        last,
+        facts.registry,
+    )
+    .await?;
     Ok(ComponentPlan {
         name: c.name.clone(),
         stack: shown_stack(c, stacks),
@@ -721,55 +755,28 @@ async fn pull_base(
     image: &str,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
-    use futures_util::StreamExt;
     let task = format!("pull {image}");
-    reporter.report(crate::report::Event::Started {
+    reporter.report(Event::Started {
         task: task.clone(),
         what: format!("pulling base image {image} for `{component}`"),
     });
-    let (repo, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-        Some((r, t)) => (r.to_string(), t.to_string()),
-        None => (image.to_string(), "latest".to_string()),
-    };
-    let registry = crate::push::registry_of(image);
-    let creds = crate::push::credentials(&registry)
-        .with_context(|| format!("reading the Docker config's credentials for {registry}"))?;
-    let options = bollard::query_parameters::CreateImageOptions {
-        from_image: Some(repo),
-        tag: Some(tag),
-        ..Default::default()
-    };
-    let mut stream = daemon.docker.create_image(Some(options), None, creds);
-    let mut done = std::collections::BTreeSet::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let (Some(id), Some(status)) = (&info.id, &info.status) {
-                    if status == "Pull complete" && done.insert(id.clone()) {
-                        reporter.report(crate::report::Event::Log {
-                            task: task.clone(),
-                            line: format!("layer {id} pulled ({} so far)", done.len()),
-                        });
-                    }
-                }
-            }
-            Err(e) => {
-                let fail = Fail::job(format!(
-                    "component `{component}`: base image `{image}` is not on the Docker daemon and pulling it failed"
-                ))
-                .hint(format!(
-                    "check the name and your access (`docker login {registry}`), or pull it yourself: docker pull {image}"
-                ));
-                reporter.report(crate::report::Event::Failed {
-                    task,
-                    error: format!("{e}"),
-                    log_tail: vec![],
-                });
-                return Err(anyhow::Error::new(e).context(fail));
-            }
-        }
+    if let Err(e) = crate::push::pull(daemon, image, &task, reporter).await {
+        let registry = crate::push::registry_of(image);
+        reporter.report(Event::Failed {
+            task,
+            error: format!("{e:#}"),
+            log_tail: vec![],
+        });
+        return Err(e.context(
+            Fail::job(format!(
+                "component `{component}`: base image `{image}` is not on the Docker daemon and pulling it failed"
+            ))
+            .hint(format!(
+                "check the name and your access (`docker login {registry}`), or pull it yourself: docker pull {image}"
+            )),
+        ));
     }
-    reporter.report(crate::report::Event::Finished {
+    reporter.report(Event::Finished {
         task,
         outcome: "pulled".into(),
     });
@@ -812,6 +819,7 @@ async fn cache_state(
     input_digest: &str,
     inputs: &Inputs,
     last: Option<&BuildReport>,
+    registry: bool,
 ) -> anyhow::Result<(CacheState, Vec<String>)> {
     let (image, extra_tags) = (names.image.as_str(), &names.extra_tags);
     let cached = |found: Found| {
@@ -822,6 +830,15 @@ async fn cache_state(
     if let Some(found) = image_labels(daemon, image).await? {
         if found.labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
             return Ok(cached(found));
+        }
+    }
+    // Not on the daemon: the registry may have it (a fresh CI runner, another machine).
+    if registry {
+        if let Some(digest) = crate::push::lookup(daemon, &names.repository, &names.tag)
+            .await
+            .with_context(|| format!("component `{component}`"))?
+        {
+            return Ok((CacheState::Registry { digest }, Vec::new()));
         }
     }
     // Not cached: compare with the image this component's tags last pointed to.
@@ -882,6 +899,7 @@ pub fn render_plan(plan: &BuildPlan) -> String {
         };
         let status = match &c.cache {
             CacheState::Cached { .. } => "cached".to_string(),
+            CacheState::Registry { .. } => "cached (registry)".to_string(),
             CacheState::Build { reason } => format!("build: {reason}"),
         };
         rows.push([c.name.clone(), dockerfile, c.image.clone(), status]);
@@ -917,8 +935,11 @@ pub async fn run_build(
     opts: &BuildOptions,
 ) -> anyhow::Result<BuildReport> {
     let stacks = Stacks::detect(config);
-    let pull = (!opts.no_pull).then(|| reporter.clone());
-    let plan = plan_pulling(config, daemon, selection, &stacks, pull).await?;
+    let plan_opts = PlanOptions {
+        pull: (!opts.no_pull).then(|| reporter.clone()),
+        registry: opts.registry,
+    };
+    let plan = plan_pulling(config, daemon, selection, &stacks, plan_opts).await?;
     Ok(execute(reporter, config, daemon, &plan, opts).await?.report)
 }
 
@@ -949,7 +970,15 @@ pub async fn execute(
     check_before_building(plan, &to_build, reporter.as_ref())?;
 
     let mut run = Run::default();
-    retag_cached(daemon, plan, &to_build, reporter.as_ref(), &mut run).await;
+    retag_cached(
+        daemon,
+        plan,
+        &to_build,
+        opts.pull_found,
+        reporter.as_ref(),
+        &mut run,
+    )
+    .await;
     reap_tags(daemon, plan, reporter.as_ref()).await;
     let made = match to_build.is_empty() {
         true => BTreeMap::new(),
@@ -1011,11 +1040,13 @@ fn check_before_building(
     Ok(())
 }
 
-/// Cached components: makes sure every tag points at the image (no build).
+/// Cached components: makes sure every tag points at the image (no build). Those the registry
+/// has are recorded with their pinned digest, and pulled first when `pull_found`.
 async fn retag_cached(
     daemon: &Daemon,
     plan: &BuildPlan,
     to_build: &[&ComponentPlan],
+    pull_found: bool,
     reporter: &dyn Reporter,
     run: &mut Run,
 ) {
@@ -1025,14 +1056,22 @@ async fn retag_cached(
         .filter(|c| !to_build.iter().any(|b| b.name == c.name))
     {
         let t0 = Instant::now();
-        let CacheState::Cached { image_id } = &c.cache else {
-            continue;
+        let (done, outcome) = match &c.cache {
+            CacheState::Cached { image_id } => (
+                image::finish(&daemon.docker, c, image_id, Outcome::Cached, None, t0).await,
+                "cached",
+            ),
+            CacheState::Registry { digest } => (
+                from_registry(daemon, c, digest, pull_found, reporter, t0).await,
+                "cached (registry)",
+            ),
+            CacheState::Build { .. } => continue,
         };
-        match image::finish(&daemon.docker, c, image_id, Outcome::Cached, None, t0).await {
+        match done {
             Ok(r) => {
                 reporter.report(Event::Finished {
                     task: c.name.clone(),
-                    outcome: "cached".into(),
+                    outcome: outcome.into(),
                 });
                 run.report.components.insert(c.name.clone(), r);
             }
@@ -1046,6 +1085,73 @@ async fn retag_cached(
             }
         }
     }
+}
+
+/// The record of an image the registry has under its input-digest tag: pinned by the
+/// registry's manifest digest, and not on the daemon (no image ID, no size) unless `pull`,
+/// which pulls it by that digest, checks it carries the plan's input digest, and sets its tags
+/// on the daemon as a build would (for a load).
+async fn from_registry(
+    daemon: &Daemon,
+    c: &ComponentPlan,
+    digest: &str,
+    pull: bool,
+    reporter: &dyn Reporter,
+    t0: Instant,
+) -> anyhow::Result<ImageRecord> {
+    let pinned = format!("{}@{digest}", c.repository);
+    if !pull {
+        return Ok(ImageRecord {
+            image: c.image.clone(),
+            repository: c.repository.clone(),
+            tag: c.tag.clone(),
+            tags: vec![c.image.clone()],
+            image_id: String::new(),
+            input_digest: c.input_digest.clone(),
+            outcome: Outcome::Registry,
+            reason: None,
+            duration_ms: millis(t0.elapsed()),
+            size: 0,
+            pushed: Some(pinned),
+        });
+    }
+    reporter.report(Event::Started {
+        task: c.name.clone(),
+        what: format!("pull {pinned}"),
+    });
+    crate::push::pull(daemon, &pinned, &c.name, reporter)
+        .await
+        .with_context(|| {
+            Fail::job(format!(
+                "component `{}`: pulling {pinned} from its registry failed",
+                c.name
+            ))
+            .hint(
+                "check the registry and your access, or build it here: `slipway build --no-cache`",
+            )
+        })?;
+    let found = image_labels(daemon, &pinned).await?.ok_or_else(|| {
+        Fail::job(format!(
+            "component `{}`: {pinned} is not on the daemon after pulling it",
+            c.name
+        ))
+    })?;
+    let label = found.labels.get(LABEL_DIGEST).map(String::as_str);
+    if label != Some(c.input_digest.as_str()) {
+        return Err(Fail::job(format!(
+            "component `{}`: {} in the registry was not built from these inputs (its {LABEL_DIGEST} is {}, the plan's {})",
+            c.name,
+            c.image,
+            label.unwrap_or("missing"),
+            c.input_digest
+        ))
+        .hint(format!("replace it: `slipway build {} --no-cache --push`", c.name))
+        .into());
+    }
+    let mut record =
+        image::finish(&daemon.docker, c, &found.id, Outcome::Registry, None, t0).await?;
+    record.pushed = Some(pinned);
+    Ok(record)
 }
 
 /// Untags the temporary tags that runs killed outright left ([`crate::leftovers::reap_tags`]).
@@ -1421,6 +1527,28 @@ mod tests {
     #[test]
     fn plan_table() {
         insta::assert_snapshot!(render_plan(&sample_plan()));
+    }
+
+    #[test]
+    fn an_image_in_the_registry_is_cached_there() {
+        let digest = format!("sha256:{}", "4".repeat(64));
+        let mut plan = sample_plan();
+        plan.components[1].cache = CacheState::Registry {
+            digest: digest.clone(),
+        };
+        assert!(plan.components[1].is_cached());
+        let table = render_plan(&plan);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("frontend") && l.ends_with("cached (registry)")),
+            "{table}"
+        );
+        let json = serde_json::to_value(&plan.components[1].cache).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"state": "registry", "digest": digest})
+        );
     }
 
     #[test]

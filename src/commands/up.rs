@@ -204,8 +204,11 @@ async fn pipeline(
     // their own; the plan and the manifests read the result.
     let (files, detected) = dockerfiles(session, config, args.locked, args.dry_run)?;
     let stacks = Stacks::of(config, detected);
-    let pull = (!args.no_pull && !args.dry_run).then(|| session.reporter.clone());
-    let plan = build::plan_pulling(config, daemon, &[], &stacks, pull).await?;
+    let plan_opts = build::PlanOptions {
+        pull: (!args.no_pull && !args.dry_run).then(|| session.reporter.clone()),
+        registry: args.push || config.images.registry,
+    };
+    let plan = build::plan_pulling(config, daemon, &[], &stacks, plan_opts).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
     if args.dry_run {
         session.print(&preview(&files, &plan, &target, &mdir, &cdir));
@@ -221,6 +224,9 @@ async fn pipeline(
         // (with no cluster to load into, nothing is kept).
         keep_normal_forms: target != ClusterTarget::None,
         no_pull: args.no_pull,
+        registry: args.push || config.images.registry,
+        // An image the registry has is pulled only to be loaded.
+        pull_found: target != ClusterTarget::None,
     };
     let build::Built {
         report: mut built,
@@ -383,6 +389,7 @@ pub fn render(report: &UpReport) -> String {
         .map(|(name, r)| {
             let build = match (r.outcome, &r.reason) {
                 (Outcome::Cached, _) => "cached".to_string(),
+                (Outcome::Registry, _) => "cached (registry)".to_string(),
                 (Outcome::Built, Some(why)) => format!("built ({why})"),
                 (o, None) => format!("{o:?}").to_lowercase(),
                 (o, Some(why)) => format!("{} ({why})", format!("{o:?}").to_lowercase()),
