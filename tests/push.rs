@@ -297,6 +297,30 @@ async fn build_push_pins_digests_in_the_metadata_file() {
     }
 }
 
+/// Runs `docker ARGS`, which must succeed; returns its stdout, trimmed.
+fn docker_ok(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A project `name` with one component `app` (context `app/`) built from `dockerfile`.
+fn app_project(dir: &std::path::Path, name: &str, prefix: &str, dockerfile: &str) {
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::fs::write(dir.join("app/Dockerfile"), dockerfile).unwrap();
+    std::fs::write(
+        dir.join("slipway.toml"),
+        format!(
+            "[app]\nname = \"{name}\"\n[images]\nprefix = \"{prefix}\"\n[components.app]\ncontext = \"app\"\ndockerfile = \"app/Dockerfile\"\nport = 80\n"
+        ),
+    )
+    .unwrap();
+}
+
 /// A base image the daemon lacks is pulled from its registry (with the Docker config's
 /// credentials, none needed here), then the build goes on.
 #[tokio::test]
@@ -310,33 +334,18 @@ async fn a_missing_base_image_is_pulled_from_its_registry() {
     let busybox = std::env::var("SLIPWAY_TEST_IMAGE_BUSYBOX")
         .unwrap_or_else(|_| "slipway-test/busybox:1.35".to_string());
     let remote = format!("127.0.0.1:{}/base/busybox:1.35", reg.port);
-    let docker = |args: &[&str]| {
-        let out = Command::new("docker").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    docker(&["tag", &busybox, &remote]);
-    docker(&["push", &remote]);
-    docker(&["rmi", &remote]);
+    docker_ok(&["tag", &busybox, &remote]);
+    docker_ok(&["push", &remote]);
+    docker_ok(&["rmi", &remote]);
 
     let dir = tempfile::tempdir().unwrap();
     let prefix = common::unique("slipway-pulltest");
-    std::fs::create_dir_all(dir.path().join("app")).unwrap();
-    std::fs::write(
-        dir.path().join("app/Dockerfile"),
-        format!("FROM {remote}\nRUN echo pulled > /pulled\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("slipway.toml"),
-        format!(
-            "[app]\nname = \"pull\"\n[images]\nprefix = \"{prefix}\"\n[components.app]\ncontext = \"app\"\ndockerfile = \"app/Dockerfile\"\nport = 80\n"
-        ),
-    )
-    .unwrap();
+    app_project(
+        dir.path(),
+        "pull",
+        &prefix,
+        &format!("FROM {remote}\nRUN echo pulled > /pulled\n"),
+    );
     let out = common::slipway()
         .current_dir(dir.path())
         .args(["--progress", "plain", "build"])
@@ -755,4 +764,130 @@ async fn the_registry_lookup_uses_the_push_credentials() {
     let (_, all) = run_in(dir.path(), config.path(), &["-v", "build", "--push"]);
     assert!(!all.contains(CI_PASSWORD) && !all.contains(&auth), "{all}");
     remove_local(&prefix);
+}
+
+/// `slipway.lock` pins a base image from a registry: written by the first build, a tag that
+/// moved is named (`--locked` refuses it), a fresh runner pulls the pinned digest (not the
+/// moved tag) and gets the same image tags, and `lock --update` moves the pin.
+#[tokio::test]
+async fn slipway_lock_pins_base_images() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let Some(reg) = registry() else { return };
+    let busybox = std::env::var("SLIPWAY_TEST_IMAGE_BUSYBOX")
+        .unwrap_or_else(|_| "slipway-test/busybox:1.35".to_string());
+    let base_repo = format!("127.0.0.1:{}/{}", reg.port, common::unique("base"));
+    let base = format!("{base_repo}:1");
+    let docker = docker_ok;
+    docker(&["tag", &busybox, &base]);
+    docker(&["push", &base]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let prefix = common::unique("slipway-pins");
+    app_project(
+        dir.path(),
+        "pins",
+        &prefix,
+        &format!("FROM {base}\nCOPY index.html /www/\n"),
+    );
+    std::fs::write(dir.path().join("app/index.html"), "pinned\n").unwrap();
+    let lock_path = dir.path().join("slipway.lock");
+    let tag_of = |meta: &serde_json::Value| meta["components"]["app"]["tag"].clone();
+
+    // The first build writes the lock: the base's ID, registry digest and platform.
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["build", "--metadata-file", "m1.json"],
+    );
+    assert!(ok, "{all}");
+    assert!(all.contains("wrote slipway.lock"), "{all}");
+    let first_lock = std::fs::read_to_string(&lock_path).unwrap();
+    let old_id = docker(&["image", "inspect", "-f", "{{.Id}}", &base]);
+    assert!(
+        first_lock.contains(&format!("[base.\"{base}\"]"))
+            && first_lock.contains(&format!("id = \"{old_id}\""))
+            && first_lock.contains(&format!("digest = \"{base_repo}@sha256:"))
+            && first_lock.contains("platform = \"linux/amd64\""),
+        "{first_lock}"
+    );
+    let m1: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m1.json")).unwrap()).unwrap();
+    // `slipway lock` on the same pins writes the same bytes.
+    let (ok, all) = run_in(dir.path(), config.path(), &["lock"]);
+    assert!(ok && all.contains("is current"), "{all}");
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), first_lock);
+
+    // The tag moves in the registry and on this daemon.
+    let moved = tempfile::tempdir().unwrap();
+    std::fs::write(
+        moved.path().join("Dockerfile"),
+        format!("FROM {busybox}\nRUN echo moved > /moved\n"),
+    )
+    .unwrap();
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &base,
+        &moved.path().display().to_string(),
+    ]);
+    docker(&["push", &base]);
+    let (ok, all) = run_in(dir.path(), config.path(), &["build", "--locked"]);
+    assert!(!ok, "{all}");
+    assert!(
+        all.contains("--locked") && all.contains(&format!("base image moved: {base} (locked")),
+        "{all}"
+    );
+    let (ok, all) = run_in(dir.path(), config.path(), &["lock"]);
+    assert!(!ok && all.contains("slipway lock --update"), "{all}");
+    let (ok, plan) = run_in(dir.path(), config.path(), &["plan"]);
+    assert!(
+        ok && plan.contains("warning: slipway.lock: base image moved"),
+        "{plan}"
+    );
+
+    // A fresh runner (no base on the daemon) pulls the pinned digest, not the moved tag: the
+    // same image tag as the first build.
+    docker(&["rmi", &base]);
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["build", "--locked", "--metadata-file", "m2.json"],
+    );
+    assert!(ok, "{all}");
+    let m2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m2.json")).unwrap()).unwrap();
+    assert_eq!(tag_of(&m2), tag_of(&m1), "{m2}");
+    assert_eq!(
+        docker(&["image", "inspect", "-f", "{{.Id}}", &base]),
+        old_id
+    );
+
+    // `lock --update` moves the pin to what the tag points at now.
+    let (ok, all) = run_in(dir.path(), config.path(), &["lock", "--update"]);
+    assert!(ok, "{all}");
+    let new_id = docker(&["image", "inspect", "-f", "{{.Id}}", &base]);
+    assert_ne!(new_id, old_id);
+    let updated = std::fs::read_to_string(&lock_path).unwrap();
+    assert!(updated.contains(&format!("id = \"{new_id}\"")), "{updated}");
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["build", "--locked", "--metadata-file", "m3.json"],
+    );
+    assert!(ok, "{all}");
+    let m3: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m3.json")).unwrap()).unwrap();
+    assert_ne!(tag_of(&m3), tag_of(&m1), "{m3}");
+
+    // --locked with no lock file says how to make one.
+    std::fs::remove_file(&lock_path).unwrap();
+    let (ok, all) = run_in(dir.path(), config.path(), &["build", "--locked"]);
+    assert!(!ok && all.contains("run `slipway lock`"), "{all}");
+
+    remove_local(&prefix);
+    let _ = Command::new("docker").args(["rmi", &base]).output();
 }

@@ -77,6 +77,16 @@ pub struct BuildPlan {
     pub platform: String,
     pub builder: Builder,
     pub components: Vec<ComponentPlan>,
+    /// How the bases resolved differ from `slipway.lock` (without `--locked`, which refuses
+    /// any difference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_drift: Option<String>,
+    /// Every base image the planned components use, as it resolved: what `slipway.lock` pins.
+    #[serde(skip)]
+    pub pins: BTreeMap<String, crate::pins::Pin>,
+    /// Whether the project has a `slipway.lock`.
+    #[serde(skip)]
+    pub lock_exists: bool,
 }
 
 /// One component's image: what it is made of, its tag, and whether it must be built.
@@ -142,6 +152,9 @@ pub struct ComponentPlan {
     /// plan: the load needs them.
     #[serde(skip)]
     pub(crate) cached_diff_ids: Vec<String>,
+    /// Each base image as it resolved ([`crate::pins`]).
+    #[serde(skip)]
+    pub(crate) pins: BTreeMap<String, crate::pins::Pin>,
 }
 
 /// Whether a component's image exists already.
@@ -208,6 +221,8 @@ pub struct BuildOptions {
     pub registry: bool,
     /// Pull the images found in the registry into the daemon (for a load in the same run).
     pub pull_found: bool,
+    /// `--locked` ([`PlanOptions::locked`]).
+    pub locked: bool,
 }
 
 /// What the plan may do beyond asking the daemon.
@@ -219,6 +234,8 @@ pub struct PlanOptions {
     /// with the credentials a push uses): one that is there is not built
     /// ([`CacheState::Registry`]). `--push` and `[images] registry = true` turn it on.
     pub registry: bool,
+    /// `--locked`: `slipway.lock` must exist and pin every base as it resolves, no more.
+    pub locked: bool,
 }
 
 /// What a build run hands on: its report (recorded and shown), and per image what the load
@@ -313,8 +330,22 @@ pub async fn plan_pulling(
         platform: platform.clone(),
         builder,
         containerd_store: crate::docker::containerd_store(&daemon.docker).await,
-        pull: opts.pull,
+        pull: opts.pull.clone(),
         registry: opts.registry,
+        lock: None,
+    };
+    let lock_path = crate::pins::path(config);
+    let lock = crate::pins::read(&lock_path)?;
+    if opts.locked && lock.is_none() {
+        return Err(
+            Fail::usage(format!("--locked: there is no {}", lock_path.display()))
+                .hint("run `slipway lock` and commit slipway.lock")
+                .into(),
+        );
+    }
+    let facts = DaemonFacts {
+        lock: lock.clone(),
+        ..facts
     };
     let last = record::read_last(config).ok();
     let futures = components
@@ -322,11 +353,34 @@ pub async fn plan_pulling(
         .map(|c| plan_component(config, daemon, c, stacks, &facts, last.as_ref()));
     let planned = futures_util::future::join_all(futures).await;
     let components = planned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let pins: BTreeMap<String, crate::pins::Pin> =
+        components.iter().flat_map(|c| c.pins.clone()).collect();
+    let drift = lock
+        .as_ref()
+        .map(|l| crate::pins::Drift::between(l, &pins, selection.is_empty()))
+        .filter(|d| !d.is_empty());
+    if let (true, Some(d)) = (opts.locked, &drift) {
+        return Err(Fail::usage(format!(
+            "--locked: {} is out of date: {}",
+            lock_path.display(),
+            d.describe()
+        ))
+        .hint("move the pins on purpose with `slipway lock --update` (or `slipway lock` for new and stale ones) and commit slipway.lock")
+        .into());
+    }
     Ok(BuildPlan {
         app: config.app.name.clone(),
         platform,
         builder,
         components,
+        lock_drift: drift.map(|d| {
+            format!(
+                "slipway.lock: {} (`slipway lock --update` moves the pins; --locked refuses this)",
+                d.describe()
+            )
+        }),
+        pins,
+        lock_exists: lock.is_some(),
     })
 }
 
@@ -339,13 +393,14 @@ pub fn source_date_epoch(context_dir: &std::path::Path) -> anyhow::Result<i64> {
 }
 
 /// slipway's own files, which never enter a build context: its state (`.slipway/`), the
-/// config file, the Dockerfiles and ignore files it generated (a user's own stay: they are
-/// part of the directory as Docker sees it), and its default manifest and chart output
-/// directories (a Secret manifest holds secret values).
+/// config file and `slipway.lock`, the Dockerfiles and ignore files it generated (a user's own
+/// stay: they are part of the directory as Docker sees it), and its default manifest and chart
+/// output directories (a Secret manifest holds secret values).
 pub fn own_files(config: &Config) -> Vec<PathBuf> {
     let mut own = vec![
         config.root.join(".slipway"),
         config.path.clone(),
+        crate::pins::path(config),
         config.root.join("k8s"),
         config.root.join("charts"),
     ];
@@ -387,6 +442,8 @@ struct DaemonFacts {
     pull: Option<Arc<dyn Reporter>>,
     /// Look images up in their registry ([`PlanOptions::registry`]).
     registry: bool,
+    /// `slipway.lock`: a base the daemon lacks is pulled by its pinned digest.
+    lock: Option<crate::pins::LockFile>,
 }
 
 async fn plan_component(
@@ -408,7 +465,7 @@ async fn plan_component(
     let mut build_args = build_args(config, c, &declared, source_date_epoch, &mut warnings);
     let (build_secrets, optional_given) = build_secrets(c, &text_str);
     let target = target_stage(config, c, &text_str)?;
-    let (base_images, base_layers) =
+    let (base_images, base_layers, pins) =
         resolve_bases(config, daemon, facts, c, &text_str, &build_args, &declared).await?;
 
     let source_date_epoch = Some(source_date_epoch);
@@ -478,6 +535,7 @@ async fn plan_component(
         builder,
         base_layers,
         cached_diff_ids,
+        pins,
     })
 }
 
@@ -630,7 +688,16 @@ fn target_stage(config: &Config, c: &Component, dockerfile: &str) -> anyhow::Res
     .into())
 }
 
-/// The base images and the IDs they resolve to on the daemon, with each one's diff IDs.
+/// A base image's ID, diff IDs and pin.
+type Resolved = (
+    BTreeMap<String, String>,
+    Vec<Vec<String>>,
+    BTreeMap<String, crate::pins::Pin>,
+);
+
+/// The base images and the IDs they resolve to on the daemon, with each one's diff IDs and
+/// pin. A base the daemon lacks is pulled (when the plan may pull): by its pinned digest when
+/// `slipway.lock` has one, then tagged as the Dockerfile names it.
 async fn resolve_bases(
     config: &Config,
     daemon: &Daemon,
@@ -639,9 +706,10 @@ async fn resolve_bases(
     dockerfile: &str,
     build_args: &BTreeMap<String, String>,
     declared: &BTreeSet<String>,
-) -> anyhow::Result<(BTreeMap<String, String>, Vec<Vec<String>>)> {
+) -> anyhow::Result<Resolved> {
     let mut base_images = BTreeMap::new();
     let mut base_layers = Vec::new();
+    let mut pins = BTreeMap::new();
     for image in crate::bases::base_images(dockerfile, build_args) {
         let mut found = daemon.docker.inspect_image(&image).await;
         if let (
@@ -651,12 +719,35 @@ async fn resolve_bases(
             }),
         ) = (&facts.pull, &found)
         {
-            pull_base(daemon, &c.name, &image, reporter.as_ref()).await?;
+            let pinned = facts
+                .lock
+                .as_ref()
+                .and_then(|l| l.bases.get(&image))
+                .and_then(|p| p.digest.clone());
+            match pinned {
+                Some(digest) => {
+                    pull_base(daemon, &c.name, &digest, reporter.as_ref()).await?;
+                    tag_as(daemon, &digest, &image).await?;
+                }
+                None => pull_base(daemon, &c.name, &image, reporter.as_ref()).await?,
+            }
             found = daemon.docker.inspect_image(&image).await;
         }
         let id = match found {
             Ok(i) => {
                 let layers = i.root_fs.and_then(|r| r.layers).unwrap_or_default();
+                let repository = format!("{}@", crate::pins::repository_of(&image));
+                let digest = i
+                    .repo_digests
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|d| d.starts_with(&repository));
+                let platform = [i.os, i.architecture, i.variant]
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("/");
                 let id = i.id.unwrap_or_default();
                 let id = match facts.containerd_store {
                     true => {
@@ -670,6 +761,14 @@ async fn resolve_bases(
                     false => id,
                 };
                 base_layers.push(layers);
+                pins.insert(
+                    image.clone(),
+                    crate::pins::Pin {
+                        id: id.clone(),
+                        digest,
+                        platform,
+                    },
+                );
                 id
             }
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -686,7 +785,35 @@ async fn resolve_bases(
         };
         base_images.insert(image, id);
     }
-    Ok((base_images, base_layers))
+    Ok((base_images, base_layers, pins))
+}
+
+/// Names the image `source` (a pinned `REPO@sha256:...`) as `reference` on the daemon.
+async fn tag_as(daemon: &Daemon, source: &str, reference: &str) -> anyhow::Result<()> {
+    let (repo, tag) = match reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((r, t)) => (r, t),
+        None => (reference, "latest"),
+    };
+    let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    daemon
+        .docker
+        .tag_image(source, Some(opts))
+        .await
+        .with_context(|| format!("tagging the pinned base {source} as {reference}"))
+}
+
+/// Writes `slipway.lock` from the plan's pins when the project has none (`build` and `up`);
+/// returns whether it wrote it. Only a plan of every component has every pin.
+pub fn write_lock_if_absent(config: &Config, plan: &BuildPlan, all: bool) -> anyhow::Result<bool> {
+    if plan.lock_exists || !all {
+        return Ok(false);
+    }
+    let lock = crate::pins::LockFile::new(plan.pins.clone());
+    crate::pins::write(&crate::pins::path(config), &lock)?;
+    Ok(true)
 }
 
 /// Packs the context as the build will (hashing, not sending it), noting what is worth a
@@ -923,6 +1050,9 @@ pub fn render_plan(plan: &BuildPlan) -> String {
     if plan.builder == Builder::Legacy {
         out.push_str("warning: the daemon has no BuildKit: builds use the legacy builder\n");
     }
+    if let Some(d) = &plan.lock_drift {
+        out.push_str(&format!("warning: {d}\n"));
+    }
     out
 }
 
@@ -938,9 +1068,16 @@ pub async fn run_build(
     let plan_opts = PlanOptions {
         pull: (!opts.no_pull).then(|| reporter.clone()),
         registry: opts.registry,
+        locked: opts.locked,
     };
     let plan = plan_pulling(config, daemon, selection, &stacks, plan_opts).await?;
-    Ok(execute(reporter, config, daemon, &plan, opts).await?.report)
+    let built = execute(reporter.clone(), config, daemon, &plan, opts).await?;
+    if write_lock_if_absent(config, &plan, selection.is_empty())? {
+        reporter.report(Event::Info {
+            message: format!("wrote {} (commit it)", crate::pins::FILE),
+        });
+    }
+    Ok(built.report)
 }
 
 /// What one component's task ended with.
@@ -1010,6 +1147,9 @@ fn check_before_building(
     to_build: &[&ComponentPlan],
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
+    if let Some(d) = &plan.lock_drift {
+        reporter.report(Event::Warn { message: d.clone() });
+    }
     for c in &plan.components {
         for w in &c.warnings {
             reporter.report(Event::Warn {
@@ -1492,6 +1632,7 @@ mod tests {
             builder: Builder::BuildKit,
             base_layers: vec![],
             cached_diff_ids: vec![],
+            pins: BTreeMap::new(),
         }
     }
 
@@ -1521,6 +1662,9 @@ mod tests {
                 ),
                 frontend,
             ],
+            lock_drift: None,
+            pins: BTreeMap::new(),
+            lock_exists: false,
         }
     }
 

@@ -19,6 +19,7 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
         no_pull: args.no_pull,
         registry: args.push || config.images.registry,
         pull_found: false,
+        locked: args.locked,
     };
     let mut report = builder::run_build(
         session.reporter.clone(),

@@ -11,6 +11,7 @@ pub async fn run(session: &Session, args: PlanArgs) -> anyhow::Result<()> {
     let opts = builder::PlanOptions {
         pull: None,
         registry: args.push || config.images.registry,
+        locked: false,
     };
     let stacks = crate::detect::Stacks::detect(&config);
     let plan = builder::plan_pulling(&config, &daemon, &args.components, &stacks, opts).await?;

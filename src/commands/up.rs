@@ -207,6 +207,7 @@ async fn pipeline(
     let plan_opts = build::PlanOptions {
         pull: (!args.no_pull && !args.dry_run).then(|| session.reporter.clone()),
         registry: args.push || config.images.registry,
+        locked: args.locked,
     };
     let plan = build::plan_pulling(config, daemon, &[], &stacks, plan_opts).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
@@ -227,11 +228,17 @@ async fn pipeline(
         registry: args.push || config.images.registry,
         // An image the registry has is pulled only to be loaded.
         pull_found: target != ClusterTarget::None,
+        locked: args.locked,
     };
     let build::Built {
         report: mut built,
         images,
     } = build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
+    if build::write_lock_if_absent(config, &plan, true)? {
+        reporter.report(Event::Info {
+            message: format!("wrote {} (commit it)", crate::pins::FILE),
+        });
+    }
     if args.push {
         crate::push::push_all(daemon, &mut built, reporter).await?;
         crate::record::merge_last(config, &built)?;
