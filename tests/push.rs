@@ -785,7 +785,8 @@ async fn slipway_lock_pins_base_images() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
-    let prefix = common::unique("slipway-pins");
+    let host = format!("127.0.0.1:{}", reg.port);
+    let prefix = format!("{host}/{}", common::unique("pins"));
     app_project(
         dir.path(),
         "pins",
@@ -849,8 +850,9 @@ async fn slipway_lock_pins_base_images() {
         "{plan}"
     );
 
-    // A fresh runner (no base on the daemon) pulls the pinned digest, not the moved tag: the
-    // same image tag as the first build.
+    // A fresh runner (no base, no image on the daemon) pulls the pinned digest, not the moved
+    // tag: the same image tag as the first build.
+    fresh_state(dir.path(), &prefix);
     docker(&["rmi", &base]);
     let (ok, all) = run_in(
         dir.path(),
@@ -882,6 +884,19 @@ async fn slipway_lock_pins_base_images() {
     let m3: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("m3.json")).unwrap()).unwrap();
     assert_ne!(tag_of(&m3), tag_of(&m1), "{m3}");
+
+    // A fresh runner with the lock and the registry: no base image, no app image, no
+    // .slipway. `build --locked --push` of pushed inputs pulls nothing and builds nothing.
+    let (ok, all) = run_in(dir.path(), config.path(), &["build", "--push"]);
+    assert!(ok, "{all}");
+    fresh_state(dir.path(), &prefix);
+    docker(&["rmi", &base]);
+    let t0 = now();
+    let (m4, all) = build_push(dir.path(), config.path(), "m4.json");
+    assert_eq!(m4["components"]["app"]["outcome"], "registry", "{m4}");
+    assert_eq!(tag_of(&m4), tag_of(&m3), "{m4}");
+    let events = image_events(t0, &host);
+    assert!(events.is_empty(), "the daemon saw: {events:?}\n{all}");
 
     // --locked with no lock file says how to make one.
     std::fs::remove_file(&lock_path).unwrap();

@@ -236,6 +236,11 @@ pub struct PlanOptions {
     pub registry: bool,
     /// `--locked`: `slipway.lock` must exist and pin every base as it resolves, no more.
     pub locked: bool,
+    /// A base the daemon lacks that `slipway.lock` pins is pulled only for a component that
+    /// must be built: the pin's ID is enough for the input digest, so a fresh runner whose
+    /// images are all cached (in the registry) pulls nothing. Not for a run that builds
+    /// regardless of the cache (`--no-cache`).
+    pub lazy_bases: bool,
 }
 
 /// What a build run hands on: its report (recorded and shown), and per image what the load
@@ -333,6 +338,7 @@ pub async fn plan_pulling(
         pull: opts.pull.clone(),
         registry: opts.registry,
         lock: None,
+        lazy_bases: opts.lazy_bases,
     };
     let lock_path = crate::pins::path(config);
     let lock = crate::pins::read(&lock_path)?;
@@ -444,6 +450,8 @@ struct DaemonFacts {
     registry: bool,
     /// `slipway.lock`: a base the daemon lacks is pulled by its pinned digest.
     lock: Option<crate::pins::LockFile>,
+    /// [`PlanOptions::lazy_bases`].
+    lazy_bases: bool,
 }
 
 async fn plan_component(
@@ -465,8 +473,14 @@ async fn plan_component(
     let mut build_args = build_args(config, c, &declared, source_date_epoch, &mut warnings);
     let (build_secrets, optional_given) = build_secrets(c, &text_str);
     let target = target_stage(config, c, &text_str)?;
-    let (base_images, base_layers, pins) =
-        resolve_bases(config, daemon, facts, c, &text_str, &build_args, &declared).await?;
+    // The args the FROM lines see (the build ID added below is not one of them).
+    let base_args = build_args.clone();
+    let bases = |lazy| {
+        resolve_bases(
+            config, daemon, facts, c, &text_str, &base_args, &declared, lazy,
+        )
+    };
+    let (base_images, mut base_layers, pins, deferred) = bases(facts.lazy_bases).await?;
 
     let source_date_epoch = Some(source_date_epoch);
     let spec = ContextSpec {
@@ -507,6 +521,29 @@ async fn plan_component(
         facts.registry,
     )
     .await?;
+    if deferred
+        && !matches!(
+            cache,
+            CacheState::Cached { .. } | CacheState::Registry { .. }
+        )
+    {
+        // It must be built: now its bases are needed (pulled by their pinned digests).
+        let (now, layers, _, _) = bases(false).await?;
+        if now != base_images {
+            return Err(Fail::job(format!(
+                "component `{}`: the base images pulled are not the ones slipway.lock pins ({})",
+                c.name,
+                now.iter()
+                    .filter(|(k, v)| base_images.get(*k) != Some(*v))
+                    .map(|(k, v)| format!("{k} is {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .hint("move the pins on purpose: `slipway lock --update`")
+            .into());
+        }
+        base_layers = layers;
+    }
     Ok(ComponentPlan {
         name: c.name.clone(),
         stack: shown_stack(c, stacks),
@@ -688,16 +725,19 @@ fn target_stage(config: &Config, c: &Component, dockerfile: &str) -> anyhow::Res
     .into())
 }
 
-/// A base image's ID, diff IDs and pin.
+/// The base images' IDs, diff IDs and pins, and whether one was left unpulled (`lazy`).
 type Resolved = (
     BTreeMap<String, String>,
     Vec<Vec<String>>,
     BTreeMap<String, crate::pins::Pin>,
+    bool,
 );
 
 /// The base images and the IDs they resolve to on the daemon, with each one's diff IDs and
 /// pin. A base the daemon lacks is pulled (when the plan may pull): by its pinned digest when
-/// `slipway.lock` has one, then tagged as the Dockerfile names it.
+/// `slipway.lock` has one, then tagged as the Dockerfile names it; with `lazy`, one the lock
+/// pins is not pulled: its pin stands for it (no diff IDs).
+#[allow(clippy::too_many_arguments)]
 async fn resolve_bases(
     config: &Config,
     daemon: &Daemon,
@@ -706,12 +746,29 @@ async fn resolve_bases(
     dockerfile: &str,
     build_args: &BTreeMap<String, String>,
     declared: &BTreeSet<String>,
+    lazy: bool,
 ) -> anyhow::Result<Resolved> {
     let mut base_images = BTreeMap::new();
     let mut base_layers = Vec::new();
     let mut pins = BTreeMap::new();
+    let mut deferred = false;
     for image in crate::bases::base_images(dockerfile, build_args) {
         let mut found = daemon.docker.inspect_image(&image).await;
+        let pin = facts.lock.as_ref().and_then(|l| l.bases.get(&image));
+        if let (
+            true,
+            Some(pin),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }),
+        ) = (lazy, pin, &found)
+        {
+            base_images.insert(image.clone(), pin.id.clone());
+            base_layers.push(Vec::new());
+            pins.insert(image, pin.clone());
+            deferred = true;
+            continue;
+        }
         if let (
             Some(reporter),
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -719,12 +776,7 @@ async fn resolve_bases(
             }),
         ) = (&facts.pull, &found)
         {
-            let pinned = facts
-                .lock
-                .as_ref()
-                .and_then(|l| l.bases.get(&image))
-                .and_then(|p| p.digest.clone());
-            match pinned {
+            match pin.and_then(|p| p.digest.clone()) {
                 Some(digest) => {
                     pull_base(daemon, &c.name, &digest, reporter.as_ref()).await?;
                     tag_as(daemon, &digest, &image).await?;
@@ -785,7 +837,7 @@ async fn resolve_bases(
         };
         base_images.insert(image, id);
     }
-    Ok((base_images, base_layers, pins))
+    Ok((base_images, base_layers, pins, deferred))
 }
 
 /// Names the image `source` (a pinned `REPO@sha256:...`) as `reference` on the daemon.
@@ -1069,6 +1121,7 @@ pub async fn run_build(
         pull: (!opts.no_pull).then(|| reporter.clone()),
         registry: opts.registry,
         locked: opts.locked,
+        lazy_bases: !opts.no_cache,
     };
     let plan = plan_pulling(config, daemon, selection, &stacks, plan_opts).await?;
     let built = execute(reporter.clone(), config, daemon, &plan, opts).await?;

@@ -12,6 +12,7 @@ pub async fn run(session: &Session, args: PlanArgs) -> anyhow::Result<()> {
         pull: None,
         registry: args.push || config.images.registry,
         locked: false,
+        lazy_bases: true,
     };
     let stacks = crate::detect::Stacks::detect(&config);
     let plan = builder::plan_pulling(&config, &daemon, &args.components, &stacks, opts).await?;

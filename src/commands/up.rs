@@ -208,6 +208,7 @@ async fn pipeline(
         pull: (!args.no_pull && !args.dry_run).then(|| session.reporter.clone()),
         registry: args.push || config.images.registry,
         locked: args.locked,
+        lazy_bases: true,
     };
     let plan = build::plan_pulling(config, daemon, &[], &stacks, plan_opts).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
