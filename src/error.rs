@@ -135,7 +135,8 @@ pub fn render_for(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> String {
         (_, Some(hint)) => out.push_str(&format!("hint: {}\n", escape_lines(&hint))),
         (_, None) if timed_out => out.push_str(
             "hint: the request above got no answer: check that the daemon answers \
-             (`docker info`), its free disk and its log (`journalctl -u docker`)\n",
+             (`docker info`), its free disk and its log (`journalctl -u docker`); a daemon \
+             that is only slow needs SLIPWAY_DAEMON_TIMEOUT=SECONDS\n",
         ),
         _ => {}
     }

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let daemon = slipway::docker::endpoint().host;
-            let timeout = slipway::docker::DEFAULT_TIMEOUT.as_secs();
+            let timeout = slipway::docker::request_timeout().as_secs();
             eprint!(
                 "{}",
                 slipway::error::render_for(&err, Some((&daemon, timeout)))

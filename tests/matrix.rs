@@ -36,6 +36,7 @@ fn app_copy() -> tempfile::TempDir {
 #[test]
 fn the_reference_app_comes_up_on_every_daemon() {
     let dir = app_copy();
+    let mut configs: Vec<(&str, String, String)> = Vec::new();
     for (label, host) in common::daemon_matrix() {
         // On the containerd image store, also load into a kind stand-in running on that daemon
         // (kind's own `kind load` fails from such daemons: kubernetes-sigs/kind#3795).
@@ -47,6 +48,8 @@ fn the_reference_app_comes_up_on_every_daemon() {
             .current_dir(dir.path())
             .env("DOCKER_HOST", &host)
             .env("SOURCE_DATE_EPOCH", "1700000000")
+            // Next.js's server-actions key: with it the frontend is reproducible too.
+            .env("NEXT_SERVER_ACTIONS_ENCRYPTION_KEY", SERVER_ACTIONS_KEY)
             .args(["--progress", "plain", "up", "--cluster", &cluster])
             .args(["--metadata-file", "run.json"])
             .output()
@@ -82,6 +85,8 @@ fn the_reference_app_comes_up_on_every_daemon() {
                 "10001:10001",
                 "{label}"
             );
+            let image = format!("slipway/{component}:latest");
+            configs.push((label, component.to_string(), config_digest(&host, &image)));
         }
         assert!(dir.path().join("k8s").is_dir(), "{label}: no manifests");
         if let Some(kind) = &kind {
@@ -115,6 +120,40 @@ fn the_reference_app_comes_up_on_every_daemon() {
             assert!(text.contains(": 0 B sent"), "{text}");
         }
     }
+    // One image across daemon versions: each component has one config digest on all three.
+    for component in ["backend", "frontend"] {
+        let mut seen = configs.iter().filter(|(_, c, _)| c == component);
+        let (first_label, _, first) = seen.next().unwrap();
+        for (label, _, config) in seen {
+            assert_eq!(config, first, "{component}: {label} vs {first_label}");
+        }
+    }
+}
+
+/// A Next.js server-actions key (base64 of 32 bytes), fixed for the tests.
+const SERVER_ACTIONS_KEY: &str = "c2xpcHdheS10ZXN0LXNlcnZlci1hY3Rpb25zLWtleSE=";
+
+/// The digest of `image`'s config on the daemon at `host` (on the containerd image store the
+/// image ID is its manifest's digest): from the `manifest.json` of its `docker save`.
+fn config_digest(host: &str, image: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("docker save \"$1\" | tar -xOf - manifest.json")
+        .args(["sh", image])
+        .env("DOCKER_HOST", host)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker save {image} on {host}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let config = manifest[0]["Config"].as_str().unwrap();
+    let hex = config
+        .trim_start_matches("blobs/sha256/")
+        .trim_end_matches(".json");
+    format!("sha256:{hex}")
 }
 
 /// A kind stand-in (one control-plane node) on the daemon at `host`, removed on drop.
@@ -190,5 +229,75 @@ fn the_reference_backend_is_one_image_on_every_daemon() {
             )
         });
         assert_eq!(report["identical"], true, "20.10 vs {label}: {report:#}");
+    }
+}
+
+/// `build --push` from each daemon of the matrix, to a registry that daemon reaches on
+/// 127.0.0.1: every push succeeds, and every registry gets the same image config (a COPY and a
+/// RUN on a base without `/etc`, where BuildKit 0.8 and 0.13 write different layers).
+#[test]
+fn a_push_from_every_daemon_gives_the_same_image() {
+    let mut configs = Vec::new();
+    // One app name: it is in the image's labels.
+    let app = common::unique("pushmx").to_lowercase();
+    for (label, host) in common::daemon_matrix() {
+        let reg = match label {
+            common::DAEMON_HOST => common::registry::start(),
+            _ => common::registry::start_beside(&host),
+        };
+        let Some(reg) = reg else { return };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("web")).unwrap();
+        std::fs::write(dir.path().join("web/index.html"), "hi\n").unwrap();
+        std::fs::write(
+            dir.path().join("web/Dockerfile"),
+            "FROM slipway-test/busybox:1.35\nCOPY index.html /www/\nRUN echo built > /www/b.txt\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("slipway.toml"),
+            format!(
+                "[app]\nname = \"{app}\"\n[images]\nprefix = \"127.0.0.1:{}/{app}\"\n\
+                 [components.web]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n",
+                reg.port
+            ),
+        )
+        .unwrap();
+        let out = common::slipway()
+            .current_dir(dir.path())
+            .env("DOCKER_HOST", &host)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "--progress",
+                "plain",
+                "build",
+                "--push",
+                "--metadata-file",
+                "m.json",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{label} ({host}): {stderr}");
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+        let pushed = meta["components"]["web"]["pushed"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{label}: no pushed digest: {meta:#}"));
+        let (_, digest) = pushed.split_once('@').unwrap();
+        let manifest = reg.get_json(&format!("{app}/web/manifests/{digest}"));
+        let config = manifest["config"]["digest"].as_str().unwrap().to_string();
+        // The config the registry holds names the layers the manifest lists.
+        let blob = reg.get_json(&format!("{app}/web/blobs/{config}"));
+        assert_eq!(
+            blob["rootfs"]["diff_ids"].as_array().map(Vec::len),
+            manifest["layers"].as_array().map(Vec::len),
+            "{label}: {manifest:#}"
+        );
+        configs.push((label, config));
+    }
+    let (first_label, first) = &configs[0];
+    for (label, config) in &configs[1..] {
+        assert_eq!(config, first, "{label} vs {first_label}");
     }
 }

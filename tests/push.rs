@@ -2,93 +2,17 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::Command;
+
+use common::registry::start as registry;
 
 use slipway::record::{BuildReport, ImageRecord, Outcome};
-
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the registry on a free loopback port (the daemon treats 127.0.0.0/8 as insecure,
-/// so plain HTTP works there as it does for a local registry).
-fn registry() -> Option<Registry> {
-    registry_with(None)
-}
 
 /// A registry that wants `user:password` (basic auth, checked against an htpasswd file).
 const CI_USER: &str = "ci";
 const CI_PASSWORD: &str = "s3cret";
 /// bcrypt of [`CI_PASSWORD`], as `htpasswd -B` writes it.
 const CI_HTPASSWD: &str = "ci:$2b$12$z056TPbmvGa7r0K/0ZWOxORXFJnMOzrEXugp5ONybxBvL9LRDpUai";
-
-/// [`registry`], with htpasswd authentication when `htpasswd` is given (the file's text).
-fn registry_with(htpasswd: Option<&str>) -> Option<Registry> {
-    let bin = ["/usr/bin/docker-registry", "/usr/sbin/docker-registry"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(bin) = bin else {
-        if common::in_ci() {
-            panic!("CI=true and docker-registry is not installed: run scripts/env/setup");
-        }
-        eprintln!("SKIPPED: docker-registry not installed");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.yml");
-    let auth = match htpasswd {
-        Some(text) => {
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, format!("{text}\n")).unwrap();
-            format!(
-                "auth:\n  htpasswd:\n    realm: slipway-test\n    path: {}\n",
-                file.display()
-            )
-        }
-        None => String::new(),
-    };
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("serve")
-        .arg(&cfg)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Dropping the guard stops the registry, on every path out of here.
-    let reg = Registry {
-        child,
-        port,
-        _dir: dir,
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(reg);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("docker-registry did not start on port {port}");
-}
 
 #[tokio::test]
 async fn pushes_every_tag_and_records_the_registry_digest() {
@@ -567,7 +491,12 @@ fn fresh_state(dir: &std::path::Path, prefix: &str) {
 /// empty Docker config: (registry, prefix, project dir, Docker config dir).
 async fn cache_setup(
     name: &str,
-) -> Option<(Registry, String, tempfile::TempDir, tempfile::TempDir)> {
+) -> Option<(
+    common::registry::Registry,
+    String,
+    tempfile::TempDir,
+    tempfile::TempDir,
+)> {
     common::daemon().await?;
     let reg = registry()?;
     let prefix = format!("127.0.0.1:{}/{}", reg.port, common::unique(name));
@@ -731,7 +660,7 @@ async fn the_registry_lookup_uses_the_push_credentials() {
     if common::daemon().await.is_none() {
         return;
     }
-    let Some(reg) = registry_with(Some(CI_HTPASSWD)) else {
+    let Some(reg) = common::registry::start_with_htpasswd(CI_HTPASSWD) else {
         return;
     };
     let host = format!("127.0.0.1:{}", reg.port);

@@ -1202,9 +1202,9 @@ async fn signals_at_any_point_of_normalising_leave_no_temp_tag_or_directory() {
 // ---------------------------------------------------------------------------------------------
 
 /// A unix socket that forwards everything to the real daemon, except that a connection on
-/// which a `POST .../build` request is seen is held: the request never arrives and nothing is
-/// answered, as from a daemon stuck on it. Lives as long as the test process.
-fn stalling_proxy(dir: &Path) -> String {
+/// which a request line `held` accepts is seen is held: the request never arrives and nothing
+/// is answered, as from a daemon stuck on it. Lives as long as the test process.
+fn stalling_proxy(dir: &Path, held: fn(&str) -> bool) -> String {
     use std::io::{Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
     let real = slipway::docker::endpoint()
@@ -1224,16 +1224,14 @@ fn stalling_proxy(dir: &Path) -> String {
             let (mut from_daemon, mut to_client) = (daemon, client);
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
-                let mut held = false;
+                let mut stuck = false;
                 while let Ok(n) = from_client.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
                     let text = String::from_utf8_lossy(&buf[..n]);
-                    held |= text
-                        .lines()
-                        .any(|l| l.starts_with("POST ") && l.contains("/build"));
-                    if !held && to_daemon.write_all(&buf[..n]).is_err() {
+                    stuck |= text.lines().any(held);
+                    if !stuck && to_daemon.write_all(&buf[..n]).is_err() {
                         break;
                     }
                 }
@@ -1254,7 +1252,9 @@ async fn a_daemon_that_stalls_on_a_build_is_an_error_naming_it_and_the_request()
     rely::require_busybox();
     let p = Project::new(&[("app", &busybox_dockerfile("RUN echo stalled"))]);
     let dir = tempfile::tempdir().unwrap();
-    let host = stalling_proxy(dir.path());
+    let host = stalling_proxy(dir.path(), |l| {
+        l.starts_with("POST ") && l.contains("/build")
+    });
     let mut cmd = p.slipway(&["build"]);
     cmd.env("DOCKER_HOST", &host)
         .env("SLIPWAY_BUILD_IDLE_TIMEOUT", "4");
@@ -1275,5 +1275,44 @@ async fn a_daemon_that_stalls_on_a_build_is_an_error_naming_it_and_the_request()
         run.text()
     );
     assert!(run.took < Duration::from_secs(30), "{}", run.text());
+    assert!(p.tags().is_empty(), "{:?}", p.tags());
+}
+
+/// Any other request the daemon leaves unanswered (here: inspecting the base image) ends the
+/// run after the short request bound, naming the daemon and what to check.
+#[tokio::test]
+async fn a_daemon_that_stalls_on_any_request_is_an_error_within_the_short_bound() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    let p = Project::new(&[("app", &busybox_dockerfile("RUN echo stalled"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let host = stalling_proxy(dir.path(), |l| {
+        l.starts_with("GET ") && l.contains("/images/") && l.contains("/json")
+    });
+    let mut cmd = p.slipway(&["build"]);
+    cmd.env("DOCKER_HOST", &host)
+        .env("SLIPWAY_DAEMON_TIMEOUT", "3");
+    let run = rely::run(cmd, Duration::from_secs(60)).no_panic();
+    assert_eq!(run.code(), Some(1), "{}", run.text());
+    assert!(
+        run.stderr.contains(&format!(
+            "no answer from the Docker daemon at {host} within 3s"
+        )),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.stderr.contains("slipway-test/busybox"),
+        "the request is not named: {}",
+        run.text()
+    );
+    assert!(
+        run.stderr.contains("hint:") && run.stderr.contains("SLIPWAY_DAEMON_TIMEOUT"),
+        "{}",
+        run.text()
+    );
+    assert!(run.took < Duration::from_secs(20), "{}", run.text());
     assert!(p.tags().is_empty(), "{:?}", p.tags());
 }

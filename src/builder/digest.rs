@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 
 /// The version of what goes into a digest. Bump it when [`Inputs`] or its meaning changes,
 /// including what image a digest stands for: 2 is the normal form that keeps the base image's
-/// layers as they are (1 rewrote them), so an image made under 1 is never taken for one now.
-pub const SCHEME: &str = "slipway-inputs/3";
+/// layers as they are (1 rewrote them), so an image made under 1 is never taken for one now;
+/// 4 leaves out the `/etc` BuildKit 0.8 leaves behind on a base without one.
+pub const SCHEME: &str = "slipway-inputs/4";
 
 /// The per-input hashes a digest is computed from (also the `dev.slipway.inputs` label).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,7 +213,7 @@ mod tests {
         assert_eq!(d.len(), 7 + 64);
         assert_eq!(
             d,
-            "sha256:40f58ecf056c0edd47f4b58dd660cfcfa56c89e5a2de4121766c3a4ea250f6d2"
+            "sha256:0c173f88c2a49195f9c467bc52a2625c6f4236f670ed2f8583e35912638641ed"
         );
     }
 
@@ -285,7 +286,7 @@ mod tests {
             ),
             (
                 Box::new(|i| i.scheme = "slipway-inputs/0".into()),
-                "slipway's digest scheme changed (slipway-inputs/3 -> slipway-inputs/0)",
+                "slipway's digest scheme changed (slipway-inputs/4 -> slipway-inputs/0)",
             ),
         ];
         for (change, reason) in cases {

@@ -803,7 +803,7 @@ async fn resolve_bases(
                 let id = i.id.unwrap_or_default();
                 let id = match facts.containerd_store {
                     true => {
-                        let cache = config.root.join(".slipway/image-configs.json");
+                        let cache = crate::leftovers::cache_dir();
                         crate::docker::images::config_digest(daemon, &image, &id, &layers, &cache)
                             .await
                             .with_context(|| {

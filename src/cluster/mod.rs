@@ -489,18 +489,14 @@ async fn load_into(
             .diff_ids
             .clone()
             .map(|d| ImageMeta::new(component, reference, id, d));
-        let mut normal_form = image.normal_form.clone();
+        let normal_form = image.normal_form.clone();
+        // The containerd image store names the image by its manifest digest and exports
+        // compressed layers: unless this run normalised it, nodes know it by its config
+        // digest, and get plain layers from an export if one of them lacks something.
+        let export = (normal_form.is_none() && containerd_store).then_some(id.as_str());
         let meta = match known {
-            // The containerd image store names the image by its manifest digest and exports
-            // compressed layers: unless this run normalised it, take its config and plain
-            // layers from an export.
-            _ if normal_form.is_none() && containerd_store => {
-                export_for_nodes(daemon, component, reference, id)
-                    .await
-                    .map(|(meta, files)| {
-                        normal_form = Some(files);
-                        meta
-                    })
+            _ if export.is_some() => {
+                containerd_meta(daemon, &docker, component, reference, id).await
             }
             Some(meta) => Ok(meta),
             None => inspect(&docker, component, reference, id).await,
@@ -531,7 +527,12 @@ async fn load_into(
                 continue;
             }
         };
-        results.extend(load_image(&docker, &meta, normal_form, &mut slots, reporter).await);
+        let source = Source {
+            daemon,
+            normal_form,
+            export,
+        };
+        results.extend(load_image(&docker, &meta, source, &mut slots, reporter).await);
     }
     let bytes_sent = results.iter().map(|r| r.bytes_sent).sum();
     Ok(LoadReport {
@@ -544,18 +545,61 @@ async fn load_into(
     })
 }
 
-/// The image as nodes will know it, from an export (see [`crate::reproduce::normalize::export_plain`]).
-async fn export_for_nodes(
+/// An image on a containerd-store daemon (`id`: its manifest digest) as nodes will know it:
+/// by its config digest (kept in slipway's cache, else read from an export).
+async fn containerd_meta(
     daemon: &crate::docker::Daemon,
+    docker: &Docker,
     component: &str,
     reference: &str,
     id: &str,
-) -> anyhow::Result<(ImageMeta, Arc<ImageFiles>)> {
-    let files = crate::reproduce::normalize::export_plain(daemon, id)
-        .await
-        .with_context(|| format!("component `{component}`: exporting {reference}"))?;
-    let meta = ImageMeta::new(component, reference, &files.image_id, files.diff_ids());
-    Ok((meta, Arc::new(files)))
+) -> anyhow::Result<ImageMeta> {
+    let daemon_view = inspect(docker, component, reference, id).await?;
+    let cache = crate::leftovers::cache_dir();
+    let config =
+        docker::images::config_digest(daemon, reference, id, &daemon_view.diff_ids, &cache)
+            .await
+            .with_context(|| format!("component `{component}`: {reference}"))?;
+    Ok(ImageMeta::new(
+        component,
+        reference,
+        &config,
+        daemon_view.diff_ids,
+    ))
+}
+
+/// Where an image's bytes come from for the nodes that lack some.
+struct Source<'a> {
+    daemon: &'a crate::docker::Daemon,
+    /// The files this run's normalising left.
+    normal_form: Option<Arc<ImageFiles>>,
+    /// On the containerd image store without them: the daemon's ID of the image, to export
+    /// plain layers from (see [`crate::reproduce::normalize::export_plain`]).
+    export: Option<&'a str>,
+}
+
+impl Source<'_> {
+    /// The normal form's files, exporting them first if needed; `None`: `docker save`'s stream.
+    async fn files(self, image: &ImageMeta) -> Result<Option<Arc<ImageFiles>>, String> {
+        let Some(id) = self.export.filter(|_| self.normal_form.is_none()) else {
+            return Ok(self.normal_form);
+        };
+        let files = crate::reproduce::normalize::export_plain(self.daemon, id)
+            .await
+            .map_err(|e| {
+                format!(
+                    "component `{}`: exporting {}: {e:#}",
+                    image.component, image.reference
+                )
+            })?;
+        if files.image_id != image.id {
+            return Err(format!(
+                "{} exported with config {}, not {}: run `slipway load` again",
+                image.reference, files.image_id, image.id
+            ));
+        }
+        Ok(Some(Arc::new(files)))
+    }
 }
 
 /// What the daemon says about the image the build recorded.
@@ -681,7 +725,7 @@ type Importing = (
 async fn load_image(
     docker: &Docker,
     image: &ImageMeta,
-    normal_form: Option<Arc<ImageFiles>>,
+    source: Source<'_>,
     slots: &mut [Slot],
     reporter: &dyn Reporter,
 ) -> Vec<NodeLoad> {
@@ -707,14 +751,34 @@ async fn load_image(
         }
     }
     // What the nodes hold now, for the next image of this run.
+    let source_daemon = source.daemon;
     let manifest_digest = match imports.is_empty() {
         true => None,
-        false => {
-            let (imported, digest) =
-                import(docker, image, normal_form, slots, &imports, reporter).await;
-            outcomes.extend(imported);
-            digest
-        }
+        false => match source.files(image).await {
+            Ok(Some(files)) => {
+                let stream = archive::save::stream(files).boxed();
+                let (imported, digest) =
+                    import(docker, image, stream, slots, &imports, reporter).await;
+                outcomes.extend(imported);
+                digest
+            }
+            Ok(None) => {
+                // The daemon starts answering an export at once: the short bound on a
+                // response applies (the stream itself may then take as long as it takes).
+                let stream = source_daemon.docker.export_image(&image.id).boxed();
+                let (imported, digest) =
+                    import(docker, image, stream, slots, &imports, reporter).await;
+                outcomes.extend(imported);
+                digest
+            }
+            Err(reason) => {
+                for (i, _) in &imports {
+                    let reason = reason.clone();
+                    outcomes.insert(*i, (Outcome::Failed { reason }, 0));
+                }
+                None
+            }
+        },
     };
     for (i, (outcome, _)) in &outcomes {
         let changed = match outcome {
@@ -776,7 +840,7 @@ fn report_outcome(reporter: &dyn Reporter, task: &str, r: &NodeLoad) {
 async fn import(
     docker: &Docker,
     image: &ImageMeta,
-    normal_form: Option<Arc<ImageFiles>>,
+    stream: futures_util::stream::BoxStream<'_, Result<bytes::Bytes, bollard::errors::Error>>,
     slots: &mut [Slot],
     imports: &[(usize, Vec<String>)],
     reporter: &dyn Reporter,
@@ -798,12 +862,6 @@ async fn import(
         .iter()
         .map(|(i, layers)| start_import(docker, image, &slots[*i], layers, reporter))
         .unzip();
-    // An image this run normalised is read from the files normalising left (the same
-    // bytes), not exported by the daemon a second time.
-    let stream = match normal_form {
-        Some(files) => archive::save::stream(files).boxed(),
-        None => docker.export_image(&image.id).boxed(),
-    };
     let transfer = transfer::fan_out(stream, image, sinks, reporter).await;
     let finished = join_all(handles.into_iter().map(|(w, h)| async move {
         let r = h

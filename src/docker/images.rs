@@ -21,20 +21,20 @@ use super::Daemon;
 /// Largest blob read to see whether it is the config.
 const MAX_CONFIG: u64 = 4 << 20;
 
+/// The file in slipway's cache directory that maps manifest digests to config digests (valid
+/// on every daemon and in every project: a manifest digest always names one config).
+const CACHE_FILE: &str = "image-configs.json";
+
 /// The config digest of `image` (known to the daemon as `id`, with layers `diff_ids`) on a
-/// containerd-store daemon; `cache` is a JSON file of manifest digest -> config digest.
+/// containerd-store daemon; kept in `cache_dir`'s [`CACHE_FILE`].
 pub async fn config_digest(
     daemon: &Daemon,
     image: &str,
     id: &str,
     diff_ids: &[String],
-    cache: &Path,
+    cache_dir: &Path,
 ) -> anyhow::Result<String> {
-    let mut known: BTreeMap<String, String> = std::fs::read(cache)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    if let Some(d) = known.get(id) {
+    if let Some(d) = read_cache(cache_dir).get(id) {
         return Ok(d.clone());
     }
     let export = daemon
@@ -83,13 +83,28 @@ pub async fn config_digest(
             daemon.endpoint.host
         )
     })?;
-    known.insert(id.to_string(), digest.clone());
-    if let Some(dir) = cache.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    remember_config(cache_dir, id, &digest);
+    Ok(digest)
+}
+
+fn read_cache(cache_dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read(cache_dir.join(CACHE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Notes in `cache_dir` that the image the daemon calls `id` (a manifest digest) has the
+/// config `config`, as normalising learns when it loads an image it wrote.
+pub fn remember_config(cache_dir: &Path, id: &str, config: &str) {
+    let mut known = read_cache(cache_dir);
+    if known.get(id).map(String::as_str) == Some(config) {
+        return;
     }
+    known.insert(id.to_string(), config.to_string());
+    let _ = std::fs::create_dir_all(cache_dir);
     // A cache: losing it costs one export, so a failed write is not an error.
     if let Ok(bytes) = serde_json::to_vec_pretty(&known) {
-        let _ = crate::fsutil::write_atomic(cache, &bytes, None);
+        let _ = crate::fsutil::write_atomic(&cache_dir.join(CACHE_FILE), &bytes, None);
     }
-    Ok(digest)
 }

@@ -17,8 +17,19 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Fail;
 
-/// Requests that are not builds or transfers give up after this long.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Requests that are not builds or transfers give up when no response comes this long
+/// (unless `SLIPWAY_DAEMON_TIMEOUT` says otherwise): a daemon answers them in milliseconds.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a request that is not a build or a transfer waits for the daemon's response:
+/// `SLIPWAY_DAEMON_TIMEOUT` (seconds, at least 1), else [`DEFAULT_TIMEOUT`].
+pub fn request_timeout() -> Duration {
+    std::env::var("SLIPWAY_DAEMON_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+}
 
 /// Builds and image transfers may take this long.
 pub const LONG_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -140,14 +151,14 @@ pub fn client(endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<Docker> 
 /// Connects and checks the daemon answers within `ping_timeout`.
 pub async fn connect(ping_timeout: Duration) -> anyhow::Result<Daemon> {
     let endpoint = endpoint();
-    let docker = client(&endpoint, DEFAULT_TIMEOUT)?;
+    let docker = client(&endpoint, request_timeout())?;
     ping(&docker, &endpoint, ping_timeout).await?;
     Ok(Daemon { docker, endpoint })
 }
 
 /// Connects to a specific endpoint (e.g. the inner daemon of a minikube node).
 pub async fn connect_to(endpoint: Endpoint, ping_timeout: Duration) -> anyhow::Result<Daemon> {
-    let docker = client(&endpoint, DEFAULT_TIMEOUT)?;
+    let docker = client(&endpoint, request_timeout())?;
     ping(&docker, &endpoint, ping_timeout).await?;
     Ok(Daemon { docker, endpoint })
 }

@@ -132,7 +132,7 @@ async fn normalize_keeping(
 
     let t0 = std::time::Instant::now();
     // 1. Export, spooling every file of the docker-save tar.
-    let saved = export(daemon, &docker, image, &source_id, dir.path()).await?;
+    let saved = export(daemon, image, &source_id, dir.path()).await?;
     let export_ms = ms(t0);
     let t0 = std::time::Instant::now();
     // 2. Rewrite layers and config.
@@ -148,6 +148,11 @@ async fn normalize_keeping(
     let t0 = std::time::Instant::now();
     // 3. Load (unless the daemon has it), or just move the tags.
     let (already_present, daemon_id) = load_or_tag(daemon, &docker, image, &plan, tags).await?;
+    if daemon_id != plan.image_id {
+        // The containerd image store: a later load finds the config without an export.
+        let cache = crate::leftovers::cache_dir();
+        crate::docker::images::remember_config(&cache, &daemon_id, &plan.image_id);
+    }
     let normalized = Normalized {
         image_id: plan.image_id.clone(),
         daemon_id,
@@ -165,12 +170,16 @@ async fn normalize_keeping(
 /// Exports `source_id` from the daemon, spooling every file of the docker-save tar into `dir`.
 async fn export(
     daemon: &Daemon,
-    docker: &bollard::Docker,
     image: &str,
     source_id: &str,
     dir: &Path,
 ) -> anyhow::Result<Saved> {
-    let export = docker.export_image(source_id).map_err(io::Error::other);
+    // The daemon starts answering an export at once: the short bound on a response applies
+    // (the stream itself may then take as long as it takes).
+    let export = daemon
+        .docker
+        .export_image(source_id)
+        .map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
     let spool_dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -247,10 +256,10 @@ async fn load_or_tag(
 /// node's containerd calls the image) and its layers decompressed. Uses as much disk as the
 /// image unpacked, removed when the value is dropped.
 pub async fn export_plain(daemon: &Daemon, image: &str) -> anyhow::Result<ImageFiles> {
-    let docker = daemon.long()?;
     let dir = crate::leftovers::temp_dir("export")
         .context("creating a temporary directory for the image's layers")?;
-    let export = docker.export_image(image).map_err(io::Error::other);
+    // The short bound on a response, as for [`export`].
+    let export = daemon.docker.export_image(image).map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
     let work = dir.path().to_path_buf();
     let (config, layers) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -664,6 +673,25 @@ impl Lower {
     }
 }
 
+/// `/etc`, where a container runtime mounts `hosts`, `resolv.conf` and `hostname`.
+const ETC: &[u8] = b"etc";
+
+impl Lower {
+    /// Whether `l` is the `/etc` a RUN step's runtime made for its mounts on a base that has
+    /// none: an empty root-owned directory, nothing below it, nothing under it in this layer or
+    /// above (`touched`: the paths of this layer and those above). BuildKit 0.8 leaves it in the
+    /// layer; 0.11 and later remove the mount stubs they made, parents included.
+    fn runtime_stub(&self, l: &layer::Listed, touched: &HashSet<Vec<u8>>) -> bool {
+        let h = &l.head;
+        layer::key_of(&h.path) == ETC
+            && h.typeflag == b'5'
+            && h.mode & 0o7777 == 0o755
+            && (h.uid, h.gid) == (0, 0)
+            && !self.entries.contains_key(ETC)
+            && !touched.iter().any(|k| k.starts_with(b"etc/"))
+    }
+}
+
 fn is_whiteout(key: &[u8]) -> bool {
     let base = key.rsplit(|&c| c == b'/').next().unwrap_or(key);
     base.starts_with(b".wh.")
@@ -726,7 +754,7 @@ fn unchanged_entries(
         };
         let listed =
             layer::list_where(BufReader::with_capacity(1 << 20, File::open(file)?), |k| {
-                lower.entries.contains_key(k) || upper.contains(k) || is_whiteout(k)
+                lower.entries.contains_key(k) || upper.contains(k) || is_whiteout(k) || k == ETC
             })?;
         // Entries that must stay whatever they repeat: hard links and their targets, paths
         // that occur twice, and anything under a directory this layer makes opaque.
@@ -745,7 +773,7 @@ fn unchanged_entries(
         }
         let drop: HashSet<Vec<u8>> = listed
             .iter()
-            .filter(|l| lower.same(l, sde))
+            .filter(|l| lower.same(l, sde) || lower.runtime_stub(l, &above[i]))
             .map(|l| layer::key_of(&l.head.path).to_vec())
             .filter(|k| count.get(k.as_slice()) == Some(&1) && !pinned.contains(k))
             .filter(|k| !opaque.iter().any(|d| k.starts_with(d)))
@@ -872,7 +900,13 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
 }
 
 /// Streams the normal form to the daemon as a docker-save tar (`POST /images/load`).
+/// Loads the normal form `plan` into a daemon; on the classic image store without the bottom
+/// layers it kept unchanged (the daemon has them, under the image normalising started from).
 async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
+    let held = match crate::docker::containerd_store(docker).await {
+        true => HashSet::new(),
+        false => held_layers(&plan.outcomes),
+    };
     let config_name = format!("{}.json", plan.image_id.trim_start_matches("sha256:"));
     let layer_paths: Vec<String> = plan
         .layers
@@ -883,7 +917,7 @@ async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
     let config = plan.config.clone();
     let layers = plan.layers.clone();
     let (body, producer) =
-        blocks::streamed(move |w| save::write(w, &config_name, &config, &manifest, &layers));
+        blocks::streamed(move |w| save::write(w, &config_name, &config, &manifest, &layers, &held));
     let mut progress = docker.import_image_stream(
         bollard::query_parameters::ImportImageOptions {
             quiet: true,
@@ -914,10 +948,42 @@ async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
     }
 }
 
+/// The layers of the bottom run that normalising left as they were: the daemon has each of
+/// them with all below (a layer repeated above that run must still be sent).
+fn held_layers(outcomes: &[LayerOutcome]) -> HashSet<String> {
+    let kept = outcomes.iter().take_while(|o| o.before == o.after).count();
+    let above: HashSet<&String> = outcomes[kept..].iter().map(|o| &o.after).collect();
+    outcomes[..kept]
+        .iter()
+        .map(|o| o.after.clone())
+        .filter(|d| !above.contains(d))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_bottom_layers_left_as_they_were_are_held_back() {
+        let o = |before: &str, after: &str| LayerOutcome {
+            before: before.into(),
+            after: after.into(),
+            size: 0,
+            rewritten: before != after,
+        };
+        let held = held_layers(&[
+            o("a", "a"),
+            o("b", "b"),
+            o("c", "c2"),
+            o("d", "d"),
+            o("b", "b"),
+        ]);
+        // `d` sits above a rewritten layer (another chain); `b` is needed there too.
+        assert_eq!(held, HashSet::from(["a".to_string()]));
+        assert!(held_layers(&[o("a", "a2"), o("b", "b")]).is_empty());
+    }
 
     #[test]
     fn config_times_diff_ids_and_legacy_fields() {
@@ -1048,5 +1114,29 @@ mod lower_tests {
         assert!(!lower.same(&listed("etc/gone", 100, "sha256:e"), sde));
         assert!(!lower.same(&listed("opt/a/x", 100, "sha256:e"), sde));
         assert!(lower.same(&listed("etc/.pwd.lock", 100, "sha256:e"), sde));
+    }
+
+    #[test]
+    fn the_etc_a_runtime_made_for_its_mounts_on_a_base_without_one_is_left_out() {
+        let dir = |path: &str, mode: u32| {
+            let mut l = listed(path, 100, "sha256:e");
+            l.head.typeflag = b'5';
+            l.head.mode = mode;
+            l
+        };
+        let touched = |keys: &[&str]| -> HashSet<Vec<u8>> {
+            keys.iter().map(|k| k.as_bytes().to_vec()).collect()
+        };
+        let bare = Lower::default();
+        assert!(bare.runtime_stub(&dir("etc/", 0o755), &touched(&["etc", "www/b.txt"])));
+        // Anything under it, here or above, or another mode makes it real.
+        assert!(!bare.runtime_stub(&dir("etc/", 0o755), &touched(&["etc", "etc/app.conf"])));
+        assert!(!bare.runtime_stub(&dir("etc/", 0o700), &touched(&["etc"])));
+        assert!(!bare.runtime_stub(&listed("etc", 100, "sha256:e"), &touched(&["etc"])));
+        assert!(!bare.runtime_stub(&dir("opt/", 0o755), &touched(&["opt"])));
+        // A base with an /etc: the directory is what it is (and `same` decides).
+        let mut based = Lower::default();
+        based.apply(vec![dir("etc/", 0o755)]);
+        assert!(!based.runtime_stub(&dir("etc/", 0o755), &touched(&["etc"])));
     }
 }

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: the real daemon, the judges, unique names.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::PathBuf;
 use std::process::Command;
 

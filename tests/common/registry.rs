@@ -1,0 +1,179 @@
+//! Debian's `docker-registry`, started for one test on a free port and stopped on drop.
+
+use std::process::{Child, Command};
+
+pub struct Registry {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// Where the test itself reaches it (`127.0.0.1:PORT`, or the daemon container's address
+    /// for [`start_beside`]).
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> Option<&'static str> {
+    let bin = ["/usr/bin/docker-registry", "/usr/sbin/docker-registry"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if bin.is_none() {
+        if super::in_ci() {
+            panic!("CI=true and docker-registry is not installed: run scripts/env/setup");
+        }
+        eprintln!("SKIPPED: docker-registry not installed");
+    }
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the registry on a free loopback port (the daemon treats 127.0.0.0/8 as insecure,
+/// so plain HTTP works there as it does for a local registry).
+pub fn start() -> Option<Registry> {
+    let bin = binary()?;
+    let port = free_port();
+    run(
+        Command::new(bin),
+        "127.0.0.1",
+        port,
+        format!("127.0.0.1:{port}"),
+    )
+}
+
+/// [`start`], with htpasswd authentication: `htpasswd` is the file's text (`USER:BCRYPT`).
+pub fn start_with_htpasswd(htpasswd: &str) -> Option<Registry> {
+    let bin = binary()?;
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    run_with(
+        Command::new(bin),
+        "127.0.0.1",
+        port,
+        address,
+        Some(htpasswd),
+    )
+}
+
+/// Starts the registry in the network namespace of the daemon at `host` (one of the test
+/// matrix's Docker 26.1 daemons, each in a container): that daemon reaches it on
+/// `127.0.0.1:PORT`, as the host's daemon reaches [`start`]'s, and the test on the container's
+/// address.
+pub fn start_beside(host: &str) -> Option<Registry> {
+    let bin = binary()?;
+    let port_of_host = host.rsplit(':').next().unwrap_or_default();
+    let ps = Command::new("docker")
+        .env_remove("DOCKER_HOST")
+        .args(["ps", "-q", "--filter", &format!("publish={port_of_host}")])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&ps.stdout).trim().to_string();
+    assert!(
+        !id.is_empty(),
+        "no container publishes the daemon at {host}"
+    );
+    let inspect = Command::new("docker")
+        .env_remove("DOCKER_HOST")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.Pid}} {{.NetworkSettings.IPAddress}}",
+            &id,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout).to_string();
+    let (pid, ip) = text
+        .trim()
+        .split_once(' ')
+        .expect("the daemon container's pid and address");
+    let port = free_port();
+    let mut cmd = Command::new("nsenter");
+    cmd.args(["-t", pid, "-n", bin]);
+    run(cmd, "0.0.0.0", port, format!("{ip}:{port}"))
+}
+
+fn run(cmd: Command, listen: &str, port: u16, address: String) -> Option<Registry> {
+    run_with(cmd, listen, port, address, None)
+}
+
+/// [`run`]; an htpasswd file's text turns on basic auth.
+fn run_with(
+    mut cmd: Command,
+    listen: &str,
+    port: u16,
+    address: String,
+    htpasswd: Option<&str>,
+) -> Option<Registry> {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    let auth = match htpasswd {
+        Some(text) => {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{text}\n")).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: slipway-test\n    path: {}\n",
+                file.display()
+            )
+        }
+        None => String::new(),
+    };
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {listen}:{port}\n{auth}",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = cmd
+        .arg("serve")
+        .arg(&cfg)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Dropping the guard stops the registry, on every path out of here.
+    let reg = Registry {
+        child,
+        port,
+        address,
+        _dir: dir,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&reg.address).is_ok() {
+            return Some(reg);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("docker-registry did not start on {}", reg.address);
+}
+
+impl Registry {
+    /// GET of `path` (under `/v2/`) as JSON, asking for image manifests.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-fsS", "-H"])
+            .arg("Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+            .arg(format!("http://{}/v2/{path}", self.address))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "GET {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
