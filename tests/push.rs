@@ -652,6 +652,21 @@ async fn up_pulls_what_the_registry_has_and_loads_it() {
     );
     let deploy = std::fs::read_to_string(dir.path().join("k8s/web.yaml")).unwrap();
     assert!(deploy.contains(&format!("'{pushed}'")), "{deploy}");
+
+    // `build --push` on a fresh runner records it without pulling; `load` pulls it then.
+    fresh_state(dir.path(), &prefix);
+    let (built, _) = build_push(dir.path(), config.path(), "b.json");
+    assert_eq!(built["components"]["web"]["outcome"], "registry", "{built}");
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["load", "--cluster", &target, "--metadata-file", "l.json"],
+    );
+    assert!(ok && all.contains("pulled from the registry"), "{all}");
+    let load: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("l.json")).unwrap()).unwrap();
+    assert_eq!(load["results"][0]["status"], "already_present", "{load}");
+    docker_ok(&["image", "inspect", image]);
     remove_local(&prefix);
 }
 

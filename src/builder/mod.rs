@@ -840,7 +840,8 @@ async fn resolve_bases(
     Ok((base_images, base_layers, pins, deferred))
 }
 
-/// Names the image `source` (a pinned `REPO@sha256:...`) as `reference` on the daemon.
+/// Names the image `source` (a pinned `REPO@sha256:...`, or an ID) as `reference` on the
+/// daemon.
 async fn tag_as(daemon: &Daemon, source: &str, reference: &str) -> anyhow::Result<()> {
     let (repo, tag) = match reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
         Some((r, t)) => (r, t),
@@ -1308,43 +1309,61 @@ async fn from_registry(
             pushed: Some(pinned),
         });
     }
+    let id = pull_pinned(
+        daemon,
+        &c.name,
+        &pinned,
+        &c.image,
+        &c.input_digest,
+        reporter,
+    )
+    .await?;
+    let mut record = image::finish(&daemon.docker, c, &id, Outcome::Registry, None, t0).await?;
+    record.pushed = Some(pinned);
+    Ok(record)
+}
+
+/// Pulls `pinned` (`REPO@sha256:...`, an image the registry had under its input-digest tag
+/// `image`), checks it carries `input_digest` (its label), and names it `image` on the daemon;
+/// returns its image ID. For `up` and `load`, which need it on the daemon to load it.
+pub async fn pull_pinned(
+    daemon: &Daemon,
+    component: &str,
+    pinned: &str,
+    image: &str,
+    input_digest: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<String> {
     reporter.report(Event::Started {
-        task: c.name.clone(),
+        task: component.to_string(),
         what: format!("pull {pinned}"),
     });
-    crate::push::pull(daemon, &pinned, &c.name, reporter)
+    crate::push::pull(daemon, pinned, component, reporter)
         .await
         .with_context(|| {
             Fail::job(format!(
-                "component `{}`: pulling {pinned} from its registry failed",
-                c.name
+                "component `{component}`: pulling {pinned} from its registry failed"
             ))
             .hint(
                 "check the registry and your access, or build it here: `slipway build --no-cache`",
             )
         })?;
-    let found = image_labels(daemon, &pinned).await?.ok_or_else(|| {
+    let found = image_labels(daemon, pinned).await?.ok_or_else(|| {
         Fail::job(format!(
-            "component `{}`: {pinned} is not on the daemon after pulling it",
-            c.name
+            "component `{component}`: {pinned} is not on the daemon after pulling it"
         ))
     })?;
     let label = found.labels.get(LABEL_DIGEST).map(String::as_str);
-    if label != Some(c.input_digest.as_str()) {
+    if label != Some(input_digest) {
         return Err(Fail::job(format!(
-            "component `{}`: {} in the registry was not built from these inputs (its {LABEL_DIGEST} is {}, the plan's {})",
-            c.name,
-            c.image,
+            "component `{component}`: {image} in the registry was not built from these inputs (its {LABEL_DIGEST} is {}, expected {input_digest})",
             label.unwrap_or("missing"),
-            c.input_digest
         ))
-        .hint(format!("replace it: `slipway build {} --no-cache --push`", c.name))
+        .hint(format!("replace it: `slipway build {component} --no-cache --push`"))
         .into());
     }
-    let mut record =
-        image::finish(&daemon.docker, c, &found.id, Outcome::Registry, None, t0).await?;
-    record.pushed = Some(pinned);
-    Ok(record)
+    tag_as(daemon, pinned, image).await?;
+    Ok(found.id)
 }
 
 /// Untags the temporary tags that runs killed outright left ([`crate::leftovers::reap_tags`]).
