@@ -1018,10 +1018,8 @@ async fn cache_state(
     }
     // Not on the daemon: the registry may have it (a fresh CI runner, another machine).
     if registry {
-        if let Some(digest) = crate::push::lookup(daemon, &names.repository, &names.tag)
-            .await
-            .with_context(|| format!("component `{component}`"))?
-        {
+        // The error names the image, so the component.
+        if let Some(digest) = crate::push::lookup(daemon, &names.repository, &names.tag).await? {
             return Ok((CacheState::Registry { digest }, Vec::new()));
         }
     }

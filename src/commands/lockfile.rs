@@ -57,10 +57,10 @@ pub async fn run(session: &Session, args: LockArgs) -> anyhow::Result<()> {
     let new = LockFile::new(plan.pins.clone());
     let changed = pins::write(&path, &new)?;
     let drift = Drift::between(&old, &new.bases, true);
-    let what = match (changed, drift.is_empty()) {
+    let what = match (changed, old.bases.is_empty() || drift.is_empty()) {
         (false, _) => "is current".to_string(),
         (true, true) => "written".to_string(),
-        (true, false) => format!("written ({})", drift.describe()),
+        (true, false) => format!("updated (was: {})", drift.describe()),
     };
     session.print(&format!(
         "{} {what}: {} base image(s) pinned\n",
