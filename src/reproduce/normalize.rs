@@ -220,14 +220,22 @@ async fn load_or_tag(
         // The daemon finishes a load it has whole even when no one listens any more: an
         // interrupted build waits for it (`interrupt::settle`) before untagging.
         let (d, p) = (docker.clone(), plan.clone());
-        crate::interrupt::unabortable(async move { load(&d, &p).await })
-            .await
-            .with_context(|| {
-                format!(
-                    "loading the normalised {image} into {}",
-                    daemon.endpoint.host
-                )
-            })?;
+        crate::interrupt::unabortable(async move {
+            match load(&d, &p).await {
+                // The containerd image store may collect a snapshot it had counted on while it
+                // unpacks (another image that held it was untagged or removed meanwhile): the
+                // blobs are in by then, and a second load unpacks what is missing.
+                Err(e) if lost_snapshot(&e) => load(&d, &p).await,
+                other => other,
+            }
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "loading the normalised {image} into {}",
+                daemon.endpoint.host
+            )
+        })?;
     }
     // The containerd image store names images by manifest digest: look it up by tag.
     let by = tags.first().map_or(plan.image_id.as_str(), String::as_str);
@@ -948,6 +956,13 @@ async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a load failed because the containerd image store lost a snapshot it was unpacking
+/// onto (`failed to unpack loaded image: ... parent snapshot ... does not exist: not found`).
+fn lost_snapshot(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("failed to unpack") && text.contains("snapshot") && text.contains("not found")
+}
+
 /// The layers of the bottom run that normalising left as they were: the daemon has each of
 /// them with all below (a layer repeated above that run must still be sent).
 fn held_layers(outcomes: &[LayerOutcome]) -> HashSet<String> {
@@ -964,6 +979,19 @@ fn held_layers(outcomes: &[LayerOutcome]) -> HashSet<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_snapshot_lost_while_unpacking_is_told_from_other_load_failures() {
+        let lost = anyhow::anyhow!(
+            "Docker stream error: failed to unpack loaded image: failed to prepare extraction \
+             snapshot \"extract-1 sha256:2d7c\": parent snapshot sha256:18af does not exist: \
+             not found"
+        )
+        .context("the daemon refused the normalised image");
+        assert!(lost_snapshot(&lost));
+        assert!(!lost_snapshot(&anyhow::anyhow!("no space left on device")));
+        assert!(!lost_snapshot(&anyhow::anyhow!("image not found")));
+    }
 
     #[test]
     fn the_bottom_layers_left_as_they_were_are_held_back() {
