@@ -5,29 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Removes the stand-in cluster however the test ends.
-struct Kind(String);
-
-impl Drop for Kind {
-    fn drop(&mut self) {
-        let _ = Command::new(common::repo().join("tests/env/down"))
-            .arg(&self.0)
-            .output();
-    }
-}
-
-fn kind(name: &str) -> Kind {
-    let out = Command::new(common::repo().join("tests/env/kind-up"))
-        .args([name, "0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kind-up: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Kind(name.to_string())
-}
+use common::kind;
 
 fn project(dir: &Path, prefix: &str) {
     for (name, body) in [("api", "api v1"), ("web", "web v1")] {

@@ -85,7 +85,7 @@ pub(crate) async fn build_component(
     });
     let reason = match &c.cache {
         CacheState::Build { reason } => reason.clone(),
-        CacheState::Cached { .. } => "--no-cache".into(),
+        CacheState::Cached { .. } | CacheState::Registry { .. } => "--no-cache".into(),
     };
     let mut log = Vec::new();
     let built = match shared.builder {

@@ -223,3 +223,28 @@ pub fn ping_host(host: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// kind node stand-ins (tests/env/kind-up), removed however the test ends.
+pub struct Kind(pub String);
+
+impl Drop for Kind {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("tests/env/down"))
+            .arg(&self.0)
+            .output();
+    }
+}
+
+/// Starts the stand-in control-plane node of a kind cluster named `name`.
+pub fn kind(name: &str) -> Kind {
+    let out = Command::new(repo().join("tests/env/kind-up"))
+        .args([name, "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kind-up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Kind(name.to_string())
+}
