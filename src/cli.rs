@@ -350,6 +350,13 @@ pub struct UpArgs {
     /// Do not pull a missing base image (offline work): fail, naming the `docker pull` to run.
     #[arg(long)]
     pub no_pull: bool,
+    /// Rebuild every component, without the daemon's build cache (as `build --no-cache`).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Write empty values for secrets that are not set, with a warning, even under `--locked`
+    /// (as `manifests --allow-missing-secrets`; without `--locked` that is the default).
+    #[arg(long)]
+    pub allow_missing_secrets: bool,
     /// Read secret values from this .env file (and the environment).
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,

@@ -653,3 +653,44 @@ async fn state_stays_out_of_git_and_plan_says_where_the_date_came_from() {
         serde_json::from_slice(&std::fs::read(root.join("run.json")).unwrap()).unwrap();
     remove_images(&docker, &[&run]).await;
 }
+
+#[tokio::test]
+async fn up_takes_no_cache_and_allow_missing_secrets_as_build_and_manifests_do() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path(), &common::unique("slipway-up"));
+    // The first run builds both and pins the bases in slipway.lock (for --locked below).
+    let first = up(
+        dir.path(),
+        &["--cluster", "none", "--metadata-file", "run.json"],
+    );
+    assert!(first.status.success(), "{}", text(&first));
+
+    // Cached, but --no-cache rebuilds both; --allow-missing-secrets lets --locked write the
+    // unset secret empty, with a warning, instead of failing.
+    let again = common::slipway()
+        .current_dir(dir.path())
+        .env_remove("API_TOKEN")
+        .args(["--progress", "plain", "up", "--locked", "--no-cache"])
+        .args(["--allow-missing-secrets", "--cluster", "none"])
+        .args(["--metadata-file", "run2.json"])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("secrets not set, their Secret values are written empty"),
+        "{}",
+        text(&again)
+    );
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(f)).unwrap()).unwrap()
+    };
+    let (run, run2) = (read("run.json"), read("run2.json"));
+    for c in ["api", "web"] {
+        assert_eq!(run2["build"]["components"][c]["outcome"], "built", "{run2}");
+    }
+    assert_eq!(run2["missing_secrets"][0], "api.API_TOKEN", "{run2}");
+    remove_images(&docker, &[&run, &run2]).await;
+}

@@ -209,7 +209,8 @@ async fn pipeline(
 
     // The cheap checks first (the config was read before): the secrets, then the cluster, so
     // that a missing secret under --locked or a wrong cluster fails before anything is built.
-    let (secrets, missing) = secrets(config, opts.env_file.as_deref(), args.locked, reporter)?;
+    let refuse_missing = args.locked && !args.allow_missing_secrets;
+    let (secrets, missing) = secrets(config, opts.env_file.as_deref(), refuse_missing, reporter)?;
     let detection = cluster::Cluster::detect(&daemon.docker, &target).await?;
     if let cluster::Detection::Found(c) = &detection {
         reporter.report(Event::Info {
@@ -224,7 +225,7 @@ async fn pipeline(
         pull: (!args.no_pull && !args.dry_run).then(|| session.reporter.clone()),
         registry: args.push || config.images.registry,
         locked: args.locked,
-        lazy_bases: true,
+        lazy_bases: !args.no_cache,
     };
     let plan = build::plan_pulling(config, daemon, &[], &stacks, plan_opts).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
@@ -236,7 +237,7 @@ async fn pipeline(
     let build_opts = BuildOptions {
         jobs: args.jobs.map(usize::from),
         fail_fast: args.fail_fast,
-        no_cache: false,
+        no_cache: args.no_cache,
         metadata_file: None,
         // The images this run builds keep their normalised files until the load is done
         // (with no cluster to load into, nothing is kept).
@@ -300,12 +301,13 @@ async fn pipeline(
     Ok(Some(report))
 }
 
-/// The secret values, and the names (`component.SECRET`) of those not set: an error with
-/// `--locked`, else a warning (their values are written empty).
+/// The secret values, and the names (`component.SECRET`) of those not set: an error when
+/// `refuse` (`--locked` without `--allow-missing-secrets`), else a warning (their values are
+/// written empty).
 fn secrets(
     config: &Config,
     env_file: Option<&Path>,
-    locked: bool,
+    refuse: bool,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<(k8s::SecretValues, Vec<String>)> {
     let secrets = k8s::gather_secrets(config, env_file)?;
@@ -319,8 +321,8 @@ fn secrets(
             "secrets not set: {}",
             k8s::manifests::describe_missing(&missing_pairs)
         ))
-            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests and the chart's secrets.values.yaml, both git-ignored");
-        if locked {
+            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests and the chart's secrets.values.yaml, both git-ignored (or pass --allow-missing-secrets to write them empty)");
+        if refuse {
             return Err(fail.into());
         }
         reporter.report(Event::Warn {
