@@ -138,6 +138,18 @@ A failed build's whole log is in .slipway/logs/COMPONENT.log.")]
   slipway verify backend
   slipway verify backend --against tcp://127.0.0.1:23751   the second build on another daemon")]
     Verify(VerifyArgs),
+    /// Print a shell completion script on stdout.
+    #[command(after_help = "Examples:
+  slipway completions bash > ~/.local/share/bash-completion/completions/slipway
+  slipway completions zsh > ~/.zfunc/_slipway       (with fpath+=~/.zfunc before compinit)
+  slipway completions fish > ~/.config/fish/completions/slipway.fish")]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) of slipway, or of one of its commands, on stdout.
+    #[command(after_help = "Examples:
+  slipway man | man -l -                    read it
+  slipway man up > slipway-up.1             the page of `slipway up`
+  slipway man > /usr/local/share/man/man1/slipway.1")]
+    Man(ManArgs),
 }
 
 impl Command {
@@ -155,8 +167,25 @@ impl Command {
             Command::Load(_) => "load",
             Command::Lock(_) => "lock",
             Command::Verify(_) => "verify",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_name = "SHELL", value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (`slipway-COMMAND(1)`) [default: slipway(1), which lists
+    /// them all].
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -150,5 +150,7 @@ async fn dispatch(session: Session, command: Command) -> anyhow::Result<()> {
         Command::Lock(args) => commands::lockfile::run(&session, args).await,
         Command::Verify(args) => commands::verify::run(&session, args).await,
         Command::Doctor(args) => commands::doctor::run(&session, args).await,
+        Command::Completions(args) => commands::docs::completions(&session, args),
+        Command::Man(args) => commands::docs::man(&session, args),
     }
 }

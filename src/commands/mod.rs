@@ -9,6 +9,7 @@
 pub mod build;
 pub mod chart;
 pub mod dockerfiles;
+pub mod docs;
 pub mod doctor;
 pub mod init;
 pub mod load;
