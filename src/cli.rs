@@ -203,7 +203,7 @@ pub struct LoadArgs {
     /// Components to load [default: every component of the last build].
     #[arg(value_name = "COMPONENT")]
     pub components: Vec<String>,
-    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE` [default: `cluster` in
+    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE`, `k3d:NAME` [default: `cluster` in
     /// slipway.toml, else auto].
     #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
     pub cluster: Option<crate::config::ClusterTarget>,
@@ -223,7 +223,7 @@ pub struct UpArgs {
     /// Also write the whole run (Dockerfiles, builds, loads, outputs) as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub metadata_file: Option<PathBuf>,
-    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE` [default: `cluster` in
+    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE`, `k3d:NAME` [default: `cluster` in
     /// slipway.toml, else auto].
     #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
     pub cluster: Option<crate::config::ClusterTarget>,

@@ -271,11 +271,12 @@ async fn cluster_check(
     let (label, name) = match &target {
         ClusterTarget::Kind(n) => ("io.x-k8s.kind.cluster", n.clone()),
         ClusterTarget::Minikube(n) => ("name.minikube.sigs.k8s.io", n.clone()),
+        ClusterTarget::K3d(n) => ("k3d.cluster", n.clone()),
         ClusterTarget::None => {
             checks.push(check(
                 "cluster",
                 Status::Ok,
-                format!("{context_desc}: not kind or minikube, images are not loaded"),
+                format!("{context_desc}: not kind, k3d or minikube, images are not loaded"),
                 None,
             ));
             return;
@@ -360,6 +361,7 @@ fn create_hint(target: &ClusterTarget) -> String {
     match target {
         ClusterTarget::Kind(n) => format!("create it with `kind create cluster --name {n}`"),
         ClusterTarget::Minikube(n) => format!("start it with `minikube start -p {n}`"),
+        ClusterTarget::K3d(n) => format!("create it with `k3d cluster create {n}`"),
         _ => String::new(),
     }
 }

@@ -329,6 +329,7 @@ fn cluster_words(target: &ClusterTarget) -> &'static str {
         ClusterTarget::None => "images are not loaded",
         ClusterTarget::Kind(_) => "kind nodes",
         ClusterTarget::Minikube(_) => "minikube node",
+        ClusterTarget::K3d(_) => "k3d nodes",
     }
 }
 
