@@ -121,6 +121,9 @@ impl ClusterTarget {
             ("kind", n) => Ok(ClusterTarget::Kind(checked(n, "kind")?)),
             ("minikube", n) => Ok(ClusterTarget::Minikube(checked(n, "minikube")?)),
             ("k3d", n) => Ok(ClusterTarget::K3d(checked(n, "k3s-default")?)),
+            (bare, None) if is_dns_label(bare) => Err(format!(
+                "unknown cluster `{s}`: expected `auto`, `none`, `kind:NAME`, `minikube:PROFILE` or `k3d:NAME` (did you mean `kind:{bare}`, `minikube:{bare}` or `k3d:{bare}`?)"
+            )),
             _ => Err(format!(
                 "unknown cluster `{s}`: expected `auto`, `none`, `kind:NAME`, `minikube:PROFILE` or `k3d:NAME`"
             )),
@@ -643,7 +646,7 @@ struct RawConfig {
     #[serde(default)]
     base_images: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
-    cluster: Option<RawCluster>,
+    cluster: Option<Spanned<RawCluster>>,
 }
 
 #[derive(Deserialize)]
@@ -665,11 +668,40 @@ struct RawImages {
     tags: Option<Vec<Spanned<String>>>,
 }
 
+/// `cluster = "kind:dev"`, or the table `[cluster]` with `target = "kind:dev"`.
+enum RawCluster {
+    Text(String),
+    Table(RawClusterTable),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCluster {
+struct RawClusterTable {
     #[serde(default)]
     target: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawCluster {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = RawCluster;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a cluster such as \"kind:dev\", or a table with `target`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawCluster, E> {
+                Ok(RawCluster::Text(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawCluster, A::Error> {
+                RawClusterTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawCluster::Table)
+            }
+        }
+        d.deserialize_any(Either)
+    }
 }
 
 #[derive(Deserialize)]
@@ -822,9 +854,18 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     }
     let images = validate_images(&cx, raw.images, &app.name)?;
     let base_images = validate_base_images(&cx, raw.base_images)?;
-    let cluster = match raw.cluster.and_then(|c| c.target) {
-        Some(t) => ClusterTarget::parse(t.get_ref()).map_err(|m| cx.err(t.span(), m))?,
+    let cluster = match raw.cluster {
         None => ClusterTarget::Auto,
+        Some(c) => {
+            let span = c.span();
+            match c.into_inner() {
+                RawCluster::Text(t) => ClusterTarget::parse(&t).map_err(|m| cx.err(span, m))?,
+                RawCluster::Table(RawClusterTable { target: Some(t) }) => {
+                    ClusterTarget::parse(t.get_ref()).map_err(|m| cx.err(t.span(), m))?
+                }
+                RawCluster::Table(RawClusterTable { target: None }) => ClusterTarget::Auto,
+            }
+        }
     };
     let components = validate_components(&cx, &app.name, raw.components)?;
     Ok(Config {
@@ -1441,8 +1482,37 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// serde's words for what a key must hold, in the words of the file: `expected i64` and
+/// `expected struct RawCluster` name Rust types the user never wrote.
+fn plain_expected(message: &str) -> String {
+    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let words = match expected.trim() {
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" | "u64" | "usize" | "u128" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "bool" | "a boolean" => "true or false",
+        "a borrowed string" | "char" | "a string" => "a string",
+        e if e.starts_with("struct ") || e.starts_with("a map") || e == "map" => "a table",
+        e if e.starts_with("a sequence") || e.starts_with("seq") => "an array",
+        e if e.starts_with("enum ") || e.starts_with("variant identifier") => {
+            "one of the values allowed here"
+        }
+        e => e,
+    };
+    let head = match head.strip_prefix("invalid type: ") {
+        Some("sequence") => "invalid type: an array",
+        Some("map") => "invalid type: a table",
+        _ => head,
+    };
+    format!("{head}, expected {words}")
+}
+
 fn from_toml_error(e: &toml::de::Error, text: &str, path: &Path) -> ConfigError {
-    let message = e.message().trim().to_string();
+    let message = plain_expected(e.message().trim());
     let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
     let mut err = ConfigError {
         path: path.to_path_buf(),
@@ -1462,6 +1532,13 @@ fn from_toml_error(e: &toml::de::Error, text: &str, path: &Path) -> ConfigError 
             }
             if let Some(s) = did_you_mean(field, &candidates) {
                 err.hint = Some(format!("did you mean `{s}`?"));
+            } else if field == "cluster" {
+                // A top-level key written after a table belongs to that table in TOML.
+                err.hint = Some(
+                    "`cluster = \"kind:NAME\"` goes at the top of the file, before the first \
+                     [table] (or write it as a [cluster] table with `target = \"kind:NAME\"`)"
+                        .into(),
+                );
             }
         }
     } else if let Some(rest) = message.strip_prefix("unknown variant `") {
@@ -1523,6 +1600,12 @@ resources = { requests = { cpu = "100m", memory = "128Mi" } }
         assert_eq!(c.app.namespace, "taskboard");
         assert_eq!(c.root, Path::new("/repo"));
         assert_eq!(c.cluster, ClusterTarget::Kind("dev".into()));
+        // The string form the hints name.
+        let text = GOOD
+            .replace("[cluster]\ntarget = \"kind:dev\"\n", "")
+            .replace("[app]", "cluster = \"kind:uxr\"\n[app]");
+        let string_form = parse_str(&text).unwrap();
+        assert_eq!(string_form.cluster, ClusterTarget::Kind("uxr".into()));
         let fe = &c.components["frontend"];
         assert_eq!(fe.dockerfile, Path::new("dockerfiles/frontend.Dockerfile"));
         assert!(!fe.dockerfile_explicit);
@@ -1795,6 +1878,22 @@ resources = { requests = { cpu = "100m", memory = "128Mi" } }
             "k3d:k3s-default"
         );
         assert!(ClusterTarget::parse("kind:Bad_Name").is_err());
+        let bare = ClusterTarget::parse("uxr").unwrap_err();
+        let table = "[cluster]\ntarget = \"kind:dev\"\n";
+        for bad in [
+            GOOD.replace("port = 8000", "port = \"abc\""),
+            GOOD.replace("port = 8000", "port = 70000"),
+            format!("cluster = 5\n{}", GOOD.replace(table, "")),
+            GOOD.replace(table, "[cluster]\ntarget = [1]\n"),
+            GOOD.replace("enabled = true", "enabled = \"yes\""),
+            GOOD.replace("secrets = [", "secrets = 3\nx = ["),
+        ] {
+            let e = parse_str(&bad).unwrap_err().to_string();
+            for rust in ["i64", "u16", "u32", "struct ", "Raw", "bool", "sequence"] {
+                assert!(!e.contains(rust), "{e}");
+            }
+        }
+        assert!(bare.contains("did you mean `kind:uxr`"), "{bare}");
         assert_eq!(
             ClusterTarget::parse("kind:x").unwrap().to_string(),
             "kind:x"

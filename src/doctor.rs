@@ -89,7 +89,7 @@ pub async fn run(config: Option<&Config>) -> Report {
             checks.push(check(
                 "docker daemon",
                 Status::Fail,
-                format!("{e:#}"),
+                crate::error::plain(&e),
                 Some(docker::start_hint(&endpoint)),
             ));
             None
@@ -250,46 +250,24 @@ async fn daemon_checks(d: &Daemon, info: &mut DaemonInfo, checks: &mut Vec<Check
     }
 }
 
+/// The cluster `up` would load into, found exactly as `up` finds it
+/// ([`crate::cluster::Cluster::detect`]), and every local cluster on the daemon.
 async fn cluster_check(
     daemon: Option<&Daemon>,
     kube: Option<&crate::kubeconfig::KubeContext>,
     config: Option<&Config>,
     checks: &mut Vec<Check>,
 ) {
-    let configured = config
+    use crate::cluster::{self, Cluster, Detection};
+    let target = config
         .map(|c| c.cluster.clone())
         .unwrap_or(ClusterTarget::Auto);
-    let target = match (&configured, kube) {
-        (ClusterTarget::Auto, Some(k)) => k.cluster.clone(),
-        (ClusterTarget::Auto, None) => ClusterTarget::Auto,
-        (t, _) => t.clone(),
-    };
-    let context_desc = match kube {
-        Some(k) => format!("kube context `{}` ({})", k.name, k.file.display()),
-        None => "no kube context".to_string(),
-    };
-    let (label, name) = match &target {
-        ClusterTarget::Kind(n) => ("io.x-k8s.kind.cluster", n.clone()),
-        ClusterTarget::Minikube(n) => ("name.minikube.sigs.k8s.io", n.clone()),
-        ClusterTarget::K3d(n) => ("k3d.cluster", n.clone()),
-        ClusterTarget::None => {
-            checks.push(check(
-                "cluster",
-                Status::Ok,
-                format!("{context_desc}: not kind, k3d or minikube, images are not loaded"),
-                None,
-            ));
-            return;
+    let from = match (&target, kube) {
+        (ClusterTarget::Auto, Some(k)) => {
+            format!("from kube context `{}` ({})", k.name, k.file.display())
         }
-        ClusterTarget::Auto => {
-            checks.push(check(
-                "cluster",
-                Status::Ok,
-                format!("{context_desc}: no local cluster, `up` skips the load"),
-                None,
-            ));
-            return;
-        }
+        (ClusterTarget::Auto, None) => "no kube context: found by node containers".to_string(),
+        _ => "from slipway.toml".to_string(),
     };
     let Some(d) = daemon else {
         checks.push(check(
@@ -300,69 +278,68 @@ async fn cluster_check(
         ));
         return;
     };
-    let filters =
-        std::collections::HashMap::from([("label".to_string(), vec![format!("{label}={name}")])]);
-    let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    match d.docker.list_containers(Some(opts)).await {
-        Ok(list) => {
-            let running = list
-                .iter()
-                .filter(|c| c.state.as_ref().map(|s| s.to_string()) == Some("running".into()))
-                .count();
-            if list.is_empty() {
-                checks.push(check(
-                    "cluster",
-                    Status::Fail,
-                    format!("{target}: no node containers"),
-                    Some(create_hint(&target)),
-                ));
-            } else if running < list.len() {
-                checks.push(check(
-                    "cluster",
-                    Status::Fail,
-                    format!(
-                        "{target}: {running} of {} node containers running",
-                        list.len()
-                    ),
-                    Some(format!(
-                        "start them: `docker start {}`",
-                        list.iter()
-                            .filter_map(|c| c
-                                .names
-                                .as_ref()?
-                                .first()
-                                .map(|n| n.trim_start_matches('/').to_string()))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    )),
-                ));
-            } else {
-                checks.push(check(
-                    "cluster",
-                    Status::Ok,
-                    format!("{target}: {running} node container(s) running ({context_desc})"),
-                    None,
-                ));
-            }
-        }
+    match cluster::found(&d.docker).await {
+        Ok(found) if found.is_empty() => checks.push(check(
+            "local clusters",
+            Status::Ok,
+            "none: no kind or minikube node containers on this daemon",
+            None,
+        )),
+        Ok(found) => checks.push(check(
+            "local clusters",
+            Status::Ok,
+            cluster::describe_found(&found),
+            None,
+        )),
         Err(e) => checks.push(check(
-            "cluster",
+            "local clusters",
             Status::Warn,
-            format!("{target}: cannot list node containers: {e}"),
+            format!("cannot list node containers: {}", crate::error::plain(&e)),
             None,
         )),
     }
-}
-
-fn create_hint(target: &ClusterTarget) -> String {
-    match target {
-        ClusterTarget::Kind(n) => format!("create it with `kind create cluster --name {n}`"),
-        ClusterTarget::Minikube(n) => format!("start it with `minikube start -p {n}`"),
-        ClusterTarget::K3d(n) => format!("create it with `k3d cluster create {n}`"),
-        _ => String::new(),
+    let c = match Cluster::detect(&d.docker, &target).await {
+        Ok(Detection::Found(c)) => c,
+        Ok(Detection::NoCluster(why)) => {
+            checks.push(check(
+                "cluster",
+                Status::Ok,
+                format!("`up` skips the load: {why}"),
+                None,
+            ));
+            return;
+        }
+        Err(e) => {
+            checks.push(check(
+                "cluster",
+                Status::Fail,
+                format!("{target} ({from}): {}", crate::error::plain(&e)),
+                crate::error::exit_and_hint(&e).1,
+            ));
+            return;
+        }
+    };
+    let stopped: Vec<&str> = c
+        .nodes()
+        .iter()
+        .filter(|n| !n.running)
+        .map(|n| n.name.as_str())
+        .collect();
+    let n = c.nodes().len();
+    let message = format!(
+        "{} ({from}): `up` loads into {} of {n} node container(s)",
+        c.target(),
+        n - stopped.len()
+    );
+    if stopped.is_empty() {
+        checks.push(check("cluster", Status::Ok, message, None));
+    } else {
+        checks.push(check(
+            "cluster",
+            Status::Warn,
+            format!("{message}; stopped: {}", stopped.join(", ")),
+            Some(format!("start them: `docker start {}`", stopped.join(" "))),
+        ));
     }
 }
 
@@ -396,7 +373,7 @@ async fn base_image_checks(daemon: Option<&Daemon>, cfg: &Config, checks: &mut V
                 &format!("base images: {name}"),
                 Status::Fail,
                 format!("missing locally: {}", missing.join(", ")),
-                Some("pull them (`docker pull IMAGE`), or point [base_images] in slipway.toml at images you have (`scripts/env/images` builds local ones)".into()),
+                Some("pull them (`docker pull IMAGE`), or point [base_images] in slipway.toml at images your daemon has (`docker images`)".into()),
             )
         });
     }

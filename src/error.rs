@@ -99,21 +99,34 @@ pub fn exit_and_hint(err: &anyhow::Error) -> (Exit, Option<String>) {
 /// characters in the messages (a path or a name from outside) are escaped, and a message's own
 /// further lines are indented, so nothing in it can pass for a line of its own.
 pub fn render(err: &anyhow::Error) -> String {
-    render_for(err, None)
+    render_for(err, None, false)
 }
 
-/// [`render`], naming the daemon (`(host, request timeout in seconds)`) a timed-out request
-/// went to: the caller knows it; this module stays below the daemon seam.
-pub fn render_for(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> String {
-    use crate::report::escape_lines;
-    let mut out = String::new();
-    let mut chain = err.chain();
-    if let Some(first) = chain.next() {
-        out.push_str(&format!("error: {}\n", escape_lines(&first.to_string())));
-    }
+/// Whether a cause is the HTTP client's own layer (`Error in the hyper legacy client: client
+/// error (Connect)`, `client error (Connect)`, `tcp connect error`): it names the library, not
+/// the problem. The cause at the bottom of the chain (`Connection refused`) says what happened.
+fn is_transport(cause: &(dyn std::error::Error + 'static)) -> bool {
+    use bollard::errors::Error as B;
+    matches!(
+        cause.downcast_ref::<B>(),
+        Some(
+            B::HyperLegacyError { .. }
+                | B::HyperResponseError { .. }
+                | B::HttpClientError { .. }
+                | B::IOError { .. }
+        )
+    )
+}
+
+/// The causes below an error's first message, each once: all of them when `verbose`, else the
+/// transport's layers are left out and only the cause at the bottom of the chain is kept in
+/// their place. `daemon` as in [`render_for`]; the flag says a request timed out.
+fn causes(err: &anyhow::Error, daemon: Option<(&str, u64)>, verbose: bool) -> (Vec<String>, bool) {
+    let mut out = Vec::new();
     let mut last = err.to_string();
     let mut timed_out = false;
-    for cause in chain {
+    let mut chain = err.chain().skip(1);
+    while let Some(cause) = chain.next() {
         let mut text = cause.to_string();
         if let Some(bollard::errors::Error::RequestTimeoutError) = cause.downcast_ref() {
             // bollard says only "Timeout error": say who did not answer.
@@ -124,12 +137,39 @@ pub fn render_for(err: &anyhow::Error, daemon: Option<(&str, u64)>) -> String {
                 }
                 None => "no answer from the Docker daemon within the request timeout".into(),
             };
+        } else if !verbose && is_transport(cause) {
+            text = chain.last().map_or(text, |root| root.to_string());
+            if text != last {
+                out.push(text);
+            }
+            break;
         }
         // A context layer over a Fail repeats the Fail's message; show each line once.
         if text != last {
-            out.push_str(&format!("caused by: {}\n", escape_lines(&text)));
+            out.push(text.clone());
         }
         last = text;
+    }
+    (out, timed_out)
+}
+
+/// The error in one line, for a report that has no room for a chain (`doctor`): the messages
+/// joined by `: `, the transport's layers left out as in [`render`].
+pub fn plain(err: &anyhow::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    parts.extend(causes(err, None, false).0);
+    parts.join(": ")
+}
+
+/// [`render`], naming the daemon (`(host, request timeout in seconds)`) a timed-out request
+/// went to: the caller knows it; this module stays below the daemon seam. `verbose` (`-v`)
+/// shows every cause, the HTTP client's own layers included.
+pub fn render_for(err: &anyhow::Error, daemon: Option<(&str, u64)>, verbose: bool) -> String {
+    use crate::report::escape_lines;
+    let mut out = format!("error: {}\n", escape_lines(&err.to_string()));
+    let (causes, timed_out) = causes(err, daemon, verbose);
+    for text in causes {
+        out.push_str(&format!("caused by: {}\n", escape_lines(&text)));
     }
     match exit_and_hint(err) {
         (_, Some(hint)) => out.push_str(&format!("hint: {}\n", escape_lines(&hint))),
@@ -177,7 +217,7 @@ mod tests {
     fn a_request_timeout_names_the_daemon() {
         let err = anyhow::Error::new(bollard::errors::Error::RequestTimeoutError)
             .context("component `web`: inspecting its image sha256:abc");
-        let text = render_for(&err, Some(("unix:///run/docker.sock", 120)));
+        let text = render_for(&err, Some(("unix:///run/docker.sock", 120)), false);
         assert!(
             text.contains(
                 "caused by: no answer from the Docker daemon at unix:///run/docker.sock within 120s"

@@ -46,6 +46,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> anyhow::Res
     Ok(true)
 }
 
+/// The `.gitignore` slipway keeps in its state directory: nothing in it belongs in git.
+pub const STATE_GITIGNORE: &str =
+    "# Written by slipway: its state for this project (lock, last build, caches).\n*\n";
+
+/// The project's state directory `ROOT/.slipway`, created with its own `.gitignore` (so it
+/// stays out of git without an entry in the project's). A `.gitignore` already there is left
+/// as it is.
+pub fn state_dir(root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = root.join(".slipway");
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        write_atomic(&ignore, STATE_GITIGNORE.as_bytes(), None)?;
+    }
+    Ok(dir)
+}
+
 #[cfg(unix)]
 fn current_mode(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
@@ -77,5 +93,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["file.yaml"]);
+    }
+
+    #[test]
+    fn the_state_directory_ignores_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_dir(dir.path()).unwrap();
+        assert_eq!(state, dir.path().join(".slipway"));
+        let ignore = std::fs::read_to_string(state.join(".gitignore")).unwrap();
+        assert!(ignore.lines().any(|l| l == "*"), "{ignore}");
+        // A user's own is kept.
+        std::fs::write(state.join(".gitignore"), "lock\n").unwrap();
+        state_dir(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(state.join(".gitignore")).unwrap(),
+            "lock\n"
+        );
     }
 }

@@ -92,9 +92,7 @@ fn open(root: &Path) -> anyhow::Result<(File, PathBuf)> {
             root.join(".slipway").display()
         ))
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).context(fail("create"))?;
-    }
+    crate::fsutil::state_dir(root).context(fail("create"))?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

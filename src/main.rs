@@ -4,6 +4,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = slipway::cli::Cli::parse();
+    let verbose = cli.verbose > 0;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
             let timeout = slipway::docker::request_timeout().as_secs();
             eprint!(
                 "{}",
-                slipway::error::render_for(&err, Some((&daemon, timeout)))
+                slipway::error::render_for(&err, Some((&daemon, timeout)), verbose)
             );
             ExitCode::from(slipway::error::exit_and_hint(&err).0.code())
         }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::ImageFiles;
@@ -114,20 +115,46 @@ pub fn write(path: &Path, report: &BuildReport) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the last build's record; a missing one is a usage error with the fix.
 /// Records this run's components in `.slipway/last-build.json`, keeping the other
 /// components' records (of components the config still has): a run that built or pushed one
-/// component must not forget the others.
-pub fn merge_last(config: &Config, report: &BuildReport) -> anyhow::Result<()> {
-    let mut last = read_last(config).unwrap_or_default();
+/// component must not forget the others. A record that is not valid is kept beside it as
+/// `last-build.json.corrupt`, and `reporter` says so.
+pub fn merge_last(
+    config: &Config,
+    report: &BuildReport,
+    reporter: &dyn crate::report::Reporter,
+) -> anyhow::Result<()> {
+    let path = last_build_path(config);
+    let mut last = match std::fs::read(&path) {
+        Err(_) => BuildReport::default(),
+        Ok(bytes) => match serde_json::from_slice::<BuildReport>(&bytes) {
+            Ok(last) => last,
+            Err(e) => {
+                let aside = path.with_extension("json.corrupt");
+                std::fs::rename(&path, &aside)
+                    .with_context(|| format!("moving {} aside", path.display()))?;
+                reporter.report(crate::report::Event::Warn {
+                    message: format!(
+                        "{} was not a valid build record ({e}): kept as {}; the new record \
+                         holds only this run's components",
+                        path.display(),
+                        aside.display()
+                    ),
+                });
+                BuildReport::default()
+            }
+        },
+    };
     last.components
         .retain(|k, _| config.components.contains_key(k));
     for (k, v) in &report.components {
         last.components.insert(k.clone(), v.clone());
     }
+    crate::fsutil::state_dir(&config.root)?;
     write(&last_build_path(config), &last)
 }
 
+/// Reads the last build's record; a missing one is a usage error with the fix.
 pub fn read_last(config: &Config) -> anyhow::Result<BuildReport> {
     let path = last_build_path(config);
     let text = std::fs::read_to_string(&path).map_err(|_| {

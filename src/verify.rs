@@ -646,15 +646,10 @@ pub fn render(r: &VerifyReport) -> String {
     let _ = writeln!(out, "{}: {verdict}", r.component);
     let _ = writeln!(
         out,
-        "  SOURCE_DATE_EPOCH {} ({}, from {})",
+        "  SOURCE_DATE_EPOCH {} ({}, {})",
         r.source_date_epoch.epoch,
         r.source_date_epoch.rfc3339(),
-        match r.source_date_epoch.source {
-            crate::reproduce::sde::Source::Env => "the environment",
-            crate::reproduce::sde::Source::GitCommit => "the last git commit touching the context",
-            crate::reproduce::sde::Source::Zero =>
-                "no SOURCE_DATE_EPOCH set and no git commit touches the context",
-        }
+        r.source_date_epoch.origin()
     );
     for (name, s) in [("first build: ", &r.first), ("second build:", &r.second)] {
         let _ = writeln!(

@@ -346,6 +346,19 @@ fn ctr_run(node: &str, image: &str, cmd: &[&str]) -> String {
     out
 }
 
+/// Bytes in the node's containerd content store (every blob it holds), as the node sees it.
+fn content_bytes(node: &str) -> u64 {
+    let (ok, out) = docker(&[
+        "exec",
+        node,
+        "du",
+        "-sb",
+        "/var/lib/containerd/io.containerd.content.v1.content/blobs",
+    ]);
+    assert!(ok, "du in {node}: {out}");
+    out.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 fn containerd_refs(node: &str) -> Vec<(String, String, String)> {
     let (ok, out) = docker(&["exec", node, "ctr", "-n", "k8s.io", "images", "check"]);
     assert!(ok, "{out}");
@@ -487,9 +500,17 @@ async fn kind_loads_only_what_each_node_lacks() {
     let b = format!("{repo}:b");
     let b_id = env.build(&b, &format!("FROM {a}\nRUN echo two > /two.txt\n"), &[]);
     let layer = top_layer_size(&b);
+    let stored_before = [cp, worker].map(content_bytes);
     let r = env.load(&target, &[("web", &b, &b_id)], &silent()).await;
     assert!(r.ok(), "{r:#?}");
-    for n in [cp, worker] {
+    for (n, before) in [cp, worker].into_iter().zip(stored_before) {
+        // Measured on the node, not by slipway's counter: its content store grew by the
+        // layer, the config and the manifests.
+        let grew = content_bytes(n) - before;
+        assert!(
+            grew >= layer && grew <= layer + 16 * 1024,
+            "{n}: the content store grew by {grew} for a layer of {layer}"
+        );
         let x = result(&r, "web", n);
         assert_eq!(
             x.outcome,

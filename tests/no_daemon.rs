@@ -1,4 +1,4 @@
-//! README's promise "No daemon: an error with the address tried and how to start one, in under
+//! The promise (docs/internals.md) "No daemon: an error with the address tried and how to start one, in under
 //! 2 s", for every command that talks to the daemon (issue 14, item 4), not only `doctor`.
 //!
 //! Three kinds of "no daemon": a socket path nothing is at, a socket file nobody listens on
@@ -7,6 +7,8 @@
 //! of the process is not the answer's speed); every run must exit 1 with the address and the
 //! hint. Needs no daemon, so it runs everywhere. (`load` is not among them: without a build
 //! record it answers "run `slipway build` first", exit 2, before it needs the daemon.)
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
@@ -27,11 +29,6 @@ fn project(dir: &Path) {
     .unwrap();
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[test]
 fn every_command_that_needs_the_daemon_says_so_in_under_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +38,7 @@ fn every_command_that_needs_the_daemon_says_so_in_under_two_seconds() {
     let hosts = [
         format!("unix://{}", dir.path().join("missing.sock").display()),
         format!("unix://{}", stale.display()),
-        format!("tcp://127.0.0.1:{}", free_port()),
+        format!("tcp://127.0.0.1:{}", common::free_port()),
     ];
     let commands: [&[&str]; 5] = [
         &["plan"],

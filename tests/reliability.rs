@@ -1316,3 +1316,31 @@ async fn a_daemon_that_stalls_on_any_request_is_an_error_within_the_short_bound(
     assert!(run.took < Duration::from_secs(20), "{}", run.text());
     assert!(p.tags().is_empty(), "{:?}", p.tags());
 }
+
+/// A `last-build.json` that is not valid is kept aside and named, never silently replaced.
+#[tokio::test]
+async fn a_corrupt_build_record_is_kept_aside_and_named() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    let p = Project::new(&[("app", &busybox_dockerfile("RUN echo ok"))]);
+    p.write(".slipway/last-build.json", "{\"components\": [trunc");
+    let run = p.run(&["build"], Duration::from_secs(300)).no_panic();
+    assert_eq!(run.code(), Some(0), "{}", run.text());
+    let record = p.path(".slipway/last-build.json");
+    assert!(
+        run.stderr.contains(&format!(
+            "{} was not a valid build record",
+            record.display()
+        )) && run.stderr.contains("last-build.json.corrupt"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path(".slipway/last-build.json.corrupt")).unwrap(),
+        "{\"components\": [trunc"
+    );
+    let last: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert!(last["components"]["app"]["image"].is_string(), "{last:#}");
+}

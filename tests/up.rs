@@ -194,19 +194,7 @@ async fn up_builds_loads_and_emits_then_does_nothing_the_second_time() {
         .clone();
     assert_eq!(web_load["layers_sent"], 1, "{web_load}");
 
-    for c in ["api", "web"] {
-        for r in [&run, &run3] {
-            for t in r["build"]["components"][c]["tags"].as_array().unwrap() {
-                let _ = docker
-                    .remove_image(
-                        t.as_str().unwrap(),
-                        None::<bollard::query_parameters::RemoveImageOptions>,
-                        None,
-                    )
-                    .await;
-            }
-        }
-    }
+    remove_images(&docker, &[&run, &run3]).await;
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -215,7 +203,9 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let p = e.unwrap().path();
         if p.is_dir() {
             out.extend(walk(&p));
-        } else if !p.to_string_lossy().ends_with(".secret.yaml") {
+        } else if !p.to_string_lossy().ends_with(".secret.yaml")
+            && !p.ends_with("charts/upapp/secrets.values.yaml")
+        {
             out.push(p);
         }
     }
@@ -319,6 +309,19 @@ async fn up_into_k3d_loads_every_node_and_then_sends_nothing() {
         "{run2}"
     );
 
+    // doctor names the cluster and its two nodes.
+    let doctor = common::slipway()
+        .current_dir(dir.path())
+        .env("KUBECONFIG", &kubeconfig)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let said = text(&doctor);
+    assert!(
+        said.contains(&format!("k3d:{cluster}")) && said.contains("2 of 2 node"),
+        "{said}"
+    );
+
     for c in ["api", "web"] {
         for t in run["build"]["components"][c]["tags"].as_array().unwrap() {
             let _ = docker
@@ -409,4 +412,328 @@ async fn locked_refuses_a_stale_generated_dockerfile() {
         edited,
         "--locked writes nothing"
     );
+}
+
+/// Removes every tag of every component a run's metadata names.
+async fn remove_images(docker: &bollard::Docker, runs: &[&serde_json::Value]) {
+    for r in runs {
+        let Some(components) = r["build"]["components"].as_object() else {
+            continue;
+        };
+        for c in components.values() {
+            for t in c["tags"].as_array().into_iter().flatten() {
+                let _ = docker
+                    .remove_image(
+                        t.as_str().unwrap_or_default(),
+                        None::<bollard::query_parameters::RemoveImageOptions>,
+                        None,
+                    )
+                    .await;
+            }
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("git")
+}
+
+#[tokio::test]
+async fn secrets_from_the_env_file_reach_helm_through_a_git_ignored_values_file() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let Some(helm) = common::tool("helm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    project(root, &common::unique("slipway-up"));
+    assert!(git(root, &["init", "-q"]).status.success());
+    let marker = "env-file-token-marker";
+    std::fs::write(root.join(".env"), format!("API_TOKEN=\"{marker}\"\n")).unwrap();
+    let out = common::slipway()
+        .current_dir(root)
+        .env_remove("API_TOKEN")
+        .args(["--progress", "plain", "up", "--cluster", "none"])
+        .args(["--env-file", ".env", "--metadata-file", "run.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "next: helm upgrade --install upapp charts/upapp -f charts/upapp/secrets.values.yaml"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("secrets not set"), "{stdout}");
+    // The hint after it is true for the cluster chosen.
+    assert!(
+        stdout.contains("cluster = none: the images were not loaded")
+            && !stdout.contains("no local cluster was found"),
+        "{stdout}"
+    );
+    assert!(!text(&out).contains(marker), "{}", text(&out));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("run.json")).unwrap()).unwrap();
+
+    // The values file: 0600, ignored by git, and the only file besides the Secret manifest
+    // that holds the value.
+    let values = root.join("charts/upapp/secrets.values.yaml");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&values).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode of {}", values.display());
+    let ignored = git(
+        root,
+        &["check-ignore", "-q", "charts/upapp/secrets.values.yaml"],
+    );
+    assert!(ignored.status.success(), "git does not ignore it");
+    let status = git(root, &["status", "--porcelain", "--untracked-files=all"]);
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(!listed.contains("secrets.values.yaml"), "{listed}");
+    assert!(!listed.contains(".secret.yaml"), "{listed}");
+    for entry in walk(root) {
+        let rel = entry
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if rel == ".env" {
+            continue;
+        }
+        let has = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).contains(marker);
+        assert!(!has, "secret value in {rel}");
+    }
+
+    // helm renders the value with -f, and an empty one without it.
+    let template = |extra: &[&str]| -> String {
+        let out = Command::new(&helm)
+            .current_dir(root)
+            .args(["template", "upapp", "charts/upapp", "--namespace", "upapp"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "helm: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(marker);
+    let with = template(&["-f", "charts/upapp/secrets.values.yaml"]);
+    assert!(
+        with.contains(&format!("\"API_TOKEN\": \"{encoded}\"")),
+        "{with}"
+    );
+    let without = template(&[]);
+    assert!(!without.contains(&encoded), "{without}");
+    // A Secret managed elsewhere: the chart makes none and the pods read that one.
+    let existing = template(&[
+        "-f",
+        "charts/upapp/secrets.values.yaml",
+        "--set",
+        "components.api.existingSecret=managed-elsewhere",
+    ]);
+    assert!(!existing.contains("kind: Secret"), "{existing}");
+    assert!(existing.contains("name: managed-elsewhere"), "{existing}");
+
+    // Without the values: the warning is repeated next to `next:`, and the file says what
+    // is not set.
+    let out = common::slipway()
+        .current_dir(root)
+        .env_remove("API_TOKEN")
+        .args(["--progress", "plain", "up", "--cluster", "none"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tail: Vec<&str> = stdout.lines().rev().take(2).collect();
+    assert!(tail[0].starts_with("next: "), "{stdout}");
+    assert!(
+        tail[1].starts_with("warning: secrets not set") && tail[1].contains("api.API_TOKEN"),
+        "{stdout}"
+    );
+    let now = std::fs::read_to_string(&values).unwrap();
+    assert!(
+        now.contains("# api: not set: API_TOKEN") && !now.contains(marker),
+        "{now}"
+    );
+    remove_images(&docker, &[&run]).await;
+}
+
+/// `doctor --json`'s check called `name`.
+fn doctor_check(dir: &Path, name: &str) -> (serde_json::Value, Output) {
+    let out = common::slipway()
+        .current_dir(dir)
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` check: {report}"))
+        .clone();
+    (check, out)
+}
+
+#[tokio::test]
+async fn a_wrong_cluster_fails_before_any_build_and_doctor_finds_clusters_as_up_does() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let cluster = common::unique("found");
+    let _kind = kind(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = common::unique("slipway-up-early");
+    project(dir.path(), &prefix);
+    let toml = dir.path().join("slipway.toml");
+    let config = std::fs::read_to_string(&toml).unwrap();
+
+    // doctor, with the cluster named in slipway.toml (the string form): found, nodes counted,
+    // and every local cluster listed.
+    std::fs::write(&toml, format!("cluster = \"kind:{cluster}\"\n{config}")).unwrap();
+    let (check, _) = doctor_check(dir.path(), "cluster");
+    assert_eq!(check["status"], "ok", "{check}");
+    let msg = check["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("kind:{cluster}")) && msg.contains("1 of 1 node"),
+        "{msg}"
+    );
+    let (listed, _) = doctor_check(dir.path(), "local clusters");
+    let listed = listed["message"].as_str().unwrap().to_string();
+    assert!(
+        listed.contains(&format!("kind:{cluster} (1 node)")),
+        "{listed}"
+    );
+
+    // auto without a kube context: doctor looks at the node containers as up does (it no
+    // longer says "no local cluster" while one runs).
+    std::fs::write(&toml, &config).unwrap();
+    let (check, _) = doctor_check(dir.path(), "cluster");
+    let msg = check["message"].as_str().unwrap();
+    assert!(!msg.contains("skips the load"), "{check}");
+    assert!(
+        msg.contains(&format!("kind:{cluster}")) || msg.contains("several local clusters"),
+        "{check}"
+    );
+
+    // A cluster that is not there: doctor fails, and up fails the same way before it builds
+    // or pulls anything.
+    let nope = common::unique("nope");
+    std::fs::write(&toml, format!("cluster = \"kind:{nope}\"\n{config}")).unwrap();
+    let (check, out) = doctor_check(dir.path(), "cluster");
+    assert_eq!(check["status"], "fail", "{check}");
+    assert!(!out.status.success());
+    let not_running = format!("kind cluster `{nope}` is not running");
+    assert!(
+        check["message"].as_str().unwrap().contains(&not_running),
+        "{check}"
+    );
+    let hint = check["hint"].as_str().unwrap_or_default();
+    assert!(
+        hint.contains(&format!("kind create cluster --name {nope}"))
+            && hint.contains(&format!("kind:{cluster}")),
+        "the hint names what was found: {check}"
+    );
+    let out = up(dir.path(), &[]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains(&not_running), "{all}");
+    assert!(!all.contains("built"), "{all}");
+    assert!(!dir.path().join(".slipway/last-build.json").exists());
+    let filters =
+        std::collections::HashMap::from([("reference".to_string(), vec![format!("{prefix}/*")])]);
+    let images = docker
+        .list_images(Some(
+            bollard::query_parameters::ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(images.is_empty(), "the daemon built {images:?}");
+    assert!(!dir.path().join("k8s").exists());
+}
+
+#[tokio::test]
+async fn state_stays_out_of_git_and_plan_says_where_the_date_came_from() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    project(root, &common::unique("slipway-up-state"));
+    assert!(git(root, &["init", "-q"]).status.success());
+    let slipway = |args: &[&str]| {
+        common::slipway()
+            .current_dir(root)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    // No commit and no SOURCE_DATE_EPOCH: plan says the images are dated 1970, and why.
+    let out = slipway(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1970-01-01T00:00:00Z  the Unix epoch: no SOURCE_DATE_EPOCH set and no git commit touches the context"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("note: api, web dated 1970-01-01"),
+        "{stdout}"
+    );
+    let out = slipway(&["plan", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["components"][0]["date"]["source"], "zero", "{json}");
+
+    // A run leaves .slipway/ with its own .gitignore: git sees nothing of it, though the
+    // project's own ignore rules do not name it.
+    let out = common::slipway()
+        .current_dir(root)
+        .args(["up", "--cluster", "none", "--metadata-file", "run.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(root.join(".slipway/last-build.json").is_file());
+    assert!(!root.join(".gitignore").exists());
+    let status = git(root, &["status", "--porcelain", "--untracked-files=all"]);
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(!listed.contains(".slipway"), "{listed}");
+    assert!(listed.contains("slipway.toml"), "{listed}");
+
+    // After a commit the date is the commit's.
+    assert!(git(root, &["add", "-A"]).status.success());
+    let commit = git(
+        root,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "first",
+        ],
+    );
+    assert!(commit.status.success(), "{}", text(&commit));
+    let out = slipway(&["plan"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("from the last git commit touching the context")
+            && !stdout.contains("note:"),
+        "{stdout}"
+    );
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("run.json")).unwrap()).unwrap();
+    remove_images(&docker, &[&run]).await;
 }

@@ -169,18 +169,23 @@ pub fn diff_ids(config: &Value) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Writes a docker-save archive of one image: each layer once (as `<diff ID hex>/layer.tar`),
-/// the config as `config_name`, then `manifest` ([`manifest`]).
+/// Writes a docker-save archive of one image: each layer once (as `<diff ID hex>/layer.tar`)
+/// except those in `held`, the config as `config_name`, then `manifest` ([`manifest`]).
+///
+/// `held`: layers the manifest names but the archive leaves out, for a classic-store daemon
+/// that has them with everything below them (it looks a layer up by chain ID and opens its
+/// file only when it lacks it; the containerd image store wants every file).
 pub fn write<W: Write>(
     out: W,
     config_name: &str,
     config: &[u8],
     manifest: &[u8],
     layers: &[(String, PathBuf)],
+    held: &std::collections::HashSet<String>,
 ) -> anyhow::Result<()> {
     let mut b = tar::Builder::new(out);
     let header = super::blocks::regular;
-    let mut written = std::collections::HashSet::new();
+    let mut written = held.clone();
     for (diff_id, file) in layers {
         if !written.insert(diff_id.clone()) {
             continue;

@@ -114,6 +114,8 @@ pub struct ComponentPlan {
     pub cache: CacheState,
     /// Things the user should know (unused build args, files the packer skipped).
     pub warnings: Vec<String>,
+    /// The time the image's files and config carry (SOURCE_DATE_EPOCH), and where it came from.
+    pub date: crate::reproduce::sde::Sde,
     /// The Dockerfile and context on disk, for the build.
     #[serde(skip)]
     pub(crate) dockerfile_path: PathBuf,
@@ -378,7 +380,8 @@ async fn plan_component(
     let text_str = String::from_utf8_lossy(&text);
     let declared = instructions::declared_args(&text_str);
     let mut warnings = Vec::new();
-    let source_date_epoch = source_date_epoch(&context_dir)?;
+    let date = crate::reproduce::sde::for_context(&context_dir)?;
+    let source_date_epoch = date.epoch;
     let mut build_args = build_args(config, c, &declared, source_date_epoch, &mut warnings);
     let (build_secrets, optional_given) = build_secrets(c, &text_str);
     let target = target_stage(config, c, &text_str)?;
@@ -435,6 +438,7 @@ async fn plan_component(
         extra_tags: names.extra_tags,
         cache,
         warnings,
+        date,
         dockerfile_path,
         context_dir,
         source_date_epoch,
@@ -897,10 +901,34 @@ pub fn render_plan(plan: &BuildPlan) -> String {
         out.push_str(&r[3]);
         out.push('\n');
     }
+    out.push_str("\nimage dates (SOURCE_DATE_EPOCH):\n");
+    let w = widths[0];
+    for c in &plan.components {
+        out.push_str(&format!(
+            "  {:<w$}  {}  {}\n",
+            c.name,
+            c.date.rfc3339(),
+            c.date.origin()
+        ));
+    }
     for c in &plan.components {
         for w in &c.warnings {
             out.push_str(&format!("warning: {}: {w}\n", c.name));
         }
+    }
+    let undated: Vec<&str> = plan
+        .components
+        .iter()
+        .filter(|c| c.date.source == crate::reproduce::sde::Source::Zero)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !undated.is_empty() {
+        out.push_str(&format!(
+            "note: {} dated 1970-01-01 so that the same files give the same image on any machine; \
+             `docker images` shows such an image as decades old and `docker image prune --filter until=...` \
+             removes it: commit the context to git, or set SOURCE_DATE_EPOCH, to date it\n",
+            undated.join(", ")
+        ));
     }
     if plan.builder == Builder::Legacy {
         out.push_str("warning: the daemon has no BuildKit: builds use the legacy builder\n");
@@ -953,10 +981,17 @@ pub async fn execute(
     reap_tags(daemon, plan, reporter.as_ref()).await;
     let made = match to_build.is_empty() {
         true => BTreeMap::new(),
-        false => build_all(reporter, daemon, plan, &to_build, opts, &mut run).await?,
+        false => build_all(reporter.clone(), daemon, plan, &to_build, opts, &mut run).await?,
     };
 
-    write_records(config, plan, &run.report, &run.failures, opts)?;
+    write_records(
+        config,
+        plan,
+        &run.report,
+        &run.failures,
+        opts,
+        reporter.as_ref(),
+    )?;
     if run.failures.is_empty() {
         let images = handed_on(plan, &run.report, made);
         return Ok(Built {
@@ -1299,8 +1334,9 @@ fn write_records(
     report: &BuildReport,
     failures: &[(String, anyhow::Error)],
     opts: &BuildOptions,
+    reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
-    record::merge_last(config, report)?;
+    record::merge_last(config, report, reporter)?;
     if let Some(path) = &opts.metadata_file {
         let mut run = report.clone();
         for (name, e) in failures {
@@ -1377,6 +1413,10 @@ mod tests {
             extra_tags: vec![format!("taskboard/{name}:latest")],
             cache,
             warnings: Vec::new(),
+            date: crate::reproduce::sde::Sde {
+                epoch: 0,
+                source: crate::reproduce::sde::Source::Zero,
+            },
             dockerfile_path: PathBuf::new(),
             context_dir: PathBuf::new(),
             source_date_epoch: None,
@@ -1401,20 +1441,22 @@ mod tests {
         frontend
             .warnings
             .push("build arg DEBUG is not declared by an ARG in dockerfiles/frontend.Dockerfile; it is not passed".into());
+        let mut backend = component(
+            "backend",
+            Some("python"),
+            CacheState::Cached {
+                image_id: format!("sha256:{}", "3".repeat(64)),
+            },
+        );
+        backend.date = crate::reproduce::sde::Sde {
+            epoch: 1_764_000_000,
+            source: crate::reproduce::sde::Source::GitCommit,
+        };
         BuildPlan {
             app: "taskboard".into(),
             platform: "linux/amd64".into(),
             builder: Builder::BuildKit,
-            components: vec![
-                component(
-                    "backend",
-                    Some("python"),
-                    CacheState::Cached {
-                        image_id: format!("sha256:{}", "3".repeat(64)),
-                    },
-                ),
-                frontend,
-            ],
+            components: vec![backend, frontend],
         }
     }
 

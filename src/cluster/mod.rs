@@ -209,17 +209,70 @@ fn is_node(label: &str, role: &str) -> bool {
     }
 }
 
-fn not_running_hint(target: &ClusterTarget, nodes: &[Node]) -> String {
+/// Every local cluster whose node containers are on the daemon (kind's, minikube's, k3d's),
+/// running or not, with its nodes.
+pub async fn found(docker: &Docker) -> anyhow::Result<Vec<(ClusterTarget, Vec<Node>)>> {
+    let mut found: Vec<(ClusterTarget, Vec<Node>)> = Vec::new();
+    for (label, make) in [
+        (
+            KIND_LABEL,
+            ClusterTarget::Kind as fn(String) -> ClusterTarget,
+        ),
+        (MINIKUBE_LABEL, ClusterTarget::Minikube),
+        (K3D_LABEL, ClusterTarget::K3d),
+    ] {
+        for (value, node) in list_labelled(docker, label, None).await? {
+            let t = make(value);
+            match found.iter_mut().find(|(f, _)| *f == t) {
+                Some((_, nodes)) => nodes.push(node),
+                None => found.push((t, vec![node])),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `kind:a (2 nodes), minikube:b (1 node, stopped)`.
+pub fn describe_found(found: &[(ClusterTarget, Vec<Node>)]) -> String {
+    let each: Vec<String> = found
+        .iter()
+        .map(|(t, nodes)| {
+            let running = nodes.iter().filter(|n| n.running).count();
+            let n = nodes.len();
+            let state = match running {
+                r if r == n => String::new(),
+                0 => ", stopped".to_string(),
+                r => format!(", {r} running"),
+            };
+            format!("{t} ({n} node{}{state})", if n == 1 { "" } else { "s" })
+        })
+        .collect();
+    each.join(", ")
+}
+
+fn not_running_hint(
+    target: &ClusterTarget,
+    nodes: &[Node],
+    others: &[(ClusterTarget, Vec<Node>)],
+) -> String {
     if nodes.is_empty() {
+        let pick = if others.is_empty() {
+            "or pick another with --cluster (or `cluster = \"kind:NAME\"` at the top of slipway.toml)"
+                .to_string()
+        } else {
+            format!(
+                "or pick one of those found with --cluster (or `cluster = \"{}\"` at the top of slipway.toml): {}",
+                others[0].0,
+                describe_found(others)
+            )
+        };
         return match target {
-            ClusterTarget::Kind(n) => format!(
-                "create it with `kind create cluster --name {n}`, or pick another with --cluster (or `cluster` in slipway.toml)"
-            ),
-            ClusterTarget::Minikube(p) => format!(
-                "start it with `minikube start -p {p}`, or pick another with --cluster (or `cluster` in slipway.toml)"
-            ),
+            ClusterTarget::Kind(n) => {
+                format!("create it with `kind create cluster --name {n}`, {pick}")
+            }
+            ClusterTarget::Minikube(p) => format!("start it with `minikube start -p {p}`, {pick}"),
             ClusterTarget::K3d(n) => format!(
-                "create it with `k3d cluster create {n}` (or start it: `k3d cluster start {n}`), or pick another with --cluster (or `cluster` in slipway.toml)"
+                "create it with `k3d cluster create {n}` (or start it: `k3d cluster start {n}`), {pick}"
             ),
             _ => String::new(),
         };
@@ -236,44 +289,44 @@ async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detec
         ClusterTarget::None => Ok(Detection::NoCluster(
             "cluster = none: images are not loaded".into(),
         )),
-        ClusterTarget::Kind(name) => {
-            let nodes = list_nodes(docker, KIND_LABEL, Some(name)).await?;
+        ClusterTarget::Kind(name) | ClusterTarget::K3d(name) => {
+            let (label, tool) = match target {
+                ClusterTarget::K3d(_) => (K3D_LABEL, "k3d"),
+                _ => (KIND_LABEL, "kind"),
+            };
+            let nodes = list_nodes(docker, label, Some(name)).await?;
             if !nodes.iter().any(|n| n.running) {
+                let others = if nodes.is_empty() {
+                    found(docker).await?
+                } else {
+                    Vec::new()
+                };
                 return Err(Fail::job(format!(
-                    "kind cluster `{name}` is not running ({})",
-                    describe_nodes(&nodes, KIND_LABEL, name)
+                    "{tool} cluster `{name}` is not running ({})",
+                    describe_nodes(&nodes, label, name)
                 ))
-                .hint(not_running_hint(target, &nodes))
+                .hint(not_running_hint(target, &nodes, &others))
                 .into());
             }
-            Ok(Detection::Found(Cluster::Kind {
-                name: name.clone(),
-                nodes,
-            }))
-        }
-        ClusterTarget::K3d(name) => {
-            let nodes = list_nodes(docker, K3D_LABEL, Some(name)).await?;
-            if !nodes.iter().any(|n| n.running) {
-                return Err(Fail::job(format!(
-                    "k3d cluster `{name}` is not running ({})",
-                    describe_nodes(&nodes, K3D_LABEL, name)
-                ))
-                .hint(not_running_hint(target, &nodes))
-                .into());
-            }
-            Ok(Detection::Found(Cluster::K3d {
-                name: name.clone(),
-                nodes,
+            let name = name.clone();
+            Ok(Detection::Found(match target {
+                ClusterTarget::K3d(_) => Cluster::K3d { name, nodes },
+                _ => Cluster::Kind { name, nodes },
             }))
         }
         ClusterTarget::Minikube(profile) => {
             let nodes = list_nodes(docker, MINIKUBE_LABEL, Some(profile)).await?;
             let Some(first) = nodes.iter().find(|n| n.running) else {
+                let others = if nodes.is_empty() {
+                    found(docker).await?
+                } else {
+                    Vec::new()
+                };
                 return Err(Fail::job(format!(
                     "minikube profile `{profile}` is not running ({})",
                     describe_nodes(&nodes, MINIKUBE_LABEL, profile)
                 ))
-                .hint(not_running_hint(target, &nodes))
+                .hint(not_running_hint(target, &nodes, &others))
                 .into());
             };
             let runtime = minikube::runtime(docker, profile, &first.name).await?;
@@ -303,40 +356,21 @@ async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detec
                     ))),
                 };
             }
-            let mut found: Vec<ClusterTarget> = Vec::new();
-            for (label, make) in [
-                (
-                    KIND_LABEL,
-                    ClusterTarget::Kind as fn(String) -> ClusterTarget,
-                ),
-                (MINIKUBE_LABEL, ClusterTarget::Minikube),
-                (K3D_LABEL, ClusterTarget::K3d),
-            ] {
-                for (value, _) in list_labelled(docker, label, None).await? {
-                    let t = make(value);
-                    if !found.contains(&t) {
-                        found.push(t);
-                    }
-                }
-            }
-            match found.len() {
-                0 => Ok(Detection::NoCluster(
+            let found = found(docker).await?;
+            match found.as_slice() {
+                [] => Ok(Detection::NoCluster(
                     "no kube context and no kind, k3d or minikube node containers: images are not loaded"
                         .into(),
                 )),
-                1 => Box::pin(detect(docker, &found[0])).await,
-                _ => {
-                    let names: Vec<String> = found.iter().map(|t| t.to_string()).collect();
-                    Err(Fail::usage(format!(
-                        "several local clusters found ({}) and no kube context says which",
-                        names.join(", ")
-                    ))
-                    .hint(format!(
-                        "pass --cluster {} (or set `cluster` in slipway.toml)",
-                        names[0]
-                    ))
-                    .into())
-                }
+                [(one, _)] => Box::pin(detect(docker, one)).await,
+                [(first, _), ..] => Err(Fail::usage(format!(
+                    "several local clusters found ({}) and no kube context says which",
+                    describe_found(&found)
+                ))
+                .hint(format!(
+                    "pass --cluster {first} (or `cluster = \"{first}\"` at the top of slipway.toml)"
+                ))
+                .into()),
             }
         }
     }
@@ -446,7 +480,19 @@ pub async fn load(
     images: &[BuiltImage],
     reporter: &dyn Reporter,
 ) -> anyhow::Result<LoadReport> {
-    match detect(&daemon.docker, target).await? {
+    let detection = detect(&daemon.docker, target).await?;
+    load_detected(daemon, detection, images, reporter).await
+}
+
+/// Loads `images` into the cluster found before ([`Cluster::detect`]): `up` looks for it before
+/// it builds anything, so a wrong cluster fails in a second, not after the builds.
+pub async fn load_detected(
+    daemon: &Daemon,
+    detection: Detection,
+    images: &[BuiltImage],
+    reporter: &dyn Reporter,
+) -> anyhow::Result<LoadReport> {
+    match detection {
         Detection::NoCluster(message) => {
             reporter.report(Event::Info {
                 message: format!("no cluster: {message}"),
@@ -830,12 +876,23 @@ async fn load_image(
         }
     }
     // What the nodes hold now, for the next image of this run.
+    let source_daemon = source.daemon;
     let manifest_digest = match imports.is_empty() {
         true => None,
         false => match source.files(image).await {
-            Ok(normal_form) => {
+            Ok(Some(files)) => {
+                let stream = archive::save::stream(files).boxed();
                 let (imported, digest) =
-                    import(docker, image, normal_form, slots, &imports, reporter).await;
+                    import(docker, image, stream, slots, &imports, reporter).await;
+                outcomes.extend(imported);
+                digest
+            }
+            Ok(None) => {
+                // The daemon starts answering an export at once: the short bound on a
+                // response applies (the stream itself may then take as long as it takes).
+                let stream = source_daemon.docker.export_image(&image.id).boxed();
+                let (imported, digest) =
+                    import(docker, image, stream, slots, &imports, reporter).await;
                 outcomes.extend(imported);
                 digest
             }
@@ -908,7 +965,7 @@ fn report_outcome(reporter: &dyn Reporter, task: &str, r: &NodeLoad) {
 async fn import(
     docker: &Docker,
     image: &ImageMeta,
-    normal_form: Option<Arc<ImageFiles>>,
+    stream: futures_util::stream::BoxStream<'_, Result<bytes::Bytes, bollard::errors::Error>>,
     slots: &mut [Slot],
     imports: &[(usize, Vec<String>)],
     reporter: &dyn Reporter,
@@ -930,12 +987,6 @@ async fn import(
         .iter()
         .map(|(i, layers)| start_import(docker, image, &slots[*i], layers, reporter))
         .unzip();
-    // An image this run normalised is read from the files normalising left (the same
-    // bytes), not exported by the daemon a second time.
-    let stream = match normal_form {
-        Some(files) => archive::save::stream(files).boxed(),
-        None => docker.export_image(&image.id).boxed(),
-    };
     let transfer = transfer::fan_out(stream, image, sinks, reporter).await;
     let finished = join_all(handles.into_iter().map(|(w, h)| async move {
         let r = h

@@ -28,7 +28,7 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
     .await?;
     if args.push {
         push::push_all(&daemon, &mut report, session.reporter.as_ref()).await?;
-        record::merge_last(&config, &report)?;
+        record::merge_last(&config, &report, session.reporter.as_ref())?;
         if let Some(p) = &opts.metadata_file {
             record::write(p, &report)?;
         }

@@ -6,7 +6,8 @@
 //! images are pushed (`--push`), loaded into the detected cluster (or the load is skipped when
 //! there is none), and manifests and the chart are emitted for exactly those images. It ends
 //! with one table and the next command to run. The plan of each step is computed before that
-//! step does anything; `--dry-run` prints the plans and stops.
+//! step does anything; `--dry-run` prints the plans and stops. The cheap checks come first:
+//! the config, the secrets and the cluster are resolved before any build starts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use super::Session;
 use crate::builder::{self as build, BuildOptions};
 use crate::cli::UpArgs;
 use crate::cluster::{self, LoadReport, NodeLoad};
-use crate::config::{ClusterTarget, Config};
+use crate::config::Config;
 use crate::detect::{Stack, Stacks};
 use crate::docker::Daemon;
 use crate::error::Fail;
@@ -111,6 +112,8 @@ pub struct UpReport {
     pub chart_dir: String,
     /// Secrets written empty because they were not set.
     pub missing_secrets: Vec<String>,
+    /// The values file with the secret values for `helm -f` (when a component has secrets).
+    pub secret_values: Option<String>,
     pub next: String,
     pub duration_ms: u64,
 }
@@ -198,8 +201,15 @@ async fn pipeline(
         .clone()
         .unwrap_or_else(|| config.cluster.clone());
 
-    // Secrets first: a CI run should fail before it builds anything.
+    // The cheap checks first (the config was read before): the secrets, then the cluster, so
+    // that a missing secret under --locked or a wrong cluster fails before anything is built.
     let (secrets, missing) = secrets(config, opts.env_file.as_deref(), args.locked, reporter)?;
+    let detection = cluster::Cluster::detect(&daemon.docker, &target).await?;
+    if let cluster::Detection::Found(c) = &detection {
+        reporter.report(Event::Info {
+            message: format!("cluster: {}", cluster_found(c)),
+        });
+    }
     // Detection runs once: for the generated Dockerfiles, then for the components that bring
     // their own; the plan and the manifests read the result.
     let (files, detected) = dockerfiles(session, config, args.locked, args.dry_run)?;
@@ -208,7 +218,7 @@ async fn pipeline(
     let plan = build::plan_pulling(config, daemon, &[], &stacks, pull).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
     if args.dry_run {
-        session.print(&preview(&files, &plan, &target, &mdir, &cdir));
+        session.print(&preview(&files, &plan, &detection, &mdir, &cdir));
         return Ok(None);
     }
 
@@ -219,7 +229,7 @@ async fn pipeline(
         metadata_file: None,
         // The images this run builds keep their normalised files until the load is done
         // (with no cluster to load into, nothing is kept).
-        keep_normal_forms: target != ClusterTarget::None,
+        keep_normal_forms: matches!(detection, cluster::Detection::Found(_)),
         no_pull: args.no_pull,
     };
     let build::Built {
@@ -228,17 +238,10 @@ async fn pipeline(
     } = build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
     if args.push {
         crate::push::push_all(daemon, &mut built, reporter).await?;
-        crate::record::merge_last(config, &built)?;
+        crate::record::merge_last(config, &built, reporter)?;
     }
 
-    let load = if target == ClusterTarget::None {
-        LoadReport {
-            message: Some("cluster = none: images are not loaded".into()),
-            ..Default::default()
-        }
-    } else {
-        cluster::load(daemon, &target, &images, reporter).await?
-    };
+    let load = cluster::load_detected(daemon, detection, &images, reporter).await?;
     // The normal forms' files are removed now that the load is done.
     drop(images);
 
@@ -250,11 +253,20 @@ async fn pipeline(
     };
     k8s::emit_manifests(config, &refs, &secrets, &k8s_opts, &mdir)?;
     k8s::emit_chart(config, &refs, &k8s_opts, &cdir)?;
+    let secret_values = k8s::emit_secret_values(config, &secrets, &cdir)?;
 
     let report = UpReport {
         app: config.app.name.clone(),
         dockerfiles: files,
-        next: next_command(config, &load, &mdir, &cdir),
+        next: next_command(
+            config,
+            &load,
+            target == crate::config::ClusterTarget::None,
+            &mdir,
+            &cdir,
+            secret_values.as_deref(),
+        ),
+        secret_values: secret_values.map(|p| shown(config, &p)),
         build: built,
         load,
         manifests_dir: shown(config, &mdir),
@@ -287,7 +299,7 @@ fn secrets(
             "secrets not set: {}",
             k8s::manifests::describe_missing(&missing_pairs)
         ))
-            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests");
+            .hint("export them, or pass --env-file PATH (a .env file); values are written only to the Secret manifests and the chart's secrets.values.yaml, both git-ignored");
         if locked {
             return Err(fail.into());
         }
@@ -305,7 +317,7 @@ fn secrets(
 fn preview(
     files: &[FileState],
     plan: &build::BuildPlan,
-    target: &ClusterTarget,
+    detection: &cluster::Detection,
     mdir: &Path,
     cdir: &Path,
 ) -> String {
@@ -316,21 +328,26 @@ fn preview(
     out.push('\n');
     out.push_str(&build::render_plan(plan));
     out.push('\n');
-    out.push_str(&format!("cluster: {target} ({})\n", cluster_words(target)));
+    let cluster = match detection {
+        cluster::Detection::Found(c) => cluster_found(c),
+        cluster::Detection::NoCluster(why) => format!("none ({why})"),
+    };
+    out.push_str(&format!("cluster: {cluster}\n"));
     out.push_str(&format!("manifests: {}\n", mdir.display()));
     out.push_str(&format!("chart: {}\n", cdir.display()));
     out.push_str("(dry run: nothing was built, loaded or written)\n");
     out
 }
 
-fn cluster_words(target: &ClusterTarget) -> &'static str {
-    match target {
-        ClusterTarget::Auto => "detected from the kube context or node containers",
-        ClusterTarget::None => "images are not loaded",
-        ClusterTarget::Kind(_) => "kind nodes",
-        ClusterTarget::Minikube(_) => "minikube node",
-        ClusterTarget::K3d(_) => "k3d nodes",
-    }
+/// `kind:dev (nodes dev-control-plane, dev-worker)`.
+fn cluster_found(c: &cluster::Cluster) -> String {
+    let names: Vec<&str> = c.nodes().iter().map(|n| n.name.as_str()).collect();
+    format!(
+        "{} (node{} {})",
+        c.target(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
 }
 
 /// Where manifests go: `k8s/` next to slipway.toml.
@@ -352,16 +369,29 @@ fn shown(config: &Config, p: &Path) -> String {
         .to_string()
 }
 
-fn next_command(config: &Config, load: &LoadReport, mdir: &Path, cdir: &Path) -> String {
+fn next_command(
+    config: &Config,
+    load: &LoadReport,
+    chose_none: bool,
+    mdir: &Path,
+    cdir: &Path,
+    secret_values: Option<&Path>,
+) -> String {
     let ns = &config.app.namespace;
+    let values = secret_values
+        .map(|p| format!(" -f {}", shown(config, p)))
+        .unwrap_or_default();
     let deploy = format!(
-        "helm upgrade --install {} {} --namespace {ns} --create-namespace   # or: kubectl create namespace {ns}; kubectl apply -f {}",
+        "helm upgrade --install {} {}{values} --namespace {ns} --create-namespace   # or: kubectl create namespace {ns}; kubectl apply -f {}",
         config.app.name,
         shown(config, cdir),
         shown(config, mdir)
     );
     match &load.cluster {
         Some(_) => deploy,
+        None if chose_none => format!(
+            "{deploy}   (cluster = none: the images were not loaded; the cluster must get them another way, e.g. `slipway load --cluster kind:NAME` or --push)"
+        ),
         None => format!("{deploy}   (no local cluster was found: create one, e.g. `kind create cluster`, then run `slipway up` again to load the images)"),
     }
 }
@@ -433,6 +463,12 @@ pub fn render(report: &UpReport) -> String {
         report.chart_dir,
         fmt_duration(Duration::from_millis(report.duration_ms))
     ));
+    if !report.missing_secrets.is_empty() {
+        out.push_str(&format!(
+            "warning: secrets not set, deployed empty: {} (set them or pass --env-file, then run `slipway up` again)\n",
+            report.missing_secrets.join(", ")
+        ));
+    }
     if !report.next.is_empty() {
         out.push_str(&format!("next: {}\n", report.next));
     }

@@ -61,8 +61,8 @@ impl Daemon {
 /// The hint shown whenever the daemon cannot be reached.
 pub fn start_hint(endpoint: &Endpoint) -> String {
     format!(
-        "start the Docker daemon (`sudo systemctl start docker`, or `scripts/env/docker` in this repo, \
-         which installs and starts dockerd), or point DOCKER_HOST at a running one; tried {} (from {})",
+        "start the Docker daemon (`sudo systemctl start docker` on Linux, or Docker Desktop), \
+         or point DOCKER_HOST at a running one; tried {} (from {})",
         endpoint.host, endpoint.source
     )
 }

@@ -9,7 +9,8 @@
 //! `helm.sh/chart`. Config values that refer to another component are Helm templates
 //! (`tpl`), so a release in another namespace or under another name still points at its own
 //! Services. Secret values are never in the chart: `values.yaml` lists the names with empty
-//! values, to be given at install time.
+//! values, to be given at install time: `slipway up` writes the values it was given to
+//! [`SECRET_VALUES`] beside the chart (0600, git-ignored, helm-ignored) for `helm -f`.
 
 use std::collections::BTreeMap;
 
@@ -122,6 +123,7 @@ pub fn render_chart(
         OutputFile::new("values.yaml", values_yaml(&model)),
         OutputFile::new("values.schema.json", super::schema::values_schema(&model)),
         OutputFile::new(".helmignore", HELMIGNORE.to_string()),
+        OutputFile::new(".gitignore", GITIGNORE.to_string()),
     ];
     for (name, text) in TEMPLATES {
         files.push(OutputFile::new(
@@ -300,7 +302,8 @@ fn values_yaml(model: &Model) -> String {
 # key wins (maps merge key by key, lists add to the chart-wide ones).
 #
 # Secret values are empty on purpose and never belong in this file. Give them
-# at install time, with --set-string or a values file kept out of git, e.g.:
+# at install time: `slipway up` writes the values it was given to
+# secrets.values.yaml (git-ignored) for helm -f; or with --set-string, e.g.:
 #   helm install {app} . --namespace {ns} \\
 #     --create-namespace \\
 #     --set-string components.{example}=VALUE
@@ -450,6 +453,7 @@ fn component_values(c: &ComponentModel) -> Yaml {
 
 const HELMIGNORE: &str = "# Written by slipway; slipway-digest: {D}
 # Files helm package leaves out.
+secrets.values.yaml
 .DS_Store
 .git/
 .gitignore
@@ -457,6 +461,74 @@ const HELMIGNORE: &str = "# Written by slipway; slipway-digest: {D}
 *.tmp
 *~
 ";
+
+/// The chart directory's `.gitignore`: the secret values file stays out of git.
+const GITIGNORE: &str = "# Written by slipway; slipway-digest: {D}
+# secrets.values.yaml holds secret values: never commit it.
+secrets.values.yaml
+";
+
+/// The values file `slipway up` writes next to the chart with the secret values it was given.
+pub const SECRET_VALUES: &str = "secrets.values.yaml";
+
+/// `secrets.values.yaml`: the secret values given to this run (`--env-file`, the environment)
+/// in the chart's `components.NAME.secrets` shape, for `helm -f`. Mode 0600; the chart's
+/// `.gitignore` and `.helmignore` keep it out of git and out of `helm package`. Secrets with
+/// no value are left out (the chart's empty default stays, and its NOTES warn), named in a
+/// comment. `None` when no component has secrets. Its header is not the chart's, so
+/// `slipway chart` neither checks nor removes it.
+pub fn secret_values(config: &Config, secrets: &super::SecretValues) -> Option<OutputFile> {
+    let with_secrets: Vec<_> = config
+        .components
+        .iter()
+        .filter(|(_, c)| !c.secrets.is_empty())
+        .collect();
+    if with_secrets.is_empty() {
+        return None;
+    }
+    let app = &config.app.name;
+    let mut text = format!(
+        "# Secret values for the {app} chart, written by `slipway up` from --env-file and the
+# environment. Pass it to helm with -f. Mode 0600, kept out of git (.gitignore)
+# and out of `helm package` (.helmignore): never commit or share it.
+components:
+"
+    );
+    let mut any = false;
+    for (name, c) in with_secrets {
+        let names: std::collections::BTreeSet<&String> = c.secrets.iter().collect();
+        let (given, missing): (Vec<&String>, Vec<&String>) =
+            names.into_iter().partition(|s| secrets.get(s).is_some());
+        let not_set = |indent: &str| {
+            if missing.is_empty() {
+                return String::new();
+            }
+            let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            format!("{indent}not set: {}\n", names.join(", "))
+        };
+        if given.is_empty() {
+            text.push_str(&not_set(&format!("  # {name}: ")));
+            continue;
+        }
+        any = true;
+        text.push_str(&format!("  {name}:\n    secrets:\n"));
+        for s in given {
+            text.push_str(&format!("      {s}: "));
+            super::go_json_string(&mut text, secrets.get(s).unwrap_or_default());
+            text.push('\n');
+        }
+        text.push_str(&not_set("      # "));
+    }
+    if !any {
+        // A bare `components:` is null, and a null in a values file deletes the key in Helm.
+        text = text.replace("\ncomponents:\n", "\ncomponents: {}\n");
+    }
+    Some(OutputFile {
+        path: PathBuf::from(SECRET_VALUES),
+        content: text,
+        mode: 0o600,
+    })
+}
 
 /// The templates, `APP` standing for the app name. Each is a stream of documents that start
 /// with `---`; values that could read as another YAML type are quoted.
@@ -1064,6 +1136,35 @@ mod tests {
         assert_eq!(digest_matches("a: 1\n"), None);
         let json = stamp("{\n  \"$comment\": \"slipway-digest: {D}\"\n}\n");
         assert_eq!(digest_matches(&json), Some(true));
+    }
+
+    #[test]
+    fn the_secret_values_file_holds_given_values_and_names_the_missing() {
+        let config = crate::config::parse(
+            "[app]\nname = \"shop\"\n[components.api]\ncontext = \".\"\nport = 80\nsecrets = [\"B\", \"A\"]\n[components.web]\ncontext = \".\"\nport = 80\nsecrets = [\"C\"]\n[components.db]\ncontext = \".\"\nport = 80\n",
+            std::path::Path::new("/p/slipway.toml"),
+        )
+        .unwrap();
+        let values =
+            super::super::SecretValues::new([("A".to_string(), "x\"<y>\n".to_string())].into());
+        let f = secret_values(&config, &values).unwrap();
+        assert_eq!(f.mode, 0o600);
+        assert_eq!(f.path, PathBuf::from(SECRET_VALUES));
+        let body: String = f
+            .content
+            .lines()
+            .filter(|l| !l.starts_with("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            body,
+            "components:\n  api:\n    secrets:\n      A: \"x\\\"\\u003cy\\u003e\\n\"\n      # not set: B\n  # web: not set: C"
+        );
+        // Nothing given: an empty map, never a null that would delete the chart's key.
+        let f = secret_values(&config, &super::super::SecretValues::default()).unwrap();
+        assert!(f.content.contains("\ncomponents: {}\n"), "{}", f.content);
+        assert!(GITIGNORE.contains("\nsecrets.values.yaml\n"));
+        assert!(HELMIGNORE.contains("\nsecrets.values.yaml\n"));
     }
 
     #[test]

@@ -533,7 +533,7 @@ pub fn checksum(map: &BTreeMap<String, String>) -> String {
     hex::encode(Sha256::digest(json.as_bytes()))
 }
 
-fn go_json_string(out: &mut String, s: &str) {
+pub(crate) fn go_json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -694,6 +694,22 @@ pub fn emit_chart(
         return Err(hand_edit_error(&edits).into());
     }
     write_chart(dir, &files)
+}
+
+/// Writes [`chart::secret_values`] beside the chart in `dir` (mode 0600): returns its path, or
+/// `None` when no component has secrets.
+pub fn emit_secret_values(
+    config: &Config,
+    secrets: &SecretValues,
+    dir: &Path,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some(file) = chart::secret_values(config, secrets) else {
+        return Ok(None);
+    };
+    let path = dir.join(&file.path);
+    crate::fsutil::write_atomic(&path, file.content.as_bytes(), Some(file.mode))
+        .with_context(|| Fail::job(format!("writing {}", path.display())))?;
+    Ok(Some(path))
 }
 
 /// Writes rendered chart files under `dir`, hand edits or not (`slipway chart --force`).

@@ -235,7 +235,13 @@ fn component(secrets: serde_json::Map<String, Value>) -> Value {
                 "properties": secrets
             }),
         ),
-        ("existingSecret", json!({ "type": "string" })),
+        (
+            "existingSecret",
+            json!({
+                "type": "string",
+                "description": "The name of a Secret you manage: when set, the chart makes no Secret for this component and its pods read this one."
+            }),
+        ),
     ];
     for (k, v) in extra {
         p.insert(k.into(), v);

@@ -132,7 +132,7 @@ async fn normalize_keeping(
 
     let t0 = std::time::Instant::now();
     // 1. Export, spooling every file of the docker-save tar.
-    let saved = export(daemon, &docker, image, &source_id, dir.path()).await?;
+    let saved = export(daemon, image, &source_id, dir.path()).await?;
     let export_ms = ms(t0);
     let t0 = std::time::Instant::now();
     // 2. Rewrite layers and config.
@@ -170,12 +170,16 @@ async fn normalize_keeping(
 /// Exports `source_id` from the daemon, spooling every file of the docker-save tar into `dir`.
 async fn export(
     daemon: &Daemon,
-    docker: &bollard::Docker,
     image: &str,
     source_id: &str,
     dir: &Path,
 ) -> anyhow::Result<Saved> {
-    let export = docker.export_image(source_id).map_err(io::Error::other);
+    // The daemon starts answering an export at once: the short bound on a response applies
+    // (the stream itself may then take as long as it takes).
+    let export = daemon
+        .docker
+        .export_image(source_id)
+        .map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
     let spool_dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -216,14 +220,22 @@ async fn load_or_tag(
         // The daemon finishes a load it has whole even when no one listens any more: an
         // interrupted build waits for it (`interrupt::settle`) before untagging.
         let (d, p) = (docker.clone(), plan.clone());
-        crate::interrupt::unabortable(async move { load(&d, &p).await })
-            .await
-            .with_context(|| {
-                format!(
-                    "loading the normalised {image} into {}",
-                    daemon.endpoint.host
-                )
-            })?;
+        crate::interrupt::unabortable(async move {
+            match load(&d, &p).await {
+                // The containerd image store may collect a snapshot it had counted on while it
+                // unpacks (another image that held it was untagged or removed meanwhile): the
+                // blobs are in by then, and a second load unpacks what is missing.
+                Err(e) if lost_snapshot(&e) => load(&d, &p).await,
+                other => other,
+            }
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "loading the normalised {image} into {}",
+                daemon.endpoint.host
+            )
+        })?;
     }
     // The containerd image store names images by manifest digest: look it up by tag.
     let by = tags.first().map_or(plan.image_id.as_str(), String::as_str);
@@ -252,10 +264,10 @@ async fn load_or_tag(
 /// node's containerd calls the image) and its layers decompressed. Uses as much disk as the
 /// image unpacked, removed when the value is dropped.
 pub async fn export_plain(daemon: &Daemon, image: &str) -> anyhow::Result<ImageFiles> {
-    let docker = daemon.long()?;
     let dir = crate::leftovers::temp_dir("export")
         .context("creating a temporary directory for the image's layers")?;
-    let export = docker.export_image(image).map_err(io::Error::other);
+    // The short bound on a response, as for [`export`].
+    let export = daemon.docker.export_image(image).map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
     let work = dir.path().to_path_buf();
     let (config, layers) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -896,7 +908,13 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
 }
 
 /// Streams the normal form to the daemon as a docker-save tar (`POST /images/load`).
+/// Loads the normal form `plan` into a daemon; on the classic image store without the bottom
+/// layers it kept unchanged (the daemon has them, under the image normalising started from).
 async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
+    let held = match crate::docker::containerd_store(docker).await {
+        true => HashSet::new(),
+        false => held_layers(&plan.outcomes),
+    };
     let config_name = format!("{}.json", plan.image_id.trim_start_matches("sha256:"));
     let layer_paths: Vec<String> = plan
         .layers
@@ -907,7 +925,7 @@ async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
     let config = plan.config.clone();
     let layers = plan.layers.clone();
     let (body, producer) =
-        blocks::streamed(move |w| save::write(w, &config_name, &config, &manifest, &layers));
+        blocks::streamed(move |w| save::write(w, &config_name, &config, &manifest, &layers, &held));
     let mut progress = docker.import_image_stream(
         bollard::query_parameters::ImportImageOptions {
             quiet: true,
@@ -938,10 +956,62 @@ async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a load failed because the containerd image store lost a snapshot it was unpacking
+/// onto (`failed to unpack loaded image: ... parent snapshot ... does not exist: not found`).
+fn lost_snapshot(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("failed to unpack") && text.contains("snapshot") && text.contains("not found")
+}
+
+/// The layers of the bottom run that normalising left as they were: the daemon has each of
+/// them with all below (a layer repeated above that run must still be sent).
+fn held_layers(outcomes: &[LayerOutcome]) -> HashSet<String> {
+    let kept = outcomes.iter().take_while(|o| o.before == o.after).count();
+    let above: HashSet<&String> = outcomes[kept..].iter().map(|o| &o.after).collect();
+    outcomes[..kept]
+        .iter()
+        .map(|o| o.after.clone())
+        .filter(|d| !above.contains(d))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_snapshot_lost_while_unpacking_is_told_from_other_load_failures() {
+        let lost = anyhow::anyhow!(
+            "Docker stream error: failed to unpack loaded image: failed to prepare extraction \
+             snapshot \"extract-1 sha256:2d7c\": parent snapshot sha256:18af does not exist: \
+             not found"
+        )
+        .context("the daemon refused the normalised image");
+        assert!(lost_snapshot(&lost));
+        assert!(!lost_snapshot(&anyhow::anyhow!("no space left on device")));
+        assert!(!lost_snapshot(&anyhow::anyhow!("image not found")));
+    }
+
+    #[test]
+    fn the_bottom_layers_left_as_they_were_are_held_back() {
+        let o = |before: &str, after: &str| LayerOutcome {
+            before: before.into(),
+            after: after.into(),
+            size: 0,
+            rewritten: before != after,
+        };
+        let held = held_layers(&[
+            o("a", "a"),
+            o("b", "b"),
+            o("c", "c2"),
+            o("d", "d"),
+            o("b", "b"),
+        ]);
+        // `d` sits above a rewritten layer (another chain); `b` is needed there too.
+        assert_eq!(held, HashSet::from(["a".to_string()]));
+        assert!(held_layers(&[o("a", "a2"), o("b", "b")]).is_empty());
+    }
 
     #[test]
     fn config_times_diff_ids_and_legacy_fields() {

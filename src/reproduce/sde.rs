@@ -38,6 +38,17 @@ impl Sde {
     pub fn rfc3339(&self) -> String {
         rfc3339(self.epoch)
     }
+
+    /// Where the time came from, in words.
+    pub fn origin(&self) -> &'static str {
+        match self.source {
+            Source::Env => "from SOURCE_DATE_EPOCH in the environment",
+            Source::GitCommit => "from the last git commit touching the context",
+            Source::Zero => {
+                "the Unix epoch: no SOURCE_DATE_EPOCH set and no git commit touches the context"
+            }
+        }
+    }
 }
 
 /// SOURCE_DATE_EPOCH for a build context: the environment, else git, else 0.

@@ -75,6 +75,12 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on (a daemon that is not there).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// The slipway binary built for these tests.
 pub fn slipway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_slipway"))
