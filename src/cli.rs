@@ -63,6 +63,10 @@ pub enum Command {
     /// Load the last build's images into the local kind or minikube cluster, sending each
     /// node only what it lacks.
     Load(LoadArgs),
+    /// Remove the images slipway built that nothing needs any more (beyond the newest N per
+    /// component, never the last build's or one a container uses) from the daemon and from
+    /// every node of the local cluster.
+    Prune(PruneArgs),
     /// Build a component twice without cache and check both builds give one image ID; name
     /// the first layer and file that differ when they do not.
     Verify(VerifyArgs),
@@ -208,6 +212,24 @@ pub struct LoadArgs {
     #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
     pub cluster: Option<crate::config::ClusterTarget>,
     /// Write the result per image and node as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// How many images to keep per component, newest first (the last build's image and any a
+    /// container uses are kept besides).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub keep: usize,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Which cluster's nodes to prune too: `auto`, `none`, `kind:NAME`, `minikube:PROFILE`,
+    /// `k3d:NAME` [default: `cluster` in slipway.toml, else auto].
+    #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
+    pub cluster: Option<crate::config::ClusterTarget>,
+    /// Write what was removed per place as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub metadata_file: Option<PathBuf>,
 }

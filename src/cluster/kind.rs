@@ -298,6 +298,85 @@ pub async fn retag(docker: &Docker, at: Ctr<'_>, from: &str, to: &str) -> anyhow
     Ok(())
 }
 
+/// The images the node's containers were made from (`ctr containers ls`).
+pub async fn container_images(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<HashSet<String>> {
+    let out = at
+        .run(
+            docker,
+            &["containers", "ls"],
+            "listing containers (ctr containers ls)",
+        )
+        .await?;
+    Ok(out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect())
+}
+
+/// The value of `label` in the config of the image whose manifest is `digest`.
+pub async fn config_label(
+    docker: &Docker,
+    at: Ctr<'_>,
+    digest: &str,
+    label: &str,
+) -> anyhow::Result<Option<String>> {
+    let read = |d: String| async move {
+        let out = at
+            .run(
+                docker,
+                &["content", "get", &d],
+                "reading a blob (ctr content get)",
+            )
+            .await?;
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .with_context(|| format!("the blob {d} on node {} is not JSON", at.node))
+    };
+    let manifest = read(digest.to_string()).await?;
+    let Some(config) = manifest.pointer("/config/digest").and_then(|d| d.as_str()) else {
+        return Ok(None);
+    };
+    let config = read(config.to_string()).await?;
+    Ok(config
+        .pointer("/config/Labels")
+        .and_then(|l| l.get(label))
+        .and_then(|v| v.as_str())
+        .map(str::to_string))
+}
+
+/// Removes image references, waiting for containerd to collect what they held.
+pub async fn remove(docker: &Docker, at: Ctr<'_>, names: &[String]) -> anyhow::Result<()> {
+    let mut args = vec!["images", "rm", "--sync"];
+    args.extend(names.iter().map(String::as_str));
+    at.run(docker, &args, "removing images (ctr images rm)")
+        .await?;
+    Ok(())
+}
+
+/// The bytes containerd's store takes in the node (content and snapshots: `du -sk` of its root).
+pub async fn store_bytes(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<u64> {
+    let root = match at.address {
+        K3S_ADDRESS => "/var/lib/rancher/k3s/agent/containerd",
+        _ => "/var/lib/containerd",
+    };
+    let out = exec::run(docker, at.node, &["du", "-sk", root])
+        .await?
+        .check("measuring containerd's store (du -sk)")?;
+    out.stdout
+        .split_whitespace()
+        .next()
+        .and_then(|k| k.parse::<u64>().ok())
+        .map(|k| k * 1024)
+        .ok_or_else(|| {
+            anyhow!(
+                "unexpected output from du in node {}: {}",
+                at.node,
+                out.tail()
+            )
+        })
+}
+
 /// One line of `ctr images check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
