@@ -67,9 +67,20 @@ pub enum Command {
     /// component, never the last build's or one a container uses) from the daemon and from
     /// every node of the local cluster.
     Prune(PruneArgs),
+    /// Pin every base image the Dockerfiles name in slipway.lock (its image ID, registry digest
+    /// and platform): adds new bases, drops unused ones, refuses to move one that moved.
+    Lock(LockArgs),
     /// Build a component twice without cache and check both builds give one image ID; name
     /// the first layer and file that differ when they do not.
     Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Move the pins: pull each base that came from a registry by its tag again, and pin what
+    /// it points at now.
+    #[arg(long)]
+    pub update: bool,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +126,10 @@ pub struct PlanArgs {
     /// Print the plan as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Plan as `build --push` would: look each image the daemon lacks up in its registry
+    /// (`cached (registry)` when it is there).
+    #[arg(long)]
+    pub push: bool,
 }
 
 #[derive(Debug, Args)]
@@ -138,9 +153,14 @@ pub struct BuildArgs {
     /// Do not pull a missing base image (offline work): fail, naming the `docker pull` to run.
     #[arg(long)]
     pub no_pull: bool,
+    /// Fail (exit 2) when slipway.lock is missing or out of date: a base image that moved, a
+    /// base with no pin, a pin no Dockerfile uses.
+    #[arg(long)]
+    pub locked: bool,
     /// Push every image (its input-digest tag and extra tags) to its registry with the
     /// credentials of the Docker config, and record the pushed digests so `manifests` and
-    /// `chart` pin `repo@sha256:...`.
+    /// `chart` pin `repo@sha256:...`. An image the registry already has under its
+    /// input-digest tag is not built (nor pulled): its digest is recorded.
     #[arg(long)]
     pub push: bool,
 }
@@ -236,7 +256,8 @@ pub struct PruneArgs {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// CI mode: a stale generated Dockerfile or a missing secret is an error (exit 2).
+    /// CI mode: a stale generated Dockerfile, a missing secret, or a slipway.lock that is
+    /// missing or out of date (a base image moved, a pin missing or stale) is an error (exit 2).
     #[arg(long)]
     pub locked: bool,
     /// Print the plan (Dockerfiles, builds, cluster, outputs) and do nothing.
@@ -249,7 +270,9 @@ pub struct UpArgs {
     /// slipway.toml, else auto].
     #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
     pub cluster: Option<crate::config::ClusterTarget>,
-    /// Push every image to its registry and pin `repo@sha256:...` in manifests and chart.
+    /// Push every image to its registry and pin `repo@sha256:...` in manifests and chart. An
+    /// image the registry already has under its input-digest tag is not built: it is pulled
+    /// for the load (only when a cluster is the target).
     #[arg(long)]
     pub push: bool,
     /// How many components build at once [default: all].

@@ -83,6 +83,9 @@ pub struct Images {
     pub prefix: String,
     /// Extra tags moved after each successful build (default: `latest`).
     pub tags: Vec<String>,
+    /// Look each image up in its registry (the prefix's) before building it, as `--push`
+    /// does: an image the registry has under its input-digest tag is not built.
+    pub registry: bool,
 }
 
 /// Which cluster images are loaded into.
@@ -666,6 +669,8 @@ struct RawImages {
     prefix: Option<Spanned<String>>,
     #[serde(default)]
     tags: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    registry: Option<bool>,
 }
 
 /// `cluster = "kind:dev"`, or the table `[cluster]` with `target = "kind:dev"`.
@@ -912,6 +917,7 @@ fn validate_images(cx: &Ctx, raw: Option<RawImages>, app: &str) -> Result<Images
         return Ok(Images {
             prefix: app.to_string(),
             tags: vec!["latest".to_string()],
+            registry: false,
         });
     };
     let prefix = match img.prefix {
@@ -934,7 +940,11 @@ fn validate_images(cx: &Ctx, raw: Option<RawImages>, app: &str) -> Result<Images
         }
         None => vec!["latest".to_string()],
     };
-    Ok(Images { prefix, tags })
+    Ok(Images {
+        prefix,
+        tags,
+        registry: img.registry.unwrap_or(false),
+    })
 }
 
 fn validate_base_images(

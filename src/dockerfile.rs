@@ -30,11 +30,8 @@ use crate::detect::python::{self, Installer, PythonPlan, Server};
 use crate::detect::rust::RustPlan;
 use crate::detect::{Stack, StackPlan};
 
-/// Default base images: pinned official tags.
-pub const PYTHON_IMAGE: &str = "python:3.11.11-slim-bookworm";
-pub const NODE_IMAGE: &str = "node:20.18.1-bookworm-slim";
-pub const GO_IMAGE: &str = "golang:1.23.4-bookworm";
-pub const RUST_IMAGE: &str = "rust:1.83.0-slim-bookworm";
+/// Default base images are pinned official tags, chosen per project from the toolchain it
+/// declares ([`crate::detect::toolchain`]).
 /// The runtime of compiled stacks. Debian slim rather than distroless: its `bash` runs the
 /// HEALTHCHECK over `/dev/tcp` without any extra package, and `useradd` creates the user.
 pub const RUNTIME_IMAGE: &str = "debian:12.8-slim";
@@ -229,13 +226,14 @@ fn copy_context(doc: &mut Doc, _t: &Target) {
 }
 
 /// Creates the fixed non-root user (shadow's tools are in every Debian image, minbase too).
+/// Not `--system`: system accounts stop at SYS_UID_MAX (999), and useradd warns about 10001.
 /// useradd dates the account in /etc/shadow by SOURCE_DATE_EPOCH when it is set (slipway
 /// passes it as a build arg), else by today, which would make the image differ day by day.
 fn create_user(doc: &mut Doc, t: &Target) {
     let uid = t.user;
     doc.line("ARG SOURCE_DATE_EPOCH");
     doc.line(format!(
-        "RUN groupadd --system --gid {uid} {USER_NAME} \\\n && useradd --system --uid {uid} --gid {uid} --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {USER_NAME}"
+        "RUN groupadd --gid {uid} {USER_NAME} \\\n && useradd --uid {uid} --gid {uid} --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {USER_NAME}"
     ));
 }
 
@@ -257,7 +255,21 @@ fn labels(doc: &mut Doc, t: &Target, stack: Stack) {
     ));
 }
 
-/// The end of every production stage: user, port, health check, labels, command.
+/// PID 1 of every image: a few lines of bash (in every Debian-based image, which all bases
+/// are) that start the command, pass SIGTERM and SIGINT on to it, reap orphans and exit with
+/// its status. As PID 1 itself, an app with no SIGTERM handler (a plain `node server.js`, a
+/// Rust binary) would ignore `docker stop` and Kubernetes' TERM and be killed after the grace
+/// period; as this init's child it stops at once, and an app that handles TERM still shuts
+/// down gracefully. An ENTRYPOINT, so it stays when Kubernetes `args` replace the command.
+pub const INIT: &str = concat!(
+    "\"$@\" & pid=$!; ",
+    "trap 'kill -TERM $pid 2>/dev/null' TERM; trap 'kill -INT $pid 2>/dev/null' INT; ",
+    "wait $pid; status=$?; ",
+    "while kill -0 $pid 2>/dev/null; do wait $pid; status=$?; done; ",
+    "exit $status"
+);
+
+/// The end of every production stage: user, port, health check, labels, init, command.
 fn finish(doc: &mut Doc, t: &Target, stack: Stack, health: Vec<String>, cmd: Vec<String>) {
     doc.line(format!("USER {0}:{0}", t.user));
     doc.line(format!("EXPOSE {}", t.port));
@@ -266,6 +278,10 @@ fn finish(doc: &mut Doc, t: &Target, stack: Stack, health: Vec<String>, cmd: Vec
         exec_form(&health)
     ));
     labels(doc, t, stack);
+    doc.line(format!(
+        "ENTRYPOINT {}",
+        exec_form(&argv(&["/bin/bash", "-c", INIT, "slipway-init"]))
+    ));
     doc.line(format!("CMD {}", exec_form(&cmd)));
 }
 
@@ -381,10 +397,10 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
     };
     doc.line(format!("# Python {what}; dependencies from {source}."));
     doc.blank();
-    base_arg(doc, "PYTHON_IMAGE", PYTHON_IMAGE);
+    base_arg(doc, "PYTHON_IMAGE", &p.image);
     doc.blank();
     doc.line("# base: the Python runtime every stage starts from.");
-    from(doc, "PYTHON_IMAGE", PYTHON_IMAGE, "base");
+    from(doc, "PYTHON_IMAGE", &p.image, "base");
     doc.line("ENV PYTHONUNBUFFERED=1 \\");
     doc.line("    PYTHONDONTWRITEBYTECODE=1 \\");
     doc.line("    PIP_DISABLE_PIP_VERSION_CHECK=1 \\");
@@ -480,10 +496,20 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
     create_user(doc, t);
     doc.line("COPY --from=build /opt/venv /opt/venv");
     doc.line("COPY --from=build /app /app");
-    doc.line(format!(
-        "ENV PATH=\"/opt/venv/bin:$PATH\" \\\n    PORT={}",
-        t.port
-    ));
+    if matches!(p.server, Server::Gunicorn { .. }) {
+        // gunicorn 25+ opens a control socket in $XDG_RUNTIME_DIR, else under the home
+        // directory, which the app user has none of (a warning at every start).
+        doc.line("# gunicorn's control socket goes to XDG_RUNTIME_DIR (the user has no home).");
+        doc.line(format!(
+            "ENV PATH=\"/opt/venv/bin:$PATH\" \\\n    PORT={} \\\n    XDG_RUNTIME_DIR=/tmp",
+            t.port
+        ));
+    } else {
+        doc.line(format!(
+            "ENV PATH=\"/opt/venv/bin:$PATH\" \\\n    PORT={}",
+            t.port
+        ));
+    }
     finish(doc, t, Stack::Python, python_health(t), cmd);
 }
 
@@ -559,11 +585,11 @@ fn prune(pm: &PackageManager) -> String {
     }
 }
 
-fn node_base(doc: &mut Doc, next: bool) {
-    base_arg(doc, "NODE_IMAGE", NODE_IMAGE);
+fn node_base(doc: &mut Doc, image: &str, next: bool) {
+    base_arg(doc, "NODE_IMAGE", image);
     doc.blank();
     doc.line("# base: the Node.js runtime every stage starts from.");
-    from(doc, "NODE_IMAGE", NODE_IMAGE, "base");
+    from(doc, "NODE_IMAGE", image, "base");
     if next {
         doc.line("ENV NEXT_TELEMETRY_DISABLED=1");
     }
@@ -584,7 +610,7 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
         }
     ));
     doc.blank();
-    node_base(doc, true);
+    node_base(doc, &p.image, true);
     node_deps(doc, t, &p.deps);
     doc.blank();
     doc.line("# build: `next build`; build args are inlined into the bundle (NEXT_PUBLIC_*).");
@@ -661,7 +687,7 @@ fn node_file(doc: &mut Doc, t: &Target, p: &NodePlan) {
         if p.typescript { ", TypeScript" } else { "" }
     ));
     doc.blank();
-    node_base(doc, false);
+    node_base(doc, &p.image, false);
     node_deps(doc, t, &p.deps);
     doc.blank();
     doc.line("# build: the sources, the `build` script, then dev dependencies removed.");
@@ -738,7 +764,7 @@ fn go_file(doc: &mut Doc, t: &Target, p: &GoPlan) {
         p.package, p.binary
     ));
     doc.blank();
-    compiled_base(doc, "GO_IMAGE", GO_IMAGE, "Go");
+    compiled_base(doc, "GO_IMAGE", &p.image, "Go");
     doc.line("ENV CGO_ENABLED=0 \\");
     doc.line("    GOTOOLCHAIN=local");
     doc.line("WORKDIR /src");
@@ -784,7 +810,7 @@ fn go_file(doc: &mut Doc, t: &Target, p: &GoPlan) {
 fn rust_file(doc: &mut Doc, t: &Target, p: &RustPlan) {
     doc.line(format!("# Rust app: the release binary `{}`.", p.binary));
     doc.blank();
-    compiled_base(doc, "RUST_IMAGE", RUST_IMAGE, "Rust");
+    compiled_base(doc, "RUST_IMAGE", &p.image, "Rust");
     doc.line("WORKDIR /src");
     doc.blank();
     doc.line("# deps: crates fetched from Cargo.toml and Cargo.lock alone (stub sources).");

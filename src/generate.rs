@@ -31,7 +31,7 @@ pub struct Output {
 pub enum Plan {
     /// Generated files (the Dockerfile, and the ignore file unless that is the user's own).
     Generate {
-        detection: Detection,
+        detection: Box<Detection>,
         outputs: Vec<Output>,
         /// An ignore file without the header, left alone.
         own_ignore: Option<String>,
@@ -131,7 +131,7 @@ pub fn plan_component(config: &Config, component: &Component) -> anyhow::Result<
     Ok(ComponentPlan {
         name: component.name.clone(),
         plan: Plan::Generate {
-            detection,
+            detection: Box::new(detection),
             outputs,
             own_ignore,
         },

@@ -27,6 +27,7 @@ pub mod k8s;
 pub mod kubeconfig;
 pub mod leftovers;
 pub mod lock;
+pub mod pins;
 pub mod prune;
 pub mod push;
 pub mod record;
@@ -81,6 +82,7 @@ async fn dispatch(session: Session, command: Command) -> anyhow::Result<()> {
         Command::Manifests(args) => commands::manifests::run(&session, args).await,
         Command::Chart(args) => commands::chart::run(&session, args).await,
         Command::Up(args) => commands::up::run(&session, args).await,
+        Command::Lock(args) => commands::lockfile::run(&session, args).await,
         Command::Verify(args) => commands::verify::run(&session, args).await,
         Command::Doctor(args) => commands::doctor::run(&session, args).await,
     }

@@ -1,4 +1,5 @@
-//! `build --push`: send images to their registry and record the digests to pin.
+//! The registry: `build --push` sends images and records the digests to pin; before building,
+//! [`lookup`] asks whether the registry has an image already; [`pull`] fetches one.
 //!
 //! Credentials are found the way the docker CLI finds them, in `$DOCKER_CONFIG/config.json`
 //! (default `~/.docker/config.json`): a credential helper for the registry (`credHelpers`),
@@ -18,7 +19,7 @@ use futures_util::StreamExt;
 
 use crate::docker::Daemon;
 use crate::error::Fail;
-use crate::record::BuildReport;
+use crate::record::{BuildReport, Outcome};
 use crate::report::{Event, Reporter};
 
 /// The registry host an image reference lives in, as the docker CLI names it
@@ -226,6 +227,105 @@ fn from_helper(helper: &str, server: &str) -> anyhow::Result<Option<DockerCreden
     }))
 }
 
+/// The registry of `reference` and the Docker config's credentials for it. A helper may take
+/// seconds (up to [`HELPER_TIMEOUT`]): it runs off the runtime's threads.
+pub async fn credentials_for(
+    reference: &str,
+) -> anyhow::Result<(String, Option<DockerCredentials>)> {
+    let registry = registry_of(reference);
+    let of = registry.clone();
+    let creds = tokio::task::spawn_blocking(move || credentials(&of))
+        .await
+        .context("the credential lookup stopped")?
+        .with_context(|| format!("reading the Docker config's credentials for {registry}"))?;
+    Ok((registry, creds))
+}
+
+/// The manifest digest (`sha256:...`) the registry holds for `repository:tag`, or `None` when
+/// it has no such tag. The daemon asks the registry (the distribution API's manifest HEAD, `GET
+/// /distribution/NAME/json`) with the same credentials a push sends, so whatever registry the
+/// daemon can push to (TLS, insecure registries, mirrors as configured there) answers here too;
+/// nothing is pulled. Anything else than "not there" (refused credentials, an unreachable
+/// registry) is an error naming the registry: a CI run must not build and push blind.
+pub async fn lookup(
+    daemon: &Daemon,
+    repository: &str,
+    tag: &str,
+) -> anyhow::Result<Option<String>> {
+    let (registry, creds) = credentials_for(repository).await?;
+    let reference = format!("{repository}:{tag}");
+    match daemon
+        .docker
+        .inspect_registry_image(&reference, creds)
+        .await
+    {
+        Ok(found) => {
+            let digest = found.descriptor.digest.unwrap_or_default();
+            Ok(Some(digest).filter(|d| d.starts_with("sha256:")))
+        }
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+            if message.contains("manifest unknown") || message.contains("name unknown") =>
+        {
+            Ok(None)
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let hint = if text.contains("unauthorized")
+                || text.contains("denied")
+                || text.contains("credentials")
+            {
+                format!("log in first: `docker login {registry}` (slipway reads the same Docker config)")
+            } else {
+                format!("check that {registry} is reachable from the Docker daemon")
+            };
+            Err(anyhow::Error::new(e).context(
+                Fail::job(format!("looking up {reference} in {registry} failed")).hint(hint),
+            ))
+        }
+    }
+}
+
+/// Pulls `reference` (`REPO:TAG` or `REPO@sha256:...`) into the daemon with the Docker
+/// config's credentials, reporting a line as each layer arrives under `task`. The error is the
+/// daemon's; callers say what the image was for.
+pub async fn pull(
+    daemon: &Daemon,
+    reference: &str,
+    task: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    let (repo, tag) = match reference.split_once('@') {
+        Some((r, d)) => (r.to_string(), d.to_string()),
+        None => match reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+            Some((r, t)) => (r.to_string(), t.to_string()),
+            None => (reference.to_string(), "latest".to_string()),
+        },
+    };
+    let (_, creds) = credentials_for(reference).await?;
+    let options = bollard::query_parameters::CreateImageOptions {
+        from_image: Some(repo),
+        tag: Some(tag),
+        ..Default::default()
+    };
+    let mut stream = daemon.docker.create_image(Some(options), None, creds);
+    let mut done = std::collections::BTreeSet::new();
+    while let Some(item) = stream.next().await {
+        let info = item?;
+        if let (Some(id), Some(status)) = (&info.id, &info.status) {
+            if status == "Pull complete" && done.insert(id.clone()) {
+                reporter.report(Event::Log {
+                    task: task.to_string(),
+                    line: format!("layer {id} pulled ({} so far)", done.len()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The digest in a push status line: `TAG: digest: sha256:HEX size: N`.
 fn digest_in_status(status: &str) -> Option<String> {
     let rest = status.split("digest: ").nth(1)?;
@@ -241,12 +341,7 @@ pub async fn push_one(
     task: &str,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<String> {
-    let registry = registry_of(repository);
-    // A helper may take seconds (up to HELPER_TIMEOUT): not on the runtime's threads.
-    let of = registry.clone();
-    let creds = tokio::task::spawn_blocking(move || credentials(&of))
-        .await
-        .context("the credential lookup stopped")??;
+    let (registry, creds) = credentials_for(repository).await?;
     let opts = bollard::query_parameters::PushImageOptionsBuilder::default()
         .tag(tag)
         .build();
@@ -305,6 +400,10 @@ pub async fn push_all(
 ) -> anyhow::Result<()> {
     let mut failures = BTreeMap::new();
     for (name, rec) in report.components.iter_mut() {
+        if rec.outcome == Outcome::Registry {
+            // Found in the registry under its digest tag: nothing to send.
+            continue;
+        }
         reporter.report(Event::Started {
             task: name.clone(),
             what: format!("push to {}", registry_of(&rec.repository)),

@@ -21,6 +21,8 @@ use crate::error::Fail;
 pub enum Outcome {
     Built,
     Cached,
+    /// Not built: the registry has an image under its input-digest tag (`pushed` pins it).
+    Registry,
     Failed,
 }
 

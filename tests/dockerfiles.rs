@@ -597,11 +597,11 @@ fn init_finds_the_reference_app_and_explains() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("health /api/healthz (found in app/api/healthz/route.ts)"),
+        stdout.contains("health /api/healthz (app/api/healthz/route.ts:4: export function GET"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("readiness /readyz (found in app/main.py)"),
+        stdout.contains("readiness /readyz (app/main.py:112: @app.get(\"/readyz\""),
         "{stdout}"
     );
     let written = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
@@ -625,40 +625,57 @@ fn init_finds_the_reference_app_and_explains() {
     assert!(written.contains("[components.backend]") && !written.contains("frontend"));
 }
 
+/// What stops a component from being planned leaves a usable file all the same: the reason
+/// and its fix as `# TODO` lines, and a non-zero exit that says so.
 #[test]
-fn init_fails_naming_the_file() {
+fn init_writes_todo_lines_for_what_it_cannot_plan() {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&fixtures_dir().join("errors"), dir.path());
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     for (args, needle) in [
         (
-            vec!["init", "conflicting-lockfiles"],
+            vec!["init", "--force", "conflicting-lockfiles"],
             "conflicting-lockfiles/yarn.lock",
         ),
         (
-            vec!["init", "malformed-package-json"],
+            vec!["init", "--force", "malformed-package-json"],
             "malformed-package-json/package.json:3:",
         ),
         (
-            vec!["init", "malformed-pyproject"],
+            vec!["init", "--force", "malformed-pyproject"],
             "malformed-pyproject/pyproject.toml:4:",
         ),
-        (vec!["init", "unknown"], "no known stack in unknown"),
-        (vec!["init", "empty"], "empty is empty"),
+        (
+            vec!["init", "--force", "python-lockless"],
+            "has no lockfile next to it",
+        ),
+        (
+            vec!["init", "--force", "asgi-without-server"],
+            "asgi-without-server",
+        ),
+        (
+            vec!["init", "--force", "unknown"],
+            "no known stack in unknown",
+        ),
+        (vec!["init", "--force", "empty"], "empty is empty"),
     ] {
         let out = slipway_in(dir.path(), &args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        let stdout = text(&out.stdout);
         let stderr = text(&out.stderr);
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(stdout.contains(needle), "{args:?}: {stdout}");
+        assert!(
+            stdout.contains("next: fill in the TODO lines, then slipway up"),
+            "{args:?}: {stdout}"
+        );
+        assert!(stderr.contains("cannot plan"), "{args:?}: {stderr}");
         assert!(stderr.contains("hint:"), "{args:?}: {stderr}");
+        let written = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
+        assert!(written.contains("# TODO: slipway cannot plan"), "{written}");
+        assert!(written.contains(needle), "{args:?}: {written}");
+        slipway::config::parse(&written, &dir.path().join("slipway.toml")).unwrap();
     }
-    assert!(!dir.path().join("slipway.toml").exists());
 }
 
 #[test]
@@ -684,4 +701,94 @@ fn init_then_dockerfiles_on_every_fixture() {
     assert!(slipway_in(dir.path(), &["dockerfiles", "--check"])
         .status
         .success());
+}
+
+#[test]
+fn init_falls_back_to_the_current_directory_when_every_folder_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures_dir().join("python-requirements"), dir.path());
+    // An unrelated packages/ folder (a library, no stack) and an empty apps/.
+    std::fs::create_dir_all(dir.path().join("packages/shared-docs")).unwrap();
+    std::fs::write(dir.path().join("packages/shared-docs/README.md"), "docs").unwrap();
+    std::fs::create_dir_all(dir.path().join("apps/empty")).unwrap();
+    let out = slipway_in(dir.path(), &["init"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("skipped packages/shared-docs: no known stack"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("using the current directory as the one component"),
+        "{stderr}"
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("(.): stack python"), "{stdout}");
+    let written = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
+    assert!(written.contains("context = \".\""), "{written}");
+}
+
+/// Apps shaped like real ones (tests/fixtures/apps): init reads the port and the health and
+/// readiness routes from their code and names the file and line of each.
+#[test]
+fn init_reads_port_and_health_from_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(
+        &common::repo().join("tests/fixtures/apps"),
+        &dir.path().join("apps"),
+    );
+    let out = slipway_in(dir.path(), &["init"]);
+    let stdout = text(&out.stdout);
+    insta::assert_snapshot!("init_real_apps", stdout);
+    let written = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
+    let config = slipway::config::parse(&written, &dir.path().join("slipway.toml")).unwrap();
+    let c = &config.components;
+    for (name, port, health) in [
+        ("node-plain", 8080, "/healthz"),
+        ("django", 8000, "/healthz"),
+        ("flask", 5000, "/health"),
+        ("go-stdlib", 8081, "/healthz"),
+        ("rust-2024", 9090, "/healthz"),
+        ("nextjs-pages", 4000, "/api/health"),
+        ("fastapi-src", 8000, "/healthz"),
+    ] {
+        assert_eq!(c[name].port, port, "{name}: {written}");
+        assert_eq!(c[name].health, health, "{name}: {written}");
+    }
+    assert_eq!(c["fastapi-src"].readiness, "/readyz");
+    // Environment reads: secrets by their names, references to another component's URL.
+    assert_eq!(c["flask"].secrets, ["API_TOKEN"]);
+    assert_eq!(
+        c["fastapi-src"].secrets,
+        ["DATABASE_URL", "STRIPE_SECRET_KEY"]
+    );
+    assert!(
+        written.contains("config = { FLASK_URL = \"${flask.url}\" }"),
+        "{written}"
+    );
+    assert!(
+        written.contains("# TODO: BACKEND_URL is read at main.go:13"),
+        "{written}"
+    );
+    assert!(stdout.ends_with("next: slipway up\n"), "{stdout}");
+    assert!(out.status.success());
+
+    // The base image follows the toolchain each project declares.
+    let out = slipway_in(dir.path(), &["dockerfiles"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (name, arg) in [
+        ("rust-2024", "ARG RUST_IMAGE=rust:1.88.0-slim-bookworm"),
+        ("go-stdlib", "ARG GO_IMAGE=golang:1.24.4-bookworm"),
+        ("nextjs-pages", "ARG NODE_IMAGE=node:22.12.0-bookworm-slim"),
+        (
+            "fastapi-src",
+            "ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm",
+        ),
+        ("node-plain", "ARG NODE_IMAGE=node:22.12.0-bookworm-slim"),
+        ("flask", "ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm"),
+    ] {
+        let df = std::fs::read_to_string(dir.path().join(format!("dockerfiles/{name}.Dockerfile")))
+            .unwrap();
+        assert!(df.contains(arg), "{name}: {df}");
+    }
 }

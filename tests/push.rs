@@ -8,6 +8,12 @@ use common::registry::start as registry;
 
 use slipway::record::{BuildReport, ImageRecord, Outcome};
 
+/// A registry that wants `user:password` (basic auth, checked against an htpasswd file).
+const CI_USER: &str = "ci";
+const CI_PASSWORD: &str = "s3cret";
+/// bcrypt of [`CI_PASSWORD`], as `htpasswd -B` writes it.
+const CI_HTPASSWD: &str = "ci:$2b$12$z056TPbmvGa7r0K/0ZWOxORXFJnMOzrEXugp5ONybxBvL9LRDpUai";
+
 #[tokio::test]
 async fn pushes_every_tag_and_records_the_registry_digest() {
     let Some(docker) = common::daemon().await else {
@@ -215,6 +221,30 @@ async fn build_push_pins_digests_in_the_metadata_file() {
     }
 }
 
+/// Runs `docker ARGS`, which must succeed; returns its stdout, trimmed.
+fn docker_ok(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A project `name` with one component `app` (context `app/`) built from `dockerfile`.
+fn app_project(dir: &std::path::Path, name: &str, prefix: &str, dockerfile: &str) {
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::fs::write(dir.join("app/Dockerfile"), dockerfile).unwrap();
+    std::fs::write(
+        dir.join("slipway.toml"),
+        format!(
+            "[app]\nname = \"{name}\"\n[images]\nprefix = \"{prefix}\"\n[components.app]\ncontext = \"app\"\ndockerfile = \"app/Dockerfile\"\nport = 80\n"
+        ),
+    )
+    .unwrap();
+}
+
 /// A base image the daemon lacks is pulled from its registry (with the Docker config's
 /// credentials, none needed here), then the build goes on.
 #[tokio::test]
@@ -228,33 +258,18 @@ async fn a_missing_base_image_is_pulled_from_its_registry() {
     let busybox = std::env::var("SLIPWAY_TEST_IMAGE_BUSYBOX")
         .unwrap_or_else(|_| "slipway-test/busybox:1.35".to_string());
     let remote = format!("127.0.0.1:{}/base/busybox:1.35", reg.port);
-    let docker = |args: &[&str]| {
-        let out = Command::new("docker").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    docker(&["tag", &busybox, &remote]);
-    docker(&["push", &remote]);
-    docker(&["rmi", &remote]);
+    docker_ok(&["tag", &busybox, &remote]);
+    docker_ok(&["push", &remote]);
+    docker_ok(&["rmi", &remote]);
 
     let dir = tempfile::tempdir().unwrap();
     let prefix = common::unique("slipway-pulltest");
-    std::fs::create_dir_all(dir.path().join("app")).unwrap();
-    std::fs::write(
-        dir.path().join("app/Dockerfile"),
-        format!("FROM {remote}\nRUN echo pulled > /pulled\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("slipway.toml"),
-        format!(
-            "[app]\nname = \"pull\"\n[images]\nprefix = \"{prefix}\"\n[components.app]\ncontext = \"app\"\ndockerfile = \"app/Dockerfile\"\nport = 80\n"
-        ),
-    )
-    .unwrap();
+    app_project(
+        dir.path(),
+        "pull",
+        &prefix,
+        &format!("FROM {remote}\nRUN echo pulled > /pulled\n"),
+    );
     let out = common::slipway()
         .current_dir(dir.path())
         .args(["--progress", "plain", "build"])
@@ -368,18 +383,470 @@ async fn a_credential_helper_that_fails_lies_or_hangs_stops_the_push_naming_it()
         String::from_utf8_lossy(&catalog.stdout).trim(),
         "{\"repositories\":[]}"
     );
-    let tags = Command::new("docker")
-        .args([
-            "image",
-            "ls",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-            "--filter",
-        ])
-        .arg(format!("reference={prefix}"))
+    remove_local(&prefix);
+}
+
+/// A one-component project whose images go to `prefix` (a registry's repository prefix).
+fn cache_project(dir: &std::path::Path, prefix: &str, extra_images: &str) {
+    std::fs::create_dir_all(dir.join("web")).unwrap();
+    std::fs::write(dir.join("web/index.html"), "cached in the registry\n").unwrap();
+    std::fs::write(
+        dir.join("web/Dockerfile"),
+        "FROM slipway-test/busybox:1.35\nCOPY index.html /www/\nRUN echo built > /built\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("slipway.toml"),
+        format!(
+            "[app]\nname = \"regcache\"\n[images]\nprefix = \"{prefix}\"\n{extra_images}\
+             [components.web]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Runs slipway in `dir` with `DOCKER_CONFIG` at `docker_config`; returns (success, all output).
+fn run_in(dir: &std::path::Path, docker_config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = common::slipway()
+        .current_dir(dir)
+        .env("DOCKER_CONFIG", docker_config)
+        .args(["--progress", "plain"])
+        .args(args)
         .output()
         .unwrap();
-    for tag in String::from_utf8_lossy(&tags.stdout).lines() {
-        let _ = Command::new("docker").args(["rmi", tag]).output();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), all)
+}
+
+/// The daemon's image events naming `repository` from `since` (unix seconds) until now: a
+/// build names (tags) or loads the image it makes, a pull pulls it.
+fn image_events(since: i64, repository: &str) -> Vec<String> {
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let out = Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=image",
+            "--format",
+            "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(repository))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Now, in unix seconds, once the second of anything before has passed (events carry seconds).
+fn now() -> i64 {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Removes every local tag and digest reference of `prefix`'s images (as a fresh CI runner has
+/// none).
+fn remove_local(prefix: &str) {
+    for (digests, format) in [
+        (false, "{{.Repository}}:{{.Tag}}"),
+        (true, "{{.Repository}}@{{.Digest}}"),
+    ] {
+        let mut ls = Command::new("docker");
+        ls.args(["image", "ls", "--format", format, "--filter"])
+            .arg(format!("reference={prefix}/*"));
+        if digests {
+            ls.arg("--digests");
+        }
+        let out = ls.output().unwrap();
+        for reference in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = Command::new("docker").args(["rmi", reference]).output();
+        }
     }
+}
+
+/// What a fresh CI runner has of the project's images: none on the daemon, no `.slipway`.
+fn fresh_state(dir: &std::path::Path, prefix: &str) {
+    remove_local(prefix);
+    std::fs::remove_dir_all(dir.join(".slipway")).unwrap();
+}
+
+/// A registry without authentication, a project pushing to it ([`cache_project`]) and an
+/// empty Docker config: (registry, prefix, project dir, Docker config dir).
+async fn cache_setup(
+    name: &str,
+) -> Option<(
+    common::registry::Registry,
+    String,
+    tempfile::TempDir,
+    tempfile::TempDir,
+)> {
+    common::daemon().await?;
+    let reg = registry()?;
+    let prefix = format!("127.0.0.1:{}/{}", reg.port, common::unique(name));
+    let dir = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    cache_project(dir.path(), &prefix, "");
+    Some((reg, prefix, dir, config))
+}
+
+/// `build --push --metadata-file FILE` in `dir`: the metadata, and all the output.
+fn build_push(
+    dir: &std::path::Path,
+    docker_config: &std::path::Path,
+    file: &str,
+) -> (serde_json::Value, String) {
+    let (ok, all) = run_in(
+        dir,
+        docker_config,
+        &["build", "--push", "--metadata-file", file],
+    );
+    assert!(ok, "{all}");
+    let meta = serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap()).unwrap();
+    (meta, all)
+}
+
+/// Pushes once, then runs as a fresh runner would (no image on the daemon, no .slipway):
+/// `build --push` builds nothing, records the registry's digest, and `manifests` pins it.
+/// Returns the pinned reference.
+fn fresh_runner_builds_nothing(
+    dir: &std::path::Path,
+    docker_config: &std::path::Path,
+    prefix: &str,
+) -> String {
+    let (first, _) = build_push(dir, docker_config, "first.json");
+    assert_eq!(first["components"]["web"]["outcome"], "built", "{first}");
+    let pushed = first["components"]["web"]["pushed"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = first["components"]["web"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    fresh_state(dir, prefix);
+
+    let (ok, plan) = run_in(dir, docker_config, &["plan", "--push"]);
+    assert!(ok, "{plan}");
+    assert!(plan.contains("cached (registry)"), "{plan}");
+    let (ok, plain) = run_in(dir, docker_config, &["plan"]);
+    assert!(ok && plain.contains("build: never built"), "{plain}");
+
+    let t0 = now();
+    let (second, all) = build_push(dir, docker_config, "second.json");
+    let web = &second["components"]["web"];
+    assert_eq!(web["outcome"], "registry", "{second}");
+    assert_eq!(web["pushed"], pushed.as_str(), "{second}");
+    assert_eq!(web["image"], image.as_str(), "{second}");
+    // The daemon built nothing, loaded nothing, pulled nothing: no event names the image, and
+    // the image is not there.
+    let events = image_events(t0, prefix);
+    assert!(events.is_empty(), "the daemon saw: {events:?}\n{all}");
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", &image])
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success(), "{image} is on the daemon");
+    // The project's record pins it, so the manifests do.
+    let (ok, all) = run_in(dir, docker_config, &["manifests"]);
+    assert!(ok, "{all}");
+    let deploy = std::fs::read_to_string(dir.join("k8s/web.yaml")).unwrap();
+    assert!(deploy.contains(&format!("'{pushed}'")), "{deploy}");
+    pushed
+}
+
+#[tokio::test]
+async fn a_fresh_runner_builds_nothing_the_registry_has() {
+    let Some((_reg, prefix, dir, config)) = cache_setup("regcache").await else {
+        return;
+    };
+    let t0 = now();
+    fresh_runner_builds_nothing(dir.path(), config.path(), &prefix);
+    // The first run's build did show: the events above are a real check.
+    assert!(!image_events(t0, &prefix).is_empty());
+
+    // `[images] registry = true` looks it up without pushing (a read-only CI job).
+    fresh_state(dir.path(), &prefix);
+    cache_project(dir.path(), &prefix, "registry = true\n");
+    let (ok, all) = run_in(dir.path(), config.path(), &["build"]);
+    assert!(ok, "{all}");
+    assert!(all.contains("cached (registry)"), "{all}");
+
+    // A one-line change is not in the registry: it builds.
+    std::fs::write(dir.path().join("web/index.html"), "changed\n").unwrap();
+    let (ok, all) = run_in(dir.path(), config.path(), &["plan", "--push"]);
+    assert!(ok && all.contains("build: "), "{all}");
+    assert!(!all.contains("cached (registry)"), "{all}");
+    remove_local(&prefix);
+}
+
+/// `up --push` on a fresh runner with a local cluster: the image the registry has is pulled
+/// (not built) and loaded into the node, and the manifests pin the registry's digest.
+#[tokio::test]
+async fn up_pulls_what_the_registry_has_and_loads_it() {
+    let Some((_reg, prefix, dir, config)) = cache_setup("regup").await else {
+        return;
+    };
+    let (ok, all) = run_in(dir.path(), config.path(), &["build", "--push"]);
+    assert!(ok, "{all}");
+    fresh_state(dir.path(), &prefix);
+
+    let cluster = common::unique("regup");
+    let _kind = common::kind(&cluster);
+    let target = format!("kind:{cluster}");
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &[
+            "up",
+            "--push",
+            "--cluster",
+            &target,
+            "--metadata-file",
+            "up.json",
+        ],
+    );
+    assert!(ok, "{all}");
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("up.json")).unwrap()).unwrap();
+    let web = &run["build"]["components"]["web"];
+    assert_eq!(web["outcome"], "registry", "{run}");
+    let pushed = web["pushed"].as_str().unwrap();
+    let loads = run["load"]["results"].as_array().unwrap();
+    assert!(loads.len() == 1 && loads[0]["status"] == "loaded", "{run}");
+    let image = web["image"].as_str().unwrap();
+    let ls = Command::new("docker")
+        .args([
+            "exec",
+            &format!("{cluster}-control-plane"),
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "ls",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains(image),
+        "{}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
+    let deploy = std::fs::read_to_string(dir.path().join("k8s/web.yaml")).unwrap();
+    assert!(deploy.contains(&format!("'{pushed}'")), "{deploy}");
+
+    // `build --push` on a fresh runner records it without pulling; `load` pulls it then.
+    fresh_state(dir.path(), &prefix);
+    let (built, _) = build_push(dir.path(), config.path(), "b.json");
+    assert_eq!(built["components"]["web"]["outcome"], "registry", "{built}");
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["load", "--cluster", &target, "--metadata-file", "l.json"],
+    );
+    assert!(ok && all.contains("pulled from the registry"), "{all}");
+    let load: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("l.json")).unwrap()).unwrap();
+    assert_eq!(load["results"][0]["status"], "already_present", "{load}");
+    docker_ok(&["image", "inspect", image]);
+    remove_local(&prefix);
+}
+
+#[tokio::test]
+async fn the_registry_lookup_uses_the_push_credentials() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let Some(reg) = common::registry::start_with_htpasswd(CI_HTPASSWD) else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", reg.port);
+    let prefix = format!("{host}/{}", common::unique("regauth"));
+    let dir = tempfile::tempdir().unwrap();
+    cache_project(dir.path(), &prefix, "");
+    let config = tempfile::tempdir().unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{CI_USER}:{CI_PASSWORD}"));
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    fresh_runner_builds_nothing(dir.path(), config.path(), &prefix);
+
+    // Without credentials the lookup fails before anything is built, saying how to log in,
+    // and never shows the password.
+    fresh_state(dir.path(), &prefix);
+    let anonymous = tempfile::tempdir().unwrap();
+    let t0 = now();
+    let (ok, all) = run_in(dir.path(), anonymous.path(), &["build", "--push"]);
+    assert!(!ok, "{all}");
+    assert!(
+        all.contains(&format!("looking up {prefix}/web:"))
+            && all.contains(&format!("docker login {host}")),
+        "{all}"
+    );
+    assert!(image_events(t0, &prefix).is_empty(), "{all}");
+    let (_, all) = run_in(dir.path(), config.path(), &["-v", "build", "--push"]);
+    assert!(!all.contains(CI_PASSWORD) && !all.contains(&auth), "{all}");
+    remove_local(&prefix);
+}
+
+/// `slipway.lock` pins a base image from a registry: written by the first build, a tag that
+/// moved is named (`--locked` refuses it), a fresh runner pulls the pinned digest (not the
+/// moved tag) and gets the same image tags, and `lock --update` moves the pin.
+#[tokio::test]
+async fn slipway_lock_pins_base_images() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let Some(reg) = registry() else { return };
+    let busybox = std::env::var("SLIPWAY_TEST_IMAGE_BUSYBOX")
+        .unwrap_or_else(|_| "slipway-test/busybox:1.35".to_string());
+    let base_repo = format!("127.0.0.1:{}/{}", reg.port, common::unique("base"));
+    let base = format!("{base_repo}:1");
+    let docker = docker_ok;
+    docker(&["tag", &busybox, &base]);
+    docker(&["push", &base]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let host = format!("127.0.0.1:{}", reg.port);
+    let prefix = format!("{host}/{}", common::unique("pins"));
+    app_project(
+        dir.path(),
+        "pins",
+        &prefix,
+        &format!("FROM {base}\nCOPY index.html /www/\n"),
+    );
+    std::fs::write(dir.path().join("app/index.html"), "pinned\n").unwrap();
+    let lock_path = dir.path().join("slipway.lock");
+    let tag_of = |meta: &serde_json::Value| meta["components"]["app"]["tag"].clone();
+
+    // The first build writes the lock: the base's ID, registry digest and platform.
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["build", "--metadata-file", "m1.json"],
+    );
+    assert!(ok, "{all}");
+    assert!(all.contains("wrote slipway.lock"), "{all}");
+    let first_lock = std::fs::read_to_string(&lock_path).unwrap();
+    let old_id = docker(&["image", "inspect", "-f", "{{.Id}}", &base]);
+    assert!(
+        first_lock.contains(&format!("[base.\"{base}\"]"))
+            && first_lock.contains(&format!("id = \"{old_id}\""))
+            && first_lock.contains(&format!("digest = \"{base_repo}@sha256:"))
+            && first_lock.contains("platform = \"linux/amd64\""),
+        "{first_lock}"
+    );
+    let m1: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m1.json")).unwrap()).unwrap();
+    // `slipway lock` on the same pins writes the same bytes.
+    let (ok, all) = run_in(dir.path(), config.path(), &["lock"]);
+    assert!(ok && all.contains("is current"), "{all}");
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), first_lock);
+
+    // The tag moves in the registry and on this daemon.
+    let moved = tempfile::tempdir().unwrap();
+    std::fs::write(
+        moved.path().join("Dockerfile"),
+        format!("FROM {busybox}\nRUN echo moved > /moved\n"),
+    )
+    .unwrap();
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &base,
+        &moved.path().display().to_string(),
+    ]);
+    docker(&["push", &base]);
+    let (ok, all) = run_in(dir.path(), config.path(), &["build", "--locked"]);
+    assert!(!ok, "{all}");
+    assert!(
+        all.contains("--locked") && all.contains(&format!("base image moved: {base} (locked")),
+        "{all}"
+    );
+    let (ok, all) = run_in(dir.path(), config.path(), &["lock"]);
+    assert!(!ok && all.contains("slipway lock --update"), "{all}");
+    let (ok, plan) = run_in(dir.path(), config.path(), &["plan"]);
+    assert!(
+        ok && plan.contains("warning: slipway.lock: base image moved"),
+        "{plan}"
+    );
+
+    // A fresh runner (no base, no image on the daemon) pulls the pinned digest, not the moved
+    // tag: the same image tag as the first build.
+    fresh_state(dir.path(), &prefix);
+    docker(&["rmi", &base]);
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["build", "--locked", "--metadata-file", "m2.json"],
+    );
+    assert!(ok, "{all}");
+    let m2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m2.json")).unwrap()).unwrap();
+    assert_eq!(tag_of(&m2), tag_of(&m1), "{m2}");
+    assert_eq!(
+        docker(&["image", "inspect", "-f", "{{.Id}}", &base]),
+        old_id
+    );
+
+    // `lock --update` moves the pin to what the tag points at now.
+    let (ok, all) = run_in(dir.path(), config.path(), &["lock", "--update"]);
+    assert!(ok, "{all}");
+    let new_id = docker(&["image", "inspect", "-f", "{{.Id}}", &base]);
+    assert_ne!(new_id, old_id);
+    let updated = std::fs::read_to_string(&lock_path).unwrap();
+    assert!(updated.contains(&format!("id = \"{new_id}\"")), "{updated}");
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["build", "--locked", "--metadata-file", "m3.json"],
+    );
+    assert!(ok, "{all}");
+    let m3: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m3.json")).unwrap()).unwrap();
+    assert_ne!(tag_of(&m3), tag_of(&m1), "{m3}");
+
+    // A fresh runner with the lock and the registry: no base image, no app image, no
+    // .slipway. `build --locked --push` of pushed inputs pulls nothing and builds nothing.
+    let (ok, all) = run_in(dir.path(), config.path(), &["build", "--push"]);
+    assert!(ok, "{all}");
+    fresh_state(dir.path(), &prefix);
+    docker(&["rmi", &base]);
+    let t0 = now();
+    let (m4, all) = build_push(dir.path(), config.path(), "m4.json");
+    assert_eq!(m4["components"]["app"]["outcome"], "registry", "{m4}");
+    assert_eq!(tag_of(&m4), tag_of(&m3), "{m4}");
+    let events = image_events(t0, &host);
+    assert!(events.is_empty(), "the daemon saw: {events:?}\n{all}");
+
+    // --locked with no lock file says how to make one.
+    std::fs::remove_file(&lock_path).unwrap();
+    let (ok, all) = run_in(dir.path(), config.path(), &["build", "--locked"]);
+    assert!(!ok && all.contains("run `slipway lock`"), "{all}");
+
+    remove_local(&prefix);
+    let _ = Command::new("docker").args(["rmi", &base]).output();
 }

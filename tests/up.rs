@@ -5,34 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Removes the stand-in cluster however the test ends.
-struct Kind(String);
-
-impl Drop for Kind {
-    fn drop(&mut self) {
-        let _ = Command::new(common::repo().join("tests/env/down"))
-            .arg(&self.0)
-            .output();
-    }
-}
-
-fn kind(name: &str) -> Kind {
-    stand_in("kind-up", name, 0)
-}
-
-/// Node stand-ins from `tests/env/SCRIPT NAME WORKERS` (kind-up, k3d-up).
-fn stand_in(script: &str, name: &str, workers: usize) -> Kind {
-    let out = Command::new(common::repo().join("tests/env").join(script))
-        .args([name, &workers.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Kind(name.to_string())
-}
+use common::{kind, stand_in};
 
 fn project(dir: &Path, prefix: &str) {
     for (name, body) in [("api", "api v1"), ("web", "web v1")] {

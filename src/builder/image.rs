@@ -80,7 +80,7 @@ pub(crate) async fn build_component(
     });
     let reason = match &c.cache {
         CacheState::Build { reason } => reason.clone(),
-        CacheState::Cached { .. } => "--no-cache".into(),
+        CacheState::Cached { .. } | CacheState::Registry { .. } => "--no-cache".into(),
     };
     let built = match shared.builder {
         Builder::BuildKit => build_session(shared, c, temp).await,

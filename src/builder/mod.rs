@@ -77,6 +77,16 @@ pub struct BuildPlan {
     pub platform: String,
     pub builder: Builder,
     pub components: Vec<ComponentPlan>,
+    /// How the bases resolved differ from `slipway.lock` (without `--locked`, which refuses
+    /// any difference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_drift: Option<String>,
+    /// Every base image the planned components use, as it resolved: what `slipway.lock` pins.
+    #[serde(skip)]
+    pub pins: BTreeMap<String, crate::pins::Pin>,
+    /// Whether the project has a `slipway.lock`.
+    #[serde(skip)]
+    pub lock_exists: bool,
 }
 
 /// One component's image: what it is made of, its tag, and whether it must be built.
@@ -144,6 +154,9 @@ pub struct ComponentPlan {
     /// plan: the load needs them.
     #[serde(skip)]
     pub(crate) cached_diff_ids: Vec<String>,
+    /// Each base image as it resolved ([`crate::pins`]).
+    #[serde(skip)]
+    pub(crate) pins: BTreeMap<String, crate::pins::Pin>,
 }
 
 /// Whether a component's image exists already.
@@ -152,13 +165,20 @@ pub struct ComponentPlan {
 pub enum CacheState {
     /// An image with this input digest exists.
     Cached { image_id: String },
+    /// None on the daemon, but the registry holds `PREFIX/NAME:TAG` (manifest `digest`): it is
+    /// not built (with `--push` or `[images] registry`).
+    Registry { digest: String },
     /// It must be built, because of `reason` ("Dockerfile changed", "never built", ...).
     Build { reason: String },
 }
 
 impl ComponentPlan {
+    /// Whether it need not be built: on the daemon or in the registry.
     pub fn is_cached(&self) -> bool {
-        matches!(self.cache, CacheState::Cached { .. })
+        matches!(
+            self.cache,
+            CacheState::Cached { .. } | CacheState::Registry { .. }
+        )
     }
 
     /// What the context packer needs to pack this component's context as the plan did.
@@ -199,6 +219,30 @@ pub struct BuildOptions {
     pub keep_normal_forms: bool,
     /// Do not pull a missing base image (offline work): it is an error naming the pull.
     pub no_pull: bool,
+    /// Look every image up in its registry before building ([`PlanOptions::registry`]).
+    pub registry: bool,
+    /// Pull the images found in the registry into the daemon (for a load in the same run).
+    pub pull_found: bool,
+    /// `--locked` ([`PlanOptions::locked`]).
+    pub locked: bool,
+}
+
+/// What the plan may do beyond asking the daemon.
+#[derive(Clone, Default)]
+pub struct PlanOptions {
+    /// Pull missing base images (with the Docker config's credentials), reporting here.
+    pub pull: Option<Arc<dyn Reporter>>,
+    /// Look up each image the daemon lacks in its registry (`PREFIX/NAME:<input-digest tag>`,
+    /// with the credentials a push uses): one that is there is not built
+    /// ([`CacheState::Registry`]). `--push` and `[images] registry = true` turn it on.
+    pub registry: bool,
+    /// `--locked`: `slipway.lock` must exist and pin every base as it resolves, no more.
+    pub locked: bool,
+    /// A base the daemon lacks that `slipway.lock` pins is pulled only for a component that
+    /// must be built: the pin's ID is enough for the input digest, so a fresh runner whose
+    /// images are all cached (in the registry) pulls nothing. Not for a run that builds
+    /// regardless of the cache (`--no-cache`).
+    pub lazy_bases: bool,
 }
 
 /// What a build run hands on: its report (recorded and shown), and per image what the load
@@ -274,17 +318,18 @@ pub async fn plan_with(
     selection: &[String],
     stacks: &Stacks,
 ) -> anyhow::Result<BuildPlan> {
-    plan_pulling(config, daemon, selection, stacks, None).await
+    plan_pulling(config, daemon, selection, stacks, PlanOptions::default()).await
 }
 
 /// [`plan_with`], pulling a missing base image (with the Docker config's credentials,
-/// reporting to `pull`) instead of failing, as `docker build` does.
+/// reporting to `opts.pull`) instead of failing, as `docker build` does, and looking images up
+/// in their registry when `opts.registry`.
 pub async fn plan_pulling(
     config: &Config,
     daemon: &Daemon,
     selection: &[String],
     stacks: &Stacks,
-    pull: Option<Arc<dyn Reporter>>,
+    opts: PlanOptions,
 ) -> anyhow::Result<BuildPlan> {
     let components = select(config, selection)?;
     let (platform, builder, _) = daemon_builder(daemon).await?;
@@ -292,7 +337,23 @@ pub async fn plan_pulling(
         platform: platform.clone(),
         builder,
         containerd_store: crate::docker::containerd_store(&daemon.docker).await,
-        pull,
+        pull: opts.pull.clone(),
+        registry: opts.registry,
+        lock: None,
+        lazy_bases: opts.lazy_bases,
+    };
+    let lock_path = crate::pins::path(config);
+    let lock = crate::pins::read(&lock_path)?;
+    if opts.locked && lock.is_none() {
+        return Err(
+            Fail::usage(format!("--locked: there is no {}", lock_path.display()))
+                .hint("run `slipway lock` and commit slipway.lock")
+                .into(),
+        );
+    }
+    let facts = DaemonFacts {
+        lock: lock.clone(),
+        ..facts
     };
     let last = record::read_last(config).ok();
     let futures = components
@@ -300,11 +361,34 @@ pub async fn plan_pulling(
         .map(|c| plan_component(config, daemon, c, stacks, &facts, last.as_ref()));
     let planned = futures_util::future::join_all(futures).await;
     let components = planned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let pins: BTreeMap<String, crate::pins::Pin> =
+        components.iter().flat_map(|c| c.pins.clone()).collect();
+    let drift = lock
+        .as_ref()
+        .map(|l| crate::pins::Drift::between(l, &pins, selection.is_empty()))
+        .filter(|d| !d.is_empty());
+    if let (true, Some(d)) = (opts.locked, &drift) {
+        return Err(Fail::usage(format!(
+            "--locked: {} is out of date: {}",
+            lock_path.display(),
+            d.describe()
+        ))
+        .hint("move the pins on purpose with `slipway lock --update` (or `slipway lock` for new and stale ones) and commit slipway.lock")
+        .into());
+    }
     Ok(BuildPlan {
         app: config.app.name.clone(),
         platform,
         builder,
         components,
+        lock_drift: drift.map(|d| {
+            format!(
+                "slipway.lock: {} (`slipway lock --update` moves the pins; --locked refuses this)",
+                d.describe()
+            )
+        }),
+        pins,
+        lock_exists: lock.is_some(),
     })
 }
 
@@ -317,13 +401,14 @@ pub fn source_date_epoch(context_dir: &std::path::Path) -> anyhow::Result<i64> {
 }
 
 /// slipway's own files, which never enter a build context: its state (`.slipway/`), the
-/// config file, the Dockerfiles and ignore files it generated (a user's own stay: they are
-/// part of the directory as Docker sees it), and its default manifest and chart output
-/// directories (a Secret manifest holds secret values).
+/// config file and `slipway.lock`, the Dockerfiles and ignore files it generated (a user's own
+/// stay: they are part of the directory as Docker sees it), and its default manifest and chart
+/// output directories (a Secret manifest holds secret values).
 pub fn own_files(config: &Config) -> Vec<PathBuf> {
     let mut own = vec![
         config.root.join(".slipway"),
         config.path.clone(),
+        crate::pins::path(config),
         config.root.join("k8s"),
         config.root.join("charts"),
     ];
@@ -363,6 +448,12 @@ struct DaemonFacts {
     containerd_store: bool,
     /// Pull missing base images, reporting here.
     pull: Option<Arc<dyn Reporter>>,
+    /// Look images up in their registry ([`PlanOptions::registry`]).
+    registry: bool,
+    /// `slipway.lock`: a base the daemon lacks is pulled by its pinned digest.
+    lock: Option<crate::pins::LockFile>,
+    /// [`PlanOptions::lazy_bases`].
+    lazy_bases: bool,
 }
 
 async fn plan_component(
@@ -385,8 +476,14 @@ async fn plan_component(
     let mut build_args = build_args(config, c, &declared, source_date_epoch, &mut warnings);
     let (build_secrets, optional_given) = build_secrets(c, &text_str);
     let target = target_stage(config, c, &text_str)?;
-    let (base_images, base_layers) =
-        resolve_bases(config, daemon, facts, c, &text_str, &build_args, &declared).await?;
+    // The args the FROM lines see (the build ID added below is not one of them).
+    let base_args = build_args.clone();
+    let bases = |lazy| {
+        resolve_bases(
+            config, daemon, facts, c, &text_str, &base_args, &declared, lazy,
+        )
+    };
+    let (base_images, mut base_layers, pins, deferred) = bases(facts.lazy_bases).await?;
 
     let source_date_epoch = Some(source_date_epoch);
     let spec = ContextSpec {
@@ -417,8 +514,39 @@ async fn plan_component(
     if declared.contains(BUILD_ID_ARG) && !build_args.contains_key(BUILD_ID_ARG) {
         build_args.insert(BUILD_ID_ARG.to_string(), names.tag.clone());
     }
-    let (cache, cached_diff_ids) =
-        cache_state(daemon, &c.name, &names, &input_digest, &inputs, last).await?;
+    let (cache, cached_diff_ids) = cache_state(
+        daemon,
+        &c.name,
+        &names,
+        &input_digest,
+        &inputs,
+        last,
+        facts.registry,
+    )
+    .await?;
+    if deferred
+        && !matches!(
+            cache,
+            CacheState::Cached { .. } | CacheState::Registry { .. }
+        )
+    {
+        // It must be built: now its bases are needed (pulled by their pinned digests).
+        let (now, layers, _, _) = bases(false).await?;
+        if now != base_images {
+            return Err(Fail::job(format!(
+                "component `{}`: the base images pulled are not the ones slipway.lock pins ({})",
+                c.name,
+                now.iter()
+                    .filter(|(k, v)| base_images.get(*k) != Some(*v))
+                    .map(|(k, v)| format!("{k} is {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .hint("move the pins on purpose: `slipway lock --update`")
+            .into());
+        }
+        base_layers = layers;
+    }
     Ok(ComponentPlan {
         name: c.name.clone(),
         stack: shown_stack(c, stacks),
@@ -448,6 +576,7 @@ async fn plan_component(
         builder,
         base_layers,
         cached_diff_ids,
+        pins,
     })
 }
 
@@ -600,7 +729,19 @@ fn target_stage(config: &Config, c: &Component, dockerfile: &str) -> anyhow::Res
     .into())
 }
 
-/// The base images and the IDs they resolve to on the daemon, with each one's diff IDs.
+/// The base images' IDs, diff IDs and pins, and whether one was left unpulled (`lazy`).
+type Resolved = (
+    BTreeMap<String, String>,
+    Vec<Vec<String>>,
+    BTreeMap<String, crate::pins::Pin>,
+    bool,
+);
+
+/// The base images and the IDs they resolve to on the daemon, with each one's diff IDs and
+/// pin. A base the daemon lacks is pulled (when the plan may pull): by its pinned digest when
+/// `slipway.lock` has one, then tagged as the Dockerfile names it; with `lazy`, one the lock
+/// pins is not pulled: its pin stands for it (no diff IDs).
+#[allow(clippy::too_many_arguments)]
 async fn resolve_bases(
     config: &Config,
     daemon: &Daemon,
@@ -609,11 +750,29 @@ async fn resolve_bases(
     dockerfile: &str,
     build_args: &BTreeMap<String, String>,
     declared: &BTreeSet<String>,
-) -> anyhow::Result<(BTreeMap<String, String>, Vec<Vec<String>>)> {
+    lazy: bool,
+) -> anyhow::Result<Resolved> {
     let mut base_images = BTreeMap::new();
     let mut base_layers = Vec::new();
+    let mut pins = BTreeMap::new();
+    let mut deferred = false;
     for image in crate::bases::base_images(dockerfile, build_args) {
         let mut found = daemon.docker.inspect_image(&image).await;
+        let pin = facts.lock.as_ref().and_then(|l| l.bases.get(&image));
+        if let (
+            true,
+            Some(pin),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }),
+        ) = (lazy, pin, &found)
+        {
+            base_images.insert(image.clone(), pin.id.clone());
+            base_layers.push(Vec::new());
+            pins.insert(image, pin.clone());
+            deferred = true;
+            continue;
+        }
         if let (
             Some(reporter),
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -621,12 +780,30 @@ async fn resolve_bases(
             }),
         ) = (&facts.pull, &found)
         {
-            pull_base(daemon, &c.name, &image, reporter.as_ref()).await?;
+            match pin.and_then(|p| p.digest.clone()) {
+                Some(digest) => {
+                    pull_base(daemon, &c.name, &digest, reporter.as_ref()).await?;
+                    tag_as(daemon, &digest, &image).await?;
+                }
+                None => pull_base(daemon, &c.name, &image, reporter.as_ref()).await?,
+            }
             found = daemon.docker.inspect_image(&image).await;
         }
         let id = match found {
             Ok(i) => {
                 let layers = i.root_fs.and_then(|r| r.layers).unwrap_or_default();
+                let repository = format!("{}@", crate::pins::repository_of(&image));
+                let digest = i
+                    .repo_digests
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|d| d.starts_with(&repository));
+                let platform = [i.os, i.architecture, i.variant]
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("/");
                 let id = i.id.unwrap_or_default();
                 let id = match facts.containerd_store {
                     true => {
@@ -640,6 +817,14 @@ async fn resolve_bases(
                     false => id,
                 };
                 base_layers.push(layers);
+                pins.insert(
+                    image.clone(),
+                    crate::pins::Pin {
+                        id: id.clone(),
+                        digest,
+                        platform,
+                    },
+                );
                 id
             }
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -656,7 +841,36 @@ async fn resolve_bases(
         };
         base_images.insert(image, id);
     }
-    Ok((base_images, base_layers))
+    Ok((base_images, base_layers, pins, deferred))
+}
+
+/// Names the image `source` (a pinned `REPO@sha256:...`, or an ID) as `reference` on the
+/// daemon.
+async fn tag_as(daemon: &Daemon, source: &str, reference: &str) -> anyhow::Result<()> {
+    let (repo, tag) = match reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((r, t)) => (r, t),
+        None => (reference, "latest"),
+    };
+    let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    daemon
+        .docker
+        .tag_image(source, Some(opts))
+        .await
+        .with_context(|| format!("tagging the pinned base {source} as {reference}"))
+}
+
+/// Writes `slipway.lock` from the plan's pins when the project has none (`build` and `up`);
+/// returns whether it wrote it. Only a plan of every component has every pin.
+pub fn write_lock_if_absent(config: &Config, plan: &BuildPlan, all: bool) -> anyhow::Result<bool> {
+    if plan.lock_exists || !all {
+        return Ok(false);
+    }
+    let lock = crate::pins::LockFile::new(plan.pins.clone());
+    crate::pins::write(&crate::pins::path(config), &lock)?;
+    Ok(true)
 }
 
 /// Packs the context as the build will (hashing, not sending it), noting what is worth a
@@ -725,55 +939,28 @@ async fn pull_base(
     image: &str,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
-    use futures_util::StreamExt;
     let task = format!("pull {image}");
-    reporter.report(crate::report::Event::Started {
+    reporter.report(Event::Started {
         task: task.clone(),
         what: format!("pulling base image {image} for `{component}`"),
     });
-    let (repo, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-        Some((r, t)) => (r.to_string(), t.to_string()),
-        None => (image.to_string(), "latest".to_string()),
-    };
-    let registry = crate::push::registry_of(image);
-    let creds = crate::push::credentials(&registry)
-        .with_context(|| format!("reading the Docker config's credentials for {registry}"))?;
-    let options = bollard::query_parameters::CreateImageOptions {
-        from_image: Some(repo),
-        tag: Some(tag),
-        ..Default::default()
-    };
-    let mut stream = daemon.docker.create_image(Some(options), None, creds);
-    let mut done = std::collections::BTreeSet::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let (Some(id), Some(status)) = (&info.id, &info.status) {
-                    if status == "Pull complete" && done.insert(id.clone()) {
-                        reporter.report(crate::report::Event::Log {
-                            task: task.clone(),
-                            line: format!("layer {id} pulled ({} so far)", done.len()),
-                        });
-                    }
-                }
-            }
-            Err(e) => {
-                let fail = Fail::job(format!(
-                    "component `{component}`: base image `{image}` is not on the Docker daemon and pulling it failed"
-                ))
-                .hint(format!(
-                    "check the name and your access (`docker login {registry}`), or pull it yourself: docker pull {image}"
-                ));
-                reporter.report(crate::report::Event::Failed {
-                    task,
-                    error: format!("{e}"),
-                    log_tail: vec![],
-                });
-                return Err(anyhow::Error::new(e).context(fail));
-            }
-        }
+    if let Err(e) = crate::push::pull(daemon, image, &task, reporter).await {
+        let registry = crate::push::registry_of(image);
+        reporter.report(Event::Failed {
+            task,
+            error: format!("{e:#}"),
+            log_tail: vec![],
+        });
+        return Err(e.context(
+            Fail::job(format!(
+                "component `{component}`: base image `{image}` is not on the Docker daemon and pulling it failed"
+            ))
+            .hint(format!(
+                "check the name and your access (`docker login {registry}`), or pull it yourself: docker pull {image}"
+            )),
+        ));
     }
-    reporter.report(crate::report::Event::Finished {
+    reporter.report(Event::Finished {
         task,
         outcome: "pulled".into(),
     });
@@ -816,6 +1003,7 @@ async fn cache_state(
     input_digest: &str,
     inputs: &Inputs,
     last: Option<&BuildReport>,
+    registry: bool,
 ) -> anyhow::Result<(CacheState, Vec<String>)> {
     let (image, extra_tags) = (names.image.as_str(), &names.extra_tags);
     let cached = |found: Found| {
@@ -826,6 +1014,13 @@ async fn cache_state(
     if let Some(found) = image_labels(daemon, image).await? {
         if found.labels.get(LABEL_DIGEST).map(String::as_str) == Some(input_digest) {
             return Ok(cached(found));
+        }
+    }
+    // Not on the daemon: the registry may have it (a fresh CI runner, another machine).
+    if registry {
+        // The error names the image, so the component.
+        if let Some(digest) = crate::push::lookup(daemon, &names.repository, &names.tag).await? {
+            return Ok((CacheState::Registry { digest }, Vec::new()));
         }
     }
     // Not cached: compare with the image this component's tags last pointed to.
@@ -886,6 +1081,7 @@ pub fn render_plan(plan: &BuildPlan) -> String {
         };
         let status = match &c.cache {
             CacheState::Cached { .. } => "cached".to_string(),
+            CacheState::Registry { .. } => "cached (registry)".to_string(),
             CacheState::Build { reason } => format!("build: {reason}"),
         };
         rows.push([c.name.clone(), dockerfile, c.image.clone(), status]);
@@ -933,6 +1129,9 @@ pub fn render_plan(plan: &BuildPlan) -> String {
     if plan.builder == Builder::Legacy {
         out.push_str("warning: the daemon has no BuildKit: builds use the legacy builder\n");
     }
+    if let Some(d) = &plan.lock_drift {
+        out.push_str(&format!("warning: {d}\n"));
+    }
     out
 }
 
@@ -945,9 +1144,20 @@ pub async fn run_build(
     opts: &BuildOptions,
 ) -> anyhow::Result<BuildReport> {
     let stacks = Stacks::detect(config);
-    let pull = (!opts.no_pull).then(|| reporter.clone());
-    let plan = plan_pulling(config, daemon, selection, &stacks, pull).await?;
-    Ok(execute(reporter, config, daemon, &plan, opts).await?.report)
+    let plan_opts = PlanOptions {
+        pull: (!opts.no_pull).then(|| reporter.clone()),
+        registry: opts.registry,
+        locked: opts.locked,
+        lazy_bases: !opts.no_cache,
+    };
+    let plan = plan_pulling(config, daemon, selection, &stacks, plan_opts).await?;
+    let built = execute(reporter.clone(), config, daemon, &plan, opts).await?;
+    if write_lock_if_absent(config, &plan, selection.is_empty())? {
+        reporter.report(Event::Info {
+            message: format!("wrote {} (commit it)", crate::pins::FILE),
+        });
+    }
+    Ok(built.report)
 }
 
 /// What one component's task ended with.
@@ -977,7 +1187,15 @@ pub async fn execute(
     check_before_building(plan, &to_build, reporter.as_ref())?;
 
     let mut run = Run::default();
-    retag_cached(daemon, plan, &to_build, reporter.as_ref(), &mut run).await;
+    retag_cached(
+        daemon,
+        plan,
+        &to_build,
+        opts.pull_found,
+        reporter.as_ref(),
+        &mut run,
+    )
+    .await;
     reap_tags(daemon, plan, reporter.as_ref()).await;
     let made = match to_build.is_empty() {
         true => BTreeMap::new(),
@@ -1016,6 +1234,9 @@ fn check_before_building(
     to_build: &[&ComponentPlan],
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
+    if let Some(d) = &plan.lock_drift {
+        reporter.report(Event::Warn { message: d.clone() });
+    }
     for c in &plan.components {
         for w in &c.warnings {
             reporter.report(Event::Warn {
@@ -1046,11 +1267,13 @@ fn check_before_building(
     Ok(())
 }
 
-/// Cached components: makes sure every tag points at the image (no build).
+/// Cached components: makes sure every tag points at the image (no build). Those the registry
+/// has are recorded with their pinned digest, and pulled first when `pull_found`.
 async fn retag_cached(
     daemon: &Daemon,
     plan: &BuildPlan,
     to_build: &[&ComponentPlan],
+    pull_found: bool,
     reporter: &dyn Reporter,
     run: &mut Run,
 ) {
@@ -1060,14 +1283,22 @@ async fn retag_cached(
         .filter(|c| !to_build.iter().any(|b| b.name == c.name))
     {
         let t0 = Instant::now();
-        let CacheState::Cached { image_id } = &c.cache else {
-            continue;
+        let (done, outcome) = match &c.cache {
+            CacheState::Cached { image_id } => (
+                image::finish(&daemon.docker, c, image_id, Outcome::Cached, None, t0).await,
+                "cached",
+            ),
+            CacheState::Registry { digest } => (
+                from_registry(daemon, c, digest, pull_found, reporter, t0).await,
+                "cached (registry)",
+            ),
+            CacheState::Build { .. } => continue,
         };
-        match image::finish(&daemon.docker, c, image_id, Outcome::Cached, None, t0).await {
+        match done {
             Ok(r) => {
                 reporter.report(Event::Finished {
                     task: c.name.clone(),
-                    outcome: "cached".into(),
+                    outcome: outcome.into(),
                 });
                 run.report.components.insert(c.name.clone(), r);
             }
@@ -1081,6 +1312,91 @@ async fn retag_cached(
             }
         }
     }
+}
+
+/// The record of an image the registry has under its input-digest tag: pinned by the
+/// registry's manifest digest, and not on the daemon (no image ID, no size) unless `pull`,
+/// which pulls it by that digest, checks it carries the plan's input digest, and sets its tags
+/// on the daemon as a build would (for a load).
+async fn from_registry(
+    daemon: &Daemon,
+    c: &ComponentPlan,
+    digest: &str,
+    pull: bool,
+    reporter: &dyn Reporter,
+    t0: Instant,
+) -> anyhow::Result<ImageRecord> {
+    let pinned = format!("{}@{digest}", c.repository);
+    if !pull {
+        return Ok(ImageRecord {
+            image: c.image.clone(),
+            repository: c.repository.clone(),
+            tag: c.tag.clone(),
+            tags: vec![c.image.clone()],
+            image_id: String::new(),
+            input_digest: c.input_digest.clone(),
+            outcome: Outcome::Registry,
+            reason: None,
+            duration_ms: millis(t0.elapsed()),
+            size: 0,
+            pushed: Some(pinned),
+        });
+    }
+    let id = pull_pinned(
+        daemon,
+        &c.name,
+        &pinned,
+        &c.image,
+        &c.input_digest,
+        reporter,
+    )
+    .await?;
+    let mut record = image::finish(&daemon.docker, c, &id, Outcome::Registry, None, t0).await?;
+    record.pushed = Some(pinned);
+    Ok(record)
+}
+
+/// Pulls `pinned` (`REPO@sha256:...`, an image the registry had under its input-digest tag
+/// `image`), checks it carries `input_digest` (its label), and names it `image` on the daemon;
+/// returns its image ID. For `up` and `load`, which need it on the daemon to load it.
+pub async fn pull_pinned(
+    daemon: &Daemon,
+    component: &str,
+    pinned: &str,
+    image: &str,
+    input_digest: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<String> {
+    reporter.report(Event::Started {
+        task: component.to_string(),
+        what: format!("pull {pinned}"),
+    });
+    crate::push::pull(daemon, pinned, component, reporter)
+        .await
+        .with_context(|| {
+            Fail::job(format!(
+                "component `{component}`: pulling {pinned} from its registry failed"
+            ))
+            .hint(
+                "check the registry and your access, or build it here: `slipway build --no-cache`",
+            )
+        })?;
+    let found = image_labels(daemon, pinned).await?.ok_or_else(|| {
+        Fail::job(format!(
+            "component `{component}`: {pinned} is not on the daemon after pulling it"
+        ))
+    })?;
+    let label = found.labels.get(LABEL_DIGEST).map(String::as_str);
+    if label != Some(input_digest) {
+        return Err(Fail::job(format!(
+            "component `{component}`: {image} in the registry was not built from these inputs (its {LABEL_DIGEST} is {}, expected {input_digest})",
+            label.unwrap_or("missing"),
+        ))
+        .hint(format!("replace it: `slipway build {component} --no-cache --push`"))
+        .into());
+    }
+    tag_as(daemon, pinned, image).await?;
+    Ok(found.id)
 }
 
 /// Untags the temporary tags that runs killed outright left ([`crate::leftovers::reap_tags`]).
@@ -1426,6 +1742,7 @@ mod tests {
             builder: Builder::BuildKit,
             base_layers: vec![],
             cached_diff_ids: vec![],
+            pins: BTreeMap::new(),
         }
     }
 
@@ -1457,12 +1774,37 @@ mod tests {
             platform: "linux/amd64".into(),
             builder: Builder::BuildKit,
             components: vec![backend, frontend],
+            lock_drift: None,
+            pins: BTreeMap::new(),
+            lock_exists: false,
         }
     }
 
     #[test]
     fn plan_table() {
         insta::assert_snapshot!(render_plan(&sample_plan()));
+    }
+
+    #[test]
+    fn an_image_in_the_registry_is_cached_there() {
+        let digest = format!("sha256:{}", "4".repeat(64));
+        let mut plan = sample_plan();
+        plan.components[1].cache = CacheState::Registry {
+            digest: digest.clone(),
+        };
+        assert!(plan.components[1].is_cached());
+        let table = render_plan(&plan);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("frontend") && l.ends_with("cached (registry)")),
+            "{table}"
+        );
+        let json = serde_json::to_value(&plan.components[1].cache).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"state": "registry", "digest": digest})
+        );
     }
 
     #[test]

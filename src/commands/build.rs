@@ -17,6 +17,9 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
         metadata_file: session.path(args.metadata_file),
         keep_normal_forms: false,
         no_pull: args.no_pull,
+        registry: args.push || config.images.registry,
+        pull_found: false,
+        locked: args.locked,
     };
     let mut report = builder::run_build(
         session.reporter.clone(),

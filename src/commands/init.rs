@@ -13,5 +13,8 @@ pub fn run(session: &Session, args: InitArgs) -> anyhow::Result<()> {
         session.reporter.as_ref(),
     )?;
     session.print(&crate::init::summary(&init, &session.cwd));
-    Ok(())
+    match init.unfinished() {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
 }

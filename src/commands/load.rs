@@ -13,7 +13,7 @@ pub async fn run(session: &Session, args: LoadArgs) -> anyhow::Result<()> {
     let _lock = session.lock(&config).await?;
     let target = super::cluster_target(&args.cluster, &config);
     let record = crate::record::read_last(&config)?;
-    let images = chosen(&config, &record, &args.components)?;
+    let mut images = chosen(&config, &record, &args.components)?;
     let report = if target == ClusterTarget::None {
         LoadReport {
             message: Some("cluster = none: images are not loaded".into()),
@@ -21,6 +21,24 @@ pub async fn run(session: &Session, args: LoadArgs) -> anyhow::Result<()> {
         }
     } else {
         let daemon = session.daemon().await?;
+        // An image the build found in the registry is not on the daemon yet: pull it.
+        for image in images.iter_mut().filter(|i| i.image_id.is_empty()) {
+            let r = &record.components[&image.component];
+            let pinned = r.pushed.as_deref().unwrap_or_default();
+            image.image_id = crate::builder::pull_pinned(
+                &daemon,
+                &image.component,
+                pinned,
+                &r.image,
+                &r.input_digest,
+                session.reporter.as_ref(),
+            )
+            .await?;
+            session.reporter.report(crate::report::Event::Finished {
+                task: image.component.clone(),
+                outcome: "pulled from the registry".into(),
+            });
+        }
         cluster::load(&daemon, &target, &images, session.reporter.as_ref()).await?
     };
     if let Some(path) = &args.metadata_file {
@@ -69,7 +87,9 @@ fn chosen(
             };
             return Err(fail.into());
         };
-        if r.image_id.is_empty() {
+        // One the registry has (`build --push` did not build it) is pulled before the load.
+        let in_registry = r.outcome == crate::record::Outcome::Registry && r.pushed.is_some();
+        if r.image_id.is_empty() && !in_registry {
             return Err(
                 Fail::usage(format!("component `{name}` has no image in the last build"))
                     .hint(format!("build it again: `slipway build {name}`"))

@@ -12,6 +12,7 @@ pub mod dockerfiles;
 pub mod doctor;
 pub mod init;
 pub mod load;
+pub mod lockfile;
 pub mod manifests;
 pub mod plan;
 pub mod prune;

@@ -211,8 +211,13 @@ async fn pipeline(
     // their own; the plan and the manifests read the result.
     let (files, detected) = dockerfiles(session, config, args.locked, args.dry_run)?;
     let stacks = Stacks::of(config, detected);
-    let pull = (!args.no_pull && !args.dry_run).then(|| session.reporter.clone());
-    let plan = build::plan_pulling(config, daemon, &[], &stacks, pull).await?;
+    let plan_opts = build::PlanOptions {
+        pull: (!args.no_pull && !args.dry_run).then(|| session.reporter.clone()),
+        registry: args.push || config.images.registry,
+        locked: args.locked,
+        lazy_bases: true,
+    };
+    let plan = build::plan_pulling(config, daemon, &[], &stacks, plan_opts).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
     if args.dry_run {
         session.print(&preview(&files, &plan, &detection, &mdir, &cdir));
@@ -228,11 +233,20 @@ async fn pipeline(
         // (with no cluster to load into, nothing is kept).
         keep_normal_forms: matches!(detection, cluster::Detection::Found(_)),
         no_pull: args.no_pull,
+        registry: args.push || config.images.registry,
+        // An image the registry has is pulled only to be loaded into a cluster found.
+        pull_found: matches!(detection, cluster::Detection::Found(_)),
+        locked: args.locked,
     };
     let build::Built {
         report: mut built,
         images,
     } = build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
+    if build::write_lock_if_absent(config, &plan, true)? {
+        reporter.report(Event::Info {
+            message: format!("wrote {} (commit it)", crate::pins::FILE),
+        });
+    }
     if args.push {
         crate::push::push_all(daemon, &mut built, reporter).await?;
         crate::record::merge_last(config, &built, reporter)?;
@@ -411,6 +425,7 @@ pub fn render(report: &UpReport) -> String {
         .map(|(name, r)| {
             let build = match (r.outcome, &r.reason) {
                 (Outcome::Cached, _) => "cached".to_string(),
+                (Outcome::Registry, _) => "cached (registry)".to_string(),
                 (Outcome::Built, Some(why)) => format!("built ({why})"),
                 (o, None) => format!("{o:?}").to_lowercase(),
                 (o, Some(why)) => format!("{} ({why})", format!("{o:?}").to_lowercase()),

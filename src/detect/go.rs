@@ -7,6 +7,8 @@ use super::{Notes, Provider, Reason, SourceTree, Stack, StackPlan};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GoPlan {
+    /// The base image (the toolchain release the project asks for, else the default).
+    pub image: String,
     /// The main package to build, e.g. `.` or `./cmd/server`.
     pub package: String,
     /// The binary's name.
@@ -108,7 +110,9 @@ impl Provider for Go {
             }
         };
         let binary = sanitize_binary(&binary);
+        let image = super::toolchain::go(&gomod, notes);
         Ok(StackPlan::Go(GoPlan {
+            image,
             package,
             binary,
             go_sum,

@@ -9,11 +9,13 @@
 //! Detection is pure: it reads files and returns plain data ([`Detection`]). Rendering the
 //! Dockerfile from that data is [`crate::dockerfile`]'s job.
 
+pub mod declared;
 pub mod go;
 pub mod nextjs;
 pub mod node;
 pub mod python;
 pub mod rust;
+pub mod toolchain;
 
 use std::collections::BTreeMap;
 use std::fmt;

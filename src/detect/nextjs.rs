@@ -21,6 +21,8 @@ pub const CONFIG_FILES: &[&str] = &[
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NextPlan {
+    /// The base image (the toolchain release the project asks for, else the default).
+    pub image: String,
     pub deps: NodeDeps,
     /// `output: "standalone"` is set: ship `.next/standalone` and run `node server.js`.
     pub standalone: bool,
@@ -87,7 +89,9 @@ impl Provider for NextJs {
                 tree.label().display()
             ));
         }
+        let image = super::toolchain::node(tree, &pkg, notes)?;
         Ok(StackPlan::Nextjs(NextPlan {
+            image,
             deps,
             standalone,
             build_script,

@@ -62,6 +62,8 @@ pub enum Start {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodePlan {
+    /// The base image (the toolchain release the project asks for, else the default).
+    pub image: String,
     pub deps: NodeDeps,
     /// `package.json` has a `build` script.
     pub build_script: bool,
@@ -152,7 +154,9 @@ impl Provider for Node {
                 Start::Script
             }
         };
+        let image = super::toolchain::node(tree, &pkg, notes)?;
         Ok(StackPlan::Node(NodePlan {
+            image,
             deps,
             build_script,
             typescript,

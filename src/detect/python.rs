@@ -76,6 +76,8 @@ pub enum Server {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PythonPlan {
+    /// The base image (the toolchain release the project asks for, else the default).
+    pub image: String,
     pub installer: Installer,
     pub server: Server,
 }
@@ -96,7 +98,16 @@ impl Provider for Python {
     fn plan(&self, tree: &SourceTree, notes: &mut Notes) -> anyhow::Result<StackPlan> {
         let (installer, deps) = installer(tree, notes)?;
         let server = server(tree, &deps, notes)?;
-        Ok(StackPlan::Python(PythonPlan { installer, server }))
+        let pyproject = match tree.is_file("pyproject.toml") {
+            true => Some(tree.read_toml("pyproject.toml")?),
+            false => None,
+        };
+        let image = super::toolchain::python(tree, pyproject.as_ref(), notes)?;
+        Ok(StackPlan::Python(PythonPlan {
+            installer,
+            server,
+            image,
+        }))
     }
 }
 

@@ -8,6 +8,8 @@ use super::{Notes, Provider, Reason, SourceTree, Stack, StackPlan};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RustPlan {
+    /// The base image (the toolchain release the project asks for, else the default).
+    pub image: String,
     /// The binary target built and shipped.
     pub binary: String,
     /// Source files stubbed with `fn main() {}` in the `deps` stage so Cargo can read the
@@ -141,7 +143,9 @@ impl Provider for Rust {
                 stubs.push(path);
             }
         }
+        let image = super::toolchain::rust(tree, package, notes)?;
         Ok(StackPlan::Rust(RustPlan {
+            image,
             binary: super::go::sanitize_binary(&binary),
             stubs,
         }))

@@ -223,3 +223,33 @@ pub fn ping_host(host: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// kind node stand-ins (tests/env/kind-up), removed however the test ends.
+pub struct Kind(pub String);
+
+impl Drop for Kind {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("tests/env/down"))
+            .arg(&self.0)
+            .output();
+    }
+}
+
+/// Starts the stand-in control-plane node of a kind cluster named `name`.
+pub fn kind(name: &str) -> Kind {
+    stand_in("kind-up", name, 0)
+}
+
+/// Node stand-ins from `tests/env/SCRIPT NAME WORKERS` (kind-up, k3d-up), removed on drop.
+pub fn stand_in(script: &str, name: &str, workers: usize) -> Kind {
+    let out = Command::new(repo().join("tests/env").join(script))
+        .args([name, &workers.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Kind(name.to_string())
+}

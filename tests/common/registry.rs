@@ -53,6 +53,20 @@ pub fn start() -> Option<Registry> {
     )
 }
 
+/// [`start`], with htpasswd authentication: `htpasswd` is the file's text (`USER:BCRYPT`).
+pub fn start_with_htpasswd(htpasswd: &str) -> Option<Registry> {
+    let bin = binary()?;
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    run_with(
+        Command::new(bin),
+        "127.0.0.1",
+        port,
+        address,
+        Some(htpasswd),
+    )
+}
+
 /// Starts the registry in the network namespace of the daemon at `host` (one of the test
 /// matrix's Docker 26.1 daemons, each in a container): that daemon reaches it on
 /// `127.0.0.1:PORT`, as the host's daemon reaches [`start`]'s, and the test on the container's
@@ -91,13 +105,35 @@ pub fn start_beside(host: &str) -> Option<Registry> {
     run(cmd, "0.0.0.0", port, format!("{ip}:{port}"))
 }
 
-fn run(mut cmd: Command, listen: &str, port: u16, address: String) -> Option<Registry> {
+fn run(cmd: Command, listen: &str, port: u16, address: String) -> Option<Registry> {
+    run_with(cmd, listen, port, address, None)
+}
+
+/// [`run`]; an htpasswd file's text turns on basic auth.
+fn run_with(
+    mut cmd: Command,
+    listen: &str,
+    port: u16,
+    address: String,
+    htpasswd: Option<&str>,
+) -> Option<Registry> {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
+    let auth = match htpasswd {
+        Some(text) => {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{text}\n")).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: slipway-test\n    path: {}\n",
+                file.display()
+            )
+        }
+        None => String::new(),
+    };
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {listen}:{port}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {listen}:{port}\n{auth}",
             dir.path().join("data").display()
         ),
     )
