@@ -129,6 +129,10 @@ A failed build's whole log is in .slipway/logs/COMPONENT.log.")]
     /// Remove the images slipway built that nothing needs any more (beyond the newest N per
     /// component, never the last build's or one a container uses) from the daemon and from
     /// every node of the local cluster.
+    #[command(after_help = "Examples:
+  slipway prune --dry-run           what would go, removing nothing
+  slipway prune --keep 1            only the newest image per component (and the last build's)
+  slipway prune --cluster k3d:dev   from the daemon and every node of that cluster")]
     Prune(PruneArgs),
     /// Pin every base image the Dockerfiles name in slipway.lock (its image ID, registry digest
     /// and platform): adds new bases, drops unused ones, refuses to move one that moved.
@@ -157,6 +161,7 @@ impl Command {
             Command::Manifests(_) => "manifests",
             Command::Chart(_) => "chart",
             Command::Load(_) => "load",
+            Command::Prune(_) => "prune",
             Command::Lock(_) => "lock",
             Command::Verify(_) => "verify",
         }
