@@ -241,7 +241,11 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..10 {
         for n in &nodes {
             let t0 = Instant::now();
-            cluster::kind::query(&daemon.docker, n).await?;
+            let at = cluster::kind::Ctr {
+                node: n,
+                address: cluster::kind::CONTAINERD_ADDRESS,
+            };
+            cluster::kind::query(&daemon.docker, at).await?;
             checks.push(t0.elapsed());
         }
     }

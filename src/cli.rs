@@ -126,6 +126,14 @@ A failed build's whole log is in .slipway/logs/COMPONENT.log.")]
   slipway load                      into the cluster of the kube context
   slipway load backend --cluster kind:dev")]
     Load(LoadArgs),
+    /// Remove the images slipway built that nothing needs any more (beyond the newest N per
+    /// component, never the last build's or one a container uses) from the daemon and from
+    /// every node of the local cluster.
+    #[command(after_help = "Examples:
+  slipway prune --dry-run           what would go, removing nothing
+  slipway prune --keep 1            only the newest image per component (and the last build's)
+  slipway prune --cluster k3d:dev   from the daemon and every node of that cluster")]
+    Prune(PruneArgs),
     /// Pin every base image the Dockerfiles name in slipway.lock (its image ID, registry digest
     /// and platform): adds new bases, drops unused ones, refuses to move one that moved.
     #[command(after_help = "Examples:
@@ -165,6 +173,7 @@ impl Command {
             Command::Manifests(_) => "manifests",
             Command::Chart(_) => "chart",
             Command::Load(_) => "load",
+            Command::Prune(_) => "prune",
             Command::Lock(_) => "lock",
             Command::Verify(_) => "verify",
             Command::Completions(_) => "completions",
@@ -340,11 +349,29 @@ pub struct LoadArgs {
     /// Components to load [default: every component of the last build].
     #[arg(value_name = "COMPONENT")]
     pub components: Vec<String>,
-    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE` [default: `cluster` in
+    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE`, `k3d:NAME` [default: `cluster` in
     /// slipway.toml, else auto].
     #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
     pub cluster: Option<crate::config::ClusterTarget>,
     /// Write the result per image and node as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// How many images to keep per component, newest first (the last build's image and any a
+    /// container uses are kept besides).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub keep: usize,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Which cluster's nodes to prune too: `auto`, `none`, `kind:NAME`, `minikube:PROFILE`,
+    /// `k3d:NAME` [default: `cluster` in slipway.toml, else auto].
+    #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
+    pub cluster: Option<crate::config::ClusterTarget>,
+    /// Write what was removed per place as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub metadata_file: Option<PathBuf>,
 }
@@ -361,7 +388,7 @@ pub struct UpArgs {
     /// Also write the whole run (Dockerfiles, builds, loads, outputs) as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub metadata_file: Option<PathBuf>,
-    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE` [default: `cluster` in
+    /// Which cluster: `auto`, `none`, `kind:NAME`, `minikube:PROFILE`, `k3d:NAME` [default: `cluster` in
     /// slipway.toml, else auto].
     #[arg(long, value_name = "CLUSTER", value_parser = crate::config::ClusterTarget::parse)]
     pub cluster: Option<crate::config::ClusterTarget>,

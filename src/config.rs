@@ -95,12 +95,14 @@ pub enum ClusterTarget {
     Auto,
     Kind(String),
     Minikube(String),
+    /// A k3d cluster (k3s in Docker).
+    K3d(String),
     None,
 }
 
 impl ClusterTarget {
-    /// Parses `auto`, `none`, `kind:NAME`, `minikube:PROFILE` (also `kind`, `minikube` alone
-    /// for the tools' default names).
+    /// Parses `auto`, `none`, `kind:NAME`, `minikube:PROFILE`, `k3d:NAME` (also `kind`,
+    /// `minikube`, `k3d` alone for the tools' default names).
     pub fn parse(s: &str) -> Result<Self, String> {
         let (kind, name) = match s.split_once(':') {
             Some((k, n)) => (k, Some(n)),
@@ -121,11 +123,12 @@ impl ClusterTarget {
             ("none", None) => Ok(ClusterTarget::None),
             ("kind", n) => Ok(ClusterTarget::Kind(checked(n, "kind")?)),
             ("minikube", n) => Ok(ClusterTarget::Minikube(checked(n, "minikube")?)),
+            ("k3d", n) => Ok(ClusterTarget::K3d(checked(n, "k3s-default")?)),
             (bare, None) if is_dns_label(bare) => Err(format!(
-                "unknown cluster `{s}`: expected `auto`, `none`, `kind:NAME` or `minikube:PROFILE` (did you mean `kind:{bare}`, or `minikube:{bare}`?)"
+                "unknown cluster `{s}`: expected `auto`, `none`, `kind:NAME`, `minikube:PROFILE` or `k3d:NAME` (did you mean `kind:{bare}`, `minikube:{bare}` or `k3d:{bare}`?)"
             )),
             _ => Err(format!(
-                "unknown cluster `{s}`: expected `auto`, `none`, `kind:NAME` or `minikube:PROFILE`"
+                "unknown cluster `{s}`: expected `auto`, `none`, `kind:NAME`, `minikube:PROFILE` or `k3d:NAME`"
             )),
         }
     }
@@ -138,6 +141,7 @@ impl fmt::Display for ClusterTarget {
             ClusterTarget::None => f.write_str("none"),
             ClusterTarget::Kind(n) => write!(f, "kind:{n}"),
             ClusterTarget::Minikube(n) => write!(f, "minikube:{n}"),
+            ClusterTarget::K3d(n) => write!(f, "k3d:{n}"),
         }
     }
 }
@@ -1772,9 +1776,9 @@ resources = { requests = { cpu = "100m", memory = "128Mi" } }
 
     #[test]
     fn bad_cluster_target() {
-        let text = replace("kind:dev", "k3d:dev");
+        let text = replace("kind:dev", "k8s:dev");
         let e = err_of(&text);
-        assert_eq!(e.line, line_of(&text, "k3d:dev"));
+        assert_eq!(e.line, line_of(&text, "k8s:dev"));
         assert!(e.message.contains("unknown cluster"));
     }
 
@@ -1874,6 +1878,14 @@ resources = { requests = { cpu = "100m", memory = "128Mi" } }
         assert_eq!(
             ClusterTarget::parse("minikube:dev").unwrap(),
             ClusterTarget::Minikube("dev".into())
+        );
+        assert_eq!(
+            ClusterTarget::parse("k3d:dev").unwrap(),
+            ClusterTarget::K3d("dev".into())
+        );
+        assert_eq!(
+            ClusterTarget::parse("k3d").unwrap().to_string(),
+            "k3d:k3s-default"
         );
         assert!(ClusterTarget::parse("kind:Bad_Name").is_err());
         let bare = ClusterTarget::parse("uxr").unwrap_err();

@@ -1,7 +1,7 @@
 //! The current kube context, read the way kubectl reads it.
 //!
 //! Cluster detection starts from the context the user's kubectl points at: kind names its
-//! contexts `kind-NAME`, and minikube names them after the profile and marks them with a
+//! contexts `kind-NAME`, k3d `k3d-NAME`, and minikube names them after the profile and marks them with a
 //! `minikube.sigs.k8s.io` extension. Only what detection needs is read.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ pub struct KubeContext {
     /// The kubeconfig file it came from.
     pub file: PathBuf,
     pub name: String,
-    /// `Kind`, `Minikube`, or `None` for any other cluster.
+    /// `Kind`, `Minikube`, `K3d`, or `None` for any other cluster.
     pub cluster: ClusterTarget,
 }
 
@@ -93,6 +93,9 @@ pub fn classify(name: &str, minikube_extension: bool) -> ClusterTarget {
     if let Some(n) = name.strip_prefix("kind-") {
         return ClusterTarget::Kind(n.to_string());
     }
+    if let Some(n) = name.strip_prefix("k3d-") {
+        return ClusterTarget::K3d(n.to_string());
+    }
     if minikube_extension || name == "minikube" {
         return ClusterTarget::Minikube(name.to_string());
     }
@@ -115,6 +118,9 @@ mod tests {
             read(&f).unwrap().cluster,
             ClusterTarget::Minikube("work".into())
         );
+
+        std::fs::write(&f, "current-context: k3d-dev\n").unwrap();
+        assert_eq!(read(&f).unwrap().cluster, ClusterTarget::K3d("dev".into()));
 
         std::fs::write(&f, "current-context: prod-eks\n").unwrap();
         assert_eq!(read(&f).unwrap().cluster, ClusterTarget::None);

@@ -28,6 +28,7 @@ pub mod kubeconfig;
 pub mod leftovers;
 pub mod lock;
 pub mod pins;
+pub mod prune;
 pub mod push;
 pub mod record;
 pub mod report;
@@ -144,6 +145,7 @@ async fn dispatch(session: Session, command: Command) -> anyhow::Result<()> {
         Command::Plan(args) => commands::plan::run(&session, args).await,
         Command::Build(args) => commands::build::run(&session, args).await,
         Command::Load(args) => commands::load::run(&session, args).await,
+        Command::Prune(args) => commands::prune::run(&session, args).await,
         Command::Manifests(args) => commands::manifests::run(&session, args).await,
         Command::Chart(args) => commands::chart::run(&session, args).await,
         Command::Up(args) => commands::up::run(&session, args).await,

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::kind;
+use common::{kind, stand_in};
 
 fn project(dir: &Path, prefix: &str) {
     for (name, body) in [("api", "api v1"), ("web", "web v1")] {
@@ -183,6 +183,129 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// `ctr` against k3s's containerd in a k3d node (stand-in).
+fn k3s_ctr(node: &str, args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(["exec", node, "ctr", "--address"])
+        .arg("/run/k3s/containerd/containerd.sock")
+        .args(["-n", "k8s.io"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn up_into_k3d_loads_every_node_and_then_sends_nothing() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let cluster = common::unique("k3d");
+    let _k3d = stand_in("k3d-up", &cluster, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = common::unique("slipway-k3d");
+    project(dir.path(), &prefix);
+
+    let first = up(
+        dir.path(),
+        &[
+            "--cluster",
+            &format!("k3d:{cluster}"),
+            "--metadata-file",
+            "run.json",
+        ],
+    );
+    assert!(first.status.success(), "{}", text(&first));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["load"]["cluster"], format!("k3d:{cluster}"), "{run}");
+    let nodes = [
+        format!("k3d-{cluster}-server-0"),
+        format!("k3d-{cluster}-agent-0"),
+    ];
+    // Both images into both nodes; the load balancer is not a node.
+    let loads = run["load"]["results"].as_array().unwrap();
+    assert_eq!(loads.len(), 4, "{run}");
+    assert!(loads.iter().all(|l| l["status"] == "loaded"), "{run}");
+    for node in &nodes {
+        assert!(loads.iter().any(|l| l["node"] == *node.as_str()), "{run}");
+    }
+
+    // Each image runs in each node, from k3s's containerd.
+    for (c, body) in [("api", "api v1"), ("web", "web v1")] {
+        let image = run["build"]["components"][c]["image"].as_str().unwrap();
+        for node in &nodes {
+            let out = k3s_ctr(
+                node,
+                &[
+                    "run",
+                    "--rm",
+                    &format!("docker.io/{image}"),
+                    &format!("t-{c}"),
+                    "cat",
+                    "/www/index.html",
+                ],
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                body,
+                "{c} in {node}: {}",
+                text(&out)
+            );
+        }
+    }
+
+    // Found again from the kube context k3d writes (`k3d-NAME`): nothing sent.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\ncurrent-context: k3d-{cluster}\ncontexts:\n- name: k3d-{cluster}\n  context: {{cluster: k3d-{cluster}}}\n"),
+    )
+    .unwrap();
+    let second = common::slipway()
+        .current_dir(dir.path())
+        .env("API_TOKEN", "upapp-token-marker")
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["--progress", "plain", "up", "--metadata-file", "run2.json"])
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", text(&second));
+    let run2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run2.json")).unwrap()).unwrap();
+    assert_eq!(run2["load"]["cluster"], format!("k3d:{cluster}"), "{run2}");
+    assert_eq!(run2["load"]["bytes_sent"], 0, "{run2}");
+    let loads = run2["load"]["results"].as_array().unwrap();
+    assert_eq!(loads.len(), 4, "{run2}");
+    assert!(
+        loads.iter().all(|l| l["status"] == "already_present"),
+        "{run2}"
+    );
+
+    // doctor names the cluster and its two nodes.
+    let doctor = common::slipway()
+        .current_dir(dir.path())
+        .env("KUBECONFIG", &kubeconfig)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let said = text(&doctor);
+    assert!(
+        said.contains(&format!("k3d:{cluster}")) && said.contains("2 of 2 node"),
+        "{said}"
+    );
+
+    for c in ["api", "web"] {
+        for t in run["build"]["components"][c]["tags"].as_array().unwrap() {
+            let _ = docker
+                .remove_image(
+                    t.as_str().unwrap(),
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! containerd nodes (every kind node; minikube with the containerd runtime): what a node has,
-//! what to do about an image, and the `ctr` commands that do it.
+//! containerd nodes (every kind and k3d node; minikube with the containerd runtime): what a
+//! node has, what to do about an image, and the `ctr` commands that do it. k3s runs its own
+//! containerd on another socket ([`K3S_ADDRESS`]); every `ctr` names the socket it talks to.
 //!
 //! A node is asked once per run, in one exec, for its image references (`ctr images ls`) and
 //! the blobs in its content store (`ctr content ls -q`). Kubernetes' CRI plugin keeps a
@@ -22,6 +23,48 @@ use super::image::ImageMeta;
 
 /// The containerd namespace Kubernetes uses.
 pub const NAMESPACE: &str = "k8s.io";
+
+/// containerd's own socket (kind, minikube).
+pub const CONTAINERD_ADDRESS: &str = "/run/containerd/containerd.sock";
+/// The socket of the containerd k3s runs (k3d nodes).
+pub const K3S_ADDRESS: &str = "/run/k3s/containerd/containerd.sock";
+/// The containerd configuration k3s writes (containerd's own `config dump` does not read it).
+pub const K3S_CONFIG: &str = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml";
+
+/// A containerd in a node container: the container, and the socket `ctr` talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ctr<'a> {
+    pub node: &'a str,
+    pub address: &'a str,
+}
+
+impl Ctr<'_> {
+    /// `ctr --address ADDRESS -n k8s.io ARGS...`
+    pub fn command(&self, args: &[&str]) -> Vec<String> {
+        ["ctr", "--address", self.address, "-n", NAMESPACE]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect()
+    }
+
+    /// The same, for a shell script.
+    fn shell(&self) -> String {
+        format!("ctr --address {} -n {NAMESPACE}", self.address)
+    }
+
+    /// Runs `ctr ... ARGS` in the node; `what` names the step for a failure.
+    async fn run(
+        &self,
+        docker: &Docker,
+        args: &[&str],
+        what: &str,
+    ) -> anyhow::Result<exec::ExecOutput> {
+        let cmd = self.command(args);
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        exec::run(docker, self.node, &cmd).await?.check(what)
+    }
+}
 
 /// What a node's containerd holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,25 +93,31 @@ const MARK: &str = "@@slipway-content@@";
 
 /// The shell command that lists refs and blobs in one exec (both listings run at once: this
 /// is the whole cost of a no-op load).
-pub fn state_command() -> Vec<String> {
+pub fn state_command(at: Ctr<'_>) -> Vec<String> {
+    let ctr = at.shell();
     vec![
         "sh".into(),
         "-c".into(),
         format!(
-            "f=$(mktemp) && {{ ctr -n {NAMESPACE} content ls > \"$f\" & }} && ctr -n {NAMESPACE} images ls && wait $! && echo {MARK} && cat \"$f\"; r=$?; rm -f \"$f\"; exit $r"
+            "f=$(mktemp) && {{ {ctr} content ls > \"$f\" & }} && {ctr} images ls && wait $! && echo {MARK} && cat \"$f\"; r=$?; rm -f \"$f\"; exit $r"
         ),
     ]
 }
 
 /// Asks a node what it has.
-pub async fn query(docker: &Docker, node: &str) -> anyhow::Result<State> {
-    let cmd = state_command();
+pub async fn query(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<State> {
+    let cmd = state_command(at);
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    let out = exec::run(docker, node, &cmd)
+    let out = exec::run(docker, at.node, &cmd)
         .await?
         .check("listing the node's images (ctr images ls, ctr content ls)")?;
-    parse_state(&out.stdout)
-        .ok_or_else(|| anyhow!("unexpected output from ctr in node {node}: {}", out.tail()))
+    parse_state(&out.stdout).ok_or_else(|| {
+        anyhow!(
+            "unexpected output from ctr in node {}: {}",
+            at.node,
+            out.tail()
+        )
+    })
 }
 
 /// Parses [`state_command`]'s output. `None` when it is not what `ctr` prints.
@@ -160,27 +209,32 @@ fn unique(v: &[String]) -> Vec<String> {
 /// Whether the manifest `digest` on the node is `image`'s (its config is the image ID).
 pub async fn manifest_is(
     docker: &Docker,
-    node: &str,
+    at: Ctr<'_>,
     digest: &str,
     image: &ImageMeta,
 ) -> anyhow::Result<bool> {
-    let out = exec::run(
-        docker,
-        node,
-        &["ctr", "-n", NAMESPACE, "content", "get", digest],
-    )
-    .await?
-    .check("reading a manifest (ctr content get)")?;
+    let out = at
+        .run(
+            docker,
+            &["content", "get", digest],
+            "reading a manifest (ctr content get)",
+        )
+        .await?;
     let m: serde_json::Value = serde_json::from_str(&out.stdout)
-        .with_context(|| format!("the manifest {digest} on node {node} is not JSON"))?;
+        .with_context(|| format!("the manifest {digest} on node {} is not JSON", at.node))?;
     Ok(m.pointer("/config/digest").and_then(|d| d.as_str()) == Some(image.id.as_str()))
 }
 
-/// The snapshotter the node's CRI uses (kind reads it the same way); `overlayfs` by default.
-pub async fn snapshotter(docker: &Docker, node: &str) -> anyhow::Result<String> {
-    let out = exec::run(docker, node, &["containerd", "config", "dump"])
+/// The snapshotter the node's CRI uses (kind reads it the same way; k3s writes its own
+/// configuration file); `overlayfs` by default.
+pub async fn snapshotter(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<String> {
+    let cmd: &[&str] = match at.address {
+        K3S_ADDRESS => &["cat", K3S_CONFIG],
+        _ => &["containerd", "config", "dump"],
+    };
+    let out = exec::run(docker, at.node, cmd)
         .await?
-        .check("reading the containerd configuration (containerd config dump)")?;
+        .check("reading the containerd configuration")?;
     Ok(parse_snapshotter(&out.stdout))
 }
 
@@ -203,50 +257,124 @@ pub fn parse_snapshotter(config: &str) -> String {
 /// containerd started: their owners (an import cut off when the node stopped) died with the
 /// last containerd, and each would keep its blobs for 24 hours. A lease of a live process is
 /// never older than the containerd serving it. Returns the leases removed.
-pub async fn release_orphan_leases(docker: &Docker, node: &str) -> anyhow::Result<Vec<String>> {
+pub async fn release_orphan_leases(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<Vec<String>> {
+    let ctr = at.shell();
     let script = format!(
         r#"pid=$(pidof containerd | awk '{{print $1}}')
 [ -n "$pid" ] || exit 0
 start=$(( $(awk '/^btime/{{print $2}}' /proc/stat) + $(cut -d' ' -f22 /proc/$pid/stat) / $(getconf CLK_TCK) ))
-ctr -n {NAMESPACE} leases ls | tail -n +2 | while read -r id created labels; do
+{ctr} leases ls | tail -n +2 | while read -r id created labels; do
   case "$labels" in *containerd.io/gc.expire=*) ;; *) continue ;; esac
   at=$(date -d "$created" +%s 2>/dev/null) || continue
-  if [ "$at" -lt "$start" ] && ctr -n {NAMESPACE} leases rm "$id" >/dev/null; then echo "$id"; fi
+  if [ "$at" -lt "$start" ] && {ctr} leases rm "$id" >/dev/null; then echo "$id"; fi
 done"#
     );
-    let out = exec::run(docker, node, &["sh", "-c", &script])
+    let out = exec::run(docker, at.node, &["sh", "-c", &script])
         .await?
         .check("releasing the leases of imports cut off (ctr leases rm)")?;
     Ok(out.stdout.lines().map(str::to_string).collect())
 }
 
 /// The import command, with kind's own flags.
-pub fn import_command(snapshotter: &str) -> Vec<String> {
-    [
-        "ctr",
-        "-n",
-        NAMESPACE,
+pub fn import_command(at: Ctr<'_>, snapshotter: &str) -> Vec<String> {
+    at.command(&[
         "images",
         "import",
         "--all-platforms",
         "--digests",
         &format!("--snapshotter={snapshotter}"),
         "-",
-    ]
-    .map(str::to_string)
-    .to_vec()
+    ])
 }
 
 /// Points `to` at the image `from` names.
-pub async fn retag(docker: &Docker, node: &str, from: &str, to: &str) -> anyhow::Result<()> {
-    exec::run(
+pub async fn retag(docker: &Docker, at: Ctr<'_>, from: &str, to: &str) -> anyhow::Result<()> {
+    at.run(
         docker,
-        node,
-        &["ctr", "-n", NAMESPACE, "images", "tag", "--force", from, to],
+        &["images", "tag", "--force", from, to],
+        "tagging the image (ctr images tag)",
     )
-    .await?
-    .check("tagging the image (ctr images tag)")?;
+    .await?;
     Ok(())
+}
+
+/// The images the node's containers were made from (`ctr containers ls`).
+pub async fn container_images(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<HashSet<String>> {
+    let out = at
+        .run(
+            docker,
+            &["containers", "ls"],
+            "listing containers (ctr containers ls)",
+        )
+        .await?;
+    Ok(out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect())
+}
+
+/// The value of `label` in the config of the image whose manifest is `digest`.
+pub async fn config_label(
+    docker: &Docker,
+    at: Ctr<'_>,
+    digest: &str,
+    label: &str,
+) -> anyhow::Result<Option<String>> {
+    let read = |d: String| async move {
+        let out = at
+            .run(
+                docker,
+                &["content", "get", &d],
+                "reading a blob (ctr content get)",
+            )
+            .await?;
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .with_context(|| format!("the blob {d} on node {} is not JSON", at.node))
+    };
+    let manifest = read(digest.to_string()).await?;
+    let Some(config) = manifest.pointer("/config/digest").and_then(|d| d.as_str()) else {
+        return Ok(None);
+    };
+    let config = read(config.to_string()).await?;
+    Ok(config
+        .pointer("/config/Labels")
+        .and_then(|l| l.get(label))
+        .and_then(|v| v.as_str())
+        .map(str::to_string))
+}
+
+/// Removes image references, waiting for containerd to collect what they held.
+pub async fn remove(docker: &Docker, at: Ctr<'_>, names: &[String]) -> anyhow::Result<()> {
+    let mut args = vec!["images", "rm", "--sync"];
+    args.extend(names.iter().map(String::as_str));
+    at.run(docker, &args, "removing images (ctr images rm)")
+        .await?;
+    Ok(())
+}
+
+/// The bytes containerd's store takes in the node (content and snapshots: `du -sk` of its root).
+pub async fn store_bytes(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<u64> {
+    let root = match at.address {
+        K3S_ADDRESS => "/var/lib/rancher/k3s/agent/containerd",
+        _ => "/var/lib/containerd",
+    };
+    let out = exec::run(docker, at.node, &["du", "-sk", root])
+        .await?
+        .check("measuring containerd's store (du -sk)")?;
+    out.stdout
+        .split_whitespace()
+        .next()
+        .and_then(|k| k.parse::<u64>().ok())
+        .map(|k| k * 1024)
+        .ok_or_else(|| {
+            anyhow!(
+                "unexpected output from du in node {}: {}",
+                at.node,
+                out.tail()
+            )
+        })
 }
 
 /// One line of `ctr images check`.
@@ -278,28 +406,32 @@ pub fn parse_check(stdout: &str) -> Vec<Check> {
         .collect()
 }
 
-async fn check_all(docker: &Docker, node: &str) -> anyhow::Result<Vec<Check>> {
-    let out = exec::run(docker, node, &["ctr", "-n", NAMESPACE, "images", "check"])
-        .await?
-        .check("checking images (ctr images check)")?;
+async fn check_all(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<Vec<Check>> {
+    let out = at
+        .run(
+            docker,
+            &["images", "check"],
+            "checking images (ctr images check)",
+        )
+        .await?;
     Ok(parse_check(&out.stdout))
 }
 
 /// Checks that `name` now points at `digest` and the image is complete and unpacked.
 pub async fn verify(
     docker: &Docker,
-    node: &str,
+    at: Ctr<'_>,
     name: &str,
     digest: Option<&str>,
 ) -> anyhow::Result<()> {
     let filter = format!("name=={name}");
-    let out = exec::run(
-        docker,
-        node,
-        &["ctr", "-n", NAMESPACE, "images", "check", &filter],
-    )
-    .await?
-    .check("checking the image (ctr images check)")?;
+    let out = at
+        .run(
+            docker,
+            &["images", "check", &filter],
+            "checking the image (ctr images check)",
+        )
+        .await?;
     let Some(c) = parse_check(&out.stdout)
         .into_iter()
         .find(|c| c.name == name)
@@ -335,12 +467,12 @@ pub async fn verify(
 /// incomplete. Returns the names removed.
 pub async fn cleanup(
     docker: &Docker,
-    node: &str,
+    at: Ctr<'_>,
     image: &ImageMeta,
     digest: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
     let name = image.containerd_name();
-    let checks = check_all(docker, node).await?;
+    let checks = check_all(docker, at).await?;
     let bad: Vec<String> = checks
         .iter()
         .filter(|c| !c.complete)
@@ -350,11 +482,14 @@ pub async fn cleanup(
     if bad.is_empty() {
         return Ok(bad);
     }
-    let mut cmd = vec!["ctr", "-n", NAMESPACE, "images", "rm"];
-    cmd.extend(bad.iter().map(String::as_str));
-    exec::run(docker, node, &cmd)
-        .await?
-        .check("removing an incomplete image (ctr images rm)")?;
+    let mut args = vec!["images", "rm"];
+    args.extend(bad.iter().map(String::as_str));
+    at.run(
+        docker,
+        &args,
+        "removing an incomplete image (ctr images rm)",
+    )
+    .await?;
     Ok(bad)
 }
 

@@ -1,6 +1,6 @@
 //! Loading images into a local cluster's nodes, sending only what each node lacks.
 //!
-//! kind and minikube nodes are containers on the same daemon, so slipway needs neither tool:
+//! kind, k3d and minikube nodes are containers on the same daemon, so slipway needs neither tool:
 //! it finds the node containers by label, asks each node in one exec what it has, plans the
 //! least work per image and node (nothing, a tag, or the missing layers), and then streams the
 //! image once from the daemon into every node that needs part of it ([`transfer`]). Each
@@ -39,6 +39,8 @@ pub use minikube::{minikube_docker_endpoint, DockerEnv};
 pub const KIND_LABEL: &str = "io.x-k8s.kind.cluster";
 pub const KIND_ROLE_LABEL: &str = "io.x-k8s.kind.role";
 pub const MINIKUBE_LABEL: &str = "name.minikube.sigs.k8s.io";
+pub const K3D_LABEL: &str = "k3d.cluster";
+pub const K3D_ROLE_LABEL: &str = "k3d.role";
 
 /// The image store inside a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,7 +54,7 @@ pub enum Runtime {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
     pub name: String,
-    /// `control-plane`, `worker` (kind's role label), or empty.
+    /// `control-plane`, `worker` (kind's role label), `server`, `agent` (k3d's), or empty.
     pub role: String,
     pub running: bool,
     /// The container's state (`running`, `exited`, ...).
@@ -72,6 +74,10 @@ pub enum Cluster {
         nodes: Vec<Node>,
         runtime: Runtime,
     },
+    K3d {
+        name: String,
+        nodes: Vec<Node>,
+    },
 }
 
 impl Cluster {
@@ -79,19 +85,30 @@ impl Cluster {
         match self {
             Cluster::Kind { name, .. } => ClusterTarget::Kind(name.clone()),
             Cluster::Minikube { profile, .. } => ClusterTarget::Minikube(profile.clone()),
+            Cluster::K3d { name, .. } => ClusterTarget::K3d(name.clone()),
         }
     }
 
     pub fn nodes(&self) -> &[Node] {
         match self {
-            Cluster::Kind { nodes, .. } | Cluster::Minikube { nodes, .. } => nodes,
+            Cluster::Kind { nodes, .. }
+            | Cluster::Minikube { nodes, .. }
+            | Cluster::K3d { nodes, .. } => nodes,
         }
     }
 
     pub fn runtime(&self) -> Runtime {
         match self {
-            Cluster::Kind { .. } => Runtime::Containerd,
+            Cluster::Kind { .. } | Cluster::K3d { .. } => Runtime::Containerd,
             Cluster::Minikube { runtime, .. } => *runtime,
+        }
+    }
+
+    /// The socket of the nodes' containerd (when they run one).
+    pub fn containerd_address(&self) -> &'static str {
+        match self {
+            Cluster::K3d { .. } => kind::K3S_ADDRESS,
+            _ => kind::CONTAINERD_ADDRESS,
         }
     }
 
@@ -157,9 +174,12 @@ async fn list_labelled(
         .filter_map(|c| {
             let labels = c.labels.unwrap_or_default();
             let cluster = labels.get(label)?.clone();
-            let role = labels.get(KIND_ROLE_LABEL).cloned().unwrap_or_default();
-            // kind's HA load balancer is a container of the cluster but not a node.
-            if role == "external-load-balancer" {
+            let role = labels
+                .get(KIND_ROLE_LABEL)
+                .or_else(|| labels.get(K3D_ROLE_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            if !is_node(label, &role) {
                 return None;
             }
             let name = c.names?.first()?.trim_start_matches('/').to_string();
@@ -175,13 +195,21 @@ async fn list_labelled(
             ))
         })
         .collect();
-    out.sort_by(|(ca, a), (cb, b)| {
-        (ca, a.role != "control-plane", &a.name).cmp(&(cb, b.role != "control-plane", &b.name))
-    });
+    let secondary = |n: &Node| n.role != "control-plane" && n.role != "server";
+    out.sort_by(|(ca, a), (cb, b)| (ca, secondary(a), &a.name).cmp(&(cb, secondary(b), &b.name)));
     Ok(out)
 }
 
-/// Every local cluster whose node containers are on the daemon (kind's, then minikube's),
+/// Whether a container of a cluster is one of its nodes: kind's HA load balancer is not, nor
+/// are k3d's load balancer, registry and tools containers (only `server` and `agent` are).
+fn is_node(label: &str, role: &str) -> bool {
+    match label {
+        K3D_LABEL => role == "server" || role == "agent",
+        _ => role != "external-load-balancer",
+    }
+}
+
+/// Every local cluster whose node containers are on the daemon (kind's, minikube's, k3d's),
 /// running or not, with its nodes.
 pub async fn found(docker: &Docker) -> anyhow::Result<Vec<(ClusterTarget, Vec<Node>)>> {
     let mut found: Vec<(ClusterTarget, Vec<Node>)> = Vec::new();
@@ -191,6 +219,7 @@ pub async fn found(docker: &Docker) -> anyhow::Result<Vec<(ClusterTarget, Vec<No
             ClusterTarget::Kind as fn(String) -> ClusterTarget,
         ),
         (MINIKUBE_LABEL, ClusterTarget::Minikube),
+        (K3D_LABEL, ClusterTarget::K3d),
     ] {
         for (value, node) in list_labelled(docker, label, None).await? {
             let t = make(value);
@@ -242,6 +271,9 @@ fn not_running_hint(
                 format!("create it with `kind create cluster --name {n}`, {pick}")
             }
             ClusterTarget::Minikube(p) => format!("start it with `minikube start -p {p}`, {pick}"),
+            ClusterTarget::K3d(n) => format!(
+                "create it with `k3d cluster create {n}` (or start it: `k3d cluster start {n}`), {pick}"
+            ),
             _ => String::new(),
         };
     }
@@ -257,8 +289,12 @@ async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detec
         ClusterTarget::None => Ok(Detection::NoCluster(
             "cluster = none: images are not loaded".into(),
         )),
-        ClusterTarget::Kind(name) => {
-            let nodes = list_nodes(docker, KIND_LABEL, Some(name)).await?;
+        ClusterTarget::Kind(name) | ClusterTarget::K3d(name) => {
+            let (label, tool) = match target {
+                ClusterTarget::K3d(_) => (K3D_LABEL, "k3d"),
+                _ => (KIND_LABEL, "kind"),
+            };
+            let nodes = list_nodes(docker, label, Some(name)).await?;
             if !nodes.iter().any(|n| n.running) {
                 let others = if nodes.is_empty() {
                     found(docker).await?
@@ -266,15 +302,16 @@ async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detec
                     Vec::new()
                 };
                 return Err(Fail::job(format!(
-                    "kind cluster `{name}` is not running ({})",
-                    describe_nodes(&nodes, KIND_LABEL, name)
+                    "{tool} cluster `{name}` is not running ({})",
+                    describe_nodes(&nodes, label, name)
                 ))
                 .hint(not_running_hint(target, &nodes, &others))
                 .into());
             }
-            Ok(Detection::Found(Cluster::Kind {
-                name: name.clone(),
-                nodes,
+            let name = name.clone();
+            Ok(Detection::Found(match target {
+                ClusterTarget::K3d(_) => Cluster::K3d { name, nodes },
+                _ => Cluster::Kind { name, nodes },
             }))
         }
         ClusterTarget::Minikube(profile) => {
@@ -302,7 +339,9 @@ async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detec
         ClusterTarget::Auto => {
             if let Some(ctx) = crate::kubeconfig::current() {
                 return match &ctx.cluster {
-                    t @ (ClusterTarget::Kind(_) | ClusterTarget::Minikube(_)) => {
+                    t @ (ClusterTarget::Kind(_)
+                    | ClusterTarget::Minikube(_)
+                    | ClusterTarget::K3d(_)) => {
                         Box::pin(detect(docker, t)).await.with_context(|| {
                             format!(
                                 "the current kube context `{}` ({}) names {t}",
@@ -312,7 +351,7 @@ async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detec
                         })
                     }
                     _ => Ok(Detection::NoCluster(format!(
-                        "the current kube context `{}` is not a kind or minikube cluster: images are not loaded",
+                        "the current kube context `{}` is not a kind, k3d or minikube cluster: images are not loaded",
                         ctx.name
                     ))),
                 };
@@ -320,7 +359,7 @@ async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detec
             let found = found(docker).await?;
             match found.as_slice() {
                 [] => Ok(Detection::NoCluster(
-                    "no kube context and no kind or minikube node containers: images are not loaded"
+                    "no kube context and no kind, k3d or minikube node containers: images are not loaded"
                         .into(),
                 )),
                 [(one, _)] => Box::pin(detect(docker, one)).await,
@@ -420,7 +459,7 @@ pub struct NodeLoad {
 /// What `load` did: the `--metadata-file` JSON.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 pub struct LoadReport {
-    /// `kind:NAME` / `minikube:PROFILE`, or `None` when there was no cluster.
+    /// `kind:NAME` / `minikube:PROFILE` / `k3d:NAME`, or `None` when there was no cluster.
     pub cluster: Option<String>,
     pub runtime: Option<Runtime>,
     /// Why nothing was loaded, when there was no cluster.
@@ -482,6 +521,8 @@ pub async fn load_detected(
 struct Slot {
     node: Node,
     runtime: Runtime,
+    /// The socket of the node's containerd.
+    address: &'static str,
     state: Result<NodeState, String>,
     snapshotter: Option<String>,
 }
@@ -494,7 +535,21 @@ enum NodeState {
 /// How long a node may take to list what it has.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn query(docker: &Docker, node: &Node, runtime: Runtime) -> Result<NodeState, String> {
+impl Slot {
+    fn ctr(&self) -> kind::Ctr<'_> {
+        kind::Ctr {
+            node: &self.node.name,
+            address: self.address,
+        }
+    }
+}
+
+async fn query(
+    docker: &Docker,
+    node: &Node,
+    runtime: Runtime,
+    address: &str,
+) -> Result<NodeState, String> {
     if !node.running {
         return Err(format!(
             "node container {} is not running ({}); start it with `docker start {}`",
@@ -503,9 +558,15 @@ async fn query(docker: &Docker, node: &Node, runtime: Runtime) -> Result<NodeSta
     }
     let asked = async {
         match runtime {
-            Runtime::Containerd => kind::query(docker, &node.name)
-                .await
-                .map(NodeState::Containerd),
+            Runtime::Containerd => kind::query(
+                docker,
+                kind::Ctr {
+                    node: &node.name,
+                    address,
+                },
+            )
+            .await
+            .map(NodeState::Containerd),
             Runtime::Docker => minikube::query(docker, &node.name)
                 .await
                 .map(NodeState::Docker),
@@ -535,7 +596,14 @@ async fn load_into(
     let docker = daemon.long()?;
     let containerd_store = docker::containerd_store(&docker).await;
     let runtime = cluster.runtime();
-    let states = join_all(cluster.nodes().iter().map(|n| query(&docker, n, runtime))).await;
+    let address = cluster.containerd_address();
+    let states = join_all(
+        cluster
+            .nodes()
+            .iter()
+            .map(|n| query(&docker, n, runtime, address)),
+    )
+    .await;
     let mut slots: Vec<Slot> = cluster
         .nodes()
         .iter()
@@ -544,6 +612,7 @@ async fn load_into(
         .map(|(node, state)| Slot {
             node,
             runtime,
+            address,
             state,
             snapshotter: None,
         })
@@ -733,7 +802,7 @@ async fn decide(docker: &Docker, image: &ImageMeta, slot: &Slot) -> Result<Step,
         Ok(NodeState::Containerd(state)) => {
             let mut action = kind::plan(image, state);
             if let kind::Action::Verify { digest } = &action {
-                action = match kind::manifest_is(docker, &slot.node.name, digest, image).await {
+                action = match kind::manifest_is(docker, slot.ctr(), digest, image).await {
                     Ok(true) => kind::Action::Present,
                     Ok(false) => kind::Action::Import { missing: vec![] },
                     Err(e) => return Err(format!("{e:#}")),
@@ -742,7 +811,7 @@ async fn decide(docker: &Docker, image: &ImageMeta, slot: &Slot) -> Result<Step,
             match action {
                 kind::Action::Present => Ok(Step::Done(Outcome::AlreadyPresent)),
                 kind::Action::Retag { from } => {
-                    kind::retag(docker, &slot.node.name, &from, &name)
+                    kind::retag(docker, slot.ctr(), &from, &name)
                         .await
                         .map_err(|e| format!("{e:#}"))?;
                     Ok(Step::Done(Outcome::Retagged { from }))
@@ -913,9 +982,9 @@ async fn import(
         let s = &mut slots[*i];
         if s.runtime == Runtime::Containerd && s.snapshotter.is_none() {
             // An import cut off by a node stop left a lease that holds its blobs for 24 h.
-            let _ = kind::release_orphan_leases(docker, &s.node.name).await;
+            let _ = kind::release_orphan_leases(docker, s.ctr()).await;
             s.snapshotter = Some(
-                kind::snapshotter(docker, &s.node.name)
+                kind::snapshotter(docker, s.ctr())
                     .await
                     .unwrap_or_else(|_| "overlayfs".into()),
             );
@@ -973,7 +1042,7 @@ fn start_import(
             transfer::Format::Oci {
                 name: image.containerd_name(),
             },
-            kind::import_command(s.snapshotter.as_deref().unwrap_or("overlayfs")),
+            kind::import_command(s.ctr(), s.snapshotter.as_deref().unwrap_or("overlayfs")),
             "the import (ctr images import)",
         ),
         Runtime::Docker => (
@@ -1023,7 +1092,13 @@ async fn finish(
     let checked = match result {
         Ok(_) => match slot.runtime {
             Runtime::Containerd => {
-                kind::verify(docker, node, &image.containerd_name(), manifest_digest).await
+                kind::verify(
+                    docker,
+                    slot.ctr(),
+                    &image.containerd_name(),
+                    manifest_digest,
+                )
+                .await
             }
             Runtime::Docker => minikube::verify(docker, node, &image.reference, &image.id).await,
         },
@@ -1041,7 +1116,7 @@ async fn finish(
         reason = format!("node container {node} stopped during the load ({state}): {reason}");
     }
     if slot.runtime == Runtime::Containerd {
-        match kind::cleanup(docker, node, image, manifest_digest).await {
+        match kind::cleanup(docker, slot.ctr(), image, manifest_digest).await {
             Ok(removed) if !removed.is_empty() => {
                 reason.push_str(&format!(
                     "; removed the incomplete image ({})",
@@ -1139,6 +1214,13 @@ pub fn render(report: &LoadReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_server_and_agent_are_k3d_nodes() {
+        assert!(is_node(K3D_LABEL, "server") && is_node(K3D_LABEL, "agent"));
+        assert!(!is_node(K3D_LABEL, "loadbalancer") && !is_node(K3D_LABEL, "registry"));
+        assert!(is_node(KIND_LABEL, "worker") && !is_node(KIND_LABEL, "external-load-balancer"));
+    }
 
     #[test]
     fn renders_outcomes() {

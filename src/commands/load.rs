@@ -11,10 +11,7 @@ use crate::record::{BuildReport, BuiltImage};
 pub async fn run(session: &Session, args: LoadArgs) -> anyhow::Result<()> {
     let config = session.config()?;
     let _lock = session.lock(&config).await?;
-    let target = args
-        .cluster
-        .clone()
-        .unwrap_or_else(|| config.cluster.clone());
+    let target = super::cluster_target(&args.cluster, &config);
     let record = crate::record::read_last(&config)?;
     let mut images = chosen(&config, &record, &args.components)?;
     let report = if target == ClusterTarget::None {

@@ -16,6 +16,7 @@ pub mod load;
 pub mod lockfile;
 pub mod manifests;
 pub mod plan;
+pub mod prune;
 pub mod up;
 pub mod verify;
 
@@ -166,6 +167,14 @@ impl Session {
 }
 
 /// Writes `value` as pretty JSON (with a final newline) to `path`, a `--metadata-file`.
+/// The cluster a command works on: `--cluster`, else `cluster` in slipway.toml.
+fn cluster_target(
+    given: &Option<crate::config::ClusterTarget>,
+    config: &Config,
+) -> crate::config::ClusterTarget {
+    given.clone().unwrap_or_else(|| config.cluster.clone())
+}
+
 fn write_metadata(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let mut text = serde_json::to_string_pretty(value)?;

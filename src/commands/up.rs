@@ -202,10 +202,7 @@ async fn pipeline(
     let started = Instant::now();
     let reporter = session.reporter.as_ref();
     let args = &opts.args;
-    let target = args
-        .cluster
-        .clone()
-        .unwrap_or_else(|| config.cluster.clone());
+    let target = super::cluster_target(&args.cluster, config);
 
     // The cheap checks first (the config was read before): the secrets, then the cluster, so
     // that a missing secret under --locked or a wrong cluster fails before anything is built.

@@ -237,13 +237,18 @@ impl Drop for Kind {
 
 /// Starts the stand-in control-plane node of a kind cluster named `name`.
 pub fn kind(name: &str) -> Kind {
-    let out = Command::new(repo().join("tests/env/kind-up"))
-        .args([name, "0"])
+    stand_in("kind-up", name, 0)
+}
+
+/// Node stand-ins from `tests/env/SCRIPT NAME WORKERS` (kind-up, k3d-up), removed on drop.
+pub fn stand_in(script: &str, name: &str, workers: usize) -> Kind {
+    let out = Command::new(repo().join("tests/env").join(script))
+        .args([name, &workers.to_string()])
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "kind-up: {}",
+        "{script}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Kind(name.to_string())
