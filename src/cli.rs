@@ -158,6 +158,11 @@ A failed build's whole log is in .slipway/logs/COMPONENT.log.")]
   slipway man up > slipway-up.1             the page of `slipway up`
   slipway man > /usr/local/share/man/man1/slipway.1")]
     Man(ManArgs),
+    /// Print the JSON Schema of slipway.toml on stdout (for editors: taplo, Even Better TOML).
+    #[command(after_help = "Examples:
+  slipway schema > slipway.schema.json
+  then, as the first line of slipway.toml:  #:schema ./slipway.schema.json")]
+    Schema,
 }
 
 impl Command {
@@ -178,6 +183,7 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
+            Command::Schema => "schema",
         }
     }
 }

@@ -154,5 +154,6 @@ async fn dispatch(session: Session, command: Command) -> anyhow::Result<()> {
         Command::Doctor(args) => commands::doctor::run(&session, args).await,
         Command::Completions(args) => commands::docs::completions(&session, args),
         Command::Man(args) => commands::docs::man(&session, args),
+        Command::Schema => commands::docs::schema(&session),
     }
 }

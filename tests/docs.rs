@@ -153,3 +153,177 @@ fn a_man_page_for_no_such_command_is_a_usage_error() {
         "{err}"
     );
 }
+
+/// The parts of JSON Schema docs/slipway.schema.json uses: type, properties,
+/// additionalProperties, required, items, enum, minimum, maximum, oneOf. The errors, as
+/// `path: what`.
+fn check(schema: &serde_json::Value, v: &serde_json::Value, path: &str, errs: &mut Vec<String>) {
+    use serde_json::Value;
+    if let Some(alts) = schema["oneOf"].as_array() {
+        let ok = alts.iter().filter(|s| {
+            let mut e = Vec::new();
+            check(s, v, path, &mut e);
+            e.is_empty()
+        });
+        if ok.count() != 1 {
+            errs.push(format!("{path}: not exactly one of oneOf"));
+        }
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        if !values.contains(v) {
+            errs.push(format!("{path}: {v} not in {values:?}"));
+        }
+    }
+    let ty = schema["type"].as_str();
+    let matches = match (ty, v) {
+        (None, _) => true,
+        (Some("object"), Value::Object(_)) | (Some("array"), Value::Array(_)) => true,
+        (Some("string"), Value::String(_)) | (Some("boolean"), Value::Bool(_)) => true,
+        (Some("integer"), Value::Number(n)) => n.is_i64(),
+        _ => false,
+    };
+    if !matches {
+        errs.push(format!("{path}: {v} is not {ty:?}"));
+        return;
+    }
+    if let Some(n) = v.as_i64() {
+        if schema["minimum"].as_i64().is_some_and(|m| n < m)
+            || schema["maximum"].as_i64().is_some_and(|m| n > m)
+        {
+            errs.push(format!("{path}: {n} out of range"));
+        }
+    }
+    if let Value::Array(items) = v {
+        for (i, item) in items.iter().enumerate() {
+            check(&schema["items"], item, &format!("{path}[{i}]"), errs);
+        }
+    }
+    if let Value::Object(map) = v {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            if !map.contains_key(r.as_str().unwrap()) {
+                errs.push(format!("{path}: {r} missing"));
+            }
+        }
+        for (k, value) in map {
+            let sub = format!("{path}.{k}");
+            match (&schema["properties"][k], &schema["additionalProperties"]) {
+                (Value::Null, Value::Bool(false)) => errs.push(format!("{sub}: not allowed")),
+                (Value::Null, Value::Null | Value::Bool(true)) => {}
+                (Value::Null, extra) => check(extra, value, &sub, errs),
+                (prop, _) => check(prop, value, &sub, errs),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_schema_is_valid_json_and_the_bundled_slipway_toml_follows_it() {
+    let printed = stdout_of(&["schema"]);
+    let schema: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(schema["title"], "slipway.toml");
+    let file = std::fs::read_to_string(common::repo().join("docs/slipway.schema.json")).unwrap();
+    assert_eq!(
+        printed, file,
+        "slipway schema prints docs/slipway.schema.json"
+    );
+
+    let toml_of = |text: &str| -> serde_json::Value {
+        serde_json::to_value(text.parse::<toml::Table>().unwrap()).unwrap()
+    };
+    let bundled = std::fs::read_to_string(common::repo().join("slipway.toml")).unwrap();
+    let mut errs = Vec::new();
+    check(&schema, &toml_of(&bundled), "", &mut errs);
+    assert!(errs.is_empty(), "{errs:?}");
+
+    // What slipway refuses, the schema refuses: a misspelt key, a port out of range, a
+    // component without a context.
+    let bad = toml_of(
+        "[app]\nname = \"x\"\n[components.a]\ncontext = \"a\"\nport = 70000\nhelth = \"/\"\n\
+         [components.b]\nport = 80\n",
+    );
+    let mut errs = Vec::new();
+    check(&schema, &bad, "", &mut errs);
+    assert_eq!(
+        errs,
+        [
+            ".components.a.helth: not allowed",
+            ".components.a.port: 70000 out of range",
+            ".components.b: \"context\" missing"
+        ],
+        "{errs:?}"
+    );
+}
+
+/// A slipway.toml with every key the schema knows.
+const EVERY_KEY: &str = r#"cluster = { target = "none" }
+[app]
+name = "x"
+version = "1"
+namespace = "ns"
+[images]
+prefix = "p"
+tags = ["latest"]
+registry = false
+[base_images]
+python = "python:3.11"
+[components.a]
+context = "a"
+dockerfile = "a/Dockerfile"
+stack = "python"
+port = 80
+health = "/h"
+readiness = "/r"
+build_args = { A = "1" }
+build_secrets = ["S"]
+target = "production"
+config = { C = "v" }
+secrets = ["T"]
+service = { type = "NodePort", port = 81, node_port = 30001 }
+replicas = 2
+resources = { requests = { cpu = "1", memory = "1Mi" }, limits = { cpu = "1", memory = "1Mi" } }
+autoscaling = { enabled = true, min = 1, max = 2, target_cpu = 50 }
+user = 1000
+writable = ["/tmp"]
+[components.a.ingress]
+enabled = true
+class_name = "nginx"
+annotations = { a = "b" }
+path_type = "Prefix"
+hosts = [{ host = "x.example", paths = ["/"] }]
+tls = [{ secret_name = "s", hosts = ["x.example"] }]
+"#;
+
+/// Every key of the schema is one slipway reads (it refuses unknown keys), and such a file
+/// follows the schema.
+#[test]
+fn slipway_reads_every_key_of_the_schema() {
+    let schema: serde_json::Value = serde_json::from_str(&stdout_of(&["schema"])).unwrap();
+    let value = serde_json::to_value(EVERY_KEY.parse::<toml::Table>().unwrap()).unwrap();
+    let mut errs = Vec::new();
+    check(&schema, &value, "", &mut errs);
+    assert!(errs.is_empty(), "{errs:?}");
+    let count = |s: &serde_json::Value| s["properties"].as_object().map_or(0, |p| p.len());
+    let component = &schema["properties"]["components"]["additionalProperties"];
+    let every = &value["components"]["a"];
+    assert_eq!(
+        every.as_object().unwrap().len(),
+        count(component),
+        "{every}"
+    );
+    assert_eq!(value.as_object().unwrap().len(), count(&schema));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    std::fs::write(dir.path().join("a/Dockerfile"), "FROM busybox\n").unwrap();
+    std::fs::write(dir.path().join("slipway.toml"), EVERY_KEY).unwrap();
+    let out = common::slipway()
+        .current_dir(dir.path())
+        .args(["chart", "--image", "a=example/a:1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,6 +1,7 @@
 //! `slipway completions SHELL` and `slipway man [COMMAND]`: what the shell and `man` read,
 //! generated from the clap definition of the commands ([`crate::cli`]), so they never drift
-//! from `--help`. Both print on stdout (and under `--progress json` give the text as the
+//! from `--help`; `slipway schema`: the JSON Schema of slipway.toml (docs/slipway.schema.json,
+//! written by hand next to the raw types of [`crate::config`]). Both print on stdout (and under `--progress json` give the text as the
 //! summary's result).
 
 use clap::CommandFactory as _;
@@ -36,6 +37,14 @@ pub fn man(session: &Session, args: ManArgs) -> anyhow::Result<()> {
         .render(&mut buf)?;
     emit(session, buf)
 }
+
+/// `slipway schema`: the JSON Schema of slipway.toml.
+pub fn schema(session: &Session) -> anyhow::Result<()> {
+    emit(session, SCHEMA.as_bytes().to_vec())
+}
+
+/// docs/slipway.schema.json.
+const SCHEMA: &str = include_str!("../../docs/slipway.schema.json");
 
 fn emit(session: &Session, buf: Vec<u8>) -> anyhow::Result<()> {
     let text = String::from_utf8(buf)?;
