@@ -103,6 +103,12 @@ impl Drop for Project {
 
 /// `REPO:TAG` of every image under `prefix/` on the daemon `host` (the default one if `None`).
 pub fn tags_under(prefix: &str, host: Option<&str>) -> Vec<String> {
+    // An empty answer from a docker CLI that failed would pass for "no tags".
+    list_tags(prefix, host).unwrap_or_else(|e| panic!("docker image ls: {e}"))
+}
+
+/// [`tags_under`], or why the docker CLI could not say (for cleanups, which must not panic).
+fn list_tags(prefix: &str, host: Option<&str>) -> Result<Vec<String>, String> {
     let out = docker(
         host,
         &[
@@ -114,19 +120,22 @@ pub fn tags_under(prefix: &str, host: Option<&str>) -> Vec<String> {
             &format!("reference={prefix}/*"),
         ],
     );
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
     let mut tags: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect();
     tags.sort();
-    tags
+    Ok(tags)
 }
 
 /// Untags every image under `prefix/` (an image goes when its last tag does; images of
 /// others that share an ID keep their own tags).
 pub fn remove_tags(prefix: &str, host: Option<&str>) {
-    let tags = tags_under(prefix, host);
+    let tags = list_tags(prefix, host).unwrap_or_default();
     if !tags.is_empty() {
         let mut args = vec!["rmi"];
         args.extend(tags.iter().map(String::as_str));
