@@ -179,12 +179,7 @@ fn every_component_gets_the_hardened_pod_it_asks_for() {
     assert_eq!(c["imagePullPolicy"], "IfNotPresent");
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
-    let mounts: Vec<&str> = c["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["mountPath"].as_str().unwrap())
-        .collect();
+    let mounts = mount_paths(c);
     assert_eq!(mounts, ["/tmp", "/app/.next/cache"]);
     assert_eq!(pod["automountServiceAccountToken"], false);
     assert_eq!(pod["securityContext"]["runAsUser"], 10001);
@@ -1101,12 +1096,7 @@ fn a_users_values_file_reaches_helm_template() {
     assert_eq!(c["envFrom"][0]["secretRef"]["name"], "backend-secrets");
     assert_eq!(c["livenessProbe"]["initialDelaySeconds"], 5);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    let mounts: Vec<&str> = c["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["mountPath"].as_str().unwrap())
-        .collect();
+    let mounts = mount_paths(c);
     assert_eq!(mounts, ["/tmp", "/etc/certs"]);
     assert!(!objects.contains_key(&key("Secret", "taskboard-backend")));
     assert!(objects.contains_key(&key("Secret", "taskboard-frontend")));
@@ -1293,4 +1283,14 @@ fn helm_test_has_a_pod_per_component_that_calls_its_health_path_through_its_serv
         .args(["--namespace", "taskboard", "--set", "tests.enabled=false"]));
     must_succeed("helm template (tests off)", &out);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("helm.sh/hook: test"));
+}
+
+/// The `mountPath` of each of a container's `volumeMounts`, in order.
+fn mount_paths(c: &serde_json::Value) -> Vec<&str> {
+    c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect()
 }

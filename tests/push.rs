@@ -60,10 +60,7 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
             pushed: None,
         },
     );
-    let daemon = slipway::docker::Daemon {
-        docker: docker.clone(),
-        endpoint: slipway::docker::endpoint(),
-    };
+    let daemon = slipway::docker::Daemon::new(docker.clone(), slipway::docker::endpoint());
     let rec = slipway::report::Recorder::default();
     slipway::push::push_all(&daemon, &mut report, &rec)
         .await
@@ -739,7 +736,12 @@ async fn slipway_lock_pins_base_images() {
     );
     std::fs::write(dir.path().join("app/index.html"), "pinned\n").unwrap();
     let lock_path = dir.path().join("slipway.lock");
-    let tag_of = |meta: &serde_json::Value| meta["components"]["app"]["tag"].clone();
+    // The tag a build gave `app`, from the metadata file it wrote.
+    let tag_in = |file: &str| -> serde_json::Value {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(file)).unwrap()).unwrap();
+        meta["components"]["app"]["tag"].clone()
+    };
 
     // The first build writes the lock: the base's ID, registry digest and platform.
     let (ok, all) = run_in(
@@ -758,8 +760,7 @@ async fn slipway_lock_pins_base_images() {
             && first_lock.contains("platform = \"linux/amd64\""),
         "{first_lock}"
     );
-    let m1: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("m1.json")).unwrap()).unwrap();
+    let first_tag = tag_in("m1.json");
     // `slipway lock` on the same pins writes the same bytes.
     let (ok, all) = run_in(dir.path(), config.path(), &["lock"]);
     assert!(ok && all.contains("is current"), "{all}");
@@ -804,9 +805,7 @@ async fn slipway_lock_pins_base_images() {
         &["build", "--locked", "--metadata-file", "m2.json"],
     );
     assert!(ok, "{all}");
-    let m2: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("m2.json")).unwrap()).unwrap();
-    assert_eq!(tag_of(&m2), tag_of(&m1), "{m2}");
+    assert_eq!(tag_in("m2.json"), first_tag);
     assert_eq!(
         docker(&["image", "inspect", "-f", "{{.Id}}", &base]),
         old_id
@@ -825,9 +824,8 @@ async fn slipway_lock_pins_base_images() {
         &["build", "--locked", "--metadata-file", "m3.json"],
     );
     assert!(ok, "{all}");
-    let m3: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("m3.json")).unwrap()).unwrap();
-    assert_ne!(tag_of(&m3), tag_of(&m1), "{m3}");
+    let moved_tag = tag_in("m3.json");
+    assert_ne!(moved_tag, first_tag);
 
     // A fresh runner with the lock and the registry: no base image, no app image, no
     // .slipway. `build --locked --push` of pushed inputs pulls nothing and builds nothing.
@@ -838,7 +836,7 @@ async fn slipway_lock_pins_base_images() {
     let t0 = now();
     let (m4, all) = build_push(dir.path(), config.path(), "m4.json");
     assert_eq!(m4["components"]["app"]["outcome"], "registry", "{m4}");
-    assert_eq!(tag_of(&m4), tag_of(&m3), "{m4}");
+    assert_eq!(m4["components"]["app"]["tag"], moved_tag, "{m4}");
     let events = image_events(t0, &host);
     assert!(events.is_empty(), "the daemon saw: {events:?}\n{all}");
 

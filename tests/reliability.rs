@@ -1247,22 +1247,33 @@ fn stalling_proxy(dir: &Path, held: fn(&str) -> bool) -> String {
     format!("unix://{}", path.display())
 }
 
+/// `slipway build` of a one-component busybox project through a [`stalling_proxy`] that holds
+/// the requests `held` accepts, with the variable `bound` set; it must end with exit 1. The
+/// project, the proxy's `DOCKER_HOST` and the run.
+fn build_through_stall(
+    held: fn(&str) -> bool,
+    bound: (&str, &str),
+) -> (Project, String, rely::Run) {
+    rely::require_busybox();
+    let p = Project::new(&[("app", &busybox_dockerfile("RUN echo stalled"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let host = stalling_proxy(dir.path(), held);
+    let mut cmd = p.slipway(&["build"]);
+    cmd.env("DOCKER_HOST", &host).env(bound.0, bound.1);
+    let run = rely::run(cmd, Duration::from_secs(60)).no_panic();
+    assert_eq!(run.code(), Some(1), "{}", run.text());
+    (p, host, run)
+}
+
 #[tokio::test]
 async fn a_daemon_that_stalls_on_a_build_is_an_error_naming_it_and_the_request() {
     if common::daemon().await.is_none() {
         return;
     }
-    rely::require_busybox();
-    let p = Project::new(&[("app", &busybox_dockerfile("RUN echo stalled"))]);
-    let dir = tempfile::tempdir().unwrap();
-    let host = stalling_proxy(dir.path(), |l| {
-        l.starts_with("POST ") && l.contains("/build")
-    });
-    let mut cmd = p.slipway(&["build"]);
-    cmd.env("DOCKER_HOST", &host)
-        .env("SLIPWAY_BUILD_IDLE_TIMEOUT", "4");
-    let run = rely::run(cmd, Duration::from_secs(60)).no_panic();
-    assert_eq!(run.code(), Some(1), "{}", run.text());
+    let (p, host, run) = build_through_stall(
+        |l| l.starts_with("POST ") && l.contains("/build"),
+        ("SLIPWAY_BUILD_IDLE_TIMEOUT", "4"),
+    );
     assert!(
         run.stderr.contains(&format!(
             "the Docker daemon at {host} did not answer `POST /build` of `app` for 4s"
@@ -1288,17 +1299,10 @@ async fn a_daemon_that_stalls_on_any_request_is_an_error_within_the_short_bound(
     if common::daemon().await.is_none() {
         return;
     }
-    rely::require_busybox();
-    let p = Project::new(&[("app", &busybox_dockerfile("RUN echo stalled"))]);
-    let dir = tempfile::tempdir().unwrap();
-    let host = stalling_proxy(dir.path(), |l| {
-        l.starts_with("GET ") && l.contains("/images/") && l.contains("/json")
-    });
-    let mut cmd = p.slipway(&["build"]);
-    cmd.env("DOCKER_HOST", &host)
-        .env("SLIPWAY_DAEMON_TIMEOUT", "3");
-    let run = rely::run(cmd, Duration::from_secs(60)).no_panic();
-    assert_eq!(run.code(), Some(1), "{}", run.text());
+    let (p, host, run) = build_through_stall(
+        |l| l.starts_with("GET ") && l.contains("/images/") && l.contains("/json"),
+        ("SLIPWAY_DAEMON_TIMEOUT", "3"),
+    );
     assert!(
         run.stderr.contains(&format!(
             "no answer from the Docker daemon at {host} within 3s"

@@ -90,10 +90,7 @@ fn legacy_build(host: Option<&str>, dir: &std::path::Path, tag: &str, base: &str
 }
 
 fn local(docker: bollard::Docker) -> Daemon {
-    Daemon {
-        docker,
-        endpoint: slipway::docker::endpoint(),
-    }
+    Daemon::new(docker, slipway::docker::endpoint())
 }
 
 fn run(image: &str) -> String {

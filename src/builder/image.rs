@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 
 use super::stream::Progress;
 use super::{millis, Builder, CacheState, ComponentPlan};
-use crate::docker::Endpoint;
+use crate::docker::Daemon;
 use crate::error::Fail;
 use crate::record::{ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
@@ -38,7 +38,8 @@ use crate::report::{Event, Reporter};
 pub(crate) struct Shared {
     /// A client with the long timeout builds need.
     pub docker: Docker,
-    pub endpoint: Endpoint,
+    /// The daemon as the run connected to it (short request bound, its facts asked once).
+    pub daemon: Daemon,
     pub reporter: std::sync::Arc<dyn Reporter>,
     pub app: String,
     pub builder: Builder,
@@ -97,13 +98,10 @@ pub(crate) async fn build_component(
     // the same image ID on every run and every daemon.
     let built = match built {
         Ok(raw) => {
-            let daemon = crate::docker::Daemon {
-                docker: shared.docker.clone(),
-                endpoint: shared.endpoint.clone(),
-            };
+            let daemon = &shared.daemon;
             let sde = c.source_date_epoch.unwrap_or(0);
             crate::reproduce::normalize::after_build(
-                &daemon,
+                daemon,
                 shared.reporter.as_ref(),
                 &c.name,
                 &raw,
@@ -291,11 +289,11 @@ fn connection_lost(
     anyhow::anyhow!("{cause}").context(
         Fail::job(format!(
             "lost the Docker daemon at {} while building `{}`{at}; no tag was moved",
-            shared.endpoint.host, c.name
+            shared.daemon.endpoint.host, c.name
         ))
         .hint(format!(
             "run the build again once the daemon is back; {}",
-            crate::docker::start_hint(&shared.endpoint)
+            crate::docker::start_hint(&shared.daemon.endpoint)
         )),
     )
 }
@@ -339,15 +337,21 @@ async fn build_session(
             .insert(s.clone(), super::secret_value(&c.name, s)?);
     }
     let id = session_id(&c.name);
-    let session = Session::open(&shared.endpoint, &id, &c.name, &shared_key(c), providers)
-        .await
-        .map_err(|e| connection_lost(shared, c, None, format!("{e:#}")))?;
+    let session = Session::open(
+        &shared.daemon.endpoint,
+        &id,
+        &c.name,
+        &shared_key(c),
+        providers,
+    )
+    .await
+    .map_err(|e| connection_lost(shared, c, None, format!("{e:#}")))?;
 
     let options = build_options(shared, c, temp, &dockerfile_name)
         .version(BuilderVersion::BuilderBuildKit)
         .session(session.id())
         .remote("client-session");
-    let stream = crate::docker::session::build(&shared.endpoint, &options.build());
+    let stream = crate::docker::session::build(&shared.daemon.endpoint, &options.build());
     let (progress, failure) = follow(shared, c, stream, log).await?;
     let failed = progress.failed_step();
     // The file sync's own error (a file that vanished or cannot be read) is the real cause
@@ -430,7 +434,7 @@ fn stalled(
     };
     Fail::job(format!(
         "the Docker daemon at {} {what} of `{}` for {}s: stopped waiting; no tag was moved",
-        shared.endpoint.host,
+        shared.daemon.endpoint.host,
         c.name,
         waited.as_secs()
     ))
@@ -438,7 +442,7 @@ fn stalled(
         "check that the daemon answers (`docker -H {} info`), its free disk and its log \
          (`journalctl -u docker`); a step that runs silently for longer needs \
          SLIPWAY_BUILD_IDLE_TIMEOUT=SECONDS (now {})",
-        shared.endpoint.host,
+        shared.daemon.endpoint.host,
         build_idle_timeout().as_secs()
     ))
     .into()

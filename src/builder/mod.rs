@@ -346,7 +346,7 @@ pub async fn plan_pulling(
     let facts = DaemonFacts {
         platform: platform.clone(),
         builder,
-        containerd_store: crate::docker::containerd_store(&daemon.docker).await,
+        containerd_store: daemon.containerd_store().await,
         pull: opts.pull.clone(),
         registry: opts.registry,
         lock: None,
@@ -1551,7 +1551,7 @@ async fn build_all(
     let docker = daemon.long()?;
     let shared = Arc::new(image::Shared {
         docker,
-        endpoint: daemon.endpoint.clone(),
+        daemon: daemon.clone(),
         reporter: reporter.clone(),
         app: plan.app.clone(),
         builder: plan.builder,

@@ -594,7 +594,7 @@ async fn load_into(
 ) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
     let docker = daemon.long()?;
-    let containerd_store = docker::containerd_store(&docker).await;
+    let containerd_store = daemon.containerd_store().await;
     let runtime = cluster.runtime();
     let address = cluster.containerd_address();
     let states = join_all(
@@ -710,11 +710,20 @@ struct Source<'a> {
     export: Option<&'a str>,
 }
 
-impl Source<'_> {
-    /// The normal form's files, exporting them first if needed; `None`: `docker save`'s stream.
-    async fn files(self, image: &ImageMeta) -> Result<Option<Arc<ImageFiles>>, String> {
-        let Some(id) = self.export.filter(|_| self.normal_form.is_none()) else {
-            return Ok(self.normal_form);
+type ImageStream<'a> =
+    futures_util::stream::BoxStream<'a, Result<bytes::Bytes, bollard::errors::Error>>;
+
+impl<'a> Source<'a> {
+    /// The image as an archive stream: the normal form's files (exported as plain layers
+    /// first on the containerd store), else the daemon's `docker save`.
+    async fn stream(self, image: &ImageMeta) -> Result<ImageStream<'a>, String> {
+        if let Some(files) = self.normal_form {
+            return Ok(archive::save::stream(files).boxed());
+        }
+        let Some(id) = self.export else {
+            // The daemon starts answering an export at once: the short bound on a response
+            // applies (the stream itself may then take as long as it takes).
+            return Ok(self.daemon.docker.export_image(&image.id).boxed());
         };
         let files = crate::reproduce::normalize::export_plain(self.daemon, id)
             .await
@@ -730,7 +739,7 @@ impl Source<'_> {
                 image.reference, files.image_id, image.id
             ));
         }
-        Ok(Some(Arc::new(files)))
+        Ok(archive::save::stream(Arc::new(files)).boxed())
     }
 }
 
@@ -884,21 +893,10 @@ async fn load_image(
         }
     }
     // What the nodes hold now, for the next image of this run.
-    let source_daemon = source.daemon;
     let manifest_digest = match imports.is_empty() {
         true => None,
-        false => match source.files(image).await {
-            Ok(Some(files)) => {
-                let stream = archive::save::stream(files).boxed();
-                let (imported, digest) =
-                    import(docker, image, stream, slots, &imports, reporter).await;
-                outcomes.extend(imported);
-                digest
-            }
-            Ok(None) => {
-                // The daemon starts answering an export at once: the short bound on a
-                // response applies (the stream itself may then take as long as it takes).
-                let stream = source_daemon.docker.export_image(&image.id).boxed();
+        false => match source.stream(image).await {
+            Ok(stream) => {
                 let (imported, digest) =
                     import(docker, image, stream, slots, &imports, reporter).await;
                 outcomes.extend(imported);
@@ -972,7 +970,7 @@ fn report_outcome(reporter: &dyn Reporter, task: &str, r: &NodeLoad) {
 async fn import(
     docker: &Docker,
     image: &ImageMeta,
-    stream: futures_util::stream::BoxStream<'_, Result<bytes::Bytes, bollard::errors::Error>>,
+    stream: ImageStream<'_>,
     slots: &mut [Slot],
     imports: &[(usize, Vec<String>)],
     reporter: &dyn Reporter,

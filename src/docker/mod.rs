@@ -48,9 +48,37 @@ pub struct Endpoint {
 pub struct Daemon {
     pub docker: Docker,
     pub endpoint: Endpoint,
+    /// Which image store it has, asked once per run ([`Daemon::containerd_store`]).
+    store: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl Daemon {
+    /// The daemon at `endpoint`, reached with `docker` (see [`connect`], which also pings it).
+    pub fn new(docker: Docker, endpoint: Endpoint) -> Self {
+        Daemon {
+            docker,
+            endpoint,
+            store: Default::default(),
+        }
+    }
+
+    /// Whether the daemon keeps images in the containerd image store (Docker Desktop's and
+    /// Engine 29's default): there image IDs are manifest digests and exports carry compressed
+    /// layers. Asked once (`docker info`); a daemon that does not say counts as classic.
+    pub async fn containerd_store(&self) -> bool {
+        *self
+            .store
+            .get_or_init(|| async {
+                match self.docker.info().await {
+                    Ok(info) => {
+                        is_containerd_store(info.driver_status.as_deref().unwrap_or_default())
+                    }
+                    Err(_) => false,
+                }
+            })
+            .await
+    }
+
     /// A client of the same daemon for builds and image transfers, which may take
     /// [`LONG_TIMEOUT`]: the seam makes it, so no step opens clients of its own.
     pub fn long(&self) -> anyhow::Result<Docker> {
@@ -153,14 +181,14 @@ pub async fn connect(ping_timeout: Duration) -> anyhow::Result<Daemon> {
     let endpoint = endpoint();
     let docker = client(&endpoint, request_timeout())?;
     ping(&docker, &endpoint, ping_timeout).await?;
-    Ok(Daemon { docker, endpoint })
+    Ok(Daemon::new(docker, endpoint))
 }
 
 /// Connects to a specific endpoint (e.g. the inner daemon of a minikube node).
 pub async fn connect_to(endpoint: Endpoint, ping_timeout: Duration) -> anyhow::Result<Daemon> {
     let docker = client(&endpoint, request_timeout())?;
     ping(&docker, &endpoint, ping_timeout).await?;
-    Ok(Daemon { docker, endpoint })
+    Ok(Daemon::new(docker, endpoint))
 }
 
 async fn ping(docker: &Docker, endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<()> {
@@ -175,15 +203,6 @@ async fn ping(docker: &Docker, endpoint: &Endpoint, timeout: Duration) -> anyhow
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(anyhow::Error::new(e).context(fail())),
         Err(_) => Err(anyhow::anyhow!("no answer within {:?}", timeout).context(fail())),
-    }
-}
-
-/// Whether the daemon keeps images in the containerd image store (Docker Desktop's and Engine
-/// 29's default): there image IDs are manifest digests and exports carry compressed layers.
-pub async fn containerd_store(docker: &Docker) -> bool {
-    match docker.info().await {
-        Ok(info) => is_containerd_store(info.driver_status.as_deref().unwrap_or_default()),
-        Err(_) => false,
     }
 }
 

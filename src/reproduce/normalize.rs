@@ -220,12 +220,13 @@ async fn load_or_tag(
         // The daemon finishes a load it has whole even when no one listens any more: an
         // interrupted build waits for it (`interrupt::settle`) before untagging.
         let (d, p) = (docker.clone(), plan.clone());
+        let containerd = daemon.containerd_store().await;
         crate::interrupt::unabortable(async move {
-            match load(&d, &p).await {
+            match load(&d, &p, containerd).await {
                 // The containerd image store may collect a snapshot it had counted on while it
                 // unpacks (another image that held it was untagged or removed meanwhile): the
                 // blobs are in by then, and a second load unpacks what is missing.
-                Err(e) if lost_snapshot(&e) => load(&d, &p).await,
+                Err(e) if containerd && lost_snapshot(&e) => load(&d, &p, containerd).await,
                 other => other,
             }
         })
@@ -907,11 +908,11 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
-/// Streams the normal form to the daemon as a docker-save tar (`POST /images/load`).
-/// Loads the normal form `plan` into a daemon; on the classic image store without the bottom
-/// layers it kept unchanged (the daemon has them, under the image normalising started from).
-async fn load(docker: &bollard::Docker, plan: &Plan) -> anyhow::Result<()> {
-    let held = match crate::docker::containerd_store(docker).await {
+/// Streams the normal form `plan` to the daemon as a docker-save tar (`POST /images/load`); on
+/// the classic image store (`!containerd`) without the bottom layers it kept unchanged (the
+/// daemon has them, under the image normalising started from).
+async fn load(docker: &bollard::Docker, plan: &Plan, containerd: bool) -> anyhow::Result<()> {
+    let held = match containerd {
         true => HashSet::new(),
         false => held_layers(&plan.outcomes),
     };
