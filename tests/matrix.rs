@@ -307,65 +307,73 @@ fn a_push_from_every_daemon_gives_the_same_image() {
     }
 }
 
-/// A TCP proxy in front of `target` (`tcp://HOST:PORT`) that counts the bytes clients send.
+/// A TCP proxy in front of the daemon at `target` (`tcp://HOST:PORT` or `unix:///PATH`) that
+/// counts the bytes clients send.
 async fn counting_proxy(target: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let upstream = target.trim_start_matches("tcp://").to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let sent = std::sync::Arc::new(AtomicU64::new(0));
-    let count = sent.clone();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (count, target) = (sent.clone(), target.to_string());
     tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let (upstream, count) = (upstream.clone(), count.clone());
+        while let Ok((client, _)) = listener.accept().await {
+            let (target, count) = (target.clone(), count.clone());
             tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = async {
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                count.fetch_add(n as u64, Ordering::Relaxed);
-                                if sw.write_all(&buf[..n]).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
+                if let Some(path) = target.strip_prefix("unix://") {
+                    if let Ok(server) = tokio::net::UnixStream::connect(path).await {
+                        pipe(client, server, count).await;
                     }
-                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut sw).await;
-                };
-                let down = async {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut cw).await;
-                };
-                tokio::join!(up, down);
+                } else if let Ok(server) =
+                    tokio::net::TcpStream::connect(target.trim_start_matches("tcp://")).await
+                {
+                    pipe(client, server, count).await;
+                }
             });
         }
     });
     (format!("tcp://{addr}"), sent)
 }
 
-/// On the containerd image store, normalising after a one-line change loads back only what
-/// changed: the bytes slipway sends the daemon (counted by a proxy in front of it, not by
-/// slipway) stay far below the size of the image's big layer, which is rewritten to the same
-/// normal form every time. Once those images are removed, the layer is sent again.
-#[tokio::test(flavor = "multi_thread")]
-async fn after_a_small_change_only_the_changed_layer_goes_back_to_the_containerd_store() {
-    let Some((_, host)) = common::daemon_matrix()
-        .into_iter()
-        .find(|(label, _)| *label == common::DAEMON_CONTAINERD)
-    else {
-        return;
+/// Copies both ways between `client` and `server`, counting what the client sends.
+async fn pipe<S>(
+    client: tokio::net::TcpStream,
+    server: S,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = tokio::io::split(server);
+    let up = async {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n @ 1..) = cr.read(&mut buf).await {
+            count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = sw.shutdown().await;
     };
+    let down = async {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    tokio::join!(up, down);
+}
+
+/// On every daemon, normalising after a one-line change loads back only what changed: the
+/// bytes slipway sends the daemon (counted by a proxy in front of it, not by slipway) stay far
+/// below the size of the image's big layer, which is rewritten to the same normal form every
+/// time. Once those images are removed, the layer is sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_small_change_only_the_changed_layer_goes_back_to_the_daemon() {
+    for (label, host) in common::daemon_matrix() {
+        eprintln!("{label}: {host}");
+        only_the_changed_layer_goes_back(&host).await;
+    }
+}
+
+async fn only_the_changed_layer_goes_back(host: &str) {
     let busybox = std::env::var("SLIPWAY_TEST_IMAGE_BUSYBOX")
         .unwrap_or_else(|_| "slipway-test/busybox:1.35".to_string());
     let prefix = common::unique("slipway-heldback");
@@ -388,10 +396,10 @@ async fn after_a_small_change_only_the_changed_layer_goes_back_to_the_containerd
         ),
     )
     .unwrap();
-    let (proxy, sent) = counting_proxy(&host).await;
+    let (proxy, sent) = counting_proxy(host).await;
     let docker = |args: &[&str]| {
         std::process::Command::new("docker")
-            .env("DOCKER_HOST", &host)
+            .env("DOCKER_HOST", host)
             .args(args)
             .output()
             .unwrap()

@@ -222,28 +222,30 @@ async fn load_or_tag(
         // interrupted build waits for it (`interrupt::settle`) before untagging.
         let containerd = daemon.containerd_store().await;
         let cache = crate::leftovers::cache_dir();
+        let exists = |id: String| async move { docker.inspect_image(&id).await.is_ok() };
+        let host = &daemon.endpoint.host;
         let held = match containerd {
-            true => {
-                let wanted = plan.rewritten_blobs();
-                stored::held(
-                    &cache,
-                    &daemon.endpoint.host,
-                    &wanted,
-                    |id: String| async move { docker.inspect_image(&id).await.is_ok() },
-                )
-                .await
+            true => stored::held(&cache, host, &plan.rewritten_blobs(), exists).await,
+            false => {
+                let afters: Vec<String> = plan.layers.iter().map(|(d, _)| d.clone()).collect();
+                let chain = stored::held_chain(&cache, host, &afters, exists).await;
+                held_layers(&plan.outcomes, chain)
             }
-            false => HashSet::new(),
+        };
+        // What the daemon surely holds: the image normalising started from is still there.
+        let sure = match containerd {
+            true => HashSet::new(),
+            false => held_layers(&plan.outcomes, 0),
         };
         let (d, p) = (docker.clone(), plan.clone());
         crate::interrupt::unabortable(async move {
             match load(&d, &p, containerd, &held).await {
-                // A blob slipway took the daemon to hold may be gone; and the containerd image
-                // store may collect a snapshot it had counted on while it unpacks (another
-                // image that held it was untagged or removed meanwhile): the blobs are in by
-                // then, and a second, whole load unpacks what is missing.
-                Err(e) if containerd && (!held.is_empty() || lost_snapshot(&e)) => {
-                    load(&d, &p, containerd, &HashSet::new()).await
+                // A layer slipway took the daemon to hold may be gone; and the containerd
+                // image store may collect a snapshot it had counted on while it unpacks
+                // (another image that held it was untagged or removed meanwhile): the blobs
+                // are in by then, and a second load with every layer unpacks what is missing.
+                Err(e) if held != sure || (containerd && lost_snapshot(&e)) => {
+                    load(&d, &p, containerd, &sure).await
                 }
                 other => other,
             }
@@ -275,16 +277,13 @@ async fn load_or_tag(
         }
     }
     let daemon_id = loaded.id.unwrap_or_else(|| plan.image_id.clone());
-    if daemon_id != plan.image_id {
-        // The containerd image store: the image keeps these blobs while it exists.
-        let cache = crate::leftovers::cache_dir();
-        stored::remember(
-            &cache,
-            &daemon.endpoint.host,
-            &daemon_id,
-            plan.plain_blobs(),
-        );
-    }
+    // The image keeps these layers while it exists (see `stored`).
+    let kept = match daemon_id != plan.image_id {
+        true => plan.plain_blobs(),
+        false => plan.layers.iter().map(|(d, _)| d.clone()).collect(),
+    };
+    let cache = crate::leftovers::cache_dir();
+    stored::remember(&cache, &daemon.endpoint.host, &daemon_id, kept);
     Ok((already_present, daemon_id))
 }
 
@@ -989,10 +988,10 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
-/// Streams the normal form `plan` to the daemon (`POST /images/load`): to the classic image
-/// store as a docker-save tar without the bottom layers it kept unchanged (the daemon has
-/// them, under the image normalising started from); to the containerd image store as an OCI
-/// layout without the blobs it holds ([`oci_layout`]).
+/// Streams the normal form `plan` to the daemon (`POST /images/load`) without the layers in
+/// `held`: to the classic image store as a docker-save tar (`held`: a bottom run the daemon
+/// holds as a chain, see [`held_layers`]); to the containerd image store as an OCI layout
+/// ([`oci_layout`]; `held`: rewritten layers whose blobs it holds).
 async fn load(
     docker: &bollard::Docker,
     plan: &Plan,
@@ -1006,7 +1005,7 @@ async fn load(
             Box::new(move |w| oci_layout(w, &plan, &held))
         }
         false => {
-            let held = held_layers(&plan.outcomes);
+            let held = held.clone();
             let config_name = format!("{}.json", plan.image_id.trim_start_matches("sha256:"));
             let layer_paths: Vec<String> = plan
                 .layers
@@ -1095,10 +1094,13 @@ fn lost_snapshot(e: &anyhow::Error) -> bool {
     text.contains("failed to unpack") && text.contains("snapshot") && text.contains("not found")
 }
 
-/// The layers of the bottom run that normalising left as they were: the daemon has each of
-/// them with all below (a layer repeated above that run must still be sent).
-fn held_layers(outcomes: &[LayerOutcome]) -> HashSet<String> {
-    let kept = outcomes.iter().take_while(|o| o.before == o.after).count();
+/// The layers of the bottom run that the daemon holds as a chain: those normalising left as
+/// they were (the image it started from has them), or the first `chain` (an image slipway
+/// loaded earlier has them), whichever run is longer. A layer repeated above that run must
+/// still be sent.
+fn held_layers(outcomes: &[LayerOutcome], chain: usize) -> HashSet<String> {
+    let unchanged = outcomes.iter().take_while(|o| o.before == o.after).count();
+    let kept = unchanged.max(chain.min(outcomes.len()));
     let above: HashSet<&String> = outcomes[kept..].iter().map(|o| &o.after).collect();
     outcomes[..kept]
         .iter()
@@ -1133,16 +1135,20 @@ mod tests {
             size: 0,
             rewritten: before != after,
         };
-        let held = held_layers(&[
+        let layers = [
             o("a", "a"),
             o("b", "b"),
             o("c", "c2"),
             o("d", "d"),
             o("b", "b"),
-        ]);
+        ];
         // `d` sits above a rewritten layer (another chain); `b` is needed there too.
-        assert_eq!(held, HashSet::from(["a".to_string()]));
-        assert!(held_layers(&[o("a", "a2"), o("b", "b")]).is_empty());
+        assert_eq!(held_layers(&layers, 0), HashSet::from(["a".to_string()]));
+        assert!(held_layers(&[o("a", "a2"), o("b", "b")], 0).is_empty());
+        // An image loaded earlier holds the chain up to the rewritten `c2`.
+        let by_chain = held_layers(&layers, 3);
+        assert_eq!(by_chain, HashSet::from(["a".to_string(), "c2".to_string()]));
+        assert_eq!(held_layers(&layers, 9).len(), 4);
     }
 
     #[test]

@@ -1,14 +1,14 @@
-//! Which normal layers a containerd-store daemon holds already, so that loading a normal form
-//! back leaves them out.
+//! Which normal layers a daemon holds already, so that loading a normal form back leaves them
+//! out.
 //!
 //! After a one-line change most of an image's layers are rewritten to the same normal form as
 //! last time (a dependency layer's mtimes are clamped again, to the same bytes): the daemon
-//! holds that blob already, under the image slipway loaded last time. The containerd image
-//! store has no API to ask for a blob, so slipway remembers, per daemon, the images it loaded
-//! (by manifest digest, what that store calls an image) and their uncompressed layer blobs. A
-//! blob counts as held only while an image that names it still exists on the daemon: the image
-//! keeps its blobs from the store's garbage collector. A memory that is lost or wrong costs
-//! only a bigger load.
+//! holds that layer already, under the image slipway loaded last time. Neither image store has
+//! an API to ask for a layer, so slipway remembers, per daemon, the images it loaded (by what
+//! the daemon calls them: the manifest digest on the containerd image store, the config digest
+//! on the classic one) and their layers. A layer counts as held only while an image that names
+//! it still exists on the daemon: the image keeps its layers (the containerd store's blobs, the
+//! classic store's chain) from being removed. A memory that is lost costs only a bigger load.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -93,6 +93,30 @@ where
     held
 }
 
+/// How many of `layers` (diff IDs, bottom first) the daemon at `host` holds as one chain: the
+/// longest run from the bottom that a remembered image for which `exists` says the daemon
+/// still has it shares (the classic image store keeps layers by chain, so a layer counts only
+/// with everything below it).
+pub async fn held_chain<F, Fut>(cache_dir: &Path, host: &str, layers: &[String], exists: F) -> usize
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let memory = read(cache_dir);
+    let mut best = 0;
+    for loaded in memory.daemons.get(host).into_iter().flatten() {
+        let shared = layers
+            .iter()
+            .zip(&loaded.layers)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if shared > best && exists(loaded.image.clone()).await {
+            best = shared;
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +142,25 @@ mod tests {
         assert!(held(dir.path(), "tcp://c", &wanted, |_| async { true })
             .await
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_chain_counts_from_the_bottom_and_only_while_its_image_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        remember(dir.path(), "h", "i1", layers(&["a", "b", "c"]));
+        remember(dir.path(), "h", "i2", layers(&["a", "x", "c"]));
+        let want = layers(&["a", "b", "d"]);
+        assert_eq!(
+            held_chain(dir.path(), "h", &want, |_| async { true }).await,
+            2
+        );
+        let gone = |m: String| async move { m != "i1" };
+        assert_eq!(held_chain(dir.path(), "h", &want, gone).await, 1);
+        assert_eq!(
+            held_chain(dir.path(), "h", &layers(&["z"]), |_| async { true }).await,
+            0
+        );
     }
 
     #[tokio::test]
