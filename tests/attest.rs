@@ -11,19 +11,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
 fn run(cmd: &mut Command, what: &str) -> String {
-    let out: Output = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    common::ok(cmd.output().unwrap(), what)
 }
 
 /// The judges' Python (scripts/env/tools installs cyclonedx-python-lib into it).

@@ -14,29 +14,14 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::package::{Package, Scope};
-use crate::detect::SourceTree;
+use crate::detect::{node, python, SourceTree};
 use crate::error::Fail;
-
-/// Node's lockfiles, in detection's order (the first present is the one installed from).
-const NODE: &[&str] = &[
-    "package-lock.json",
-    "npm-shrinkwrap.json",
-    "pnpm-lock.yaml",
-    "yarn.lock",
-];
-
-/// Python's requirements files, in detection's order.
-const REQUIREMENTS: &[&str] = &[
-    "requirements.txt",
-    "requirements/prod.txt",
-    "requirements/production.txt",
-    "requirements/base.txt",
-];
 
 /// Every package the context's lockfiles pin (unsorted; [`super::package::dedup`] sorts).
 pub fn read(tree: &SourceTree) -> anyhow::Result<Vec<Package>> {
     let mut out = Vec::new();
-    if let Some(file) = tree.first_file(NODE) {
+    let node: Vec<&str> = node::LOCKFILES.iter().map(|(f, _)| *f).collect();
+    if let Some(file) = tree.first_file(&node) {
         let text = tree.read(file)?;
         let parsed = match file {
             "pnpm-lock.yaml" => pnpm(&text, file),
@@ -52,7 +37,7 @@ pub fn read(tree: &SourceTree) -> anyhow::Result<Vec<Package>> {
             _ => poetry(&text, file),
         };
         out.extend(parsed.map_err(|e| unreadable(tree, file, e))?);
-    } else if let Some(file) = tree.first_file(REQUIREMENTS) {
+    } else if let Some(file) = tree.first_file(python::REQUIREMENTS) {
         let mut seen = BTreeSet::new();
         requirements_file(tree, file, &mut seen, &mut out)?;
     }
