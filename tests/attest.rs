@@ -427,3 +427,53 @@ async fn containerd_store_subject_is_the_config_digest() {
         "the cached image's provenance differs from the built one's"
     );
 }
+
+/// A container made to read an image's files that a killed run left (its pid no longer runs)
+/// is removed by the next run; one of a live run is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn readers_left_by_dead_runs_are_reaped() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let daemon = slipway::docker::connect(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    if !daemon.endpoint.host.starts_with("unix://") {
+        assert!(
+            !common::in_ci(),
+            "CI=true and the daemon is not on a unix socket"
+        );
+        return;
+    }
+    let busybox = std::env::var("SLIPWAY_TEST_IMAGE_BUSYBOX")
+        .unwrap_or_else(|_| "slipway-test/busybox:1.35".into());
+    let label = slipway::docker::files::READER_LABEL;
+    let create = |name: &str, pid: u32| {
+        run(
+            docker(None)
+                .args(["create", "--name", name, "--label"])
+                .arg(format!("{label}={pid}"))
+                .args([busybox.as_str(), "true"]),
+            "docker create",
+        )
+    };
+    let (dead, live) = (
+        common::unique("slipway-reader-dead"),
+        common::unique("slipway-reader-live"),
+    );
+    create(&dead, u32::MAX);
+    create(&live, std::process::id());
+    slipway::leftovers::reap_readers(&daemon).await;
+    let exists = |name: &str| {
+        docker(None)
+            .args(["container", "inspect", name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let (dead_left, live_left) = (exists(&dead), exists(&live));
+    let _ = docker(None).args(["rm", "-f", &dead, &live]).output();
+    assert!(!dead_left, "the dead run's reader is still there");
+    assert!(live_left, "a live run's reader was removed");
+}

@@ -4,7 +4,9 @@
 //! whiteouts remove) for a container; a container that is created but never started costs no
 //! process, and its archive endpoint (`GET /containers/ID/archive`, what `docker cp` uses)
 //! gives any path of that merged view as a small tar. That is far cheaper than exporting the
-//! image to read its layers. The container is removed before returning, whatever happened.
+//! image to read its layers. The container is removed before returning, whatever happened; one
+//! a killed run left carries its pid in [`READER_LABEL`] and the next run removes it
+//! ([`crate::leftovers::reap_readers`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -13,6 +15,9 @@ use anyhow::Context as _;
 use futures_util::TryStreamExt;
 
 use super::Daemon;
+
+/// The label of the containers made to read files: the pid of the run that made it.
+pub const READER_LABEL: &str = "dev.slipway.reader-pid";
 
 /// Largest file read (dpkg's status file of a large image is a few MB).
 const MAX_FILE: u64 = 64 << 20;
@@ -38,8 +43,8 @@ pub async fn read_files(
         cmd: Some(Vec::new()),
         network_disabled: Some(true),
         labels: Some(HashMap::from([(
-            "dev.slipway.read".to_string(),
-            "1".to_string(),
+            READER_LABEL.to_string(),
+            std::process::id().to_string(),
         )])),
         ..Default::default()
     };
