@@ -477,3 +477,66 @@ async fn readers_left_by_dead_runs_are_reaped() {
     assert!(!dead_left, "the dead run's reader is still there");
     assert!(live_left, "a live run's reader was removed");
 }
+
+/// The lockfile fixtures, read as the SBOM reads them: the same Next.js app locked by npm,
+/// pnpm and yarn (without its development dependencies) pins the same packages; every Python lock's packages carry versions; and
+/// each fixture's list is kept in a snapshot.
+#[test]
+fn lockfile_fixtures() {
+    use slipway::attest::{lockfiles, package};
+    use slipway::detect::SourceTree;
+    let stacks = common::repo().join("tests/fixtures/stacks");
+    let read = |name: &str| -> Vec<(String, String, String)> {
+        let tree = SourceTree::new(stacks.join(name), name);
+        package::dedup(lockfiles::read(&tree).unwrap())
+            .into_iter()
+            .map(|(purl, p)| {
+                let version = p.version.clone().unwrap_or_default();
+                (
+                    p.full_name(),
+                    version,
+                    format!("{purl} {}", p.scope.as_str()),
+                )
+            })
+            .collect()
+    };
+    let names = |list: &[(String, String, String)]| -> BTreeSet<(String, String)> {
+        list.iter()
+            .map(|(n, v, _)| (n.clone(), v.clone()))
+            .collect()
+    };
+    let npm = read("nextjs-npm");
+    assert_eq!(names(&read("nextjs-pnpm")), names(&npm), "pnpm vs npm");
+    // The yarn fixture has no development dependencies.
+    let runtime: Vec<_> = npm
+        .iter()
+        .filter(|(_, _, line)| !line.ends_with(" excluded"))
+        .cloned()
+        .collect();
+    assert_eq!(names(&read("nextjs-yarn")), names(&runtime), "yarn vs npm");
+    let mut shown = String::new();
+    for fixture in [
+        "go",
+        "nextjs-npm",
+        "nextjs-pnpm",
+        "nextjs-yarn",
+        "node-typescript",
+        "python-poetry",
+        "python-requirements",
+        "python-uv",
+        "rust",
+    ] {
+        let list = read(fixture);
+        // The Rust fixture depends on nothing: its Cargo.lock holds only itself.
+        assert_eq!(list.is_empty(), fixture == "rust", "{fixture}: {list:?}");
+        assert!(
+            list.iter().all(|(_, v, _)| !v.is_empty()),
+            "{fixture}: {list:?}"
+        );
+        shown.push_str(&format!("{fixture}:\n"));
+        for (_, _, line) in &list {
+            shown.push_str(&format!("  {line}\n"));
+        }
+    }
+    insta::assert_snapshot!(shown);
+}
