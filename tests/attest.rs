@@ -479,7 +479,8 @@ async fn readers_left_by_dead_runs_are_reaped() {
 }
 
 /// The lockfile fixtures, read as the SBOM reads them: the same Next.js app locked by npm,
-/// pnpm and yarn (without its development dependencies) pins the same packages; every Python lock's packages carry versions; and
+/// pnpm and yarn (without its development dependencies) pins the same packages (npm and pnpm
+/// with the same scopes for what runs); every Python lock's packages carry versions; and
 /// each fixture's list is kept in a snapshot.
 #[test]
 fn lockfile_fixtures() {
@@ -506,7 +507,17 @@ fn lockfile_fixtures() {
             .collect()
     };
     let npm = read("nextjs-npm");
-    assert_eq!(names(&read("nextjs-pnpm")), names(&npm), "pnpm vs npm");
+    let pnpm = read("nextjs-pnpm");
+    assert_eq!(names(&pnpm), names(&npm), "pnpm vs npm");
+    // pnpm says what is optional and what runs as npm does (what npm has for development only,
+    // pnpm may count as run: a development package that meets a runtime one's peer dependency).
+    for (p, n) in pnpm.iter().zip(&npm) {
+        assert!(
+            p == n || n.2.ends_with(" excluded"),
+            "pnpm {p:?} vs npm {n:?}"
+        );
+    }
+    assert!(pnpm.iter().any(|p| p.2.ends_with(" excluded")));
     // The yarn fixture has no development dependencies.
     let runtime: Vec<_> = npm
         .iter()

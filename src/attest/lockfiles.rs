@@ -114,13 +114,15 @@ fn npm_scope(entry: &Value) -> Scope {
 }
 
 /// pnpm-lock.yaml: the keys of `packages` (`/name@1.0.0` in v6, `name@1.0.0` in v9,
-/// `/name/1.0.0` in v5), peer suffixes `(react@19.0.0)` dropped.
+/// `/name/1.0.0` in v5), peer suffixes `(react@19.0.0)` dropped; the scope from each entry's
+/// `dev` and `optional` flags (v5, v6) or from the graph in `snapshots` (v9).
 pub fn pnpm(text: &str, source: &str) -> anyhow::Result<Vec<Package>> {
     let lock: serde_norway::Value = serde_norway::from_str(text)?;
     let mut out = Vec::new();
     let Some(packages) = lock.get("packages").and_then(|p| p.as_mapping()) else {
         return Ok(out);
     };
+    let pnpm_v9 = PnpmGraph::of(&lock);
     for (key, entry) in packages {
         let Some(key) = key.as_str() else { continue };
         let key = key.strip_prefix('/').unwrap_or(key);
@@ -139,16 +141,82 @@ pub fn pnpm(text: &str, source: &str) -> anyhow::Result<Vec<Package>> {
         }
         let flag = |k: &str| entry.get(k).and_then(|v| v.as_bool()) == Some(true);
         let mut p = Package::locked("npm", name, Some(version), source);
-        p.scope = if flag("dev") {
-            Scope::Excluded
-        } else if flag("optional") {
-            Scope::Optional
-        } else {
-            Scope::Required
+        p.scope = match pnpm_v9
+            .as_ref()
+            .map(|g| g.scope(&format!("{name}@{version}")))
+        {
+            Some(scope) => scope,
+            None if flag("dev") => Scope::Excluded,
+            None if flag("optional") => Scope::Optional,
+            None => Scope::Required,
         };
         out.push(p);
     }
     Ok(out)
+}
+
+/// pnpm 9's dependency graph (`importers` and `snapshots`; its `packages` carry no `dev`
+/// flag): what the importers' runtime dependencies reach, and which of it is optional.
+struct PnpmGraph {
+    /// `name@version` of every package the runtime dependencies reach.
+    reached: BTreeSet<String>,
+    /// `name@version` of the snapshots marked `optional`.
+    optional: BTreeSet<String>,
+}
+
+impl PnpmGraph {
+    fn of(lock: &serde_norway::Value) -> Option<PnpmGraph> {
+        let snapshots = lock.get("snapshots")?.as_mapping()?;
+        // `name` and a version as pnpm writes it (peers in parentheses) → the snapshot key.
+        let key = |name: &serde_norway::Value, version: &serde_norway::Value| {
+            let v = version.get("version").unwrap_or(version);
+            Some(format!("{}@{}", name.as_str()?, v.as_str()?))
+        };
+        let deps = |node: &serde_norway::Value| -> Vec<String> {
+            ["dependencies", "optionalDependencies"]
+                .iter()
+                .filter_map(|k| node.get(*k)?.as_mapping())
+                .flatten()
+                .filter_map(|(n, v)| key(n, v))
+                .collect()
+        };
+        let mut todo: Vec<String> = lock
+            .get("importers")
+            .and_then(|i| i.as_mapping())
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, importer)| deps(importer))
+            .collect();
+        let base = |k: &str| k.split('(').next().unwrap_or(k).to_string();
+        let mut seen = BTreeSet::new();
+        while let Some(k) = todo.pop() {
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            if let Some(node) = snapshots.get(k.as_str()) {
+                todo.extend(deps(node));
+            }
+        }
+        let optional = snapshots
+            .iter()
+            .filter(|(_, n)| n.get("optional").and_then(|o| o.as_bool()) == Some(true))
+            .filter_map(|(k, _)| k.as_str().map(base))
+            .collect();
+        Some(PnpmGraph {
+            reached: seen.iter().map(|k| base(k)).collect(),
+            optional,
+        })
+    }
+
+    fn scope(&self, key: &str) -> Scope {
+        if !self.reached.contains(key) {
+            Scope::Excluded
+        } else if self.optional.contains(key) {
+            Scope::Optional
+        } else {
+            Scope::Required
+        }
+    }
 }
 
 /// yarn.lock, classic (`version "1.0.0"`) and Berry (`version: 1.0.0`): each entry's first
