@@ -13,6 +13,7 @@
 //! goes through BuildKit's gRPC session instead, the one path on which the daemon can ask
 //! slipway for a secret (see [`image`]).
 
+mod cache;
 pub mod digest;
 mod image;
 pub mod stream;
@@ -235,6 +236,8 @@ pub struct BuildOptions {
     pub pull_found: bool,
     /// `--locked` ([`PlanOptions::locked`]).
     pub locked: bool,
+    /// `--cache-from` / `--cache-to` ([`crate::cache`]): never an input of the digest.
+    pub cache: crate::cache::CacheOptions,
 }
 
 /// What the plan may do beyond asking the daemon.
@@ -1558,7 +1561,11 @@ async fn build_all(
         no_cache: opts.no_cache,
         normal_forms: NormalForms::new(opts.keep_normal_forms),
         log_dir: log_dir.to_path_buf(),
+        cache: opts.cache.clone(),
     });
+    if plan.builder == Builder::BuildKit {
+        cache::prepare(daemon, reporter.as_ref(), &opts.cache, to_build).await;
+    }
     let jobs = opts.jobs.unwrap_or(to_build.len()).max(1);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut set: tokio::task::JoinSet<TaskResult> = tokio::task::JoinSet::new();

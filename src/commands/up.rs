@@ -244,6 +244,7 @@ async fn pipeline(
         // An image the registry has is pulled only to be loaded into a cluster found.
         pull_found: matches!(detection, cluster::Detection::Found(_)),
         locked: args.locked,
+        cache: args.cache.options(&session.cwd, &config.images.cache),
     };
     let build::Built {
         report: mut built,
