@@ -1659,6 +1659,44 @@ resources = { requests = { cpu = "100m", memory = "128Mi" } }
         parse_str(s).unwrap_err()
     }
 
+    #[test]
+    fn build_cache_entries_are_checked_where_they_are_written() {
+        let text = replace(
+            "tags = [\"latest\", \"dev\"]\n",
+            "tags = [\"latest\", \"dev\"]\ncache_from = [\"reg:5000/cache\", \"type=local,src=ci\"]\ncache_to = [\"type=local,dest=ci\"]\n",
+        );
+        let c = parse_str(&text).unwrap();
+        use crate::cache::CacheSpec;
+        assert_eq!(
+            c.images.cache.from,
+            [
+                CacheSpec::Registry {
+                    reference: "reg:5000/cache".into()
+                },
+                CacheSpec::Local {
+                    dir: "/repo/ci".into()
+                }
+            ]
+        );
+        assert_eq!(
+            c.images.cache.to,
+            [CacheSpec::Local {
+                dir: "/repo/ci".into()
+            }]
+        );
+        let text = replace(
+            "tags = [\"latest\", \"dev\"]\n",
+            "tags = [\"latest\", \"dev\"]\ncache_to = [\"type=gha\"]\n",
+        );
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "cache_to"));
+        assert!(
+            e.message.contains("type=gha is not supported"),
+            "{}",
+            e.message
+        );
+    }
+
     fn replace(from: &str, to: &str) -> String {
         assert!(GOOD.contains(from), "fixture lacks {from}");
         GOOD.replacen(from, to, 1)

@@ -16,8 +16,13 @@ use std::time::Instant;
 const NAME: &str = "slipway-docker26-buildcache";
 const HOST: &str = "tcp://127.0.0.1:23757";
 
-/// Starts (or finds running) the test's own daemon, with the base images.
-fn scratch_daemon() -> Option<String> {
+/// The tests here empty the daemon: one at a time.
+static DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Starts (or finds running) the test's own daemon, with the base images, and holds it for
+/// the calling test until the guard drops.
+fn scratch_daemon() -> Option<(String, std::sync::MutexGuard<'static, ()>)> {
+    let guard = DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(common::repo().join("tests/env/daemon-up"))
         .args([NAME, "classic", "23757"])
         .env_remove("DOCKER_HOST")
@@ -31,7 +36,7 @@ fn scratch_daemon() -> Option<String> {
         eprintln!("SKIPPED: the build-cache test's daemon did not start: {why}");
         return None;
     }
-    Some(HOST.to_string())
+    Some((HOST.to_string(), guard))
 }
 
 fn docker(args: &[&str]) -> String {
@@ -52,9 +57,12 @@ fn docker(args: &[&str]) -> String {
 fn empty_daemon() {
     let images = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
     for image in images.lines() {
-        if !image.starts_with("slipway-test/") {
+        if !image.starts_with("slipway-test/") && !image.starts_with("<none>") {
             docker(&["image", "rm", "-f", image]);
         }
+    }
+    for id in docker(&["image", "ls", "-q", "--filter", "dangling=true"]).lines() {
+        docker(&["image", "rm", "-f", id]);
     }
     docker(&["builder", "prune", "-af"]);
     let left = docker(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
@@ -124,9 +132,9 @@ fn outcome(events: &[serde_json::Value], task: &str) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn a_fresh_runner_takes_the_dependency_layers_from_the_registry_cache() {
-    let Some(host) = scratch_daemon() else {
+#[test]
+fn a_fresh_runner_takes_the_dependency_layers_from_the_registry_cache() {
+    let Some((host, _daemon)) = scratch_daemon() else {
         return;
     };
     let Some(reg) = common::registry::start_beside(&host) else {
@@ -188,7 +196,10 @@ async fn a_fresh_runner_takes_the_dependency_layers_from_the_registry_cache() {
     let (_, plan, _) = run(dir.path(), &["plan", "backend", "--json"]);
     assert!(plan.contains(&tag), "{tag} not in {plan}");
     let left = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
-    assert!(!left.contains("slipway-cache"), "{left}");
+    assert!(
+        !left.contains("slipway-cache") && !left.contains("/cache/") && !left.contains("<none>"),
+        "{left}"
+    );
 
     // Runner 2: a fresh daemon, a one-line change to the backend.
     empty_daemon();
@@ -271,4 +282,72 @@ fn the_ci_workflow_uses_the_lock_the_registry_and_the_build_cache() {
             assert!(help.contains(flag), "slipway {command} has no {flag}");
         }
     }
+}
+
+/// `type=local` (a CI service's cache directory, e.g. actions/cache): `[images] cache_to`
+/// saves the stage images to DIR/COMPONENT.tar, and a fresh daemon given `--cache-from
+/// type=local,src=DIR` runs only the step after the change. `doctor` says what the daemon
+/// takes.
+#[test]
+fn a_local_cache_directory_carries_the_stages_to_a_fresh_daemon() {
+    let Some((_, _daemon)) = scratch_daemon() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(web.join("deps.txt"), "dependencies\n").unwrap();
+    std::fs::write(web.join("app.txt"), "version 1\n").unwrap();
+    std::fs::write(
+        web.join("Dockerfile"),
+        "FROM slipway-test/busybox:1.35 AS deps\nCOPY deps.txt /deps.txt\n\
+         RUN cp /deps.txt /installed\n\
+         FROM deps AS production\nCOPY app.txt /app.txt\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("slipway.toml"),
+        "[app]\nname = \"localcache\"\n[images]\nprefix = \"localcache\"\n\
+         cache_to = [\"type=local,dest=ci-cache\"]\n\
+         [components.web]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n",
+    )
+    .unwrap();
+
+    let (doctor, all, _) = run(dir.path(), &["doctor", "--json"]);
+    let _ = doctor;
+    assert!(
+        all.contains("\"build cache\"") && all.contains("exports inline cache only"),
+        "{all}"
+    );
+
+    empty_daemon();
+    let (first, all, _) = run(dir.path(), &["build"]);
+    assert_eq!(outcome(&first, "web"), "built", "{all}");
+    let archive = dir.path().join("ci-cache/web.tar");
+    assert!(archive.is_file(), "{all}");
+    let left = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        !left.contains("slipway-cache") && !left.contains("<none>"),
+        "{left}"
+    );
+
+    empty_daemon();
+    std::fs::remove_dir_all(dir.path().join(".slipway")).unwrap();
+    std::fs::write(web.join("app.txt"), "version 2\n").unwrap();
+    let (second, all, _) = run(
+        dir.path(),
+        &["build", "--cache-from", "type=local,src=ci-cache"],
+    );
+    assert_eq!(outcome(&second, "web"), "built", "{all}");
+    let steps = steps(&second, "web");
+    let cached = |needle: &str| {
+        steps
+            .iter()
+            .find(|(s, _)| s.contains(needle))
+            .unwrap_or_else(|| panic!("no step `{needle}` in {steps:#?}"))
+            .1
+    };
+    assert!(cached("RUN cp /deps.txt /installed"), "{steps:#?}");
+    assert!(!cached("COPY app.txt"), "{steps:#?}");
+    empty_daemon();
 }

@@ -214,8 +214,17 @@ async fn export_stages(shared: &Shared, c: &ComponentPlan) -> anyhow::Result<()>
         anyhow::Ok(())
     }
     .await;
+    // The stage images go with their last tag (the registry or the archive keeps them; the
+    // daemon's BuildKit keeps its own cache): no dangling images left behind.
     for tag in &locals {
-        super::image::remove_tag(&shared.docker, tag).await;
+        let _ = shared
+            .docker
+            .remove_image(
+                tag,
+                Some(bollard::query_parameters::RemoveImageOptions::default()),
+                None,
+            )
+            .await;
     }
     result
 }
