@@ -123,6 +123,15 @@ fn steps(events: &[serde_json::Value], task: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// Whether the step whose text contains `needle` came from cache (it must be there).
+fn cached(steps: &[(String, bool)], needle: &str) -> bool {
+    steps
+        .iter()
+        .find(|(s, _)| s.contains(needle))
+        .unwrap_or_else(|| panic!("no step `{needle}` in {steps:#?}"))
+        .1
+}
+
 fn outcome(events: &[serde_json::Value], task: &str) -> String {
     events
         .iter()
@@ -214,13 +223,7 @@ fn a_fresh_runner_takes_the_dependency_layers_from_the_registry_cache() {
     );
     assert_eq!(outcome(&second, "backend"), "pushed", "{all}");
     let steps = steps(&second, "backend");
-    let find = |needle: &str| {
-        steps
-            .iter()
-            .find(|(s, _)| s.contains(needle))
-            .unwrap_or_else(|| panic!("no step `{needle}` in {steps:#?}"))
-            .1
-    };
+    let find = |needle: &str| cached(&steps, needle);
     // The dependencies come from the registry cache: pip does not run.
     assert!(find("install --no-compile"), "pip ran: {steps:#?}");
     assert!(find("COPY requirements.txt"), "{steps:#?}");
@@ -340,14 +343,7 @@ fn a_local_cache_directory_carries_the_stages_to_a_fresh_daemon() {
     );
     assert_eq!(outcome(&second, "web"), "built", "{all}");
     let steps = steps(&second, "web");
-    let cached = |needle: &str| {
-        steps
-            .iter()
-            .find(|(s, _)| s.contains(needle))
-            .unwrap_or_else(|| panic!("no step `{needle}` in {steps:#?}"))
-            .1
-    };
-    assert!(cached("RUN cp /deps.txt /installed"), "{steps:#?}");
-    assert!(!cached("COPY app.txt"), "{steps:#?}");
+    assert!(cached(&steps, "RUN cp /deps.txt /installed"), "{steps:#?}");
+    assert!(!cached(&steps, "COPY app.txt"), "{steps:#?}");
     empty_daemon();
 }
