@@ -291,6 +291,40 @@ pub struct BuildArgs {
     /// input-digest tag is not built (nor pulled): its digest is recorded.
     #[arg(long)]
     pub push: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// `--cache-from` / `--cache-to` of `build` and `up` ([`crate::cache`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CacheArgs {
+    /// Take build cache from here (repeatable): `type=registry,ref=REPOSITORY` (or just
+    /// REPOSITORY) reads the stage images REPOSITORY:COMPONENT-STAGE, `type=local,src=DIR`
+    /// reads DIR/COMPONENT.tar [default: `[images] cache_from`].
+    #[arg(long = "cache-from", value_name = "SPEC", value_parser = |s: &str| crate::cache::parse(s, crate::cache::Direction::From))]
+    pub from: Vec<crate::cache::CacheSpec>,
+    /// Write build cache here after each build (repeatable): `type=registry,ref=REPOSITORY`
+    /// pushes each Dockerfile stage as an inline-cache image REPOSITORY:COMPONENT-STAGE,
+    /// `type=local,dest=DIR` saves them to DIR/COMPONENT.tar [default: `[images] cache_to`].
+    #[arg(long = "cache-to", value_name = "SPEC", value_parser = |s: &str| crate::cache::parse(s, crate::cache::Direction::To))]
+    pub to: Vec<crate::cache::CacheSpec>,
+}
+
+impl CacheArgs {
+    /// The run's cache options: these flags (relative directories against `cwd`), else the
+    /// config's.
+    pub fn options(
+        &self,
+        cwd: &std::path::Path,
+        config: &crate::cache::CacheOptions,
+    ) -> crate::cache::CacheOptions {
+        crate::cache::CacheOptions {
+            from: self.from.clone(),
+            to: self.to.clone(),
+        }
+        .resolved(cwd)
+        .or(config)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -425,6 +459,8 @@ pub struct UpArgs {
     /// imagePullPolicy of the Deployments.
     #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent)]
     pub pull_policy: PullPolicy,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// `--pull-policy`: the containers' `imagePullPolicy` ([`crate::k8s::PullPolicy`]).

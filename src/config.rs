@@ -86,6 +86,10 @@ pub struct Images {
     /// Look each image up in its registry (the prefix's) before building it, as `--push`
     /// does: an image the registry has under its input-digest tag is not built.
     pub registry: bool,
+    /// `cache_from` / `cache_to`: the build cache across machines ([`crate::cache`]), as the
+    /// flags give it (the flags win, each direction on its own). Local directories are
+    /// relative to the file's directory.
+    pub cache: crate::cache::CacheOptions,
 }
 
 /// Which cluster images are loaded into.
@@ -671,6 +675,10 @@ struct RawImages {
     tags: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     registry: Option<bool>,
+    #[serde(default)]
+    cache_from: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    cache_to: Option<Vec<Spanned<String>>>,
 }
 
 /// `cluster = "kind:dev"`, or the table `[cluster]` with `target = "kind:dev"`.
@@ -918,6 +926,7 @@ fn validate_images(cx: &Ctx, raw: Option<RawImages>, app: &str) -> Result<Images
             prefix: app.to_string(),
             tags: vec!["latest".to_string()],
             registry: false,
+            cache: Default::default(),
         });
     };
     let prefix = match img.prefix {
@@ -940,10 +949,22 @@ fn validate_images(cx: &Ctx, raw: Option<RawImages>, app: &str) -> Result<Images
         }
         None => vec!["latest".to_string()],
     };
+    let specs = |list: Option<Vec<Spanned<String>>>, direction| {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(|t| crate::cache::parse(t.get_ref(), direction).map_err(|e| cx.err(t.span(), e)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let cache = crate::cache::CacheOptions {
+        from: specs(img.cache_from, crate::cache::Direction::From)?,
+        to: specs(img.cache_to, crate::cache::Direction::To)?,
+    }
+    .resolved(cx.path.parent().unwrap_or(Path::new(".")));
     Ok(Images {
         prefix,
         tags,
         registry: img.registry.unwrap_or(false),
+        cache,
     })
 }
 
@@ -1636,6 +1657,44 @@ resources = { requests = { cpu = "100m", memory = "128Mi" } }
 
     fn err_of(s: &str) -> ConfigError {
         parse_str(s).unwrap_err()
+    }
+
+    #[test]
+    fn build_cache_entries_are_checked_where_they_are_written() {
+        let text = replace(
+            "tags = [\"latest\", \"dev\"]\n",
+            "tags = [\"latest\", \"dev\"]\ncache_from = [\"reg:5000/cache\", \"type=local,src=ci\"]\ncache_to = [\"type=local,dest=ci\"]\n",
+        );
+        let c = parse_str(&text).unwrap();
+        use crate::cache::CacheSpec;
+        assert_eq!(
+            c.images.cache.from,
+            [
+                CacheSpec::Registry {
+                    reference: "reg:5000/cache".into()
+                },
+                CacheSpec::Local {
+                    dir: "/repo/ci".into()
+                }
+            ]
+        );
+        assert_eq!(
+            c.images.cache.to,
+            [CacheSpec::Local {
+                dir: "/repo/ci".into()
+            }]
+        );
+        let text = replace(
+            "tags = [\"latest\", \"dev\"]\n",
+            "tags = [\"latest\", \"dev\"]\ncache_to = [\"type=gha\"]\n",
+        );
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "cache_to"));
+        assert!(
+            e.message.contains("type=gha is not supported"),
+            "{}",
+            e.message
+        );
     }
 
     fn replace(from: &str, to: &str) -> String {

@@ -221,6 +221,14 @@ async fn daemon_checks(d: &Daemon, info: &mut DaemonInfo, checks: &mut Vec<Check
             },
             None,
         ));
+        if info.buildkit {
+            checks.push(check(
+                "build cache",
+                Status::Ok,
+                crate::cache::daemon_support(containerd_store),
+                None,
+            ));
+        }
         let local = d.endpoint.host.starts_with("unix://");
         match (&sys.docker_root_dir, local) {
             (Some(root), true) => match free_bytes(Path::new(root)) {

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod attest;
 pub mod bases;
 pub mod builder;
+pub mod cache;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

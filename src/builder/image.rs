@@ -48,6 +48,30 @@ pub(crate) struct Shared {
     pub normal_forms: crate::reproduce::normalize::NormalForms,
     /// Where each component's build log goes (`.slipway/logs`).
     pub log_dir: std::path::PathBuf,
+    /// `--cache-from` / `--cache-to` ([`super::cache`]).
+    pub cache: crate::cache::CacheOptions,
+}
+
+/// What one `POST /build` makes: the component's image (its target, under the temporary tag,
+/// progress reported) or, for the build cache, one stage as an inline-cache image (quietly:
+/// every step of it was just built).
+#[derive(Clone, Copy)]
+pub(crate) struct Request<'a> {
+    pub tag: &'a str,
+    pub target: &'a str,
+    pub inline_cache: bool,
+    pub quiet: bool,
+}
+
+impl<'a> Request<'a> {
+    fn image(c: &'a ComponentPlan, temp: &'a str) -> Self {
+        Request {
+            tag: temp,
+            target: &c.target,
+            inline_cache: false,
+            quiet: false,
+        }
+    }
 }
 
 /// A failed build: the error, the step that failed (with its command) and the end of its log.
@@ -90,7 +114,7 @@ pub(crate) async fn build_component(
     };
     let mut log = Vec::new();
     let built = match shared.builder {
-        Builder::BuildKit => build_session(shared, c, temp, &mut log).await,
+        Builder::BuildKit => build_session(shared, c, Request::image(c, temp), &mut log).await,
         Builder::Legacy => build_streaming(shared, c, temp, &mut log).await,
     };
     // Reproducible images (src/reproduce): the image tagged and recorded is the normal form
@@ -130,6 +154,9 @@ pub(crate) async fn build_component(
     };
     // After the real tags are set (or nothing was built): untagging never deletes the image.
     remove_tag(&shared.docker, temp).await;
+    if result.is_ok() && shared.cache.exports() && shared.builder == Builder::BuildKit {
+        super::cache::export(shared, c).await;
+    }
     let log_file = write_log(shared, c, log, result.as_ref().err());
     match result {
         Ok(record) => {
@@ -306,7 +333,7 @@ fn connection_lost(
 async fn build_session(
     shared: &Shared,
     c: &ComponentPlan,
-    temp: &str,
+    request: Request<'_>,
     log: &mut Vec<String>,
 ) -> Result<String, Failure> {
     use crate::docker::session::{Providers, Session};
@@ -348,12 +375,12 @@ async fn build_session(
     .await
     .map_err(|e| connection_lost(shared, c, None, format!("{e:#}")))?;
 
-    let options = build_options(shared, c, temp, &dockerfile_name)
+    let options = build_options(shared, c, request, &dockerfile_name)
         .version(BuilderVersion::BuilderBuildKit)
         .session(session.id())
         .remote("client-session");
     let stream = crate::docker::session::build(&shared.daemon.endpoint, &options.build());
-    let (progress, failure) = follow(shared, c, stream, log).await?;
+    let (progress, failure) = follow(shared, c, stream, log, request.quiet).await?;
     let failed = progress.failed_step();
     // The file sync's own error (a file that vanished or cannot be read) is the real cause
     // of a failed "load build context" step.
@@ -372,19 +399,56 @@ async fn build_session(
     image_id(shared, c, &progress, failed)
 }
 
+/// Builds `stage` of `c` as an image with inline cache, tagged `tag`, on the session path
+/// and without progress (the build cache's stage images; [`super::cache::export`]).
+pub(crate) async fn build_stage(
+    shared: &Shared,
+    c: &ComponentPlan,
+    stage: &str,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let request = Request {
+        tag,
+        target: stage,
+        inline_cache: true,
+        quiet: true,
+    };
+    match build_session(shared, c, request, &mut Vec::new()).await {
+        Ok(_) => Ok(()),
+        Err(f) => Err(match f.step {
+            Some(step) => f
+                .error
+                .context(format!("step {} failed", super::stream::step_label(&step))),
+            None => f.error,
+        }),
+    }
+}
+
 /// What every `POST /build` of `c` asks, whichever builder runs it.
 fn build_options(
     shared: &Shared,
     c: &ComponentPlan,
-    temp: &str,
+    request: Request<'_>,
     dockerfile: &str,
 ) -> BuildImageOptionsBuilder {
-    let args: HashMap<String, String> = c.build_args.clone().into_iter().collect();
+    let mut args: HashMap<String, String> = c.build_args.clone().into_iter().collect();
+    if request.inline_cache {
+        // moby turns this build arg into BuildKit's inline cache exporter; it is no ARG of the
+        // Dockerfile and leaves no trace in the image but the cache metadata.
+        args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
+    }
     let labels: HashMap<String, String> = c.labels(&shared.app).into_iter().collect();
-    BuildImageOptionsBuilder::default()
-        .t(temp)
+    let cache_from = super::cache::cache_from(&shared.cache, c);
+    let options = BuildImageOptionsBuilder::default();
+    let options = if cache_from.is_empty() {
+        options
+    } else {
+        options.cachefrom(&cache_from)
+    };
+    options
+        .t(request.tag)
         .dockerfile(dockerfile)
-        .target(&c.target)
+        .target(request.target)
         .buildargs(&args)
         .labels(&labels)
         .nocache(shared.no_cache)
@@ -459,6 +523,7 @@ async fn follow(
     mut stream: impl futures_util::Stream<Item = Result<bollard::models::BuildInfo, DockerError>>
         + Unpin,
     log: &mut Vec<String>,
+    quiet: bool,
 ) -> Result<(Progress, Option<DockerError>), Failure> {
     let secrets = c
         .build_secrets
@@ -488,7 +553,9 @@ async fn follow(
                 progress.on_item(info, &mut events);
                 for e in events.drain(..) {
                     log.extend(crate::report::log_file_line(&e));
-                    shared.reporter.report(e);
+                    if !quiet {
+                        shared.reporter.report(e);
+                    }
                 }
             }
             Err(e) => return Ok((progress, Some(e))),
@@ -576,13 +643,13 @@ async fn build_streaming(
     log: &mut Vec<String>,
 ) -> Result<String, Failure> {
     let (body, packer) = crate::context::pack_stream(c.context_spec());
-    let options =
-        build_options(shared, c, temp, &c.dockerfile_name).version(BuilderVersion::BuilderV1);
+    let options = build_options(shared, c, Request::image(c, temp), &c.dockerfile_name)
+        .version(BuilderVersion::BuilderV1);
     let stream =
         shared
             .docker
             .build_image(options.build(), None, Some(bollard::body_try_stream(body)));
-    let (progress, failure) = follow(shared, c, stream, log).await?;
+    let (progress, failure) = follow(shared, c, stream, log, false).await?;
     // Dropping the request (done by now) stops the packer if it is still sending.
     let packed = packer.await;
     let failed = progress.failed_step();

@@ -14,6 +14,7 @@
 //! slipway for a secret (see [`image`]).
 
 mod attestations;
+mod cache;
 pub mod digest;
 mod image;
 pub mod stream;
@@ -238,6 +239,8 @@ pub struct BuildOptions {
     pub locked: bool,
     /// Write each image's SBOM and provenance under this directory ([`crate::attest::dir`]).
     pub attestations: Option<PathBuf>,
+    /// `--cache-from` / `--cache-to` ([`crate::cache`]): never an input of the digest.
+    pub cache: crate::cache::CacheOptions,
 }
 
 /// What the plan may do beyond asking the daemon.
@@ -1575,7 +1578,11 @@ async fn build_all(
         no_cache: opts.no_cache,
         normal_forms: NormalForms::new(opts.keep_normal_forms),
         log_dir: log_dir.to_path_buf(),
+        cache: opts.cache.clone(),
     });
+    if plan.builder == Builder::BuildKit {
+        cache::prepare(daemon, reporter.as_ref(), &opts.cache, to_build).await;
+    }
     let jobs = opts.jobs.unwrap_or(to_build.len()).max(1);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut set: tokio::task::JoinSet<TaskResult> = tokio::task::JoinSet::new();

@@ -22,6 +22,7 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
         registry: args.push || config.images.registry,
         pull_found: false,
         locked: args.locked,
+        cache: args.cache.options(&session.cwd, &config.images.cache),
     };
     let mut report = builder::run_build(
         session.reporter.clone(),

@@ -248,6 +248,7 @@ async fn pipeline(
             &config.root,
             opts.metadata_file.as_deref(),
         )),
+        cache: args.cache.options(&session.cwd, &config.images.cache),
     };
     let build::Built {
         report: mut built,
