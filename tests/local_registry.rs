@@ -116,6 +116,28 @@ fn pinned(run: &serde_json::Value, component: &str) -> String {
         .to_string()
 }
 
+/// doctor's `registry` and `registry: nodes` checks.
+fn doctor(dir: &Path) -> (serde_json::Value, serde_json::Value) {
+    let out = common::slipway()
+        .current_dir(dir)
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let named = |n: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} check: {report}"))
+            .clone()
+    };
+    (named("registry"), named("registry: nodes"))
+}
+
 /// Removes every image of the test's prefix from the daemon (the local registry's names too),
 /// however the test ends.
 struct Images(String);
@@ -269,6 +291,18 @@ async fn up_pushes_to_the_wired_registry_and_nodes_pull_only_what_they_lack() {
         "{grown:?}"
     );
 
+    // doctor names the registry and says that both nodes resolve it.
+    let (registry_check, nodes_check) = doctor(dir.path());
+    assert_eq!(registry_check["status"], "ok", "{registry_check}");
+    let said = registry_check["message"].as_str().unwrap();
+    assert!(said.contains(&host) && said.contains("certs.d"), "{said}");
+    assert_eq!(nodes_check["status"], "ok", "{nodes_check}");
+    let said = nodes_check["message"].as_str().unwrap();
+    assert!(
+        said.contains(&nodes[0]) && said.contains(&nodes[1]) && said.contains("resolve"),
+        "{said}"
+    );
+
     // Configured in slipway.toml, the registry is used as is and named there.
     project(dir.path(), &prefix, &cluster, Some(&host));
     std::fs::write(dir.path().join("api/index.html"), "api v2\n").unwrap();
@@ -281,4 +315,30 @@ async fn up_pushes_to_the_wired_registry_and_nodes_pull_only_what_they_lack() {
         "{run3}"
     );
     assert_eq!(pinned(&run3, "api"), api2);
+
+    // A node that is not wired cannot pull it: doctor says which one, and how to wire it.
+    let out = Command::new("docker")
+        .args(["exec", &nodes[1], "rm", "-r"])
+        .arg(format!("/etc/containerd/certs.d/{host}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (registry_check, nodes_check) = doctor(dir.path());
+    assert!(
+        registry_check["message"]
+            .as_str()
+            .unwrap()
+            .contains("slipway.toml"),
+        "{registry_check}"
+    );
+    assert_eq!(nodes_check["status"], "fail", "{nodes_check}");
+    let said = nodes_check["message"].as_str().unwrap();
+    assert!(
+        said.contains(&nodes[1]) && !said.contains(&nodes[0]),
+        "{said}"
+    );
+    assert!(
+        nodes_check["hint"].as_str().unwrap().contains("hosts.toml"),
+        "{nodes_check}"
+    );
 }
