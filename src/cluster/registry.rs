@@ -383,14 +383,17 @@ pub async fn push(
             Outcome::Pushed => format!("{} ({})", outcome.words(), fmt_duration(took)),
             _ => "already in the registry".to_string(),
         };
-        reporter.report(Event::Finished {
-            task,
-            outcome: outcome.code().into(),
-            reason: None,
-            detail: Some(format!("{summary}: {pinned}")),
-            changed_files: Vec::new(),
-            bytes_sent: None,
-        });
+        if outcome == Outcome::AlreadyPresent {
+            // (The push reported its own end.)
+            reporter.report(Event::Finished {
+                task,
+                outcome: outcome.code().into(),
+                reason: None,
+                detail: Some(format!("{summary}: {pinned}")),
+                changed_files: Vec::new(),
+                bytes_sent: None,
+            });
+        }
         results.push(NodeLoad {
             component: name.clone(),
             image: pinned.clone(),
