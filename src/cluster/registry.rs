@@ -232,23 +232,33 @@ pub async fn node_hosts(
     cluster: &Cluster,
 ) -> Vec<(String, Result<Vec<HostsFile>, String>)> {
     let script = listing_script();
-    let running: Vec<&super::Node> = cluster.nodes().iter().filter(|n| n.running).collect();
-    let answers = join_all(running.iter().map(|n| {
+    on_running_nodes(cluster, |node| {
         let script = script.clone();
         async move {
-            exec::run(docker, &n.name, &["sh", "-c", &script])
+            exec::run(docker, &node, &["sh", "-c", &script])
                 .await
                 .and_then(|o| o.check("listing containerd's certs.d"))
                 .map(|o| parse_listing(&o.stdout))
                 .map_err(|e| format!("{e:#}"))
         }
-    }))
-    .await;
-    running
+    })
+    .await
+}
+
+/// `ask` of every running node of `cluster`, all at once: `(node, answer)`, control plane first.
+async fn on_running_nodes<T, F, Fut>(cluster: &Cluster, ask: F) -> Vec<(String, T)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let running: Vec<String> = cluster
+        .nodes()
         .iter()
+        .filter(|n| n.running)
         .map(|n| n.name.clone())
-        .zip(answers)
-        .collect()
+        .collect();
+    let answers = join_all(running.iter().cloned().map(ask)).await;
+    running.into_iter().zip(answers).collect()
 }
 
 /// The local registry `up` pushes to, if any: the configured one, else the ConfigMap's, else
@@ -446,16 +456,15 @@ pub async fn probe(
         Cluster::K3d { .. } => CERTS_D[1],
         _ => CERTS_D[0],
     };
-    let running: Vec<&super::Node> = cluster.nodes().iter().filter(|n| n.running).collect();
-    let answers = join_all(running.iter().map(|n| {
+    on_running_nodes(cluster, |node| {
         let cmd = kind::Ctr {
-            node: &n.name,
+            node: &node,
             address,
         }
         .command(&["images", "pull", "--hosts-dir", dir, &reference]);
         async move {
             let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-            match exec::run(docker, &n.name, &cmd).await {
+            match exec::run(docker, &node, &cmd).await {
                 Err(e) => Err(format!("{e:#}")),
                 Ok(out) => {
                     let text = format!("{}\n{}", out.stdout, out.stderr);
@@ -467,13 +476,8 @@ pub async fn probe(
                 }
             }
         }
-    }))
-    .await;
-    running
-        .iter()
-        .map(|n| n.name.clone())
-        .zip(answers)
-        .collect()
+    })
+    .await
 }
 
 #[cfg(test)]
