@@ -273,6 +273,10 @@ async fn pipeline(
         // pushed to its local registry).
         pull_found: found.is_some() || local_registry.is_some(),
         locked: args.locked,
+        attestations: Some(crate::attest::dir(
+            &config.root,
+            opts.metadata_file.as_deref(),
+        )),
     };
     let build::Built {
         report: mut built,
@@ -608,6 +612,7 @@ mod tests {
                 duration_ms: 65_000,
                 size: 331_700_000,
                 pushed: None,
+                attestations: Vec::new(),
             },
         );
         let report = UpReport {
