@@ -763,6 +763,7 @@ fn all_present(
         cluster: Some(cluster.target().to_string()),
         runtime: Some(cluster.runtime()),
         message: None,
+        registry: None,
         results,
         bytes_sent: 0,
         duration_ms: started.elapsed().as_millis() as u64,
