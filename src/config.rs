@@ -66,6 +66,9 @@ pub struct Config {
     /// Overrides of the base image each stack uses, by key (see [`BASE_IMAGE_KEYS`]).
     pub base_images: BTreeMap<String, String>,
     pub cluster: ClusterTarget,
+    /// `[cluster] registry`: the local registry wired into the cluster (KEP-1755), `HOST:PORT`
+    /// as the Docker daemon reaches it. `None`: detected from the cluster, if it has one.
+    pub cluster_registry: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -692,6 +695,8 @@ enum RawCluster {
 struct RawClusterTable {
     #[serde(default)]
     target: Option<Spanned<String>>,
+    #[serde(default)]
+    registry: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for RawCluster {
@@ -867,16 +872,38 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     }
     let images = validate_images(&cx, raw.images, &app.name)?;
     let base_images = validate_base_images(&cx, raw.base_images)?;
-    let cluster = match raw.cluster {
-        None => ClusterTarget::Auto,
+    let (cluster, cluster_registry) = match raw.cluster {
+        None => (ClusterTarget::Auto, None),
         Some(c) => {
             let span = c.span();
             match c.into_inner() {
-                RawCluster::Text(t) => ClusterTarget::parse(&t).map_err(|m| cx.err(span, m))?,
-                RawCluster::Table(RawClusterTable { target: Some(t) }) => {
-                    ClusterTarget::parse(t.get_ref()).map_err(|m| cx.err(t.span(), m))?
+                RawCluster::Text(t) => {
+                    (ClusterTarget::parse(&t).map_err(|m| cx.err(span, m))?, None)
                 }
-                RawCluster::Table(RawClusterTable { target: None }) => ClusterTarget::Auto,
+                RawCluster::Table(RawClusterTable { target, registry }) => {
+                    let target = match target {
+                        Some(t) => {
+                            ClusterTarget::parse(t.get_ref()).map_err(|m| cx.err(t.span(), m))?
+                        }
+                        None => ClusterTarget::Auto,
+                    };
+                    let registry = match registry {
+                        Some(r) if !is_registry_host(r.get_ref()) => {
+                            return Err(with_hint(
+                                cx.err(
+                                    r.span(),
+                                    format!(
+                                        "cluster registry `{}` is not a registry host (HOST or HOST:PORT, no scheme or path)",
+                                        r.get_ref()
+                                    ),
+                                ),
+                                "write it as the Docker daemon pushes to it, e.g. `registry = \"localhost:5001\"`",
+                            ));
+                        }
+                        r => r.map(Spanned::into_inner),
+                    };
+                    (target, registry)
+                }
             }
         }
     };
@@ -889,6 +916,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         images,
         base_images,
         cluster,
+        cluster_registry,
     })
 }
 
@@ -1462,6 +1490,29 @@ fn is_tag(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
+/// `localhost:5001`, `registry.local`, `[::1]:5000`: a host and an optional port, as an image
+/// reference's first component names a registry.
+pub fn is_registry_host(s: &str) -> bool {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && !p.contains(']') => (h, Some(p)),
+        _ => (s, None),
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => !v6.is_empty() && v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'),
+        None => {
+            !host.is_empty()
+                && host.split('.').all(|l| {
+                    !l.is_empty()
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        }
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    host_ok && port_ok
+}
+
 fn is_image_repo(s: &str) -> bool {
     if s.is_empty() || s.starts_with('/') || s.ends_with('/') {
         return false;
@@ -1967,6 +2018,45 @@ resources = { requests = { cpu = "100m", memory = "128Mi" } }
             ClusterTarget::parse("kind:x").unwrap().to_string(),
             "kind:x"
         );
+    }
+
+    #[test]
+    fn cluster_registry() {
+        let c = parse_str(&replace(
+            "target = \"kind:dev\"",
+            "target = \"kind:dev\"\nregistry = \"localhost:5001\"",
+        ))
+        .unwrap();
+        assert_eq!(c.cluster, ClusterTarget::Kind("dev".into()));
+        assert_eq!(c.cluster_registry.as_deref(), Some("localhost:5001"));
+        assert_eq!(parse_str(GOOD).unwrap().cluster_registry, None);
+        let text = replace(
+            "target = \"kind:dev\"",
+            "registry = \"http://localhost:5001/v2\"",
+        );
+        let e = err_of(&text);
+        assert_eq!(e.line, line_of(&text, "registry ="));
+        assert!(e.message.contains("not a registry host"), "{}", e.message);
+        assert!(e.hint.unwrap().contains("localhost:5001"));
+        for good in [
+            "localhost:5001",
+            "kind-registry:5000",
+            "registry.local",
+            "[::1]:5000",
+        ] {
+            assert!(is_registry_host(good), "{good}");
+        }
+        for bad in [
+            "",
+            "localhost:",
+            "localhost:99999",
+            "a/b",
+            "http://x",
+            "-x:1",
+            "a b",
+        ] {
+            assert!(!is_registry_host(bad), "{bad}");
+        }
     }
 
     #[test]

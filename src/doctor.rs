@@ -315,6 +315,7 @@ async fn cluster_check(
                 format!("`up` skips the load: {why}"),
                 None,
             ));
+            registry_check(d, None, config, checks).await;
             return;
         }
         Err(e) => {
@@ -347,6 +348,103 @@ async fn cluster_check(
             Status::Warn,
             format!("{message}; stopped: {}", stopped.join(", ")),
             Some(format!("start them: `docker start {}`", stopped.join(" "))),
+        ));
+    }
+    registry_check(d, Some(&c), config, checks).await;
+}
+
+/// The local registry `up` would push to, found exactly as `up` finds it
+/// ([`crate::cluster::registry::resolve`]): whether the daemon reaches it, and whether every
+/// running node resolves its name (a pull of a tag it lacks answers "not found").
+async fn registry_check(
+    d: &Daemon,
+    cluster: Option<&crate::cluster::Cluster>,
+    config: Option<&Config>,
+    checks: &mut Vec<Check>,
+) {
+    use crate::cluster::{registry, Runtime};
+    let configured = config.and_then(|c| c.cluster_registry.as_deref());
+    let found = registry::resolve(&d.docker, cluster, configured, &crate::report::Silent).await;
+    let r = match found {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            if cluster.is_some() {
+                checks.push(check(
+                    "registry",
+                    Status::Ok,
+                    "none wired into the cluster: `up` loads node by node",
+                    None,
+                ));
+            }
+            return;
+        }
+        Err(e) => {
+            checks.push(check(
+                "registry",
+                Status::Fail,
+                crate::error::plain(&e),
+                crate::error::exit_and_hint(&e).1,
+            ));
+            return;
+        }
+    };
+    let mut message = format!(
+        "{} (found in {}): `up` pushes there instead of loading node by node",
+        r.host, r.found_in
+    );
+    if r.from_nodes != r.host {
+        message.push_str(&format!("; the manifests name it {}", r.from_nodes));
+    }
+    let probe = format!("{}/slipway-doctor/probe", r.host);
+    if let Err(e) = crate::push::lookup(d, &probe, "absent").await {
+        checks.push(check(
+            "registry",
+            Status::Fail,
+            format!("{message}; the Docker daemon cannot reach it: {}", crate::error::plain(&e)),
+            Some(format!(
+                "start the registry (the kind recipe: `docker run -d -p 127.0.0.1:{}:5000 --name kind-registry registry:2`), or fix `registry` under [cluster] in slipway.toml",
+                r.host.rsplit_once(':').map_or("5001", |(_, p)| p)
+            )),
+        ));
+        return;
+    }
+    checks.push(check("registry", Status::Ok, message, None));
+    let Some(c) = cluster else { return };
+    if c.runtime() != Runtime::Containerd {
+        checks.push(check(
+            "registry: nodes",
+            Status::Warn,
+            format!(
+                "not checked: the nodes of {} run Docker, not containerd",
+                c.target()
+            ),
+            None,
+        ));
+        return;
+    }
+    let answers = registry::probe(&d.docker, c, &r).await;
+    let (good, bad): (Vec<_>, Vec<_>) = answers.iter().partition(|(_, a)| a.is_ok());
+    if bad.is_empty() {
+        let names: Vec<&str> = good.iter().map(|(n, _)| n.as_str()).collect();
+        checks.push(check(
+            "registry: nodes",
+            Status::Ok,
+            format!("{} resolve {}", names.join(", "), r.from_nodes),
+            None,
+        ));
+    } else {
+        let each: Vec<String> = bad
+            .iter()
+            .map(|(n, a)| format!("{n}: {}", a.as_ref().err().map_or("", String::as_str)))
+            .collect();
+        checks.push(check(
+            "registry: nodes",
+            Status::Fail,
+            format!("cannot pull from {}: {}", r.from_nodes, each.join("; ")),
+            Some(format!(
+                "wire it into each node's containerd as the kind local-registry recipe does: /etc/containerd/certs.d/{}/hosts.toml naming the registry's address as the nodes reach it (plain HTTP: `[host.\"http://ADDRESS\"]`)",
+                r.from_nodes
+            )),
         ));
     }
 }

@@ -255,7 +255,7 @@ fn the_schema_is_valid_json_and_the_bundled_slipway_toml_follows_it() {
 }
 
 /// A slipway.toml with every key the schema knows.
-const EVERY_KEY: &str = r#"cluster = { target = "none" }
+const EVERY_KEY: &str = r#"cluster = { target = "none", registry = "localhost:5001" }
 [app]
 name = "x"
 version = "1"

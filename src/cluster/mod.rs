@@ -12,6 +12,7 @@ pub mod exec;
 pub mod image;
 pub mod kind;
 pub mod minikube;
+pub mod registry;
 pub mod transfer;
 mod unchanged;
 
@@ -404,6 +405,8 @@ pub enum Outcome {
     Failed {
         reason: String,
     },
+    /// Pushed to the local registry the nodes pull from (only the blobs it lacked).
+    Pushed,
 }
 
 impl Outcome {
@@ -417,6 +420,7 @@ impl Outcome {
                 layers_total,
             } => format!("loaded {layers_sent} of {layers_total} layers"),
             Outcome::Failed { reason } => format!("failed: {reason}"),
+            Outcome::Pushed => "pushed, the nodes pull it".to_string(),
         }
     }
 
@@ -428,6 +432,7 @@ impl Outcome {
             Outcome::Retagged { .. } => "retagged",
             Outcome::Loaded { .. } => "loaded",
             Outcome::Failed { .. } => "failed",
+            Outcome::Pushed => "pushed",
         }
     }
 
@@ -466,6 +471,10 @@ pub struct LoadReport {
     /// Why nothing was loaded, when there was no cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The local registry pushed to instead of loading node by node (then `results` has one
+    /// entry per image, its `node` the registry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<registry::LocalRegistry>,
     pub results: Vec<NodeLoad>,
     pub bytes_sent: u64,
     pub duration_ms: u64,
@@ -698,6 +707,7 @@ async fn load_into(
         cluster: Some(cluster.target().to_string()),
         runtime: Some(runtime),
         message: None,
+        registry: None,
         results,
         bytes_sent,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -753,6 +763,7 @@ fn all_present(
         cluster: Some(cluster.target().to_string()),
         runtime: Some(cluster.runtime()),
         message: None,
+        registry: None,
         results,
         bytes_sent: 0,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -1308,6 +1319,7 @@ mod tests {
             cluster: Some("kind:dev".into()),
             runtime: Some(Runtime::Containerd),
             message: None,
+            registry: None,
             results: vec![
                 node_load(
                     "backend",

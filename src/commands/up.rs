@@ -214,6 +214,27 @@ async fn pipeline(
             message: format!("cluster: {}", cluster_found(c)),
         });
     }
+    // A local registry wired into the cluster takes the images instead of each node.
+    let found = match &detection {
+        cluster::Detection::Found(c) => Some(c),
+        cluster::Detection::NoCluster(_) => None,
+    };
+    let local_registry = cluster::registry::resolve(
+        &daemon.docker,
+        found,
+        config.cluster_registry.as_deref(),
+        reporter,
+    )
+    .await?;
+    if let Some(r) = &local_registry {
+        reporter.report(Event::Info {
+            message: format!(
+                "registry: {} (found in {}): images are pushed there, the nodes pull them",
+                r.host, r.found_in
+            ),
+        });
+    }
+    let loads_nodes = found.is_some() && local_registry.is_none();
     // Detection runs once: for the generated Dockerfiles, then for the components that bring
     // their own; the plan and the manifests read the result.
     let (files, detected) = dockerfiles(session, config, args.locked, args.dry_run)?;
@@ -227,7 +248,14 @@ async fn pipeline(
     let plan = build::plan_pulling(config, daemon, &[], &stacks, plan_opts).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
     if args.dry_run {
-        session.print(&preview(&files, &plan, &detection, &mdir, &cdir));
+        session.print(&preview(
+            &files,
+            &plan,
+            &detection,
+            local_registry.as_ref(),
+            &mdir,
+            &cdir,
+        ));
         return Ok(None);
     }
 
@@ -238,11 +266,12 @@ async fn pipeline(
         metadata_file: None,
         // The images this run builds keep their normalised files until the load is done
         // (with no cluster to load into, nothing is kept).
-        keep_normal_forms: matches!(detection, cluster::Detection::Found(_)),
+        keep_normal_forms: loads_nodes,
         no_pull: args.no_pull,
         registry: args.push || config.images.registry,
-        // An image the registry has is pulled only to be loaded into a cluster found.
-        pull_found: matches!(detection, cluster::Detection::Found(_)),
+        // An image the registry has is pulled only to be loaded into a cluster found (or
+        // pushed to its local registry).
+        pull_found: found.is_some() || local_registry.is_some(),
         locked: args.locked,
         attestations: Some(crate::attest::dir(
             &config.root,
@@ -264,7 +293,15 @@ async fn pipeline(
         crate::record::merge_last(config, &built, reporter)?;
     }
 
-    let load = cluster::load_detected(daemon, detection, &images, reporter).await?;
+    let load = match &local_registry {
+        Some(r) => {
+            let pushed = cluster::registry::push(daemon, r, found, &mut built, reporter).await?;
+            // `manifests` and `chart` run alone name the images as pushed.
+            crate::record::merge_last(config, &built, reporter)?;
+            pushed
+        }
+        None => cluster::load_detected(daemon, detection, &images, reporter).await?,
+    };
     // The normal forms' files are removed now that the load is done.
     drop(images);
 
@@ -342,6 +379,7 @@ fn preview(
     files: &[FileState],
     plan: &build::BuildPlan,
     detection: &cluster::Detection,
+    registry: Option<&cluster::registry::LocalRegistry>,
     mdir: &Path,
     cdir: &Path,
 ) -> String {
@@ -357,6 +395,12 @@ fn preview(
         cluster::Detection::NoCluster(why) => format!("none ({why})"),
     };
     out.push_str(&format!("cluster: {cluster}\n"));
+    if let Some(r) = registry {
+        out.push_str(&format!(
+            "registry: {} (found in {}): images are pushed there, not loaded node by node\n",
+            r.host, r.found_in
+        ));
+    }
     out.push_str(&format!("manifests: {}\n", mdir.display()));
     out.push_str(&format!("chart: {}\n", cdir.display()));
     out.push_str("(dry run: nothing was built, loaded or written)\n");
@@ -412,6 +456,7 @@ fn next_command(
         shown(config, mdir)
     );
     match &load.cluster {
+        _ if load.registry.is_some() => deploy,
         Some(_) => deploy,
         None if chose_none => format!(
             "{deploy}   (cluster = none: the images were not loaded; the cluster must get them another way, e.g. `slipway load --cluster kind:NAME` or --push)"

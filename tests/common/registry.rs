@@ -53,6 +53,24 @@ pub fn start() -> Option<Registry> {
     )
 }
 
+/// [`start`], listening on every address: the host's daemon pushes to `localhost:PORT` and node
+/// stand-ins reach it through their network's gateway (see [`Registry::wire`]).
+/// It logs each request ([`Registry::uploaded_blobs`] reads the log).
+pub fn start_for_nodes() -> Option<Registry> {
+    let bin = binary()?;
+    let port = free_port();
+    run_with(
+        Command::new(bin),
+        "0.0.0.0",
+        port,
+        format!("127.0.0.1:{port}"),
+        Some(Options {
+            htpasswd: None,
+            log: true,
+        }),
+    )
+}
+
 /// [`start`], with htpasswd authentication: `htpasswd` is the file's text (`USER:BCRYPT`).
 pub fn start_with_htpasswd(htpasswd: &str) -> Option<Registry> {
     let bin = binary()?;
@@ -63,7 +81,10 @@ pub fn start_with_htpasswd(htpasswd: &str) -> Option<Registry> {
         "127.0.0.1",
         port,
         address,
-        Some(htpasswd),
+        Some(Options {
+            htpasswd: Some(htpasswd),
+            log: false,
+        }),
     )
 }
 
@@ -109,16 +130,26 @@ fn run(cmd: Command, listen: &str, port: u16, address: String) -> Option<Registr
     run_with(cmd, listen, port, address, None)
 }
 
-/// [`run`]; an htpasswd file's text turns on basic auth.
+/// What [`run_with`] turns on besides the defaults.
+struct Options<'a> {
+    /// An htpasswd file's text: basic auth.
+    htpasswd: Option<&'a str>,
+    /// Log every request (level info) to `registry.log` in the registry's directory.
+    log: bool,
+}
+
+/// [`run`], with [`Options`].
 fn run_with(
     mut cmd: Command,
     listen: &str,
     port: u16,
     address: String,
-    htpasswd: Option<&str>,
+    options: Option<Options>,
 ) -> Option<Registry> {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
+    let htpasswd = options.as_ref().and_then(|o| o.htpasswd);
+    let log = options.as_ref().is_some_and(|o| o.log);
     let auth = match htpasswd {
         Some(text) => {
             let file = dir.path().join("htpasswd");
@@ -133,17 +164,19 @@ fn run_with(
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {listen}:{port}\n{auth}",
+            "version: 0.1\nlog:\n  level: {}\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {listen}:{port}\n{auth}",
+            if log { "info" } else { "error" },
             dir.path().join("data").display()
         ),
     )
     .unwrap();
-    let child = cmd
-        .arg("serve")
-        .arg(&cfg)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let stderr = match log {
+        true => std::fs::File::create(dir.path().join("registry.log"))
+            .unwrap()
+            .into(),
+        false => std::process::Stdio::null(),
+    };
+    let child = cmd.arg("serve").arg(&cfg).stderr(stderr).spawn().unwrap();
     // Dropping the guard stops the registry, on every path out of here.
     let reg = Registry {
         child,
@@ -161,6 +194,87 @@ fn run_with(
 }
 
 impl Registry {
+    /// `localhost:PORT`: the name images are pushed under, as in the kind + registry recipe.
+    pub fn host(&self) -> String {
+        format!("localhost:{}", self.port)
+    }
+
+    /// Wires this registry into every node of the kind or k3d stand-in cluster `cluster` as
+    /// [`Registry::host`] (tests/env/registry-wire: a containerd `certs.d` hosts.toml); returns
+    /// the upstream the nodes pull from.
+    pub fn wire(&self, cluster: &str) -> String {
+        let out = Command::new(super::repo().join("tests/env/registry-wire"))
+            .args([cluster, &self.host(), &self.port.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "registry-wire: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Every blob upload the registry completed, as its log says (`PUT .../blobs/uploads/...
+    /// ?digest=...` answered 201), in order: `(digest, bytes it stores for it)`. Needs
+    /// [`start_for_nodes`].
+    pub fn uploaded_blobs(&self) -> Vec<(String, u64)> {
+        let log = std::fs::read_to_string(self._dir.path().join("registry.log")).unwrap();
+        log.lines()
+            .filter(|l| {
+                l.contains("http.request.method=PUT")
+                    && l.contains("/blobs/uploads/")
+                    && l.contains("http.response.status=201")
+            })
+            .filter_map(|l| {
+                let hex = l.split("digest=sha256%3A").nth(1)?.get(..64)?;
+                let data = self
+                    ._dir
+                    .path()
+                    .join("data/docker/registry/v2/blobs/sha256")
+                    .join(&hex[..2])
+                    .join(hex)
+                    .join("data");
+                let size = std::fs::metadata(data).map(|m| m.len()).unwrap_or(0);
+                Some((format!("sha256:{hex}"), size))
+            })
+            .collect()
+    }
+
+    /// Every blob the registry served (`GET /v2/NAME/blobs/sha256:...` answered 200), as its
+    /// log says, in order. Needs [`start_for_nodes`].
+    pub fn served_blobs(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self._dir.path().join("registry.log")).unwrap();
+        log.lines()
+            .filter(|l| {
+                l.contains("http.request.method=GET") && l.contains("http.response.status=200")
+            })
+            .filter_map(|l| {
+                let hex = l.split("/blobs/sha256:").nth(1)?.get(..64)?;
+                Some(format!("sha256:{hex}"))
+            })
+            .collect()
+    }
+
+    /// The bytes of the blobs the registry stores (its own storage, not what a client says it
+    /// sent).
+    pub fn stored_bytes(&self) -> u64 {
+        fn walk(p: &std::path::Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path()),
+                    Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self._dir.path().join("data/docker/registry/v2/blobs"))
+    }
+
     /// GET of `path` (under `/v2/`) as JSON, asking for image manifests.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let out = Command::new("curl")
