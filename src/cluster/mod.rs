@@ -814,9 +814,10 @@ impl<'a> Source<'a> {
             return Ok(archive::save::stream(files).boxed());
         }
         let Some(id) = self.export else {
-            // The daemon starts answering an export at once: the short bound on a response
-            // applies (the stream itself may then take as long as it takes).
-            return Ok(self.daemon.docker.export_image(&image.id).boxed());
+            // The long bound on a response: a daemon may write the whole export to its own
+            // disk before it sends the first byte (Docker 20.10's `docker save` does).
+            let docker = self.daemon.long().map_err(|e| format!("{e:#}"))?;
+            return Ok(docker.export_image(&image.id).boxed());
         };
         let files = crate::reproduce::normalize::export_plain(self.daemon, id)
             .await

@@ -37,8 +37,9 @@ pub async fn config_digest(
     if let Some(d) = read_cache(cache_dir).get(id) {
         return Ok(d.clone());
     }
+    // The long bound on a response: see `reproduce::normalize::export`.
     let export = daemon
-        .docker
+        .long()?
         .export_image(id)
         .map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);

@@ -175,10 +175,10 @@ async fn export(
     source_id: &str,
     dir: &Path,
 ) -> anyhow::Result<Saved> {
-    // The daemon starts answering an export at once: the short bound on a response applies
-    // (the stream itself may then take as long as it takes).
+    // The long bound: a daemon may write the whole export to its own disk before it sends the
+    // first byte (Docker 20.10's `docker save` does), minutes for a big image on a busy host.
     let export = daemon
-        .docker
+        .long()?
         .export_image(source_id)
         .map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
@@ -294,8 +294,8 @@ async fn load_or_tag(
 pub async fn export_plain(daemon: &Daemon, image: &str) -> anyhow::Result<ImageFiles> {
     let dir = crate::leftovers::temp_dir("export")
         .context("creating a temporary directory for the image's layers")?;
-    // The short bound on a response, as for [`export`].
-    let export = daemon.docker.export_image(image).map_err(io::Error::other);
+    // The long bound on a response, as for [`export`].
+    let export = daemon.long()?.export_image(image).map_err(io::Error::other);
     let reader = tokio_util::io::StreamReader::new(export);
     let work = dir.path().to_path_buf();
     let (config, layers) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
