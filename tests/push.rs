@@ -83,7 +83,7 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
             .args([
                 "-sfI",
                 "-H",
-                "Accept: application/vnd.docker.distribution.manifest.v2+json",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
             ])
             .arg(format!(
                 "http://127.0.0.1:{}/v2/{name}/manifests/{tag}",
@@ -109,9 +109,16 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
         ])
         .status()
         .unwrap();
-    let e = slipway::push::push_one(&daemon, &gone, "latest", "web", &rec)
-        .await
-        .unwrap_err();
+    let e = slipway::push::push_image(
+        &daemon,
+        &format!("{gone}:latest"),
+        &gone,
+        &["latest".into()],
+        "web",
+        &rec,
+    )
+    .await
+    .unwrap_err();
     let text = slipway::error::render(&e);
     assert!(
         text.contains("pushing") && text.contains("127.0.0.1:1"),
@@ -132,6 +139,81 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
             )
             .await;
     }
+}
+
+/// slipway pushes the image itself: a second push of the same image (under another tag)
+/// uploads no blob (the registry has each one), a push to a tag that holds the image already
+/// does not even ask for the blobs, and every push gives the first one's digest.
+#[tokio::test]
+async fn a_second_push_uploads_no_blob() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let Some(reg) = registry() else { return };
+    let repository = format!("127.0.0.1:{}/{}", reg.port, common::unique("again"));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("a.txt"), "a\n").unwrap();
+    std::fs::write(ctx.path().join("b.txt"), "b\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY a.txt /\nCOPY b.txt /\n",
+    )
+    .unwrap();
+    let local = format!("{repository}:one");
+    let st = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", &local])
+        .arg(ctx.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let daemon = slipway::docker::Daemon::new(docker.clone(), slipway::docker::endpoint());
+    let rec = slipway::report::Recorder::default();
+    let push = |tags: &[&str]| {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let (daemon, rec, local, repository) = (&daemon, &rec, &local, &repository);
+        async move {
+            slipway::push::push_image(daemon, local, repository, &tags, "web", rec)
+                .await
+                .unwrap()
+        }
+    };
+    let first = push(&["one"]).await;
+    let uploads = reg.uploads();
+    assert_eq!(uploads, 3, "two layers and the config");
+    let second = push(&["two"]).await;
+    assert_eq!(second, first);
+    assert_eq!(reg.uploads(), uploads, "the second push uploaded a blob");
+    let heads = reg.requests("HEAD", "/blobs/");
+    let third = push(&["one", "three"]).await;
+    assert_eq!(third, first);
+    assert_eq!(reg.uploads(), uploads);
+    assert_eq!(
+        reg.requests("HEAD", "/blobs/"),
+        heads,
+        "the third push asked for blobs"
+    );
+    let name = repository.split_once('/').unwrap().1;
+    let digest = first.split_once('@').unwrap().1;
+    for tag in ["one", "two", "three"] {
+        let m = reg.get_json(&format!("{name}/manifests/{tag}"));
+        assert_eq!(m["layers"].as_array().map(Vec::len), Some(2), "{tag}: {m}");
+        let out = Command::new("curl")
+            .args([
+                "-sfI",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+            ])
+            .arg(format!("http://{}/v2/{name}/manifests/{tag}", reg.address))
+            .output()
+            .unwrap();
+        let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(
+            headers.contains(&format!("docker-content-digest: {digest}")),
+            "{tag}: {headers}"
+        );
+    }
+    let _ = Command::new("docker").args(["rmi", &local]).output();
 }
 
 #[tokio::test]
