@@ -749,6 +749,52 @@ async fn up_pulls_what_the_registry_has_and_loads_it() {
     remove_local(&prefix);
 }
 
+/// `verify --against REGISTRY_REF` rebuilds here and compares with the pushed image: it passes
+/// for the image this tree published, and for one pushed from a changed tree it fails naming
+/// the layer and the file.
+#[tokio::test]
+async fn verify_against_a_pushed_image_names_the_layer_and_file_that_differ() {
+    let Some((_reg, prefix, dir, config)) = cache_setup("verreg").await else {
+        return;
+    };
+    let pushed = |file: &str| {
+        let (meta, _) = build_push(dir.path(), config.path(), file);
+        meta["components"]["web"]["pushed"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let good = pushed("a.json");
+    std::fs::write(dir.path().join("web/index.html"), "changed\n").unwrap();
+    let changed = pushed("b.json");
+    assert_ne!(good, changed);
+    std::fs::write(
+        dir.path().join("web/index.html"),
+        "cached in the registry\n",
+    )
+    .unwrap();
+
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["verify", "web", "--against", &good],
+    );
+    assert!(ok, "{all}");
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["verify", "web", "--against", &changed],
+    );
+    assert!(!ok, "{all}");
+    assert!(
+        all.contains(&format!("is not {changed}"))
+            && all.contains("layer 2 (`COPY index.html /www/`)")
+            && all.contains("/www/index.html"),
+        "{all}"
+    );
+    remove_local(&prefix);
+}
+
 #[tokio::test]
 async fn the_registry_lookup_uses_the_push_credentials() {
     if common::daemon().await.is_none() {
