@@ -976,3 +976,95 @@ async fn slipway_lock_pins_base_images() {
     remove_local(&prefix);
     let _ = Command::new("docker").args(["rmi", &base]).output();
 }
+
+/// The OCI referrers helper on Debian's docker-registry 2.8 (no referrers API): an artifact
+/// attached to an image is pushed with `subject` and `artifactType`, listed under the tag
+/// schema's `sha256-<hex>` index, found again by `referrers::list`; attaching the same
+/// artifact again changes nothing, and the image itself is untouched. With htpasswd auth, the
+/// client authenticates with the Docker config's user and password, and without them fails
+/// with a hint to log in.
+#[tokio::test]
+async fn artifacts_attach_to_an_image_as_referrers() {
+    use slipway::registry::{self, referrers, Client};
+    let Some(reg) = common::registry::start_with_htpasswd(CI_HTPASSWD) else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", reg.port);
+    let name = common::unique("refs");
+    let e = Client::connect(&host, &name, None, true, true)
+        .await
+        .err()
+        .unwrap();
+    let text = slipway::error::render(&e);
+    assert!(text.contains("docker login"), "{text}");
+    let creds = bollard::auth::DockerCredentials {
+        username: Some(CI_USER.into()),
+        password: Some(CI_PASSWORD.into()),
+        ..Default::default()
+    };
+    let client = Client::connect(&host, &name, Some(creds), true, true)
+        .await
+        .unwrap();
+
+    // A small image to attach to.
+    let layer = client
+        .put_blob(registry::OCI_LAYER_GZIP, b"not really a layer")
+        .await
+        .unwrap();
+    let config = client
+        .put_blob(
+            registry::OCI_CONFIG,
+            br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .await
+        .unwrap();
+    let image = slipway::push::manifest_of(config, vec![layer]).to_bytes();
+    let (image_digest, _) = client
+        .put_manifest("v1", registry::OCI_MANIFEST, &image)
+        .await
+        .unwrap();
+    let subject = registry::Descriptor::of(registry::OCI_MANIFEST, &image);
+
+    let sbom = br#"{"spdxVersion":"SPDX-2.3"}"#;
+    let attach = |kind: &'static str, bytes: &'static [u8]| {
+        let (client, subject) = (&client, &subject);
+        async move {
+            referrers::attach(
+                client,
+                subject,
+                kind,
+                &[referrers::Blob {
+                    media_type: kind,
+                    bytes,
+                }],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let a = attach("application/spdx+json", sbom).await;
+    assert_eq!(a.artifact_type.as_deref(), Some("application/spdx+json"));
+    let again = attach("application/spdx+json", sbom).await;
+    assert_eq!(again, a);
+    let b = attach("application/vnd.in-toto+json", br#"{"_type":"x"}"#).await;
+
+    let all = referrers::list(&client, &image_digest, None).await.unwrap();
+    assert_eq!(all, vec![a.clone(), b.clone()]);
+    let sboms = referrers::list(&client, &image_digest, Some("application/spdx+json"))
+        .await
+        .unwrap();
+    assert_eq!(sboms, vec![a.clone()]);
+    // What the registry holds: the tag schema's index, and the artifact naming its subject.
+    let tag = referrers::fallback_tag(&image_digest);
+    let index: serde_json::Value =
+        serde_json::from_slice(&client.get_manifest(&tag).await.unwrap().unwrap().bytes).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+    let artifact = client.get_manifest(&a.digest).await.unwrap().unwrap();
+    let artifact: serde_json::Value = serde_json::from_slice(&artifact.bytes).unwrap();
+    assert_eq!(artifact["subject"]["digest"], image_digest.as_str());
+    assert_eq!(artifact["artifactType"], "application/spdx+json");
+    assert_eq!(artifact["config"]["mediaType"], registry::OCI_EMPTY);
+    // The image is as it was.
+    let v1 = client.get_manifest("v1").await.unwrap().unwrap();
+    assert_eq!(v1.digest, image_digest);
+}

@@ -18,6 +18,7 @@
 //! HTTPS with the system's roots; plain HTTP only for a registry the daemon treats as
 //! insecure (loopback addresses, `insecure-registries`), after HTTPS failed, as docker does.
 
+pub mod referrers;
 
 use std::collections::BTreeMap;
 use std::path::Path;
