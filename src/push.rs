@@ -34,12 +34,7 @@ use crate::report::{Event, Reporter};
 /// The registry host an image reference lives in, as the docker CLI names it
 /// (`docker.io` for Docker Hub).
 pub fn registry_of(reference: &str) -> String {
-    match reference.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first.to_string()
-        }
-        _ => "docker.io".to_string(),
-    }
+    registry::split_repository(reference).0
 }
 
 fn docker_config_path() -> Option<PathBuf> {

@@ -466,13 +466,7 @@ pub async fn run(
     };
 
     let t0 = Instant::now();
-    let plan = build::plan(config, daemon, &selection).await?;
-    let first = one(
-        build::execute(reporter.clone(), config, daemon, &plan, &opts)
-            .await?
-            .report,
-        component,
-    )?;
+    let (plan, first) = build_once(&reporter, config, daemon, component).await?;
     let first = Side {
         daemon: daemon.endpoint.host.clone(),
         image_id: first.image_id,
@@ -576,18 +570,7 @@ async fn against_registry(
             .with_context(|| format!("the config of {reference} is not JSON"))?;
 
     let t0 = Instant::now();
-    let selection = [component.to_string()];
-    let opts = BuildOptions {
-        no_cache: true,
-        ..Default::default()
-    };
-    let plan = build::plan(config, daemon, &selection).await?;
-    let built = one(
-        build::execute(reporter.clone(), config, daemon, &plan, &opts)
-            .await?
-            .report,
-        component,
-    )?;
+    let (_, built) = build_once(&reporter, config, daemon, component).await?;
     let local_id = crate::push::config_digest_of(daemon, &built.image).await?;
     let first = Side {
         daemon: daemon.endpoint.host.clone(),
@@ -662,6 +645,23 @@ async fn list_blob(client: &crate::registry::Client, digest: &str) -> anyhow::Re
     })
     .await
     .context("listing task")?
+}
+
+/// One no-cache build of `component` on `daemon` through the build engine: its plan and its
+/// record.
+async fn build_once(
+    reporter: &Arc<dyn Reporter>,
+    config: &Config,
+    daemon: &Daemon,
+    component: &str,
+) -> anyhow::Result<(build::BuildPlan, ImageRecord)> {
+    let opts = BuildOptions {
+        no_cache: true,
+        ..Default::default()
+    };
+    let plan = build::plan(config, daemon, &[component.to_string()]).await?;
+    let built = build::execute(reporter.clone(), config, daemon, &plan, &opts).await?;
+    Ok((plan, one(built.report, component)?))
 }
 
 fn millis(t0: Instant) -> u64 {

@@ -190,13 +190,18 @@ pub fn split_reference(reference: &str) -> (String, String) {
     }
 }
 
-/// Whether docker treats `registry` as insecure on its own: loopback hosts.
-pub fn is_loopback(registry: &str) -> bool {
+/// The host of `registry` without its port (`[::1]:5000` → `::1`).
+fn host_of(registry: &str) -> &str {
     let host = match registry.rsplit_once(':') {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
         _ => registry,
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Whether docker treats `registry` as insecure on its own: loopback hosts.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = host_of(registry);
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -206,15 +211,7 @@ pub fn is_loopback(registry: &str) -> bool {
 /// Whether `registry`'s address is in one of `cidrs` (`127.0.0.0/8`), the daemon's
 /// `InsecureRegistryCIDRs`.
 pub fn in_cidrs(registry: &str, cidrs: &[String]) -> bool {
-    let host = match registry.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => registry,
-    };
-    let Ok(ip) = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-    else {
+    let Ok(ip) = host_of(registry).parse::<std::net::IpAddr>() else {
         return false;
     };
     cidrs.iter().any(|c| {
@@ -701,8 +698,15 @@ impl Client {
         }
     }
 
-    /// Uploads the blob in the file at `path` (its digest `digest`, `size` bytes), streamed.
-    pub async fn upload_file(&self, path: &Path, digest: &str, size: u64) -> anyhow::Result<()> {
+    /// Uploads one blob: `POST` starts it, `PUT ?digest=` sends `size` bytes of the body
+    /// `body` makes (called again after authenticating), waiting up to `wait` for the answer.
+    async fn upload(
+        &self,
+        digest: &str,
+        size: u64,
+        wait: Duration,
+        body: impl Fn() -> anyhow::Result<Body>,
+    ) -> anyhow::Result<()> {
         let location = self.start_upload().await?;
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!(
@@ -710,11 +714,11 @@ impl Client {
             serde_urlencoded::to_string([("digest", digest)])?
         );
         let resp = self
-            .send(crate::docker::LONG_TIMEOUT, || {
+            .send(wait, || {
                 Ok(Request::put(&url)
                     .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
                     .header(hyper::header::CONTENT_LENGTH, size)
-                    .body(file_body(path)?)?)
+                    .body(body()?)?)
             })
             .await?;
         if resp.status() != StatusCode::CREATED {
@@ -725,30 +729,22 @@ impl Client {
         Ok(())
     }
 
+    /// Uploads the blob in the file at `path` (its digest `digest`, `size` bytes), streamed.
+    pub async fn upload_file(&self, path: &Path, digest: &str, size: u64) -> anyhow::Result<()> {
+        self.upload(digest, size, crate::docker::LONG_TIMEOUT, || {
+            file_body(path)
+        })
+        .await
+    }
+
     /// Uploads `bytes` as a blob unless the registry has it; returns its descriptor.
     pub async fn put_blob(&self, media_type: &str, bytes: &[u8]) -> anyhow::Result<Descriptor> {
         let desc = Descriptor::of(media_type, bytes);
-        if self.has_blob(&desc.digest).await?.is_some() {
-            return Ok(desc);
-        }
-        let location = self.start_upload().await?;
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let url = format!(
-            "{location}{sep}{}",
-            serde_urlencoded::to_string([("digest", desc.digest.as_str())])?
-        );
-        let resp = self
-            .send(RESPONSE_TIMEOUT, || {
-                Ok(Request::put(&url)
-                    .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
-                    .header(hyper::header::CONTENT_LENGTH, bytes.len())
-                    .body(full(bytes.to_vec()))?)
+        if self.has_blob(&desc.digest).await?.is_none() {
+            self.upload(&desc.digest, desc.size, RESPONSE_TIMEOUT, || {
+                Ok(full(bytes.to_vec()))
             })
             .await?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(self
-                .unexpected(&format!("uploading blob {}", desc.digest), resp)
-                .await);
         }
         Ok(desc)
     }
