@@ -482,7 +482,7 @@ pub async fn push_image(
                 (m.bytes, vec![first.clone()])
             }
             None => (
-                upload_image(daemon, &client, local, &config_digest, &log)
+                upload_image(daemon, &client, local, &config_digest, task, reporter)
                     .await?
                     .to_bytes(),
                 Vec::new(),
@@ -518,8 +518,15 @@ async fn upload_image(
     client: &registry::Client,
     local: &str,
     config_digest: &str,
-    log: &dyn Fn(String),
+    task: &str,
+    reporter: &dyn Reporter,
 ) -> anyhow::Result<ImageManifest> {
+    let log = |line: String| {
+        reporter.report(Event::Log {
+            task: task.to_string(),
+            line,
+        })
+    };
     let files = crate::reproduce::normalize::export_plain(daemon, local).await?;
     if files.image_id != config_digest {
         anyhow::bail!(
@@ -550,7 +557,7 @@ async fn upload_image(
                 i + 1
             ));
         } else {
-            client.upload_file(&out, &c.digest, c.size).await?;
+            upload_reporting(client, &out, &c, task, reporter).await?;
             log(format!(
                 "layer {}/{count} {short}: pushed ({} bytes)",
                 i + 1,
@@ -570,6 +577,35 @@ async fn upload_image(
         .put_blob(registry::OCI_CONFIG, files.config())
         .await?;
     Ok(manifest_of(config, layers))
+}
+
+/// Uploads the compressed layer `c` from `path`, reporting the bytes sent about once a second.
+async fn upload_reporting(
+    client: &registry::Client,
+    path: &std::path::Path,
+    c: &gzip::Compressed,
+    task: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let upload = client.upload_file(path, &c.digest, c.size, sent.clone());
+    tokio::pin!(upload);
+    let t0 = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            done = &mut upload => return done,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                let done = sent.load(std::sync::atomic::Ordering::Relaxed);
+                let secs = t0.elapsed().as_secs_f64().max(0.001);
+                reporter.report(Event::Transfer {
+                    task: task.to_string(),
+                    bytes_done: done,
+                    bytes_total: c.size,
+                    bytes_per_second: (done as f64 / secs) as u64,
+                });
+            }
+        }
+    }
 }
 
 /// Pushes every component's image (input-digest tag and the extra tags) and records the

@@ -22,6 +22,8 @@ pub mod referrers;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -285,12 +287,16 @@ fn full(bytes: Vec<u8>) -> Body {
         .boxed()
 }
 
-/// A body streamed from the file at `path`.
-fn file_body(path: &Path) -> anyhow::Result<Body> {
+/// A body streamed from the file at `path`, adding what it has read to `sent`.
+fn file_body(path: &Path, sent: Arc<AtomicU64>) -> anyhow::Result<Body> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    sent.store(0, Ordering::Relaxed);
     let stream =
         tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20)
-            .map_ok(Frame::data);
+            .map_ok(move |chunk| {
+                sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Frame::data(chunk)
+            });
     Ok(BodyExt::boxed(StreamBody::new(stream)))
 }
 
@@ -729,10 +735,17 @@ impl Client {
         Ok(())
     }
 
-    /// Uploads the blob in the file at `path` (its digest `digest`, `size` bytes), streamed.
-    pub async fn upload_file(&self, path: &Path, digest: &str, size: u64) -> anyhow::Result<()> {
+    /// Uploads the blob in the file at `path` (its digest `digest`, `size` bytes), streamed;
+    /// `sent` counts the bytes sent so far (for progress).
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        digest: &str,
+        size: u64,
+        sent: Arc<AtomicU64>,
+    ) -> anyhow::Result<()> {
         self.upload(digest, size, crate::docker::LONG_TIMEOUT, || {
-            file_body(path)
+            file_body(path, sent.clone())
         })
         .await
     }
