@@ -217,8 +217,10 @@ pub struct VerifyArgs {
     #[arg(value_name = "COMPONENT")]
     pub component: String,
     /// Build the second time on this Docker daemon (`tcp://HOST:PORT`, `unix:///PATH`), e.g.
-    /// a minikube node's; base images it lacks are copied to it first.
-    #[arg(long, value_name = "DOCKER_HOST")]
+    /// a minikube node's; base images it lacks are copied to it first. Or compare one build
+    /// here with an image in a registry (`REGISTRY/REPO:TAG`, `REPO@sha256:...`), e.g. the one
+    /// `build --push` published.
+    #[arg(long, value_name = "DOCKER_HOST|IMAGE")]
     pub against: Option<String>,
     /// Print the report as one JSON object.
     #[arg(long)]

@@ -33,6 +33,7 @@ pub mod pins;
 pub mod prune;
 pub mod push;
 pub mod record;
+pub mod registry;
 pub mod report;
 pub mod reproduce;
 pub mod verify;

@@ -1,11 +1,18 @@
 //! The registry: `build --push` sends images and records the digests to pin; before building,
 //! [`lookup`] asks whether the registry has an image already; [`pull`] fetches one.
 //!
+//! slipway pushes itself ([`push_image`], through [`crate::registry`]), not through the
+//! daemon: each daemon compresses layers its own way, so a daemon's push gave the same image
+//! another manifest digest on every daemon. slipway's push sends the normal form's layers
+//! compressed the same way everywhere ([`crate::archive::gzip`]) under an OCI image manifest,
+//! so the digest depends on the image alone; blobs the registry has are not sent again, and
+//! an image the registry has under its tag already is not even exported.
+//!
 //! Credentials are found the way the docker CLI finds them, in `$DOCKER_CONFIG/config.json`
 //! (default `~/.docker/config.json`): a credential helper for the registry (`credHelpers`),
-//! else the default store (`credsStore`), else a stored `auths` entry. They are handed to the
-//! daemon in the request header only, never logged. After a push the manifest digest the
-//! registry answered is recorded, so manifests and the chart pin `repo@sha256:...`.
+//! else the default store (`credsStore`), else a stored `auths` entry. They travel in request
+//! headers only (the registry's, or the daemon's for a pull), never logged. After a push the
+//! manifest digest is recorded, so manifests and the chart pin `repo@sha256:...`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,20 +24,17 @@ use base64::Engine as _;
 use bollard::auth::DockerCredentials;
 use futures_util::StreamExt;
 
-use crate::docker::Daemon;
+use crate::archive::gzip;
+use crate::docker::{images, Daemon};
 use crate::error::Fail;
 use crate::record::{BuildReport, Outcome};
+use crate::registry::{self, Descriptor, ImageManifest};
 use crate::report::{Event, Reporter};
 
 /// The registry host an image reference lives in, as the docker CLI names it
 /// (`docker.io` for Docker Hub).
 pub fn registry_of(reference: &str) -> String {
-    match reference.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first.to_string()
-        }
-        _ => "docker.io".to_string(),
-    }
+    registry::split_repository(reference).0
 }
 
 fn docker_config_path() -> Option<PathBuf> {
@@ -241,69 +245,80 @@ pub async fn credentials_for(
     Ok((registry, creds))
 }
 
+/// A client of `repository`'s registry ([`crate::registry`]) with the Docker config's
+/// credentials for it; plain HTTP is allowed where the daemon allows it (loopback addresses,
+/// the daemon's `insecure-registries`). `push`: the tokens asked for allow pushing.
+pub async fn client(
+    daemon: &Daemon,
+    repository: &str,
+    push: bool,
+) -> anyhow::Result<registry::Client> {
+    let (host, creds) = credentials_for(repository).await?;
+    let (_, name) = registry::split_repository(repository);
+    let insecure = registry::is_loopback(&host) || insecure_on(daemon, &host).await;
+    registry::Client::connect(&host, &name, creds, insecure, push).await
+}
+
+/// Whether the daemon lists `registry` as insecure (`docker info`: an index marked not
+/// secure, or an address in `InsecureRegistryCIDRs`).
+async fn insecure_on(daemon: &Daemon, registry: &str) -> bool {
+    let Some(config) = daemon
+        .docker
+        .info()
+        .await
+        .ok()
+        .and_then(|i| i.registry_config)
+    else {
+        return false;
+    };
+    let marked = config
+        .index_configs
+        .as_ref()
+        .and_then(|m| m.get(registry))
+        .and_then(|c| c.secure)
+        == Some(false);
+    marked
+        || config
+            .insecure_registry_cidrs
+            .as_deref()
+            .is_some_and(|c| registry::in_cidrs(registry, c))
+}
+
 /// The manifest digest (`sha256:...`) the registry holds for `repository:tag`, or `None` when
-/// it has no such tag. The daemon asks the registry (the distribution API's manifest HEAD, `GET
-/// /distribution/NAME/json`) with the same credentials a push sends, so whatever registry the
-/// daemon can push to (TLS, insecure registries, mirrors as configured there) answers here too;
-/// nothing is pulled. Anything else than "not there" (refused credentials, an unreachable
-/// registry) is an error naming the registry: a CI run must not build and push blind.
+/// it has no such tag (a manifest GET with the credentials a push sends; nothing is pulled).
+/// Anything else than "not there" (refused credentials, an unreachable registry) is an error
+/// naming the registry: a CI run must not build and push blind.
 pub async fn lookup(
     daemon: &Daemon,
     repository: &str,
     tag: &str,
 ) -> anyhow::Result<Option<String>> {
-    let (registry, creds) = credentials_for(repository).await?;
     let reference = format!("{repository}:{tag}");
-    match daemon
-        .docker
-        .inspect_registry_image(&reference, creds)
-        .await
-    {
-        Ok(found) => {
-            let digest = found.descriptor.digest.unwrap_or_default();
-            Ok(Some(digest).filter(|d| d.starts_with("sha256:")))
-        }
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(None),
-        Err(bollard::errors::Error::DockerResponseServerError { message, .. })
-            if message.contains("manifest unknown") || message.contains("name unknown") =>
-        {
-            Ok(None)
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let hint = if text.contains("unauthorized")
-                || text.contains("denied")
-                || text.contains("credentials")
-            {
-                format!("log in first: `docker login {registry}` (slipway reads the same Docker config)")
-            } else {
-                format!("check that {registry} is reachable from the Docker daemon")
-            };
-            Err(anyhow::Error::new(e).context(
-                Fail::job(format!("looking up {reference} in {registry} failed")).hint(hint),
-            ))
-        }
+    let found = async {
+        let client = client(daemon, repository, false).await?;
+        client.get_manifest(tag).await
     }
+    .await
+    .with_context(|| {
+        format!(
+            "looking up {reference} in {} failed",
+            registry_of(repository)
+        )
+    })?;
+    Ok(found.map(|m| m.digest))
 }
 
 /// Pulls `reference` (`REPO:TAG` or `REPO@sha256:...`) into the daemon with the Docker
-/// config's credentials, reporting a line as each layer arrives under `task`. The error is the
-/// daemon's; callers say what the image was for.
+/// config's credentials, reporting a line as each layer arrives under `task`; returns the
+/// manifest digest the pull reported. An error item in the daemon's stream fails the pull with
+/// the daemon's message; callers say what the image was for.
 pub async fn pull(
     daemon: &Daemon,
     reference: &str,
     task: &str,
     reporter: &dyn Reporter,
-) -> anyhow::Result<()> {
-    let (repo, tag) = match reference.split_once('@') {
-        Some((r, d)) => (r.to_string(), d.to_string()),
-        None => match reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-            Some((r, t)) => (r.to_string(), t.to_string()),
-            None => (reference.to_string(), "latest".to_string()),
-        },
-    };
+) -> anyhow::Result<Option<String>> {
+    let (repo, tag) = registry::split_reference(reference);
     let (_, creds) = credentials_for(reference).await?;
     let options = bollard::query_parameters::CreateImageOptions {
         from_image: Some(repo),
@@ -312,9 +327,25 @@ pub async fn pull(
     };
     let mut stream = daemon.docker.create_image(Some(options), None, creds);
     let mut done = std::collections::BTreeSet::new();
+    let mut digest = None;
     while let Some(item) = stream.next().await {
-        let info = item?;
-        if let (Some(id), Some(status)) = (&info.id, &info.status) {
+        let info = item.with_context(|| format!("pulling {reference}"))?;
+        if let Some(detail) = &info.error_detail {
+            anyhow::bail!(
+                "pulling {reference}: {}",
+                detail
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("error {}", detail.code.unwrap_or_default()))
+            );
+        }
+        let Some(status) = &info.status else {
+            continue;
+        };
+        if let Some(d) = status.strip_prefix("Digest: ") {
+            digest = Some(d.trim().to_string());
+        }
+        if let Some(id) = &info.id {
             if status == "Pull complete" && done.insert(id.clone()) {
                 reporter.report(Event::Log {
                     task: task.to_string(),
@@ -323,67 +354,152 @@ pub async fn pull(
             }
         }
     }
-    Ok(())
+    Ok(digest)
 }
 
-/// The digest in a push status line: `TAG: digest: sha256:HEX size: N`.
-fn digest_in_status(status: &str) -> Option<String> {
-    let rest = status.split("digest: ").nth(1)?;
-    let digest = rest.split_whitespace().next()?;
-    (digest.starts_with("sha256:") && digest.len() == 71).then(|| digest.to_string())
-}
-
-/// Pushes one `repository:tag`; returns `repository@sha256:...`.
-pub async fn push_one(
+/// [`pull`], then the image ID of what was pulled. The image is found by what the registry
+/// says `reference` is (its config digest, the ID on the classic image store; its manifest
+/// digest, the ID on the containerd image store), not by the reference: a daemon that had the
+/// image already may answer "up to date" without making it.
+pub async fn pull_image(
     daemon: &Daemon,
-    repository: &str,
-    tag: &str,
+    reference: &str,
     task: &str,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<String> {
-    let (registry, creds) = credentials_for(repository).await?;
-    let opts = bollard::query_parameters::PushImageOptionsBuilder::default()
-        .tag(tag)
-        .build();
-    let mut stream = daemon.docker.push_image(repository, Some(opts), creds);
-    let mut digest = None;
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| {
-            let hint = if e.to_string().contains("unauthorized") || e.to_string().contains("denied") {
-                format!("log in first: `docker login {registry}` (slipway reads the same Docker config)")
-            } else {
-                format!("check that {registry} is reachable from the Docker daemon")
-            };
-            anyhow::Error::new(e).context(Fail::job(format!("pushing {repository}:{tag} to {registry} failed")).hint(hint))
-        })?;
-        if let Some(status) = &info.status {
-            if let Some(d) = digest_in_status(status) {
-                digest = Some(d);
+    let reported = pull(daemon, reference, task, reporter).await?;
+    let (repo, tag) = registry::split_reference(reference);
+    let mut candidates = Vec::new();
+    // Best effort: a daemon may reach a registry (a mirror, a proxy) that slipway cannot.
+    let manifest = async { client(daemon, &repo, false).await?.get_manifest(&tag).await };
+    if let Ok(Some(m)) = manifest.await {
+        if let Ok(image) = m.image() {
+            candidates.push(image.config.digest);
+        }
+        candidates.push(m.digest);
+    }
+    candidates.extend(reported.clone());
+    candidates.push(reference.to_string());
+    for c in &candidates {
+        if let Ok(found) = daemon.docker.inspect_image(c).await {
+            if let Some(id) = found.id {
+                return Ok(id);
             }
         }
     }
-    let digest = match digest {
-        Some(d) => d,
-        None => {
-            // Fall back to what the daemon recorded for the repository.
-            let img = daemon
-                .docker
-                .inspect_image(&format!("{repository}:{tag}"))
-                .await?;
-            img.repo_digests
-                .unwrap_or_default()
-                .into_iter()
-                .find_map(|d| {
-                    d.strip_prefix(&format!("{repository}@"))
-                        .map(str::to_string)
-                })
-                .ok_or_else(|| {
-                    Fail::job(format!(
-                        "the registry did not report a digest for {repository}:{tag}"
-                    ))
-                })?
-        }
+    Err(Fail::job(format!(
+        "{reference} is not on the daemon after pulling it (the pull reported {}; looked for {})",
+        reported.as_deref().unwrap_or("no digest"),
+        candidates.join(", ")
+    ))
+    .into())
+}
+
+/// The config digest of `image` on the daemon: its ID on the classic image store; on the
+/// containerd image store (where the ID is a manifest digest) read as [`images::config_digest`]
+/// reads it.
+pub async fn config_digest_of(daemon: &Daemon, image: &str) -> anyhow::Result<String> {
+    let found = daemon
+        .docker
+        .inspect_image(image)
+        .await
+        .with_context(|| format!("inspecting {image} on {}", daemon.endpoint.host))?;
+    let id = found.id.unwrap_or_default();
+    if !daemon.containerd_store().await {
+        return Ok(id);
+    }
+    let diff_ids = found.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    images::config_digest(
+        daemon,
+        image,
+        &id,
+        &diff_ids,
+        &crate::leftovers::cache_dir(),
+    )
+    .await
+}
+
+/// The manifest slipway pushes for an image whose config is `config` and whose layers are the
+/// blobs `layers`.
+pub fn manifest_of(config: Descriptor, layers: Vec<Descriptor>) -> ImageManifest {
+    ImageManifest {
+        schema_version: 2,
+        media_type: registry::OCI_MANIFEST.into(),
+        artifact_type: None,
+        config,
+        layers,
+        subject: None,
+        annotations: None,
+    }
+}
+
+/// Whether `m` is a manifest slipway would push for the image with config `config`.
+fn is_ours(m: &registry::Manifest, config: &str) -> bool {
+    m.media_type == registry::OCI_MANIFEST
+        && m.image().is_ok_and(|i| {
+            i.config.digest == config
+                && i.config.media_type == registry::OCI_CONFIG
+                && i.layers
+                    .iter()
+                    .all(|l| l.media_type == registry::OCI_LAYER_GZIP)
+        })
+}
+
+/// Pushes the image `local` (on the daemon: the normal form a build made) as
+/// `repository:TAG` for each of `tags`, itself: the layers as the daemon exports them,
+/// compressed the same way on every machine ([`gzip`]), blobs the registry has skipped, an
+/// OCI image manifest. Returns `repository@sha256:...`.
+pub async fn push_image(
+    daemon: &Daemon,
+    local: &str,
+    repository: &str,
+    tags: &[String],
+    task: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<String> {
+    let log = |line: String| {
+        reporter.report(Event::Log {
+            task: task.to_string(),
+            line,
+        })
     };
+    // A plain context: the hint of the registry's answer (log in, insecure registries) stays
+    // the one shown.
+    let pushing = || format!("pushing {repository} to {}", registry_of(repository));
+    let client = client(daemon, repository, true)
+        .await
+        .with_context(pushing)?;
+    let config_digest = config_digest_of(daemon, local).await?;
+    let first = tags.first().context("no tag to push")?;
+    let digest = async {
+        let existing = client.get_manifest(first).await?;
+        let (manifest, mut sent) = match existing.filter(|m| is_ours(m, &config_digest)) {
+            Some(m) => {
+                log(format!(
+                    "{repository}:{first} is this image already ({}): nothing to upload",
+                    m.digest
+                ));
+                (m.bytes, vec![first.clone()])
+            }
+            None => (
+                upload_image(daemon, &client, local, &config_digest, task, reporter)
+                    .await?
+                    .to_bytes(),
+                Vec::new(),
+            ),
+        };
+        for tag in tags {
+            if !sent.contains(tag) {
+                client
+                    .put_manifest(tag, registry::OCI_MANIFEST, &manifest)
+                    .await?;
+                sent.push(tag.clone());
+            }
+        }
+        anyhow::Ok(registry::digest_of(&manifest))
+    }
+    .await
+    .with_context(pushing)?;
     reporter.report(Event::Finished {
         task: task.to_string(),
         outcome: "pushed".into(),
@@ -393,6 +509,103 @@ pub async fn push_one(
         bytes_sent: None,
     });
     Ok(format!("{repository}@{digest}"))
+}
+
+/// Exports `local`, uploads its config and each layer the registry lacks (compressed into a
+/// temporary file, streamed from there); returns the manifest naming them.
+async fn upload_image(
+    daemon: &Daemon,
+    client: &registry::Client,
+    local: &str,
+    config_digest: &str,
+    task: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<ImageManifest> {
+    let log = |line: String| {
+        reporter.report(Event::Log {
+            task: task.to_string(),
+            line,
+        })
+    };
+    let files = crate::reproduce::normalize::export_plain(daemon, local).await?;
+    if files.image_id != config_digest {
+        anyhow::bail!(
+            "the export of {local} has the config {}, not {config_digest}",
+            files.image_id
+        );
+    }
+    let dir = crate::leftovers::temp_dir("push").context("creating a temporary directory")?;
+    let count = files.layers().len();
+    let mut layers: Vec<Descriptor> = Vec::new();
+    for (i, (diff_id, tar)) in files.layers().iter().enumerate() {
+        let out = dir.path().join(format!("layer-{i}.gz"));
+        let (tar, at) = (tar.clone(), out.clone());
+        let c = tokio::task::spawn_blocking(move || gzip::compress(&tar, &at))
+            .await
+            .context("the compression task stopped")??;
+        if &c.diff_id != diff_id {
+            anyhow::bail!(
+                "layer {} of {local} is {} as exported, but its config says {diff_id}",
+                i + 1,
+                c.diff_id
+            );
+        }
+        let short = &c.digest[7..19];
+        if client.has_blob(&c.digest).await?.is_some() {
+            log(format!(
+                "layer {}/{count} {short}: in the registry already",
+                i + 1
+            ));
+        } else {
+            upload_reporting(client, &out, &c, task, reporter).await?;
+            log(format!(
+                "layer {}/{count} {short}: pushed ({} bytes)",
+                i + 1,
+                c.size
+            ));
+        }
+        let _ = std::fs::remove_file(&out);
+        layers.push(Descriptor {
+            media_type: registry::OCI_LAYER_GZIP.into(),
+            digest: c.digest,
+            size: c.size,
+            artifact_type: None,
+            annotations: None,
+        });
+    }
+    let config = client
+        .put_blob(registry::OCI_CONFIG, files.config())
+        .await?;
+    Ok(manifest_of(config, layers))
+}
+
+/// Uploads the compressed layer `c` from `path`, reporting the bytes sent about once a second.
+async fn upload_reporting(
+    client: &registry::Client,
+    path: &std::path::Path,
+    c: &gzip::Compressed,
+    task: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let upload = client.upload_file(path, &c.digest, c.size, sent.clone());
+    tokio::pin!(upload);
+    let t0 = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            done = &mut upload => return done,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                let done = sent.load(std::sync::atomic::Ordering::Relaxed);
+                let secs = t0.elapsed().as_secs_f64().max(0.001);
+                reporter.report(Event::Transfer {
+                    task: task.to_string(),
+                    bytes_done: done,
+                    bytes_total: c.size,
+                    bytes_per_second: (done as f64 / secs) as u64,
+                });
+            }
+        }
+    }
 }
 
 /// Pushes every component's image (input-digest tag and the extra tags) and records the
@@ -413,23 +626,23 @@ pub async fn push_all(
             task: name.clone(),
             what: format!("push to {}", registry_of(&rec.repository)),
         });
-        let mut pinned = None;
-        for tag in &rec.tags {
-            // Entries are `REPO:TAG` references or bare tags.
-            let tag = tag
-                .strip_prefix(&format!("{}:", rec.repository))
-                .unwrap_or(tag);
-            match push_one(daemon, &rec.repository, tag, name, reporter).await {
-                Ok(p) => pinned = pinned.or(Some(p)),
-                Err(e) => {
-                    reporter.report(Event::failed(name, format!("{e:#}")));
-                    failures.insert(name.clone(), e);
-                    break;
-                }
+        // Entries are `REPO:TAG` references or bare tags.
+        let tags: Vec<String> = rec
+            .tags
+            .iter()
+            .map(|t| {
+                t.strip_prefix(&format!("{}:", rec.repository))
+                    .unwrap_or(t)
+                    .to_string()
+            })
+            .collect();
+        let local = format!("{}:{}", rec.repository, rec.tag);
+        match push_image(daemon, &local, &rec.repository, &tags, name, reporter).await {
+            Ok(pinned) => rec.pushed = Some(pinned),
+            Err(e) => {
+                reporter.report(Event::failed(name, format!("{e:#}")));
+                failures.insert(name.clone(), e);
             }
-        }
-        if !failures.contains_key(name) {
-            rec.pushed = pinned;
         }
     }
     match failures.into_iter().next() {
@@ -476,15 +689,5 @@ mod tests {
             format!("{e:#}").contains("docker-credential-slipway-no-such-helper"),
             "{e:#}"
         );
-    }
-
-    #[test]
-    fn digest_from_status_line() {
-        let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(
-            digest_in_status(&format!("latest: digest: {d} size: 527")),
-            Some(d)
-        );
-        assert_eq!(digest_in_status("Pushed"), None);
     }
 }

@@ -6,6 +6,10 @@
 //! first entry that differs is named with its size, mtime and content digest, together with
 //! the Dockerfile step that made the layer. A config that differs (the layers being the same)
 //! is named by its JSON path.
+//!
+//! `--against` an image in a registry (`REPO:TAG`, `REPO@sha256:...`) builds once and compares
+//! with that image, read through [`crate::registry`]: anyone can prove a published image came
+//! from this tree.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -22,6 +26,7 @@ use crate::archive::save::{self, diff_ids};
 use crate::builder::{self as build, BuildOptions};
 use crate::config::Config;
 use crate::docker::{self, Daemon, Endpoint};
+use crate::error::Fail;
 use crate::record::{self, ImageRecord};
 use crate::report::{Event, Reporter};
 use crate::reproduce::layer::{self, Listed};
@@ -50,6 +55,9 @@ pub struct VerifyReport {
     pub second: Side,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub difference: Option<Difference>,
+    /// The registry image compared with (`--against REGISTRY_REF`): then `second` is it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_image: Option<String>,
 }
 
 /// Where two images first differ.
@@ -433,6 +441,9 @@ pub async fn run(
     component: &str,
     against: Option<&str>,
 ) -> anyhow::Result<VerifyReport> {
+    if let Some(reference) = against.filter(|a| !a.contains("://")) {
+        return against_registry(reporter, config, daemon, component, reference).await;
+    }
     let selected = build::select(config, &[component.to_string()])?;
     let sde = crate::reproduce::sde::for_context(&config.context_dir(selected[0]))?;
     let other = match against {
@@ -455,13 +466,7 @@ pub async fn run(
     };
 
     let t0 = Instant::now();
-    let plan = build::plan(config, daemon, &selection).await?;
-    let first = one(
-        build::execute(reporter.clone(), config, daemon, &plan, &opts)
-            .await?
-            .report,
-        component,
-    )?;
+    let (plan, first) = build_once(&reporter, config, daemon, component).await?;
     let first = Side {
         daemon: daemon.endpoint.host.clone(),
         image_id: first.image_id,
@@ -527,7 +532,136 @@ pub async fn run(
         first,
         second,
         difference,
+        registry_image: None,
     })
+}
+
+/// `slipway verify COMPONENT --against REGISTRY_REF`: one no-cache build here, compared with
+/// the image `reference` names in its registry (read with [`crate::registry`]: its manifest,
+/// its config, and the layer that differs), so anyone can check that a published image came
+/// from this tree. The same image has the same config digest; where they differ, the first
+/// layer and file are named as for two builds.
+async fn against_registry(
+    reporter: Arc<dyn Reporter>,
+    config: &Config,
+    daemon: &Daemon,
+    component: &str,
+    reference: &str,
+) -> anyhow::Result<VerifyReport> {
+    let selected = build::select(config, &[component.to_string()])?;
+    let sde = crate::reproduce::sde::for_context(&config.context_dir(selected[0]))?;
+    let (repository, tag) = crate::registry::split_reference(reference);
+    let client = crate::push::client(daemon, &repository, false).await?;
+    let manifest = client.get_manifest(&tag).await?.ok_or_else(|| {
+        Fail::usage(format!("{reference} is not in its registry")).hint(
+            "name an image that was pushed: the `pushed` reference `slipway build --push` records",
+        )
+    })?;
+    let pushed = manifest.image().map_err(|e| {
+        e.context(
+            Fail::usage(format!(
+                "{reference} is not one image (a multi-platform index?)"
+            ))
+            .hint("name one platform's image by its manifest digest: REPO@sha256:..."),
+        )
+    })?;
+    let remote_config: Value =
+        serde_json::from_slice(&client.get_blob(&pushed.config.digest).await?)
+            .with_context(|| format!("the config of {reference} is not JSON"))?;
+
+    let t0 = Instant::now();
+    let (_, built) = build_once(&reporter, config, daemon, component).await?;
+    let local_id = crate::push::config_digest_of(daemon, &built.image).await?;
+    let first = Side {
+        daemon: daemon.endpoint.host.clone(),
+        image_id: local_id.clone(),
+        input_digest: built.input_digest,
+        duration_ms: millis(t0),
+    };
+    let second = Side {
+        daemon: reference.to_string(),
+        image_id: pushed.config.digest.clone(),
+        input_digest: remote_config
+            .pointer(&format!(
+                "/config/Labels/{}",
+                build::LABEL_DIGEST.replace('~', "~0").replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        duration_ms: 0,
+    };
+    reporter.report(Event::Step {
+        task: component.to_string(),
+        step: format!("compare with {reference}"),
+        cached: false,
+    });
+    let difference = if local_id == pushed.config.digest {
+        None
+    } else {
+        let local_layers = daemon
+            .docker
+            .inspect_image(&built.image)
+            .await?
+            .root_fs
+            .and_then(|r| r.layers)
+            .unwrap_or_default();
+        let remote_layers = diff_ids(&remote_config)?;
+        let index = (0..local_layers.len().max(remote_layers.len()))
+            .find(|&i| local_layers.get(i) != remote_layers.get(i));
+        let local = dump(daemon, &built.image, index).await?;
+        let layer = match index.and_then(|i| pushed.layers.get(i)) {
+            Some(blob) => Some(list_blob(&client, &blob.digest).await.with_context(|| {
+                format!("listing layer {} of {reference}", index.unwrap_or_default())
+            })?),
+            None => None,
+        };
+        let remote = Dump {
+            config: remote_config,
+            layer,
+        };
+        Some(difference(&local, &remote, index)?)
+    };
+    Ok(VerifyReport {
+        component: component.to_string(),
+        identical: difference.is_none(),
+        source_date_epoch: sde,
+        first,
+        second,
+        difference,
+        registry_image: Some(reference.to_string()),
+    })
+}
+
+/// The entries of the layer blob `digest` (gzip or plain tar), read from a temporary file.
+async fn list_blob(client: &crate::registry::Client, digest: &str) -> anyhow::Result<Vec<Listed>> {
+    let dir = crate::leftovers::temp_dir("verify")?;
+    let path = dir.path().join("layer");
+    client.get_blob_to(digest, &path).await?;
+    tokio::task::spawn_blocking(move || {
+        let listed = layer::list(crate::reproduce::normalize::plain_reader(&path)?);
+        drop(dir);
+        listed
+    })
+    .await
+    .context("listing task")?
+}
+
+/// One no-cache build of `component` on `daemon` through the build engine: its plan and its
+/// record.
+async fn build_once(
+    reporter: &Arc<dyn Reporter>,
+    config: &Config,
+    daemon: &Daemon,
+    component: &str,
+) -> anyhow::Result<(build::BuildPlan, ImageRecord)> {
+    let opts = BuildOptions {
+        no_cache: true,
+        ..Default::default()
+    };
+    let plan = build::plan(config, daemon, &[component.to_string()]).await?;
+    let built = build::execute(reporter.clone(), config, daemon, &plan, &opts).await?;
+    Ok((plan, one(built.report, component)?))
 }
 
 fn millis(t0: Instant) -> u64 {
@@ -638,10 +772,11 @@ pub async fn transfer(a: &Daemon, b: &Daemon, reference: &str) -> anyhow::Result
 /// The report as people read it.
 pub fn render(r: &VerifyReport) -> String {
     let mut out = String::new();
-    let verdict = if r.identical {
-        "reproducible"
-    } else {
-        "NOT reproducible"
+    let verdict = match (&r.registry_image, r.identical) {
+        (None, true) => "reproducible".to_string(),
+        (None, false) => "NOT reproducible".to_string(),
+        (Some(image), true) => format!("built here, the same image as {image}"),
+        (Some(image), false) => format!("built here, NOT the image {image}"),
     };
     let _ = writeln!(out, "{}: {verdict}", r.component);
     let _ = writeln!(
@@ -651,7 +786,11 @@ pub fn render(r: &VerifyReport) -> String {
         r.source_date_epoch.rfc3339(),
         r.source_date_epoch.origin()
     );
-    for (name, s) in [("first build: ", &r.first), ("second build:", &r.second)] {
+    let names = match r.registry_image {
+        None => ["first build: ", "second build:"],
+        Some(_) => ["built here:  ", "pushed:      "],
+    };
+    for (name, s) in [(names[0], &r.first), (names[1], &r.second)] {
         let _ = writeln!(
             out,
             "  {name} {} on {} ({:.1} s)",
@@ -660,7 +799,14 @@ pub fn render(r: &VerifyReport) -> String {
             s.duration_ms as f64 / 1000.0
         );
     }
-    if r.first.input_digest != r.second.input_digest {
+    if r.registry_image.is_some() && r.first.input_digest != r.second.input_digest {
+        let _ = writeln!(
+            out,
+            "  the input digests differ ({} / {}): it was built from another tree or other base images",
+            short(&r.first.input_digest),
+            short(&r.second.input_digest)
+        );
+    } else if r.first.input_digest != r.second.input_digest {
         let _ = writeln!(
             out,
             "  the input digests differ ({} / {}): the daemons resolved other base images",

@@ -237,73 +237,116 @@ fn the_reference_backend_is_one_image_on_every_daemon() {
     }
 }
 
-/// `build --push` from each daemon of the matrix, to a registry that daemon reaches on
-/// 127.0.0.1: every push succeeds, and every registry gets the same image config (a COPY and a
-/// RUN on a base without `/etc`, where BuildKit 0.8 and 0.13 write different layers).
+/// `build --push` of the reference backend from each daemon of the matrix into one registry:
+/// slipway pushes the normal form itself, so every daemon's push has the same manifest digest
+/// (a daemon's own push gave a classic-store and a containerd-store daemon other digests), and
+/// `docker pull` of what another daemon pushed works on Docker 20.10 and on the containerd-store
+/// daemon, which then runs it.
 #[test]
 fn a_push_from_every_daemon_gives_the_same_image() {
-    let mut configs = Vec::new();
-    // One app name: it is in the image's labels.
+    let matrix = common::daemon_matrix();
+    let Some(containerd) = matrix
+        .iter()
+        .find(|(l, _)| *l == common::DAEMON_CONTAINERD)
+        .map(|(_, h)| h.clone())
+    else {
+        return;
+    };
+    // The registry runs beside the containerd-store daemon, which reaches it on 127.0.0.1:PORT;
+    // the host reaches it at the same address through a forwarder.
+    let Some(reg) = common::registry::start_beside(&containerd) else {
+        return;
+    };
+    common::registry::forward(reg.port, &reg.address);
+    let registry = format!("127.0.0.1:{}", reg.port);
     let app = common::unique("pushmx").to_lowercase();
-    for (label, host) in common::daemon_matrix() {
-        let reg = match label {
-            common::DAEMON_HOST => common::registry::start(),
-            _ => common::registry::start_beside(&host),
-        };
-        let Some(reg) = reg else { return };
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("web")).unwrap();
-        std::fs::write(dir.path().join("web/index.html"), "hi\n").unwrap();
-        std::fs::write(
-            dir.path().join("web/Dockerfile"),
-            "FROM slipway-test/busybox:1.35\nCOPY index.html /www/\nRUN echo built > /www/b.txt\n",
-        )
-        .unwrap();
+    let dir = app_copy();
+    let toml = std::fs::read_to_string(dir.path().join("slipway.toml")).unwrap();
+    let mut pushed: Vec<(&str, String, String)> = Vec::new();
+    for (label, host) in &matrix {
+        // A repository per daemon: in one, the second daemon would find the image (its
+        // input-digest tag) in the registry and build nothing.
+        let prefix = format!("{registry}/{app}/{}", label.replace('.', "-"));
         std::fs::write(
             dir.path().join("slipway.toml"),
-            format!(
-                "[app]\nname = \"{app}\"\n[images]\nprefix = \"127.0.0.1:{}/{app}\"\n\
-                 [components.web]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n",
-                reg.port
-            ),
+            toml.replacen("prefix = \"slipway\"", &format!("prefix = \"{prefix}\""), 1),
         )
         .unwrap();
         let out = common::slipway()
             .current_dir(dir.path())
-            .env("DOCKER_HOST", &host)
+            .env("DOCKER_HOST", host)
             .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args([
-                "--progress",
-                "plain",
-                "build",
-                "--push",
-                "--metadata-file",
-                "m.json",
-            ])
+            .args(["--progress", "plain", "build", "--push", "backend"])
+            .args(["--metadata-file", "m.json"])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{label} ({host}): {stderr}");
         let meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
-        let pushed = meta["components"]["web"]["pushed"]
+        let pinned = meta["components"]["backend"]["pushed"]
             .as_str()
-            .unwrap_or_else(|| panic!("{label}: no pushed digest: {meta:#}"));
-        let (_, digest) = pushed.split_once('@').unwrap();
-        let manifest = reg.get_json(&format!("{app}/web/manifests/{digest}"));
-        let config = manifest["config"]["digest"].as_str().unwrap().to_string();
-        // The config the registry holds names the layers the manifest lists.
-        let blob = reg.get_json(&format!("{app}/web/blobs/{config}"));
-        assert_eq!(
-            blob["rootfs"]["diff_ids"].as_array().map(Vec::len),
-            manifest["layers"].as_array().map(Vec::len),
-            "{label}: {manifest:#}"
-        );
-        configs.push((label, config));
+            .unwrap_or_else(|| panic!("{label}: no pushed digest: {meta:#}"))
+            .to_string();
+        pushed.push((label, host.clone(), pinned));
     }
-    let (first_label, first) = &configs[0];
-    for (label, config) in &configs[1..] {
-        assert_eq!(config, first, "{label} vs {first_label}");
+    let digest = |p: &str| p.split_once('@').unwrap().1.to_string();
+    let (first_label, _, first) = &pushed[0];
+    for (label, _, p) in &pushed[1..] {
+        assert_eq!(digest(p), digest(first), "{label} vs {first_label}");
+    }
+    // The registry's manifest names the image's config, and its config the layers it lists.
+    let (repo, d) = first.split_once('@').unwrap();
+    let name = repo.split_once('/').unwrap().1;
+    let manifest = reg.get_json(&format!("{name}/manifests/{d}"));
+    assert_eq!(
+        manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{manifest:#}"
+    );
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let blob = reg.get_json(&format!("{name}/blobs/{config}"));
+    assert_eq!(
+        blob["rootfs"]["diff_ids"].as_array().map(Vec::len),
+        manifest["layers"].as_array().map(Vec::len),
+        "{manifest:#}"
+    );
+
+    // Docker 20.10 and the containerd-store daemon each pull what another daemon pushed, and
+    // run it.
+    for (label, host) in &matrix {
+        if *label == common::DAEMON_CLASSIC {
+            continue;
+        }
+        let (other_label, _, other) = pushed.iter().rev().find(|(l, _, _)| l != label).unwrap();
+        let docker = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .env("DOCKER_HOST", host)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let pull = docker(&["pull", other]);
+        assert!(
+            pull.status.success(),
+            "{label} pulling what {other_label} pushed ({other}): {}",
+            String::from_utf8_lossy(&pull.stderr)
+        );
+        let run = docker(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python3",
+            other,
+            "-c",
+            "print(6*7)",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout).trim(),
+            "42",
+            "{label} running {other}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let _ = docker(&["rmi", other]);
     }
 }
 

@@ -84,7 +84,7 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
             .args([
                 "-sfI",
                 "-H",
-                "Accept: application/vnd.docker.distribution.manifest.v2+json",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
             ])
             .arg(format!(
                 "http://127.0.0.1:{}/v2/{name}/manifests/{tag}",
@@ -110,9 +110,16 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
         ])
         .status()
         .unwrap();
-    let e = slipway::push::push_one(&daemon, &gone, "latest", "web", &rec)
-        .await
-        .unwrap_err();
+    let e = slipway::push::push_image(
+        &daemon,
+        &format!("{gone}:latest"),
+        &gone,
+        &["latest".into()],
+        "web",
+        &rec,
+    )
+    .await
+    .unwrap_err();
     let text = slipway::error::render(&e);
     assert!(
         text.contains("pushing") && text.contains("127.0.0.1:1"),
@@ -133,6 +140,81 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
             )
             .await;
     }
+}
+
+/// slipway pushes the image itself: a second push of the same image (under another tag)
+/// uploads no blob (the registry has each one), a push to a tag that holds the image already
+/// does not even ask for the blobs, and every push gives the first one's digest.
+#[tokio::test]
+async fn a_second_push_uploads_no_blob() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let Some(reg) = registry() else { return };
+    let repository = format!("127.0.0.1:{}/{}", reg.port, common::unique("again"));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("a.txt"), "a\n").unwrap();
+    std::fs::write(ctx.path().join("b.txt"), "b\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY a.txt /\nCOPY b.txt /\n",
+    )
+    .unwrap();
+    let local = format!("{repository}:one");
+    let st = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", &local])
+        .arg(ctx.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let daemon = slipway::docker::Daemon::new(docker.clone(), slipway::docker::endpoint());
+    let rec = slipway::report::Recorder::default();
+    let push = |tags: &[&str]| {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let (daemon, rec, local, repository) = (&daemon, &rec, &local, &repository);
+        async move {
+            slipway::push::push_image(daemon, local, repository, &tags, "web", rec)
+                .await
+                .unwrap()
+        }
+    };
+    let first = push(&["one"]).await;
+    let uploads = reg.uploads();
+    assert_eq!(uploads, 3, "two layers and the config");
+    let second = push(&["two"]).await;
+    assert_eq!(second, first);
+    assert_eq!(reg.uploads(), uploads, "the second push uploaded a blob");
+    let heads = reg.requests("HEAD", "/blobs/");
+    let third = push(&["one", "three"]).await;
+    assert_eq!(third, first);
+    assert_eq!(reg.uploads(), uploads);
+    assert_eq!(
+        reg.requests("HEAD", "/blobs/"),
+        heads,
+        "the third push asked for blobs"
+    );
+    let name = repository.split_once('/').unwrap().1;
+    let digest = first.split_once('@').unwrap().1;
+    for tag in ["one", "two", "three"] {
+        let m = reg.get_json(&format!("{name}/manifests/{tag}"));
+        assert_eq!(m["layers"].as_array().map(Vec::len), Some(2), "{tag}: {m}");
+        let out = Command::new("curl")
+            .args([
+                "-sfI",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+            ])
+            .arg(format!("http://{}/v2/{name}/manifests/{tag}", reg.address))
+            .output()
+            .unwrap();
+        let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(
+            headers.contains(&format!("docker-content-digest: {digest}")),
+            "{tag}: {headers}"
+        );
+    }
+    let _ = Command::new("docker").args(["rmi", &local]).output();
 }
 
 #[tokio::test]
@@ -668,6 +750,52 @@ async fn up_pulls_what_the_registry_has_and_loads_it() {
     remove_local(&prefix);
 }
 
+/// `verify --against REGISTRY_REF` rebuilds here and compares with the pushed image: it passes
+/// for the image this tree published, and for one pushed from a changed tree it fails naming
+/// the layer and the file.
+#[tokio::test]
+async fn verify_against_a_pushed_image_names_the_layer_and_file_that_differ() {
+    let Some((_reg, prefix, dir, config)) = cache_setup("verreg").await else {
+        return;
+    };
+    let pushed = |file: &str| {
+        let (meta, _) = build_push(dir.path(), config.path(), file);
+        meta["components"]["web"]["pushed"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let good = pushed("a.json");
+    std::fs::write(dir.path().join("web/index.html"), "changed\n").unwrap();
+    let changed = pushed("b.json");
+    assert_ne!(good, changed);
+    std::fs::write(
+        dir.path().join("web/index.html"),
+        "cached in the registry\n",
+    )
+    .unwrap();
+
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["verify", "web", "--against", &good],
+    );
+    assert!(ok, "{all}");
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["verify", "web", "--against", &changed],
+    );
+    assert!(!ok, "{all}");
+    assert!(
+        all.contains(&format!("is not {changed}"))
+            && all.contains("layer 2 (`COPY index.html /www/`)")
+            && all.contains("/www/index.html"),
+        "{all}"
+    );
+    remove_local(&prefix);
+}
+
 #[tokio::test]
 async fn the_registry_lookup_uses_the_push_credentials() {
     if common::daemon().await.is_none() {
@@ -848,4 +976,96 @@ async fn slipway_lock_pins_base_images() {
 
     remove_local(&prefix);
     let _ = Command::new("docker").args(["rmi", &base]).output();
+}
+
+/// The OCI referrers helper on Debian's docker-registry 2.8 (no referrers API): an artifact
+/// attached to an image is pushed with `subject` and `artifactType`, listed under the tag
+/// schema's `sha256-<hex>` index, found again by `referrers::list`; attaching the same
+/// artifact again changes nothing, and the image itself is untouched. With htpasswd auth, the
+/// client authenticates with the Docker config's user and password, and without them fails
+/// with a hint to log in.
+#[tokio::test]
+async fn artifacts_attach_to_an_image_as_referrers() {
+    use slipway::registry::{self, referrers, Client};
+    let Some(reg) = common::registry::start_with_htpasswd(CI_HTPASSWD) else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", reg.port);
+    let name = common::unique("refs");
+    let e = Client::connect(&host, &name, None, true, true)
+        .await
+        .err()
+        .unwrap();
+    let text = slipway::error::render(&e);
+    assert!(text.contains("docker login"), "{text}");
+    let creds = bollard::auth::DockerCredentials {
+        username: Some(CI_USER.into()),
+        password: Some(CI_PASSWORD.into()),
+        ..Default::default()
+    };
+    let client = Client::connect(&host, &name, Some(creds), true, true)
+        .await
+        .unwrap();
+
+    // A small image to attach to.
+    let layer = client
+        .put_blob(registry::OCI_LAYER_GZIP, b"not really a layer")
+        .await
+        .unwrap();
+    let config = client
+        .put_blob(
+            registry::OCI_CONFIG,
+            br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .await
+        .unwrap();
+    let image = slipway::push::manifest_of(config, vec![layer]).to_bytes();
+    let (image_digest, _) = client
+        .put_manifest("v1", registry::OCI_MANIFEST, &image)
+        .await
+        .unwrap();
+    let subject = registry::Descriptor::of(registry::OCI_MANIFEST, &image);
+
+    let sbom = br#"{"spdxVersion":"SPDX-2.3"}"#;
+    let attach = |kind: &'static str, bytes: &'static [u8]| {
+        let (client, subject) = (&client, &subject);
+        async move {
+            referrers::attach(
+                client,
+                subject,
+                kind,
+                &[referrers::Blob {
+                    media_type: kind,
+                    bytes,
+                }],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let a = attach("application/spdx+json", sbom).await;
+    assert_eq!(a.artifact_type.as_deref(), Some("application/spdx+json"));
+    let again = attach("application/spdx+json", sbom).await;
+    assert_eq!(again, a);
+    let b = attach("application/vnd.in-toto+json", br#"{"_type":"x"}"#).await;
+
+    let all = referrers::list(&client, &image_digest, None).await.unwrap();
+    assert_eq!(all, vec![a.clone(), b.clone()]);
+    let sboms = referrers::list(&client, &image_digest, Some("application/spdx+json"))
+        .await
+        .unwrap();
+    assert_eq!(sboms, vec![a.clone()]);
+    // What the registry holds: the tag schema's index, and the artifact naming its subject.
+    let tag = referrers::fallback_tag(&image_digest);
+    let index: serde_json::Value =
+        serde_json::from_slice(&client.get_manifest(&tag).await.unwrap().unwrap().bytes).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+    let artifact = client.get_manifest(&a.digest).await.unwrap().unwrap();
+    let artifact: serde_json::Value = serde_json::from_slice(&artifact.bytes).unwrap();
+    assert_eq!(artifact["subject"]["digest"], image_digest.as_str());
+    assert_eq!(artifact["artifactType"], "application/spdx+json");
+    assert_eq!(artifact["config"]["mediaType"], registry::OCI_EMPTY);
+    // The image is as it was.
+    let v1 = client.get_manifest("v1").await.unwrap().unwrap();
+    assert_eq!(v1.digest, image_digest);
 }

@@ -240,6 +240,16 @@ impl ImageFiles {
         }
     }
 
+    /// Its config's bytes.
+    pub fn config(&self) -> &[u8] {
+        &self.config
+    }
+
+    /// `(diff ID, tar file)` per layer, bottom first.
+    pub fn layers(&self) -> &[(String, PathBuf)] {
+        &self.layers
+    }
+
     /// Its layers' diff IDs, bottom first.
     pub fn diff_ids(&self) -> Vec<String> {
         self.layers.iter().map(|(d, _)| d.clone()).collect()

@@ -1509,7 +1509,9 @@ pub async fn pull_pinned(
         what: format!("pull {pinned}"),
         estimate_ms: None,
     });
-    crate::push::pull(daemon, pinned, component, reporter)
+    // Found by what the registry says it is, not by `pinned`: a daemon that had the image
+    // already may not have made that reference.
+    let id = crate::push::pull_image(daemon, pinned, component, reporter)
         .await
         .with_context(|| {
             Fail::job(format!(
@@ -1519,9 +1521,9 @@ pub async fn pull_pinned(
                 "check the registry and your access, or build it here: `slipway build --no-cache`",
             )
         })?;
-    let found = image_labels(daemon, pinned).await?.ok_or_else(|| {
+    let found = image_labels(daemon, &id).await?.ok_or_else(|| {
         Fail::job(format!(
-            "component `{component}`: {pinned} is not on the daemon after pulling it"
+            "component `{component}`: {pinned} ({id}) is not on the daemon after pulling it"
         ))
     })?;
     let label = found.labels.get(LABEL_DIGEST).map(String::as_str);
@@ -1533,7 +1535,7 @@ pub async fn pull_pinned(
         .hint(format!("replace it: `slipway build {component} --no-cache --push`"))
         .into());
     }
-    tag_as(daemon, pinned, image).await?;
+    tag_as(daemon, &id, image).await?;
     Ok(found.id)
 }
 

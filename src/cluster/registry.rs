@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bollard::query_parameters::TagImageOptionsBuilder;
 use bollard::Docker;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -366,21 +365,7 @@ pub async fn push(
         let (pinned, outcome) = match crate::push::lookup(daemon, &repo, &rec.tag).await {
             Ok(Some(digest)) => (format!("{repo}@{digest}"), Outcome::AlreadyPresent),
             Ok(None) => {
-                daemon
-                    .docker
-                    .tag_image(
-                        &rec.image_id,
-                        Some(
-                            TagImageOptionsBuilder::default()
-                                .repo(&repo)
-                                .tag(&rec.tag)
-                                .build(),
-                        ),
-                    )
-                    .await
-                    .with_context(|| format!("tagging {} as {repo}:{}", rec.image, rec.tag))
-                    .map_err(fail)?;
-                let pinned = send(daemon, &repo, &rec.tag, &task, reporter)
+                let pinned = send(daemon, &rec.image_id, &repo, &rec.tag, &task, reporter)
                     .await
                     .map_err(fail)?;
                 (pinned, Outcome::Pushed)
@@ -427,16 +412,18 @@ pub async fn push(
     })
 }
 
-/// The one place an image goes to the local registry: through the daemon's push today (which
-/// sends only the blobs the registry lacks); returns `REPO@sha256:...`.
+/// The one place an image goes to the local registry: slipway's own push of the normal form
+/// `local` (only the blobs the registry lacks travel); returns `REPO@sha256:...`.
 async fn send(
     daemon: &Daemon,
+    local: &str,
     repository: &str,
     tag: &str,
     task: &str,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<String> {
-    crate::push::push_one(daemon, repository, tag, task, reporter).await
+    let tags = [tag.to_string()];
+    crate::push::push_image(daemon, local, repository, &tags, task, reporter).await
 }
 
 /// Whether one node pulls from the registry: `Ok(what answered)` or `Err(why not)`.

@@ -1,5 +1,6 @@
-//! `slipway verify COMPONENT [--against DOCKER_HOST] [--json]`: build twice without cache and
-//! check both builds give one image ID.
+//! `slipway verify COMPONENT [--against DOCKER_HOST|IMAGE] [--json]`: build twice without cache
+//! and check both builds give one image ID; or build once and check the image in a registry
+//! is that image.
 
 use super::Session;
 use crate::cli::VerifyArgs;
@@ -24,11 +25,13 @@ pub async fn run(session: &Session, args: VerifyArgs) -> anyhow::Result<()> {
         session.result(&report);
         session.print(&verify::render(&report));
     }
-    verdict(&report)
+    let registry = args.against.as_deref().filter(|a| !a.contains("://"));
+    verdict(&report, registry)
 }
 
-/// A difference is exit code 1, naming the first layer and file that differ.
-fn verdict(report: &VerifyReport) -> anyhow::Result<()> {
+/// A difference is exit code 1, naming the first layer and file that differ (and, against a
+/// registry's image, that image).
+fn verdict(report: &VerifyReport, registry: Option<&str>) -> anyhow::Result<()> {
     if report.identical {
         return Ok(());
     }
@@ -44,6 +47,17 @@ fn verdict(report: &VerifyReport) -> anyhow::Result<()> {
         Some(Difference::Config { path, .. }) => format!("the image config differs at {path}"),
         None => "the images differ".into(),
     };
+    if let Some(reference) = registry {
+        return Err(Fail::job(format!(
+            "`{}` built from this tree is not {reference}: {what}",
+            report.component
+        ))
+        .hint(format!(
+            "that image was not built from this tree (or the build is not reproducible: `slipway verify {}` says)",
+            report.component
+        ))
+        .into());
+    }
     Err(Fail::job(format!("`{}` is not reproducible: {what}", report.component))
         .hint("make that step deterministic (no build times, no caches in the layer, sorted output); SOURCE_DATE_EPOCH is set for every build")
         .into())

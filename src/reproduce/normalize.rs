@@ -794,7 +794,7 @@ fn is_gzip(path: &Path) -> anyhow::Result<bool> {
 }
 
 /// A layer file as a tar stream, decompressed when it is gzip.
-fn plain_reader(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+pub fn plain_reader(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     let gzip = is_gzip(path)?;
     let file = BufReader::with_capacity(1 << 20, File::open(path)?);
     Ok(match gzip {

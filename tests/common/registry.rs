@@ -164,19 +164,29 @@ fn run_with(
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nlog:\n  level: {}\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {listen}:{port}\n{auth}",
+            "version: 0.1\nlog:\n  level: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {listen}:{port}\n{auth}",
             if log { "info" } else { "error" },
             dir.path().join("data").display()
         ),
     )
     .unwrap();
+    // Its application log (at `info` with `log`: a line per request with its status and
+    // digest) goes to registry.log; its access log (one line a request, on stdout) to
+    // access.log: [`Registry::requests`].
     let stderr = match log {
         true => std::fs::File::create(dir.path().join("registry.log"))
             .unwrap()
             .into(),
         false => std::process::Stdio::null(),
     };
-    let child = cmd.arg("serve").arg(&cfg).stderr(stderr).spawn().unwrap();
+    let access = std::fs::File::create(dir.path().join("access.log")).unwrap();
+    let child = cmd
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(access)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
     // Dropping the guard stops the registry, on every path out of here.
     let reg = Registry {
         child,
@@ -275,6 +285,21 @@ impl Registry {
         walk(&self._dir.path().join("data/docker/registry/v2/blobs"))
     }
 
+    /// How many requests the registry has answered whose request line (`POST
+    /// /v2/app/web/blobs/uploads/ HTTP/1.1`) starts with `method` and contains `path`.
+    pub fn requests(&self, method: &str, path: &str) -> usize {
+        let log = std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| l.split('"').nth(1))
+            .filter(|r| r.starts_with(&format!("{method} ")) && r.contains(path))
+            .count()
+    }
+
+    /// Blob uploads started so far (`POST .../blobs/uploads/`).
+    pub fn uploads(&self) -> usize {
+        self.requests("POST", "/blobs/uploads/")
+    }
+
     /// GET of `path` (under `/v2/`) as JSON, asking for image manifests.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let out = Command::new("curl")
@@ -290,4 +315,28 @@ impl Registry {
         );
         serde_json::from_slice(&out.stdout).unwrap()
     }
+}
+
+/// Forwards the host's `127.0.0.1:port` to `to` for as long as the test runs: with
+/// [`start_beside`], the host reaches that registry at the same address its daemon does.
+pub fn forward(port: u16, to: &str) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let to = to.to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { continue };
+            let Ok(server) = std::net::TcpStream::connect(&to) else {
+                continue;
+            };
+            for (mut from, mut into) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
 }
