@@ -23,6 +23,15 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// A command's standard output, then its standard error.
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// The bundled reference app (contexts, Dockerfiles, slipway.toml) in a directory of its own.
 fn app_copy() -> tempfile::TempDir {
     let repo = common::repo();
@@ -54,11 +63,7 @@ fn the_reference_app_comes_up_on_every_daemon() {
             .args(["--metadata-file", "run.json"])
             .output()
             .unwrap();
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = output_text(&out);
         assert!(out.status.success(), "{label} ({host}):\n{text}");
         let run: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("run.json")).unwrap()).unwrap();
@@ -300,4 +305,175 @@ fn a_push_from_every_daemon_gives_the_same_image() {
     for (label, config) in &configs[1..] {
         assert_eq!(config, first, "{label} vs {first_label}");
     }
+}
+
+/// A TCP proxy in front of the daemon at `target` (`tcp://HOST:PORT` or `unix:///PATH`) that
+/// counts the bytes clients send.
+async fn counting_proxy(target: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (count, target) = (sent.clone(), target.to_string());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (target, count) = (target.clone(), count.clone());
+            tokio::spawn(async move {
+                if let Some(path) = target.strip_prefix("unix://") {
+                    if let Ok(server) = tokio::net::UnixStream::connect(path).await {
+                        pipe(client, server, count).await;
+                    }
+                } else if let Ok(server) =
+                    tokio::net::TcpStream::connect(target.trim_start_matches("tcp://")).await
+                {
+                    pipe(client, server, count).await;
+                }
+            });
+        }
+    });
+    (format!("tcp://{addr}"), sent)
+}
+
+/// Copies both ways between `client` and `server`, counting what the client sends.
+async fn pipe<S>(
+    client: tokio::net::TcpStream,
+    server: S,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = tokio::io::split(server);
+    let up = async {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n @ 1..) = cr.read(&mut buf).await {
+            count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = sw.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    tokio::join!(up, down);
+}
+
+/// On every daemon, normalising after a one-line change loads back only what changed: the
+/// bytes slipway sends the daemon (counted by a proxy in front of it, not by slipway) stay far
+/// below the size of the image's big layer, which is rewritten to the same normal form every
+/// time. Once those images are removed, the layer is sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_small_change_only_the_changed_layer_goes_back_to_the_daemon() {
+    for (label, host) in common::daemon_matrix() {
+        eprintln!("{label}: {host}");
+        only_the_changed_layer_goes_back(&host).await;
+    }
+}
+
+async fn only_the_changed_layer_goes_back(host: &str) {
+    let busybox = std::env::var("SLIPWAY_TEST_IMAGE_BUSYBOX")
+        .unwrap_or_else(|_| "slipway-test/busybox:1.35".to_string());
+    let prefix = common::unique("slipway-heldback");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("Dockerfile"),
+        format!(
+            "FROM {busybox}\nRUN head -c 8000000 /dev/urandom > /blob\nCOPY app.txt /app.txt\n\
+             LABEL dev.slipway.test-run={prefix}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("slipway.toml"),
+        format!(
+            "[app]\nname = \"held\"\n[images]\nprefix = \"{prefix}\"\ntags = [\"latest\"]\n\
+             [components.web]\ncontext = \".\"\ndockerfile = \"Dockerfile\"\nport = 8080\n"
+        ),
+    )
+    .unwrap();
+    let (proxy, sent) = counting_proxy(host).await;
+    let docker = |args: &[&str]| {
+        std::process::Command::new("docker")
+            .env("DOCKER_HOST", host)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let image = format!("{prefix}/web:latest");
+    let build = |line: &str| {
+        std::fs::write(root.join("app.txt"), line).unwrap();
+        sent.store(0, std::sync::atomic::Ordering::SeqCst);
+        let out = common::slipway()
+            .current_dir(root)
+            .env("DOCKER_HOST", &proxy)
+            .env("SLIPWAY_CACHE_DIR", cache.path())
+            .args(["--progress", "plain", "build"])
+            .output()
+            .unwrap();
+        let text = output_text(&out);
+        assert!(out.status.success(), "{text}");
+        // The image is whole: its files are there and the daemon can export every blob.
+        let run = docker(&[
+            "run",
+            "--rm",
+            &image,
+            "sh",
+            "-c",
+            "cat /app.txt; echo; wc -c < /blob",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            [line, "8000000"],
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let save = docker(&["save", &image]);
+        assert!(
+            save.status.success(),
+            "{}",
+            String::from_utf8_lossy(&save.stderr)
+        );
+        sent.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let cleanup = || {
+        let refs = docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            &format!("reference={prefix}/*"),
+        ]);
+        for r in String::from_utf8_lossy(&refs.stdout).split_whitespace() {
+            docker(&["rmi", r]);
+        }
+    };
+
+    let first = build("one");
+    assert!(
+        first > 8_000_000,
+        "the first load carries the big layer ({first} bytes)"
+    );
+    let second = build("two");
+    assert!(
+        second < 2_000_000,
+        "after a one-line change slipway sent the daemon {second} bytes: the rewritten big \
+         layer went back although the daemon holds it"
+    );
+
+    // The images slipway loaded are gone (a user removed them, and with them their blobs):
+    // what slipway remembers no longer counts, and the big layer travels again.
+    cleanup();
+    let third = build("three");
+    assert!(
+        third > 8_000_000,
+        "the whole load was redone ({third} bytes)"
+    );
+    cleanup();
 }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 pub const MEDIA_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MEDIA_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const MEDIA_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+pub const MEDIA_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// A content descriptor, fields in the order containerd marshals them.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -55,43 +56,61 @@ struct Manifest<'a> {
 /// The image manifest containerd creates on a `docker save` import, byte for byte.
 /// `layers` are `(diff ID, size of the uncompressed layer tar)`, bottom first.
 pub fn docker_manifest(config_digest: &str, config_size: u64, layers: &[(String, u64)]) -> Bytes {
+    let layers: Vec<Descriptor> = layers
+        .iter()
+        .map(|(d, s)| Descriptor::new(MEDIA_LAYER, d, *s))
+        .collect();
+    manifest(config_digest, config_size, layers)
+}
+
+/// An image manifest (Docker media types, compact JSON) of the config `config_digest` and the
+/// layer blobs `layers`, bottom first.
+pub fn manifest(config_digest: &str, config_size: u64, layers: Vec<Descriptor>) -> Bytes {
     let manifest = Manifest {
         schema_version: 2,
         media_type: MEDIA_MANIFEST,
         config: Descriptor::new(MEDIA_CONFIG, config_digest, config_size),
-        layers: layers
-            .iter()
-            .map(|(d, s)| Descriptor::new(MEDIA_LAYER, d, *s))
-            .collect(),
+        layers,
     };
     Bytes::from(serde_json::to_vec(&manifest).unwrap_or_default())
 }
 
 /// `index.json` naming the manifest `name` (containerd's form, `docker.io/app/web:tag`).
 pub fn oci_index(manifest: &Bytes, name: &str) -> Bytes {
-    let tag = name
-        .rsplit_once('/')
-        .map(|(_, last)| last)
-        .unwrap_or(name)
-        .split_once(':')
-        .map(|(_, t)| t)
-        .unwrap_or("latest");
-    let mut desc = Descriptor::new(
-        MEDIA_MANIFEST,
-        &sha256_digest(manifest),
-        manifest.len() as u64,
-    );
-    desc.annotations = Some(
-        [
-            ("io.containerd.image.name".to_string(), name.to_string()),
-            (
-                "org.opencontainers.image.ref.name".to_string(),
-                tag.to_string(),
-            ),
-        ]
-        .into(),
-    );
-    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [desc] });
+    oci_index_names(manifest, &[name.to_string()])
+}
+
+/// `index.json` naming the manifest once per name in `names` (containerd's form).
+pub fn oci_index_names(manifest: &Bytes, names: &[String]) -> Bytes {
+    let manifests: Vec<Descriptor> = names
+        .iter()
+        .map(|name| {
+            let tag = name
+                .rsplit_once('/')
+                .map(|(_, last)| last)
+                .unwrap_or(name)
+                .split_once(':')
+                .map(|(_, t)| t)
+                .unwrap_or("latest");
+            let mut desc = Descriptor::new(
+                MEDIA_MANIFEST,
+                &sha256_digest(manifest),
+                manifest.len() as u64,
+            );
+            desc.annotations = Some(
+                [
+                    ("io.containerd.image.name".to_string(), name.to_string()),
+                    (
+                        "org.opencontainers.image.ref.name".to_string(),
+                        tag.to_string(),
+                    ),
+                ]
+                .into(),
+            );
+            desc
+        })
+        .collect();
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": manifests });
     Bytes::from(serde_json::to_vec(&index).unwrap_or_default())
 }
 
@@ -100,6 +119,37 @@ pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// `sha256:` + hex of the SHA-256 of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Normalises a Docker reference the way containerd names images: `app/web:1` →
+/// `docker.io/app/web:1`, `busybox` → `docker.io/library/busybox:latest`,
+/// `localhost:5000/x:1` unchanged.
+pub fn normalize_ref(reference: &str) -> String {
+    let (name, digest) = match reference.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (reference, None),
+    };
+    let last_slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let (repo, tag) = match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+        None => (name, None),
+    };
+    let first = repo.split('/').next().unwrap_or("");
+    let has_domain =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let repo = if has_domain {
+        repo.to_string()
+    } else if repo.contains('/') {
+        format!("docker.io/{repo}")
+    } else {
+        format!("docker.io/library/{repo}")
+    };
+    match (tag, digest) {
+        (Some(t), Some(d)) => format!("{repo}:{t}@{d}"),
+        (Some(t), None) => format!("{repo}:{t}"),
+        (None, Some(d)) => format!("{repo}@{d}"),
+        (None, None) => format!("{repo}:latest"),
+    }
 }
 
 /// The path of a blob in an OCI layout.

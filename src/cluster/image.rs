@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-pub use crate::archive::oci::sha256_digest;
+pub use crate::archive::oci::{normalize_ref, sha256_digest};
 
 /// One image to load, with what the daemon says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,37 +58,6 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
         out.push(next);
     }
     out
-}
-
-/// Normalises a Docker reference the way containerd names images: `app/web:1` →
-/// `docker.io/app/web:1`, `busybox` → `docker.io/library/busybox:latest`,
-/// `localhost:5000/x:1` unchanged.
-pub fn normalize_ref(reference: &str) -> String {
-    let (name, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    let last_slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let (repo, tag) = match name[last_slash..].rfind(':') {
-        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
-        None => (name, None),
-    };
-    let first = repo.split('/').next().unwrap_or("");
-    let has_domain =
-        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let repo = if has_domain {
-        repo.to_string()
-    } else if repo.contains('/') {
-        format!("docker.io/{repo}")
-    } else {
-        format!("docker.io/library/{repo}")
-    };
-    match (tag, digest) {
-        (Some(t), Some(d)) => format!("{repo}:{t}@{d}"),
-        (Some(t), None) => format!("{repo}:{t}"),
-        (None, Some(d)) => format!("{repo}@{d}"),
-        (None, None) => format!("{repo}:latest"),
-    }
 }
 
 /// Which layer (index into `chain_ids`) a `docker save` v1 directory holds, from its `json`.

@@ -13,6 +13,7 @@
 pub mod layer;
 pub mod normalize;
 pub mod sde;
+pub mod stored;
 
 pub use normalize::{normalize, normalize_image, Normalized};
 pub use sde::Sde;

@@ -24,9 +24,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::layer;
 use super::sde::rfc3339;
+use super::{layer, stored};
 use crate::archive::blocks;
+use crate::archive::oci::{self, Descriptor};
 use crate::archive::save::{self, diff_ids, Saved};
 use crate::archive::ImageFiles;
 use crate::docker::Daemon;
@@ -219,14 +220,33 @@ async fn load_or_tag(
     } else {
         // The daemon finishes a load it has whole even when no one listens any more: an
         // interrupted build waits for it (`interrupt::settle`) before untagging.
-        let (d, p) = (docker.clone(), plan.clone());
         let containerd = daemon.containerd_store().await;
+        let cache = crate::leftovers::cache_dir();
+        let exists = |id: String| async move { docker.inspect_image(&id).await.is_ok() };
+        let host = &daemon.endpoint.host;
+        let held = match containerd {
+            true => stored::held(&cache, host, &plan.rewritten_blobs(), exists).await,
+            false => {
+                let afters: Vec<String> = plan.layers.iter().map(|(d, _)| d.clone()).collect();
+                let chain = stored::held_chain(&cache, host, &afters, exists).await;
+                held_layers(&plan.outcomes, chain)
+            }
+        };
+        // What the daemon surely holds: the image normalising started from is still there.
+        let sure = match containerd {
+            true => HashSet::new(),
+            false => held_layers(&plan.outcomes, 0),
+        };
+        let (d, p) = (docker.clone(), plan.clone());
         crate::interrupt::unabortable(async move {
-            match load(&d, &p, containerd).await {
-                // The containerd image store may collect a snapshot it had counted on while it
-                // unpacks (another image that held it was untagged or removed meanwhile): the
-                // blobs are in by then, and a second load unpacks what is missing.
-                Err(e) if containerd && lost_snapshot(&e) => load(&d, &p, containerd).await,
+            match load(&d, &p, containerd, &held).await {
+                // A layer slipway took the daemon to hold may be gone; and the containerd
+                // image store may collect a snapshot it had counted on while it unpacks
+                // (another image that held it was untagged or removed meanwhile): the blobs
+                // are in by then, and a second load with every layer unpacks what is missing.
+                Err(e) if held != sure || (containerd && lost_snapshot(&e)) => {
+                    load(&d, &p, containerd, &sure).await
+                }
                 other => other,
             }
         })
@@ -257,6 +277,13 @@ async fn load_or_tag(
         }
     }
     let daemon_id = loaded.id.unwrap_or_else(|| plan.image_id.clone());
+    // The image keeps these layers while it exists (see `stored`).
+    let kept = match daemon_id != plan.image_id {
+        true => plan.plain_blobs(),
+        false => plan.layers.iter().map(|(d, _)| d.clone()).collect(),
+    };
+    let cache = crate::leftovers::cache_dir();
+    stored::remember(&cache, &daemon.endpoint.host, &daemon_id, kept);
     Ok((already_present, daemon_id))
 }
 
@@ -484,8 +511,34 @@ struct Plan {
     config: Vec<u8>,
     /// `(diff ID, file)` per layer, in order (a diff ID may repeat).
     layers: Vec<(String, PathBuf)>,
+    /// Per layer, the blob the daemon exported when normalising left the layer as it was (the
+    /// daemon holds that blob); `None` for a rewritten layer. Known on the containerd image
+    /// store only, whose export names each blob by its digest.
+    stored: Vec<Option<Descriptor>>,
     outcomes: Vec<LayerOutcome>,
     tags: Vec<String>,
+}
+
+impl Plan {
+    /// The rewritten layers' digests: blobs a load must carry unless the daemon holds them.
+    fn rewritten_blobs(&self) -> HashSet<String> {
+        self.layers
+            .iter()
+            .zip(&self.stored)
+            .filter(|(_, s)| s.is_none())
+            .map(|((d, _), _)| d.clone())
+            .collect()
+    }
+
+    /// The uncompressed blobs the loaded manifest names (every layer but a compressed base).
+    fn plain_blobs(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .zip(&self.stored)
+            .filter(|(_, s)| s.as_ref().is_none_or(|d| d.media_type == oci::MEDIA_LAYER))
+            .map(|((d, _), _)| d.clone())
+            .collect()
+    }
 }
 
 /// Rewrites the layers of `saved` after the first `keep` (those it shares with its base, whose
@@ -530,6 +583,7 @@ fn rewrite_image(
     // 3. The rewrite.
     let mut done: HashMap<String, (String, PathBuf, u64, bool)> = HashMap::new();
     let mut layers = Vec::new();
+    let mut stored = Vec::new();
     let mut outcomes = Vec::new();
     for (i, (key, spool)) in layer_paths.iter().enumerate() {
         if i < keep && !done.contains_key(key) {
@@ -551,6 +605,13 @@ fn rewrite_image(
         }
         let (after, file, size, rewritten) = &done[key];
         layers.push((after.clone(), file.clone()));
+        // A base layer is named as the daemon stores it (as the base's registry serves it); a
+        // layer the build made is named by its diff ID (uncompressed) wherever the daemon
+        // stored it compressed, so that the manifest does not depend on the daemon's gzip.
+        stored.push(match rewritten {
+            true => None,
+            false => stored_blob(key, spool)?.filter(|b| i < keep || b.digest == *after),
+        });
         outcomes.push(LayerOutcome {
             before: old_ids[i].clone(),
             after: after.clone(),
@@ -566,9 +627,28 @@ fn rewrite_image(
         image_id,
         config: bytes,
         layers,
+        stored,
         outcomes,
         tags: tags.to_vec(),
     })
+}
+
+/// The blob the daemon exported as `key` (`blobs/sha256/<hex>` in an OCI-layout export; `None`
+/// for the classic store's `<v1 ID>/layer.tar`), described as the daemon stores it.
+fn stored_blob(key: &str, spool: &Path) -> anyhow::Result<Option<Descriptor>> {
+    let Some(hex) = key.strip_prefix("blobs/sha256/") else {
+        return Ok(None);
+    };
+    let size = std::fs::metadata(spool)?.len();
+    let media_type = match is_gzip(spool)? {
+        true => oci::MEDIA_LAYER_GZIP,
+        false => oci::MEDIA_LAYER,
+    };
+    Ok(Some(Descriptor::new(
+        media_type,
+        &format!("sha256:{hex}"),
+        size,
+    )))
 }
 
 struct LayerResult {
@@ -908,25 +988,37 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
-/// Streams the normal form `plan` to the daemon as a docker-save tar (`POST /images/load`); on
-/// the classic image store (`!containerd`) without the bottom layers it kept unchanged (the
-/// daemon has them, under the image normalising started from).
-async fn load(docker: &bollard::Docker, plan: &Plan, containerd: bool) -> anyhow::Result<()> {
-    let held = match containerd {
-        true => HashSet::new(),
-        false => held_layers(&plan.outcomes),
+/// Streams the normal form `plan` to the daemon (`POST /images/load`) without the layers in
+/// `held`: to the classic image store as a docker-save tar (`held`: a bottom run the daemon
+/// holds as a chain, see [`held_layers`]); to the containerd image store as an OCI layout
+/// ([`oci_layout`]; `held`: rewritten layers whose blobs it holds).
+async fn load(
+    docker: &bollard::Docker,
+    plan: &Plan,
+    containerd: bool,
+    held: &HashSet<String>,
+) -> anyhow::Result<()> {
+    type Write = Box<dyn FnOnce(&mut blocks::ChannelWriter) -> anyhow::Result<()> + Send>;
+    let write: Write = match containerd {
+        true => {
+            let (plan, held) = (plan.clone(), held.clone());
+            Box::new(move |w| oci_layout(w, &plan, &held))
+        }
+        false => {
+            let held = held.clone();
+            let config_name = format!("{}.json", plan.image_id.trim_start_matches("sha256:"));
+            let layer_paths: Vec<String> = plan
+                .layers
+                .iter()
+                .map(|(d, _)| format!("{}/layer.tar", d.trim_start_matches("sha256:")))
+                .collect();
+            let manifest = save::manifest(&config_name, &plan.tags, &layer_paths);
+            let config = plan.config.clone();
+            let layers = plan.layers.clone();
+            Box::new(move |w| save::write(w, &config_name, &config, &manifest, &layers, &held))
+        }
     };
-    let config_name = format!("{}.json", plan.image_id.trim_start_matches("sha256:"));
-    let layer_paths: Vec<String> = plan
-        .layers
-        .iter()
-        .map(|(d, _)| format!("{}/layer.tar", d.trim_start_matches("sha256:")))
-        .collect();
-    let manifest = save::manifest(&config_name, &plan.tags, &layer_paths);
-    let config = plan.config.clone();
-    let layers = plan.layers.clone();
-    let (body, producer) =
-        blocks::streamed(move |w| save::write(w, &config_name, &config, &manifest, &layers, &held));
+    let (body, producer) = blocks::streamed(write);
     let mut progress = docker.import_image_stream(
         bollard::query_parameters::ImportImageOptions {
             quiet: true,
@@ -957,6 +1049,44 @@ async fn load(docker: &bollard::Docker, plan: &Plan, containerd: bool) -> anyhow
     }
 }
 
+/// The normal form `plan` as an OCI layout for the containerd image store, named by its tags.
+/// A layer the daemon stores already (see [`Plan::stored`]) is named in the manifest by that
+/// blob and left out of the archive, and so is a rewritten layer in `held` (the daemon holds its
+/// blob: see [`super::stored`]): after a small change only the changed layers travel.
+fn oci_layout<W: Write>(out: W, plan: &Plan, held: &HashSet<String>) -> anyhow::Result<()> {
+    let mut tar = tar::Builder::new(out);
+    let mut descriptors = Vec::with_capacity(plan.layers.len());
+    let mut written = HashSet::new();
+    for ((diff_id, file), stored) in plan.layers.iter().zip(&plan.stored) {
+        if let Some(d) = stored {
+            descriptors.push(d.clone());
+            continue;
+        }
+        let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let size = f.metadata()?.len();
+        descriptors.push(Descriptor::new(oci::MEDIA_LAYER, diff_id, size));
+        if !held.contains(diff_id) && written.insert(diff_id.clone()) {
+            let reader = BufReader::with_capacity(1 << 20, f);
+            tar.append_data(&mut blocks::regular(size), oci::blob_path(diff_id), reader)?;
+        }
+    }
+    let config = &plan.config;
+    let manifest = oci::manifest(&plan.image_id, config.len() as u64, descriptors);
+    let names: Vec<String> = plan.tags.iter().map(|t| oci::normalize_ref(t)).collect();
+    let index = oci::oci_index_names(&manifest, &names);
+    let small: [(String, &[u8]); 4] = [
+        (oci::blob_path(&plan.image_id), config),
+        (oci::blob_path(&oci::sha256_digest(&manifest)), &manifest),
+        ("index.json".to_string(), &index),
+        ("oci-layout".to_string(), oci::OCI_LAYOUT),
+    ];
+    for (path, data) in small {
+        tar.append_data(&mut blocks::regular(data.len() as u64), path, data)?;
+    }
+    tar.into_inner()?.flush()?;
+    Ok(())
+}
+
 /// Whether a load failed because the containerd image store lost a snapshot it was unpacking
 /// onto (`failed to unpack loaded image: ... parent snapshot ... does not exist: not found`).
 fn lost_snapshot(e: &anyhow::Error) -> bool {
@@ -964,10 +1094,13 @@ fn lost_snapshot(e: &anyhow::Error) -> bool {
     text.contains("failed to unpack") && text.contains("snapshot") && text.contains("not found")
 }
 
-/// The layers of the bottom run that normalising left as they were: the daemon has each of
-/// them with all below (a layer repeated above that run must still be sent).
-fn held_layers(outcomes: &[LayerOutcome]) -> HashSet<String> {
-    let kept = outcomes.iter().take_while(|o| o.before == o.after).count();
+/// The layers of the bottom run that the daemon holds as a chain: those normalising left as
+/// they were (the image it started from has them), or the first `chain` (an image slipway
+/// loaded earlier has them), whichever run is longer. A layer repeated above that run must
+/// still be sent.
+fn held_layers(outcomes: &[LayerOutcome], chain: usize) -> HashSet<String> {
+    let unchanged = outcomes.iter().take_while(|o| o.before == o.after).count();
+    let kept = unchanged.max(chain.min(outcomes.len()));
     let above: HashSet<&String> = outcomes[kept..].iter().map(|o| &o.after).collect();
     outcomes[..kept]
         .iter()
@@ -1002,16 +1135,20 @@ mod tests {
             size: 0,
             rewritten: before != after,
         };
-        let held = held_layers(&[
+        let layers = [
             o("a", "a"),
             o("b", "b"),
             o("c", "c2"),
             o("d", "d"),
             o("b", "b"),
-        ]);
+        ];
         // `d` sits above a rewritten layer (another chain); `b` is needed there too.
-        assert_eq!(held, HashSet::from(["a".to_string()]));
-        assert!(held_layers(&[o("a", "a2"), o("b", "b")]).is_empty());
+        assert_eq!(held_layers(&layers, 0), HashSet::from(["a".to_string()]));
+        assert!(held_layers(&[o("a", "a2"), o("b", "b")], 0).is_empty());
+        // An image loaded earlier holds the chain up to the rewritten `c2`.
+        let by_chain = held_layers(&layers, 3);
+        assert_eq!(by_chain, HashSet::from(["a".to_string(), "c2".to_string()]));
+        assert_eq!(held_layers(&layers, 9).len(), 4);
     }
 
     #[test]
