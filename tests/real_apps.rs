@@ -177,6 +177,7 @@ const APPS: &[(&str, &str, &str)] = &[
     ("node-plain", "apps/node-plain", "node"),
     ("express-ts", "stacks/node-typescript", "node"),
     ("nextjs-yarn", "stacks/nextjs-yarn", "node"),
+    ("nextjs-pnpm", "stacks/nextjs-pnpm", "node"),
     ("flask", "apps/flask", "python"),
     ("django", "apps/django", "python"),
     ("fastapi-uv", "stacks/python-uv", "python"),
@@ -248,11 +249,12 @@ fn judges_pass(dir: &Path) {
 }
 
 /// Apps shaped like real ones, one of every stack slipway detects, each on a local base
-/// image: `init` → `dockerfiles` → `build`. hadolint and checkov find nothing in the
-/// Dockerfiles; each container answers its own HEALTHCHECK, runs as UID 10001, prints no
-/// warning at start, and `docker stop` returns in under 3 s although most apps do not
-/// handle SIGTERM (a plain `node server.js`, a Rust binary); each image is at most 1.6x the
-/// base it ships on (production dependencies only); a second build is cached.
+/// image (Next.js both standalone and served by `next start`): `init` → `dockerfiles` →
+/// `build`. hadolint and checkov find nothing in the Dockerfiles; each container answers its
+/// own HEALTHCHECK, runs as UID 10001, prints no warning at start, and `docker stop` returns
+/// in under 3 s although most apps do not handle SIGTERM (a plain `node server.js`, a Rust
+/// binary); each image is at most 1.6x the base it ships on (production dependencies only);
+/// a second build is cached.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_stack_builds_answers_runs_as_non_root_stops_promptly_and_stays_small() {
     let Some(docker_api) = common::daemon().await else {
