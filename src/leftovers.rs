@@ -6,7 +6,8 @@
 //! temp directory, where nothing would ever look for them) and build tags are
 //! `REPO:slipway-build-slipway-COMPONENT-PID-NANOS` (`builder::image::temp_tag`). Each run
 //! reaps, at its start, the directories and the temporary tags (on a local daemon) whose owner
-//! is no longer alive.
+//! is no longer alive; the containers made to read an image's files (`dev.slipway.reader-pid`)
+//! are reaped before the next run reads any.
 
 use std::path::PathBuf;
 
@@ -153,6 +154,45 @@ pub async fn reap_tags(daemon: &crate::docker::Daemon, repositories: &[String]) 
             {
                 reaped.push(tag);
             }
+        }
+    }
+    reaped
+}
+
+/// Removes the containers (created to read an image's files, never started) that dead runs
+/// left on a local daemon ([`crate::docker::files::READER_LABEL`]; on a daemon shared over
+/// TCP a pid says nothing). Returns how many it removed.
+pub async fn reap_readers(daemon: &crate::docker::Daemon) -> usize {
+    use crate::docker::files::READER_LABEL;
+    if !daemon.endpoint.host.starts_with("unix://") {
+        return 0;
+    }
+    let filters = std::collections::HashMap::from([("label", vec![READER_LABEL])]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let Ok(containers) = daemon.docker.list_containers(Some(options)).await else {
+        return 0;
+    };
+    let mut reaped = 0;
+    for c in containers {
+        let pid = c.labels.as_ref().and_then(|l| l.get(READER_LABEL));
+        let dead = pid.and_then(|p| p.parse().ok()).is_some_and(|p| !alive(p));
+        let (true, Some(id)) = (dead, c.id) else {
+            continue;
+        };
+        let force = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if daemon
+            .docker
+            .remove_container(&id, Some(force))
+            .await
+            .is_ok()
+        {
+            reaped += 1;
         }
     }
     reaped

@@ -6,6 +6,7 @@
 //! and reports errors.
 
 pub mod archive;
+pub mod attest;
 pub mod bases;
 pub mod builder;
 pub mod cli;

@@ -52,6 +52,18 @@ pub struct ImageRecord {
     /// `REPO@sha256:...` after `build --push`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed: Option<String>,
+    /// The image's SBOM and provenance files ([`crate::attest`]), for a push to attach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<Attestation>,
+}
+
+/// A file that says something about an image (its SBOM, its provenance), and its media type:
+/// what a push attaches to the image as an OCI referrer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attestation {
+    pub path: PathBuf,
+    /// `application/vnd.cyclonedx+json`, `application/vnd.in-toto+json`.
+    pub media_type: String,
 }
 
 /// A run's images, by component name.

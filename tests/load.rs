@@ -1083,3 +1083,118 @@ async fn the_command_loads_reports_and_refuses_to_guess() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no component `nope`"));
 }
+
+/// A no-op `up` asks the nodes nothing: slipway remembers what each node held and a stat of
+/// its image store, and the daemon runs no `exec` in any node (its own event stream says so).
+/// (Right after a load, containerd's garbage collection writes the store once more, so the
+/// first no-op run may still ask.)
+/// Once an image is removed from one node by hand, the next `up` finds out and loads it there
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_op_up_asks_no_node_until_its_store_changes() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let busybox = image_name("SLIPWAY_TEST_IMAGE_BUSYBOX", "slipway-test/busybox:1.35");
+    let name = common::unique("noop");
+    let _kind = common::stand_in("kind-up", &name, 1);
+    let nodes = [format!("{name}-control-plane"), format!("{name}-worker")];
+    let prefix = common::unique("slipway-noop");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {busybox}\nRUN echo {prefix} > /made\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("slipway.toml"),
+        format!(
+            "[app]\nname = \"noop\"\n[images]\nprefix = \"{prefix}\"\n\
+             [components.web]\ncontext = \".\"\ndockerfile = \"Dockerfile\"\nport = 8080\n"
+        ),
+    )
+    .unwrap();
+    let up = || {
+        let since = docker(&["system", "info", "--format", "{{.SystemTime}}"]).1;
+        let out = common::slipway()
+            .current_dir(dir.path())
+            .env("SLIPWAY_CACHE_DIR", cache.path())
+            .args([
+                "--progress",
+                "plain",
+                "up",
+                "--cluster",
+                &format!("kind:{name}"),
+            ])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        let until = docker(&["system", "info", "--format", "{{.SystemTime}}"]).1;
+        let (ok, events) = docker(&[
+            "events",
+            "--since",
+            since.trim(),
+            "--until",
+            until.trim(),
+            "--filter",
+            "event=exec_create",
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ]);
+        assert!(ok, "{events}");
+        let execs = events
+            .lines()
+            .filter(|l| nodes.iter().any(|n| l == n))
+            .count();
+        (text, execs)
+    };
+    let (first, execs) = up();
+    assert!(first.contains("loaded"), "{first}");
+    assert!(execs > 0, "the first up must ask the nodes:\n{first}");
+    // containerd collects garbage shortly after an import, which writes its store: the next
+    // run may ask once more; after that nothing changes.
+    up();
+    let (second, execs) = up();
+    assert_eq!(
+        execs, 0,
+        "a no-op up ran {execs} execs in the nodes:\n{second}"
+    );
+    assert!(second.contains("already present"), "{second}");
+
+    // An image removed from a node by hand: the next up sees the store changed and loads it.
+    let reference = format!("docker.io/{prefix}/web");
+    let (ok, list) = docker(&[
+        "exec", &nodes[1], "ctr", "-n", "k8s.io", "images", "ls", "-q",
+    ]);
+    assert!(ok, "{list}");
+    let names: Vec<&str> = list
+        .lines()
+        .filter(|l| l.starts_with(&reference) || l.starts_with("sha256:"))
+        .collect();
+    let tagged = names
+        .iter()
+        .find(|l| l.starts_with(&reference))
+        .expect("the image in the node")
+        .to_string();
+    for image in &names {
+        docker(&[
+            "exec", &nodes[1], "ctr", "-n", "k8s.io", "images", "rm", image,
+        ]);
+    }
+    let (third, execs) = up();
+    assert!(execs > 0, "{third}");
+    let made = ctr_run(&nodes[1], &tagged, &["cat", "/made"]);
+    assert_eq!(made.trim(), prefix, "{third}");
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep '^{prefix}/' | xargs -r docker rmi"
+        ))
+        .output();
+}

@@ -58,6 +58,7 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
             duration_ms: 0,
             size: 0,
             pushed: None,
+            attestations: Vec::new(),
         },
     );
     let daemon = slipway::docker::Daemon::new(docker.clone(), slipway::docker::endpoint());

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::ok;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -17,16 +19,6 @@ fn docker(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the docker CLI runs")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Removes what the test made, whatever happens.

@@ -266,6 +266,7 @@ pub(crate) async fn finish(
         duration_ms: millis(t0.elapsed()),
         size: u64::try_from(size).unwrap_or(0),
         pushed: None,
+        attestations: Vec::new(),
     })
 }
 

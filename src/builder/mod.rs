@@ -13,6 +13,7 @@
 //! goes through BuildKit's gRPC session instead, the one path on which the daemon can ask
 //! slipway for a secret (see [`image`]).
 
+mod attestations;
 pub mod digest;
 mod image;
 pub mod stream;
@@ -235,6 +236,8 @@ pub struct BuildOptions {
     pub pull_found: bool,
     /// `--locked` ([`PlanOptions::locked`]).
     pub locked: bool,
+    /// Write each image's SBOM and provenance under this directory ([`crate::attest::dir`]).
+    pub attestations: Option<PathBuf>,
 }
 
 /// What the plan may do beyond asking the daemon.
@@ -1314,6 +1317,19 @@ pub async fn execute(
         }
     };
 
+    if let Some(dir) = &opts.attestations {
+        let (report, failures) = (&mut run.report, &mut run.failures);
+        let done = attestations::write_all(daemon, plan, &made, report, failures, dir).await;
+        if !done.is_empty() {
+            reporter.report(Event::Info {
+                message: format!(
+                    "SBOM and provenance of {} in {}",
+                    done.join(", "),
+                    dir.display()
+                ),
+            });
+        }
+    }
     write_records(
         config,
         plan,
@@ -1457,6 +1473,7 @@ async fn from_registry(
             duration_ms: millis(t0.elapsed()),
             size: 0,
             pushed: Some(pinned),
+            attestations: Vec::new(),
         });
     }
     let id = pull_pinned(
@@ -1792,6 +1809,7 @@ fn write_records(
                     duration_ms: 0,
                     size: 0,
                     pushed: None,
+                    attestations: Vec::new(),
                 },
             );
         }

@@ -13,8 +13,9 @@ pub mod image;
 pub mod kind;
 pub mod minikube;
 pub mod transfer;
+mod unchanged;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -597,6 +598,23 @@ async fn load_into(
     let containerd_store = daemon.containerd_store().await;
     let runtime = cluster.runtime();
     let address = cluster.containerd_address();
+    // A node whose image store did not change since it last held every image asked for is
+    // not asked again (see `unchanged`); when that is every node, there is nothing to do.
+    let cache = crate::leftovers::cache_dir();
+    let host = daemon.endpoint.host.as_str();
+    let wanted: BTreeSet<String> = images
+        .iter()
+        .map(|i| format!("{}@{}", image::normalize_ref(&i.reference), i.image_id))
+        .collect();
+    let prints = fingerprints(&docker, cluster.nodes(), runtime, address).await;
+    let unchanged = !images.is_empty()
+        && cluster.nodes().iter().zip(&prints).all(|(n, p)| {
+            p.as_deref()
+                .is_some_and(|p| unchanged::holds(&cache, host, &n.name, p, &wanted))
+        });
+    if unchanged {
+        return Ok(all_present(cluster, images, reporter, started));
+    }
     let states = join_all(
         cluster
             .nodes()
@@ -666,6 +684,15 @@ async fn load_into(
         };
         results.extend(load_image(&docker, &meta, source, &mut slots, reporter).await);
     }
+    let after = fingerprints(&docker, cluster.nodes(), runtime, address).await;
+    for ((node, before), after) in cluster.nodes().iter().zip(&prints).zip(after) {
+        let ended = results
+            .iter()
+            .filter(|r| r.node == node.name)
+            .all(|r| !matches!(r.outcome, Outcome::Failed { .. }));
+        let seen = after.filter(|_| ended).map(|a| (a, wanted.clone()));
+        unchanged::remember(&cache, host, &node.name, before.as_deref(), seen);
+    }
     let bytes_sent = results.iter().map(|r| r.bytes_sent).sum();
     Ok(LoadReport {
         cluster: Some(cluster.target().to_string()),
@@ -675,6 +702,61 @@ async fn load_into(
         bytes_sent,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// The stat of each running node's image store ([`unchanged::fingerprint`]).
+async fn fingerprints(
+    docker: &Docker,
+    nodes: &[Node],
+    runtime: Runtime,
+    address: &str,
+) -> Vec<Option<String>> {
+    join_all(nodes.iter().map(|n| async move {
+        match n.running {
+            true => unchanged::fingerprint(docker, &n.name, runtime, address).await,
+            false => None,
+        }
+    }))
+    .await
+}
+
+/// The report of a load that found every image on every node without asking them.
+fn all_present(
+    cluster: &Cluster,
+    images: &[BuiltImage],
+    reporter: &dyn Reporter,
+    started: Instant,
+) -> LoadReport {
+    let mut results = Vec::new();
+    for image in images {
+        for node in cluster.nodes() {
+            let task = format!("{}@{}", image.component, node.name);
+            reporter.report(Event::Started {
+                estimate_ms: None,
+                task: task.clone(),
+                what: "load".into(),
+            });
+            let r = node_load(
+                &image.component,
+                &image.reference,
+                &image.image_id,
+                &node.name,
+                Outcome::AlreadyPresent,
+                0,
+                Duration::ZERO,
+            );
+            report_outcome(reporter, &task, &r);
+            results.push(r);
+        }
+    }
+    LoadReport {
+        cluster: Some(cluster.target().to_string()),
+        runtime: Some(cluster.runtime()),
+        message: None,
+        results,
+        bytes_sent: 0,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
 }
 
 /// An image on a containerd-store daemon (`id`: its manifest digest) as nodes will know it:

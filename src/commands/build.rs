@@ -10,11 +10,13 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
     let config = session.config()?;
     let _lock = session.lock(&config).await?;
     let daemon = session.daemon().await?;
+    let metadata_file = session.path(args.metadata_file);
     let opts = BuildOptions {
         jobs: args.jobs.map(usize::from),
         fail_fast: args.fail_fast,
         no_cache: args.no_cache,
-        metadata_file: session.path(args.metadata_file),
+        attestations: Some(crate::attest::dir(&config.root, metadata_file.as_deref())),
+        metadata_file,
         keep_normal_forms: false,
         no_pull: args.no_pull,
         registry: args.push || config.images.registry,

@@ -244,6 +244,10 @@ async fn pipeline(
         // An image the registry has is pulled only to be loaded into a cluster found.
         pull_found: matches!(detection, cluster::Detection::Found(_)),
         locked: args.locked,
+        attestations: Some(crate::attest::dir(
+            &config.root,
+            opts.metadata_file.as_deref(),
+        )),
     };
     let build::Built {
         report: mut built,
@@ -563,6 +567,7 @@ mod tests {
                 duration_ms: 65_000,
                 size: 331_700_000,
                 pushed: None,
+                attestations: Vec::new(),
             },
         );
         let report = UpReport {

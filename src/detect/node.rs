@@ -202,7 +202,7 @@ pub fn has_dep(pkg: &Value, name: &str) -> bool {
 }
 
 /// Lockfiles and the package manager each means.
-const LOCKFILES: &[(&str, &str)] = &[
+pub const LOCKFILES: &[(&str, &str)] = &[
     ("package-lock.json", "npm"),
     ("npm-shrinkwrap.json", "npm"),
     ("pnpm-lock.yaml", "pnpm"),

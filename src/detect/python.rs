@@ -20,7 +20,7 @@ pub const POETRY_VERSION: &str = "2.5.1";
 pub const POETRY_EXPORT_VERSION: &str = "1.10.1";
 
 /// Requirements files tried, in order.
-const REQUIREMENTS: &[&str] = &[
+pub const REQUIREMENTS: &[&str] = &[
     "requirements.txt",
     "requirements/prod.txt",
     "requirements/production.txt",

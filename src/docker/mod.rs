@@ -4,6 +4,7 @@
 //! (`docker context use`, `DOCKER_CONTEXT`); slipway honours both, in that order, like the
 //! docker CLI. Everything else talks to the daemon through the [`Daemon`] this returns.
 
+pub mod files;
 pub mod filesync;
 pub mod images;
 pub mod session;

@@ -81,6 +81,17 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// A command's stdout (trimmed), after asserting it succeeded (else its output and `what`).
+pub fn ok(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The slipway binary built for these tests.
 pub fn slipway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_slipway"))
