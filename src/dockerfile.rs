@@ -598,6 +598,24 @@ fn node_base(doc: &mut Doc, image: &str, next: bool) {
     doc.line("# deps: node_modules from the lockfile alone.");
 }
 
+/// What `next start` never loads, removed from what ships, as Next's own standalone output
+/// leaves it out: package managers install every libc's build of the SWC compiler and of
+/// sharp's libvips (some 130 MB each; the images are glibc, Debian), and packages carry
+/// source maps, type declarations and Next's development server bundles (some 90 MB). The
+/// compiler stays for a TypeScript `next.config`, which `next start` transpiles.
+fn next_unused_files(config_file: Option<&str>) -> Vec<String> {
+    let ts_config = config_file.is_some_and(|c| c.ends_with(".ts") || c.ends_with(".mts"));
+    let swc = if ts_config {
+        "node_modules/@next/swc-*-musl"
+    } else {
+        "node_modules/@next/swc-*"
+    };
+    vec![
+        format!("rm -rf {swc} node_modules/@img/sharp-*linuxmusl* node_modules/next/dist/compiled/next-server/*.dev.js"),
+        "find node_modules -type f \\( -name '*.map' -o -name '*.d.ts' \\) -delete".to_string(),
+    ]
+}
+
 fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     let pm = &p.deps.package_manager;
     doc.line(format!(
@@ -646,6 +664,7 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     ));
     if !p.standalone {
         cmds.push(prune(pm));
+        cmds.extend(next_unused_files(p.config_file.as_deref()));
     }
     doc.run(&mounts, &cmds);
     doc.blank();

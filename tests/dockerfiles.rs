@@ -777,7 +777,7 @@ fn init_reads_port_and_health_from_the_code() {
     let out = slipway_in(dir.path(), &["dockerfiles"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     for (name, arg) in [
-        ("rust-2024", "ARG RUST_IMAGE=rust:1.88.0-slim-bookworm"),
+        ("rust-2024", "ARG RUST_IMAGE=rust:1.100.0-slim-bookworm"),
         ("go-stdlib", "ARG GO_IMAGE=golang:1.24.4-bookworm"),
         ("nextjs-pages", "ARG NODE_IMAGE=node:22.12.0-bookworm-slim"),
         (
@@ -785,7 +785,7 @@ fn init_reads_port_and_health_from_the_code() {
             "ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm",
         ),
         ("node-plain", "ARG NODE_IMAGE=node:22.12.0-bookworm-slim"),
-        ("flask", "ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm"),
+        ("flask", "ARG PYTHON_IMAGE=python:3.13.1-slim-bookworm"),
     ] {
         let df = std::fs::read_to_string(dir.path().join(format!("dockerfiles/{name}.Dockerfile")))
             .unwrap();

@@ -4,7 +4,8 @@
 //! `rust-version` and `edition`. An exact version (`22.12.0`, `toolchain go1.24.4`) is used as
 //! it is; a range picks the stack's default release when it fits, else the nearest release
 //! that does (a newer one first). A project that says nothing gets the default, a release
-//! that is supported today.
+//! that is supported today: each language's table carries the end-of-life date of every line,
+//! and a unit test fails once a default has reached it (time to move the default on).
 
 use serde_json::Value;
 
@@ -16,6 +17,11 @@ pub struct Releases {
     pub lines: &'static [(&'static str, &'static str)],
     /// The release line used when the project says nothing.
     pub default: &'static str,
+    /// (release line, the day its support ends, `YYYY-MM-DD`): the project's published end
+    /// of life; for Go the release of the second next line (Go supports the last two), on
+    /// its February/August cadence; Rust publishes none (only the latest stable is
+    /// supported), so slipway counts a line as current for 24 weeks (four releases).
+    pub eol: &'static [(&'static str, &'static str)],
     /// The image reference of a version.
     pub image: fn(&str) -> String,
 }
@@ -29,6 +35,12 @@ pub const NODE: Releases = Releases {
         ("24", "24.11.0"),
     ],
     default: "22",
+    eol: &[
+        ("18", "2025-04-30"),
+        ("20", "2026-04-30"),
+        ("22", "2027-04-30"),
+        ("24", "2028-04-30"),
+    ],
     image: |v| format!("node:{v}-bookworm-slim"),
 };
 
@@ -41,7 +53,14 @@ pub const PYTHON: Releases = Releases {
         ("3.12", "3.12.8"),
         ("3.13", "3.13.1"),
     ],
-    default: "3.11",
+    default: "3.13",
+    eol: &[
+        ("3.9", "2025-10-31"),
+        ("3.10", "2026-10-31"),
+        ("3.11", "2027-10-31"),
+        ("3.12", "2028-10-31"),
+        ("3.13", "2029-10-31"),
+    ],
     image: |v| format!("python:{v}-slim-bookworm"),
 };
 
@@ -52,15 +71,39 @@ pub const GO: Releases = Releases {
         ("1.23", "1.23.4"),
         ("1.24", "1.24.4"),
         ("1.25", "1.25.0"),
+        ("1.26", "1.26.11"),
+        ("1.27", "1.27.4"),
     ],
-    default: "1.25",
+    default: "1.27",
+    eol: &[
+        ("1.22", "2025-02-11"),
+        ("1.23", "2025-08-12"),
+        ("1.24", "2026-02-10"),
+        ("1.25", "2026-08-01"),
+        ("1.26", "2027-02-01"),
+        ("1.27", "2027-08-01"),
+    ],
     image: |v| format!("golang:{v}-bookworm"),
 };
 
 pub const RUST: Releases = Releases {
     language: "Rust",
-    lines: &[("1.83", "1.83.0"), ("1.85", "1.85.0"), ("1.88", "1.88.0")],
-    default: "1.88",
+    lines: &[
+        ("1.83", "1.83.0"),
+        ("1.85", "1.85.0"),
+        ("1.88", "1.88.0"),
+        ("1.95", "1.95.0"),
+        ("1.100", "1.100.0"),
+    ],
+    default: "1.100",
+    // Released 2024-11-28, 2025-02-20, 2025-06-26, 2026-04-16, 2026-11-12; plus 24 weeks.
+    eol: &[
+        ("1.83", "2025-05-15"),
+        ("1.85", "2025-08-07"),
+        ("1.88", "2025-12-11"),
+        ("1.95", "2026-10-01"),
+        ("1.100", "2027-04-29"),
+    ],
     image: |v| format!("rust:{v}-slim-bookworm"),
 };
 
@@ -368,15 +411,17 @@ mod tests {
         assert_eq!(NODE.resolve("^20").as_deref(), Some("20.18.1"));
         assert_eq!(NODE.resolve("v22.11.0").as_deref(), Some("22.11.0"));
         assert_eq!(NODE.resolve(">=30"), None);
-        assert_eq!(PYTHON.resolve(">=3.12").as_deref(), Some("3.12.8"));
+        assert_eq!(PYTHON.resolve(">=3.12").as_deref(), Some("3.13.1"));
+        assert_eq!(PYTHON.resolve(">=3.10,<3.13").as_deref(), Some("3.12.8"));
         assert_eq!(PYTHON.resolve("3.13").as_deref(), Some("3.13.1"));
-        assert_eq!(RUST.resolve(">=1.85").as_deref(), Some("1.88.0"));
-        assert_eq!(GO.resolve(">=1.22").as_deref(), Some("1.25.0"));
-        assert_eq!(GO.default_image(), "golang:1.25.0-bookworm");
+        assert_eq!(RUST.resolve(">=1.85").as_deref(), Some("1.100.0"));
+        assert_eq!(RUST.resolve("<1.90").as_deref(), Some("1.88.0"));
+        assert_eq!(GO.resolve(">=1.22").as_deref(), Some("1.27.4"));
+        assert_eq!(GO.default_image(), "golang:1.27.4-bookworm");
         let mut notes = Notes::default();
         assert_eq!(
-            RUST.at_least("1.91", "Cargo.toml", "rust-version", &mut notes),
-            "rust:1.91.0-slim-bookworm"
+            RUST.at_least("1.101", "Cargo.toml", "rust-version", &mut notes),
+            "rust:1.101.0-slim-bookworm"
         );
         assert_eq!(
             go("module x\n\ngo 1.24\n\ntoolchain go1.24.4\n", &mut notes),
@@ -384,7 +429,52 @@ mod tests {
         );
         assert_eq!(
             go("module x\ngo 1.21\n", &mut notes),
-            "golang:1.25.0-bookworm"
+            "golang:1.27.4-bookworm"
         );
+    }
+
+    /// Days since 1970-01-01 of a `YYYY-MM-DD` date (Howard Hinnant's days_from_civil).
+    fn days(date: &str) -> i64 {
+        let n: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+        let (m, d) = (n[1], n[2]);
+        let y = if m <= 2 { n[0] - 1 } else { n[0] };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// Fails once a default release reaches its end of life: then move the default on (and
+    /// add the new line with its end-of-life date).
+    #[test]
+    fn every_default_is_a_supported_release_today() {
+        assert_eq!(days("1970-01-01"), 0);
+        assert_eq!(days("2026-12-02"), 20_789);
+        let today = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            / 86_400;
+        for r in [&NODE, &PYTHON, &GO, &RUST] {
+            for (line, _) in r.lines {
+                assert!(
+                    r.eol.iter().any(|(l, _)| l == line),
+                    "{} {line} has no end-of-life date",
+                    r.language
+                );
+            }
+            let (_, eol) = r
+                .eol
+                .iter()
+                .find(|(l, _)| *l == r.default)
+                .expect("the default has an end-of-life date");
+            assert!(
+                today < days(eol),
+                "{} {}, the default when a project says nothing, reached its end of life on {eol}",
+                r.language,
+                r.default
+            );
+        }
     }
 }
