@@ -608,6 +608,51 @@ async fn upload_reporting(
     }
 }
 
+/// Attaches each of `attestations` (the SBOM and the provenance a build wrote) to the image
+/// pushed as `pinned` (`repository@sha256:...`) as an OCI referrer (an artifact whose subject
+/// is the image; on a registry without the referrers API, listed in the `sha256-<hex>` index
+/// tag), so that `docker pull`, `kind load` and the pinned manifests are untouched by them.
+async fn attach_attestations(
+    daemon: &Daemon,
+    repository: &str,
+    pinned: &str,
+    attestations: &[crate::record::Attestation],
+    task: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    if attestations.is_empty() {
+        return Ok(());
+    }
+    let digest = pinned.rsplit_once('@').map_or(pinned, |(_, d)| d);
+    let client = client(daemon, repository, true).await?;
+    let manifest = client
+        .get_manifest(digest)
+        .await?
+        .with_context(|| format!("{pinned} is not in the registry after its push"))?;
+    let subject = registry::Descriptor::of(&manifest.media_type, &manifest.bytes);
+    for a in attestations {
+        let bytes = std::fs::read(&a.path)
+            .with_context(|| format!("reading the attestation {}", a.path.display()))?;
+        let blob = registry::referrers::Blob {
+            media_type: &a.media_type,
+            bytes: &bytes,
+        };
+        let artifact = registry::referrers::attach(&client, &subject, &a.media_type, &[blob])
+            .await
+            .with_context(|| format!("attaching {} to {pinned}", a.path.display()))?;
+        reporter.report(Event::Log {
+            task: task.to_string(),
+            line: format!(
+                "attached {} ({}) to {pinned} as {}",
+                a.path.file_name().unwrap_or_default().to_string_lossy(),
+                a.media_type,
+                artifact.digest
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Pushes every component's image (input-digest tag and the extra tags) and records the
 /// pinned reference in `report`.
 pub async fn push_all(
@@ -637,7 +682,20 @@ pub async fn push_all(
             })
             .collect();
         let local = format!("{}:{}", rec.repository, rec.tag);
-        match push_image(daemon, &local, &rec.repository, &tags, name, reporter).await {
+        let pushed = async {
+            let pinned = push_image(daemon, &local, &rec.repository, &tags, name, reporter).await?;
+            attach_attestations(
+                daemon,
+                &rec.repository,
+                &pinned,
+                &rec.attestations,
+                name,
+                reporter,
+            )
+            .await?;
+            anyhow::Ok(pinned)
+        };
+        match pushed.await {
             Ok(pinned) => rec.pushed = Some(pinned),
             Err(e) => {
                 reporter.report(Event::failed(name, format!("{e:#}")));

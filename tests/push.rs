@@ -282,6 +282,40 @@ async fn build_push_pins_digests_in_the_metadata_file() {
     )
     .unwrap();
     assert_eq!(last["components"]["web"]["pushed"], pushed);
+    // The image's SBOM and provenance went with it, as OCI referrers of the pushed manifest
+    // whose content is the files the build wrote.
+    let (repository, digest) = pushed.split_once('@').unwrap();
+    let name = repository.split_once('/').unwrap().1;
+    let client = slipway::registry::Client::connect(
+        &format!("127.0.0.1:{}", reg.port),
+        name,
+        None,
+        true,
+        false,
+    )
+    .await
+    .unwrap();
+    let referrers = slipway::registry::referrers::list(&client, digest, None)
+        .await
+        .unwrap();
+    let attestations = web["attestations"]
+        .as_array()
+        .expect("attestations recorded");
+    assert_eq!(attestations.len(), 2, "{web:#}");
+    for a in attestations {
+        let kind = a["media_type"].as_str().unwrap();
+        let file = std::fs::read(dir.path().join(a["path"].as_str().unwrap())).unwrap();
+        let found = referrers
+            .iter()
+            .find(|r| r.artifact_type.as_deref() == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind} referrer of {pushed}: {referrers:?}"));
+        let artifact = client.get_manifest(&found.digest).await.unwrap().unwrap();
+        let artifact: serde_json::Value = serde_json::from_slice(&artifact.bytes).unwrap();
+        assert_eq!(artifact["subject"]["digest"], digest);
+        let blob = artifact["layers"][0]["digest"].as_str().unwrap();
+        let served = reg.get_bytes(&format!("{name}/blobs/{blob}"));
+        assert_eq!(served, file, "{kind}");
+    }
     let api_tags = last["components"]["api"]["tags"].clone();
     assert!(api_tags.is_array(), "api's record was lost: {last:#}");
     for tag in web["tags"]

@@ -302,8 +302,13 @@ impl Registry {
 
     /// GET of `path` (under `/v2/`) as JSON, asking for image manifests.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.get_bytes(path)).unwrap()
+    }
+
+    /// GET of `path` (under `/v2/`): the bytes the registry serves (image manifests asked for).
+    pub fn get_bytes(&self, path: &str) -> Vec<u8> {
         let out = Command::new("curl")
-            .args(["-fsS", "-H"])
+            .args(["-fsSL", "-H"])
             .arg("Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
             .arg(format!("http://{}/v2/{path}", self.address))
             .output()
@@ -313,7 +318,7 @@ impl Registry {
             "GET {path}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        out.stdout
     }
 }
 
