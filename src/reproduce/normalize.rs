@@ -610,7 +610,11 @@ fn rewrite_image(
         // stored it compressed, so that the manifest does not depend on the daemon's gzip.
         stored.push(match rewritten {
             true => None,
-            false => stored_blob(key, spool)?.filter(|b| i < keep || b.digest == *after),
+            false if i < keep => stored_blob(key, spool)?,
+            // (A gzip blob's spool file is gone by now: `scan_layer` decompressed it.)
+            false => exported_digest(key)
+                .filter(|d| d == after)
+                .map(|d| Descriptor::new(oci::MEDIA_LAYER, &d, *size)),
         });
         outcomes.push(LayerOutcome {
             before: old_ids[i].clone(),
@@ -636,19 +640,22 @@ fn rewrite_image(
 /// The blob the daemon exported as `key` (`blobs/sha256/<hex>` in an OCI-layout export; `None`
 /// for the classic store's `<v1 ID>/layer.tar`), described as the daemon stores it.
 fn stored_blob(key: &str, spool: &Path) -> anyhow::Result<Option<Descriptor>> {
-    let Some(hex) = key.strip_prefix("blobs/sha256/") else {
+    let Some(digest) = exported_digest(key) else {
         return Ok(None);
     };
-    let size = std::fs::metadata(spool)?.len();
-    let media_type = match is_gzip(spool)? {
+    let read = || format!("reading the exported layer {key}");
+    let size = std::fs::metadata(spool).with_context(read)?.len();
+    let media_type = match is_gzip(spool).with_context(read)? {
         true => oci::MEDIA_LAYER_GZIP,
         false => oci::MEDIA_LAYER,
     };
-    Ok(Some(Descriptor::new(
-        media_type,
-        &format!("sha256:{hex}"),
-        size,
-    )))
+    Ok(Some(Descriptor::new(media_type, &digest, size)))
+}
+
+/// The digest of the blob an OCI-layout export names `key` (`blobs/sha256/<hex>`).
+fn exported_digest(key: &str) -> Option<String> {
+    key.strip_prefix("blobs/sha256/")
+        .map(|hex| format!("sha256:{hex}"))
 }
 
 struct LayerResult {
@@ -1205,6 +1212,69 @@ mod tests {
             ("localhost:5000/b", "latest")
         );
         assert_eq!(split_tag("localhost:5000/b:v2"), ("localhost:5000/b", "v2"));
+    }
+
+    /// A tar with one file `name` holding `body` (mode 0644, mtime `mtime`).
+    fn one_file_tar(name: &str, body: &[u8], mtime: u64) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(mtime);
+        b.append_data(&mut h, name, body).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    /// A built layer the containerd image store exports gzipped and that is normal already: its
+    /// gzip spool is gone once decompressed, and the load names it by its diff ID and carries it.
+    #[test]
+    fn an_already_normal_gzipped_layer_is_carried_uncompressed() {
+        let sde = 1_700_000_000;
+        // The normal form of a one-file layer.
+        let raw = one_file_tar("app.txt", b"hello\n", 5);
+        let scan = layer::scan(&raw[..], io::sink(), sde).unwrap();
+        let mut normal = Vec::new();
+        let mut src = BufReader::new(io::Cursor::new(raw.clone()));
+        let (diff_id, _) = layer::rewrite(&scan, &mut src, &mut normal, sde).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&normal).unwrap();
+        let gz = gz.finish().unwrap();
+        let gz_digest = oci::sha256_digest(&gz);
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }))
+        .unwrap();
+        let config_path = oci::blob_path(&oci::sha256_digest(&config));
+        let manifest = serde_json::to_vec(&json!([{
+            "Config": config_path, "RepoTags": [], "Layers": [oci::blob_path(&gz_digest)],
+        }]))
+        .unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in [
+            (oci::blob_path(&gz_digest), &gz),
+            (config_path, &config),
+            ("manifest.json".to_string(), &manifest),
+        ] {
+            b.append_data(&mut blocks::regular(data.len() as u64), path, &data[..])
+                .unwrap();
+        }
+        let export = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let saved = save::spool(&export[..], dir.path()).unwrap();
+        let plan = rewrite_image(&saved, dir.path(), sde, &["app/web:1".into()], 0).unwrap();
+        assert!(!plan.outcomes[0].rewritten);
+        assert_eq!(plan.layers[0].0, diff_id);
+        assert_eq!(plan.stored, vec![None]);
+        assert_eq!(std::fs::read(&plan.layers[0].1).unwrap(), normal);
+        // The layout the load sends carries the layer, named by its diff ID.
+        let mut out = Vec::new();
+        oci_layout(&mut out, &plan, &HashSet::new()).unwrap();
+        let mut names = Vec::new();
+        for e in tar::Archive::new(&out[..]).entries().unwrap() {
+            names.push(e.unwrap().path().unwrap().to_string_lossy().to_string());
+        }
+        assert!(names.contains(&oci::blob_path(&diff_id)), "{names:?}");
     }
 }
 
