@@ -91,7 +91,8 @@ pub fn start_with_htpasswd(htpasswd: &str) -> Option<Registry> {
 /// Starts the registry in the network namespace of the daemon at `host` (one of the test
 /// matrix's Docker 26.1 daemons, each in a container): that daemon reaches it on
 /// `127.0.0.1:PORT`, as the host's daemon reaches [`start`]'s, and the test on the container's
-/// address.
+/// address; the host's `127.0.0.1:PORT` is forwarded there ([`forward`]), so slipway, which
+/// talks to registries itself, reaches it at the same address as the daemon.
 pub fn start_beside(host: &str) -> Option<Registry> {
     let bin = binary()?;
     let port_of_host = host.rsplit(':').next().unwrap_or_default();
@@ -123,7 +124,9 @@ pub fn start_beside(host: &str) -> Option<Registry> {
     let port = free_port();
     let mut cmd = Command::new("nsenter");
     cmd.args(["-t", pid, "-n", bin]);
-    run(cmd, "0.0.0.0", port, format!("{ip}:{port}"))
+    let reg = run(cmd, "0.0.0.0", port, format!("{ip}:{port}"))?;
+    forward(reg.port, &reg.address);
+    Some(reg)
 }
 
 fn run(cmd: Command, listen: &str, port: u16, address: String) -> Option<Registry> {
