@@ -1086,8 +1086,8 @@ async fn the_command_loads_reports_and_refuses_to_guess() {
 
 /// A no-op `up` asks the nodes nothing: slipway remembers what each node held and a stat of
 /// its image store, and the daemon runs no `exec` in any node (its own event stream says so).
-/// (Right after a load, containerd's garbage collection writes the store once more, so the
-/// first no-op run may still ask.)
+/// (For a while after a load containerd still writes its store, so the first no-op runs may
+/// still ask.)
 /// Once an image is removed from one node by hand, the next `up` finds out and loads it there
 /// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1157,9 +1157,20 @@ async fn a_no_op_up_asks_no_node_until_its_store_changes() {
     let (first, execs) = up();
     assert!(first.contains("loaded"), "{first}");
     assert!(execs > 0, "the first up must ask the nodes:\n{first}");
-    // containerd collects garbage shortly after an import, which writes its store: the next
-    // run may ask once more; after that nothing changes.
-    up();
+    // containerd writes its store for a while after an import (garbage collection, the CRI
+    // plugin labelling the new image), so the first no-op runs may still ask; once the store
+    // is quiet, a no-op run asks nothing, and neither does the next one.
+    let mut settled = None;
+    for _ in 0..6 {
+        let (text, execs) = up();
+        if execs == 0 {
+            settled = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    let settled = settled.expect("every no-op up ran execs in the nodes");
+    assert!(settled.contains("already present"), "{settled}");
     let (second, execs) = up();
     assert_eq!(
         execs, 0,
