@@ -48,8 +48,11 @@ pub(crate) struct Shared {
     pub normal_forms: crate::reproduce::normalize::NormalForms,
     /// Where each component's build log goes (`.slipway/logs`).
     pub log_dir: std::path::PathBuf,
-    /// `--cache-from` / `--cache-to` ([`super::cache`]).
+    /// `--cache-from` / `--cache-to` ([`crate::cache`]).
     pub cache: crate::cache::CacheOptions,
+    /// Per component, the images its builds name in `cachefrom` (from the build cache's
+    /// options: see the builder's `cache` module).
+    pub cache_from: HashMap<String, Vec<String>>,
 }
 
 /// What one `POST /build` makes: the component's image (its target, under the temporary tag,
@@ -154,9 +157,6 @@ pub(crate) async fn build_component(
     };
     // After the real tags are set (or nothing was built): untagging never deletes the image.
     remove_tag(&shared.docker, temp).await;
-    if result.is_ok() && shared.cache.exports() && shared.builder == Builder::BuildKit {
-        super::cache::export(shared, c).await;
-    }
     let log_file = write_log(shared, c, log, result.as_ref().err());
     match result {
         Ok(record) => {
@@ -400,7 +400,8 @@ async fn build_session(
 }
 
 /// Builds `stage` of `c` as an image with inline cache, tagged `tag`, on the session path
-/// and without progress (the build cache's stage images; [`super::cache::export`]).
+/// and without progress (the build cache's stage images, which the builder's `cache` module
+/// writes).
 pub(crate) async fn build_stage(
     shared: &Shared,
     c: &ComponentPlan,
@@ -438,12 +439,10 @@ fn build_options(
         args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
     }
     let labels: HashMap<String, String> = c.labels(&shared.app).into_iter().collect();
-    let cache_from = super::cache::cache_from(&shared.cache, c);
     let options = BuildImageOptionsBuilder::default();
-    let options = if cache_from.is_empty() {
-        options
-    } else {
-        options.cachefrom(&cache_from)
+    let options = match shared.cache_from.get(&c.name) {
+        Some(from) if !from.is_empty() => options.cachefrom(from),
+        _ => options,
     };
     options
         .t(request.tag)

@@ -1581,6 +1581,10 @@ async fn build_all(
         normal_forms: NormalForms::new(opts.keep_normal_forms),
         log_dir: log_dir.to_path_buf(),
         cache: opts.cache.clone(),
+        cache_from: to_build
+            .iter()
+            .map(|c| (c.name.clone(), cache::cache_from(&opts.cache, c)))
+            .collect(),
     });
     if plan.builder == Builder::BuildKit {
         cache::prepare(daemon, reporter.as_ref(), &opts.cache, to_build).await;
@@ -1598,6 +1602,10 @@ async fn build_all(
             let _permit = semaphore.acquire_owned().await;
             let name = c.name.clone();
             let result = image::build_component(&shared, &c, &temp).await;
+            let exports = shared.cache.exports() && shared.builder == Builder::BuildKit;
+            if result.is_ok() && exports {
+                cache::export(&shared, &c).await;
+            }
             (name, result)
         });
     }
