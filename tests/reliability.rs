@@ -773,14 +773,17 @@ fn concurrent_emits_never_mix_files_from_different_runs() {
 #[test]
 fn every_file_slipway_writes_goes_through_write_atomic() {
     // Allowed: the implementation itself; the lock file (written in place by design: a
-    // rename would give the next run a different inode to lock); and image normalisation
-    // with the docker-save reader it spools exports with, whose files are scratch copies of
-    // layers inside a temporary directory, never output.
+    // rename would give the next run a different inode to lock); and the code whose files are
+    // scratch copies of layers inside a temporary directory, never output: image normalisation
+    // with the docker-save reader it spools exports with, the push's compressed layers, and
+    // the registry client's downloaded blobs (verify --against a pushed image).
     let allowed = [
         "src/fsutil.rs",
         "src/lock.rs",
         "src/reproduce/normalize.rs",
         "src/archive/save.rs",
+        "src/archive/gzip.rs",
+        "src/registry/mod.rs",
     ];
     let forbidden = [
         "fs::write(",
