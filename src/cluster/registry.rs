@@ -170,16 +170,7 @@ pub struct HostsFile {
     pub upstreams: Vec<String>,
 }
 
-/// The shell script that prints every `hosts.toml` under [`CERTS_D`], each after a `==> PATH`
-/// line.
-fn listing_script() -> String {
-    format!(
-        "for d in {}; do for f in \"$d\"/*/hosts.toml; do [ -f \"$f\" ] && echo \"==> $f\" && cat \"$f\" && echo; done; done; true",
-        CERTS_D.join(" ")
-    )
-}
-
-/// Reads [`listing_script`]'s output.
+/// Reads a listing of `hosts.toml` files: each file's text after a `==> PATH` line.
 pub fn parse_listing(stdout: &str) -> Vec<HostsFile> {
     let mut out: Vec<HostsFile> = Vec::new();
     for line in stdout.lines() {
@@ -225,23 +216,64 @@ pub fn is_local(host: &str) -> bool {
         || name == "[::1]"
 }
 
-/// Each running node's `hosts.toml` files (or why they could not be read).
+/// Each running node's `hosts.toml` files (or why they could not be read), through the
+/// daemon's archive API (`GET /containers/NODE/archive`): no process runs in the nodes, so a
+/// no-op `up` stays a few requests.
 pub async fn node_hosts(
     docker: &Docker,
     cluster: &Cluster,
 ) -> Vec<(String, Result<Vec<HostsFile>, String>)> {
-    let script = listing_script();
-    on_running_nodes(cluster, |node| {
-        let script = script.clone();
-        async move {
-            exec::run(docker, &node, &["sh", "-c", &script])
-                .await
-                .and_then(|o| o.check("listing containerd's certs.d"))
-                .map(|o| parse_listing(&o.stdout))
-                .map_err(|e| format!("{e:#}"))
+    on_running_nodes(cluster, |node| async move {
+        let mut listing = String::new();
+        for dir in CERTS_D {
+            listing.push_str(&hosts_files(docker, &node, dir).await?);
         }
+        Ok(parse_listing(&listing))
     })
     .await
+}
+
+/// The `hosts.toml` files under `dir` in `node`, as [`parse_listing`] reads them; nothing
+/// when the node has no such directory.
+async fn hosts_files(docker: &Docker, node: &str, dir: &str) -> Result<String, String> {
+    use futures_util::TryStreamExt;
+    let options = bollard::query_parameters::DownloadFromContainerOptions {
+        path: dir.to_string(),
+    };
+    let tar: Vec<u8> = match docker
+        .download_from_container(node, Some(options))
+        .try_fold(Vec::new(), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await
+    {
+        Ok(tar) => tar,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(String::new()),
+        Err(e) => return Err(format!("reading {dir} in node {node}: {e}")),
+    };
+    // The archive names entries from the directory's own name: `certs.d/HOST/hosts.toml`.
+    let parent = dir.rsplit_once('/').map_or("", |(p, _)| p);
+    let mut listing = String::new();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("reading {dir} in node {node}: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("reading {dir} in node {node}: {e}"))?;
+        let path = entry.path().map(|p| p.to_string_lossy().to_string());
+        let Ok(path) = path else { continue };
+        if !entry.header().entry_type().is_file() || !path.ends_with("/hosts.toml") {
+            continue;
+        }
+        let mut text = String::new();
+        if std::io::Read::read_to_string(&mut entry, &mut text).is_ok() {
+            listing.push_str(&format!("==> {parent}/{path}\n{text}\n"));
+        }
+    }
+    Ok(listing)
 }
 
 /// `ask` of every running node of `cluster`, all at once: `(node, answer)`, control plane first.
