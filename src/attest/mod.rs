@@ -140,17 +140,28 @@ pub async fn write(
     context_dir: &Path,
     dir: &Path,
 ) -> anyhow::Result<Vec<Attestation>> {
+    let out = dir.join(&facts.component);
+    let provenance = render_provenance(facts);
+    let listed = |name: &str, media_type: &str| Attestation {
+        path: out.join(name),
+        media_type: media_type.to_string(),
+    };
+    // The provenance names everything the SBOM is made from (the image by its config digest,
+    // the context by its digest, slipway's version): when the one on disk is this one, so is
+    // the SBOM beside it, and the image need not be read again (a no-op run stays fast).
+    let current = std::fs::read(out.join(PROVENANCE_FILE)).is_ok_and(|b| b == provenance);
+    if current && out.join(SBOM_FILE).is_file() {
+        return Ok(vec![
+            listed(SBOM_FILE, SBOM_MEDIA_TYPE),
+            listed(PROVENANCE_FILE, PROVENANCE_MEDIA_TYPE),
+        ]);
+    }
     let tree = SourceTree::new(context_dir, &facts.context);
     let locked = lockfiles::read(&tree)?;
     let os = os_packages(daemon, image).await?;
-    let out = dir.join(&facts.component);
     let files = [
         (SBOM_FILE, SBOM_MEDIA_TYPE, render_sbom(facts, locked, os)),
-        (
-            PROVENANCE_FILE,
-            PROVENANCE_MEDIA_TYPE,
-            render_provenance(facts),
-        ),
+        (PROVENANCE_FILE, PROVENANCE_MEDIA_TYPE, provenance),
     ];
     let mut written = Vec::new();
     for (name, media_type, bytes) in files {
