@@ -537,7 +537,22 @@ async fn upload_image(
     let dir = crate::leftovers::temp_dir("push").context("creating a temporary directory")?;
     let count = files.layers().len();
     let mut layers: Vec<Descriptor> = Vec::new();
+    let cache = crate::leftovers::cache_dir();
     for (i, (diff_id, tar)) in files.layers().iter().enumerate() {
+        // A layer compressed before (the same bytes every time) that the registry has is
+        // named without compressing it again: after a small change only the changed layers
+        // are compressed and sent.
+        if let Some(c) = gzip::remembered(&cache, diff_id) {
+            if client.has_blob(&c.digest).await?.is_some() {
+                log(format!(
+                    "layer {}/{count} {}: in the registry already",
+                    i + 1,
+                    &c.digest[7..19]
+                ));
+                layers.push(gzip_layer(c));
+                continue;
+            }
+        }
         let out = dir.path().join(format!("layer-{i}.gz"));
         let (tar, at) = (tar.clone(), out.clone());
         let c = tokio::task::spawn_blocking(move || gzip::compress(&tar, &at))
@@ -550,6 +565,7 @@ async fn upload_image(
                 c.diff_id
             );
         }
+        gzip::remember(&cache, &c);
         let short = &c.digest[7..19];
         if client.has_blob(&c.digest).await?.is_some() {
             log(format!(
@@ -565,18 +581,23 @@ async fn upload_image(
             ));
         }
         let _ = std::fs::remove_file(&out);
-        layers.push(Descriptor {
-            media_type: registry::OCI_LAYER_GZIP.into(),
-            digest: c.digest,
-            size: c.size,
-            artifact_type: None,
-            annotations: None,
-        });
+        layers.push(gzip_layer(c));
     }
     let config = client
         .put_blob(registry::OCI_CONFIG, files.config())
         .await?;
     Ok(manifest_of(config, layers))
+}
+
+/// The manifest's descriptor of the compressed layer `c`.
+fn gzip_layer(c: gzip::Compressed) -> Descriptor {
+    Descriptor {
+        media_type: registry::OCI_LAYER_GZIP.into(),
+        digest: c.digest,
+        size: c.size,
+        artifact_type: None,
+        annotations: None,
+    }
 }
 
 /// Uploads the compressed layer `c` from `path`, reporting the bytes sent about once a second.

@@ -16,7 +16,7 @@ const LEVEL: u32 = 6;
 const OS_UNKNOWN: u8 = 255;
 
 /// A compressed layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Compressed {
     /// `sha256:` of the compressed blob.
     pub digest: String,
@@ -90,9 +90,55 @@ pub fn compress(tar: &Path, out: &Path) -> anyhow::Result<Compressed> {
     })
 }
 
+const MEMO_FILE: &str = "compressed-layers.json";
+
+/// What compressing the layer `diff_id` gave last time on this machine ([`remember`]): the
+/// compression is the same every time, so its digest is known without compressing again.
+pub fn remembered(cache_dir: &Path, diff_id: &str) -> Option<Compressed> {
+    read_memo(cache_dir).remove(&memo_key(diff_id))
+}
+
+/// Notes what compressing a layer gave (a cache: a failed write only costs a compression).
+pub fn remember(cache_dir: &Path, c: &Compressed) {
+    let mut memo = read_memo(cache_dir);
+    if memo.insert(memo_key(&c.diff_id), c.clone()).as_ref() == Some(c) {
+        return;
+    }
+    let _ = std::fs::create_dir_all(cache_dir);
+    if let Ok(bytes) = serde_json::to_vec_pretty(&memo) {
+        let _ = crate::fsutil::write_atomic(&cache_dir.join(MEMO_FILE), &bytes, None);
+    }
+}
+
+/// The memory's key: the layer and how it is compressed.
+fn memo_key(diff_id: &str) -> String {
+    format!("{diff_id} level={LEVEL}")
+}
+
+fn read_memo(cache_dir: &Path) -> std::collections::BTreeMap<String, Compressed> {
+    std::fs::read(cache_dir.join(MEMO_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compression_is_remembered_by_its_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Compressed {
+            digest: "sha256:gz".into(),
+            size: 7,
+            diff_id: "sha256:tar".into(),
+        };
+        assert_eq!(remembered(dir.path(), "sha256:tar"), None);
+        remember(dir.path(), &c);
+        assert_eq!(remembered(dir.path(), "sha256:tar"), Some(c));
+        assert_eq!(remembered(dir.path(), "sha256:other"), None);
+    }
 
     #[test]
     fn the_same_tar_gives_the_same_blob() {
