@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -752,21 +752,7 @@ pub async fn transfer(a: &Daemon, b: &Daemon, reference: &str) -> anyhow::Result
     let from = a.long()?;
     let to = b.long()?;
     let export = from.export_image(reference);
-    let mut progress = to.import_image_stream(
-        bollard::query_parameters::ImportImageOptions {
-            quiet: true,
-            ..Default::default()
-        },
-        export,
-        None,
-    );
-    while let Some(item) = progress.next().await {
-        let info = item?;
-        if let Some(e) = info.error_detail.and_then(|d| d.message) {
-            anyhow::bail!("{e}");
-        }
-    }
-    Ok(())
+    crate::docker::images::load(&to, export).await
 }
 
 /// The report as people read it.

@@ -23,6 +23,15 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// `docker ARGS` against the daemon at `host`.
+fn docker_on(host: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("docker")
+        .env("DOCKER_HOST", host)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// A command's standard output, then its standard error.
 fn output_text(out: &std::process::Output) -> String {
     format!(
@@ -317,13 +326,7 @@ fn a_push_from_every_daemon_gives_the_same_image() {
             continue;
         }
         let (other_label, _, other) = pushed.iter().rev().find(|(l, _, _)| l != label).unwrap();
-        let docker = |args: &[&str]| {
-            std::process::Command::new("docker")
-                .env("DOCKER_HOST", host)
-                .args(args)
-                .output()
-                .unwrap()
-        };
+        let docker = |args: &[&str]| docker_on(host, args);
         let pull = docker(&["pull", other]);
         assert!(
             pull.status.success(),
@@ -439,13 +442,7 @@ async fn only_the_changed_layer_goes_back(host: &str) {
     )
     .unwrap();
     let (proxy, sent) = counting_proxy(host).await;
-    let docker = |args: &[&str]| {
-        std::process::Command::new("docker")
-            .env("DOCKER_HOST", host)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let docker = |args: &[&str]| docker_on(host, args);
     let image = format!("{prefix}/web:latest");
     let build = |line: &str| {
         std::fs::write(root.join("app.txt"), line).unwrap();

@@ -151,20 +151,7 @@ async fn load(daemon: &Daemon, archive: &std::path::Path) -> anyhow::Result<()> 
     let file = tokio::fs::File::open(archive).await?;
     let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
     let docker = daemon.long()?;
-    let mut progress = docker.import_image_stream(
-        bollard::query_parameters::ImportImageOptions {
-            quiet: true,
-            ..Default::default()
-        },
-        body,
-        None,
-    );
-    while let Some(item) = progress.next().await {
-        if let Some(e) = item?.error_detail.and_then(|d| d.message) {
-            anyhow::bail!("{e}");
-        }
-    }
-    Ok(())
+    crate::docker::images::load(&docker, body).await
 }
 
 /// After `c` was built: builds each of its stages as an inline-cache image (every step is in

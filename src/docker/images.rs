@@ -25,6 +25,33 @@ const MAX_CONFIG: u64 = 4 << 20;
 /// on every daemon and in every project: a manifest digest always names one config).
 const CACHE_FILE: &str = "image-configs.json";
 
+/// `POST /images/load` of the archive `body` (a docker-save tar or an OCI layout), its
+/// progress read to the end: the daemon's last error message, if it refused any of it.
+pub async fn load<S, E>(docker: &bollard::Docker, body: S) -> anyhow::Result<()>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    use futures_util::StreamExt;
+    let options = bollard::query_parameters::ImportImageOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let mut progress = docker.import_image_stream(options, body, None);
+    let mut failure = None;
+    while let Some(item) = progress.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                    failure = Some(anyhow::anyhow!(e));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
 /// The config digest of `image` (known to the daemon as `id`, with layers `diff_ids`) on a
 /// containerd-store daemon; kept in `cache_dir`'s [`CACHE_FILE`].
 pub async fn config_digest(

@@ -20,7 +20,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -1026,34 +1026,10 @@ async fn load(
         }
     };
     let (body, producer) = blocks::streamed(write);
-    let mut progress = docker.import_image_stream(
-        bollard::query_parameters::ImportImageOptions {
-            quiet: true,
-            ..Default::default()
-        },
-        body,
-        None,
-    );
-    let mut failure = None;
-    while let Some(item) = progress.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                    failure = Some(anyhow::anyhow!(e));
-                }
-            }
-            Err(e) => {
-                failure = Some(anyhow::Error::new(e));
-                break;
-            }
-        }
-    }
+    let loaded = crate::docker::images::load(docker, body).await;
     let produced = producer.await.context("load task")?;
     produced.context("writing the normalised image")?;
-    match failure {
-        Some(e) => Err(e.context("the daemon refused the normalised image")),
-        None => Ok(()),
-    }
+    loaded.context("the daemon refused the normalised image")
 }
 
 /// The normal form `plan` as an OCI layout for the containerd image store, named by its tags.
