@@ -454,6 +454,7 @@ pub async fn push_image(
     local: &str,
     repository: &str,
     tags: &[String],
+    attestations: &[crate::record::Attestation],
     task: &str,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<String> {
@@ -496,7 +497,10 @@ pub async fn push_image(
                 sent.push(tag.clone());
             }
         }
-        anyhow::Ok(registry::digest_of(&manifest))
+        let subject = Descriptor::of(registry::OCI_MANIFEST, &manifest);
+        let pinned = format!("{repository}@{}", subject.digest);
+        attach_attestations(&client, &subject, &pinned, attestations, task, reporter).await?;
+        anyhow::Ok(subject.digest)
     }
     .await
     .with_context(pushing)?;
@@ -634,23 +638,13 @@ async fn upload_reporting(
 /// is the image; on a registry without the referrers API, listed in the `sha256-<hex>` index
 /// tag), so that `docker pull`, `kind load` and the pinned manifests are untouched by them.
 async fn attach_attestations(
-    daemon: &Daemon,
-    repository: &str,
+    client: &registry::Client,
+    subject: &Descriptor,
     pinned: &str,
     attestations: &[crate::record::Attestation],
     task: &str,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
-    if attestations.is_empty() {
-        return Ok(());
-    }
-    let digest = pinned.rsplit_once('@').map_or(pinned, |(_, d)| d);
-    let client = client(daemon, repository, true).await?;
-    let manifest = client
-        .get_manifest(digest)
-        .await?
-        .with_context(|| format!("{pinned} is not in the registry after its push"))?;
-    let subject = registry::Descriptor::of(&manifest.media_type, &manifest.bytes);
     for a in attestations {
         let bytes = std::fs::read(&a.path)
             .with_context(|| format!("reading the attestation {}", a.path.display()))?;
@@ -658,7 +652,7 @@ async fn attach_attestations(
             media_type: &a.media_type,
             bytes: &bytes,
         };
-        let artifact = registry::referrers::attach(&client, &subject, &a.media_type, &[blob])
+        let artifact = registry::referrers::attach(client, subject, &a.media_type, &[blob])
             .await
             .with_context(|| format!("attaching {} to {pinned}", a.path.display()))?;
         reporter.report(Event::Log {
@@ -703,19 +697,15 @@ pub async fn push_all(
             })
             .collect();
         let local = format!("{}:{}", rec.repository, rec.tag);
-        let pushed = async {
-            let pinned = push_image(daemon, &local, &rec.repository, &tags, name, reporter).await?;
-            attach_attestations(
-                daemon,
-                &rec.repository,
-                &pinned,
-                &rec.attestations,
-                name,
-                reporter,
-            )
-            .await?;
-            anyhow::Ok(pinned)
-        };
+        let pushed = push_image(
+            daemon,
+            &local,
+            &rec.repository,
+            &tags,
+            &rec.attestations,
+            name,
+            reporter,
+        );
         match pushed.await {
             Ok(pinned) => rec.pushed = Some(pinned),
             Err(e) => {

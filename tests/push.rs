@@ -115,6 +115,7 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
         &format!("{gone}:latest"),
         &gone,
         &["latest".into()],
+        &[],
         "web",
         &rec,
     )
@@ -174,7 +175,7 @@ async fn a_second_push_uploads_no_blob() {
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         let (daemon, rec, local, repository) = (&daemon, &rec, &local, &repository);
         async move {
-            slipway::push::push_image(daemon, local, repository, &tags, "web", rec)
+            slipway::push::push_image(daemon, local, repository, &tags, &[], "web", rec)
                 .await
                 .unwrap()
         }

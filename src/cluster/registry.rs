@@ -455,7 +455,7 @@ async fn send(
     reporter: &dyn Reporter,
 ) -> anyhow::Result<String> {
     let tags = [tag.to_string()];
-    crate::push::push_image(daemon, local, repository, &tags, task, reporter).await
+    crate::push::push_image(daemon, local, repository, &tags, &[], task, reporter).await
 }
 
 /// Whether one node pulls from the registry: `Ok(what answered)` or `Err(why not)`.
