@@ -7,6 +7,7 @@
 pub mod files;
 pub mod filesync;
 pub mod images;
+pub mod receive;
 pub mod session;
 
 use std::path::PathBuf;
