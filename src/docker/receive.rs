@@ -903,6 +903,10 @@ fn export_name(image: &str) -> String {
 ///
 /// The image must have a tag of its own: the daemon deletes an image whose last tag is
 /// removed, so an untagged image is refused before anything is tagged.
+///
+/// The daemon must share this machine's loopback: one in a container or on another host (a
+/// `tcp://` `DOCKER_HOST`, Docker Desktop's VM) dials its own 127.0.0.1 and fails to connect;
+/// such daemons need `docker save`.
 pub async fn push_to(daemon: &Daemon, image: &str, receiver: &Receiver) -> anyhow::Result<Pushed> {
     use futures_util::StreamExt;
     let host = &daemon.endpoint.host;
