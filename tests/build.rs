@@ -1215,3 +1215,124 @@ async fn a_daemon_that_disappears_mid_build_is_named_and_the_next_run_succeeds()
         .await
         .is_some());
 }
+
+/// Runs the slipway binary in the project with its own cache directory and `env`.
+fn run_with(p: &Project, cache: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut c = common::slipway();
+    c.args(args)
+        .arg("--progress=plain")
+        .current_dir(p.dir.path())
+        .env_remove("CI")
+        .env("SLIPWAY_CACHE_DIR", cache);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    common::ok(out, &format!("slipway {}", args.join(" "))) + &err
+}
+
+/// The `normalised ...` line of a build's output.
+fn normalised(out: &str) -> &str {
+    out.lines()
+        .find(|l| l.contains("normalised "))
+        .unwrap_or_else(|| panic!("no normalised line in:\n{out}"))
+}
+
+#[tokio::test]
+async fn after_a_small_change_normalising_takes_only_the_new_layer_from_the_daemon_and_gives_the_same_image(
+) {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    // The partial export needs a daemon on a local socket (it pushes to 127.0.0.1).
+    let host = slipway::docker::endpoint().host;
+    assert!(
+        host.starts_with("unix://"),
+        "this test needs the local daemon on its unix socket, not {host}"
+    );
+    let p = Project::new("two", &docker).await;
+    // A dependency layer a RUN step writes (its times are rewritten) under the changed layer.
+    // The test's prefix in every step: no layer comes from another run's build cache (whose
+    // chain of layers below would differ).
+    p.write(
+        "alpha/Dockerfile",
+        &format!(
+            "ARG RUNTIME_IMAGE=slipway-test/not-overridden:0\n\
+             FROM ${{RUNTIME_IMAGE}} AS production\n\
+             RUN mkdir -p /opt/deps && seq 1 300000 > /opt/deps/numbers && echo {} > /opt/deps/a.txt\n\
+             COPY message.txt /message.txt\n\
+             COPY app/ /app/\n\
+             CMD [\"cat\", \"/app/main.txt\"]\n",
+            p.prefix
+        ),
+    );
+    std::fs::create_dir_all(p.path("alpha/app")).unwrap();
+    p.write("alpha/app/main.txt", "v1\n");
+    p.write("alpha/app/other.txt", &p.prefix);
+    let cache = tempfile::tempdir().unwrap();
+    let build = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec!["build", "alpha"];
+        args.extend_from_slice(extra);
+        run_with(&p, cache.path(), env, &args)
+    };
+
+    let first = build(&[], &[]);
+    assert!(normalised(&first).contains("whole image"), "{first}");
+    // The second build pushes what the daemon never pushed before (the dependency layer); from
+    // then on only the layers a change made leave the daemon.
+    p.write("alpha/app/main.txt", "v2\n");
+    let second = build(&[], &[]);
+    assert!(normalised(&second).contains("; pushed "), "{second}");
+    p.write("alpha/app/main.txt", "v3\n");
+    p.write(
+        "alpha/app/new.txt",
+        "a file the earlier builds did not have\n",
+    );
+    let third = build(&[], &[]);
+    assert!(
+        normalised(&third).contains("; pushed 1 of "),
+        "only the changed COPY layer: {}\n{}\n{third}",
+        normalised(&first),
+        normalised(&second),
+    );
+    let report = |out: &str| -> BuildReport {
+        let path = p.path(".slipway/last-build.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap())
+            .unwrap_or_else(|e| panic!("last-build.json: {e}\n{out}"))
+    };
+    let fast = report(&third).components["alpha"].image_id.clone();
+    let image = report(&third).components["alpha"].image.clone();
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            &image,
+            "sh",
+            "-c",
+            "cat /app/main.txt /app/new.txt /message.txt; wc -l < /opt/deps/numbers",
+        ])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.starts_with("v3\na file the earlier builds did not have\n")
+            && shown.ends_with("300000\n"),
+        "{shown}"
+    );
+
+    // The whole export of the same build, with nothing remembered, gives the same image.
+    let other_cache = tempfile::tempdir().unwrap();
+    let whole = run_with(
+        &p,
+        other_cache.path(),
+        &[("SLIPWAY_EXPORT", "whole")],
+        &["build", "alpha", "--no-cache"],
+    );
+    assert!(normalised(&whole).contains("whole image"), "{whole}");
+    assert_eq!(
+        report(&whole).components["alpha"].image_id,
+        fast,
+        "the partial export's normal form is the whole export's"
+    );
+}

@@ -218,8 +218,11 @@ pub fn write<W: Write>(
 pub struct ImageFiles {
     pub image_id: String,
     config: Vec<u8>,
-    /// `(diff ID, file)` per layer, in order.
+    /// `(diff ID, file)` per layer, in order. A layer the daemon holds may have no file (see
+    /// [`ImageFiles::lacks`]).
     layers: Vec<(String, PathBuf)>,
+    /// Each layer's size, by diff ID, when known without its file.
+    sizes: std::collections::HashMap<String, u64>,
     _dir: tempfile::TempDir,
 }
 
@@ -236,8 +239,27 @@ impl ImageFiles {
             image_id,
             config,
             layers,
+            sizes: Default::default(),
             _dir: dir,
         }
+    }
+
+    /// The same, knowing each layer's size (diff ID -> bytes).
+    pub fn with_sizes(mut self, sizes: std::collections::HashMap<String, u64>) -> Self {
+        self.sizes = sizes;
+        self
+    }
+
+    /// The sizes known without the files.
+    pub fn sizes(&self) -> &std::collections::HashMap<String, u64> {
+        &self.sizes
+    }
+
+    /// Whether one of `wanted` (diff IDs) has no file here.
+    pub fn lacks(&self, wanted: &std::collections::HashSet<String>) -> bool {
+        self.layers
+            .iter()
+            .any(|(d, path)| wanted.contains(d) && !path.exists())
     }
 
     /// Its config's bytes.
@@ -270,7 +292,9 @@ pub fn stream(
         tar.append_data(&mut header, blob(&files.image_id), files.config.as_slice())?;
         let mut sent = std::collections::HashSet::new();
         for (digest, path) in &files.layers {
-            if sent.insert(digest.clone()) {
+            // A layer without a file is one the daemon holds ([`ImageFiles::lacks`]): no node
+            // that is sent this stream needs it.
+            if path.exists() && sent.insert(digest.clone()) {
                 let mut file = File::open(path)
                     .with_context(|| format!("reading the kept layer {}", path.display()))?;
                 tar.append_file(blob(digest), &mut file)?;

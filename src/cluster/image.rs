@@ -27,6 +27,8 @@ pub struct ImageMeta {
     pub diff_ids: Vec<String>,
     /// Chain IDs, one per layer: the identity of the layer stack up to and including it.
     pub chain_ids: Vec<String>,
+    /// Layer sizes known beforehand (diff ID -> bytes), for layers a stream leaves out.
+    pub sizes: std::collections::HashMap<String, u64>,
 }
 
 impl ImageMeta {
@@ -38,6 +40,7 @@ impl ImageMeta {
             id: id.to_string(),
             diff_ids,
             chain_ids,
+            sizes: Default::default(),
         }
     }
 

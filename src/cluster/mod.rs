@@ -686,6 +686,10 @@ async fn load_into(
                 continue;
             }
         };
+        let mut meta = meta;
+        if let Some(files) = &normal_form {
+            meta.sizes = files.sizes().clone();
+        }
         let source = Source {
             daemon,
             normal_form,
@@ -809,8 +813,15 @@ type ImageStream<'a> =
 impl<'a> Source<'a> {
     /// The image as an archive stream: the normal form's files (exported as plain layers
     /// first on the containerd store), else the daemon's `docker save`.
-    async fn stream(self, image: &ImageMeta) -> Result<ImageStream<'a>, String> {
-        if let Some(files) = self.normal_form {
+    /// `needed`: the layers some node lacks; normalising may have left files for only some
+    /// layers (those above the ones an earlier image shares), and then the daemon's export
+    /// is used when a node lacks another.
+    async fn stream(
+        self,
+        image: &ImageMeta,
+        needed: &std::collections::HashSet<String>,
+    ) -> Result<ImageStream<'a>, String> {
+        if let Some(files) = self.normal_form.filter(|f| !f.lacks(needed)) {
             return Ok(archive::save::stream(files).boxed());
         }
         let Some(id) = self.export else {
@@ -989,7 +1000,16 @@ async fn load_image(
     // What the nodes hold now, for the next image of this run.
     let manifest_digest = match imports.is_empty() {
         true => None,
-        false => match source.stream(image).await {
+        false => match source
+            .stream(
+                image,
+                &imports
+                    .iter()
+                    .flat_map(|(_, l)| l.iter().cloned())
+                    .collect(),
+            )
+            .await
+        {
             Ok(stream) => {
                 let (imported, digest) =
                     import(docker, image, stream, slots, &imports, reporter).await;

@@ -310,7 +310,7 @@ async fn close_archives(
     let layers: Option<Vec<(String, u64)>> = image
         .diff_ids
         .iter()
-        .map(|d| sizes.get(d).map(|s| (d.clone(), *s)))
+        .map(|d| sizes.get(d).or(image.sizes.get(d)).map(|s| (d.clone(), *s)))
         .collect();
     let manifest = layers.map(|l| oci::docker_manifest(&image.id, config.len() as u64, &l));
     for s in states.iter_mut() {

@@ -99,6 +99,9 @@ struct State {
     budget: u64,
     used: AtomicU64,
     over: AtomicBool,
+    /// Told when the budget is passed: [`push_to`] then hangs up on the daemon, which cancels
+    /// the push (it would otherwise compress the rest of a layer before it hears the refusal).
+    tripped: tokio::sync::Notify,
     next: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -143,6 +146,7 @@ impl Receiver {
             budget,
             used: AtomicU64::new(0),
             over: AtomicBool::new(false),
+            tripped: tokio::sync::Notify::new(),
             next: AtomicU64::new(0),
             inner: Mutex::default(),
         });
@@ -662,6 +666,7 @@ where
         let len = data.len() as u64;
         if state.used.fetch_add(len, Ordering::SeqCst) + len > state.budget {
             state.over.store(true, Ordering::SeqCst);
+            state.tripped.notify_one();
             drain(body).await;
             return Err(denied(state));
         }
@@ -963,19 +968,28 @@ pub async fn push_to(daemon: &Daemon, image: &str, receiver: &Receiver) -> anyho
         Some(bollard::auth::DockerCredentials::default()),
     );
     let mut failure = None;
-    while let Some(item) = progress.next().await {
+    loop {
+        let item = tokio::select! {
+            item = progress.next() => item,
+            _ = receiver.state.tripped.notified() => {
+                failure = Some("it sent more than the receiver's budget".to_string());
+                break;
+            }
+        };
         match item {
-            Ok(_) => {}
-            Err(bollard::errors::Error::DockerStreamError { error }) => {
+            None => break,
+            Some(Ok(_)) => {}
+            Some(Err(bollard::errors::Error::DockerStreamError { error })) => {
                 failure = Some(error);
                 break;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 failure = Some(e.to_string());
                 break;
             }
         }
     }
+    // Hanging up cancels the daemon's push.
     drop(progress);
     let removed = temp.remove().await;
     if let Some(error) = failure {

@@ -74,7 +74,7 @@ pub struct Entry {
 }
 
 /// The parsed header blocks of one entry (extension headers and the main header).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Head {
     pub path: Vec<u8>,
     pub link: Vec<u8>,
@@ -1034,7 +1034,7 @@ impl<W: Write> Write for HashWriter<W> {
 }
 
 /// One entry as `verify` compares it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Listed {
     pub head: Head,
     /// `sha256:` of the entry's data.

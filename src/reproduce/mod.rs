@@ -12,6 +12,7 @@
 
 pub mod layer;
 pub mod normalize;
+pub mod partial;
 pub mod sde;
 pub mod stored;
 

@@ -25,7 +25,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::sde::rfc3339;
-use super::{layer, stored};
+use super::{layer, partial, stored};
 use crate::archive::blocks;
 use crate::archive::oci::{self, Descriptor};
 use crate::archive::save::{self, diff_ids, Saved};
@@ -46,6 +46,9 @@ pub struct Normalized {
     pub layers: Vec<LayerOutcome>,
     /// The daemon had the normal form already: only tags were set.
     pub already_present: bool,
+    /// How the image came from the daemon: `pushed 1 of 5 layers` (only the layers above
+    /// those an earlier image shares, see [`super::partial`]), or `whole image` and why.
+    pub export: String,
     /// Milliseconds spent exporting, rewriting and loading (or tagging).
     pub export_ms: u64,
     pub rewrite_ms: u64,
@@ -53,7 +56,7 @@ pub struct Normalized {
 }
 
 /// One layer's fate.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerOutcome {
     /// Diff ID before and after.
     pub before: String,
@@ -128,9 +131,56 @@ async fn normalize_keeping(
         .map(|b| common_prefix(b, &layers))
         .max()
         .unwrap_or(0);
+    let cache = crate::leftovers::cache_dir();
+    let containerd = daemon.containerd_store().await;
+
+    // The daemon's push of only the layers above those an earlier image shares (see
+    // `partial`), when it can be had; else the whole export.
+    let mut whole = String::from("whole image");
+    if !containerd && partial_export_allowed(daemon) {
+        let dir = crate::leftovers::temp_dir("normalize")
+            .context("creating a temporary directory for the image's layers")?;
+        let size = inspect.size.unwrap_or(0).max(0) as u64;
+        let job = Job {
+            daemon,
+            docker: &docker,
+            image,
+            source_id: &source_id,
+            raw: &layers,
+            keep,
+            sde,
+            tags,
+        };
+        match partial_plan(&job, dir.path(), size).await {
+            Ok(Ok(p)) => {
+                let t1 = std::time::Instant::now();
+                match load_or_tag(daemon, &docker, image, &p.plan, tags).await {
+                    Ok((already_present, daemon_id)) => {
+                        let plan = p.plan;
+                        partial::remember(
+                            &cache,
+                            &layers,
+                            &p.raw_sizes,
+                            keep,
+                            &plan.outcomes,
+                            p.learned,
+                        );
+                        let export =
+                            format!("pushed {} of {} layers", p.pushed, plan.outcomes.len());
+                        let took = [p.export_ms, p.rewrite_ms, ms(t1)];
+                        let loaded = (already_present, daemon_id);
+                        return Ok(done(plan, source_id, loaded, export, took, keep_files, dir));
+                    }
+                    Err(e) => whole = format!("whole image: the partial load failed: {e:#}"),
+                }
+            }
+            Ok(Err(why)) => whole = format!("whole image: {why}"),
+            Err(e) => whole = format!("whole image: the push failed: {e:#}"),
+        }
+    }
+
     let dir = crate::leftovers::temp_dir("normalize")
         .context("creating a temporary directory for the image's layers")?;
-
     let t0 = std::time::Instant::now();
     // 1. Export, spooling every file of the docker-save tar.
     let saved = export(daemon, image, &source_id, dir.path()).await?;
@@ -139,7 +189,7 @@ async fn normalize_keeping(
     // 2. Rewrite layers and config.
     let work_dir = dir.path().to_path_buf();
     let tags_owned = tags.to_vec();
-    let plan = tokio::task::spawn_blocking(move || {
+    let (plan, learned, raw_sizes) = tokio::task::spawn_blocking(move || {
         rewrite_image(&saved, &work_dir, sde, &tags_owned, keep)
     })
     .await
@@ -151,21 +201,329 @@ async fn normalize_keeping(
     let (already_present, daemon_id) = load_or_tag(daemon, &docker, image, &plan, tags).await?;
     if daemon_id != plan.image_id {
         // The containerd image store: a later load finds the config without an export.
-        let cache = crate::leftovers::cache_dir();
         crate::docker::images::remember_config(&cache, &daemon_id, &plan.image_id);
     }
+    if !containerd {
+        partial::remember(&cache, &layers, &raw_sizes, keep, &plan.outcomes, learned);
+    }
+    let took = [export_ms, rewrite_ms, ms(t0)];
+    let loaded = (already_present, daemon_id);
+    Ok(done(plan, source_id, loaded, whole, took, keep_files, dir))
+}
+
+/// What normalising `source_id` into `plan` did: `loaded` (whether the daemon had it, and
+/// what it calls it), how it was exported, the milliseconds of export, rewrite and load; and
+/// the normal form's files, when kept.
+fn done(
+    plan: Plan,
+    source_id: String,
+    (already_present, daemon_id): (bool, String),
+    export: String,
+    [export_ms, rewrite_ms, load_ms]: [u64; 3],
+    keep_files: bool,
+    dir: tempfile::TempDir,
+) -> (Normalized, Option<ImageFiles>) {
     let normalized = Normalized {
         image_id: plan.image_id.clone(),
         daemon_id,
         source_id,
         layers: plan.outcomes.clone(),
         already_present,
+        export,
         export_ms,
         rewrite_ms,
-        load_ms: ms(t0),
+        load_ms,
     };
-    let files = keep_files.then(|| ImageFiles::new(plan.image_id, plan.config, plan.layers, dir));
-    Ok((normalized, files))
+    (normalized, keep_files.then(|| plan.files(dir)))
+}
+
+/// Whether normalising may ask the daemon to push the new layers to slipway (see
+/// [`super::partial`]): a daemon on a local socket, which reaches slipway's registry on
+/// 127.0.0.1 and pushes to it over plain HTTP, as it does to any loopback registry.
+/// `SLIPWAY_EXPORT=whole` turns it off.
+fn partial_export_allowed(daemon: &Daemon) -> bool {
+    let off = std::env::var("SLIPWAY_EXPORT").is_ok_and(|v| v.trim() == "whole");
+    !off && daemon.endpoint.host.starts_with("unix://")
+}
+
+/// One image to normalise, as [`partial_plan`] needs it.
+struct Job<'a> {
+    daemon: &'a Daemon,
+    docker: &'a bollard::Docker,
+    image: &'a str,
+    source_id: &'a str,
+    /// Its layers' diff IDs as built.
+    raw: &'a [String],
+    keep: usize,
+    sde: i64,
+    tags: &'a [String],
+}
+
+/// The normal form made from only the layers the daemon pushed ([`partial_plan`]).
+struct PartialPlan {
+    plan: Plan,
+    learned: partial::Learned,
+    raw_sizes: Vec<u64>,
+    /// Layer blobs the daemon pushed.
+    pushed: usize,
+    export_ms: u64,
+    rewrite_ms: u64,
+}
+
+/// The normal form of `job`'s image from an earlier image's record and the layers above those
+/// the two share, which the daemon pushes to slipway's own registry (it skips the layers whose
+/// blobs that registry says it has). `Ok(Err(why))` when this path cannot be taken: no record,
+/// the shared layers' normal forms are not in the daemon, or the record cannot answer for a
+/// path of a new layer.
+async fn partial_plan(
+    job: &Job<'_>,
+    dir: &Path,
+    size: u64,
+) -> anyhow::Result<Result<PartialPlan, String>> {
+    let cache = crate::leftovers::cache_dir();
+    let host = &job.daemon.endpoint.host;
+    if partial::unpushable(&cache, host, job.raw, job.keep) {
+        return Ok(Err(
+            "the daemon has no registry digest for the base's layers".into(),
+        ));
+    }
+    let Some(prepared) = partial::prepare(&cache, job.raw, job.keep) else {
+        return Ok(Err("no earlier image shares its bottom layers".into()));
+    };
+    let from = prepared.from;
+    let shared = &prepared.record.outcomes[..from];
+    if job.raw[from..].iter().any(|d| job.raw[..from].contains(d)) {
+        return Ok(Err("a new layer repeats a shared one".into()));
+    }
+    // The shared layers' normal forms must be in the daemon: the load leaves them out.
+    let afters: Vec<String> = shared.iter().map(|o| o.after.clone()).collect();
+    let docker = job.docker;
+    let exists = |id: String| async move { docker.inspect_image(&id).await.is_ok() };
+    let chain = stored::held_chain(&cache, host, &afters, exists).await;
+    let held = held_layers(shared, chain);
+    if afters.iter().any(|a| !held.contains(a)) {
+        return Ok(Err(
+            "the daemon no longer holds the shared layers' normal forms".into(),
+        ));
+    }
+
+    // The push: a blob the daemon pushed before for a new layer is asked for again; any other
+    // blob it asks about is said to be here, so it sends nothing else. A new layer the daemon
+    // still skipped (it knew the layer under a digest slipway had not seen: pushed elsewhere,
+    // or by a run with another cache) is named by that digest in the manifest it pushed: once
+    // learnt, a second push asks for it.
+    let t0 = std::time::Instant::now();
+    let need: HashSet<String> = job.raw[from..].iter().cloned().collect();
+    let mut received = partial::received(&cache);
+    // The base's layers are what must not travel: an imported base has no registry digest
+    // in the daemon, which would compress and push all of it (seconds per 100 MB).
+    let base_size: u64 = prepared.record.raw_sizes[..job.keep].iter().sum();
+    let budget = 2 * size.saturating_sub(base_size) + (16 << 20);
+    let mut attempt = 0;
+    let (pushed, by_digest, files, uploads) = loop {
+        attempt += 1;
+        let (known, need, config) = (received.clone(), need.clone(), job.source_id.to_string());
+        let presence: crate::docker::receive::Presence =
+            std::sync::Arc::new(move |digest: &str| match known.get(digest) {
+                Some(d) if need.contains(d) => None,
+                _ if digest == config => None,
+                _ => Some(1),
+            });
+        let into = dir.join(format!("pushed-{attempt}"));
+        let receiver = crate::docker::receive::Receiver::start(&into, presence, budget).await?;
+        let pushed = crate::docker::receive::push_to(job.daemon, job.source_id, &receiver).await;
+        let blobs = receiver.blobs();
+        let over = receiver.over_budget();
+        receiver.stop().await;
+        if over {
+            partial::remember_unpushable(&cache, host, job.raw, job.keep);
+            return Ok(Err(
+                "the daemon pushed more than the new layers: the base's have no registry digest"
+                    .into(),
+            ));
+        }
+        let pushed = pushed?;
+        let by_digest: HashMap<String, PathBuf> = blobs
+            .iter()
+            .map(|b| (b.digest.clone(), b.path.clone()))
+            .collect();
+        if pushed.config != job.source_id {
+            bail!(
+                "the daemon pushed the config {} for the image {}",
+                pushed.config,
+                job.source_id
+            );
+        }
+        if pushed.layers.len() != job.raw.len() {
+            bail!(
+                "the daemon pushed a manifest of {} layers for an image of {}",
+                pushed.layers.len(),
+                job.raw.len()
+            );
+        }
+        let skipped: Vec<(String, String)> = pushed.layers[from..]
+            .iter()
+            .zip(&job.raw[from..])
+            .filter(|(l, _)| !by_digest.contains_key(&l.digest))
+            .map(|(l, d)| (l.digest.clone(), d.clone()))
+            .collect();
+        if skipped.is_empty() {
+            let files = pushed.layers[from..]
+                .iter()
+                .map(|l| by_digest[&l.digest].clone())
+                .collect::<Vec<_>>();
+            let uploads = blobs.iter().filter(|b| b.digest != job.source_id).count();
+            break (pushed, by_digest, files, uploads);
+        }
+        if attempt == 2 {
+            return Ok(Err(format!(
+                "the daemon did not push the new layer {}: a registry had its blob",
+                skipped[0].1
+            )));
+        }
+        partial::remember_received(&cache, &skipped);
+        received.extend(skipped);
+    };
+    let config_file = by_digest
+        .get(&pushed.config)
+        .context("the daemon pushed no config")?;
+    let config = std::fs::read(config_file).context("reading the pushed config")?;
+    let blob_ids: Vec<(String, String)> = pushed.layers[from..]
+        .iter()
+        .map(|l| l.digest.clone())
+        .zip(job.raw[from..].iter().cloned())
+        .collect();
+    let export_ms = ms(t0);
+
+    let t0 = std::time::Instant::now();
+    let (raw, sde, tags, work) = (
+        job.raw.to_vec(),
+        job.sde,
+        job.tags.to_vec(),
+        dir.to_path_buf(),
+    );
+    let rewritten = tokio::task::spawn_blocking(move || {
+        rewrite_partial(&prepared, &raw, files, config, &work, sde, &tags)
+    })
+    .await
+    .context("rewrite task")?
+    .with_context(|| format!("normalising {}", job.image))?;
+    let Ok((plan, learned, raw_sizes)) = rewritten else {
+        return Ok(Err(rewritten.err().unwrap_or_default()));
+    };
+    // Only what was verified against the config's diff IDs is remembered.
+    partial::remember_received(&cache, &blob_ids);
+    Ok(Ok(PartialPlan {
+        plan,
+        learned,
+        raw_sizes,
+        pushed: uploads,
+        export_ms,
+        rewrite_ms: ms(t0),
+    }))
+}
+
+/// The normal form of the image whose layers as built are `raw` and whose config is `config`,
+/// from the record `p` and the new layers' tars `files` (bottom first, from `p.from`).
+/// `Ok(Err(why))` when the record cannot answer for a path of the new layers.
+#[allow(clippy::type_complexity)]
+fn rewrite_partial(
+    p: &partial::Prepared,
+    raw: &[String],
+    files: Vec<PathBuf>,
+    config: Vec<u8>,
+    dir: &Path,
+    sde: i64,
+    tags: &[String],
+) -> anyhow::Result<Result<(Plan, partial::Learned, Vec<u64>), String>> {
+    let from = p.from;
+    // 1. The new layers, plain, checked against the config, scanned and listed.
+    let mut scans: Vec<(PathBuf, layer::Scan)> = Vec::new();
+    let mut listings: Vec<Vec<layer::Listed>> = Vec::new();
+    for (j, file) in files.iter().enumerate() {
+        let i = from + j;
+        let (plain, scan) = scan_checked(file, dir, i, &raw[i], sde, "pushed")?;
+        listings.push(layer::list(BufReader::with_capacity(
+            1 << 20,
+            File::open(&plain)?,
+        ))?);
+        scans.push((plain, scan));
+    }
+    let keys = listings
+        .iter()
+        .flatten()
+        .map(|l| layer::key_of(&l.head.path));
+    if let Err(path) = p.answers_for(keys) {
+        return Ok(Err(format!(
+            "the base was not read at /{}",
+            String::from_utf8_lossy(&path)
+        )));
+    }
+    if !p.same_etc(&listings) {
+        return Ok(Err(
+            "the new layers touch /etc where the old ones did not".into()
+        ));
+    }
+    // 2. What each new layer repeats unchanged from below, as `unchanged_entries` finds it.
+    let mut lower = Lower::default();
+    lower.apply(p.base().0.to_vec());
+    for listed in &p.below {
+        lower.apply(listed.clone());
+    }
+    let n = raw.len();
+    let mut above: Vec<HashSet<Vec<u8>>> = vec![HashSet::new(); n - from + 1];
+    for j in (0..n - from).rev() {
+        let mut set = above[j + 1].clone();
+        set.extend(scans[j].1.entries.iter().map(|e| e.key.to_vec()));
+        above[j] = set;
+    }
+    let mut drops: HashMap<String, HashSet<Vec<u8>>> = HashMap::new();
+    let mut learned = p.learned();
+    for (j, listed) in listings.into_iter().enumerate() {
+        learned.layer(&raw[from + j], &listed);
+        let drop = lower.drops(&scans[j].1, listed, &above[j + 1], &above[j], sde);
+        drops.insert(raw[from + j].clone(), drop);
+    }
+    // 3. The rewrite of the new layers; the shared ones are as the record says.
+    let mut raw_sizes = p.record.raw_sizes[..from].to_vec();
+    let mut layers: Vec<(String, PathBuf)> = p.record.outcomes[..from]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.after.clone(), dir.join(format!("held-{i}.tar"))))
+        .collect();
+    let mut outcomes = p.record.outcomes[..from].to_vec();
+    let mut done: HashMap<String, LayerResult> = HashMap::new();
+    for (j, (file, scan)) in scans.into_iter().enumerate() {
+        let i = from + j;
+        raw_sizes.push(scan.len);
+        if !done.contains_key(&raw[i]) {
+            let drop = drops.get(&raw[i]).cloned().unwrap_or_default();
+            let result = rewrite_layer(&file, scan, &drop, &dir.join(format!("out-{i}.tar")), sde)
+                .with_context(|| format!("layer {i} ({})", raw[i]))?;
+            done.insert(raw[i].clone(), result);
+        }
+        let r = &done[&raw[i]];
+        layers.push((r.after.clone(), r.file.clone()));
+        outcomes.push(LayerOutcome {
+            before: raw[i].clone(),
+            after: r.after.clone(),
+            size: r.size,
+            rewritten: r.rewritten,
+        });
+    }
+    let mut config: Value = serde_json::from_slice(&config).context("the pushed config")?;
+    let diff_ids: Vec<String> = layers.iter().map(|(d, _)| d.clone()).collect();
+    normalize_config(&mut config, &diff_ids, sde)?;
+    let bytes = canonical_json(&config);
+    let plan = Plan {
+        image_id: format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+        config: bytes,
+        stored: vec![None; layers.len()],
+        layers,
+        outcomes,
+        tags: tags.to_vec(),
+    };
+    Ok(Ok((plan, learned, raw_sizes)))
 }
 
 /// Exports `source_id` from the daemon, spooling every file of the docker-save tar into `dir`.
@@ -447,7 +805,7 @@ pub async fn after_build(
 fn normalised_line(raw: &str, n: &Normalized) -> String {
     let rewritten = n.layers.iter().filter(|l| l.rewritten).count();
     format!(
-        "normalised {} -> {} ({rewritten} of {} layers rewritten{}; export {} ms, rewrite {} ms, {} {} ms)",
+        "normalised {} -> {} ({rewritten} of {} layers rewritten{}; {}, export {} ms, rewrite {} ms, {} {} ms)",
         short_id(raw),
         short_id(&n.image_id),
         n.layers.len(),
@@ -456,6 +814,7 @@ fn normalised_line(raw: &str, n: &Normalized) -> String {
         } else {
             ""
         },
+        n.export,
         n.export_ms,
         n.rewrite_ms,
         if n.already_present { "tag" } else { "load" },
@@ -520,6 +879,17 @@ struct Plan {
 }
 
 impl Plan {
+    /// Its files for a load in the same run, with every layer's size (a layer an earlier image
+    /// shares has no file: the daemon holds it, see [`partial_plan`]).
+    fn files(self, dir: tempfile::TempDir) -> ImageFiles {
+        let sizes = self
+            .outcomes
+            .iter()
+            .map(|o| (o.after.clone(), o.size))
+            .collect();
+        ImageFiles::new(self.image_id, self.config, self.layers, dir).with_sizes(sizes)
+    }
+
     /// The rewritten layers' digests: blobs a load must carry unless the daemon holds them.
     fn rewritten_blobs(&self) -> HashSet<String> {
         self.layers
@@ -549,7 +919,7 @@ fn rewrite_image(
     sde: i64,
     tags: &[String],
     keep: usize,
-) -> anyhow::Result<Plan> {
+) -> anyhow::Result<(Plan, partial::Learned, Vec<u64>)> {
     let (mut config, layer_paths) = saved.image()?;
     let old_ids = diff_ids(&config)?;
     if old_ids.len() != layer_paths.len() {
@@ -566,19 +936,18 @@ fn rewrite_image(
         if i < keep || scanned.contains_key(key) {
             continue;
         }
-        let (file, scan) = scan_layer(spool, &dir.join(format!("out-{i}.plain.tar")), sde)
-            .with_context(|| format!("layer {i} ({})", old_ids[i]))?;
-        if scan.digest != old_ids[i] {
-            bail!(
-                "layer {i} as exported has digest {}, but the config says {}",
-                scan.digest,
-                old_ids[i]
-            );
-        }
+        let (file, scan) = scan_checked(spool, dir, i, &old_ids[i], sde, "exported")?;
         scanned.insert(key.clone(), (file, scan));
     }
     // 2. What each of them repeats unchanged from below (see `Lower`).
-    let drops = unchanged_entries(&layer_paths, keep, sde, &scanned)?;
+    let (drops, learned) = unchanged_entries(&layer_paths, keep, sde, &scanned)?;
+    let raw_sizes: Vec<u64> = layer_paths
+        .iter()
+        .map(|(key, spool)| match scanned.get(key) {
+            Some((_, scan)) => scan.len,
+            None => std::fs::metadata(spool).map(|m| m.len()).unwrap_or(0),
+        })
+        .collect();
 
     // 3. The rewrite.
     let mut done: HashMap<String, (String, PathBuf, u64, bool)> = HashMap::new();
@@ -627,14 +996,15 @@ fn rewrite_image(
     normalize_config(&mut config, &diff_ids, sde)?;
     let bytes = canonical_json(&config);
     let image_id = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    Ok(Plan {
+    let plan = Plan {
         image_id,
         config: bytes,
         layers,
         stored,
         outcomes,
         tags: tags.to_vec(),
-    })
+    };
+    Ok((plan, learned, raw_sizes))
 }
 
 /// The blob the daemon exported as `key` (`blobs/sha256/<hex>` in an OCI-layout export; `None`
@@ -663,6 +1033,27 @@ struct LayerResult {
     file: PathBuf,
     size: u64,
     rewritten: bool,
+}
+
+/// Layer `i` from the daemon (`how` it came: exported, pushed) scanned by [`scan_layer`], and
+/// checked to be the layer the image config names (`diff_id`).
+fn scan_checked(
+    file: &Path,
+    dir: &Path,
+    i: usize,
+    diff_id: &str,
+    sde: i64,
+    how: &str,
+) -> anyhow::Result<(PathBuf, layer::Scan)> {
+    let (plain, scan) = scan_layer(file, &dir.join(format!("out-{i}.plain.tar")), sde)
+        .with_context(|| format!("layer {i} ({diff_id})"))?;
+    if scan.digest != diff_id {
+        bail!(
+            "layer {i} as {how} has digest {}, but the config says {diff_id}",
+            scan.digest
+        );
+    }
+    Ok((plain, scan))
 }
 
 /// A build-made layer as a plain tar (decompressed to `plain` when it came gzipped), scanned.
@@ -810,14 +1201,18 @@ pub fn plain_reader(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     })
 }
 
+/// Per layer (by its key in the export or its diff ID), the entries to leave out.
+type Drops = HashMap<String, HashSet<Vec<u8>>>;
+
 /// For each build-made layer (by its key in the export), the entries it repeats unchanged
-/// from the layers below it ([`Lower`]).
+/// from the layers below it ([`Lower`]); and what a later run needs to normalise this image's
+/// successor from only its new layers ([`partial::Learned`]).
 fn unchanged_entries(
     layer_paths: &[(String, PathBuf)],
     keep: usize,
     sde: i64,
     scanned: &HashMap<String, (PathBuf, layer::Scan)>,
-) -> anyhow::Result<HashMap<String, HashSet<Vec<u8>>>> {
+) -> anyhow::Result<(Drops, partial::Learned)> {
     let keys_of = |key: &String| -> HashSet<Vec<u8>> {
         scanned
             .get(key)
@@ -833,25 +1228,54 @@ fn unchanged_entries(
         }
         above[i] = set;
     }
-    if above[0].is_empty() {
-        return Ok(HashMap::new());
-    }
+    // What is read of the base: the paths the build touches, `/etc`, and their parents (so
+    // that a later build's new path under a directory the base lacks is known to be new).
+    let queried = partial::with_parents(above[keep].iter().cloned().chain([ETC.to_vec()]));
+    let mut learned = partial::Learned::default();
     let mut lower = Lower::default();
     let mut drops = HashMap::new();
     for (i, (key, spool)) in layer_paths.iter().enumerate() {
-        let upper = &above[i + 1];
         if i < keep {
-            let wanted = |k: &[u8]| above[i].contains(k) || is_whiteout(k);
+            let wanted = |k: &[u8]| queried.contains(k) || is_whiteout(k);
             lower.apply(layer::list_where(plain_reader(spool)?, wanted)?);
             continue;
+        }
+        if i == keep {
+            learned.base(lower.entries.values(), &queried);
         }
         let Some((file, scan)) = scanned.get(key) else {
             continue;
         };
-        let listed =
-            layer::list_where(BufReader::with_capacity(1 << 20, File::open(file)?), |k| {
-                lower.entries.contains_key(k) || upper.contains(k) || is_whiteout(k) || k == ETC
-            })?;
+        let listed = layer::list(BufReader::with_capacity(1 << 20, File::open(file)?))?;
+        learned.layer(&scan.digest, &listed);
+        let drop = lower.drops(scan, listed, &above[i + 1], &above[i], sde);
+        drops.insert(key.clone(), drop);
+    }
+    if keep == layer_paths.len() {
+        learned.base(lower.entries.values(), &queried);
+    }
+    Ok((drops, learned))
+}
+
+impl Lower {
+    /// The entries of a build-made layer (`scan`, listed whole in `listed`) that repeat the
+    /// entry below unchanged, to be left out; then the layer goes onto `self`. `upper`: the
+    /// paths the build's layers above it touch; `touched`: those and its own.
+    fn drops(
+        &mut self,
+        scan: &layer::Scan,
+        listed: Vec<layer::Listed>,
+        upper: &HashSet<Vec<u8>>,
+        touched: &HashSet<Vec<u8>>,
+        sde: i64,
+    ) -> HashSet<Vec<u8>> {
+        let listed: Vec<layer::Listed> = listed
+            .into_iter()
+            .filter(|l| {
+                let k = layer::key_of(&l.head.path);
+                self.entries.contains_key(k) || upper.contains(k) || is_whiteout(k) || k == ETC
+            })
+            .collect();
         // Entries that must stay whatever they repeat: hard links and their targets, paths
         // that occur twice, and anything under a directory this layer makes opaque.
         let mut count: HashMap<&[u8], usize> = HashMap::new();
@@ -869,15 +1293,14 @@ fn unchanged_entries(
         }
         let drop: HashSet<Vec<u8>> = listed
             .iter()
-            .filter(|l| lower.same(l, sde) || lower.runtime_stub(l, &above[i]))
+            .filter(|l| self.same(l, sde) || self.runtime_stub(l, touched))
             .map(|l| layer::key_of(&l.head.path).to_vec())
             .filter(|k| count.get(k.as_slice()) == Some(&1) && !pinned.contains(k))
             .filter(|k| !opaque.iter().any(|d| k.starts_with(d)))
             .collect();
-        lower.apply(listed);
-        drops.insert(key.clone(), drop);
+        self.apply(listed);
+        drop
     }
-    Ok(drops)
 }
 
 /// A gzip-compressed layer blob (what the containerd image store exports) decompressed into
@@ -1238,7 +1661,8 @@ mod tests {
         let export = b.into_inner().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let saved = save::spool(&export[..], dir.path()).unwrap();
-        let plan = rewrite_image(&saved, dir.path(), sde, &["app/web:1".into()], 0).unwrap();
+        let (plan, _, _) =
+            rewrite_image(&saved, dir.path(), sde, &["app/web:1".into()], 0).unwrap();
         assert!(!plan.outcomes[0].rewritten);
         assert_eq!(plan.layers[0].0, diff_id);
         assert_eq!(plan.stored, vec![None]);

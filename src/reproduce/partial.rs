@@ -1,0 +1,342 @@
+//! What normalising needs to know of an image's lower layers to normalise its successor from
+//! the successor's new layers alone.
+//!
+//! After a one-line change a rebuilt image shares all but its top layers with the image built
+//! before: the same base, the same dependency layers (the build cache gave them back). The
+//! normal form of a shared layer is known already, and so is everything the rewrite of a new
+//! layer asks of the layers below it ([`super::normalize`]'s `Lower`: the entry each path shows
+//! there). So each normalisation leaves a record: every layer's outcome, the build-made layers'
+//! entries (by their diff IDs, shared by every image that has them), and the base's entries at
+//! the paths the build touched and their parents. The next normalisation of an image with the
+//! same bottom layers needs from the daemon only the layers above them
+//! ([`crate::docker::receive`]: the daemon's own push skips what a registry has).
+//!
+//! A path of a new layer that the record cannot answer for (the base was not read there, nor at
+//! any parent the base lacks) sends normalising back to the whole export, which reads it and
+//! records it for the next time. Losing the records costs one whole export.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::layer::{self, Listed};
+use super::normalize::LayerOutcome;
+
+const DIR: &str = "partial";
+const INDEX: &str = "index.json";
+const RECEIVED: &str = "received.json";
+/// Records kept: the newest few are the images the next builds start from.
+const KEEP: usize = 16;
+
+/// What one normalisation learned, for [`remember`].
+#[derive(Debug, Default)]
+pub struct Learned {
+    base: Vec<Listed>,
+    queried: HashSet<Vec<u8>>,
+    /// Each build-made layer's entries, by its diff ID as built.
+    layers: Vec<(String, Vec<Listed>)>,
+}
+
+impl Learned {
+    /// The filesystem of the base (`entries`: what each path shows there), read at `queried`.
+    pub fn base<'a>(
+        &mut self,
+        entries: impl Iterator<Item = &'a Listed>,
+        queried: &HashSet<Vec<u8>>,
+    ) {
+        self.base = entries.cloned().collect();
+        self.base.sort_by(|a, b| a.head.path.cmp(&b.head.path));
+        self.queried = queried.clone();
+    }
+
+    /// A build-made layer's entries, all of them.
+    pub fn layer(&mut self, diff_id: &str, listed: &[Listed]) {
+        self.layers.push((diff_id.to_string(), listed.to_vec()));
+    }
+}
+
+/// `keys` and every parent directory of each.
+pub fn with_parents(keys: impl Iterator<Item = Vec<u8>>) -> HashSet<Vec<u8>> {
+    let mut out = HashSet::new();
+    for k in keys {
+        let mut end = k.len();
+        while let Some(i) = k[..end].iter().rposition(|&c| c == b'/') {
+            out.insert(k[..i].to_vec());
+            end = i;
+        }
+        out.insert(k);
+    }
+    out
+}
+
+/// One normalisation's record.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Record {
+    /// The layers as built (diff IDs), bottom first.
+    pub raw: Vec<String>,
+    /// Their sizes as built.
+    pub raw_sizes: Vec<u64>,
+    /// How many of them are the base's.
+    pub keep: usize,
+    pub outcomes: Vec<LayerOutcome>,
+    /// The base's entries at `queried`.
+    base: Vec<Listed>,
+    queried: Vec<Vec<u8>>,
+    /// Per layer: whether it has an entry under `/etc` (see `Lower::runtime_stub`).
+    touches_etc: Vec<bool>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    /// Newest first: the raw diff IDs of a record and its file.
+    records: Vec<(Vec<String>, String)>,
+}
+
+fn dir(cache: &Path) -> PathBuf {
+    cache.join(DIR)
+}
+
+fn layer_file(cache: &Path, diff_id: &str) -> PathBuf {
+    dir(cache)
+        .join("layers")
+        .join(format!("{}.json", diff_id.trim_start_matches("sha256:")))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// A cache: a write that fails costs one whole export next time, so it is not an error.
+fn write_json<T: Serialize>(path: &Path, value: &T) {
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Ok(bytes) = serde_json::to_vec(value) {
+        let _ = crate::fsutil::write_atomic(path, &bytes, None);
+    }
+}
+
+fn touches_etc(listed: &[Listed]) -> bool {
+    listed
+        .iter()
+        .any(|l| layer::key_of(&l.head.path).starts_with(b"etc/"))
+}
+
+/// Records what normalising the image built with layers `raw` learned.
+pub fn remember(
+    cache: &Path,
+    raw: &[String],
+    raw_sizes: &[u64],
+    keep: usize,
+    outcomes: &[LayerOutcome],
+    learned: Learned,
+) {
+    let mut touches = vec![false; raw.len()];
+    let by_id: HashMap<&str, &Vec<Listed>> = learned
+        .layers
+        .iter()
+        .map(|(d, l)| (d.as_str(), l))
+        .collect();
+    for (i, d) in raw.iter().enumerate().skip(keep) {
+        if let Some(listed) = by_id.get(d.as_str()) {
+            touches[i] = touches_etc(listed);
+        }
+    }
+    for (diff_id, listed) in &learned.layers {
+        let path = layer_file(cache, diff_id);
+        if !path.exists() {
+            write_json(&path, listed);
+        }
+    }
+    let mut queried: Vec<Vec<u8>> = learned.queried.into_iter().collect();
+    queried.sort();
+    let record = Record {
+        raw: raw.to_vec(),
+        raw_sizes: raw_sizes.to_vec(),
+        keep,
+        outcomes: outcomes.to_vec(),
+        base: learned.base,
+        queried,
+        touches_etc: touches,
+    };
+    let name = format!(
+        "{}.json",
+        hex::encode(Sha256::digest(raw.join(",").as_bytes()))
+    );
+    write_json(&dir(cache).join(&name), &record);
+    let index_path = dir(cache).join(INDEX);
+    let mut index: Index = read_json(&index_path).unwrap_or_default();
+    index.records.retain(|(r, _)| r != raw);
+    index.records.insert(0, (raw.to_vec(), name));
+    for (_, gone) in index.records.split_off(KEEP.min(index.records.len())) {
+        let _ = std::fs::remove_file(dir(cache).join(gone));
+    }
+    write_json(&index_path, &index);
+}
+
+/// The record to normalise an image built with layers `raw` (the first `keep` its base's)
+/// from, and how many bottom layers it shares with it (`from`: the first new layer).
+pub struct Prepared {
+    pub record: Record,
+    pub from: usize,
+    /// The entries of the shared build-made layers, bottom first.
+    pub below: Vec<Vec<Listed>>,
+}
+
+/// The record sharing the most bottom layers with `raw`, if it shares at least the base and
+/// one layer, and every shared layer's entries are on disk.
+pub fn prepare(cache: &Path, raw: &[String], keep: usize) -> Option<Prepared> {
+    let index: Index = read_json(&dir(cache).join(INDEX))?;
+    let (shared, name) = index
+        .records
+        .iter()
+        .map(|(r, name)| (r.iter().zip(raw).take_while(|(a, b)| a == b).count(), name))
+        .max_by_key(|(n, _)| *n)?;
+    if shared == 0 || shared < keep {
+        return None;
+    }
+    let record: Record = read_json(&dir(cache).join(name))?;
+    if record.keep != keep || record.outcomes.len() != record.raw.len() {
+        return None;
+    }
+    let below = raw[keep..shared]
+        .iter()
+        .map(|d| read_json(&layer_file(cache, d)))
+        .collect::<Option<Vec<Vec<Listed>>>>()?;
+    Some(Prepared {
+        record,
+        from: shared,
+        below,
+    })
+}
+
+impl Prepared {
+    /// What normalising the new image learns before its new layers are read: the record's base.
+    pub fn learned(&self) -> Learned {
+        Learned {
+            base: self.record.base.clone(),
+            queried: self.record.queried.iter().cloned().collect(),
+            layers: Vec::new(),
+        }
+    }
+
+    /// The base's entries and the paths it was read at.
+    pub fn base(&self) -> (&[Listed], HashSet<&[u8]>) {
+        let queried = self.record.queried.iter().map(Vec::as_slice).collect();
+        (&self.record.base, queried)
+    }
+
+    /// Whether the record can say what the base shows at every path of `keys` (the new
+    /// layers' paths): read there, or at a parent directory the base lacks.
+    pub fn answers_for<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Result<(), Vec<u8>> {
+        let (base, queried) = self.base();
+        let present: HashSet<&[u8]> = base.iter().map(|l| layer::key_of(&l.head.path)).collect();
+        for k in keys {
+            let base_name = k.rsplit(|&c| c == b'/').next().unwrap_or(k);
+            if queried.contains(k) || base_name.starts_with(b".wh.") {
+                continue;
+            }
+            let mut end = k.len();
+            let mut known = false;
+            while let Some(i) = k[..end].iter().rposition(|&c| c == b'/') {
+                let parent = &k[..i];
+                if queried.contains(parent) && !present.contains(parent) {
+                    known = true;
+                    break;
+                }
+                end = i;
+            }
+            if !known {
+                return Err(k.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the layers above `from` touch `/etc` as the recorded ones did (which decides
+    /// whether a lower layer's empty `/etc` is a runtime's stub).
+    pub fn same_etc(&self, new_layers: &[Vec<Listed>]) -> bool {
+        let old = self.record.touches_etc[self.from..].iter().any(|t| *t);
+        let new = new_layers.iter().any(|l| touches_etc(l));
+        old == new
+    }
+}
+
+/// Bases whose layers a daemon has no registry digest for (imported with `docker load` or
+/// `docker import`, never pulled or pushed): the daemon would compress and push all of them,
+/// so normalising on them takes the whole export. Asked again after a day (the base may have
+/// been pulled since).
+const UNPUSHABLE: &str = "unpushable.json";
+const UNPUSHABLE_FOR: u64 = 24 * 3600;
+
+fn base_key(host: &str, raw: &[String], keep: usize) -> String {
+    let base = &raw[..keep.max(1).min(raw.len())];
+    hex::encode(Sha256::digest(
+        format!("{host}|{}", base.join(",")).as_bytes(),
+    ))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether the daemon at `host` was found to have no registry digest for the base of `raw`.
+pub fn unpushable(cache: &Path, host: &str, raw: &[String], keep: usize) -> bool {
+    let map: HashMap<String, u64> = read_json(&dir(cache).join(UNPUSHABLE)).unwrap_or_default();
+    map.get(&base_key(host, raw, keep))
+        .is_some_and(|t| now().saturating_sub(*t) < UNPUSHABLE_FOR)
+}
+
+/// Notes that the daemon at `host` pushed more than the new layers of an image on this base.
+pub fn remember_unpushable(cache: &Path, host: &str, raw: &[String], keep: usize) {
+    let path = dir(cache).join(UNPUSHABLE);
+    let mut map: HashMap<String, u64> = read_json(&path).unwrap_or_default();
+    let t = now();
+    map.retain(|_, seen| t.saturating_sub(*seen) < UNPUSHABLE_FOR);
+    map.insert(base_key(host, raw, keep), t);
+    write_json(&path, &map);
+}
+
+/// Which layer (diff ID as built) each blob slipway received from a daemon's push was: the
+/// daemon asks about a layer it pushed before by that blob's digest.
+pub fn received(cache: &Path) -> HashMap<String, String> {
+    read_json(&dir(cache).join(RECEIVED)).unwrap_or_default()
+}
+
+/// Adds `blobs` (compressed digest, diff ID) to [`received`].
+pub fn remember_received(cache: &Path, blobs: &[(String, String)]) {
+    if blobs.is_empty() {
+        return;
+    }
+    let path = dir(cache).join(RECEIVED);
+    let mut map = received(cache);
+    const MAX: usize = 4096;
+    if map.len() > MAX {
+        map.clear();
+    }
+    for (digest, diff_id) in blobs {
+        map.insert(digest.clone(), diff_id.clone());
+    }
+    write_json(&path, &map);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_added() {
+        let got = with_parents([b"app/src/main.py".to_vec()].into_iter());
+        let want: HashSet<Vec<u8>> = [&b"app"[..], b"app/src", b"app/src/main.py"]
+            .iter()
+            .map(|k| k.to_vec())
+            .collect();
+        assert_eq!(got, want);
+    }
+}
