@@ -1289,7 +1289,29 @@ async fn after_a_small_change_normalising_takes_only_the_new_layer_from_the_daem
         "alpha/app/new.txt",
         "a file the earlier builds did not have\n",
     );
+    let since = daemon_now(&docker).await;
     let third = build(&[], &[]);
+    // Its SBOM's OS files are the second image's (the new layer has none of them): no
+    // container is made to read them again.
+    let created = std::process::Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &daemon_now(&docker).await,
+        ])
+        .args(["--filter", "type=container", "--filter", "event=create"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&created.stdout).trim(),
+        "",
+        "containers made during the third build"
+    );
+    assert!(p
+        .path(".slipway/attestations/alpha/sbom.cdx.json")
+        .is_file());
     assert!(
         normalised(&third).contains("; pushed 1 of "),
         "only the changed COPY layer: {}\n{}\n{third}",
@@ -1335,4 +1357,9 @@ async fn after_a_small_change_normalising_takes_only_the_new_layer_from_the_daem
         fast,
         "the partial export's normal form is the whole export's"
     );
+}
+
+/// The daemon's clock (RFC 3339), as `docker events --since/--until` take it.
+async fn daemon_now(docker: &Docker) -> String {
+    docker.info().await.unwrap().system_time.unwrap()
 }

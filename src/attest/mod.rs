@@ -113,30 +113,127 @@ pub fn render_provenance(facts: &Facts) -> Vec<u8> {
     to_bytes(&provenance::statement(facts))
 }
 
-/// The OS packages of `image` on the daemon (none when it has no dpkg database).
-pub async fn os_packages(daemon: &Daemon, image: &str) -> anyhow::Result<Vec<Package>> {
+/// Whether a layer entry (its path, without the leading `/`) changes what the OS files the SBOM
+/// reads say: one of them, or a whiteout of it or of a directory above it. Normalising reports
+/// an image whose new layers have none ([`crate::reproduce::normalize::Watched`]).
+pub fn is_os_file(key: &[u8]) -> bool {
+    let (dir, name) = match key.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&key[..i], &key[i + 1..]),
+        None => (&key[..0], key),
+    };
+    let removed: Option<Vec<u8>> = match name.strip_prefix(b".wh.") {
+        Some(b".wh..opq") => Some(dir.to_vec()),
+        Some(gone) if dir.is_empty() => Some(gone.to_vec()),
+        Some(gone) => Some([dir, b"/", gone].concat()),
+        None => None,
+    };
+    std::iter::once(dpkg::STATUS)
+        .chain(dpkg::OS_RELEASE.iter().copied())
+        .map(|p| p.trim_start_matches('/').as_bytes())
+        .any(|file| {
+            key == file
+                || removed.as_deref().is_some_and(|r| {
+                    r.is_empty() || file == r || file.starts_with(&[r, b"/"].concat())
+                })
+        })
+}
+
+/// Where the OS files of an image (by config digest) read for its SBOM are kept, so that an
+/// image whose new layers leave them alone is not read again.
+fn os_files_dir(config_digest: &str) -> PathBuf {
+    crate::leftovers::cache_dir()
+        .join("os-files")
+        .join(config_digest.trim_start_matches("sha256:"))
+}
+
+/// Images whose OS files are kept.
+const OS_FILES_KEPT: usize = 64;
+
+/// The OS files the SBOM reads, of `image` on the daemon (`config_digest`), or of the image
+/// `same_as` when normalising found the new layers leave them alone and they were kept.
+async fn os_files(
+    daemon: &Daemon,
+    image: &str,
+    config_digest: &str,
+    same_as: Option<&str>,
+) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let mut paths = vec![dpkg::STATUS];
     paths.extend(dpkg::OS_RELEASE);
+    let name = |p: &str| p.trim_start_matches('/').replace('/', "_");
+    let kept = |dir: PathBuf| -> Option<BTreeMap<String, Vec<u8>>> {
+        let listed = std::fs::read_to_string(dir.join("files")).ok()?;
+        listed
+            .lines()
+            .map(|p| Some((p.to_string(), std::fs::read(dir.join(name(p))).ok()?)))
+            .collect()
+    };
+    if let Some(files) = same_as.and_then(|s| kept(os_files_dir(s))) {
+        keep_os_files(config_digest, &files, &name);
+        return Ok(files);
+    }
     let files = crate::docker::files::read_files(daemon, image, &paths).await?;
+    keep_os_files(config_digest, &files, &name);
+    Ok(files)
+}
+
+/// Keeps `files` as the OS files of `config_digest` (a cache: a failed write costs one read).
+fn keep_os_files(
+    config_digest: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    name: &dyn Fn(&str) -> String,
+) {
+    let dir = os_files_dir(config_digest);
+    if dir.join("files").is_file() {
+        return;
+    }
+    if let Some(root) = dir.parent() {
+        prune_oldest(root, OS_FILES_KEPT);
+    }
+    let _ = std::fs::create_dir_all(&dir);
+    for (path, bytes) in files {
+        let _ = crate::fsutil::write_atomic(&dir.join(name(path)), bytes, None);
+    }
+    let listed: String = files.keys().map(|p| format!("{p}\n")).collect();
+    let _ = crate::fsutil::write_atomic(&dir.join("files"), listed.as_bytes(), None);
+}
+
+/// Removes the oldest entries of `root` beyond `keep`.
+fn prune_oldest(root: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if dirs.len() < keep {
+        return;
+    }
+    dirs.sort();
+    for (_, d) in &dirs[..dirs.len() + 1 - keep] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// The OS packages the files read from an image list.
+fn packages_of(files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
     let Some(status) = files.get(dpkg::STATUS) else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
     let distro = dpkg::OS_RELEASE
         .iter()
         .find_map(|p| files.get(*p))
         .and_then(|t| dpkg::Distro::parse(&String::from_utf8_lossy(t)));
-    Ok(dpkg::packages(
-        &String::from_utf8_lossy(status),
-        distro.as_ref(),
-    ))
+    dpkg::packages(&String::from_utf8_lossy(status), distro.as_ref())
 }
 
 /// Writes the SBOM and provenance of one image (`image` names it on the daemon; its context
 /// is `context_dir`) to `dir/COMPONENT/`, atomically, and returns what it wrote.
+/// `same_os_as`: an earlier image whose OS files this one has (see [`is_os_file`]).
 pub async fn write(
     daemon: &Daemon,
     facts: &Facts,
-    image: &str,
+    (image, same_os_as): (&str, Option<&str>),
     context_dir: &Path,
     dir: &Path,
 ) -> anyhow::Result<Vec<Attestation>> {
@@ -158,7 +255,8 @@ pub async fn write(
     }
     let tree = SourceTree::new(context_dir, &facts.context);
     let locked = lockfiles::read(&tree)?;
-    let os = os_packages(daemon, image).await?;
+    let os_files = os_files(daemon, image, &facts.config_digest, same_os_as).await?;
+    let os = packages_of(&os_files);
     let files = [
         (SBOM_FILE, SBOM_MEDIA_TYPE, render_sbom(facts, locked, os)),
         (PROVENANCE_FILE, PROVENANCE_MEDIA_TYPE, provenance),
@@ -179,6 +277,33 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_files_their_whiteouts_and_those_of_directories_above_them_are_os_files() {
+        for key in [
+            "var/lib/dpkg/status",
+            "etc/os-release",
+            "usr/lib/os-release",
+            "var/lib/dpkg/.wh.status",
+            "var/lib/.wh.dpkg",
+            "var/lib/dpkg/.wh..wh..opq",
+            "etc/.wh..wh..opq",
+            ".wh.etc",
+        ] {
+            assert!(is_os_file(key.as_bytes()), "{key}");
+        }
+        for key in [
+            "var/lib/dpkg/status-old",
+            "var/lib/dpkg",
+            "etc",
+            "app/etc/os-release",
+            "etc/.wh.passwd",
+            "opt/.wh..wh..opq",
+            "var/lib/dpkg/info/.wh.x.list",
+        ] {
+            assert!(!is_os_file(key.as_bytes()), "{key}");
+        }
+    }
 
     pub(crate) fn facts() -> Facts {
         Facts {

@@ -93,7 +93,15 @@ async fn one(
         }
     };
     let facts = facts(plan, c, record, config_digest);
-    attest::write(daemon, &facts, &record.image_id, &c.context_dir, dir).await
+    let same_os_as = made.and_then(|n| n.same_os_as.as_deref());
+    attest::write(
+        daemon,
+        &facts,
+        (&record.image_id, same_os_as),
+        &c.context_dir,
+        dir,
+    )
+    .await
 }
 
 /// What the attestations say of the image: the plan's inputs and the record's image.

@@ -49,6 +49,10 @@ pub struct Normalized {
     /// How the image came from the daemon: `pushed 1 of 5 layers` (only the layers above
     /// those an earlier image shares, see [`super::partial`]), or `whole image` and why.
     pub export: String,
+    /// An earlier normal image with the same OS files (dpkg status, os-release): the new
+    /// layers touch none of them.
+    #[serde(skip)]
+    pub same_os_as: Option<String>,
     /// Milliseconds spent exporting, rewriting and loading (or tagging).
     pub export_ms: u64,
     pub rewrite_ms: u64,
@@ -99,20 +103,28 @@ pub async fn normalize_on_bases(
     tags: &[String],
     bases: &[Vec<String>],
 ) -> anyhow::Result<Normalized> {
-    Ok(normalize_keeping(daemon, image, sde, tags, bases, false)
-        .await?
-        .0)
+    Ok(
+        normalize_keeping(daemon, image, sde, tags, bases, (false, None))
+            .await?
+            .0,
+    )
 }
 
+/// Paths in a layer a caller wants to know about (`attest::is_os_file`): normalising says when
+/// an image's new layers have none, so that what was read of an earlier image still holds
+/// ([`Normalized::same_os_as`]).
+pub type Watched = fn(&[u8]) -> bool;
+
 /// [`normalize_on_bases`], also returning the normal form's files on disk when `keep_files`
-/// (for a load in the same run: see [`ImageFiles`]).
+/// (for a load in the same run: see [`ImageFiles`]) and saying whether the new layers have a
+/// `watched` path.
 async fn normalize_keeping(
     daemon: &Daemon,
     image: &str,
     sde: i64,
     tags: &[String],
     bases: &[Vec<String>],
-    keep_files: bool,
+    (keep_files, watched): (bool, Option<Watched>),
 ) -> anyhow::Result<(Normalized, Option<ImageFiles>)> {
     if sde < 0 {
         bail!("SOURCE_DATE_EPOCH must not be negative (got {sde})");
@@ -150,6 +162,7 @@ async fn normalize_keeping(
             keep,
             sde,
             tags,
+            watched,
         };
         match partial_plan(&job, dir.path(), size).await {
             Ok(Ok(p)) => {
@@ -159,9 +172,8 @@ async fn normalize_keeping(
                         let plan = p.plan;
                         partial::remember(
                             &cache,
-                            &layers,
-                            &p.raw_sizes,
-                            keep,
+                            (&layers, &p.raw_sizes, keep),
+                            &plan.image_id,
                             &plan.outcomes,
                             p.learned,
                         );
@@ -169,7 +181,10 @@ async fn normalize_keeping(
                             format!("pushed {} of {} layers", p.pushed, plan.outcomes.len());
                         let took = [p.export_ms, p.rewrite_ms, ms(t1)];
                         let loaded = (already_present, daemon_id);
-                        return Ok(done(plan, source_id, loaded, export, took, keep_files, dir));
+                        let (mut n, files) =
+                            done(plan, source_id, loaded, export, took, keep_files, dir);
+                        n.same_os_as = p.same_os_as;
+                        return Ok((n, files));
                     }
                     Err(e) => whole = format!("whole image: the partial load failed: {e:#}"),
                 }
@@ -204,7 +219,8 @@ async fn normalize_keeping(
         crate::docker::images::remember_config(&cache, &daemon_id, &plan.image_id);
     }
     if !containerd {
-        partial::remember(&cache, &layers, &raw_sizes, keep, &plan.outcomes, learned);
+        let raw = (&layers[..], &raw_sizes[..], keep);
+        partial::remember(&cache, raw, &plan.image_id, &plan.outcomes, learned);
     }
     let took = [export_ms, rewrite_ms, ms(t0)];
     let loaded = (already_present, daemon_id);
@@ -229,6 +245,7 @@ fn done(
         source_id,
         layers: plan.outcomes.clone(),
         already_present,
+        same_os_as: None,
         export,
         export_ms,
         rewrite_ms,
@@ -257,6 +274,7 @@ struct Job<'a> {
     keep: usize,
     sde: i64,
     tags: &'a [String],
+    watched: Option<Watched>,
 }
 
 /// The normal form made from only the layers the daemon pushed ([`partial_plan`]).
@@ -266,6 +284,8 @@ struct PartialPlan {
     raw_sizes: Vec<u64>,
     /// Layer blobs the daemon pushed.
     pushed: usize,
+    /// The record's image, when the new layers leave its OS files as they were.
+    same_os_as: Option<String>,
     export_ms: u64,
     rewrite_ms: u64,
 }
@@ -396,19 +416,32 @@ async fn partial_plan(
     let export_ms = ms(t0);
 
     let t0 = std::time::Instant::now();
+    let prepared_image = prepared.record.image_id.clone();
     let (raw, sde, tags, work) = (
         job.raw.to_vec(),
         job.sde,
         job.tags.to_vec(),
         dir.to_path_buf(),
     );
+    let watched = job.watched;
     let rewritten = tokio::task::spawn_blocking(move || {
-        rewrite_partial(&prepared, &raw, files, config, &work, sde, &tags)
+        let new = Fresh {
+            files,
+            config,
+            watched,
+        };
+        rewrite_partial(&prepared, &raw, new, &work, sde, &tags)
     })
     .await
     .context("rewrite task")?
     .with_context(|| format!("normalising {}", job.image))?;
-    let Ok((plan, learned, raw_sizes)) = rewritten else {
+    let Ok(Rewritten {
+        plan,
+        learned,
+        raw_sizes,
+        os_touched,
+    }) = rewritten
+    else {
         return Ok(Err(rewritten.err().unwrap_or_default()));
     };
     // Only what was verified against the config's diff IDs is remembered.
@@ -418,24 +451,44 @@ async fn partial_plan(
         learned,
         raw_sizes,
         pushed: uploads,
+        same_os_as: prepared_image.filter(|_| !os_touched),
         export_ms,
         rewrite_ms: ms(t0),
     }))
 }
 
+/// What the daemon pushed for [`rewrite_partial`]: the new layers' files (bottom first) and
+/// the config, and the paths to look out for.
+struct Fresh {
+    files: Vec<PathBuf>,
+    config: Vec<u8>,
+    watched: Option<Watched>,
+}
+
+/// What [`rewrite_partial`] made.
+struct Rewritten {
+    plan: Plan,
+    learned: partial::Learned,
+    raw_sizes: Vec<u64>,
+    /// Whether a new layer has a watched path (or there is nothing to watch for).
+    os_touched: bool,
+}
+
 /// The normal form of the image whose layers as built are `raw` and whose config is `config`,
 /// from the record `p` and the new layers' tars `files` (bottom first, from `p.from`).
 /// `Ok(Err(why))` when the record cannot answer for a path of the new layers.
-#[allow(clippy::type_complexity)]
 fn rewrite_partial(
     p: &partial::Prepared,
     raw: &[String],
-    files: Vec<PathBuf>,
-    config: Vec<u8>,
+    Fresh {
+        files,
+        config,
+        watched,
+    }: Fresh,
     dir: &Path,
     sde: i64,
     tags: &[String],
-) -> anyhow::Result<Result<(Plan, partial::Learned, Vec<u64>), String>> {
+) -> anyhow::Result<Result<Rewritten, String>> {
     let from = p.from;
     // 1. The new layers, plain, checked against the config, scanned and listed.
     let mut scans: Vec<(PathBuf, layer::Scan)> = Vec::new();
@@ -459,6 +512,12 @@ fn rewrite_partial(
             String::from_utf8_lossy(&path)
         )));
     }
+    let os_touched = watched.is_none_or(|w| {
+        listings
+            .iter()
+            .flatten()
+            .any(|l| w(layer::key_of(&l.head.path)))
+    });
     if !p.same_etc(&listings) {
         return Ok(Err(
             "the new layers touch /etc where the old ones did not".into()
@@ -523,7 +582,12 @@ fn rewrite_partial(
         outcomes,
         tags: tags.to_vec(),
     };
-    Ok(Ok((plan, learned, raw_sizes)))
+    Ok(Ok(Rewritten {
+        plan,
+        learned,
+        raw_sizes,
+        os_touched,
+    }))
 }
 
 /// Exports `source_id` from the daemon, spooling every file of the docker-save tar into `dir`.
@@ -727,6 +791,8 @@ pub struct NormalImage {
     pub diff_ids: Vec<String>,
     /// Its files on disk, when the run keeps them for a load.
     pub files: Option<ImageFiles>,
+    /// An earlier normal image with the same OS files ([`Normalized::same_os_as`]).
+    pub same_os_as: Option<String>,
 }
 
 /// The normal forms one build run made, by component: filled by the builds (which run in
@@ -735,6 +801,8 @@ pub struct NormalImage {
 pub struct NormalForms {
     /// Whether the normal forms' files are kept on disk (for a load in the same run).
     keep_files: bool,
+    /// Paths the caller wants to know the new layers leave alone ([`Watched`]).
+    watched: Option<Watched>,
     made: std::sync::Mutex<BTreeMap<String, NormalImage>>,
 }
 
@@ -742,8 +810,15 @@ impl NormalForms {
     pub fn new(keep_files: bool) -> Self {
         NormalForms {
             keep_files,
+            watched: None,
             made: Default::default(),
         }
+    }
+
+    /// The same, saying of each image whether its new layers have a `watched` path.
+    pub fn watching(mut self, watched: Watched) -> Self {
+        self.watched = Some(watched);
+        self
     }
 
     /// Every normal form made so far, by component (taken out: the next call gives none).
@@ -777,7 +852,8 @@ pub async fn after_build(
         .filter(|t| !t.is_empty())
         .map(|t| t.to_string())
         .collect();
-    let (n, files) = normalize_keeping(daemon, raw, sde, &tags, base_layers, made.keep_files)
+    let keeping = (made.keep_files, made.watched);
+    let (n, files) = normalize_keeping(daemon, raw, sde, &tags, base_layers, keeping)
         .await
         .context(Fail::job(format!(
             "component `{task}`: normalising its image {raw}"
@@ -796,6 +872,7 @@ pub async fn after_build(
             daemon_id: n.daemon_id.clone(),
             diff_ids: n.layers.iter().map(|l| l.after.clone()).collect(),
             files,
+            same_os_as: n.same_os_as.clone(),
         },
     );
     Ok(n.daemon_id)

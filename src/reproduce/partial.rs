@@ -74,6 +74,9 @@ pub fn with_parents(keys: impl Iterator<Item = Vec<u8>>) -> HashSet<Vec<u8>> {
 /// One normalisation's record.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Record {
+    /// The normal form's ID.
+    #[serde(default)]
+    pub image_id: Option<String>,
     /// The layers as built (diff IDs), bottom first.
     pub raw: Vec<String>,
     /// Their sizes as built.
@@ -126,12 +129,12 @@ fn touches_etc(listed: &[Listed]) -> bool {
         .any(|l| layer::key_of(&l.head.path).starts_with(b"etc/"))
 }
 
-/// Records what normalising the image built with layers `raw` learned.
+/// Records what normalising the image built with layers `raw` (their sizes, how many are the
+/// base's) into `image_id` learned.
 pub fn remember(
     cache: &Path,
-    raw: &[String],
-    raw_sizes: &[u64],
-    keep: usize,
+    (raw, raw_sizes, keep): (&[String], &[u64], usize),
+    image_id: &str,
     outcomes: &[LayerOutcome],
     learned: Learned,
 ) {
@@ -155,6 +158,7 @@ pub fn remember(
     let mut queried: Vec<Vec<u8>> = learned.queried.into_iter().collect();
     queried.sort();
     let record = Record {
+        image_id: Some(image_id.to_string()),
         raw: raw.to_vec(),
         raw_sizes: raw_sizes.to_vec(),
         keep,
