@@ -1578,7 +1578,7 @@ async fn build_all(
         app: plan.app.clone(),
         builder: plan.builder,
         no_cache: opts.no_cache,
-        normal_forms: NormalForms::new(opts.keep_normal_forms),
+        normal_forms: NormalForms::new(opts.keep_normal_forms).watching(crate::attest::is_os_file),
         log_dir: log_dir.to_path_buf(),
         cache: opts.cache.clone(),
         cache_from: to_build
