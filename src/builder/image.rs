@@ -116,10 +116,19 @@ pub(crate) async fn build_component(
         CacheState::Cached { .. } | CacheState::Registry { .. } => "--no-cache".into(),
     };
     let mut log = Vec::new();
-    let built = match shared.builder {
-        Builder::BuildKit => build_session(shared, c, Request::image(c, temp), &mut log).await,
-        Builder::Legacy => build_streaming(shared, c, temp, &mut log).await,
-    };
+    let mut built = build_once(shared, c, temp, &mut log).await;
+    if let Err(f) = &built {
+        if lost_in_export(f) {
+            shared.reporter.report(Event::Log {
+                task: c.name.clone(),
+                line: "the daemon lost the image while exporting it (another client removed \
+                       the same image at that moment); building again from the cache"
+                    .into(),
+            });
+            log.push("# the export lost its image to a concurrent removal; built again".into());
+            built = build_once(shared, c, temp, &mut log).await;
+        }
+    }
     // Reproducible images (src/reproduce): the image tagged and recorded is the normal form
     // of what was built (build times clamped to SOURCE_DATE_EPOCH), so the same inputs give
     // the same image ID on every run and every daemon.
@@ -195,6 +204,31 @@ pub(crate) async fn build_component(
             })
         }
     }
+}
+
+async fn build_once(
+    shared: &Shared,
+    c: &ComponentPlan,
+    temp: &str,
+    log: &mut Vec<String>,
+) -> Result<String, Failure> {
+    match shared.builder {
+        Builder::BuildKit => build_session(shared, c, Request::image(c, temp), log).await,
+        Builder::Legacy => build_streaming(shared, c, temp, log).await,
+    }
+}
+
+/// Whether a build failed because the image it was exporting vanished from the daemon's image
+/// store: the same content built by another client (another slipway, another CI job on a shared
+/// daemon) gives the same image ID, and that client removed it between this export's create and
+/// tag. Nothing of the build is wrong; the same build again (from the cache) succeeds.
+fn lost_in_export(f: &Failure) -> bool {
+    let error = format!("{:#}", f.error);
+    f.step
+        .as_deref()
+        .is_some_and(|s| s.contains("exporting to image"))
+        && error.contains("failed to get digest")
+        && error.contains("no such file or directory")
 }
 
 /// Writes the build's whole log to `.slipway/logs/COMPONENT.log` (atomically; build secrets
@@ -690,4 +724,33 @@ pub(crate) async fn remove_tag(docker: &Docker, reference: &str) {
             None,
         )
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(step: &str, error: &str) -> Failure {
+        Failure {
+            error: anyhow::anyhow!("{error}"),
+            step: Some(step.to_string()),
+            log_tail: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_an_export_that_lost_its_image_is_built_again() {
+        // As Docker 20.10 words it when a concurrent removal wins.
+        let lost = "failed to get digest sha256:50efd7d6e78c: open /var/lib/docker/image/overlay2/\
+                    imagedb/content/sha256/50efd7d6e78c: no such file or directory";
+        assert!(lost_in_export(&failure("exporting to image", lost)));
+        assert!(!lost_in_export(&failure(
+            "[2/2] COPY index.html /www/",
+            lost
+        )));
+        assert!(!lost_in_export(&failure(
+            "exporting to image",
+            "no space left on device"
+        )));
+    }
 }
