@@ -897,7 +897,11 @@ async fn ctrl_c_stops_every_build_and_moves_no_tag() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(t0.elapsed() < std::time::Duration::from_secs(30));
-    seen.extend(rx.try_iter());
+    // The rest of its stderr, up to the end (the reader thread ends at EOF, dropping `tx`).
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Ok(l) = rx.recv_timeout(end.saturating_duration_since(std::time::Instant::now())) {
+        seen.push(l);
+    }
     assert!(seen.iter().any(|l| l.contains("interrupted")), "{seen:?}");
     assert_eq!(
         image_id(&docker, &format!("{}/beta:latest", p.prefix))
