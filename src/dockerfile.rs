@@ -616,6 +616,9 @@ fn next_unused_files(config_file: Option<&str>) -> Vec<String> {
     ]
 }
 
+/// Where the build stage moves the standalone output's traced `node_modules`.
+const STANDALONE_MODULES: &str = ".next/standalone-node_modules";
+
 fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     let pm = &p.deps.package_manager;
     doc.line(format!(
@@ -662,7 +665,13 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     cmds.push(format!(
         "if [ -n \"${{{NEXT_ACTIONS_KEY}:-}}\" ]; then node -e '{NEXT_PREVIEW_KEYS_JS}'; fi"
     ));
-    if !p.standalone {
+    if p.standalone {
+        // The traced dependencies apart from the app's own server code: COPY's cache key is
+        // the content, so after a change to the app they stay the layer they were.
+        cmds.push(format!(
+            "mkdir -p .next/standalone/node_modules && mv .next/standalone/node_modules {STANDALONE_MODULES}"
+        ));
+    } else {
         cmds.push(prune(pm));
         cmds.extend(next_unused_files(p.config_file.as_deref()));
     }
@@ -677,6 +686,13 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     create_user(doc, t);
     let cmd = if p.standalone {
         doc.line("COPY --from=build /app/public ./public");
+        doc.line(
+            "# The traced node_modules in a layer of their own: a change to the app's code leaves",
+        );
+        doc.line("# it as it was, so only the server code's layer is new.");
+        doc.line(format!(
+            "COPY --from=build /app/{STANDALONE_MODULES} ./node_modules"
+        ));
         doc.line("COPY --from=build /app/.next/standalone ./");
         doc.line("COPY --from=build /app/.next/static ./.next/static");
         argv(&["node", "server.js"])

@@ -259,6 +259,62 @@ async fn reference_images_build_run_and_talk() {
         page.contains(&title),
         "the frontend did not list the task from the backend:\n{page}"
     );
+
+    // A one-line change to the page: the traced node_modules (some 45 MB) stay the layer they
+    // were; only the server code's layers (about 1 MB) are new, so little has to travel.
+    let page_file = dir.path().join("frontend/app/page.tsx");
+    let text = std::fs::read_to_string(&page_file).unwrap();
+    std::fs::write(&page_file, text.replacen("<h1>", "<h1>Changed ", 1)).unwrap();
+    let layers = |image: &str| -> Vec<String> {
+        let json = ok(
+            docker(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RootFS.Layers}}",
+                image,
+            ]),
+            "inspect layers",
+        );
+        serde_json::from_str(&json).unwrap()
+    };
+    let before = layers(&frontend);
+    let out = common::slipway()
+        .current_dir(dir.path())
+        .args(["--progress", "plain", "build", "frontend"])
+        .output()
+        .unwrap();
+    ok(out, "slipway build frontend after a one-line change");
+    let after = layers(&frontend);
+    assert_ne!(before, after, "the change made no new image");
+    // The last four layers are the COPYs of public, node_modules, the server and the static
+    // files (only metadata follows them).
+    let history = ok(
+        docker(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}",
+            &frontend,
+        ]),
+        "history",
+    );
+    let copies: Vec<&str> = history
+        .lines()
+        .filter(|l| l.contains("COPY"))
+        .take(4)
+        .collect();
+    assert!(
+        copies.len() == 4 && copies[2].contains("standalone-node_modules"),
+        "the node_modules COPY is not third from the end:\n{history}"
+    );
+    let n = after.len();
+    assert_eq!(before.len(), n);
+    assert_eq!(
+        before[..n - 2],
+        after[..n - 2],
+        "a change to the page changed the node_modules layer or one below it"
+    );
     drop(cleanup);
 }
 
