@@ -86,7 +86,106 @@ pub fn resolve(env: Option<&str>, git: impl FnOnce() -> Option<i64>) -> anyhow::
 
 /// `git log -1 --format=%ct -- DIR`, run in DIR; `None` outside git, without commits touching
 /// it, or when git is not installed.
+///
+/// The answer changes only with the commit checked out (and a shallow clone's depth), so it is
+/// remembered in the cache directory under the directory, the HEAD commit and the shallow
+/// boundary, read from `.git` without running git: in a long history git walks back far to
+/// find the last commit touching a directory, and a run asks for every component.
 pub fn git_commit_time(dir: &Path) -> Option<i64> {
+    let key = head_key(dir);
+    let cache = crate::leftovers::cache_dir().join("git-times.json");
+    let mut known: Vec<(String, i64)> = key
+        .as_ref()
+        .and_then(|_| std::fs::read(&cache).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if let Some(key) = &key {
+        if let Some((_, t)) = known.iter().find(|(k, _)| k == key) {
+            return Some(*t);
+        }
+    }
+    let time = run_git_log(dir)?;
+    if let Some(key) = key {
+        known.retain(|(k, _)| *k != key);
+        known.insert(0, (key, time));
+        known.truncate(256);
+        if let Ok(bytes) = serde_json::to_vec(&known) {
+            // A cache: a failure to write it costs the next run a git call, nothing more.
+            let _ = crate::fsutil::write_atomic(&cache, &bytes, None);
+        }
+    }
+    Some(time)
+}
+
+/// `DIR HEAD-COMMIT SHALLOW-DIGEST` for the repository `dir` is in, from the files under
+/// `.git`; `None` (ask git every time) when anything is unusual: `GIT_DIR` or another `GIT_*`
+/// variable that moves the repository, a reftable, a HEAD that names no readable ref.
+fn head_key(dir: &Path) -> Option<String> {
+    if [
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_COMMON_DIR",
+        "GIT_CEILING_DIRECTORIES",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
+    {
+        return None;
+    }
+    let dir = dir.canonicalize().ok()?;
+    let git_dir = dir.ancestors().find_map(|d| {
+        let dot_git = d.join(".git");
+        if dot_git.is_dir() {
+            Some(dot_git)
+        } else if dot_git.is_file() {
+            let text = std::fs::read_to_string(&dot_git).ok()?;
+            let target = text.strip_prefix("gitdir:")?.trim();
+            Some(d.join(target))
+        } else {
+            None
+        }
+    })?;
+    let common = match std::fs::read_to_string(git_dir.join("commondir")) {
+        Ok(c) => git_dir.join(c.trim()),
+        Err(_) => git_dir.clone(),
+    };
+    if common.join("reftable").exists() {
+        return None;
+    }
+    let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
+    let head = head.trim();
+    let oid = match head.strip_prefix("ref:") {
+        None => head.to_string(),
+        Some(name) => {
+            let name = name.trim();
+            let loose = [git_dir.join(name), common.join(name)]
+                .iter()
+                .find_map(|p| std::fs::read_to_string(p).ok());
+            match loose {
+                Some(oid) => oid.trim().to_string(),
+                None => {
+                    let packed = std::fs::read_to_string(common.join("packed-refs")).ok()?;
+                    packed
+                        .lines()
+                        .filter(|l| !l.starts_with('#') && !l.starts_with('^'))
+                        .find_map(|l| {
+                            let (oid, n) = l.split_once(' ')?;
+                            (n.trim() == name).then(|| oid.to_string())
+                        })?
+                }
+            }
+        }
+    };
+    if oid.len() < 40 || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    use sha2::Digest as _;
+    let shallow = std::fs::read(common.join("shallow")).unwrap_or_default();
+    let shallow = hex::encode(&sha2::Sha256::digest(&shallow)[..8]);
+    Some(format!("{} {oid} {shallow}", dir.display()))
+}
+
+fn run_git_log(dir: &Path) -> Option<i64> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -211,5 +310,20 @@ mod tests {
         assert_eq!(git_commit_time(&dir.path().join("a")), Some(1_000_000_000));
         assert_eq!(git_commit_time(&dir.path().join("b")), Some(1_100_000_000));
         assert_eq!(git_commit_time(dir.path()), Some(1_100_000_000));
+
+        // Remembered per HEAD: a new commit, a detached HEAD and packed refs each give the
+        // answer git gives.
+        let key = head_key(&dir.path().join("a")).expect("a plain repository has a HEAD key");
+        std::fs::write(dir.path().join("a/f"), "3").unwrap();
+        assert!(git(&["commit", "-qam", "three"], "@1200000000 +0000"));
+        assert_ne!(head_key(&dir.path().join("a")).as_ref(), Some(&key));
+        assert_eq!(git_commit_time(&dir.path().join("a")), Some(1_200_000_000));
+        assert!(git(&["checkout", "-q", "HEAD~2"], ""));
+        assert_eq!(git_commit_time(&dir.path().join("b")), Some(1_000_000_000));
+        assert!(git(&["checkout", "-q", "-"], ""));
+        assert!(git(&["pack-refs", "--all"], ""));
+        assert!(head_key(dir.path()).is_some(), "packed refs are read");
+        assert_eq!(git_commit_time(&dir.path().join("b")), Some(1_100_000_000));
+        assert_eq!(git_commit_time(&dir.path().join("a")), Some(1_200_000_000));
     }
 }
