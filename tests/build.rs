@@ -1349,6 +1349,31 @@ async fn after_a_small_change_normalising_takes_only_the_new_layer_from_the_daem
         "{shown}"
     );
 
+    // Another SOURCE_DATE_EPOCH over the same built layers: what was normalised with the old
+    // one is not reused (its normal forms hold the old time), so the image is the whole
+    // export's with the new one.
+    let sde = [("SOURCE_DATE_EPOCH", "1600000000")];
+    let other = build(&sde, &[]);
+    let partial_id = report(&other).components["alpha"].image_id.clone();
+    let whole_cache = tempfile::tempdir().unwrap();
+    let sde_whole = [
+        ("SOURCE_DATE_EPOCH", "1600000000"),
+        ("SLIPWAY_EXPORT", "whole"),
+    ];
+    let whole = run_with(
+        &p,
+        whole_cache.path(),
+        &sde_whole,
+        &["build", "alpha", "--no-cache"],
+    );
+    assert_eq!(
+        partial_id,
+        report(&whole).components["alpha"].image_id,
+        "a new SOURCE_DATE_EPOCH: {}\n{}",
+        normalised(&other),
+        normalised(&whole)
+    );
+
     // The whole export of the same build, with nothing remembered, gives the same image.
     let other_cache = tempfile::tempdir().unwrap();
     let whole = run_with(

@@ -173,6 +173,7 @@ async fn normalize_keeping(
                         partial::remember(
                             &cache,
                             (&layers, &p.raw_sizes, keep),
+                            sde,
                             &plan.image_id,
                             &plan.outcomes,
                             p.learned,
@@ -220,7 +221,7 @@ async fn normalize_keeping(
     }
     if !containerd {
         let raw = (&layers[..], &raw_sizes[..], keep);
-        partial::remember(&cache, raw, &plan.image_id, &plan.outcomes, learned);
+        partial::remember(&cache, raw, sde, &plan.image_id, &plan.outcomes, learned);
     }
     let took = [export_ms, rewrite_ms, ms(t0)];
     let loaded = (already_present, daemon_id);
@@ -307,7 +308,7 @@ async fn partial_plan(
             "the daemon has no registry digest for the base's layers".into(),
         ));
     }
-    let Some(prepared) = partial::prepare(&cache, job.raw, job.keep) else {
+    let Some(prepared) = partial::prepare(&cache, job.raw, job.keep, job.sde) else {
         return Ok(Err("no earlier image shares its bottom layers".into()));
     };
     let from = prepared.from;

@@ -83,6 +83,8 @@ pub struct Record {
     pub raw_sizes: Vec<u64>,
     /// How many of them are the base's.
     pub keep: usize,
+    /// The SOURCE_DATE_EPOCH the outcomes were normalised with: their normal forms hold it.
+    pub sde: i64,
     pub outcomes: Vec<LayerOutcome>,
     /// The base's entries at `queried`.
     base: Vec<Listed>,
@@ -93,8 +95,8 @@ pub struct Record {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Index {
-    /// Newest first: the raw diff IDs of a record and its file.
-    records: Vec<(Vec<String>, String)>,
+    /// Newest first: a record's raw diff IDs, its SOURCE_DATE_EPOCH and its file.
+    records: Vec<(Vec<String>, i64, String)>,
 }
 
 fn dir(cache: &Path) -> PathBuf {
@@ -130,10 +132,11 @@ fn touches_etc(listed: &[Listed]) -> bool {
 }
 
 /// Records what normalising the image built with layers `raw` (their sizes, how many are the
-/// base's) into `image_id` learned.
+/// base's) with SOURCE_DATE_EPOCH `sde` into `image_id` learned.
 pub fn remember(
     cache: &Path,
     (raw, raw_sizes, keep): (&[String], &[u64], usize),
+    sde: i64,
     image_id: &str,
     outcomes: &[LayerOutcome],
     learned: Learned,
@@ -162,6 +165,7 @@ pub fn remember(
         raw: raw.to_vec(),
         raw_sizes: raw_sizes.to_vec(),
         keep,
+        sde,
         outcomes: outcomes.to_vec(),
         base: learned.base,
         queried,
@@ -169,14 +173,18 @@ pub fn remember(
     };
     let name = format!(
         "{}.json",
-        hex::encode(Sha256::digest(raw.join(",").as_bytes()))
+        hex::encode(Sha256::digest(
+            format!("{}@{sde}", raw.join(",")).as_bytes()
+        ))
     );
     write_json(&dir(cache).join(&name), &record);
     let index_path = dir(cache).join(INDEX);
     let mut index: Index = read_json(&index_path).unwrap_or_default();
-    index.records.retain(|(r, _)| r != raw);
-    index.records.insert(0, (raw.to_vec(), name));
-    for (_, gone) in index.records.split_off(KEEP.min(index.records.len())) {
+    index
+        .records
+        .retain(|(r, t, _)| (r.as_slice(), *t) != (raw, sde));
+    index.records.insert(0, (raw.to_vec(), sde, name));
+    for (_, _, gone) in index.records.split_off(KEEP.min(index.records.len())) {
         let _ = std::fs::remove_file(dir(cache).join(gone));
     }
     write_json(&index_path, &index);
@@ -191,20 +199,22 @@ pub struct Prepared {
     pub below: Vec<Vec<Listed>>,
 }
 
-/// The record sharing the most bottom layers with `raw`, if it shares at least the base and
-/// one layer, and every shared layer's entries are on disk.
-pub fn prepare(cache: &Path, raw: &[String], keep: usize) -> Option<Prepared> {
+/// The record sharing the most bottom layers with `raw`, made with the same SOURCE_DATE_EPOCH
+/// `sde` (a layer's normal form holds it), if it shares at least the base and one layer, and
+/// every shared layer's entries are on disk.
+pub fn prepare(cache: &Path, raw: &[String], keep: usize, sde: i64) -> Option<Prepared> {
     let index: Index = read_json(&dir(cache).join(INDEX))?;
     let (shared, name) = index
         .records
         .iter()
-        .map(|(r, name)| (r.iter().zip(raw).take_while(|(a, b)| a == b).count(), name))
+        .filter(|(_, t, _)| *t == sde)
+        .map(|(r, _, name)| (r.iter().zip(raw).take_while(|(a, b)| a == b).count(), name))
         .max_by_key(|(n, _)| *n)?;
     if shared == 0 || shared < keep {
         return None;
     }
     let record: Record = read_json(&dir(cache).join(name))?;
-    if record.keep != keep || record.outcomes.len() != record.raw.len() {
+    if record.keep != keep || record.sde != sde || record.outcomes.len() != record.raw.len() {
         return None;
     }
     let below = raw[keep..shared]
