@@ -262,7 +262,7 @@ async fn reference_images_build_run_and_talk() {
 
     // A one-line change to the page: the traced node_modules (some 45 MB) stay the layer they
     // were; only the server code's layers (about 1 MB) are new, so little has to travel.
-    let page_file = dir.path().join("frontend/app/page.tsx");
+    let page_file = dir.path().join("contexts/frontend/app/page.tsx");
     let text = std::fs::read_to_string(&page_file).unwrap();
     std::fs::write(&page_file, text.replacen("<h1>", "<h1>Changed ", 1)).unwrap();
     let layers = |image: &str| -> Vec<String> {
