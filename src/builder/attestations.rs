@@ -24,7 +24,6 @@ pub(super) async fn write_all(
     failures: &mut Vec<(String, anyhow::Error)>,
     dir: &Path,
 ) -> Vec<String> {
-    crate::leftovers::reap_readers(daemon).await;
     let containerd = daemon.containerd_store().await;
     let jobs = report
         .components
