@@ -219,13 +219,29 @@ async fn pipeline(
         cluster::Detection::Found(c) => Some(c),
         cluster::Detection::NoCluster(_) => None,
     };
-    let local_registry = cluster::registry::resolve(
+    // The nodes' registry wiring (an archive read per node and path) is asked while the plan
+    // is made; a failure of either stops the other.
+    let resolving = cluster::registry::resolve(
         &daemon.docker,
         found,
         config.cluster_registry.as_deref(),
         reporter,
-    )
-    .await?;
+    );
+    let planning = async {
+        // Detection runs once: for the generated Dockerfiles, then for the components that
+        // bring their own; the plan and the manifests read the result.
+        let (files, detected) = dockerfiles(session, config, args.locked, args.dry_run)?;
+        let stacks = Stacks::of(config, detected);
+        let plan_opts = build::PlanOptions {
+            pull: (!args.no_pull && !args.dry_run).then(|| session.reporter.clone()),
+            registry: args.push || config.images.registry,
+            locked: args.locked,
+            lazy_bases: !args.no_cache,
+        };
+        let plan = build::plan_pulling(config, daemon, &[], &stacks, plan_opts).await?;
+        anyhow::Ok((files, stacks, plan))
+    };
+    let (local_registry, (files, stacks, plan)) = tokio::try_join!(resolving, planning)?;
     if let Some(r) = &local_registry {
         reporter.report(Event::Info {
             message: format!(
@@ -235,17 +251,6 @@ async fn pipeline(
         });
     }
     let loads_nodes = found.is_some() && local_registry.is_none();
-    // Detection runs once: for the generated Dockerfiles, then for the components that bring
-    // their own; the plan and the manifests read the result.
-    let (files, detected) = dockerfiles(session, config, args.locked, args.dry_run)?;
-    let stacks = Stacks::of(config, detected);
-    let plan_opts = build::PlanOptions {
-        pull: (!args.no_pull && !args.dry_run).then(|| session.reporter.clone()),
-        registry: args.push || config.images.registry,
-        locked: args.locked,
-        lazy_bases: !args.no_cache,
-    };
-    let plan = build::plan_pulling(config, daemon, &[], &stacks, plan_opts).await?;
     let (mdir, cdir) = (manifests_dir(config), chart_dir(config));
     if args.dry_run {
         session.print(&preview(
