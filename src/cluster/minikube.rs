@@ -190,11 +190,41 @@ pub fn configured_runtime(profile: &str) -> Option<Runtime> {
     }
 }
 
-/// The node's runtime: minikube's profile configuration, else whatever answers in the node.
-pub async fn runtime(docker: &Docker, profile: &str, node: &str) -> anyhow::Result<Runtime> {
+/// The node's runtime: minikube's profile configuration, else whatever answers in the node
+/// (asked once per node container: the answer is remembered under its ID in the cache).
+pub async fn runtime(
+    docker: &Docker,
+    profile: &str,
+    node: &super::Node,
+) -> anyhow::Result<Runtime> {
     if let Some(r) = configured_runtime(profile) {
         return Ok(r);
     }
+    let cache = crate::leftovers::cache_dir().join("minikube-runtimes.json");
+    let mut known: Vec<(String, Runtime)> = std::fs::read(&cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if let Some((_, r)) = known
+        .iter()
+        .find(|(id, _)| !node.id.is_empty() && *id == node.id)
+    {
+        return Ok(*r);
+    }
+    let r = probe_runtime(docker, &node.name).await?;
+    if !node.id.is_empty() {
+        known.insert(0, (node.id.clone(), r));
+        known.truncate(32);
+        if let Ok(bytes) = serde_json::to_vec(&known) {
+            // A cache: a failure to write it costs the next run one exec.
+            let _ = crate::fsutil::write_atomic(&cache, &bytes, None);
+        }
+    }
+    Ok(r)
+}
+
+/// Asks the node which runtime answers in it.
+async fn probe_runtime(docker: &Docker, node: &str) -> anyhow::Result<Runtime> {
     let out = exec::run(
         docker,
         node,
@@ -238,7 +268,7 @@ pub async fn minikube_docker_endpoint(
     if !node.running {
         return Ok(None);
     }
-    if runtime(docker, profile, &node.name).await? != Runtime::Docker {
+    if runtime(docker, profile, node).await? != Runtime::Docker {
         return Ok(None);
     }
     let info = docker

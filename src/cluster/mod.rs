@@ -45,7 +45,7 @@ pub const K3D_LABEL: &str = "k3d.cluster";
 pub const K3D_ROLE_LABEL: &str = "k3d.role";
 
 /// The image store inside a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Containerd,
@@ -56,6 +56,9 @@ pub enum Runtime {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
     pub name: String,
+    /// The container's ID (a node made again has a new one).
+    #[serde(skip)]
+    pub id: String,
     /// `control-plane`, `worker` (kind's role label), `server`, `agent` (k3d's), or empty.
     pub role: String,
     pub running: bool,
@@ -190,6 +193,7 @@ async fn list_labelled(
                 cluster,
                 Node {
                     name,
+                    id: c.id.unwrap_or_default(),
                     role,
                     running: state == "running",
                     state,
@@ -331,7 +335,7 @@ async fn detect(docker: &Docker, target: &ClusterTarget) -> anyhow::Result<Detec
                 .hint(not_running_hint(target, &nodes, &others))
                 .into());
             };
-            let runtime = minikube::runtime(docker, profile, &first.name).await?;
+            let runtime = minikube::runtime(docker, profile, first).await?;
             Ok(Detection::Found(Cluster::Minikube {
                 profile: profile.clone(),
                 nodes,
