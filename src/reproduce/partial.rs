@@ -188,6 +188,27 @@ pub fn remember(
         let _ = std::fs::remove_file(dir(cache).join(gone));
     }
     write_json(&index_path, &index);
+    forget_unused_layers(cache, &index);
+}
+
+/// Removes the layer listings no kept record names, so the cache stays the size of its
+/// [`KEEP`] newest records.
+fn forget_unused_layers(cache: &Path, index: &Index) {
+    let used: HashSet<String> = index
+        .records
+        .iter()
+        .flat_map(|(raw, _, _)| raw.iter())
+        .map(|d| format!("{}.json", d.trim_start_matches("sha256:")))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(dir(cache).join("layers")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".json") && !used.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The record to normalise an image built with layers `raw` (the first `keep` its base's)
@@ -352,5 +373,41 @@ mod tests {
             .map(|k| k.to_vec())
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn only_the_kept_records_layers_stay_listed() {
+        let cache = tempfile::tempdir().unwrap();
+        let outcome = |d: &str| LayerOutcome {
+            before: d.to_string(),
+            after: d.to_string(),
+            size: 1,
+            rewritten: false,
+        };
+        let build = |i: usize| {
+            let raw = vec!["sha256:base".to_string(), format!("sha256:{i:064x}")];
+            let learned = Learned {
+                layers: vec![(raw[1].clone(), Vec::new())],
+                ..Default::default()
+            };
+            let outcomes: Vec<LayerOutcome> = raw.iter().map(|d| outcome(d)).collect();
+            remember(
+                cache.path(),
+                (&raw, &[1, 1], 1),
+                0,
+                "sha256:img",
+                &outcomes,
+                learned,
+            );
+        };
+        for i in 0..KEEP + 3 {
+            build(i);
+        }
+        let listed = |i: usize| layer_file(cache.path(), &format!("sha256:{i:064x}")).exists();
+        assert!(
+            (0..3).all(|i| !listed(i)),
+            "the oldest records' layers are forgotten"
+        );
+        assert!((3..KEEP + 3).all(listed), "the kept records' layers stay");
     }
 }
