@@ -809,8 +809,32 @@ async fn minikube_docker_loads_only_missing_chains() {
     let b = format!("{repo}:b");
     let b_id = env.build(&b, &format!("FROM {a}\nRUN echo two > /two.txt\n"), &[]);
     let layer = top_layer_size(&b);
+    let now = || {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+    };
+    let since = now();
     let r = env.load(&target, &[("web", &b, &b_id)], &silent()).await;
     assert!(r.ok(), "{r:#?}");
+    // The node's store is as slipway left it: it is not asked again what it holds (only the
+    // load and its check run in it).
+    let (_, execs) = docker(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &now(),
+        "--filter",
+        "event=exec_create",
+        "--filter",
+        &format!("container={node}"),
+    ]);
+    assert!(
+        execs.contains("docker load") && !execs.contains("image ls"),
+        "execs in the node during the load:\n{execs}"
+    );
     let x = result(&r, "web", &node);
     assert_eq!(
         x.outcome,

@@ -18,7 +18,7 @@ use super::image::{normalize_ref, ImageMeta};
 use super::Runtime;
 
 /// One image in the node's daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DockerImage {
     pub id: String,
     /// Normalised (`docker.io/app/web:1`).

@@ -628,12 +628,23 @@ async fn load_into(
     if unchanged {
         return Ok(all_present(cluster, images, reporter, started));
     }
-    let states = join_all(
-        cluster
-            .nodes()
-            .iter()
-            .map(|n| query(&docker, n, runtime, address)),
-    )
+    // A Docker node whose store did not change since slipway last saw it is not asked what it
+    // holds: the list from then stands (`unchanged::docker_images`).
+    let states = join_all(cluster.nodes().iter().zip(&prints).map(|(n, print)| {
+        let remembered = match (runtime, print) {
+            (Runtime::Docker, Some(p)) if n.running => {
+                unchanged::docker_images(&cache, host, &n.name, p)
+            }
+            _ => None,
+        };
+        let docker = &docker;
+        async move {
+            match remembered {
+                Some(images) => Ok(NodeState::Docker(minikube::State::new(images))),
+                None => query(docker, n, runtime, address).await,
+            }
+        }
+    }))
     .await;
     let mut slots: Vec<Slot> = cluster
         .nodes()
@@ -708,7 +719,12 @@ async fn load_into(
             .filter(|r| r.node == node.name)
             .all(|r| !matches!(r.outcome, Outcome::Failed { .. }));
         let seen = after.filter(|_| ended).map(|a| (a, wanted.clone()));
+        let print = seen.as_ref().map(|(a, _)| a.clone());
         unchanged::remember(&cache, host, &node.name, before.as_deref(), seen);
+        let slot = slots.iter().find(|s| s.node.name == node.name);
+        if let (Some(print), Some(Ok(NodeState::Docker(state)))) = (print, slot.map(|s| &s.state)) {
+            unchanged::remember_docker(&cache, host, &node.name, &print, state.images.clone());
+        }
     }
     let bytes_sent = results.iter().map(|r| r.bytes_sent).sum();
     Ok(LoadReport {

@@ -18,6 +18,7 @@ use bollard::query_parameters::ContainerArchiveInfoOptions;
 use bollard::Docker;
 use serde::{Deserialize, Serialize};
 
+use super::minikube::DockerImage;
 use super::{kind, Runtime};
 
 const CACHE_FILE: &str = "node-images.json";
@@ -70,6 +71,10 @@ struct Seen {
     fingerprint: String,
     /// `<name>@<image ID>` of each image the node held.
     images: BTreeSet<String>,
+    /// On a Docker node: every image its daemon held then, with its layers (what a load
+    /// plans from), so that a run that finds the same stat need not list them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    docker: Option<Vec<DockerImage>>,
 }
 
 fn key(host: &str, node: &str) -> String {
@@ -120,6 +125,7 @@ pub fn remember(
             let seen = Seen {
                 fingerprint,
                 images,
+                docker: None,
             };
             memory.nodes.insert(k, seen.clone()) != Some(seen)
         }
@@ -130,6 +136,43 @@ pub fn remember(
     }
     let _ = std::fs::create_dir_all(cache_dir);
     // A cache: losing it costs one question per node, so a failed write is not an error.
+    if let Ok(bytes) = serde_json::to_vec_pretty(&memory) {
+        let _ = crate::fsutil::write_atomic(&cache_dir.join(CACHE_FILE), &bytes, None);
+    }
+}
+
+/// What a Docker node's daemon held when its store last had `fingerprint`, if slipway saw it
+/// then ([`remember_docker`]).
+pub fn docker_images(
+    cache_dir: &Path,
+    host: &str,
+    node: &str,
+    fingerprint: &str,
+) -> Option<Vec<DockerImage>> {
+    read(cache_dir)
+        .nodes
+        .remove(&key(host, node))
+        .filter(|seen| seen.fingerprint == fingerprint)
+        .and_then(|seen| seen.docker)
+}
+
+/// Adds to what [`remember`] noted for a Docker node the images its daemon holds (the list the
+/// run started from, with what it loaded), while the note is for `fingerprint`.
+pub fn remember_docker(
+    cache_dir: &Path,
+    host: &str,
+    node: &str,
+    fingerprint: &str,
+    images: Vec<DockerImage>,
+) {
+    let mut memory = read(cache_dir);
+    let Some(seen) = memory.nodes.get_mut(&key(host, node)) else {
+        return;
+    };
+    if seen.fingerprint != fingerprint || seen.docker.as_ref() == Some(&images) {
+        return;
+    }
+    seen.docker = Some(images);
     if let Ok(bytes) = serde_json::to_vec_pretty(&memory) {
         let _ = crate::fsutil::write_atomic(&cache_dir.join(CACHE_FILE), &bytes, None);
     }
