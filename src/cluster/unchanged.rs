@@ -222,4 +222,29 @@ mod tests {
         remember(dir.path(), "h", "n1", Some("f3"), None);
         assert!(!holds(dir.path(), "h", "n1", "f3", &set(&["d@5"])));
     }
+
+    #[test]
+    fn a_docker_nodes_images_stand_only_while_its_store_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = vec![DockerImage {
+            id: "sha256:a".into(),
+            tags: vec!["docker.io/app/web:1".into()],
+            diff_ids: vec!["sha256:l0".into()],
+        }];
+        let seen = |f: &str| Some((f.to_string(), BTreeSet::from(["web@sha256:a".to_string()])));
+        // Nothing noted for the node yet: nothing to add the images to.
+        remember_docker(dir.path(), "h", "n", "f1", images.clone());
+        assert_eq!(docker_images(dir.path(), "h", "n", "f1"), None);
+        remember(dir.path(), "h", "n", None, seen("f1"));
+        remember_docker(dir.path(), "h", "n", "f1", images.clone());
+        assert_eq!(
+            docker_images(dir.path(), "h", "n", "f1"),
+            Some(images.clone())
+        );
+        assert_eq!(docker_images(dir.path(), "h", "n", "f2"), None);
+        assert_eq!(docker_images(dir.path(), "h", "m", "f1"), None);
+        // A new stat noted without a list forgets the old list.
+        remember(dir.path(), "h", "n", Some("f1"), seen("f2"));
+        assert_eq!(docker_images(dir.path(), "h", "n", "f2"), None);
+    }
 }
