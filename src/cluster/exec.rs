@@ -56,6 +56,40 @@ impl ExecOutput {
     }
 }
 
+/// The line a node's script prints between a command that took an archive and the check of
+/// what it made (see [`after_check`]).
+pub const CHECK_FOLLOWS: &str = "--- slipway: the check follows ---";
+
+/// Splits the output of `COMMAND && echo CHECK_FOLLOWS && CHECK`: the check's stdout when both
+/// succeeded; else an error naming whichever failed (`what` or `check`).
+pub fn after_check(out: ExecOutput, what: &str, check: &str) -> anyhow::Result<String> {
+    let Some((_, rest)) = out.stdout.split_once(&format!("{CHECK_FOLLOWS}\n")) else {
+        let out = out.check(what)?;
+        return Err(anyhow!(
+            "{what} ended without running its check: {}",
+            out.tail()
+        ));
+    };
+    let rest = rest.to_string();
+    if out.code != 0 {
+        let tail = ExecOutput {
+            stdout: rest,
+            ..out
+        };
+        return Err(anyhow!(
+            "{check} exited with {}: {}",
+            tail.code,
+            tail.tail()
+        ));
+    }
+    Ok(rest)
+}
+
+/// `s` as one word for `sh`.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// What the stdin stream of [`run_with_input`] carries.
 #[derive(Debug, Clone)]
 pub enum Chunk {
@@ -236,6 +270,46 @@ fn node_error(e: bollard::errors::Error) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_check_names_the_step_that_failed() {
+        let out = |code, stdout: &str, stderr: &str| ExecOutput {
+            code,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        };
+        let follows = format!("unpacking x...done\n{CHECK_FOLLOWS}\nREF TYPE\nx y\n");
+        assert_eq!(
+            after_check(out(0, &follows, ""), "the import", "the check").unwrap(),
+            "REF TYPE\nx y\n"
+        );
+        let e = after_check(out(1, "", "ctr: short read\n"), "the import", "the check");
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "the import exited with 1: ctr: short read"
+        );
+        let e = after_check(
+            out(1, &follows, "no such image\n"),
+            "the import",
+            "the check",
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "the check exited with 1: no such image"
+        );
+        // A script that exits 0 without the line did not run the check: not a success.
+        let e = after_check(out(0, "done\n", ""), "the import", "the check");
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("without running its check"));
+    }
+
+    #[test]
+    fn sh_quote_keeps_one_word() {
+        assert_eq!(sh_quote("name==docker.io/a/b:c"), "'name==docker.io/a/b:c'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+    }
 
     #[test]
     fn tail_prefers_stderr_and_keeps_the_end() {

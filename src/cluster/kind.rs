@@ -276,15 +276,18 @@ done"#
 }
 
 /// The import command, with kind's own flags.
-pub fn import_command(at: Ctr<'_>, snapshotter: &str) -> Vec<String> {
-    at.command(&[
-        "images",
-        "import",
-        "--all-platforms",
-        "--digests",
-        &format!("--snapshotter={snapshotter}"),
-        "-",
-    ])
+/// `ctr images import` of the archive on stdin and, once it succeeded, `ctr images check` of
+/// `name`, in one exec (a second exec per node cost a round trip of its own): the check's
+/// output follows [`exec::CHECK_FOLLOWS`]; [`check_import`] reads it.
+pub fn import_command(at: Ctr<'_>, snapshotter: &str, name: &str) -> Vec<String> {
+    let ctr = at.shell();
+    let script = format!(
+        "{ctr} images import --all-platforms --digests --snapshotter={} - && echo '{}' && {ctr} images check {}",
+        exec::sh_quote(snapshotter),
+        exec::CHECK_FOLLOWS,
+        exec::sh_quote(&format!("name=={name}")),
+    );
+    vec!["sh".into(), "-c".into(), script]
 }
 
 /// Points `to` at the image `from` names.
@@ -432,10 +435,13 @@ pub async fn verify(
             "checking the image (ctr images check)",
         )
         .await?;
-    let Some(c) = parse_check(&out.stdout)
-        .into_iter()
-        .find(|c| c.name == name)
-    else {
+    check_import(&out.stdout, name, digest)
+}
+
+/// Reads what `ctr images check` printed for `name`: it must be there, point at `digest` (when
+/// known), and be complete and unpacked.
+pub fn check_import(stdout: &str, name: &str, digest: Option<&str>) -> anyhow::Result<()> {
+    let Some(c) = parse_check(stdout).into_iter().find(|c| c.name == name) else {
         return Err(anyhow!(
             "after the import, {name} is not in the node's image list"
         ));

@@ -144,6 +144,17 @@ pub async fn retag(docker: &Docker, node: &str, from: &str, to: &str) -> anyhow:
     Ok(())
 }
 
+/// `docker load` of the archive on stdin and, once it succeeded, the ID `reference` names,
+/// in one exec: the ID follows [`exec::CHECK_FOLLOWS`]; [`check_load`] reads it.
+pub fn load_command(reference: &str) -> Vec<String> {
+    let script = format!(
+        "docker load && echo '{}' && docker image inspect --format '{{{{.Id}}}}' {}",
+        exec::CHECK_FOLLOWS,
+        exec::sh_quote(reference),
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
+
 /// Checks that `reference` now names `id` in the node's daemon.
 pub async fn verify(docker: &Docker, node: &str, reference: &str, id: &str) -> anyhow::Result<()> {
     let out = exec::run(
@@ -155,7 +166,12 @@ pub async fn verify(docker: &Docker, node: &str, reference: &str, id: &str) -> a
     )
     .await?
     .check("checking the loaded image (docker image inspect)")?;
-    let got = out.stdout.trim();
+    check_load(&out.stdout, reference, id)
+}
+
+/// Reads the ID `docker image inspect` printed for `reference`: it must be `id`.
+pub fn check_load(stdout: &str, reference: &str, id: &str) -> anyhow::Result<()> {
+    let got = stdout.trim();
     if got != id {
         return Err(anyhow!("after the load, {reference} is {got}, not {id}"));
     }

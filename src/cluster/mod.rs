@@ -985,7 +985,8 @@ type Outcomes = BTreeMap<usize, (Outcome, u64)>;
 /// A node's import that is under way: the command reading the archive, and the bytes it got.
 type Importing = (
     Arc<AtomicU64>,
-    tokio::task::JoinHandle<anyhow::Result<exec::ExecOutput>>,
+    // The check's output (see [`exec::after_check`]).
+    tokio::task::JoinHandle<anyhow::Result<String>>,
 );
 
 async fn load_image(
@@ -1169,20 +1170,26 @@ fn start_import(
     reporter: &dyn Reporter,
 ) -> (transfer::Sink, Importing) {
     let (tx, rx) = mpsc::channel(NODE_QUEUE);
-    let (format, cmd, what) = match s.runtime {
+    let (format, cmd, what, check) = match s.runtime {
         Runtime::Containerd => (
             transfer::Format::Oci {
                 name: image.containerd_name(),
             },
-            kind::import_command(s.ctr(), s.snapshotter.as_deref().unwrap_or("overlayfs")),
+            kind::import_command(
+                s.ctr(),
+                s.snapshotter.as_deref().unwrap_or("overlayfs"),
+                &image.containerd_name(),
+            ),
             "the import (ctr images import)",
+            "checking the image (ctr images check)",
         ),
         Runtime::Docker => (
             transfer::Format::DockerSave {
                 repo_tag: image.reference.clone(),
             },
-            vec!["docker".to_string(), "load".to_string()],
+            minikube::load_command(&image.reference),
             "the load (docker load)",
+            "checking the loaded image (docker image inspect)",
         ),
     };
     reporter.report(Event::Step {
@@ -1206,7 +1213,7 @@ fn start_import(
         let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
         exec::run_with_input(&d, &node, &cmd, rx, &w)
             .await
-            .and_then(|o| o.check(what))
+            .and_then(|o| exec::after_check(o, what, check))
     });
     (sink, (written, handle))
 }
@@ -1216,26 +1223,18 @@ async fn finish(
     docker: &Docker,
     image: &ImageMeta,
     slot: &Slot,
-    result: anyhow::Result<exec::ExecOutput>,
+    result: anyhow::Result<String>,
     sink: &transfer::SinkResult,
     manifest_digest: Option<&str>,
 ) -> Result<(), String> {
     let node = &slot.node.name;
-    let checked = match result {
-        Ok(_) => match slot.runtime {
-            Runtime::Containerd => {
-                kind::verify(
-                    docker,
-                    slot.ctr(),
-                    &image.containerd_name(),
-                    manifest_digest,
-                )
-                .await
-            }
-            Runtime::Docker => minikube::verify(docker, node, &image.reference, &image.id).await,
-        },
-        Err(e) => Err(e),
-    };
+    // The node's script checked what it made right after making it.
+    let checked = result.and_then(|checked| match slot.runtime {
+        Runtime::Containerd => {
+            kind::check_import(&checked, &image.containerd_name(), manifest_digest)
+        }
+        Runtime::Docker => minikube::check_load(&checked, &image.reference, &image.id),
+    });
     let Err(e) = checked else {
         return Ok(());
     };
