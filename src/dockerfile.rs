@@ -494,8 +494,19 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
     doc.line("# production: the virtualenv and the source, run as a fixed non-root UID.");
     doc.line("FROM base AS production");
     create_user(doc, t);
-    doc.line("COPY --from=build /opt/venv /opt/venv");
-    doc.line("COPY --from=build /app /app");
+    if matches!(p.installer, Installer::Uv { .. }) {
+        doc.line("COPY --from=build /opt/venv /opt/venv");
+        doc.line("COPY --from=build /app /app");
+    } else {
+        doc.line(
+            "# The virtualenv from deps and the source from the context: the files the build stage",
+        );
+        doc.line(
+            "# holds, without a checksum of the whole virtualenv after each change to the source.",
+        );
+        doc.line("COPY --from=deps /opt/venv /opt/venv");
+        doc.line("COPY . /app");
+    }
     if matches!(p.server, Server::Gunicorn { .. }) {
         // gunicorn 25+ opens a control socket in $XDG_RUNTIME_DIR, else under the home
         // directory, which the app user has none of (a warning at every start).
