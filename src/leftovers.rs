@@ -7,9 +7,10 @@
 //! `REPO:slipway-build-slipway-COMPONENT-PID-NANOS` (`builder::image::temp_tag`). Each run
 //! reaps, at its start, the directories and the temporary tags (on a local daemon) whose owner
 //! is no longer alive; the containers made to read an image's files (`dev.slipway.reader-pid`)
-//! are reaped before the next run reads any.
+//! are reaped before the next run reads any. Tags are looked for only when a run that built in
+//! the project died ([`RunMarker`]): listing them costs a daemon with many images tens of ms.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
@@ -119,12 +120,56 @@ pub fn tag_owner(reference: &str) -> Option<u32> {
     Some(pid)
 }
 
+/// A run's mark in the project's state directory (`.slipway/runs/PID`) while its builds may
+/// hold temporary tags; removed when they end. One left by a dead run tells the next run to
+/// look for its tags ([`dead_runs`]).
+pub struct RunMarker(PathBuf);
+
+impl RunMarker {
+    pub fn new(state_dir: &Path) -> RunMarker {
+        let path = state_dir.join("runs").join(std::process::id().to_string());
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        // Without the mark a kill leaves its tags to `slipway prune`: not worth failing for.
+        let _ = crate::fsutil::write_atomic(&path, b"", None);
+        RunMarker(path)
+    }
+}
+
+impl Drop for RunMarker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The marks of runs that died while their builds held temporary tags ([`RunMarker`]).
+pub fn dead_runs(state_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|pid| !alive(pid))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Untags the temporary build tags of dead runs under `repositories` (this project's) on a
 /// local daemon (a unix socket: its pids are this machine's; on a daemon shared over TCP, a pid
-/// says nothing about another machine's runs). Returns the tags removed.
-pub async fn reap_tags(daemon: &crate::docker::Daemon, repositories: &[String]) -> Vec<String> {
+/// says nothing about another machine's runs). Returns the tags removed, `None` when the
+/// daemon could not list them.
+pub async fn reap_tags(
+    daemon: &crate::docker::Daemon,
+    repositories: &[String],
+) -> Option<Vec<String>> {
     if !daemon.endpoint.host.starts_with("unix://") || repositories.is_empty() {
-        return Vec::new();
+        return Some(Vec::new());
     }
     let patterns: Vec<String> = repositories
         .iter()
@@ -137,9 +182,7 @@ pub async fn reap_tags(daemon: &crate::docker::Daemon, repositories: &[String]) 
     let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
         .filters(&filters)
         .build();
-    let Ok(images) = daemon.docker.list_images(Some(options)).await else {
-        return Vec::new();
-    };
+    let images = daemon.docker.list_images(Some(options)).await.ok()?;
     let mut reaped = Vec::new();
     for tag in images.into_iter().flat_map(|i| i.repo_tags) {
         if tag_owner(&tag).is_some_and(|pid| !alive(pid)) {
@@ -156,7 +199,7 @@ pub async fn reap_tags(daemon: &crate::docker::Daemon, repositories: &[String]) 
             }
         }
     }
-    reaped
+    Some(reaped)
 }
 
 /// Removes the containers (created to read an image's files, never started) that dead runs
@@ -213,6 +256,26 @@ mod tests {
         );
         assert_eq!(tag_owner("p/web:latest"), None);
         assert_eq!(tag_owner("p/web:slipway-build-slipway-web-x-17f0"), None);
+    }
+
+    #[test]
+    fn a_run_marks_the_project_while_it_builds_and_a_dead_runs_mark_is_found() {
+        let state = tempfile::tempdir().unwrap();
+        assert!(dead_runs(state.path()).is_empty(), "no runs directory yet");
+        let mine = state.path().join("runs").join(std::process::id().to_string());
+        let marker = RunMarker::new(state.path());
+        assert!(mine.exists());
+        // A live run's mark is not a dead run's.
+        assert!(dead_runs(state.path()).is_empty());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let theirs = state.path().join("runs").join(dead.to_string());
+        std::fs::write(&theirs, b"").unwrap();
+        std::fs::write(state.path().join("runs/not-a-pid"), b"").unwrap();
+        assert_eq!(dead_runs(state.path()), vec![theirs]);
+        drop(marker);
+        assert!(!mine.exists(), "the mark goes when the builds end");
     }
 
     #[test]

@@ -1313,15 +1313,16 @@ pub async fn execute(
         &mut run,
     )
     .await;
-    // The reaping runs beside the builds (it never touches a live run's tags): listing tags
-    // by pattern is slow on a daemon with many images, and a run with nothing to build
-    // should not wait for it.
-    let reap = reap_tags(daemon, plan, reporter.as_ref());
+    // The reaping runs beside the builds (it never touches a live run's tags), and only after
+    // a run that died: listing tags by pattern is slow on a daemon with many images.
+    let state_dir = config.root.join(".slipway");
+    let reap = reap_tags(daemon, plan, &state_dir, reporter.as_ref());
     let work = async {
         let made = match to_build.is_empty() {
             true => BTreeMap::new(),
             false => {
-                let log_dir = config.root.join(".slipway").join("logs");
+                let _marker = crate::leftovers::RunMarker::new(&state_dir);
+                let log_dir = state_dir.join("logs");
                 let reporter = reporter.clone();
                 build_all(reporter, daemon, plan, &to_build, opts, &log_dir, &mut run).await?
             }
@@ -1550,13 +1551,27 @@ pub async fn pull_pinned(
 }
 
 /// Untags the temporary tags that runs killed outright left ([`crate::leftovers::reap_tags`]).
-async fn reap_tags(daemon: &Daemon, plan: &BuildPlan, reporter: &dyn Reporter) {
+async fn reap_tags(
+    daemon: &Daemon,
+    plan: &BuildPlan,
+    state_dir: &std::path::Path,
+    reporter: &dyn Reporter,
+) {
+    let dead = crate::leftovers::dead_runs(state_dir);
+    if dead.is_empty() {
+        return;
+    }
     let repositories: Vec<String> = plan
         .components
         .iter()
         .map(|c| c.repository.clone())
         .collect();
-    let reaped = crate::leftovers::reap_tags(daemon, &repositories).await;
+    let Some(reaped) = crate::leftovers::reap_tags(daemon, &repositories).await else {
+        return;
+    };
+    for mark in dead {
+        let _ = std::fs::remove_file(mark);
+    }
     if !reaped.is_empty() {
         reporter.report(Event::Info {
             message: format!(
