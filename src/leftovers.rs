@@ -262,7 +262,10 @@ mod tests {
     fn a_run_marks_the_project_while_it_builds_and_a_dead_runs_mark_is_found() {
         let state = tempfile::tempdir().unwrap();
         assert!(dead_runs(state.path()).is_empty(), "no runs directory yet");
-        let mine = state.path().join("runs").join(std::process::id().to_string());
+        let mine = state
+            .path()
+            .join("runs")
+            .join(std::process::id().to_string());
         let marker = RunMarker::new(state.path());
         assert!(mine.exists());
         // A live run's mark is not a dead run's.
