@@ -275,10 +275,9 @@ done"#
     Ok(out.stdout.lines().map(str::to_string).collect())
 }
 
-/// The import command, with kind's own flags.
-/// `ctr images import` of the archive on stdin and, once it succeeded, `ctr images check` of
-/// `name`, in one exec (a second exec per node cost a round trip of its own): the check's
-/// output follows [`exec::CHECK_FOLLOWS`]; [`check_import`] reads it.
+/// `ctr images import` of the archive on stdin (kind's own flags) and, once it succeeded,
+/// `ctr images check` of `name`, in one exec (a second exec per node cost a round trip of its
+/// own): the check's output follows [`exec::CHECK_FOLLOWS`]; [`check_import`] reads it.
 pub fn import_command(at: Ctr<'_>, snapshotter: &str, name: &str) -> Vec<String> {
     let ctr = at.shell();
     let script = format!(
@@ -418,24 +417,6 @@ async fn check_all(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<Vec<Check>> {
         )
         .await?;
     Ok(parse_check(&out.stdout))
-}
-
-/// Checks that `name` now points at `digest` and the image is complete and unpacked.
-pub async fn verify(
-    docker: &Docker,
-    at: Ctr<'_>,
-    name: &str,
-    digest: Option<&str>,
-) -> anyhow::Result<()> {
-    let filter = format!("name=={name}");
-    let out = at
-        .run(
-            docker,
-            &["images", "check", &filter],
-            "checking the image (ctr images check)",
-        )
-        .await?;
-    check_import(&out.stdout, name, digest)
 }
 
 /// Reads what `ctr images check` printed for `name`: it must be there, point at `digest` (when

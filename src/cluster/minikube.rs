@@ -155,20 +155,6 @@ pub fn load_command(reference: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script]
 }
 
-/// Checks that `reference` now names `id` in the node's daemon.
-pub async fn verify(docker: &Docker, node: &str, reference: &str, id: &str) -> anyhow::Result<()> {
-    let out = exec::run(
-        docker,
-        node,
-        &[
-            "docker", "image", "inspect", "--format", "{{.Id}}", reference,
-        ],
-    )
-    .await?
-    .check("checking the loaded image (docker image inspect)")?;
-    check_load(&out.stdout, reference, id)
-}
-
 /// Reads the ID `docker image inspect` printed for `reference`: it must be `id`.
 pub fn check_load(stdout: &str, reference: &str, id: &str) -> anyhow::Result<()> {
     let got = stdout.trim();
