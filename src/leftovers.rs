@@ -4,7 +4,9 @@
 //! One killed outright (`kill -9`, the OOM killer, a power cut) cannot, so everything temporary
 //! carries its owner's pid: directories are `CACHE/tmp/KIND-PID-XXXXXX` (never the system's
 //! temp directory, where nothing would ever look for them) and build tags are
-//! `REPO:slipway-build-slipway-COMPONENT-PID-NANOS` (`builder::image::temp_tag`). Each run
+//! `REPO:slipway-build-slipway-COMPONENT-PID-NANOS` (`builder::image::temp_tag`), and the tags
+//! a daemon pushes an image from while normalising are `HOST/slipway-export/NAME:pPID-N`
+//! (`docker::receive::push_to`). Each run
 //! reaps, at its start, the directories and the temporary tags (on a local daemon) whose owner
 //! is no longer alive; the containers made to read an image's files (`dev.slipway.reader-pid`)
 //! are reaped before the next run reads any. Tags are looked for only when a run that built in
@@ -120,6 +122,28 @@ pub fn tag_owner(reference: &str) -> Option<u32> {
     Some(pid)
 }
 
+/// The repository path of the temporary tags an image is pushed from while normalising
+/// (`HOST/slipway-export/NAME:pPID-N`, `docker::receive::push_to`).
+pub const EXPORT_REPO: &str = "slipway-export";
+
+/// The owner of a temporary export tag `HOST/slipway-export/NAME:pPID-N`.
+pub fn export_tag_owner(reference: &str) -> Option<u32> {
+    let (repo, tag) = reference.rsplit_once(':')?;
+    let mut path = repo.rsplitn(3, '/');
+    let (_name, parent) = (path.next()?, path.next()?);
+    if parent != EXPORT_REPO {
+        return None;
+    }
+    let (pid, n) = tag.strip_prefix('p')?.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// The owner of either kind of temporary tag slipway makes.
+fn any_tag_owner(reference: &str) -> Option<u32> {
+    tag_owner(reference).or_else(|| export_tag_owner(reference))
+}
+
 /// A run's mark in the project's state directory (`.slipway/runs/PID`) while its builds may
 /// hold temporary tags; removed when they end. One left by a dead run tells the next run to
 /// look for its tags ([`dead_runs`]).
@@ -160,8 +184,8 @@ pub fn dead_runs(state_dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Untags the temporary build tags of dead runs under `repositories` (this project's) on a
-/// local daemon (a unix socket: its pids are this machine's; on a daemon shared over TCP, a pid
+/// Untags the temporary build tags of dead runs under `repositories` (this project's), and the
+/// export tags of dead runs (whichever project they normalised for), on a local daemon (a unix socket: its pids are this machine's; on a daemon shared over TCP, a pid
 /// says nothing about another machine's runs). Returns the tags removed, `None` when the
 /// daemon could not list them.
 pub async fn reap_tags(
@@ -174,6 +198,7 @@ pub async fn reap_tags(
     let patterns: Vec<String> = repositories
         .iter()
         .map(|r| format!("{r}:slipway-build-*"))
+        .chain([format!("*/{EXPORT_REPO}/*:p*")])
         .collect();
     let filters = std::collections::HashMap::from([(
         "reference".to_string(),
@@ -185,7 +210,7 @@ pub async fn reap_tags(
     let images = daemon.docker.list_images(Some(options)).await.ok()?;
     let mut reaped = Vec::new();
     for tag in images.into_iter().flat_map(|i| i.repo_tags) {
-        if tag_owner(&tag).is_some_and(|pid| !alive(pid)) {
+        if any_tag_owner(&tag).is_some_and(|pid| !alive(pid)) {
             let untag = bollard::query_parameters::RemoveImageOptionsBuilder::default()
                 .noprune(true)
                 .build();
@@ -256,6 +281,20 @@ mod tests {
         );
         assert_eq!(tag_owner("p/web:latest"), None);
         assert_eq!(tag_owner("p/web:slipway-build-slipway-web-x-17f0"), None);
+        assert_eq!(
+            export_tag_owner("127.0.0.1:39835/slipway-export/image:p14617-1"),
+            Some(14617)
+        );
+        assert_eq!(
+            export_tag_owner("127.0.0.1:5000/slipway-export/web:latest"),
+            None
+        );
+        assert_eq!(export_tag_owner("127.0.0.1:5000/other/web:p1-2"), None);
+        assert_eq!(export_tag_owner("slipway-export:p1-2"), None);
+        assert_eq!(
+            any_tag_owner("p/web:slipway-build-slipway-web-4321-17f0a9c"),
+            Some(4321)
+        );
     }
 
     #[test]

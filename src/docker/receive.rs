@@ -935,7 +935,14 @@ pub async fn push_to(daemon: &Daemon, image: &str, receiver: &Receiver) -> anyho
         .into());
     }
     static N: AtomicU64 = AtomicU64::new(0);
-    let repo = format!("{}/slipway-export/{}", receiver.host(), export_name(image));
+    // The pid in the tag lets a later run reap it when this one is killed outright
+    // (`leftovers::export_tag_owner`).
+    let repo = format!(
+        "{}/{}/{}",
+        receiver.host(),
+        crate::leftovers::EXPORT_REPO,
+        export_name(image)
+    );
     let tag = format!(
         "p{}-{}",
         std::process::id(),
