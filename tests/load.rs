@@ -366,8 +366,8 @@ fn content_bytes(node: &str) -> u64 {
             .next()
             .and_then(|n| n.parse().ok())
             .filter(|_| ok);
-        if now.is_some() && now == last {
-            return now.unwrap();
+        if let (Some(n), true) = (now, now == last) {
+            return n;
         }
         (last, out) = (now, text);
         std::thread::sleep(std::time::Duration::from_millis(300));
