@@ -27,8 +27,11 @@ use super::normalize::LayerOutcome;
 const DIR: &str = "partial";
 const INDEX: &str = "index.json";
 const RECEIVED: &str = "received.json";
-/// Records kept: the newest few are the images the next builds start from.
-const KEEP: usize = 16;
+/// Records kept in all: the newest are the images the next builds start from.
+const KEEP: usize = 48;
+/// Records kept per base (the same bottom layers and SOURCE_DATE_EPOCH): a run of edits to
+/// one component must not push out the records every other component starts from.
+const KEEP_PER_BASE: usize = 4;
 
 /// What one normalisation learned, for [`remember`].
 #[derive(Debug, Default)]
@@ -95,8 +98,20 @@ pub struct Record {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Index {
-    /// Newest first: a record's raw diff IDs, its SOURCE_DATE_EPOCH and its file.
-    records: Vec<(Vec<String>, i64, String)>,
+    /// Newest first.
+    records: Vec<Entry>,
+}
+
+/// A record in the index: its raw diff IDs, its SOURCE_DATE_EPOCH, its file, and how many of
+/// its layers are the base's (0 in an index written before that was kept).
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry(Vec<String>, i64, String, #[serde(default)] usize);
+
+impl Entry {
+    /// What records compete for [`KEEP_PER_BASE`] places.
+    fn base(&self) -> (&[String], i64) {
+        (&self.0[..self.3.min(self.0.len())], self.1)
+    }
 }
 
 fn dir(cache: &Path) -> PathBuf {
@@ -182,10 +197,31 @@ pub fn remember(
     let mut index: Index = read_json(&index_path).unwrap_or_default();
     index
         .records
-        .retain(|(r, t, _)| (r.as_slice(), *t) != (raw, sde));
-    index.records.insert(0, (raw.to_vec(), sde, name));
-    for (_, _, gone) in index.records.split_off(KEEP.min(index.records.len())) {
-        let _ = std::fs::remove_file(dir(cache).join(gone));
+        .retain(|Entry(r, t, _, _)| (r.as_slice(), *t) != (raw, sde));
+    index
+        .records
+        .insert(0, Entry(raw.to_vec(), sde, name, keep));
+    // The newest KEEP_PER_BASE of each base, and KEEP in all.
+    let mut per_base: HashMap<(&[String], i64), usize> = HashMap::new();
+    let kept: Vec<bool> = index
+        .records
+        .iter()
+        .map(|e| {
+            let n = per_base.entry(e.base()).or_default();
+            *n += 1;
+            *n <= KEEP_PER_BASE
+        })
+        .collect();
+    let (mut keep_records, mut gone) = (Vec::new(), Vec::new());
+    for (entry, kept) in std::mem::take(&mut index.records).into_iter().zip(kept) {
+        match kept && keep_records.len() < KEEP {
+            true => keep_records.push(entry),
+            false => gone.push(entry),
+        }
+    }
+    index.records = keep_records;
+    for Entry(_, _, file, _) in gone {
+        let _ = std::fs::remove_file(dir(cache).join(file));
     }
     write_json(&index_path, &index);
     forget_unused_layers(cache, &index);
@@ -197,7 +233,7 @@ fn forget_unused_layers(cache: &Path, index: &Index) {
     let used: HashSet<String> = index
         .records
         .iter()
-        .flat_map(|(raw, _, _)| raw.iter())
+        .flat_map(|Entry(raw, _, _, _)| raw.iter())
         .map(|d| format!("{}.json", d.trim_start_matches("sha256:")))
         .collect();
     let Ok(entries) = std::fs::read_dir(dir(cache).join("layers")) else {
@@ -228,8 +264,8 @@ pub fn prepare(cache: &Path, raw: &[String], keep: usize, sde: i64) -> Option<Pr
     let (shared, name) = index
         .records
         .iter()
-        .filter(|(_, t, _)| *t == sde)
-        .map(|(r, _, name)| (r.iter().zip(raw).take_while(|(a, b)| a == b).count(), name))
+        .filter(|Entry(_, t, _, _)| *t == sde)
+        .map(|Entry(r, _, name, _)| (r.iter().zip(raw).take_while(|(a, b)| a == b).count(), name))
         .max_by_key(|(n, _)| *n)?;
     if shared == 0 || shared < keep {
         return None;
@@ -375,39 +411,97 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// Remembers an image of `base` and one build-made layer `i` in `cache`.
+    fn build(cache: &Path, base: &str, i: usize) {
+        let raw = vec![format!("sha256:{base}"), format!("sha256:{i:064x}")];
+        let learned = Learned {
+            layers: vec![(raw[1].clone(), Vec::new())],
+            ..Default::default()
+        };
+        let outcomes: Vec<LayerOutcome> = raw
+            .iter()
+            .map(|d| LayerOutcome {
+                before: d.to_string(),
+                after: d.to_string(),
+                size: 1,
+                rewritten: false,
+            })
+            .collect();
+        remember(
+            cache,
+            (&raw, &[1, 1], 1),
+            0,
+            "sha256:img",
+            &outcomes,
+            learned,
+        );
+    }
+
+    fn listed(cache: &Path, i: usize) -> bool {
+        layer_file(cache, &format!("sha256:{i:064x}")).exists()
+    }
+
     #[test]
     fn only_the_kept_records_layers_stay_listed() {
         let cache = tempfile::tempdir().unwrap();
-        let outcome = |d: &str| LayerOutcome {
-            before: d.to_string(),
-            after: d.to_string(),
-            size: 1,
-            rewritten: false,
-        };
-        let build = |i: usize| {
-            let raw = vec!["sha256:base".to_string(), format!("sha256:{i:064x}")];
-            let learned = Learned {
-                layers: vec![(raw[1].clone(), Vec::new())],
-                ..Default::default()
-            };
-            let outcomes: Vec<LayerOutcome> = raw.iter().map(|d| outcome(d)).collect();
-            remember(
-                cache.path(),
-                (&raw, &[1, 1], 1),
-                0,
-                "sha256:img",
-                &outcomes,
-                learned,
-            );
-        };
-        for i in 0..KEEP + 3 {
-            build(i);
+        let n = KEEP_PER_BASE + 3;
+        for i in 0..n {
+            build(cache.path(), "base", i);
         }
-        let listed = |i: usize| layer_file(cache.path(), &format!("sha256:{i:064x}")).exists();
         assert!(
-            (0..3).all(|i| !listed(i)),
+            (0..3).all(|i| !listed(cache.path(), i)),
             "the oldest records' layers are forgotten"
         );
-        assert!((3..KEEP + 3).all(listed), "the kept records' layers stay");
+        assert!(
+            (3..n).all(|i| listed(cache.path(), i)),
+            "the kept records' layers stay"
+        );
+        let files = std::fs::read_dir(dir(cache.path()))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name() != INDEX && e.path().is_file())
+            .count();
+        assert_eq!(
+            files, KEEP_PER_BASE,
+            "the forgotten records' files are removed"
+        );
+    }
+
+    #[test]
+    fn edits_to_one_component_keep_the_other_components_records() {
+        // The frontend built once, then a long run of backend edits: the frontend's next
+        // build still finds its record (a whole export otherwise).
+        let cache = tempfile::tempdir().unwrap();
+        build(cache.path(), "node", 1000);
+        for i in 0..KEEP + 5 {
+            build(cache.path(), "python", i);
+        }
+        let raw = ["sha256:node".to_string(), format!("sha256:{:064x}", 1001)];
+        let prepared = prepare(cache.path(), &raw, 1, 0).expect("the frontend's record");
+        assert_eq!(prepared.from, 1);
+        assert!(listed(cache.path(), 1000));
+        // And many bases: at most KEEP records in all, the newest.
+        for b in 0..KEEP + 2 {
+            build(cache.path(), &format!("base{b}"), 2000 + b);
+        }
+        let index: Index = read_json(&dir(cache.path()).join(INDEX)).unwrap();
+        assert_eq!(index.records.len(), KEEP);
+        assert!(listed(cache.path(), 2000 + KEEP + 1) && !listed(cache.path(), 2000));
+    }
+
+    #[test]
+    fn an_index_written_before_it_held_the_base_is_read() {
+        let cache = tempfile::tempdir().unwrap();
+        build(cache.path(), "node", 1);
+        let path = dir(cache.path()).join(INDEX);
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        index["records"][0].as_array_mut().unwrap().truncate(3);
+        std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+        let raw = ["sha256:node".to_string(), format!("sha256:{:064x}", 2)];
+        assert!(prepare(cache.path(), &raw, 1, 0).is_some());
+        build(cache.path(), "node", 3);
+        let index: Index = read_json(&path).unwrap();
+        assert_eq!(index.records.len(), 2);
     }
 }
