@@ -40,6 +40,9 @@ pub struct Learned {
     queried: HashSet<Vec<u8>>,
     /// Each build-made layer's entries, by its diff ID as built.
     layers: Vec<(String, Vec<Listed>)>,
+    /// Whether each shared build-made layer (not read again: its entries are not in
+    /// `layers`) touches `/etc`, as the record normalising started from says.
+    etc: HashMap<String, bool>,
 }
 
 impl Learned {
@@ -163,9 +166,12 @@ pub fn remember(
         .map(|(d, l)| (d.as_str(), l))
         .collect();
     for (i, d) in raw.iter().enumerate().skip(keep) {
-        if let Some(listed) = by_id.get(d.as_str()) {
-            touches[i] = touches_etc(listed);
-        }
+        touches[i] = match by_id.get(d.as_str()) {
+            Some(listed) => touches_etc(listed),
+            // A shared layer: as the earlier record had it (else a later build whose own
+            // layers touch `/etc` would find the record's did not, and export whole).
+            None => learned.etc.get(d).copied().unwrap_or(false),
+        };
     }
     for (diff_id, listed) in &learned.layers {
         let path = layer_file(cache, diff_id);
@@ -266,7 +272,8 @@ pub fn prepare(cache: &Path, raw: &[String], keep: usize, sde: i64) -> Option<Pr
         .iter()
         .filter(|Entry(_, t, _, _)| *t == sde)
         .map(|Entry(r, _, name, _)| (r.iter().zip(raw).take_while(|(a, b)| a == b).count(), name))
-        .max_by_key(|(n, _)| *n)?;
+        // The newest of those sharing the most (a build from scratch shares only the base).
+        .min_by_key(|(n, _)| std::cmp::Reverse(*n))?;
     if shared == 0 || shared < keep {
         return None;
     }
@@ -288,10 +295,14 @@ pub fn prepare(cache: &Path, raw: &[String], keep: usize, sde: i64) -> Option<Pr
 impl Prepared {
     /// What normalising the new image learns before its new layers are read: the record's base.
     pub fn learned(&self) -> Learned {
+        let record = &self.record;
         Learned {
-            base: self.record.base.clone(),
-            queried: self.record.queried.iter().cloned().collect(),
+            base: record.base.clone(),
+            queried: record.queried.iter().cloned().collect(),
             layers: Vec::new(),
+            etc: (record.keep..self.from)
+                .filter_map(|i| Some((record.raw.get(i)?.clone(), *record.touches_etc.get(i)?)))
+                .collect(),
         }
     }
 
@@ -487,6 +498,77 @@ mod tests {
         let index: Index = read_json(&dir(cache.path()).join(INDEX)).unwrap();
         assert_eq!(index.records.len(), KEEP);
         assert!(listed(cache.path(), 2000 + KEEP + 1) && !listed(cache.path(), 2000));
+    }
+
+    fn entry(path: &str) -> Listed {
+        Listed {
+            head: layer::Head {
+                path: path.as_bytes().to_vec(),
+                link: Vec::new(),
+                typeflag: b'0',
+                size: 0,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                pax: Vec::new(),
+            },
+            digest: String::new(),
+        }
+    }
+
+    fn outcomes(raw: &[String]) -> Vec<LayerOutcome> {
+        raw.iter()
+            .map(|d| LayerOutcome {
+                before: d.clone(),
+                after: d.clone(),
+                size: 1,
+                rewritten: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shared_layer_that_touches_etc_is_remembered_so_after_a_one_line_change() {
+        // A whole export reads every build-made layer: `users` adds a user (/etc/passwd).
+        let cache = tempfile::tempdir().unwrap();
+        let ids = |v: &[&str]| v.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>();
+        let first = ids(&["base", "users", "code1"]);
+        let learned = Learned {
+            layers: vec![
+                (first[1].clone(), vec![entry("etc/passwd")]),
+                (first[2].clone(), vec![entry("app/main.py")]),
+            ],
+            ..Default::default()
+        };
+        remember(
+            cache.path(),
+            (&first, &[1, 1, 1], 1),
+            0,
+            "sha256:a",
+            &outcomes(&first),
+            learned,
+        );
+        // A one-line change: only the top layer is read; `users` is shared.
+        let second = ids(&["base", "users", "code2"]);
+        let prepared = prepare(cache.path(), &second, 1, 0).unwrap();
+        assert_eq!(prepared.from, 2);
+        let mut learned = prepared.learned();
+        learned.layer(&second[2], &[entry("app/main.py")]);
+        remember(
+            cache.path(),
+            (&second, &[1, 1, 1], 1),
+            0,
+            "sha256:b",
+            &outcomes(&second),
+            learned,
+        );
+        // A build from scratch: its own `users` layer touches /etc, as the record's did.
+        let cold = ids(&["base", "users2", "code3"]);
+        let prepared = prepare(cache.path(), &cold, 1, 0).unwrap();
+        assert_eq!(prepared.record.raw, second, "the newest record of the base");
+        let new = [vec![entry("etc/passwd")], vec![entry("app/main.py")]];
+        assert!(prepared.same_etc(&new), "{:?}", prepared.record.touches_etc);
     }
 
     #[test]
