@@ -13,7 +13,8 @@
 //! `--check`) never wait. The kernel drops a `flock` when its holder exits, however it exits
 //! (crash, `kill -9`), so a stale lock cannot wedge a project; the file itself stays and is
 //! harmless. The holder writes its pid into the file so a waiting run can say whom it waits
-//! for. This is the one file slipway writes in place rather than through `write_atomic`: a
+//! for. Lock files are the one kind of file slipway writes in place rather than through
+//! `write_atomic` (this one, and the empty [`cache_lock`] files beside cache indexes): a
 //! rename would give later runs a different inode, and so a different lock.
 //!
 //! Waiting polls with a non-blocking `flock` instead of blocking in the kernel, so Ctrl-C
@@ -57,6 +58,45 @@ impl Drop for ProjectLock {
         let _ = self.file.set_len(0);
         unsafe {
             libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+/// A lock held for a moment on a cache's index while it is read, changed and written back
+/// (`flock(2)` on a lock file beside it, which stays, empty): two normalisations finishing at
+/// once, in one run or two, would otherwise each write back the index they read and lose the
+/// other's entry. Released when dropped.
+#[derive(Debug)]
+pub struct CacheLock(File);
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+/// Takes the cache lock `path` (made if missing), waiting at most `within`; `None` when it
+/// cannot be had (a cache: the caller skips its write, which costs only a later miss).
+pub fn cache_lock(path: &Path, within: Duration) -> Option<CacheLock> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()?;
+    let start = std::time::Instant::now();
+    loop {
+        match try_flock(&file) {
+            Ok(Attempt::Held) => return Some(CacheLock(file)),
+            Ok(Attempt::Busy) if start.elapsed() < within => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            _ => return None,
         }
     }
 }

@@ -26,6 +26,8 @@ use super::normalize::LayerOutcome;
 
 const DIR: &str = "partial";
 const INDEX: &str = "index.json";
+/// Held while the index is read, changed and written back ([`crate::lock::cache_lock`]).
+const INDEX_LOCK: &str = "index.lock";
 const RECEIVED: &str = "received.json";
 /// Records kept in all: the newest are the images the next builds start from.
 const KEEP: usize = 48;
@@ -200,6 +202,10 @@ pub fn remember(
     );
     write_json(&dir(cache).join(&name), &record);
     let index_path = dir(cache).join(INDEX);
+    let lock = dir(cache).join(INDEX_LOCK);
+    let Some(_held) = crate::lock::cache_lock(&lock, std::time::Duration::from_secs(2)) else {
+        return;
+    };
     let mut index: Index = read_json(&index_path).unwrap_or_default();
     index
         .records
@@ -470,7 +476,7 @@ mod tests {
         let files = std::fs::read_dir(dir(cache.path()))
             .unwrap()
             .flatten()
-            .filter(|e| e.file_name() != INDEX && e.path().is_file())
+            .filter(|e| e.file_name() != INDEX && e.file_name() != INDEX_LOCK && e.path().is_file())
             .count();
         assert_eq!(
             files, KEEP_PER_BASE,
@@ -569,6 +575,20 @@ mod tests {
         assert_eq!(prepared.record.raw, second, "the newest record of the base");
         let new = [vec![entry("etc/passwd")], vec![entry("app/main.py")]];
         assert!(prepared.same_etc(&new), "{:?}", prepared.record.touches_etc);
+    }
+
+    #[test]
+    fn normalisations_finishing_at_once_lose_no_record() {
+        let cache = tempfile::tempdir().unwrap();
+        let n = 8;
+        std::thread::scope(|s| {
+            for i in 0..n {
+                let cache = cache.path();
+                s.spawn(move || build(cache, &format!("base{i}"), i));
+            }
+        });
+        let index: Index = read_json(&dir(cache.path()).join(INDEX)).unwrap();
+        assert_eq!(index.records.len(), n, "{index:?}");
     }
 
     #[test]
