@@ -214,27 +214,19 @@ pub fn remember(
         .records
         .insert(0, Entry(raw.to_vec(), sde, name, keep));
     // The newest KEEP_PER_BASE of each base, and KEEP in all.
-    let mut per_base: HashMap<(&[String], i64), usize> = HashMap::new();
-    let kept: Vec<bool> = index
-        .records
-        .iter()
-        .map(|e| {
-            let n = per_base.entry(e.base()).or_default();
-            *n += 1;
-            *n <= KEEP_PER_BASE
-        })
-        .collect();
-    let (mut keep_records, mut gone) = (Vec::new(), Vec::new());
-    for (entry, kept) in std::mem::take(&mut index.records).into_iter().zip(kept) {
-        match kept && keep_records.len() < KEEP {
-            true => keep_records.push(entry),
-            false => gone.push(entry),
+    let mut per_base: HashMap<(Vec<String>, i64), usize> = HashMap::new();
+    let mut kept = 0;
+    index.records.retain(|e| {
+        let (base, sde) = e.base();
+        let n = per_base.entry((base.to_vec(), sde)).or_default();
+        *n += 1;
+        let stays = *n <= KEEP_PER_BASE && kept < KEEP;
+        kept += usize::from(stays);
+        if !stays {
+            let _ = std::fs::remove_file(dir(cache).join(&e.2));
         }
-    }
-    index.records = keep_records;
-    for Entry(_, _, file, _) in gone {
-        let _ = std::fs::remove_file(dir(cache).join(file));
-    }
+        stays
+    });
     write_json(&index_path, &index);
     forget_unused_layers(cache, &index);
 }
@@ -435,21 +427,12 @@ mod tests {
             layers: vec![(raw[1].clone(), Vec::new())],
             ..Default::default()
         };
-        let outcomes: Vec<LayerOutcome> = raw
-            .iter()
-            .map(|d| LayerOutcome {
-                before: d.to_string(),
-                after: d.to_string(),
-                size: 1,
-                rewritten: false,
-            })
-            .collect();
         remember(
             cache,
             (&raw, &[1, 1], 1),
             0,
             "sha256:img",
-            &outcomes,
+            &outcomes(&raw),
             learned,
         );
     }
