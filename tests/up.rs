@@ -453,6 +453,115 @@ async fn up_in_json_mode_writes_only_events_on_stdout() {
     remove_images(&docker, &[&run]).await;
 }
 
+/// `up --progress json` into `target`: its events, in the order they came.
+fn up_events(dir: &Path, target: &str) -> Vec<serde_json::Value> {
+    let out = common::slipway()
+        .current_dir(dir)
+        .env("API_TOKEN", "upapp-token-marker")
+        .args(["--progress", "json", "up", "--cluster", target])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Where the first event of `kind` for `task` is.
+fn event_at(events: &[serde_json::Value], kind: &str, task: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e["event"] == kind && e["task"] == task)
+        .unwrap_or_else(|| panic!("no `{kind}` event for {task} in {events:#?}"))
+}
+
+#[tokio::test]
+async fn up_sends_each_image_to_the_nodes_while_the_daemon_loads_it_back() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let cluster = common::unique("up-early");
+    let _kind = stand_in("kind-up", &cluster, 1);
+    let nodes = [
+        format!("{cluster}-control-plane"),
+        format!("{cluster}-worker"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path(), &common::unique("slipway-up"));
+    let target = format!("kind:{cluster}");
+
+    // Both built, into nodes that lack the base image too: the normal forms' files hold only
+    // the layers the builds made, so the loads wait for the images to be on the daemon.
+    let first = up_events(dir.path(), &target);
+    for c in ["api", "web"] {
+        let built = event_at(&first, "finished", c);
+        assert_eq!(first[built]["outcome"], "built", "{:#}", first[built]);
+    }
+    // The report keeps the run's order whatever the order the loads ended in.
+    let run = &first.last().unwrap()["result"];
+    let order: Vec<(String, String, String)> = run["load"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap().to_string();
+            (s("component"), s("node"), s("status"))
+        })
+        .collect();
+    let loaded = |c: &str, n: &str| (c.to_string(), n.to_string(), "loaded".to_string());
+    assert_eq!(
+        order,
+        vec![
+            loaded("api", &nodes[0]),
+            loaded("api", &nodes[1]),
+            loaded("web", &nodes[0]),
+            loaded("web", &nodes[1]),
+        ],
+        "{run}"
+    );
+    // Each node holds both images under the names the manifests use.
+    for n in &nodes {
+        let ls = Command::new("docker")
+            .args(["exec", n, "ctr", "-n", "k8s.io", "images", "ls", "-q"])
+            .output()
+            .unwrap();
+        let ls = String::from_utf8_lossy(&ls.stdout);
+        for c in ["api", "web"] {
+            let image = run["build"]["components"][c]["image"].as_str().unwrap();
+            assert!(ls.contains(image), "{n} lacks {image}: {ls}");
+        }
+    }
+
+    // A one-line change: the new layer goes to both nodes while the daemon loads the normal
+    // form back (before the build is over: that is when its tags are set).
+    // (Content no run made before: an image the daemon has already is only tagged.)
+    let page = format!("web {}\n", common::unique("v2"));
+    std::fs::write(dir.path().join("web/index.html"), page).unwrap();
+    let second = up_events(dir.path(), &target);
+    let built = event_at(&second, "finished", "web");
+    for n in &nodes {
+        assert!(
+            event_at(&second, "started", &format!("web@{n}")) < built,
+            "{second:#?}"
+        );
+        let done = &second[event_at(&second, "finished", &format!("web@{n}"))];
+        assert_eq!(done["outcome"], "loaded", "{done}");
+        let api = &second[event_at(&second, "finished", &format!("api@{n}"))];
+        assert_eq!(api["outcome"], "already_present", "{api}");
+    }
+    let run2 = &second.last().unwrap()["result"];
+    let web: Vec<&serde_json::Value> = run2["load"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["component"] == "web")
+        .collect();
+    assert!(web.iter().all(|l| l["layers_sent"] == 1), "{run2}");
+
+    remove_images(&docker, &[run, run2]).await;
+}
+
 /// Removes every tag of every component a run's metadata names.
 async fn remove_images(docker: &bollard::Docker, runs: &[&serde_json::Value]) {
     for r in runs {

@@ -169,6 +169,7 @@ pub(crate) async fn build_component(
     let log_file = write_log(shared, c, log, result.as_ref().err());
     match result {
         Ok(record) => {
+            shared.normal_forms.built(&c.name);
             shared.reporter.report(Event::Finished {
                 task: c.name.clone(),
                 outcome: "built".into(),

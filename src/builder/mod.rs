@@ -35,7 +35,7 @@ use crate::error::Fail;
 use crate::instructions::{self, SOURCE_DATE_EPOCH_ARG};
 use crate::record::{self, BuildReport, BuiltImage, ImageRecord, Outcome};
 use crate::report::{Event, Reporter};
-use crate::reproduce::normalize::{NormalForms, NormalImage};
+use crate::reproduce::normalize::{Handoff, NormalForms, NormalImage};
 
 pub use digest::Inputs;
 
@@ -229,6 +229,10 @@ pub struct BuildOptions {
     pub metadata_file: Option<PathBuf>,
     /// Keep the normal forms' files on disk for a load in the same run (see [`Built`]).
     pub keep_normal_forms: bool,
+    /// Where each kept normal form goes as soon as its files are written, and then word that
+    /// its build is over, so that a load can start before the run ends (`up`). The sender is
+    /// dropped when the run ends.
+    pub ready: Option<tokio::sync::mpsc::UnboundedSender<Handoff>>,
     /// Do not pull a missing base image (offline work): it is an error naming the pull.
     pub no_pull: bool,
     /// Look every image up in its registry before building ([`PlanOptions::registry`]).
@@ -1603,7 +1607,9 @@ async fn build_all(
         app: plan.app.clone(),
         builder: plan.builder,
         no_cache: opts.no_cache,
-        normal_forms: NormalForms::new(opts.keep_normal_forms).watching(crate::attest::is_os_file),
+        normal_forms: NormalForms::new(opts.keep_normal_forms)
+            .watching(crate::attest::is_os_file)
+            .handing_to(opts.ready.clone()),
         log_dir: log_dir.to_path_buf(),
         cache: opts.cache.clone(),
         cache_from: to_build
@@ -1733,7 +1739,7 @@ fn handed_on(
             let (diff_ids, normal_form) = match made.remove(name) {
                 Some(n) if n.daemon_id == r.image_id => {
                     image_id = n.image_id;
-                    (Some(n.diff_ids), n.files.map(Arc::new))
+                    (Some(n.diff_ids), n.files)
                 }
                 _ => {
                     let planned = plan.components.iter().find(|c| &c.name == name);

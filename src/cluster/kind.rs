@@ -256,17 +256,19 @@ pub fn parse_snapshotter(config: &str) -> String {
 /// Removes the temporary leases (`containerd.io/gc.expire`) created before the node's
 /// containerd started: their owners (an import cut off when the node stopped) died with the
 /// last containerd, and each would keep its blobs for 24 hours. A lease of a live process is
-/// never older than the containerd serving it. Returns the leases removed.
+/// never older than the containerd serving it. `ctr` gives a lease's creation to the second,
+/// so a lease counts as older only when its whole second came before containerd's start (known
+/// to the hundredth: now less the process's age). Returns the leases removed.
 pub async fn release_orphan_leases(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<Vec<String>> {
     let ctr = at.shell();
     let script = format!(
         r#"pid=$(pidof containerd | awk '{{print $1}}')
 [ -n "$pid" ] || exit 0
-start=$(( $(awk '/^btime/{{print $2}}' /proc/stat) + $(cut -d' ' -f22 /proc/$pid/stat) / $(getconf CLK_TCK) ))
+start=$(awk -v now="$(date +%s.%N)" -v ticks="$(cut -d' ' -f22 /proc/$pid/stat)" -v hz="$(getconf CLK_TCK)" '{{ printf "%.2f", now - $1 + ticks / hz }}' /proc/uptime)
 {ctr} leases ls | tail -n +2 | while read -r id created labels; do
   case "$labels" in *containerd.io/gc.expire=*) ;; *) continue ;; esac
   at=$(date -d "$created" +%s 2>/dev/null) || continue
-  if [ "$at" -lt "$start" ] && {ctr} leases rm "$id" >/dev/null; then echo "$id"; fi
+  if awk -v at="$at" -v start="$start" 'BEGIN {{ exit !(at + 1 <= start) }}' && {ctr} leases rm "$id" >/dev/null; then echo "$id"; fi
 done"#
     );
     let out = exec::run(docker, at.node, &["sh", "-c", &script])

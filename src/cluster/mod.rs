@@ -608,18 +608,17 @@ async fn load_into(
 ) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
     let docker = daemon.long()?;
-    let containerd_store = daemon.containerd_store().await;
-    let runtime = cluster.runtime();
-    let address = cluster.containerd_address();
     // A node whose image store did not change since it last held every image asked for is
     // not asked again (see `unchanged`); when that is every node, there is nothing to do.
-    let cache = crate::leftovers::cache_dir();
-    let host = daemon.endpoint.host.as_str();
-    let wanted: BTreeSet<String> = images
-        .iter()
-        .map(|i| format!("{}@{}", image::normalize_ref(&i.reference), i.image_id))
-        .collect();
-    let prints = fingerprints(&docker, cluster.nodes(), runtime, address).await;
+    let (cache, host) = (crate::leftovers::cache_dir(), daemon.endpoint.host.as_str());
+    let wanted = wanted(images);
+    let prints = fingerprints(
+        &docker,
+        cluster.nodes(),
+        cluster.runtime(),
+        cluster.containerd_address(),
+    )
+    .await;
     let unchanged = !images.is_empty()
         && cluster.nodes().iter().zip(&prints).all(|(n, p)| {
             p.as_deref()
@@ -628,40 +627,138 @@ async fn load_into(
     if unchanged {
         return Ok(all_present(cluster, images, reporter, started));
     }
-    // A Docker node whose store did not change since slipway last saw it is not asked what it
-    // holds: the list from then stands (`unchanged::docker_images`).
-    let states = join_all(cluster.nodes().iter().zip(&prints).map(|(n, print)| {
-        let remembered = match (runtime, print) {
-            (Runtime::Docker, Some(p)) if n.running => {
-                unchanged::docker_images(&cache, host, &n.name, p)
-            }
-            _ => None,
-        };
-        let docker = &docker;
-        async move {
-            match remembered {
-                Some(images) => Ok(NodeState::Docker(minikube::State::new(images))),
-                None => query(docker, n, runtime, address).await,
-            }
-        }
-    }))
-    .await;
-    let mut slots: Vec<Slot> = cluster
-        .nodes()
-        .iter()
-        .cloned()
-        .zip(states)
-        .map(|(node, state)| Slot {
-            node,
-            runtime,
-            address,
-            state,
-            snapshotter: None,
-        })
-        .collect();
-
-    let mut results = Vec::new();
+    let mut loading = Loading::asking(daemon, cluster, docker, prints, started).await;
     for image in images {
+        loading.load(image, reporter).await;
+    }
+    Ok(loading.finish(images).await)
+}
+
+/// The `name@config digest` of each image, as [`unchanged`] remembers what nodes hold.
+fn wanted(images: &[BuiltImage]) -> BTreeSet<String> {
+    images
+        .iter()
+        .map(|i| format!("{}@{}", image::normalize_ref(&i.reference), i.image_id))
+        .collect()
+}
+
+/// A load into a cluster's nodes under way: each node asked once what it holds, then the
+/// images one at a time, then the report. `up` starts one while it builds and hands each image
+/// in as soon as its normal form is written ([`Loading::load_early`]), so that the nodes load
+/// it while the daemon loads it back.
+pub struct Loading<'a> {
+    daemon: &'a Daemon,
+    cluster: &'a Cluster,
+    docker: Docker,
+    containerd_store: bool,
+    /// Each node's store as it was before the load ([`unchanged::fingerprint`]).
+    prints: Vec<Option<String>>,
+    slots: Vec<Slot>,
+    results: Vec<NodeLoad>,
+    started: Instant,
+}
+
+impl<'a> Loading<'a> {
+    /// Asks every node what it holds (no image is sent yet), and makes the nodes ready to
+    /// import: for a load that starts while images are still being built.
+    pub async fn start(daemon: &'a Daemon, cluster: &'a Cluster) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let docker = daemon.long()?;
+        let (runtime, address) = (cluster.runtime(), cluster.containerd_address());
+        let prints = fingerprints(&docker, cluster.nodes(), runtime, address).await;
+        let mut loading = Loading::asking(daemon, cluster, docker, prints, started).await;
+        let docker = &loading.docker;
+        join_all(loading.slots.iter_mut().map(|s| ready_to_import(docker, s))).await;
+        Ok(loading)
+    }
+
+    async fn asking(
+        daemon: &'a Daemon,
+        cluster: &'a Cluster,
+        docker: Docker,
+        prints: Vec<Option<String>>,
+        started: Instant,
+    ) -> Self {
+        let (runtime, address) = (cluster.runtime(), cluster.containerd_address());
+        let (cache, host) = (crate::leftovers::cache_dir(), daemon.endpoint.host.as_str());
+        // A Docker node whose store did not change since slipway last saw it is not asked what
+        // it holds: the list from then stands (`unchanged::docker_images`).
+        let states = join_all(cluster.nodes().iter().zip(&prints).map(|(n, print)| {
+            let remembered = match (runtime, print) {
+                (Runtime::Docker, Some(p)) if n.running => {
+                    unchanged::docker_images(&cache, host, &n.name, p)
+                }
+                _ => None,
+            };
+            let docker = &docker;
+            async move {
+                match remembered {
+                    Some(images) => Ok(NodeState::Docker(minikube::State::new(images))),
+                    None => query(docker, n, runtime, address).await,
+                }
+            }
+        }))
+        .await;
+        let slots = cluster
+            .nodes()
+            .iter()
+            .cloned()
+            .zip(states)
+            .map(|(node, state)| Slot {
+                node,
+                runtime,
+                address,
+                state,
+                snapshotter: None,
+            })
+            .collect();
+        Loading {
+            daemon,
+            cluster,
+            containerd_store: daemon.containerd_store().await,
+            docker,
+            prints,
+            slots,
+            results: Vec::new(),
+            started,
+        }
+    }
+
+    /// Whether `image` (its ID and reference) was loaded already in this run.
+    pub fn has(&self, image: &BuiltImage) -> bool {
+        self.results
+            .iter()
+            .any(|r| r.image_id == image.image_id && r.image == image.reference)
+    }
+
+    /// Loads `image` now if its normal form's files hold every layer a node lacks (the daemon
+    /// may not hold the image yet, so nothing can come from it); returns whether it did. An
+    /// image it did not load is loaded by [`Loading::load`] once the daemon has it.
+    pub async fn load_early(&mut self, image: &BuiltImage, reporter: &dyn Reporter) -> bool {
+        if self.has(image) {
+            return true;
+        }
+        let (Some(files), Some(diff_ids)) = (&image.normal_form, &image.diff_ids) else {
+            return false;
+        };
+        let meta = ImageMeta::new(
+            &image.component,
+            &image.reference,
+            &image.image_id,
+            diff_ids.clone(),
+        );
+        let needed: std::collections::HashSet<String> =
+            self.slots.iter().flat_map(|s| lacking(&meta, s)).collect();
+        if files.lacks(&needed) {
+            return false;
+        }
+        self.load(image, reporter).await;
+        true
+    }
+
+    /// Loads `image` into every node, sending each only what it lacks.
+    pub async fn load(&mut self, image: &BuiltImage, reporter: &dyn Reporter) {
+        let (daemon, docker) = (self.daemon, &self.docker);
         let (component, reference, id) = (&image.component, &image.reference, &image.image_id);
         let known = image
             .diff_ids
@@ -671,22 +768,22 @@ async fn load_into(
         // The containerd image store names the image by its manifest digest and exports
         // compressed layers: unless this run normalised it, nodes know it by its config
         // digest, and get plain layers from an export if one of them lacks something.
-        let export = (normal_form.is_none() && containerd_store).then_some(id.as_str());
+        let export = (normal_form.is_none() && self.containerd_store).then_some(id.as_str());
         let meta = match known {
             _ if export.is_some() => {
-                containerd_meta(daemon, &docker, component, reference, id).await
+                containerd_meta(daemon, docker, component, reference, id).await
             }
             Some(meta) => Ok(meta),
-            None => inspect(&docker, component, reference, id).await,
+            None => inspect(docker, component, reference, id).await,
         };
-        let meta = match meta {
+        let mut meta = match meta {
             Ok(m) => m,
             Err(e) => {
                 let reason = format!("{e:#}");
-                for s in &slots {
+                for s in &self.slots {
                     let task = format!("{component}@{}", s.node.name);
                     reporter.report(Event::failed(task, reason.clone()));
-                    results.push(node_load(
+                    self.results.push(node_load(
                         component,
                         reference,
                         id,
@@ -698,10 +795,9 @@ async fn load_into(
                         Duration::ZERO,
                     ));
                 }
-                continue;
+                return;
             }
         };
-        let mut meta = meta;
         if let Some(files) = &normal_form {
             meta.sizes = files.sizes().clone();
         }
@@ -710,32 +806,89 @@ async fn load_into(
             normal_form,
             export,
         };
-        results.extend(load_image(&docker, &meta, source, &mut slots, reporter).await);
+        let loaded = load_image(docker, &meta, source, &mut self.slots, reporter).await;
+        self.results.extend(loaded);
     }
-    let after = fingerprints(&docker, cluster.nodes(), runtime, address).await;
-    for ((node, before), after) in cluster.nodes().iter().zip(&prints).zip(after) {
-        let ended = results
-            .iter()
-            .filter(|r| r.node == node.name)
-            .all(|r| !matches!(r.outcome, Outcome::Failed { .. }));
-        let seen = after.filter(|_| ended).map(|a| (a, wanted.clone()));
-        let print = seen.as_ref().map(|(a, _)| a.clone());
-        unchanged::remember(&cache, host, &node.name, before.as_deref(), seen);
-        let slot = slots.iter().find(|s| s.node.name == node.name);
-        if let (Some(print), Some(Ok(NodeState::Docker(state)))) = (print, slot.map(|s| &s.state)) {
-            unchanged::remember_docker(&cache, host, &node.name, &print, state.images.clone());
+
+    /// The report, in the order of `images` (every image of the run, those loaded early
+    /// included); remembers what each node holds now for the next run.
+    pub async fn finish(self, images: &[BuiltImage]) -> LoadReport {
+        let Loading {
+            daemon,
+            cluster,
+            docker,
+            prints,
+            slots,
+            mut results,
+            started,
+            ..
+        } = self;
+        let (runtime, address) = (cluster.runtime(), cluster.containerd_address());
+        let (cache, host) = (crate::leftovers::cache_dir(), daemon.endpoint.host.as_str());
+        let wanted = wanted(images);
+        let after = fingerprints(&docker, cluster.nodes(), runtime, address).await;
+        for ((node, before), after) in cluster.nodes().iter().zip(&prints).zip(after) {
+            let ended = results
+                .iter()
+                .filter(|r| r.node == node.name)
+                .all(|r| !matches!(r.outcome, Outcome::Failed { .. }));
+            let seen = after.filter(|_| ended).map(|a| (a, wanted.clone()));
+            let print = seen.as_ref().map(|(a, _)| a.clone());
+            unchanged::remember(&cache, host, &node.name, before.as_deref(), seen);
+            let slot = slots.iter().find(|s| s.node.name == node.name);
+            if let (Some(print), Some(Ok(NodeState::Docker(state)))) =
+                (print, slot.map(|s| &s.state))
+            {
+                unchanged::remember_docker(&cache, host, &node.name, &print, state.images.clone());
+            }
+        }
+        // Images in the run's order, nodes in the cluster's (a sort that keeps ties in order).
+        let rank = |r: &NodeLoad| {
+            let i = images.iter().position(|i| i.component == r.component);
+            let n = cluster.nodes().iter().position(|n| n.name == r.node);
+            (i.unwrap_or(usize::MAX), n.unwrap_or(usize::MAX))
+        };
+        results.sort_by_key(rank);
+        let bytes_sent = results.iter().map(|r| r.bytes_sent).sum();
+        LoadReport {
+            cluster: Some(cluster.target().to_string()),
+            runtime: Some(runtime),
+            message: None,
+            registry: None,
+            results,
+            bytes_sent,
+            duration_ms: started.elapsed().as_millis() as u64,
         }
     }
-    let bytes_sent = results.iter().map(|r| r.bytes_sent).sum();
-    Ok(LoadReport {
-        cluster: Some(cluster.target().to_string()),
-        runtime: Some(runtime),
-        message: None,
-        registry: None,
-        results,
-        bytes_sent,
-        duration_ms: started.elapsed().as_millis() as u64,
-    })
+}
+
+/// The layers (diff IDs) of `image` that the node of `slot` lacks, as far as what it said it
+/// holds tells (none for a node that could not say: it fails alone).
+fn lacking(image: &ImageMeta, slot: &Slot) -> Vec<String> {
+    match &slot.state {
+        Err(_) => Vec::new(),
+        Ok(NodeState::Containerd(state)) => match kind::plan(image, state) {
+            kind::Action::Import { missing } => missing,
+            _ => Vec::new(),
+        },
+        Ok(NodeState::Docker(state)) => match minikube::plan(image, state) {
+            minikube::Action::Load { skip } => image.diff_ids[skip..].to_vec(),
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// Makes a containerd node ready for imports (once per node and run): releases the leases an
+/// import cut off by a node stop left (they hold its blobs for 24 h) and asks the snapshotter.
+async fn ready_to_import(docker: &Docker, s: &mut Slot) {
+    if s.runtime == Runtime::Containerd && s.snapshotter.is_none() && s.state.is_ok() {
+        let _ = kind::release_orphan_leases(docker, s.ctr()).await;
+        s.snapshotter = Some(
+            kind::snapshotter(docker, s.ctr())
+                .await
+                .unwrap_or_else(|_| "overlayfs".into()),
+        );
+    }
 }
 
 /// The stat of each running node's image store ([`unchanged::fingerprint`]).
@@ -1112,16 +1265,7 @@ async fn import(
 ) -> (Outcomes, Option<String>) {
     // The snapshotter is only needed for an import; asked once per node and run.
     for (i, _) in imports {
-        let s = &mut slots[*i];
-        if s.runtime == Runtime::Containerd && s.snapshotter.is_none() {
-            // An import cut off by a node stop left a lease that holds its blobs for 24 h.
-            let _ = kind::release_orphan_leases(docker, s.ctr()).await;
-            s.snapshotter = Some(
-                kind::snapshotter(docker, s.ctr())
-                    .await
-                    .unwrap_or_else(|_| "overlayfs".into()),
-            );
-        }
+        ready_to_import(docker, &mut slots[*i]).await;
     }
     let (sinks, handles): (Vec<_>, Vec<_>) = imports
         .iter()

@@ -18,6 +18,7 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
         attestations: Some(crate::attest::dir(&config.root, metadata_file.as_deref())),
         metadata_file,
         keep_normal_forms: false,
+        ready: None,
         no_pull: args.no_pull,
         registry: args.push || config.images.registry,
         pull_found: false,

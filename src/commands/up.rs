@@ -29,6 +29,7 @@ use crate::generate::{self, Plan};
 use crate::k8s;
 use crate::record::{BuildReport, Outcome};
 use crate::report::{fmt_bytes, fmt_duration, Event, Reporter};
+use crate::reproduce::normalize::Handoff;
 
 /// `slipway up`.
 pub async fn run(session: &Session, args: UpArgs) -> anyhow::Result<()> {
@@ -264,6 +265,24 @@ async fn pipeline(
         return Ok(None);
     }
 
+    // With a cluster to load into node by node, each node is asked what it holds while the
+    // builds run, and an image goes to the nodes as soon as its normal form is written, while
+    // the daemon loads it back (`cluster::Loading`). The channel closes when the builds end.
+    let builds_any = plan
+        .components
+        .iter()
+        .any(|c| args.no_cache || !c.is_cached());
+    let early = match (&detection, loads_nodes && builds_any) {
+        (cluster::Detection::Found(c), true) => Some(c),
+        _ => None,
+    };
+    let (ready, mut handed) = match early {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let build_opts = BuildOptions {
         jobs: args.jobs.map(usize::from),
         fail_fast: args.fail_fast,
@@ -272,6 +291,7 @@ async fn pipeline(
         // The images this run builds keep their normalised files until the load is done
         // (with no cluster to load into, nothing is kept).
         keep_normal_forms: loads_nodes,
+        ready,
         no_pull: args.no_pull,
         registry: args.push || config.images.registry,
         // An image the registry has is pulled only to be loaded into a cluster found (or
@@ -284,11 +304,31 @@ async fn pipeline(
         )),
         cache: args.cache.options(&session.cwd, &config.images.cache),
     };
+    // The options (and with them the channel's sender) end with the builds.
+    let plan = &plan;
+    let building = async move {
+        build::execute(session.reporter.clone(), config, daemon, plan, &build_opts).await
+    };
+    let loading_early = async {
+        let (Some(cluster), Some(rx)) = (early, handed.as_mut()) else {
+            return anyhow::Ok(None);
+        };
+        // Never an error here, which would cut the builds off: without a start the load
+        // runs after the builds, as without a cluster found early.
+        let Ok(mut loading) = cluster::Loading::start(daemon, cluster).await else {
+            return Ok(None);
+        };
+        load_as_built(&mut loading, rx, plan, reporter).await;
+        Ok(Some(loading))
+    };
+    // A failed or interrupted build ends the run at once: an early load under way is cut
+    // off, and a node names no image from a cut-off import.
+    let (built, loading) = tokio::try_join!(building, loading_early)?;
     let build::Built {
         report: mut built,
         images,
-    } = build::execute(session.reporter.clone(), config, daemon, &plan, &build_opts).await?;
-    if build::write_lock_if_absent(config, &plan, true)? {
+    } = built;
+    if build::write_lock_if_absent(config, plan, true)? {
         reporter.report(Event::Info {
             message: format!("wrote {} (commit it)", crate::pins::FILE),
         });
@@ -298,14 +338,22 @@ async fn pipeline(
         crate::record::merge_last(config, &built, reporter)?;
     }
 
-    let load = match &local_registry {
-        Some(r) => {
+    let load = match (&local_registry, loading) {
+        (Some(r), _) => {
             let pushed = cluster::registry::push(daemon, r, found, &mut built, reporter).await?;
             // `manifests` and `chart` run alone name the images as pushed.
             crate::record::merge_last(config, &built, reporter)?;
             pushed
         }
-        None => cluster::load_detected(daemon, detection, &images, reporter).await?,
+        (None, Some(mut loading)) => {
+            for image in &images {
+                if !loading.has(image) {
+                    loading.load(image, reporter).await;
+                }
+            }
+            loading.finish(&images).await
+        }
+        (None, None) => cluster::load_detected(daemon, detection, &images, reporter).await?,
     };
     // The normal forms' files are removed now that the load is done.
     drop(images);
@@ -343,6 +391,44 @@ async fn pipeline(
         super::write_metadata(path, &report)?;
     }
     Ok(Some(report))
+}
+
+/// Loads each image the builds hand on ([`Handoff`]) into the nodes, until the builds end: as
+/// soon as its normal form is written, or, when its files lack a layer some node lacks, once
+/// its build is over (the daemon holds the image then, and its export gives that layer).
+async fn load_as_built(
+    loading: &mut cluster::Loading<'_>,
+    handed: &mut tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+    plan: &build::BuildPlan,
+    reporter: &dyn Reporter,
+) {
+    let mut waiting: Vec<crate::record::BuiltImage> = Vec::new();
+    while let Some(handoff) = handed.recv().await {
+        match handoff {
+            Handoff::Written { component, ready } => {
+                let Some(c) = plan.components.iter().find(|c| c.name == component) else {
+                    continue;
+                };
+                let image = crate::record::BuiltImage {
+                    component,
+                    reference: c.image.clone(),
+                    image_id: ready.image_id,
+                    diff_ids: Some(ready.diff_ids),
+                    normal_form: Some(ready.files),
+                };
+                if !loading.load_early(&image, reporter).await {
+                    waiting.retain(|w| w.component != image.component);
+                    waiting.push(image);
+                }
+            }
+            Handoff::Built { component } => {
+                let at = waiting.iter().position(|w| w.component == component);
+                if let Some(image) = at.map(|i| waiting.remove(i)) {
+                    loading.load(&image, reporter).await;
+                }
+            }
+        }
+    }
 }
 
 /// The secret values, and the names (`component.SECRET`) of those not set: an error when

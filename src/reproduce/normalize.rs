@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use futures_util::TryStreamExt;
@@ -104,7 +105,7 @@ pub async fn normalize_on_bases(
     bases: &[Vec<String>],
 ) -> anyhow::Result<Normalized> {
     Ok(
-        normalize_keeping(daemon, image, sde, tags, bases, (false, None))
+        normalize_keeping(daemon, image, sde, tags, bases, Keep::default())
             .await?
             .0,
     )
@@ -115,17 +116,70 @@ pub async fn normalize_on_bases(
 /// ([`Normalized::same_os_as`]).
 pub type Watched = fn(&[u8]) -> bool;
 
-/// [`normalize_on_bases`], also returning the normal form's files on disk when `keep_files`
-/// (for a load in the same run: see [`ImageFiles`]) and saying whether the new layers have a
-/// `watched` path.
+/// A normal form whose files are written, before the daemon has loaded it: enough for a load
+/// into a cluster's nodes to start (`up` starts it then).
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// Its ID: the config digest.
+    pub image_id: String,
+    /// Its layers' diff IDs, bottom first.
+    pub diff_ids: Vec<String>,
+    pub files: Arc<ImageFiles>,
+}
+
+/// What a caller keeps of a normalisation besides the image on the daemon.
+#[derive(Clone, Copy, Default)]
+struct Keep<'a> {
+    /// The normal form's files on disk (for a load in the same run: see [`ImageFiles`]).
+    files: bool,
+    /// Paths to say the new layers leave alone, or not.
+    watched: Option<Watched>,
+    /// Told of the kept files as soon as they are written, before the daemon loads the image.
+    ready: Option<&'a (dyn Fn(Ready) + Sync)>,
+}
+
+/// The normal form's files while the daemon loads it: kept for the caller (and handed to
+/// `ready` first), or only their directory held until then.
+enum Held {
+    Kept(Arc<ImageFiles>),
+    Dir { _dir: tempfile::TempDir },
+}
+
+impl Held {
+    fn new(plan: &Plan, dir: tempfile::TempDir, keep: Keep<'_>) -> Self {
+        if !keep.files {
+            return Held::Dir { _dir: dir };
+        }
+        let files = Arc::new(plan.clone().files(dir));
+        if let Some(ready) = keep.ready {
+            ready(Ready {
+                image_id: plan.image_id.clone(),
+                diff_ids: plan.outcomes.iter().map(|o| o.after.clone()).collect(),
+                files: files.clone(),
+            });
+        }
+        Held::Kept(files)
+    }
+
+    fn kept(self) -> Option<Arc<ImageFiles>> {
+        match self {
+            Held::Kept(files) => Some(files),
+            Held::Dir { .. } => None,
+        }
+    }
+}
+
+/// [`normalize_on_bases`], also returning the normal form's files on disk when
+/// `keeping.files` and saying whether the new layers have a `keeping.watched` path.
 async fn normalize_keeping(
     daemon: &Daemon,
     image: &str,
     sde: i64,
     tags: &[String],
     bases: &[Vec<String>],
-    (keep_files, watched): (bool, Option<Watched>),
-) -> anyhow::Result<(Normalized, Option<ImageFiles>)> {
+    keeping: Keep<'_>,
+) -> anyhow::Result<(Normalized, Option<Arc<ImageFiles>>)> {
+    let watched = keeping.watched;
     if sde < 0 {
         bail!("SOURCE_DATE_EPOCH must not be negative (got {sde})");
     }
@@ -167,6 +221,7 @@ async fn normalize_keeping(
         match partial_plan(&job, dir.path(), size).await {
             Ok(Ok(p)) => {
                 let t1 = std::time::Instant::now();
+                let held = Held::new(&p.plan, dir, keeping);
                 match load_or_tag(daemon, &docker, image, &p.plan, tags).await {
                     Ok((already_present, daemon_id)) => {
                         let plan = p.plan;
@@ -182,8 +237,7 @@ async fn normalize_keeping(
                             format!("pushed {} of {} layers", p.pushed, plan.outcomes.len());
                         let took = [p.export_ms, p.rewrite_ms, ms(t1)];
                         let loaded = (already_present, daemon_id);
-                        let (mut n, files) =
-                            done(plan, source_id, loaded, export, took, keep_files, dir);
+                        let (mut n, files) = done(plan, source_id, loaded, export, took, held);
                         n.same_os_as = p.same_os_as;
                         return Ok((n, files));
                     }
@@ -213,6 +267,7 @@ async fn normalize_keeping(
     .with_context(|| format!("normalising {image}"))?;
     let rewrite_ms = ms(t0);
     let t0 = std::time::Instant::now();
+    let held = Held::new(&plan, dir, keeping);
     // 3. Load (unless the daemon has it), or just move the tags.
     let (already_present, daemon_id) = load_or_tag(daemon, &docker, image, &plan, tags).await?;
     if daemon_id != plan.image_id {
@@ -225,7 +280,7 @@ async fn normalize_keeping(
     }
     let took = [export_ms, rewrite_ms, ms(t0)];
     let loaded = (already_present, daemon_id);
-    Ok(done(plan, source_id, loaded, whole, took, keep_files, dir))
+    Ok(done(plan, source_id, loaded, whole, took, held))
 }
 
 /// What normalising `source_id` into `plan` did: `loaded` (whether the daemon had it, and
@@ -237,9 +292,8 @@ fn done(
     (already_present, daemon_id): (bool, String),
     export: String,
     [export_ms, rewrite_ms, load_ms]: [u64; 3],
-    keep_files: bool,
-    dir: tempfile::TempDir,
-) -> (Normalized, Option<ImageFiles>) {
+    held: Held,
+) -> (Normalized, Option<Arc<ImageFiles>>) {
     let normalized = Normalized {
         image_id: plan.image_id.clone(),
         daemon_id,
@@ -252,7 +306,7 @@ fn done(
         rewrite_ms,
         load_ms,
     };
-    (normalized, keep_files.then(|| plan.files(dir)))
+    (normalized, held.kept())
 }
 
 /// Whether normalising may ask the daemon to push the new layers to slipway (see
@@ -791,7 +845,7 @@ pub struct NormalImage {
     /// Its layers' diff IDs, bottom first.
     pub diff_ids: Vec<String>,
     /// Its files on disk, when the run keeps them for a load.
-    pub files: Option<ImageFiles>,
+    pub files: Option<Arc<ImageFiles>>,
     /// An earlier normal image with the same OS files ([`Normalized::same_os_as`]).
     pub same_os_as: Option<String>,
 }
@@ -804,6 +858,9 @@ pub struct NormalForms {
     keep_files: bool,
     /// Paths the caller wants to know the new layers leave alone ([`Watched`]).
     watched: Option<Watched>,
+    /// Where each kept normal form goes as soon as its files are written (before the daemon
+    /// has loaded it), and then word that its build is over.
+    ready: Option<tokio::sync::mpsc::UnboundedSender<Handoff>>,
     made: std::sync::Mutex<BTreeMap<String, NormalImage>>,
 }
 
@@ -812,7 +869,31 @@ impl NormalForms {
         NormalForms {
             keep_files,
             watched: None,
+            ready: None,
             made: Default::default(),
+        }
+    }
+
+    /// The same, handing each kept normal form to `ready` as soon as its files are written.
+    pub fn handing_to(
+        mut self,
+        ready: Option<tokio::sync::mpsc::UnboundedSender<Handoff>>,
+    ) -> Self {
+        self.ready = ready;
+        self
+    }
+
+    /// Says that the build of `component` is over: its image is on the daemon under its tags.
+    pub fn built(&self, component: &str) {
+        self.hand_on(Handoff::Built {
+            component: component.to_string(),
+        });
+    }
+
+    fn hand_on(&self, h: Handoff) {
+        if let Some(tx) = &self.ready {
+            // A receiver gone (its load ended early) takes nothing more: nothing is lost.
+            let _ = tx.send(h);
         }
     }
 
@@ -826,6 +907,15 @@ impl NormalForms {
     pub fn take(&self) -> BTreeMap<String, NormalImage> {
         std::mem::take(&mut *self.made.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// What a build run tells a load that runs beside it ([`NormalForms::handing_to`]).
+#[derive(Debug)]
+pub enum Handoff {
+    /// A component's normal form is written; the daemon does not hold it yet.
+    Written { component: String, ready: Ready },
+    /// A component's build is over: its image is on the daemon.
+    Built { component: String },
 }
 
 /// The build engine's step after a successful build (`src/builder/image.rs` calls it): normalises
@@ -853,8 +943,18 @@ pub async fn after_build(
         .filter(|t| !t.is_empty())
         .map(|t| t.to_string())
         .collect();
-    let keeping = (made.keep_files, made.watched);
-    let (n, files) = normalize_keeping(daemon, raw, sde, &tags, base_layers, keeping)
+    let hand_on = |ready: Ready| {
+        made.hand_on(Handoff::Written {
+            component: task.to_string(),
+            ready,
+        })
+    };
+    let keep = Keep {
+        files: made.keep_files,
+        watched: made.watched,
+        ready: Some(&hand_on),
+    };
+    let (n, files) = normalize_keeping(daemon, raw, sde, &tags, base_layers, keep)
         .await
         .context(Fail::job(format!(
             "component `{task}`: normalising its image {raw}"
