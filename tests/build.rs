@@ -1390,6 +1390,81 @@ async fn after_a_small_change_normalising_takes_only_the_new_layer_from_the_daem
     );
 }
 
+/// The newest record's image removed (`docker image prune`, `slipway prune`) and slipway's
+/// memory of loaded images without the others (it keeps the newest few): normalising starts
+/// from an older record whose image the daemon still has, instead of exporting everything.
+#[tokio::test]
+async fn normalising_starts_from_an_older_record_when_the_newest_ones_image_is_gone() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let host = slipway::docker::endpoint().host;
+    assert!(
+        host.starts_with("unix://"),
+        "this test needs the local daemon on its unix socket, not {host}"
+    );
+    let p = Project::new("two", &docker).await;
+    p.write(
+        "alpha/Dockerfile",
+        &format!(
+            "ARG RUNTIME_IMAGE=slipway-test/not-overridden:0\n\
+             FROM ${{RUNTIME_IMAGE}} AS production\n\
+             RUN mkdir -p /opt/deps && seq 1 300000 > /opt/deps/numbers && echo {} > /opt/deps/a.txt\n\
+             COPY app/ /app/\n\
+             CMD [\"cat\", \"/app/main.txt\"]\n",
+            p.prefix
+        ),
+    );
+    std::fs::create_dir_all(p.path("alpha/app")).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let build = |version: &str| {
+        p.write("alpha/app/main.txt", &format!("{version}\n"));
+        let out = run_with(&p, cache.path(), &[], &["build", "alpha"]);
+        let path = p.path(".slipway/last-build.json");
+        let report: BuildReport = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        (out, report.components["alpha"].image_id.clone())
+    };
+    // Until the daemon has pushed the dependency layer once, the export is whole.
+    build("v1");
+    let (second, kept) = build("v2");
+    assert!(normalised(&second).contains("; pushed "), "{second}");
+    let (third, gone) = build("v3");
+    assert!(normalised(&third).contains("; pushed 1 of "), "{third}");
+    let rmi = std::process::Command::new("docker")
+        .args(["rmi", "-f", &gone])
+        .output()
+        .unwrap();
+    assert!(
+        rmi.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rmi.stderr)
+    );
+    std::fs::remove_file(cache.path().join("loaded-layers.json")).unwrap();
+    assert!(
+        docker.inspect_image(&kept).await.is_ok(),
+        "v2's image is gone"
+    );
+
+    let (fourth, id) = build("v4");
+    assert!(
+        normalised(&fourth).contains("; pushed 1 of "),
+        "the record of v3 (image removed) was the only one tried: {}",
+        normalised(&fourth)
+    );
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            &id,
+            "sh",
+            "-c",
+            "cat /app/main.txt; wc -l < /opt/deps/numbers",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v4\n300000\n");
+}
+
 /// The daemon's clock (RFC 3339), as `docker events --since/--until` take it.
 async fn daemon_now(docker: &Docker) -> String {
     docker.info().await.unwrap().system_time.unwrap()

@@ -222,7 +222,7 @@ async fn normalize_keeping(
             Ok(Ok(p)) => {
                 let t1 = std::time::Instant::now();
                 let held = Held::new(&p.plan, dir, keeping);
-                match load_or_tag(daemon, &docker, image, &p.plan, tags).await {
+                match load_or_tag(daemon, &docker, image, &p.plan, tags, p.held).await {
                     Ok((already_present, daemon_id)) => {
                         let plan = p.plan;
                         partial::remember(
@@ -269,7 +269,7 @@ async fn normalize_keeping(
     let t0 = std::time::Instant::now();
     let held = Held::new(&plan, dir, keeping);
     // 3. Load (unless the daemon has it), or just move the tags.
-    let (already_present, daemon_id) = load_or_tag(daemon, &docker, image, &plan, tags).await?;
+    let (already_present, daemon_id) = load_or_tag(daemon, &docker, image, &plan, tags, 0).await?;
     if daemon_id != plan.image_id {
         // The containerd image store: a later load finds the config without an export.
         crate::docker::images::remember_config(&cache, &daemon_id, &plan.image_id);
@@ -341,6 +341,8 @@ struct PartialPlan {
     pushed: usize,
     /// The record's image, when the new layers leave its OS files as they were.
     same_os_as: Option<String>,
+    /// How many bottom layers the daemon was seen to hold (see [`start_from`]).
+    held: usize,
     export_ms: u64,
     rewrite_ms: u64,
 }
@@ -362,25 +364,11 @@ async fn partial_plan(
             "the daemon has no registry digest for the base's layers".into(),
         ));
     }
-    let Some(prepared) = partial::prepare(&cache, job.raw, job.keep, job.sde) else {
-        return Ok(Err("no earlier image shares its bottom layers".into()));
+    let (prepared, held) = match start_from(job, &cache).await {
+        Ok(p) => p,
+        Err(why) => return Ok(Err(why)),
     };
     let from = prepared.from;
-    let shared = &prepared.record.outcomes[..from];
-    if job.raw[from..].iter().any(|d| job.raw[..from].contains(d)) {
-        return Ok(Err("a new layer repeats a shared one".into()));
-    }
-    // The shared layers' normal forms must be in the daemon: the load leaves them out.
-    let afters: Vec<String> = shared.iter().map(|o| o.after.clone()).collect();
-    let docker = job.docker;
-    let exists = |id: String| async move { docker.inspect_image(&id).await.is_ok() };
-    let chain = stored::held_chain(&cache, host, &afters, exists).await;
-    let held = held_layers(shared, chain);
-    if afters.iter().any(|a| !held.contains(a)) {
-        return Ok(Err(
-            "the daemon no longer holds the shared layers' normal forms".into(),
-        ));
-    }
 
     // The push: a blob the daemon pushed before for a new layer is asked for again; any other
     // blob it asks about is said to be here, so it sends nothing else. A new layer the daemon
@@ -507,9 +495,53 @@ async fn partial_plan(
         raw_sizes,
         pushed: uploads,
         same_os_as: prepared_image.filter(|_| !os_touched),
+        held,
         export_ms,
         rewrite_ms: ms(t0),
     }))
+}
+
+/// How many records normalising looks at before it exports the whole image.
+const RECORDS_TRIED: usize = 4;
+
+/// The record normalising `job` starts from: the best of [`partial::candidates`] whose shared
+/// layers' normal forms the daemon still holds (the load leaves them out): the record's own
+/// image is there, or another image slipway remembers loading shares them. A newer record's
+/// image may be gone (removed, pruned) while an older one's is there. Returns it with how
+/// many bottom layers the daemon holds as one chain; `Err(why)` when none.
+async fn start_from(job: &Job<'_>, cache: &Path) -> Result<(partial::Prepared, usize), String> {
+    let host = &job.daemon.endpoint.host;
+    let docker = job.docker;
+    let exists = |id: String| async move { docker.inspect_image(&id).await.is_ok() };
+    let mut why = "no earlier image shares its bottom layers".to_string();
+    let candidates = partial::candidates(cache, job.raw, job.keep, job.sde);
+    for c in candidates.iter().take(RECORDS_TRIED) {
+        let Some(prepared) = partial::prepare_from(cache, job.raw, job.keep, job.sde, c) else {
+            continue;
+        };
+        let from = prepared.from;
+        if job.raw[from..].iter().any(|d| job.raw[..from].contains(d)) {
+            why = "a new layer repeats a shared one".into();
+            continue;
+        }
+        let shared = &prepared.record.outcomes[..from];
+        let afters: Vec<String> = shared.iter().map(|o| o.after.clone()).collect();
+        // The record's own image holds its bottom layers; else another image slipway loaded.
+        let own = match &prepared.record.image_id {
+            Some(id) if exists(id.clone()).await => from,
+            _ => 0,
+        };
+        let chain = match own {
+            0 => stored::held_chain(cache, host, &afters, exists).await,
+            n => n,
+        };
+        let held = held_layers(shared, chain);
+        if afters.iter().all(|a| held.contains(a)) {
+            return Ok((prepared, chain));
+        }
+        why = "the daemon no longer holds the shared layers' normal forms".into();
+    }
+    Err(why)
 }
 
 /// What the daemon pushed for [`rewrite_partial`]: the new layers' files (bottom first) and
@@ -671,13 +703,16 @@ async fn export(
 
 /// Loads the normal form `plan` under its tags, or only moves the tags when the daemon has it
 /// already (which it says: `true`); then checks that every tag names it. Returns that, and
-/// what the daemon calls the image.
+/// what the daemon calls the image. `chain`: how many bottom layers the daemon was seen to
+/// hold already (the image a partial normalisation started from); the classic store's load
+/// leaves those out.
 async fn load_or_tag(
     daemon: &Daemon,
     docker: &bollard::Docker,
     image: &str,
     plan: &Plan,
     tags: &[String],
+    chain: usize,
 ) -> anyhow::Result<(bool, String)> {
     let already_present = docker.inspect_image(&plan.image_id).await.is_ok();
     if already_present {
@@ -705,14 +740,14 @@ async fn load_or_tag(
             true => stored::held(&cache, host, &plan.rewritten_blobs(), exists).await,
             false => {
                 let afters: Vec<String> = plan.layers.iter().map(|(d, _)| d.clone()).collect();
-                let chain = stored::held_chain(&cache, host, &afters, exists).await;
-                held_layers(&plan.outcomes, chain)
+                let remembered = stored::held_chain(&cache, host, &afters, exists).await;
+                held_layers(&plan.outcomes, remembered.max(chain))
             }
         };
         // What the daemon surely holds: the image normalising started from is still there.
         let sure = match containerd {
             true => HashSet::new(),
-            false => held_layers(&plan.outcomes, 0),
+            false => held_layers(&plan.outcomes, chain),
         };
         let (d, p) = (docker.clone(), plan.clone());
         crate::interrupt::unabortable(async move {

@@ -264,19 +264,55 @@ pub struct Prepared {
 /// `sde` (a layer's normal form holds it), if it shares at least the base and one layer, and
 /// every shared layer's entries are on disk.
 pub fn prepare(cache: &Path, raw: &[String], keep: usize, sde: i64) -> Option<Prepared> {
-    let index: Index = read_json(&dir(cache).join(INDEX))?;
-    let (shared, name) = index
+    candidates(cache, raw, keep, sde)
+        .into_iter()
+        .find_map(|c| prepare_from(cache, raw, keep, sde, &c))
+}
+
+/// A record normalising could start from: how many bottom layers it shares, and its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub shared: usize,
+    file: String,
+}
+
+/// The records made with SOURCE_DATE_EPOCH `sde` that share at least the base and one layer
+/// with `raw`, best first: those sharing the most, and of those the newest (a build from
+/// scratch shares only the base).
+pub fn candidates(cache: &Path, raw: &[String], keep: usize, sde: i64) -> Vec<Candidate> {
+    let Some(index) = read_json::<Index>(&dir(cache).join(INDEX)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Candidate> = index
         .records
         .iter()
         .filter(|Entry(_, t, _, _)| *t == sde)
-        .map(|Entry(r, _, name, _)| (r.iter().zip(raw).take_while(|(a, b)| a == b).count(), name))
-        // The newest of those sharing the most (a build from scratch shares only the base).
-        .min_by_key(|(n, _)| std::cmp::Reverse(*n))?;
-    if shared == 0 || shared < keep {
+        .map(|Entry(r, _, file, _)| Candidate {
+            shared: r.iter().zip(raw).take_while(|(a, b)| a == b).count(),
+            file: file.clone(),
+        })
+        .filter(|c| c.shared > 0 && c.shared >= keep)
+        .collect();
+    // The index lists the newest first; a stable sort keeps that order among equals.
+    found.sort_by_key(|c| std::cmp::Reverse(c.shared));
+    found
+}
+
+/// The record of `candidate`, ready to start from: `None` when it no longer fits (read
+/// again, another base or SOURCE_DATE_EPOCH) or a shared layer's entries are not on disk.
+pub fn prepare_from(
+    cache: &Path,
+    raw: &[String],
+    keep: usize,
+    sde: i64,
+    candidate: &Candidate,
+) -> Option<Prepared> {
+    let record: Record = read_json(&dir(cache).join(&candidate.file))?;
+    if record.keep != keep || record.sde != sde || record.outcomes.len() != record.raw.len() {
         return None;
     }
-    let record: Record = read_json(&dir(cache).join(name))?;
-    if record.keep != keep || record.sde != sde || record.outcomes.len() != record.raw.len() {
+    let shared = candidate.shared;
+    if record.raw.len() < shared || record.raw[..shared] != raw[..shared] {
         return None;
     }
     let below = raw[keep..shared]
