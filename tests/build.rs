@@ -1243,34 +1243,39 @@ fn normalised(out: &str) -> &str {
         .unwrap_or_else(|| panic!("no normalised line in:\n{out}"))
 }
 
-#[tokio::test]
-async fn after_a_small_change_normalising_takes_only_the_new_layer_from_the_daemon_and_gives_the_same_image(
-) {
-    let Some(docker) = common::daemon().await else {
-        return;
-    };
-    // The partial export needs a daemon on a local socket (it pushes to 127.0.0.1).
+/// A project whose `alpha` has a dependency layer a RUN step writes (its times are rewritten)
+/// under `extra` and the app's layer, for the partial export, which needs a daemon on a local
+/// socket (it pushes to 127.0.0.1). The test's prefix in every step: no layer comes from another
+/// run's build cache (whose chain of layers below would differ).
+async fn partial_project(docker: &Docker, extra: &str) -> Project {
     let host = slipway::docker::endpoint().host;
     assert!(
         host.starts_with("unix://"),
         "this test needs the local daemon on its unix socket, not {host}"
     );
-    let p = Project::new("two", &docker).await;
-    // A dependency layer a RUN step writes (its times are rewritten) under the changed layer.
-    // The test's prefix in every step: no layer comes from another run's build cache (whose
-    // chain of layers below would differ).
+    let p = Project::new("two", docker).await;
     p.write(
         "alpha/Dockerfile",
         &format!(
             "ARG RUNTIME_IMAGE=slipway-test/not-overridden:0\n\
              FROM ${{RUNTIME_IMAGE}} AS production\n\
              RUN mkdir -p /opt/deps && seq 1 300000 > /opt/deps/numbers && echo {} > /opt/deps/a.txt\n\
-             COPY message.txt /message.txt\n\
+             {extra}\
              COPY app/ /app/\n\
              CMD [\"cat\", \"/app/main.txt\"]\n",
             p.prefix
         ),
     );
+    p
+}
+
+#[tokio::test]
+async fn after_a_small_change_normalising_takes_only_the_new_layer_from_the_daemon_and_gives_the_same_image(
+) {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let p = partial_project(&docker, "COPY message.txt /message.txt\n").await;
     std::fs::create_dir_all(p.path("alpha/app")).unwrap();
     p.write("alpha/app/main.txt", "v1\n");
     p.write("alpha/app/other.txt", &p.prefix);
@@ -1398,23 +1403,7 @@ async fn normalising_starts_from_an_older_record_when_the_newest_ones_image_is_g
     let Some(docker) = common::daemon().await else {
         return;
     };
-    let host = slipway::docker::endpoint().host;
-    assert!(
-        host.starts_with("unix://"),
-        "this test needs the local daemon on its unix socket, not {host}"
-    );
-    let p = Project::new("two", &docker).await;
-    p.write(
-        "alpha/Dockerfile",
-        &format!(
-            "ARG RUNTIME_IMAGE=slipway-test/not-overridden:0\n\
-             FROM ${{RUNTIME_IMAGE}} AS production\n\
-             RUN mkdir -p /opt/deps && seq 1 300000 > /opt/deps/numbers && echo {} > /opt/deps/a.txt\n\
-             COPY app/ /app/\n\
-             CMD [\"cat\", \"/app/main.txt\"]\n",
-            p.prefix
-        ),
-    );
+    let p = partial_project(&docker, "").await;
     std::fs::create_dir_all(p.path("alpha/app")).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let build = |version: &str| {
