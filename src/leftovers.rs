@@ -185,10 +185,20 @@ pub fn dead_runs(state_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Untags the temporary build tags of dead runs under `repositories` (this project's), and the
-/// export tags of dead runs (whichever project they normalised for), on a local daemon (a unix socket: its pids are this machine's; on a daemon shared over TCP, a pid
-/// says nothing about another machine's runs). Returns the tags removed, `None` when the
-/// daemon could not list them.
+/// export tags of dead runs (whichever project they normalised for), on a local daemon (a unix
+/// socket: its pids are this machine's; on a daemon shared over TCP, a pid says nothing about
+/// another machine's runs). Returns the tags removed, `None` when the daemon could not list
+/// them.
 pub async fn reap_tags(
+    daemon: &crate::docker::Daemon,
+    repositories: &[String],
+) -> Option<Vec<String>> {
+    let dead = dead_tags(daemon, repositories).await?;
+    Some(untag(daemon, dead).await)
+}
+
+/// The temporary tags [`reap_tags`] removes, without removing them.
+pub async fn dead_tags(
     daemon: &crate::docker::Daemon,
     repositories: &[String],
 ) -> Option<Vec<String>> {
@@ -208,23 +218,33 @@ pub async fn reap_tags(
         .filters(&filters)
         .build();
     let images = daemon.docker.list_images(Some(options)).await.ok()?;
-    let mut reaped = Vec::new();
-    for tag in images.into_iter().flat_map(|i| i.repo_tags) {
-        if any_tag_owner(&tag).is_some_and(|pid| !alive(pid)) {
-            let untag = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-                .noprune(true)
-                .build();
-            if daemon
-                .docker
-                .remove_image(&tag, Some(untag), None)
-                .await
-                .is_ok()
-            {
-                reaped.push(tag);
-            }
+    Some(
+        images
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .filter(|tag| any_tag_owner(tag).is_some_and(|pid| !alive(pid)))
+            .collect(),
+    )
+}
+
+/// Removes `tags` (never the images: `noprune`, and another tag may name them); returns those
+/// removed.
+pub async fn untag(daemon: &crate::docker::Daemon, tags: Vec<String>) -> Vec<String> {
+    let mut removed = Vec::new();
+    for tag in tags {
+        let untag = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .noprune(true)
+            .build();
+        if daemon
+            .docker
+            .remove_image(&tag, Some(untag), None)
+            .await
+            .is_ok()
+        {
+            removed.push(tag);
         }
     }
-    Some(reaped)
+    removed
 }
 
 /// Removes the containers (created to read an image's files, never started) that dead runs

@@ -8,7 +8,8 @@
 //! newest N (by the time the daemon last tagged them). Only the input-digest tags are removed:
 //! an image someone tagged by hand as well stays under that name. Nodes keep the same newest N
 //! and the last build's, and what their own containers use (not what the daemon's use); a node image is removed only when its config
-//! carries slipway's labels too.
+//! carries slipway's labels too. The temporary tags of runs that were killed outright (a
+//! build's, this project's; a normalisation's export tag, any project's) go too.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -113,11 +114,25 @@ pub async fn prune(
         keep,
         ..Default::default()
     };
-    let removed: Vec<String> = doomed.iter().flat_map(|c| c.tags.clone()).collect();
+    let mut removed: Vec<String> = doomed.iter().flat_map(|c| c.tags.clone()).collect();
     let freed = match dry_run {
         true => None,
         false => remove_from_daemon(docker, &doomed).await?,
     };
+    // The temporary tags of runs killed outright (build tags of this project, export tags of
+    // any): the next build would reap them, but that project may never be built again.
+    let repositories: Vec<String> = config
+        .components
+        .keys()
+        .map(|n| config.image_repo(n))
+        .collect();
+    let dead = crate::leftovers::dead_tags(daemon, &repositories)
+        .await
+        .unwrap_or_default();
+    removed.extend(match dry_run {
+        true => dead,
+        false => crate::leftovers::untag(daemon, dead).await,
+    });
     report.places.push(Place {
         place: "daemon".into(),
         removed,

@@ -211,3 +211,71 @@ async fn prune_keeps_the_newest_the_last_and_the_used_and_nothing_else_is_touche
         let _ = Command::new("docker").args(["rmi", g]).output();
     }
 }
+
+/// The temporary tags of runs killed outright (SIGKILL: nothing of theirs ran after) are
+/// removed by `prune`, not only by the next build of the project that made them: a build tag of
+/// this project and a normalisation's export tag of any. A live run's tags stay.
+#[tokio::test]
+async fn prune_removes_the_temporary_tags_of_killed_runs() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let prefix = common::unique("slipway-prune-tags");
+    std::fs::create_dir_all(d.join("api")).unwrap();
+    std::fs::write(d.join("api/Dockerfile"), "FROM slipway-test/busybox:1.35\n").unwrap();
+    std::fs::write(
+        d.join("slipway.toml"),
+        format!(
+            "[app]\nname = \"tagapp\"\n[images]\nprefix = \"{prefix}\"\n[cluster]\ntarget = \"none\"\n[components.api]\ncontext = \"api\"\ndockerfile = \"api/Dockerfile\"\nport = 80\n"
+        ),
+    )
+    .unwrap();
+    // A pid no process has any more, and this test's own (alive).
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let live = std::process::id();
+    let name = common::unique("x");
+    let tags = [
+        format!("{prefix}/api:slipway-build-slipway-api-{dead}-1a2b"),
+        format!("127.0.0.1:9/slipway-export/{name}:p{dead}-1"),
+        format!("127.0.0.1:9/slipway-export/{name}:p{live}-2"),
+    ];
+    for t in &tags {
+        run(Command::new("docker").args(["tag", "slipway-test/busybox:1.35", t]));
+    }
+
+    slipway(d, &["prune", "--dry-run", "--metadata-file", "dry.json"]);
+    let removed = |file: &str| -> Vec<String> {
+        let report = json(d, file);
+        let daemon = report["places"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["place"] == "daemon")
+            .unwrap()
+            .clone();
+        let mut r: Vec<String> = daemon["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        r.sort();
+        r
+    };
+    let mut expected = vec![tags[0].clone(), tags[1].clone()];
+    expected.sort();
+    assert_eq!(removed("dry.json"), expected);
+    assert!(tags.iter().all(|t| on_daemon(t)), "a dry run removed a tag");
+
+    slipway(d, &["prune", "--metadata-file", "real.json"]);
+    assert_eq!(removed("real.json"), expected);
+    assert!(!on_daemon(&tags[0]) && !on_daemon(&tags[1]));
+    assert!(on_daemon(&tags[2]), "a live run's export tag was removed");
+    // Only the tags: the image they named is still there.
+    assert!(on_daemon("slipway-test/busybox:1.35"));
+    run(Command::new("docker").args(["rmi", &tags[2]]));
+}
