@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::RunRetrying as _;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +18,7 @@ use std::process::Command;
 use serde_json::Value;
 
 fn run(cmd: &mut Command, what: &str) -> String {
-    common::ok(cmd.output().unwrap(), what)
+    common::ok(cmd.output_retrying().unwrap(), what)
 }
 
 /// The judges' Python (scripts/env/tools installs cyclonedx-python-lib into it).

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::RunRetrying as _;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -1345,7 +1347,7 @@ async fn after_a_small_change_normalising_takes_only_the_new_layer_from_the_daem
             "-c",
             "cat /app/main.txt /app/new.txt /message.txt; wc -l < /opt/deps/numbers",
         ])
-        .output()
+        .output_retrying()
         .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -1449,7 +1451,7 @@ async fn normalising_starts_from_an_older_record_when_the_newest_ones_image_is_g
             "-c",
             "cat /app/main.txt; wc -l < /opt/deps/numbers",
         ])
-        .output()
+        .output_retrying()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "v4\n300000\n");
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::RunRetrying as _;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -489,7 +491,7 @@ fn listing_on(host: &str, image: &str) -> Vec<String> {
             "-c",
             "find /ctx -exec stat -c '%n|%a|%F|%N|%s|%h' {} + && find /ctx -type f -exec md5sum {} +",
         ])
-        .output()
+        .output_retrying()
         .expect("docker run");
     assert!(
         out.status.success(),

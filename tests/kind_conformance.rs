@@ -16,12 +16,14 @@
 
 mod common;
 
+use common::RunRetrying as _;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawn");
+    let out = cmd.output_retrying().expect("spawn");
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}\n{}",

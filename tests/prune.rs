@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::RunRetrying as _;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -29,7 +31,7 @@ fn text(o: &Output) -> String {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
+    let out = cmd.output_retrying().unwrap();
     assert!(out.status.success(), "{cmd:?}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).to_string()
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::RunRetrying as _;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -109,7 +111,7 @@ async fn the_apps_dockerignore_applies_and_slipways_files_stay_out() {
     let listing = Command::new("docker")
         .args(["run", "--rm", "--entrypoint", "sh", &image, "-c"])
         .arg("cd /app && find . | sort && grep -rl the-secret-marker / --exclude-dir=proc --exclude-dir=sys 2>/dev/null; true")
-        .output()
+        .output_retrying()
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout).to_string();
     assert!(listing.contains("./logs/important.log"), "{listing}");

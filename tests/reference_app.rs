@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::RunRetrying as _;
+
 use common::ok;
 
 use std::path::Path;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
-        .output()
+        .output_retrying()
         .expect("the docker CLI runs")
 }
 

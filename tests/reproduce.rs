@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::RunRetrying as _;
+
 use std::process::Command;
 
 use slipway::docker::Daemon;
@@ -96,7 +98,7 @@ fn local(docker: bollard::Docker) -> Daemon {
 fn run(image: &str) -> String {
     let out = Command::new("docker")
         .args(["run", "--rm", image])
-        .output()
+        .output_retrying()
         .unwrap();
     assert!(
         out.status.success(),
@@ -149,7 +151,7 @@ async fn two_no_cache_builds_normalise_to_one_image_id() {
     let ls = Command::new("docker")
         .args(["run", "--rm", &format!("{repo}:1"), "sh", "-c"])
         .arg("ls -la /app /app/data /app/data/old; ls /app/gone 2>&1; stat -c '%h %Y %a' /app/data/hello /app/app.txt; readlink /app/data/symlink")
-        .output()
+        .output_retrying()
         .unwrap();
     let ls = String::from_utf8_lossy(&ls.stdout);
     assert!(ls.contains("No such file"), "whiteout of /app/gone: {ls}");

@@ -264,3 +264,44 @@ pub fn stand_in(script: &str, name: &str, workers: usize) -> Kind {
     );
     Kind(name.to_string())
 }
+
+/// `docker run` that tries again when the runtime failed to start the container before anything
+/// in it ran (runc's `read init-p: connection reset by peer`, seen once on this host's Docker
+/// 20.10 under load): a failure of the machine, not of what a test checks. Any other failure,
+/// and a third runtime failure, is returned as it is.
+pub trait RunRetrying {
+    fn output_retrying(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl RunRetrying for Command {
+    fn output_retrying(&mut self) -> std::io::Result<std::process::Output> {
+        let args: Vec<String> = self
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let name = args
+            .iter()
+            .position(|a| a == "--name")
+            .and_then(|i| args.get(i + 1));
+        let mut tries = 0;
+        loop {
+            let out = self.output()?;
+            tries += 1;
+            let runtime =
+                String::from_utf8_lossy(&out.stderr).contains("OCI runtime create failed");
+            if out.status.success() || !runtime || tries == 3 {
+                return Ok(out);
+            }
+            if let Some(name) = name {
+                let mut rm = Command::new("docker");
+                for (k, v) in self.get_envs() {
+                    if let Some(v) = v {
+                        rm.env(k, v);
+                    }
+                }
+                let _ = rm.args(["rm", "-f", name]).output();
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+}

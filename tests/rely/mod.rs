@@ -149,7 +149,8 @@ pub fn docker(host: Option<&str>, args: &[&str]) -> Output {
     if let Some(h) = host {
         cmd.env("DOCKER_HOST", h);
     }
-    cmd.args(args).output().expect("running the docker CLI")
+    // A runtime that failed to start a container is tried again (`common::RunRetrying`).
+    common::RunRetrying::output_retrying(cmd.args(args)).expect("running the docker CLI")
 }
 
 /// The image ID `reference` names, if any.
