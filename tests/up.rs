@@ -489,6 +489,12 @@ async fn up_sends_each_image_to_the_nodes_while_the_daemon_loads_it_back() {
     ];
     let dir = tempfile::tempdir().unwrap();
     project(dir.path(), &common::unique("slipway-up"));
+    // Pages no other test builds: two runs that build the same image at once share it on the
+    // daemon (the other tests here build `project`'s pages as they are).
+    for c in ["api", "web"] {
+        let page = format!("{c} {}\n", common::unique("v1"));
+        std::fs::write(dir.path().join(c).join("index.html"), page).unwrap();
+    }
     let target = format!("kind:{cluster}");
 
     // Both built, into nodes that lack the base image too: the normal forms' files hold only

@@ -134,20 +134,23 @@ pub(crate) async fn build_component(
     // the same image ID on every run and every daemon.
     let built = match built {
         Ok(raw) => {
-            let daemon = &shared.daemon;
-            let sde = c.source_date_epoch.unwrap_or(0);
-            crate::reproduce::normalize::after_build(
-                daemon,
-                shared.reporter.as_ref(),
-                &c.name,
-                &raw,
-                sde,
-                temp,
-                &c.base_layers,
-                &shared.normal_forms,
-            )
-            .await
-            .map_err(Failure::from)
+            let mut normal = normalise(shared, c, &raw, temp).await;
+            // Another run that built the same image at the same moment (the same inputs in
+            // another project) removed it once it had normalised its own: build it again.
+            if normal.is_err() && shared.docker.inspect_image(&raw).await.is_err() {
+                shared.reporter.report(Event::Log {
+                    task: c.name.clone(),
+                    line: "the image being normalised was removed meanwhile (another run built \
+                           the same image and removed it); building again from the cache"
+                        .into(),
+                });
+                log.push("# the image was removed while normalising it; built again".into());
+                normal = match build_once(shared, c, temp, &mut log).await {
+                    Ok(raw) => normalise(shared, c, &raw, temp).await,
+                    Err(f) => Err(f),
+                };
+            }
+            normal
         }
         Err(f) => Err(f),
     };
@@ -223,6 +226,27 @@ async fn build_once(
 /// store: the same content built by another client (another slipway, another CI job on a shared
 /// daemon) gives the same image ID, and that client removed it between this export's create and
 /// tag. Nothing of the build is wrong; the same build again (from the cache) succeeds.
+/// Normalises the image `raw` just built (see [`crate::reproduce::normalize::after_build`]).
+async fn normalise(
+    shared: &Shared,
+    c: &ComponentPlan,
+    raw: &str,
+    temp: &str,
+) -> Result<String, Failure> {
+    crate::reproduce::normalize::after_build(
+        &shared.daemon,
+        shared.reporter.as_ref(),
+        &c.name,
+        raw,
+        c.source_date_epoch.unwrap_or(0),
+        temp,
+        &c.base_layers,
+        &shared.normal_forms,
+    )
+    .await
+    .map_err(Failure::from)
+}
+
 fn lost_in_export(f: &Failure) -> bool {
     let error = format!("{:#}", f.error);
     f.step

@@ -416,15 +416,19 @@ async fn load_as_built(
                     diff_ids: Some(ready.diff_ids),
                     normal_form: Some(ready.files),
                 };
+                // A later normal form of the same component (normalising took another way
+                // after a failed load back) replaces the one waiting.
+                waiting.retain(|w| w.component != image.component);
                 if !loading.load_early(&image, reporter).await {
-                    waiting.retain(|w| w.component != image.component);
                     waiting.push(image);
                 }
             }
             Handoff::Built { component } => {
                 let at = waiting.iter().position(|w| w.component == component);
                 if let Some(image) = at.map(|i| waiting.remove(i)) {
-                    loading.load(&image, reporter).await;
+                    if !loading.has(&image) {
+                        loading.load(&image, reporter).await;
+                    }
                 }
             }
         }
