@@ -573,7 +573,7 @@ async fn up_sends_each_image_to_the_nodes_while_the_daemon_loads_it_back() {
     // Not the layers the nodes have (the base's, and an unchanged step's).
     assert!(
         web.iter()
-            .all(|l| l["layers_sent"].as_u64() < l["layers_total"].as_u64()),
+            .all(|l| l["layers_sent"].as_u64().unwrap() < l["layers_total"].as_u64().unwrap()),
         "{run2}"
     );
 

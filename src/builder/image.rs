@@ -222,10 +222,6 @@ async fn build_once(
     }
 }
 
-/// Whether a build failed because the image it was exporting vanished from the daemon's image
-/// store: the same content built by another client (another slipway, another CI job on a shared
-/// daemon) gives the same image ID, and that client removed it between this export's create and
-/// tag. Nothing of the build is wrong; the same build again (from the cache) succeeds.
 /// Normalises the image `raw` just built (see [`crate::reproduce::normalize::after_build`]).
 async fn normalise(
     shared: &Shared,
@@ -247,6 +243,10 @@ async fn normalise(
     .map_err(Failure::from)
 }
 
+/// Whether a build failed because the image it was exporting vanished from the daemon's image
+/// store: the same content built by another client (another slipway, another CI job on a shared
+/// daemon) gives the same image ID, and that client removed it between this export's create and
+/// tag. Nothing of the build is wrong; the same build again (from the cache) succeeds.
 fn lost_in_export(f: &Failure) -> bool {
     let error = format!("{:#}", f.error);
     f.step

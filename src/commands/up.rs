@@ -276,7 +276,7 @@ async fn pipeline(
         (cluster::Detection::Found(c), true) => Some(c),
         _ => None,
     };
-    let (ready, mut handed) = match early {
+    let (ready, handed) = match early {
         Some(_) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             (Some(tx), Some(rx))
@@ -310,7 +310,7 @@ async fn pipeline(
         build::execute(session.reporter.clone(), config, daemon, plan, &build_opts).await
     };
     let loading_early = async {
-        let (Some(cluster), Some(rx)) = (early, handed.as_mut()) else {
+        let (Some(cluster), Some(rx)) = (early, handed) else {
             return anyhow::Ok(None);
         };
         // Never an error here, which would cut the builds off: without a start the load
@@ -398,7 +398,7 @@ async fn pipeline(
 /// its build is over (the daemon holds the image then, and its export gives that layer).
 async fn load_as_built(
     loading: &mut cluster::Loading<'_>,
-    handed: &mut tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+    mut handed: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
     plan: &build::BuildPlan,
     reporter: &dyn Reporter,
 ) {

@@ -527,13 +527,9 @@ async fn start_from(job: &Job<'_>, cache: &Path) -> Result<(partial::Prepared, u
         let shared = &prepared.record.outcomes[..from];
         let afters: Vec<String> = shared.iter().map(|o| o.after.clone()).collect();
         // The record's own image holds its bottom layers; else another image slipway loaded.
-        let own = match &prepared.record.image_id {
+        let chain = match &prepared.record.image_id {
             Some(id) if exists(id.clone()).await => from,
-            _ => 0,
-        };
-        let chain = match own {
-            0 => stored::held_chain(cache, host, &afters, exists).await,
-            n => n,
+            _ => stored::held_chain(cache, host, &afters, exists).await,
         };
         let held = held_layers(shared, chain);
         if afters.iter().all(|a| held.contains(a)) {

@@ -262,7 +262,9 @@ pub struct Prepared {
 
 /// The record sharing the most bottom layers with `raw`, made with the same SOURCE_DATE_EPOCH
 /// `sde` (a layer's normal form holds it), if it shares at least the base and one layer, and
-/// every shared layer's entries are on disk.
+/// every shared layer's entries are on disk. (Normalising itself tries the first few
+/// candidates in turn: `normalize::start_from`.)
+#[cfg(test)]
 pub fn prepare(cache: &Path, raw: &[String], keep: usize, sde: i64) -> Option<Prepared> {
     candidates(cache, raw, keep, sde)
         .into_iter()
@@ -272,7 +274,7 @@ pub fn prepare(cache: &Path, raw: &[String], keep: usize, sde: i64) -> Option<Pr
 /// A record normalising could start from: how many bottom layers it shares, and its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
-    pub shared: usize,
+    shared: usize,
     file: String,
 }
 
