@@ -589,6 +589,124 @@ async fn kind_loads_only_what_each_node_lacks() {
     }
 }
 
+/// Several images into fresh nodes: the next image streams while the nodes still unpack the
+/// last (its import slowed here by a `ctr` that waits after each import), unless it needs a
+/// layer the last one is still bringing: then it waits, and that layer is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_streams_the_next_image_while_the_nodes_import_the_last() {
+    let Some(env) = env().await else { return };
+    let name = common::unique("lkp");
+    let nodes = env.kind(&name, 0).await;
+    let node = nodes[0].as_str();
+    let target = ClusterTarget::Kind(name.clone());
+    let bb = env.busybox.clone();
+    let bb_id = docker(&["image", "inspect", "-f", "{{.Id}}", &bb]).1;
+    let r = env
+        .load(&target, &[("base", &bb, bb_id.trim())], &silent())
+        .await;
+    assert!(r.ok(), "{r:#?}");
+    // Every import now ends 3 s after containerd has the image.
+    let wrapper = "#!/bin/sh\n/usr/bin/ctr.real \"$@\"; rc=$?\n\
+                   case \" $* \" in *\" images import \"*) sleep 3 ;; esac\nexit $rc\n";
+    let install =
+        "mv /usr/bin/ctr /usr/bin/ctr.real && cat > /usr/bin/ctr && chmod +x /usr/bin/ctr";
+    let mut child = Command::new("docker")
+        .args(["exec", "-i", node, "sh", "-c", install])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(wrapper.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let base_layers = docker(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", &bb]).1;
+    let base_layers: usize = base_layers.trim().parse().unwrap();
+
+    let repo = common::unique("slipway-load-test/pipe");
+    let image = |tag: &str, from: &str| {
+        let reference = format!("{repo}:{tag}");
+        let dockerfile = format!("FROM {from}\nCOPY {tag}.bin /{tag}.bin\n");
+        let id = env.build(
+            &reference,
+            &dockerfile,
+            &[(&format!("{tag}.bin"), random(1 << 20))],
+        );
+        (reference, id)
+    };
+    let (b, b_id) = image("b", &bb);
+    let (c, c_id) = image("c", &bb);
+    let (d, d_id) = image("d", &bb);
+    let (e, e_id) = image("e", &d);
+    let events = Hooked::default();
+    let r = env
+        .load(
+            &target,
+            &[
+                ("b", &b, &b_id),
+                ("c", &c, &c_id),
+                ("d", &d, &d_id),
+                ("e", &e, &e_id),
+            ],
+            &events,
+        )
+        .await;
+    assert!(r.ok(), "{r:#?}");
+    let events = events.events.into_inner().unwrap();
+    let at = |want: &dyn Fn(&Event) -> bool, what: &str| {
+        events
+            .iter()
+            .position(want)
+            .unwrap_or_else(|| panic!("no event {what}: {events:#?}"))
+    };
+    let started = |c: &str| {
+        let task = format!("{c}@{node}");
+        at(
+            &move |e| matches!(e, Event::Started { task: t, .. } if *t == task),
+            c,
+        )
+    };
+    let finished = |c: &str| {
+        let task = format!("{c}@{node}");
+        at(
+            &move |e| matches!(e, Event::Finished { task: t, .. } if *t == task),
+            c,
+        )
+    };
+    // c shares nothing b is bringing: it went out while b's import still ran.
+    assert!(started("c") < finished("b"), "{events:#?}");
+    // e is d plus a layer: it waited for d's import, and did not send d's layer again.
+    assert!(finished("d") < started("e"), "{events:#?}");
+    let one_more = base_layers + 1;
+    for (component, total) in [
+        ("b", one_more),
+        ("c", one_more),
+        ("d", one_more),
+        ("e", one_more + 1),
+    ] {
+        assert_eq!(
+            result(&r, component, node).outcome,
+            Outcome::Loaded {
+                layers_sent: 1,
+                layers_total: total
+            },
+            "{component}: {r:#?}"
+        );
+    }
+    for (reference, file) in [
+        (&b, "/b.bin"),
+        (&c, "/c.bin"),
+        (&e, "/d.bin"),
+        (&e, "/e.bin"),
+    ] {
+        let out = ctr_run(node, &format!("docker.io/{reference}"), &["wc", "-c", file]);
+        assert!(out.starts_with("1048576 "), "{reference}: {out}");
+    }
+}
+
 /// A node stopped in the middle of a load fails alone; the other ends consistent; after a
 /// restart the next load sends to the restarted node only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -538,7 +538,8 @@ struct Slot {
     /// The socket of the node's containerd.
     address: &'static str,
     state: Result<NodeState, String>,
-    snapshotter: Option<String>,
+    /// Asked once per run, by the first import (see [`ready_to_import`]).
+    snapshotter: tokio::sync::OnceCell<String>,
 }
 
 enum NodeState {
@@ -628,9 +629,7 @@ async fn load_into(
         return Ok(all_present(cluster, images, reporter, started));
     }
     let mut loading = Loading::asking(daemon, cluster, docker, prints, started).await;
-    for image in images {
-        loading.load(image, reporter).await;
-    }
+    loading.load_all(images, reporter).await;
     Ok(loading.finish(images).await)
 }
 
@@ -643,7 +642,7 @@ fn wanted(images: &[BuiltImage]) -> BTreeSet<String> {
 }
 
 /// A load into a cluster's nodes under way: each node asked once what it holds, then the
-/// images one at a time, then the report. `up` starts one while it builds and hands each image
+/// images in turn (overlapped by [`Loading::load_all`]), then the report. `up` starts one while it builds and hands each image
 /// in as soon as its normal form is written ([`Loading::load_early`]), so that the nodes load
 /// it while the daemon loads it back.
 pub struct Loading<'a> {
@@ -666,9 +665,14 @@ impl<'a> Loading<'a> {
         let docker = daemon.long()?;
         let (runtime, address) = (cluster.runtime(), cluster.containerd_address());
         let prints = fingerprints(&docker, cluster.nodes(), runtime, address).await;
-        let mut loading = Loading::asking(daemon, cluster, docker, prints, started).await;
-        let docker = &loading.docker;
-        join_all(loading.slots.iter_mut().map(|s| ready_to_import(docker, s))).await;
+        let loading = Loading::asking(daemon, cluster, docker, prints, started).await;
+        join_all(
+            loading
+                .slots
+                .iter()
+                .map(|s| ready_to_import(&loading.docker, s)),
+        )
+        .await;
         Ok(loading)
     }
 
@@ -709,7 +713,7 @@ impl<'a> Loading<'a> {
                 runtime,
                 address,
                 state,
-                snapshotter: None,
+                snapshotter: Default::default(),
             })
             .collect();
         Loading {
@@ -758,6 +762,74 @@ impl<'a> Loading<'a> {
 
     /// Loads `image` into every node, sending each only what it lacks.
     pub async fn load(&mut self, image: &BuiltImage, reporter: &dyn Reporter) {
+        let (meta, source) = match self.prepare(image, reporter).await {
+            Ok(prepared) => prepared,
+            Err(failed) => return self.results.extend(failed),
+        };
+        let loaded = load_image(&self.docker, &meta, source, &mut self.slots, reporter).await;
+        self.results.extend(loaded);
+    }
+
+    /// Loads `images` into every node in turn, as [`Loading::load`] does one, but overlapped:
+    /// the daemon prepares the next image's export while the nodes read the current one
+    /// (Docker 20.10 writes a whole `docker save` to its own disk before the first byte), and
+    /// the next image streams while the nodes still unpack the last. An image that needs
+    /// something the last one is still bringing waits for that import to end.
+    pub async fn load_all(&mut self, images: &[BuiltImage], reporter: &dyn Reporter) {
+        let mut queue = std::collections::VecDeque::new();
+        for image in images {
+            match self.prepare(image, reporter).await {
+                Ok(prepared) => queue.push_back(prepared),
+                Err(failed) => self.results.extend(failed),
+            }
+        }
+        let docker = self.docker.clone();
+        let mut pending: Option<Sent> = None;
+        let mut prefetched: Option<Prefetched> = None;
+        while let Some((meta, mut source)) = queue.pop_front() {
+            if let Some(sent) = pending.take_if(|p| p.shares(&meta, &self.slots)) {
+                let settled = settle(&docker, sent, &self.slots, reporter).await;
+                self.results.extend(settled.apply(&mut self.slots));
+            }
+            source.prefetched = prefetched.take().filter(|p| p.id == meta.id);
+            prefetched = queue.front().and_then(|(next, next_source)| {
+                let lacking = |s: &Slot| -> Vec<String> {
+                    let sent_now: BTreeSet<&String> = meta.diff_ids.iter().collect();
+                    lacking(next, s)
+                        .into_iter()
+                        .filter(|d| !sent_now.contains(d))
+                        .collect()
+                };
+                let needed = self.slots.iter().flat_map(lacking).collect();
+                next_source
+                    .exports_whole(&needed)
+                    .then(|| Prefetched::start(docker.clone(), next.id.clone()))
+            });
+            let last = pending.take();
+            let (sent, settled) =
+                tokio::join!(send(&docker, meta, source, &self.slots, reporter), async {
+                    match last {
+                        Some(sent) => Some(settle(&docker, sent, &self.slots, reporter).await),
+                        None => None,
+                    }
+                });
+            if let Some(settled) = settled {
+                self.results.extend(settled.apply(&mut self.slots));
+            }
+            pending = Some(sent);
+        }
+        if let Some(sent) = pending {
+            let settled = settle(&docker, sent, &self.slots, reporter).await;
+            self.results.extend(settled.apply(&mut self.slots));
+        }
+    }
+
+    /// What is known of `image` and where its bytes come from; a failure is every node's.
+    async fn prepare(
+        &self,
+        image: &BuiltImage,
+        reporter: &dyn Reporter,
+    ) -> Result<(ImageMeta, Source<'a>), Vec<NodeLoad>> {
         let (daemon, docker) = (self.daemon, &self.docker);
         let (component, reference, id) = (&image.component, &image.reference, &image.image_id);
         let known = image
@@ -768,7 +840,7 @@ impl<'a> Loading<'a> {
         // The containerd image store names the image by its manifest digest and exports
         // compressed layers: unless this run normalised it, nodes know it by its config
         // digest, and get plain layers from an export if one of them lacks something.
-        let export = (normal_form.is_none() && self.containerd_store).then_some(id.as_str());
+        let export = (normal_form.is_none() && self.containerd_store).then(|| id.clone());
         let meta = match known {
             _ if export.is_some() => {
                 containerd_meta(daemon, docker, component, reference, id).await
@@ -780,22 +852,22 @@ impl<'a> Loading<'a> {
             Ok(m) => m,
             Err(e) => {
                 let reason = format!("{e:#}");
-                for s in &self.slots {
+                let failed = self.slots.iter().map(|s| {
                     let task = format!("{component}@{}", s.node.name);
                     reporter.report(Event::failed(task, reason.clone()));
-                    self.results.push(node_load(
+                    let reason = reason.clone();
+                    let outcome = Outcome::Failed { reason };
+                    node_load(
                         component,
                         reference,
                         id,
                         &s.node.name,
-                        Outcome::Failed {
-                            reason: reason.clone(),
-                        },
+                        outcome,
                         0,
                         Duration::ZERO,
-                    ));
-                }
-                return;
+                    )
+                });
+                return Err(failed.collect());
             }
         };
         if let Some(files) = &normal_form {
@@ -805,9 +877,9 @@ impl<'a> Loading<'a> {
             daemon,
             normal_form,
             export,
+            prefetched: None,
         };
-        let loaded = load_image(docker, &meta, source, &mut self.slots, reporter).await;
-        self.results.extend(loaded);
+        Ok((meta, source))
     }
 
     /// The report, in the order of `images` (every image of the run, those loaded early
@@ -880,14 +952,16 @@ fn lacking(image: &ImageMeta, slot: &Slot) -> Vec<String> {
 
 /// Makes a containerd node ready for imports (once per node and run): releases the leases an
 /// import cut off by a node stop left (they hold its blobs for 24 h) and asks the snapshotter.
-async fn ready_to_import(docker: &Docker, s: &mut Slot) {
-    if s.runtime == Runtime::Containerd && s.snapshotter.is_none() && s.state.is_ok() {
-        let _ = kind::release_orphan_leases(docker, s.ctr()).await;
-        s.snapshotter = Some(
-            kind::snapshotter(docker, s.ctr())
-                .await
-                .unwrap_or_else(|_| "overlayfs".into()),
-        );
+async fn ready_to_import(docker: &Docker, s: &Slot) {
+    if s.runtime == Runtime::Containerd && s.state.is_ok() {
+        s.snapshotter
+            .get_or_init(|| async {
+                let _ = kind::release_orphan_leases(docker, s.ctr()).await;
+                kind::snapshotter(docker, s.ctr())
+                    .await
+                    .unwrap_or_else(|_| "overlayfs".into())
+            })
+            .await;
     }
 }
 
@@ -977,13 +1051,22 @@ struct Source<'a> {
     normal_form: Option<Arc<ImageFiles>>,
     /// On the containerd image store without them: the daemon's ID of the image, to export
     /// plain layers from (see [`crate::reproduce::normalize::export_plain`]).
-    export: Option<&'a str>,
+    export: Option<String>,
+    /// The daemon's `docker save` of it, asked for ahead of its turn ([`Loading::load_all`]).
+    prefetched: Option<Prefetched>,
 }
 
 type ImageStream<'a> =
     futures_util::stream::BoxStream<'a, Result<bytes::Bytes, bollard::errors::Error>>;
 
 impl<'a> Source<'a> {
+    /// Whether the nodes' lacking `needed` (diff IDs) takes the daemon's `docker save`.
+    fn exports_whole(&self, needed: &std::collections::HashSet<String>) -> bool {
+        !needed.is_empty()
+            && self.export.is_none()
+            && self.normal_form.as_ref().is_none_or(|f| f.lacks(needed))
+    }
+
     /// The image as an archive stream: the normal form's files (exported as plain layers
     /// first on the containerd store), else the daemon's `docker save`.
     /// `needed`: the layers some node lacks; normalising may have left files for only some
@@ -998,12 +1081,15 @@ impl<'a> Source<'a> {
             return Ok(archive::save::stream(files).boxed());
         }
         let Some(id) = self.export else {
+            if let Some(prefetched) = self.prefetched.filter(|p| p.id == image.id) {
+                return Ok(prefetched.stream().boxed());
+            }
             // The long bound on a response: a daemon may write the whole export to its own
             // disk before it sends the first byte (Docker 20.10's `docker save` does).
             let docker = self.daemon.long().map_err(|e| format!("{e:#}"))?;
             return Ok(docker.export_image(&image.id).boxed());
         };
-        let files = crate::reproduce::normalize::export_plain(self.daemon, id)
+        let files = crate::reproduce::normalize::export_plain(self.daemon, &id)
             .await
             .map_err(|e| {
                 format!(
@@ -1018,6 +1104,59 @@ impl<'a> Source<'a> {
             ));
         }
         Ok(archive::save::stream(Arc::new(files)).boxed())
+    }
+}
+
+/// The daemon's `docker save` of an image, asked for before the image's turn: the request
+/// runs in a task that holds the first chunks until the stream is read (the daemon's writes
+/// wait meanwhile). Dropping it ends the request.
+struct Prefetched {
+    id: String,
+    rx: mpsc::Receiver<Result<bytes::Bytes, bollard::errors::Error>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Prefetched {
+    /// Asks `docker` (a client with the long bound on responses) for the export of `id`.
+    fn start(docker: Docker, id: String) -> Self {
+        let (tx, rx) = mpsc::channel(4);
+        let image = id.clone();
+        let task = tokio::spawn(async move {
+            let mut export = docker.export_image(&image);
+            while let Some(chunk) = export.next().await {
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Prefetched { id, rx, task }
+    }
+
+    fn stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, bollard::errors::Error>> {
+        futures_util::stream::unfold(self, |mut p| async move {
+            p.rx.recv().await.map(|chunk| (chunk, p))
+        })
+    }
+}
+
+impl Drop for Prefetched {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sent {
+    /// Whether `next` needs something this send is still bringing to a node (or is the
+    /// same image): then its import has to end first.
+    fn shares(&self, next: &ImageMeta, slots: &[Slot]) -> bool {
+        next.id == self.image.id
+            || self.imports.iter().any(|(i, layers)| {
+                let lacked = lacking(next, &slots[*i]);
+                layers.iter().any(|l| lacked.contains(l))
+            })
     }
 }
 
@@ -1149,15 +1288,62 @@ async fn load_image(
     slots: &mut [Slot],
     reporter: &dyn Reporter,
 ) -> Vec<NodeLoad> {
-    let t0 = Instant::now();
-    for s in slots.iter() {
+    let sent = send(docker, image.clone(), source, slots, reporter).await;
+    let settled = settle(docker, sent, slots, reporter).await;
+    settled.apply(slots)
+}
+
+/// An image whose archive went out to the nodes that lacked something; their imports may
+/// still be running ([`settle`] waits for them and checks what they made).
+struct Sent {
+    image: ImageMeta,
+    started: Instant,
+    /// The nodes that needed nothing sent, or failed before anything was.
+    outcomes: Outcomes,
+    /// Each node sent the archive (slot) and the layers it lacked.
+    imports: Vec<(usize, Vec<String>)>,
+    /// Their imports, in the same order.
+    running: Vec<Importing>,
+    transfer: transfer::Transfer,
+}
+
+/// What the nodes ended with for one image ([`settle`]).
+struct Settled {
+    image: ImageMeta,
+    results: Vec<NodeLoad>,
+    /// The slots whose store now holds the image.
+    changed: Vec<usize>,
+    manifest_digest: Option<String>,
+}
+
+impl Settled {
+    /// Remembers what the nodes hold now, for the next image of this run.
+    fn apply(self, slots: &mut [Slot]) -> Vec<NodeLoad> {
+        for i in &self.changed {
+            remember(&mut slots[*i], &self.image, self.manifest_digest.as_deref());
+        }
+        self.results
+    }
+}
+
+/// Decides what each node needs of `image` and streams it once into every node that lacks
+/// something; returns when the stream has ended, with the nodes' imports still running.
+async fn send(
+    docker: &Docker,
+    image: ImageMeta,
+    source: Source<'_>,
+    slots: &[Slot],
+    reporter: &dyn Reporter,
+) -> Sent {
+    let started = Instant::now();
+    for s in slots {
         reporter.report(Event::Started {
             estimate_ms: None,
-            task: task(image, s),
+            task: task(&image, s),
             what: "load".into(),
         });
     }
-    let steps = join_all(slots.iter().map(|s| decide(docker, image, s))).await;
+    let steps = join_all(slots.iter().map(|s| decide(docker, &image, s))).await;
     let mut outcomes = Outcomes::new();
     let mut imports: Vec<(usize, Vec<String>)> = Vec::new();
     for (i, step) in steps.into_iter().enumerate() {
@@ -1171,46 +1357,90 @@ async fn load_image(
             }
         }
     }
-    // What the nodes hold now, for the next image of this run.
-    let manifest_digest = match imports.is_empty() {
-        true => None,
-        false => match source
-            .stream(
-                image,
-                &imports
-                    .iter()
-                    .flat_map(|(_, l)| l.iter().cloned())
-                    .collect(),
-            )
-            .await
-        {
+    let (mut running, mut transfer) = (Vec::new(), transfer::Transfer::default());
+    if !imports.is_empty() {
+        let needed = imports
+            .iter()
+            .flat_map(|(_, l)| l.iter().cloned())
+            .collect();
+        match source.stream(&image, &needed).await {
             Ok(stream) => {
-                let (imported, digest) =
-                    import(docker, image, stream, slots, &imports, reporter).await;
-                outcomes.extend(imported);
-                digest
+                // The snapshotter is only needed for an import; asked once per node and run.
+                join_all(
+                    imports
+                        .iter()
+                        .map(|(i, _)| ready_to_import(docker, &slots[*i])),
+                )
+                .await;
+                let sinks;
+                (sinks, running) = imports
+                    .iter()
+                    .map(|(i, layers)| start_import(docker, &image, &slots[*i], layers, reporter))
+                    .unzip();
+                transfer = transfer::fan_out(stream, &image, sinks, reporter).await;
             }
             Err(reason) => {
-                for (i, _) in &imports {
+                for (i, _) in imports.drain(..) {
                     let reason = reason.clone();
-                    outcomes.insert(*i, (Outcome::Failed { reason }, 0));
+                    outcomes.insert(i, (Outcome::Failed { reason }, 0));
                 }
-                None
             }
+        }
+    }
+    Sent {
+        image,
+        started,
+        outcomes,
+        imports,
+        running,
+        transfer,
+    }
+}
+
+/// Waits for the imports of a [`send`], checks each, and reports every node's outcome.
+async fn settle(docker: &Docker, sent: Sent, slots: &[Slot], reporter: &dyn Reporter) -> Settled {
+    let Sent {
+        image,
+        started,
+        mut outcomes,
+        imports,
+        running,
+        transfer,
+    } = sent;
+    let finished = join_all(running.into_iter().map(|(w, h)| async move {
+        let r = h
+            .await
+            .unwrap_or_else(|e| Err(anyhow!("node task died: {e}")));
+        (r, w.load(Ordering::Relaxed))
+    }))
+    .await;
+    let digest = transfer.manifest_digest.as_deref();
+    let image_ref = &image;
+    let checks = imports.iter().zip(finished).zip(transfer.sinks.iter()).map(
+        |(((i, _), (result, written)), sink)| async move {
+            let outcome = finish(docker, image_ref, &slots[*i], result, sink, digest).await;
+            let outcome = outcome.map(|()| Outcome::Loaded {
+                layers_sent: sink.layers_sent,
+                layers_total: image_ref.diff_ids.len(),
+            });
+            (*i, outcome, written)
         },
-    };
-    for (i, (outcome, _)) in &outcomes {
-        let changed = match outcome {
+    );
+    for (i, outcome, written) in join_all(checks).await {
+        let outcome = outcome.unwrap_or_else(|reason| Outcome::Failed { reason });
+        outcomes.insert(i, (outcome, written));
+    }
+    let changed = outcomes
+        .iter()
+        .filter(|(_, (outcome, _))| match outcome {
             Outcome::Retagged { .. } => true,
             Outcome::Loaded { .. } => !imports.is_empty(),
             _ => false,
-        };
-        if changed {
-            remember(&mut slots[*i], image, manifest_digest.as_deref());
-        }
-    }
-    let took = t0.elapsed();
-    outcomes
+        })
+        .map(|(i, _)| *i)
+        .collect();
+    let took = started.elapsed();
+    let results = outcomes
         .into_iter()
         .map(|(i, (outcome, written))| {
             let s = &slots[i];
@@ -1223,10 +1453,16 @@ async fn load_image(
                 written,
                 took,
             );
-            report_outcome(reporter, &task(image, s), &r);
+            report_outcome(reporter, &task(&image, s), &r);
             r
         })
-        .collect()
+        .collect();
+    Settled {
+        manifest_digest: transfer.manifest_digest,
+        image,
+        results,
+        changed,
+    }
 }
 
 /// The task of one image on one node: `backend@dev-worker`.
@@ -1253,57 +1489,6 @@ fn report_outcome(reporter: &dyn Reporter, task: &str, r: &NodeLoad) {
     }
 }
 
-/// Streams the image once into every node of `imports` (slot, the layers it lacks) and checks
-/// each import. Returns each node's outcome and the manifest digest the archives carried.
-async fn import(
-    docker: &Docker,
-    image: &ImageMeta,
-    stream: ImageStream<'_>,
-    slots: &mut [Slot],
-    imports: &[(usize, Vec<String>)],
-    reporter: &dyn Reporter,
-) -> (Outcomes, Option<String>) {
-    // The snapshotter is only needed for an import; asked once per node and run.
-    for (i, _) in imports {
-        ready_to_import(docker, &mut slots[*i]).await;
-    }
-    let (sinks, handles): (Vec<_>, Vec<_>) = imports
-        .iter()
-        .map(|(i, layers)| start_import(docker, image, &slots[*i], layers, reporter))
-        .unzip();
-    let transfer = transfer::fan_out(stream, image, sinks, reporter).await;
-    let finished = join_all(handles.into_iter().map(|(w, h)| async move {
-        let r = h
-            .await
-            .unwrap_or_else(|e| Err(anyhow!("node task died: {e}")));
-        (r, w.load(Ordering::Relaxed))
-    }))
-    .await;
-    let checks = imports.iter().zip(finished).zip(transfer.sinks.iter()).map(
-        |(((i, _), (result, written)), sink)| {
-            let slot = &slots[*i];
-            let digest = transfer.manifest_digest.clone();
-            async move {
-                let outcome = finish(docker, image, slot, result, sink, digest.as_deref()).await;
-                let outcome = outcome.map(|()| Outcome::Loaded {
-                    layers_sent: sink.layers_sent,
-                    layers_total: image.diff_ids.len(),
-                });
-                (*i, outcome, written)
-            }
-        },
-    );
-    let outcomes = join_all(checks)
-        .await
-        .into_iter()
-        .map(|(i, outcome, written)| {
-            let outcome = outcome.unwrap_or_else(|reason| Outcome::Failed { reason });
-            (i, (outcome, written))
-        })
-        .collect();
-    (outcomes, transfer.manifest_digest)
-}
-
 /// Starts the command that reads one node's archive (`ctr images import` or `docker load`);
 /// returns the sink the stream writes that archive into, and the running import.
 fn start_import(
@@ -1321,7 +1506,7 @@ fn start_import(
             },
             kind::import_command(
                 s.ctr(),
-                s.snapshotter.as_deref().unwrap_or("overlayfs"),
+                s.snapshotter.get().map_or("overlayfs", String::as_str),
                 &image.containerd_name(),
             ),
             "the import (ctr images import)",
