@@ -1085,9 +1085,10 @@ impl<'a> Source<'a> {
                 return Ok(prefetched.stream().boxed());
             }
             // The long bound on a response: a daemon may write the whole export to its own
-            // disk before it sends the first byte (Docker 20.10's `docker save` does).
+            // disk before it sends the first byte (Docker 20.10's `docker save` does). Asked
+            // for now, so that the daemon prepares it while the nodes are made ready.
             let docker = self.daemon.long().map_err(|e| format!("{e:#}"))?;
-            return Ok(docker.export_image(&image.id).boxed());
+            return Ok(Prefetched::start(docker, image.id.clone()).stream().boxed());
         };
         let files = crate::reproduce::normalize::export_plain(self.daemon, &id)
             .await
