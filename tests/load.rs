@@ -606,23 +606,7 @@ async fn kind_streams_the_next_image_while_the_nodes_import_the_last() {
         .await;
     assert!(r.ok(), "{r:#?}");
     // Every import now ends 3 s after containerd has the image.
-    let wrapper = "#!/bin/sh\n/usr/bin/ctr.real \"$@\"; rc=$?\n\
-                   case \" $* \" in *\" images import \"*) sleep 3 ;; esac\nexit $rc\n";
-    let install =
-        "mv /usr/bin/ctr /usr/bin/ctr.real && cat > /usr/bin/ctr && chmod +x /usr/bin/ctr";
-    let mut child = Command::new("docker")
-        .args(["exec", "-i", node, "sh", "-c", install])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(wrapper.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    common::slow_imports(node, 3);
     let base_layers = docker(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", &bb]).1;
     let base_layers: usize = base_layers.trim().parse().unwrap();
 

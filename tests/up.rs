@@ -581,6 +581,47 @@ async fn up_sends_each_image_to_the_nodes_while_the_daemon_loads_it_back() {
 }
 
 /// Removes every tag of every component a run's metadata names.
+/// A cluster made anew while the images stay built: `up` builds nothing and loads both, the
+/// second streaming while the node still imports the first (its imports slowed here).
+#[tokio::test]
+async fn up_into_a_new_cluster_streams_one_image_while_the_nodes_import_the_other() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path(), &common::unique("slipway-up"));
+    let out = up(dir.path(), &["--cluster", "none"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let cluster = common::unique("up-anew");
+    let _kind = common::kind(&cluster);
+    let node = format!("{cluster}-control-plane");
+    // The node has the base already (as after any earlier load), so neither image needs a
+    // layer the other brings.
+    let base = "docker save slipway-test/busybox:1.35 | docker exec -i \"$0\" \
+                ctr -n k8s.io images import --all-platforms --digests --snapshotter=overlayfs -";
+    let loaded = Command::new("sh")
+        .args(["-c", base, &node])
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{}", text(&loaded));
+    common::slow_imports(&node, 3);
+
+    let events = up_events(dir.path(), &format!("kind:{cluster}"));
+    for c in ["api", "web"] {
+        let built = &events[event_at(&events, "finished", c)];
+        assert_eq!(built["outcome"], "cached", "{built}");
+        let done = &events[event_at(&events, "finished", &format!("{c}@{node}"))];
+        assert_eq!(done["outcome"], "loaded", "{done}");
+    }
+    let at = |kind: &str, c: &str| event_at(&events, kind, &format!("{c}@{node}"));
+    let (first, second) = match at("started", "api") < at("started", "web") {
+        true => ("api", "web"),
+        false => ("web", "api"),
+    };
+    assert!(at("started", second) < at("finished", first), "{events:#?}");
+}
+
 async fn remove_images(docker: &bollard::Docker, runs: &[&serde_json::Value]) {
     for r in runs {
         let Some(components) = r["build"]["components"].as_object() else {

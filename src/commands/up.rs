@@ -346,11 +346,10 @@ async fn pipeline(
             pushed
         }
         (None, Some(mut loading)) => {
-            for image in &images {
-                if !loading.has(image) {
-                    loading.load(image, reporter).await;
-                }
-            }
+            // What was not loaded while the builds ran (cached builds, a cluster made anew),
+            // overlapped as `slipway load` does.
+            let rest: Vec<_> = images.iter().filter(|i| !loading.has(i)).cloned().collect();
+            loading.load_all(&rest, reporter).await;
             loading.finish(&images).await
         }
         (None, None) => cluster::load_detected(daemon, detection, &images, reporter).await?,

@@ -251,6 +251,35 @@ pub fn kind(name: &str) -> Kind {
     stand_in("kind-up", name, 0)
 }
 
+/// Makes every `ctr images import` in the kind stand-in `node` end `seconds` after containerd
+/// has the image (a `ctr` in front of the real one), so that a test sees what happens while a
+/// node is still importing.
+#[allow(dead_code)]
+pub fn slow_imports(node: &str, seconds: u32) {
+    use std::io::Write as _;
+    let wrapper = format!(
+        "#!/bin/sh\n/usr/bin/ctr.real \"$@\"; rc=$?\n\
+         case \" $* \" in *\" images import \"*) sleep {seconds} ;; esac\nexit $rc\n"
+    );
+    let install =
+        "mv /usr/bin/ctr /usr/bin/ctr.real && cat > /usr/bin/ctr && chmod +x /usr/bin/ctr";
+    let mut child = Command::new("docker")
+        .args(["exec", "-i", node, "sh", "-c", install])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(wrapper.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "installing a slow ctr in {node}"
+    );
+}
+
 /// Node stand-ins from `tests/env/SCRIPT NAME WORKERS` (kind-up, k3d-up), removed on drop.
 pub fn stand_in(script: &str, name: &str, workers: usize) -> Kind {
     let out = Command::new(repo().join("tests/env").join(script))
