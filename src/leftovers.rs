@@ -193,7 +193,7 @@ pub async fn reap_tags(
     daemon: &crate::docker::Daemon,
     repositories: &[String],
 ) -> Option<Vec<String>> {
-    let dead = dead_tags(daemon, repositories).await?;
+    let dead = dead_tags(daemon, repositories).await.ok()?;
     Some(untag(daemon, dead).await)
 }
 
@@ -201,9 +201,9 @@ pub async fn reap_tags(
 pub async fn dead_tags(
     daemon: &crate::docker::Daemon,
     repositories: &[String],
-) -> Option<Vec<String>> {
+) -> anyhow::Result<Vec<String>> {
     if !daemon.endpoint.host.starts_with("unix://") || repositories.is_empty() {
-        return Some(Vec::new());
+        return Ok(Vec::new());
     }
     let patterns: Vec<String> = repositories
         .iter()
@@ -217,14 +217,16 @@ pub async fn dead_tags(
     let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
         .filters(&filters)
         .build();
-    let images = daemon.docker.list_images(Some(options)).await.ok()?;
-    Some(
-        images
-            .into_iter()
-            .flat_map(|i| i.repo_tags)
-            .filter(|tag| any_tag_owner(tag).is_some_and(|pid| !alive(pid)))
-            .collect(),
-    )
+    let images = daemon
+        .docker
+        .list_images(Some(options))
+        .await
+        .context("listing the temporary tags of killed runs (docker image ls)")?;
+    Ok(images
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .filter(|tag| any_tag_owner(tag).is_some_and(|pid| !alive(pid)))
+        .collect())
 }
 
 /// Removes `tags` (never the images: `noprune`, and another tag may name them); returns those

@@ -126,9 +126,10 @@ pub async fn prune(
         .keys()
         .map(|n| config.image_repo(n))
         .collect();
-    let dead = crate::leftovers::dead_tags(daemon, &repositories)
-        .await
-        .unwrap_or_default();
+    let (dead, error) = match crate::leftovers::dead_tags(daemon, &repositories).await {
+        Ok(dead) => (dead, None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    };
     removed.extend(match dry_run {
         true => dead,
         false => crate::leftovers::untag(daemon, dead).await,
@@ -137,7 +138,7 @@ pub async fn prune(
         place: "daemon".into(),
         removed,
         freed_bytes: freed,
-        error: None,
+        error,
     });
 
     let cluster = match target {
@@ -401,16 +402,21 @@ fn is_alias(name: &str) -> bool {
 pub fn render(report: &PruneReport) -> String {
     let mut out = String::new();
     for p in &report.places {
-        let what = match (&p.error, report.dry_run) {
-            (Some(e), _) => e.clone(),
-            (None, true) => format!("would remove {}", p.removed.len()),
-            (None, false) => format!(
+        let done = match report.dry_run {
+            true => format!("would remove {}", p.removed.len()),
+            false => format!(
                 "removed {}, freed {}",
                 p.removed.len(),
                 p.freed_bytes
                     .map(fmt_bytes)
                     .unwrap_or_else(|| "(not measured)".into())
             ),
+        };
+        // A place not pruned at all says only why; one pruned in part says both.
+        let what = match &p.error {
+            Some(e) if p.removed.is_empty() && p.freed_bytes.is_none() => e.clone(),
+            Some(e) => format!("{done}; {e}"),
+            None => done,
         };
         out.push_str(&format!("{}: {what}\n", p.place));
         for r in &p.removed {
@@ -465,6 +471,33 @@ mod tests {
         let ids = |v: &[Candidate]| v.iter().map(|c| c.id[..1].to_string()).collect::<Vec<_>>();
         assert_eq!(ids(&doomed), ["3"]);
         assert_eq!(ids(&kept), ["4", "2", "1", "5"]);
+    }
+
+    /// A place pruned in part keeps what it removed beside the error; one not pruned says why.
+    #[test]
+    fn the_report_keeps_what_was_removed_beside_an_error() {
+        let place = |removed: &[&str], freed, error: Option<&str>| Place {
+            place: "daemon".into(),
+            removed: removed.iter().map(|r| r.to_string()).collect(),
+            freed_bytes: freed,
+            error: error.map(str::to_string),
+        };
+        let report = PruneReport {
+            places: vec![
+                place(&["p/api:111111111111"], Some(2048), Some("listing failed")),
+                place(&[], None, Some("not pruned: the node container is exited")),
+            ],
+            ..Default::default()
+        };
+        let out = render(&report);
+        assert!(
+            out.contains("daemon: removed 1, freed 2.0 kB; listing failed\n  p/api:111111111111\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("daemon: not pruned: the node container is exited\n"),
+            "{out}"
+        );
     }
 
     #[test]
