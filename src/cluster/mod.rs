@@ -937,16 +937,40 @@ impl<'a> Loading<'a> {
 /// The layers (diff IDs) of `image` that the node of `slot` lacks, as far as what it said it
 /// holds tells (none for a node that could not say: it fails alone).
 fn lacking(image: &ImageMeta, slot: &Slot) -> Vec<String> {
+    plan(image, slot)
+        .map(|p| p.layers(image))
+        .unwrap_or_default()
+}
+
+/// The least work for one node, from what it said it holds (nothing is asked of it here).
+enum Plan {
+    Containerd(kind::Action),
+    Docker(minikube::Action),
+}
+
+fn plan(image: &ImageMeta, slot: &Slot) -> Result<Plan, String> {
     match &slot.state {
-        Err(_) => Vec::new(),
-        Ok(NodeState::Containerd(state)) => match kind::plan(image, state) {
-            kind::Action::Import { missing } => missing,
+        Err(e) => Err(e.clone()),
+        Ok(NodeState::Containerd(state)) => Ok(Plan::Containerd(kind::plan(image, state))),
+        Ok(NodeState::Docker(state)) => Ok(Plan::Docker(minikube::plan(image, state))),
+    }
+}
+
+impl Plan {
+    /// The layers it sends, each once.
+    fn layers(&self, image: &ImageMeta) -> Vec<String> {
+        match self {
+            Plan::Containerd(kind::Action::Import { missing }) => missing.clone(),
+            Plan::Docker(minikube::Action::Load { skip }) => {
+                let mut seen = std::collections::HashSet::new();
+                image.diff_ids[*skip..]
+                    .iter()
+                    .filter(|d| seen.insert(*d))
+                    .cloned()
+                    .collect()
+            }
             _ => Vec::new(),
-        },
-        Ok(NodeState::Docker(state)) => match minikube::plan(image, state) {
-            minikube::Action::Load { skip } => image.diff_ids[skip..].to_vec(),
-            _ => Vec::new(),
-        },
+        }
     }
 }
 
@@ -1224,48 +1248,33 @@ enum Step {
 
 async fn decide(docker: &Docker, image: &ImageMeta, slot: &Slot) -> Result<Step, String> {
     let name = image.containerd_name();
-    match &slot.state {
-        Err(e) => Err(e.clone()),
-        Ok(NodeState::Containerd(state)) => {
-            let mut action = kind::plan(image, state);
-            if let kind::Action::Verify { digest } = &action {
-                action = match kind::manifest_is(docker, slot.ctr(), digest, image).await {
-                    Ok(true) => kind::Action::Present,
-                    Ok(false) => kind::Action::Import { missing: vec![] },
-                    Err(e) => return Err(format!("{e:#}")),
-                };
-            }
-            match action {
-                kind::Action::Present => Ok(Step::Done(Outcome::AlreadyPresent)),
-                kind::Action::Retag { from } => {
-                    kind::retag(docker, slot.ctr(), &from, &name)
-                        .await
-                        .map_err(|e| format!("{e:#}"))?;
-                    Ok(Step::Done(Outcome::Retagged { from }))
-                }
-                kind::Action::Verify { .. } => Ok(Step::Import { layers: vec![] }),
-                kind::Action::Import { missing } => Ok(Step::Import { layers: missing }),
+    let layers = |plan: Plan| Step::Import {
+        layers: plan.layers(image),
+    };
+    match plan(image, slot)? {
+        Plan::Containerd(kind::Action::Verify { digest }) => {
+            match kind::manifest_is(docker, slot.ctr(), &digest, image).await {
+                Ok(true) => Ok(Step::Done(Outcome::AlreadyPresent)),
+                Ok(false) => Ok(Step::Import { layers: vec![] }),
+                Err(e) => Err(format!("{e:#}")),
             }
         }
-        Ok(NodeState::Docker(state)) => match minikube::plan(image, state) {
-            minikube::Action::Present => Ok(Step::Done(Outcome::AlreadyPresent)),
-            minikube::Action::Retag { from } => {
-                minikube::retag(docker, &slot.node.name, &from, &image.reference)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                Ok(Step::Done(Outcome::Retagged { from }))
-            }
-            minikube::Action::Load { skip } => {
-                let mut seen = std::collections::HashSet::new();
-                Ok(Step::Import {
-                    layers: image.diff_ids[skip..]
-                        .iter()
-                        .filter(|d| seen.insert(*d))
-                        .cloned()
-                        .collect(),
-                })
-            }
-        },
+        Plan::Containerd(kind::Action::Present) | Plan::Docker(minikube::Action::Present) => {
+            Ok(Step::Done(Outcome::AlreadyPresent))
+        }
+        Plan::Containerd(kind::Action::Retag { from }) => {
+            kind::retag(docker, slot.ctr(), &from, &name)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(Step::Done(Outcome::Retagged { from }))
+        }
+        Plan::Docker(minikube::Action::Retag { from }) => {
+            minikube::retag(docker, &slot.node.name, &from, &image.reference)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(Step::Done(Outcome::Retagged { from }))
+        }
+        plan => Ok(layers(plan)),
     }
 }
 
