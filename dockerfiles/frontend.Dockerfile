@@ -26,20 +26,23 @@ RUN --mount=type=cache,id=slipway-taskboard-frontend-next,target=/app/.next/cach
  && npm run build \
  && mkdir -p public \
  && if [ -n "${NEXT_SERVER_ACTIONS_ENCRYPTION_KEY:-}" ]; then node -e 'const fs=require("fs"),c=require("crypto"),k=process.env.NEXT_SERVER_ACTIONS_ENCRYPTION_KEY;const h=(n,l)=>c.createHmac("sha256",k).update(n).digest("hex").slice(0,l);const m=[".next/server/preview-props.json",".next/prerender-manifest.json"],f=m.concat(m.map(p=>".next/standalone/"+p)).filter(p=>fs.existsSync(p));const o=fs.existsSync(m[0])?JSON.parse(fs.readFileSync(m[0])):JSON.parse(fs.readFileSync(m[1])).preview;const n={previewModeId:h("previewModeId",32),previewModeSigningKey:h("previewModeSigningKey",64),previewModeEncryptionKey:h("previewModeEncryptionKey",64)};for(const p of f){let s=fs.readFileSync(p,"utf8");for(const x in n)s=s.split(o[x]).join(n[x]);fs.writeFileSync(p,s)}'; fi \
- && mkdir -p .next/standalone/node_modules && mv .next/standalone/node_modules .next/standalone-node_modules
+ && mkdir -p .next/standalone/node_modules .next/traced/app && mv .next/standalone/node_modules .next/traced/app/node_modules \
+ && find .next/traced -exec touch -h -d @0 {} +
 
 # production: only what runs, as a fixed non-root UID.
-FROM base AS production
-ENV NODE_ENV=production \
+FROM ${NODE_IMAGE:-node:22.12.0-bookworm-slim} AS production
+ENV NEXT_TELEMETRY_DISABLED=1 \
+    NODE_ENV=production \
     PORT=3000 \
     HOSTNAME=0.0.0.0
+# The traced node_modules first, in a layer of their own: a change to the app's code
+# leaves it as it was, and a build without cache makes it again byte for byte.
+COPY --from=build /app/.next/traced/ /
 ARG SOURCE_DATE_EPOCH
 RUN groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
+WORKDIR /app
 COPY --from=build /app/public ./public
-# The traced node_modules in a layer of their own: a change to the app's code leaves
-# it as it was, so only the server code's layer is new.
-COPY --from=build /app/.next/standalone-node_modules ./node_modules
 COPY --from=build /app/.next/standalone ./
 COPY --from=build /app/.next/static ./.next/static
 USER 10001:10001

@@ -627,8 +627,15 @@ fn next_unused_files(config_file: Option<&str>) -> Vec<String> {
     ]
 }
 
-/// Where the build stage moves the standalone output's traced `node_modules`.
-const STANDALONE_MODULES: &str = ".next/standalone-node_modules";
+/// Where the build stage moves the standalone output's traced `node_modules`: a tree to copy
+/// onto `/` (`app/node_modules`), whose every entry has the same fixed time
+/// ([`TRACED_TIME`]).
+const TRACED: &str = ".next/traced";
+/// The time the traced `node_modules` get (`touch -d`): with it, and with `/app` made by
+/// their COPY (from the tree's own `app/`) before anything else is in it, their layer is the
+/// same bytes from one build to the next, cache or not: the builder writes the build's time
+/// on a directory a COPY creates or changes, but no directory of this layer is changed later.
+const TRACED_TIME: &str = "@0";
 
 fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     let pm = &p.deps.package_manager;
@@ -680,7 +687,10 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
         // The traced dependencies apart from the app's own server code: COPY's cache key is
         // the content, so after a change to the app they stay the layer they were.
         cmds.push(format!(
-            "mkdir -p .next/standalone/node_modules && mv .next/standalone/node_modules {STANDALONE_MODULES}"
+            "mkdir -p .next/standalone/node_modules {TRACED}/app && mv .next/standalone/node_modules {TRACED}/app/node_modules"
+        ));
+        cmds.push(format!(
+            "find {TRACED} -exec touch -h -d {TRACED_TIME} {{}} +"
         ));
     } else {
         cmds.push(prune(pm));
@@ -689,25 +699,30 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     doc.run(&mounts, &cmds);
     doc.blank();
     doc.line("# production: only what runs, as a fixed non-root UID.");
-    doc.line("FROM base AS production");
-    doc.line(format!(
-        "ENV NODE_ENV=production \\\n    PORT={} \\\n    HOSTNAME=0.0.0.0",
+    let env = format!(
+        "NODE_ENV=production \\\n    PORT={} \\\n    HOSTNAME=0.0.0.0",
         t.port
-    ));
-    create_user(doc, t);
+    );
     let cmd = if p.standalone {
-        doc.line("COPY --from=build /app/public ./public");
+        // Not from `base`: its WORKDIR made /app at the build's time, before the traced
+        // node_modules (see TRACED_TIME).
+        from(doc, "NODE_IMAGE", &p.image, "production");
+        doc.line(format!("ENV NEXT_TELEMETRY_DISABLED=1 \\\n    {env}"));
         doc.line(
-            "# The traced node_modules in a layer of their own: a change to the app's code leaves",
+            "# The traced node_modules first, in a layer of their own: a change to the app's code",
         );
-        doc.line("# it as it was, so only the server code's layer is new.");
-        doc.line(format!(
-            "COPY --from=build /app/{STANDALONE_MODULES} ./node_modules"
-        ));
+        doc.line("# leaves it as it was, and a build without cache makes it again byte for byte.");
+        doc.line(format!("COPY --from=build /app/{TRACED}/ /"));
+        create_user(doc, t);
+        doc.line("WORKDIR /app");
+        doc.line("COPY --from=build /app/public ./public");
         doc.line("COPY --from=build /app/.next/standalone ./");
         doc.line("COPY --from=build /app/.next/static ./.next/static");
         argv(&["node", "server.js"])
     } else {
+        doc.line("FROM base AS production");
+        doc.line(format!("ENV {env}"));
+        create_user(doc, t);
         doc.line("COPY --from=build /app/package.json ./");
         if let Some(c) = &p.config_file {
             doc.line(format!("COPY --from=build /app/{c} ./"));

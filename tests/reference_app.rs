@@ -289,8 +289,8 @@ async fn reference_images_build_run_and_talk() {
     ok(out, "slipway build frontend after a one-line change");
     let after = layers(&frontend);
     assert_ne!(before, after, "the change made no new image");
-    // The last four layers are the COPYs of public, node_modules, the server and the static
-    // files (only metadata follows them).
+    // The last four COPYs are those of node_modules, public, the server and the static files
+    // (the user and the working directory come between the first two).
     let history = ok(
         docker(&[
             "history",
@@ -307,8 +307,8 @@ async fn reference_images_build_run_and_talk() {
         .take(4)
         .collect();
     assert!(
-        copies.len() == 4 && copies[2].contains("standalone-node_modules"),
-        "the node_modules COPY is not third from the end:\n{history}"
+        copies.len() == 4 && copies[3].contains(".next/traced"),
+        "the node_modules COPY is not the fourth from the end:\n{history}"
     );
     let n = after.len();
     assert_eq!(before.len(), n);
@@ -316,6 +316,39 @@ async fn reference_images_build_run_and_talk() {
         before[..n - 2],
         after[..n - 2],
         "a change to the page changed the node_modules layer or one below it"
+    );
+
+    // A build without cache makes the traced node_modules again byte for byte, so a registry
+    // or a node that has them keeps them: the plain `docker build` of the generated
+    // Dockerfile, with its cache and then without.
+    let base = "slipway-test/node:20";
+    let plain = |tag: &str, extra: &[&str]| {
+        let tag = format!("{prefix}/plain:{tag}");
+        let mut args = vec!["build", "-q", "--target", "production", "-t", &tag];
+        args.extend_from_slice(extra);
+        let node_image = format!("NODE_IMAGE={base}");
+        args.extend([
+            "--build-arg",
+            &node_image,
+            "-f",
+            "dockerfiles/frontend.Dockerfile",
+        ]);
+        args.push("contexts/frontend");
+        let out = Command::new("docker")
+            .args(&args)
+            .current_dir(dir.path())
+            .output_retrying()
+            .unwrap();
+        ok(out, &format!("docker build {}", extra.join(" ")));
+        let layers = layers(&tag);
+        docker(&["rmi", &tag]);
+        layers
+    };
+    let bottom = layers(base).len();
+    let (cached, cold) = (plain("cached", &[]), plain("cold", &["--no-cache"]));
+    assert_eq!(
+        cached[bottom], cold[bottom],
+        "the traced node_modules' layer differs from one build to the next"
     );
     drop(cleanup);
 }
