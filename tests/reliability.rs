@@ -1265,6 +1265,91 @@ fn stalling_proxy(dir: &Path, held: fn(&str) -> bool) -> String {
     format!("unix://{}", path.display())
 }
 
+/// A proxy in front of the daemon's socket that goes silent a second after the first
+/// `POST .../build`: it still accepts connections, but nothing goes through either way, as
+/// when a daemon's host or container vanishes without closing the connections.
+fn vanishing_proxy(dir: &Path) -> String {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let real = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    let path = dir.join("vanishing.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let gone = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(daemon) = UnixStream::connect(&real) else {
+                continue;
+            };
+            let pipe = |mut from: UnixStream, mut to: UnixStream, watch: bool| {
+                let gone = gone.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if watch
+                            && text
+                                .lines()
+                                .any(|l| l.starts_with("POST ") && l.contains("/build"))
+                        {
+                            let gone = gone.clone();
+                            std::thread::spawn(move || {
+                                std::thread::sleep(Duration::from_secs(1));
+                                gone.store(true, Ordering::SeqCst);
+                            });
+                        }
+                        if !gone.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            };
+            pipe(
+                client.try_clone().unwrap(),
+                daemon.try_clone().unwrap(),
+                true,
+            );
+            pipe(daemon, client, false);
+        }
+    });
+    format!("unix://{}", path.display())
+}
+
+/// A daemon that vanishes mid-build without closing the connection (the build's stream just
+/// goes silent) is found out by a ping on another connection, in seconds, not after the
+/// build's idle bound.
+#[tokio::test]
+async fn a_daemon_that_vanishes_silently_mid_build_is_named_lost_within_seconds() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    let p = Project::new(&[("app", &busybox_dockerfile("RUN sleep 30"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let host = vanishing_proxy(dir.path());
+    let mut cmd = p.slipway(&["build"]);
+    cmd.env("DOCKER_HOST", &host);
+    let run = rely::run(cmd, Duration::from_secs(60)).no_panic();
+    assert_eq!(run.code(), Some(1), "{}", run.text());
+    assert!(
+        run.stderr.contains(&format!(
+            "lost the Docker daemon at {host} while building `app`"
+        )) && run.stderr.contains("ping"),
+        "{}",
+        run.text()
+    );
+    assert!(run.stderr.contains("hint:"), "{}", run.text());
+    assert!(run.took < Duration::from_secs(35), "{}", run.text());
+    assert!(p.tags().is_empty(), "{:?}", p.tags());
+}
+
 /// `slipway build` of a one-component busybox project through a [`stalling_proxy`] that holds
 /// the requests `held` accepts, with the variable `bound` set; it must end with exit 1. The
 /// project, the proxy's `DOCKER_HOST` and the run.

@@ -542,6 +542,23 @@ pub(crate) fn build_idle_timeout() -> std::time::Duration {
 /// first status; BuildKit sends one as soon as it starts).
 const FIRST_ANSWER: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long a build's stream may be silent before slipway asks the daemon whether it is there.
+const PROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long that question may go unanswered before the daemon counts as lost.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why the daemon did not answer `GET /_ping` (within [`PROBE_TIMEOUT`]); `None` when it did.
+async fn unanswered_ping(docker: &bollard::Docker) -> Option<String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, docker.ping()).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("it does not answer a ping: {e}")),
+        Err(_) => Some(format!(
+            "it did not answer a ping within {}s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// The error for a daemon that went quiet during a build.
 fn stalled(
     shared: &Shared,
@@ -596,13 +613,36 @@ async fn follow(
     let mut first = true;
     loop {
         let bound = if first { idle.min(FIRST_ANSWER) } else { idle };
-        let Ok(next) = tokio::time::timeout(bound, stream.next()).await else {
-            let failed = progress.failed_step();
-            return Err(Failure {
-                error: stalled(shared, c, failed.step.as_deref(), bound, first),
-                step: None,
-                log_tail: failed.log_tail,
-            });
+        let mut silent = std::time::Duration::ZERO;
+        let next = loop {
+            let wait = PROBE_AFTER.min(bound - silent);
+            if let Ok(next) = tokio::time::timeout(wait, stream.next()).await {
+                break next;
+            }
+            silent += wait;
+            if silent >= bound {
+                let failed = progress.failed_step();
+                return Err(Failure {
+                    error: stalled(shared, c, failed.step.as_deref(), bound, first),
+                    step: None,
+                    log_tail: failed.log_tail,
+                });
+            }
+            // A daemon that died without closing the connection (its host or its container
+            // gone) leaves the stream silent: asked on another connection, it does not answer.
+            tokio::select! {
+                next = stream.next() => break next,
+                gone = unanswered_ping(&shared.daemon.docker) => {
+                    if let Some(cause) = gone {
+                        let failed = progress.failed_step();
+                        return Err(Failure {
+                            error: connection_lost(shared, c, failed.step.as_deref(), cause),
+                            step: None,
+                            log_tail: failed.log_tail,
+                        });
+                    }
+                }
+            }
         };
         first = false;
         let Some(item) = next else { break };
@@ -741,14 +781,16 @@ fn check_context(c: &ComponentPlan, sent: &str, planned: &str) -> anyhow::Result
 }
 
 /// Removes a tag (never the image under it while another tag names it).
+/// Removes the tag `reference` (never the image), giving up after a few seconds: a daemon
+/// lost during the build does not answer, and a temporary tag left behind is reaped by the
+/// next run.
 pub(crate) async fn remove_tag(docker: &Docker, reference: &str) {
-    let _ = docker
-        .remove_image(
-            reference,
-            Some(RemoveImageOptionsBuilder::default().noprune(true).build()),
-            None,
-        )
-        .await;
+    let untag = docker.remove_image(
+        reference,
+        Some(RemoveImageOptionsBuilder::default().noprune(true).build()),
+        None,
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), untag).await;
 }
 
 #[cfg(test)]

@@ -257,12 +257,19 @@ impl Running {
 
     /// Waits for the end (killing the process and failing after `limit`).
     pub fn finish(mut self, limit: Duration) -> Run {
-        let (status, max_rss_kib) = wait_rusage(&mut self.child, self.started, limit);
+        let waited = wait_rusage(&mut self.child, self.started, limit);
         let stdout = self.stdout.join().unwrap_or_default();
         // The reader thread ends when the pipe closes.
         while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.stderr_seen.push(l);
         }
+        let Some((status, max_rss_kib)) = waited else {
+            panic!(
+                "slipway did not finish within {limit:?} (a hang): killed it; stderr:\n{}\nstdout:\n{}",
+                self.stderr_seen.join("\n"),
+                String::from_utf8_lossy(&stdout)
+            );
+        };
         Run {
             status,
             stdout,
@@ -316,8 +323,9 @@ pub fn run(cmd: Command, limit: Duration) -> Run {
     spawn(cmd).finish(limit)
 }
 
-/// Reaps `child` with wait4(2) to get its own peak RSS; kills it and panics after `limit`.
-fn wait_rusage(child: &mut Child, started: Instant, limit: Duration) -> (ExitStatus, u64) {
+/// Reaps `child` with wait4(2) to get its own peak RSS: its exit status and peak RSS, or
+/// `None` when it ran past `limit` (then it is killed).
+fn wait_rusage(child: &mut Child, started: Instant, limit: Duration) -> Option<(ExitStatus, u64)> {
     use std::os::unix::process::ExitStatusExt;
     let pid = child.id() as i32;
     loop {
@@ -326,16 +334,16 @@ fn wait_rusage(child: &mut Child, started: Instant, limit: Duration) -> (ExitSta
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if rc == pid {
-            return (
+            return Some((
                 ExitStatus::from_raw(status),
                 u64::try_from(usage.ru_maxrss).unwrap_or(0),
-            );
+            ));
         }
         assert!(rc == 0, "wait4 failed: {}", std::io::Error::last_os_error());
         if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("slipway did not finish within {limit:?} (a hang): killed it");
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
