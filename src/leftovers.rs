@@ -234,12 +234,7 @@ pub async fn dead_tags(
 pub async fn untag(daemon: &crate::docker::Daemon, tags: Vec<String>) -> Vec<String> {
     let mut removed = Vec::new();
     for tag in tags {
-        let untag = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-            .noprune(true)
-            .build();
-        if daemon
-            .docker
-            .remove_image(&tag, Some(untag), None)
+        if crate::docker::images::untag(&daemon.docker, &tag)
             .await
             .is_ok()
         {

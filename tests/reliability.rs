@@ -1222,17 +1222,22 @@ async fn signals_at_any_point_of_normalising_leave_no_temp_tag_or_directory() {
 // A daemon that stalls: a proxy in front of the real socket that never passes on `POST /build`
 // ---------------------------------------------------------------------------------------------
 
+/// The socket of the daemon the tests use (the proxies below stand in front of it).
+fn daemon_socket() -> String {
+    slipway::docker::endpoint()
+        .host
+        .strip_prefix("unix://")
+        .expect("the host daemon on a unix socket")
+        .to_string()
+}
+
 /// A unix socket that forwards everything to the real daemon, except that a connection on
 /// which a request line `held` accepts is seen is held: the request never arrives and nothing
 /// is answered, as from a daemon stuck on it. Lives as long as the test process.
 fn stalling_proxy(dir: &Path, held: fn(&str) -> bool) -> String {
     use std::io::{Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
-    let real = slipway::docker::endpoint()
-        .host
-        .strip_prefix("unix://")
-        .expect("the host daemon on a unix socket")
-        .to_string();
+    let real = daemon_socket();
     let path = dir.join("stalling.sock");
     let listener = UnixListener::bind(&path).unwrap();
     std::thread::spawn(move || {
@@ -1273,10 +1278,7 @@ fn vanishing_proxy(dir: &Path) -> String {
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let real = std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
-        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    let real = daemon_socket();
     let path = dir.join("vanishing.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let gone = Arc::new(AtomicBool::new(false));

@@ -580,14 +580,13 @@ async fn up_sends_each_image_to_the_nodes_while_the_daemon_loads_it_back() {
     remove_images(&docker, &[run, run2]).await;
 }
 
-/// Removes every tag of every component a run's metadata names.
 /// A cluster made anew while the images stay built: `up` builds nothing and loads both, the
 /// second streaming while the node still imports the first (its imports slowed here).
 #[tokio::test]
 async fn up_into_a_new_cluster_streams_one_image_while_the_nodes_import_the_other() {
-    if common::daemon().await.is_none() {
+    let Some(docker) = common::daemon().await else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     project(dir.path(), &common::unique("slipway-up"));
     let out = up(dir.path(), &["--cluster", "none"]);
@@ -620,8 +619,10 @@ async fn up_into_a_new_cluster_streams_one_image_while_the_nodes_import_the_othe
         false => ("web", "api"),
     };
     assert!(at("started", second) < at("finished", first), "{events:#?}");
+    remove_images(&docker, &[&events.last().unwrap()["result"]]).await;
 }
 
+/// Removes every tag of every component a run's metadata names.
 async fn remove_images(docker: &bollard::Docker, runs: &[&serde_json::Value]) {
     for r in runs {
         let Some(components) = r["build"]["components"].as_object() else {

@@ -21,9 +21,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, BuilderVersion, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
-};
+use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -780,16 +778,11 @@ fn check_context(c: &ComponentPlan, sent: &str, planned: &str) -> anyhow::Result
     Ok(())
 }
 
-/// Removes a tag (never the image under it while another tag names it).
 /// Removes the tag `reference` (never the image), giving up after a few seconds: a daemon
 /// lost during the build does not answer, and a temporary tag left behind is reaped by the
 /// next run.
 pub(crate) async fn remove_tag(docker: &Docker, reference: &str) {
-    let untag = docker.remove_image(
-        reference,
-        Some(RemoveImageOptionsBuilder::default().noprune(true).build()),
-        None,
-    );
+    let untag = crate::docker::images::untag(docker, reference);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), untag).await;
 }
 

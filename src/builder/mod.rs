@@ -1821,10 +1821,10 @@ pub(crate) fn secret_value(component: &str, name: &str) -> anyhow::Result<Vec<u8
     }
 }
 
-/// Removes the temporary tags of stopped builds (best effort, briefly: the user is waiting).
+/// Removes the temporary tags of stopped builds (best effort, briefly: the user is waiting;
+/// each removal gives up after a few seconds).
 async fn remove_tags(docker: &bollard::Docker, tags: &[String]) {
-    let all = futures_util::future::join_all(tags.iter().map(|t| image::remove_tag(docker, t)));
-    let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
+    futures_util::future::join_all(tags.iter().map(|t| image::remove_tag(docker, t))).await;
 }
 
 /// Writes `.slipway/last-build.json` (merged: components not in this run keep their record)

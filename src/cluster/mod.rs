@@ -642,9 +642,9 @@ fn wanted(images: &[BuiltImage]) -> BTreeSet<String> {
 }
 
 /// A load into a cluster's nodes under way: each node asked once what it holds, then the
-/// images in turn (overlapped by [`Loading::load_all`]), then the report. `up` starts one while it builds and hands each image
-/// in as soon as its normal form is written ([`Loading::load_early`]), so that the nodes load
-/// it while the daemon loads it back.
+/// images in turn (overlapped by [`Loading::load_all`]), then the report. `up` starts one
+/// while it builds and hands each image in as soon as its normal form is written
+/// ([`Loading::load_early`]), so that the nodes load it while the daemon loads it back.
 pub struct Loading<'a> {
     daemon: &'a Daemon,
     cluster: &'a Cluster,
@@ -766,8 +766,9 @@ impl<'a> Loading<'a> {
             Ok(prepared) => prepared,
             Err(failed) => return self.results.extend(failed),
         };
-        let loaded = load_image(&self.docker, &meta, source, &mut self.slots, reporter).await;
-        self.results.extend(loaded);
+        let sent = send(&self.docker, meta, source, &self.slots, reporter).await;
+        let settled = settle(&self.docker, sent, &self.slots, reporter).await;
+        self.results.extend(settled.apply(&mut self.slots));
     }
 
     /// Loads `images` into every node in turn, as [`Loading::load`] does one, but overlapped:
@@ -791,16 +792,16 @@ impl<'a> Loading<'a> {
                 let settled = settle(&docker, sent, &self.slots, reporter).await;
                 self.results.extend(settled.apply(&mut self.slots));
             }
-            source.prefetched = prefetched.take().filter(|p| p.id == meta.id);
+            // (A prefetched export of another image is dropped by `Source::stream`.)
+            source.prefetched = prefetched.take();
             prefetched = queue.front().and_then(|(next, next_source)| {
-                let lacking = |s: &Slot| -> Vec<String> {
-                    let sent_now: BTreeSet<&String> = meta.diff_ids.iter().collect();
-                    lacking(next, s)
-                        .into_iter()
-                        .filter(|d| !sent_now.contains(d))
-                        .collect()
-                };
-                let needed = self.slots.iter().flat_map(lacking).collect();
+                let sent_now: BTreeSet<&String> = meta.diff_ids.iter().collect();
+                let needed = self
+                    .slots
+                    .iter()
+                    .flat_map(|s| lacking(next, s))
+                    .filter(|d| !sent_now.contains(d))
+                    .collect();
                 next_source
                     .exports_whole(&needed)
                     .then(|| Prefetched::start(docker.clone(), next.id.clone()))
@@ -1291,18 +1292,6 @@ type Importing = (
     tokio::task::JoinHandle<anyhow::Result<String>>,
 );
 
-async fn load_image(
-    docker: &Docker,
-    image: &ImageMeta,
-    source: Source<'_>,
-    slots: &mut [Slot],
-    reporter: &dyn Reporter,
-) -> Vec<NodeLoad> {
-    let sent = send(docker, image.clone(), source, slots, reporter).await;
-    let settled = settle(docker, sent, slots, reporter).await;
-    settled.apply(slots)
-}
-
 /// An image whose archive went out to the nodes that lacked something; their imports may
 /// still be running ([`settle`] waits for them and checks what they made).
 struct Sent {
@@ -1442,10 +1431,8 @@ async fn settle(docker: &Docker, sent: Sent, slots: &[Slot], reporter: &dyn Repo
     }
     let changed = outcomes
         .iter()
-        .filter(|(_, (outcome, _))| match outcome {
-            Outcome::Retagged { .. } => true,
-            Outcome::Loaded { .. } => !imports.is_empty(),
-            _ => false,
+        .filter(|(_, (outcome, _))| {
+            matches!(outcome, Outcome::Retagged { .. } | Outcome::Loaded { .. })
         })
         .map(|(i, _)| *i)
         .collect();

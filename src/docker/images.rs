@@ -27,6 +27,18 @@ const CACHE_FILE: &str = "image-configs.json";
 
 /// `POST /images/load` of the archive `body` (a docker-save tar or an OCI layout), its
 /// progress read to the end: the daemon's last error message, if it refused any of it.
+/// Removes the tag `reference`, never the image while another tag names it (`noprune`).
+pub async fn untag(
+    docker: &bollard::Docker,
+    reference: &str,
+) -> Result<(), bollard::errors::Error> {
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .noprune(true)
+        .build();
+    docker.remove_image(reference, Some(options), None).await?;
+    Ok(())
+}
+
 pub async fn load<S, E>(docker: &bollard::Docker, body: S) -> anyhow::Result<()>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
