@@ -710,7 +710,9 @@ async fn kind_node_stopped_mid_load_fails_alone() {
         &[("one.bin", random(8 << 20)), ("two.bin", random(8 << 20))],
     );
 
-    // Stop the worker when its second layer starts: the first has gone through by then.
+    // Stop the worker when its last layer starts: the 8 MB before it has gone through the
+    // stream's buffers (a few MB) by then, so the node's `ctr` is reading and holds a lease.
+    // (An earlier layer can start while the export is still in the buffers, before `ctr` runs.)
     let seen = Arc::new(AtomicUsize::new(0));
     let task = format!("web@{worker}");
     let victim = worker.clone();
@@ -718,10 +720,12 @@ async fn kind_node_stopped_mid_load_fails_alone() {
         events: Mutex::new(vec![]),
         hook: Some(Box::new(move |e| {
             if let Event::Step { task: t, step, .. } = e {
-                if *t == task
-                    && step.starts_with("sending layer")
-                    && seen.fetch_add(1, Ordering::SeqCst) == 1
-                {
+                let last = step
+                    .strip_prefix("sending layer ")
+                    .and_then(|s| s.split_once(" of "))
+                    .and_then(|(n, rest)| Some((n, rest.split_whitespace().next()?)))
+                    .is_some_and(|(n, of)| n == of);
+                if *t == task && last && seen.fetch_add(1, Ordering::SeqCst) == 0 {
                     assert!(docker(&["kill", &victim]).0);
                 }
             }
