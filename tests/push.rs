@@ -39,9 +39,13 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
             &format!("{repository}:latest"),
         ])
         .arg(ctx.path())
-        .status()
+        .output()
         .unwrap();
-    assert!(st.success());
+    assert!(
+        st.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 
     let mut report = BuildReport::default();
     report.components.insert(
@@ -166,9 +170,13 @@ async fn a_second_push_uploads_no_blob() {
         .env("DOCKER_BUILDKIT", "0")
         .args(["build", "-q", "-t", &local])
         .arg(ctx.path())
-        .status()
+        .output()
         .unwrap();
-    assert!(st.success());
+    assert!(
+        st.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let daemon = slipway::docker::Daemon::new(docker.clone(), slipway::docker::endpoint());
     let rec = slipway::report::Recorder::default();
     let push = |tags: &[&str]| {
