@@ -523,7 +523,7 @@ pub async fn run(
         anyhow::Ok((second, difference))
     }
     .await;
-    untag(daemon, &keep).await;
+    let _ = crate::docker::images::untag(&daemon.docker, &keep).await;
     let (second, difference) = result?;
     Ok(VerifyReport {
         component: component.to_string(),
@@ -689,21 +689,6 @@ async fn tag(daemon: &Daemon, id: &str, reference: &str) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("tagging {id} as {reference}"))
-}
-
-/// Removes a tag, never the image while another tag names it.
-async fn untag(daemon: &Daemon, reference: &str) {
-    let _ = daemon
-        .docker
-        .remove_image(
-            reference,
-            Some(bollard::query_parameters::RemoveImageOptions {
-                noprune: true,
-                ..Default::default()
-            }),
-            None,
-        )
-        .await;
 }
 
 /// Copies the plan's base images from `a` to `b` where `b` lacks them (a daemon such as a

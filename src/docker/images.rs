@@ -25,9 +25,9 @@ const MAX_CONFIG: u64 = 4 << 20;
 /// on every daemon and in every project: a manifest digest always names one config).
 const CACHE_FILE: &str = "image-configs.json";
 
-/// `POST /images/load` of the archive `body` (a docker-save tar or an OCI layout), its
-/// progress read to the end: the daemon's last error message, if it refused any of it.
-/// Removes the tag `reference`, never the image while another tag names it (`noprune`).
+/// Removes the tag `reference`, never the image while another tag names it, and never its
+/// parents (`noprune`: the legacy builder's cache). Given an image ID no tag names, removes
+/// that image alone.
 pub async fn untag(
     docker: &bollard::Docker,
     reference: &str,
@@ -39,6 +39,8 @@ pub async fn untag(
     Ok(())
 }
 
+/// `POST /images/load` of the archive `body` (a docker-save tar or an OCI layout), its
+/// progress read to the end: the daemon's last error message, if it refused any of it.
 pub async fn load<S, E>(docker: &bollard::Docker, body: S) -> anyhow::Result<()>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,

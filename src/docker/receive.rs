@@ -869,18 +869,9 @@ impl Drop for TempTag {
 }
 
 async fn untag(docker: &bollard::Docker, reference: &str) -> anyhow::Result<()> {
-    docker
-        .remove_image(
-            reference,
-            Some(bollard::query_parameters::RemoveImageOptions {
-                noprune: true,
-                ..Default::default()
-            }),
-            None,
-        )
+    super::images::untag(docker, reference)
         .await
-        .with_context(|| format!("removing the temporary tag {reference}"))?;
-    Ok(())
+        .with_context(|| format!("removing the temporary tag {reference}"))
 }
 
 /// The repository name for `image` under `slipway-export/`: its last path component, in the

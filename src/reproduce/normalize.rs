@@ -1041,17 +1041,7 @@ async fn remove_if_unnamed(daemon: &Daemon, id: &str) {
         .map(|i| i.repo_tags.unwrap_or_default().is_empty())
         .unwrap_or(false);
     if untagged {
-        let _ = daemon
-            .docker
-            .remove_image(
-                id,
-                Some(bollard::query_parameters::RemoveImageOptions {
-                    noprune: true,
-                    ..Default::default()
-                }),
-                None,
-            )
-            .await;
+        let _ = crate::docker::images::untag(&daemon.docker, id).await;
     }
 }
 
