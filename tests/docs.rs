@@ -1,5 +1,7 @@
 //! `slipway completions SHELL` and `slipway man [COMMAND]` (issue 19, item 5): the shell
-//! completes slipway's commands and flags, and `man` renders its pages. Needs no daemon.
+//! completes slipway's commands and flags, and `man` renders its pages; and the README quotes
+//! the benchmark table of docs/benchmarks.md as `scripts/bench` printed it (issue 14). Needs
+//! no daemon.
 
 mod common;
 
@@ -326,4 +328,47 @@ fn slipway_reads_every_key_of_the_schema() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The last run of `scripts/bench` as the README quotes it: its `== results` line and the
+/// table under it, up to the first blank line after the table.
+fn results_block(file: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let start = text
+        .find("```\n== results")
+        .unwrap_or_else(|| panic!("{file} shows no `== results` block of scripts/bench"));
+    let table = start
+        + text[start..]
+            .find("\n| case |")
+            .unwrap_or_else(|| panic!("{file}: no table after the `== results` block"));
+    let end = table
+        + 1
+        + text[table + 1..]
+            .find("\n\n")
+            .unwrap_or(text.len() - table - 1);
+    text[start..end].to_string()
+}
+
+/// Issue 14: the README quotes the benchmark table of docs/benchmarks.md verbatim (one run,
+/// with its machine, date and commit), every case is in it, and each row has its six cells (a
+/// `|` inside a cell's code is escaped, or Markdown splits the cell).
+#[test]
+fn the_readme_quotes_the_benchmark_table_verbatim() {
+    let readme = results_block("README.md");
+    assert_eq!(readme, results_block("docs/benchmarks.md"));
+    let header = readme.lines().nth(1).unwrap();
+    for part in ["commit ", "cores", "Docker ", "kind "] {
+        assert!(header.contains(part), "no {part:?} in {header}");
+    }
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| (")).collect();
+    for case in ["(a)", "(b)", "(c)", "(d)", "(e)", "(f) warm", "(f) cold"] {
+        assert!(
+            rows.iter().any(|r| r.starts_with(&format!("| {case}"))),
+            "no row for {case} in\n{readme}"
+        );
+    }
+    for row in rows {
+        let cells = row.replace("\\|", "").matches('|').count() - 1;
+        assert_eq!(cells, 6, "{row}");
+    }
 }
