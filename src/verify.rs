@@ -774,26 +774,21 @@ pub fn render(r: &VerifyReport) -> String {
         let _ = writeln!(
             out,
             "  the input digests differ ({} / {}): it was built from another tree or other base images",
-            short(&r.first.input_digest),
-            short(&r.second.input_digest)
+            crate::docker::images::short_id(&r.first.input_digest),
+            crate::docker::images::short_id(&r.second.input_digest)
         );
     } else if r.first.input_digest != r.second.input_digest {
         let _ = writeln!(
             out,
             "  the input digests differ ({} / {}): the daemons resolved other base images",
-            short(&r.first.input_digest),
-            short(&r.second.input_digest)
+            crate::docker::images::short_id(&r.first.input_digest),
+            crate::docker::images::short_id(&r.second.input_digest)
         );
     }
     if let Some(d) = &r.difference {
         out.push_str(&render_difference(d));
     }
     out
-}
-
-fn short(id: &str) -> &str {
-    let hex = id.trim_start_matches("sha256:");
-    &hex[..hex.len().min(12)]
 }
 
 /// A [`Difference`] as indented lines.

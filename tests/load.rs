@@ -1232,6 +1232,51 @@ async fn the_command_loads_reports_and_refuses_to_guess() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no component `nope`"));
+
+    // The image removed from the daemon since the build: the node holds it, so nothing is
+    // missing; once the node lacks it too, each node's result names the image and the build
+    // that brings it back, without the daemon's 404.
+    let (removed, said) = docker(&["rmi", "-f", &img]);
+    assert!(removed, "{said}");
+    let load = || {
+        common::slipway()
+            .args(["load", "--cluster", &format!("kind:{name}")])
+            .current_dir(p)
+            .output()
+            .unwrap()
+    };
+    let out = load();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already present"));
+    let refs = containerd_refs(&nodes[0]);
+    let names: Vec<&str> = refs.iter().map(|(n, _, _)| n.as_str()).collect();
+    let (ok, said) = docker(
+        &[
+            &["exec", &nodes[0], "ctr", "-n", "k8s.io", "images", "rm"][..],
+            &names[..],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{said}");
+    let out = load();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let reason = format!(
+        "failed: image {} ({img}) of component `web` is no longer in the Docker daemon (removed or pruned since the build): run `slipway build web` again\n",
+        &id.trim_start_matches("sha256:")[..12]
+    );
+    assert!(stdout.contains(&reason), "{stdout}");
+    assert!(
+        !stdout.contains("404") && !stderr.contains("404"),
+        "{stdout}{stderr}"
+    );
 }
 
 /// A no-op `up` asks the nodes nothing: slipway remembers what each node held and a stat of

@@ -1193,13 +1193,19 @@ async fn inspect(
     reference: &str,
     id: &str,
 ) -> anyhow::Result<ImageMeta> {
-    let info = docker.inspect_image(id).await.map_err(|e| {
-        anyhow!(e).context(
-            Fail::job(format!(
-                "image {id} ({reference}) of component `{component}` is not in the Docker daemon"
-            ))
-            .hint("run `slipway build` again"),
-        )
+    // Gone (removed or pruned since the build): said in full in each node's result, the fix
+    // included, without the daemon's own 404 words.
+    let info = docker.inspect_image(id).await.map_err(|e| match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        } => anyhow!(
+            "image {} ({reference}) of component `{component}` is no longer in the Docker \
+             daemon (removed or pruned since the build): run `slipway build {component}` again",
+            crate::docker::images::short_id(id)
+        ),
+        e => anyhow!(e).context(format!(
+            "asking the Docker daemon for image {id} ({reference}) of component `{component}`"
+        )),
     })?;
     let diff_ids = info
         .root_fs

@@ -25,6 +25,12 @@ const MAX_CONFIG: u64 = 4 << 20;
 /// on every daemon and in every project: a manifest digest always names one config).
 const CACHE_FILE: &str = "image-configs.json";
 
+/// An image ID as `docker images` shows it: its first 12 hex digits, without `sha256:`.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
 /// Removes the tag `reference`, never the image while another tag names it, and never its
 /// parents (`noprune`: the legacy builder's cache). Given an image ID no tag names, removes
 /// that image alone.

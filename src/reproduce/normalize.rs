@@ -1015,8 +1015,8 @@ fn normalised_line(raw: &str, n: &Normalized) -> String {
     let rewritten = n.layers.iter().filter(|l| l.rewritten).count();
     format!(
         "normalised {} -> {} ({rewritten} of {} layers rewritten{}; {}, export {} ms, rewrite {} ms, {} {} ms)",
-        short_id(raw),
-        short_id(&n.image_id),
+        crate::docker::images::short_id(raw),
+        crate::docker::images::short_id(&n.image_id),
         n.layers.len(),
         if n.already_present {
             ", already present"
@@ -1043,11 +1043,6 @@ async fn remove_if_unnamed(daemon: &Daemon, id: &str) {
     if untagged {
         let _ = crate::docker::images::untag(&daemon.docker, id).await;
     }
-}
-
-fn short_id(id: &str) -> &str {
-    let hex = id.trim_start_matches("sha256:");
-    &hex[..hex.len().min(12)]
 }
 
 /// `repo:tag` → (`repo`, `tag`); a reference without a tag gets `latest`.
