@@ -3,7 +3,8 @@
 //! - Faults: a daemon that is not there (or does not answer) before a run; a daemon killed in
 //!   the middle of a build (an isolated dockerd: the minikube node stand-in, never the shared
 //!   host daemon); Ctrl-C while waiting for the project lock, while hashing a large context,
-//!   during a build (BuildKit and legacy builder) and during a load into a kind stand-in;
+//!   during a build (BuildKit and legacy builder), during a push to a registry, during a
+//!   load into a kind stand-in and at any moment of writing manifests and the chart;
 //!   SIGTERM, SIGINT and SIGKILL at offsets while normalising and SIGTERM and SIGKILL during a
 //!   load (no temporary tag or directory left, or the next run reaps it); a daemon that holds
 //!   `POST /build` (a proxy in front of the real socket). A
@@ -504,6 +505,165 @@ impl Drop for Kind {
             .arg(&self.name)
             .output();
     }
+}
+
+/// Ctrl-C at any moment of `manifests` and `chart`: every file left is whole, byte for byte
+/// the old run's or the new one's (the two versions differ in port), no temporary file is
+/// left, and the run ends done (0) or interrupted (130, or killed by the signal before
+/// slipway listened for it, when nothing was written yet). Rounds alternate the versions with
+/// the signal at random moments within the first quarter of a run's length; some must land
+/// before the end. (The files are written one after the other without yielding, each to a
+/// temporary file renamed over the old: a signal seen is seen after the last; a write moved to
+/// a blocking task or made async would let the signal cut it short, and this test fail.)
+#[test]
+fn ctrl_c_at_any_moment_of_writing_manifests_and_the_chart_leaves_every_file_whole() {
+    use std::os::unix::process::ExitStatusExt;
+    let p = Project::new(&[("app", &busybox_dockerfile(""))]);
+    let commands: [&[&str]; 2] = [
+        &[
+            "manifests",
+            "--image",
+            "app=x/app:1",
+            "--allow-missing-secrets",
+        ],
+        &["chart", "--image", "app=x/app:1"],
+    ];
+    let toml = std::fs::read_to_string(p.path("slipway.toml")).unwrap();
+    let set_port = |port: u16| {
+        p.write(
+            "slipway.toml",
+            toml.replace("port = 8080", &format!("port = {port}")),
+        )
+    };
+    let emitted = || {
+        let mut files = snapshot(p.dir.path());
+        files.retain(|rel, _| rel.starts_with("k8s") || rel.starts_with("charts"));
+        files
+    };
+    // Each version's files, from runs to their end; how long a run takes (the quickest).
+    let mut versions = Vec::new();
+    let mut quickest = LIMIT;
+    for port in [8080, 9090] {
+        set_port(port);
+        for args in commands {
+            quickest = quickest.min(p.run(args, LIMIT).ok().took);
+        }
+        versions.push(emitted());
+    }
+    let differ = versions[0]
+        .iter()
+        .filter(|(rel, bytes)| versions[1].get(*rel) != Some(*bytes))
+        .count();
+    assert!(
+        differ >= 2,
+        "the two versions should differ in several files"
+    );
+
+    let (mut stopped, mut done) = (0, 0);
+    let mut seed = u64::from(std::process::id());
+    for round in 0..40 {
+        set_port(if round % 2 == 0 { 8080 } else { 9090 });
+        for args in commands {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let at = Duration::from_micros((seed >> 33) % (quickest.as_micros() as u64 / 4 + 1));
+            let child = rely::spawn(p.slipway(args));
+            std::thread::sleep(at);
+            child.signal(libc::SIGINT);
+            let run = child.finish(LIMIT);
+            let what = format!("round {round}, {args:?}, SIGINT after {at:?}");
+            match (run.code(), run.status.signal()) {
+                (Some(0), _) => done += 1,
+                (Some(130), _) | (None, Some(libc::SIGINT)) => stopped += 1,
+                _ => panic!("{what}: {}", run.text()),
+            }
+            assert!(!run.stderr.contains("panicked"), "{what}: {}", run.text());
+            for (rel, bytes) in emitted() {
+                assert!(
+                    versions.iter().any(|v| v.get(&rel) == Some(&bytes)),
+                    "{what}: {} is neither version: {}",
+                    rel.display(),
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+            assert!(
+                rely::temp_files(p.dir.path()).is_empty(),
+                "{what}: {:?}",
+                rely::temp_files(p.dir.path())
+            );
+        }
+    }
+    assert!(
+        stopped > 0 && done > 0,
+        "the signals should fall both before and after the end: {stopped} stopped, {done} done"
+    );
+}
+
+/// Ctrl-C while the daemon pushes a new image to the registry: exit 130 at once, no
+/// temporary file, and neither the build record nor the `--metadata-file` claims a push of it
+/// (a CI step that reads them sees none; `manifests` pins nothing half-pushed). The next
+/// `build --push` pushes it and records the registry's digest.
+#[tokio::test]
+async fn ctrl_c_during_a_push_exits_130_and_claims_no_push() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    rely::require_busybox();
+    let Some(reg) = common::registry::start() else {
+        return;
+    };
+    // A 48 MB layer of random bytes: the daemon compresses and uploads it for a second or so.
+    let p = Project::new(&[(
+        "app",
+        &busybox_dockerfile("RUN head -c 48000000 /dev/urandom > /big"),
+    )]);
+    let prefix = format!("127.0.0.1:{}/{}", reg.port, p.prefix);
+    let toml = std::fs::read_to_string(p.path("slipway.toml")).unwrap();
+    p.write(
+        "slipway.toml",
+        toml.replace(
+            &format!("prefix = \"{}\"", p.prefix),
+            &format!("prefix = \"{prefix}\""),
+        ),
+    );
+    let pushed = |file: &str| -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(p.path(file)).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        Some(v["components"]["app"]["pushed"].clone())
+    };
+
+    let args = ["build", "--push", "--metadata-file", "meta.json"];
+    let mut child = rely::spawn(p.slipway(&args));
+    child.wait_for_line(
+        &format!("push to 127.0.0.1:{}", reg.port),
+        Duration::from_secs(120),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let run = interrupt(child, Duration::from_secs(5));
+    assert!(
+        !run.stderr.contains("] pushed "),
+        "the push ended first: {}",
+        run.text()
+    );
+    for file in [".slipway/last-build.json", "meta.json"] {
+        if let Some(claim) = pushed(file) {
+            assert!(claim.is_null(), "{file} claims a push: {claim}");
+        }
+    }
+    assert!(rely::temp_files(p.dir.path()).is_empty());
+
+    let run = p.run(&args, LIMIT).ok();
+    let digest = pushed(".slipway/last-build.json").unwrap();
+    let digest = digest
+        .as_str()
+        .unwrap_or_else(|| panic!("no push recorded: {}", run.text()));
+    assert!(
+        digest.starts_with(&format!("{prefix}/app@sha256:")),
+        "{digest}"
+    );
+    assert_eq!(pushed("meta.json").unwrap(), digest);
+    rely::remove_tags(&prefix, None);
 }
 
 #[tokio::test]
