@@ -509,6 +509,84 @@ async fn a_credential_helper_that_fails_lies_or_hangs_stops_the_push_naming_it()
     remove_local(&prefix);
 }
 
+/// A registry that wants [`CI_USER`]'s password, beside a daemon: the registry (stopped on
+/// drop) and the host the daemon pushes to.
+async fn password_registry() -> Option<(common::registry::Registry, String)> {
+    common::daemon().await?;
+    let reg = common::registry::start_with_htpasswd(CI_HTPASSWD)?;
+    let host = format!("127.0.0.1:{}", reg.port);
+    Some((reg, host))
+}
+
+/// A working credential helper, as the default store (`credsStore`) and as the registry's own
+/// (`credHelpers`), gets `build --push` into a registry that wants a password (Debian's
+/// docker-registry with htpasswd), and the password is in no output. (A stored `auths` entry:
+/// `the_registry_lookup_uses_the_push_credentials`; helpers that fail, lie or hang:
+/// `a_credential_helper_that_fails_lies_or_hangs_stops_the_push_naming_it`.)
+#[tokio::test]
+async fn a_credential_helper_as_store_or_for_the_registry_pushes_with_a_password() {
+    let Some((_reg, host)) = password_registry().await else {
+        return;
+    };
+    let bin = tempfile::tempdir().unwrap();
+    // The helper protocol: `get`, the server on stdin, the credentials as JSON on stdout; a
+    // server it does not know gets the keychain's "not found" and exit 1.
+    helper(
+        bin.path(),
+        "slipwaytest",
+        &format!(
+            "[ \"$1\" = get ] || exit 1\nread -r server\ncase \"$server\" in\n  *{host}*) \
+             echo '{{\"ServerURL\":\"{host}\",\"Username\":\"{CI_USER}\",\"Secret\":\"{CI_PASSWORD}\"}}' ;;\n  \
+             *) echo 'credentials not found in native keychain'; exit 1 ;;\nesac"
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for config_json in [
+        r#"{"credsStore":"slipwaytest"}"#.to_string(),
+        format!(r#"{{"credHelpers":{{"{host}":"slipwaytest"}}}}"#),
+    ] {
+        let prefix = format!("{host}/{}", common::unique("credok"));
+        let dir = tempfile::tempdir().unwrap();
+        cache_project(dir.path(), &prefix, "");
+        let config = tempfile::tempdir().unwrap();
+        std::fs::write(config.path().join("config.json"), &config_json).unwrap();
+        let out = common::slipway()
+            .args([
+                "build",
+                "--push",
+                "--progress=plain",
+                "--metadata-file",
+                "m.json",
+            ])
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .env("DOCKER_CONFIG", config.path())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        remove_local(&prefix);
+        assert!(out.status.success(), "{config_json}: {all}");
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+        let pushed = meta["components"]["web"]["pushed"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            pushed.starts_with(&format!("{prefix}/web@sha256:")),
+            "{config_json}: {meta}"
+        );
+        assert!(!all.contains(CI_PASSWORD), "{config_json}: {all}");
+    }
+}
+
 /// A one-component project whose images go to `prefix` (a registry's repository prefix).
 fn cache_project(dir: &std::path::Path, prefix: &str, extra_images: &str) {
     std::fs::create_dir_all(dir.join("web")).unwrap();
@@ -841,13 +919,9 @@ async fn verify_against_a_pushed_image_names_the_layer_and_file_that_differ() {
 
 #[tokio::test]
 async fn the_registry_lookup_uses_the_push_credentials() {
-    if common::daemon().await.is_none() {
-        return;
-    }
-    let Some(reg) = common::registry::start_with_htpasswd(CI_HTPASSWD) else {
+    let Some((_reg, host)) = password_registry().await else {
         return;
     };
-    let host = format!("127.0.0.1:{}", reg.port);
     let prefix = format!("{host}/{}", common::unique("regauth"));
     let dir = tempfile::tempdir().unwrap();
     cache_project(dir.path(), &prefix, "");
