@@ -1,5 +1,6 @@
 //! Reproducible images on the real daemon: normalisation gives two no-cache builds one image
-//! ID, and the comparison names the step and file of a build that is not reproducible.
+//! ID, the build keeps its base image's layers as they are, and the comparison names the
+//! step and file of a build that is not reproducible.
 
 mod common;
 
@@ -230,6 +231,85 @@ async fn a_step_that_writes_the_time_is_named_with_its_file() {
             .await
             .unwrap(),
         None
+    );
+}
+
+/// The production path (`slipway build`) leaves the base image's layers as they are, even
+/// with a SOURCE_DATE_EPOCH older than every file in them, where normalising told of no bases
+/// rewrites them (shown on the same image); only the layer the build made gets the epoch's
+/// time.
+#[tokio::test]
+async fn the_build_keeps_the_base_images_layers_as_they_are() {
+    let Some(docker) = common::daemon().await else {
+        return;
+    };
+    let base = busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = common::unique("slipway-test/keepbase");
+    std::fs::create_dir_all(dir.path().join("app")).unwrap();
+    std::fs::write(
+        dir.path().join("app/Dockerfile"),
+        format!("# {prefix}\nFROM {base}\nRUN echo made > /made.txt\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("slipway.toml"),
+        format!(
+            "[app]\nname = \"keepbase\"\n[images]\nprefix = \"{prefix}\"\n\
+             [components.app]\ncontext = \"app\"\ndockerfile = \"app/Dockerfile\"\nport = 80\n"
+        ),
+    )
+    .unwrap();
+    let out = common::slipway()
+        .current_dir(dir.path())
+        .env("SOURCE_DATE_EPOCH", "1")
+        .args(["--progress", "plain", "build"])
+        .output()
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(".slipway/last-build.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let mut cleanup = Cleanup::default();
+    for tag in record["components"]["app"]["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        cleanup.add(None, tag.as_str().unwrap());
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    let image = record["components"]["app"]["image"].as_str().unwrap();
+    let layers = |image: &str| -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["image", "inspect", "-f", "{{json .RootFS.Layers}}", image])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (theirs, ours) = (layers(&base), layers(image));
+    assert_eq!(ours.len(), theirs.len() + 1, "{ours:?}");
+    assert_eq!(
+        ours[..theirs.len()],
+        theirs[..],
+        "the base's layers were rewritten"
+    );
+    // Told of no bases, normalising would have rewritten them at this epoch.
+    let other = format!("{prefix}/app:nobases");
+    cleanup.add(None, &other);
+    normalize_image(&local(docker), image, 1, std::slice::from_ref(&other))
+        .await
+        .unwrap();
+    assert_ne!(layers(&other)[..theirs.len()], theirs[..]);
+    let made = Command::new("docker")
+        .args(["run", "--rm", image, "stat", "-c", "%Y", "/made.txt"])
+        .output_retrying()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&made.stdout).trim(),
+        "1",
+        "the build's own layer was not normalised: {}",
+        String::from_utf8_lossy(&made.stderr)
     );
 }
 
