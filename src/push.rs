@@ -551,7 +551,7 @@ async fn upload_image(
                 log(format!(
                     "layer {}/{count} {}: in the registry already",
                     i + 1,
-                    &c.digest[7..19]
+                    crate::docker::images::short_id(&c.digest)
                 ));
                 layers.push(gzip_layer(c));
                 continue;
@@ -570,7 +570,7 @@ async fn upload_image(
             );
         }
         gzip::remember(&cache, &c);
-        let short = &c.digest[7..19];
+        let short = crate::docker::images::short_id(&c.digest);
         if client.has_blob(&c.digest).await?.is_some() {
             log(format!(
                 "layer {}/{count} {short}: in the registry already",

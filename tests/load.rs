@@ -1270,7 +1270,7 @@ async fn the_command_loads_reports_and_refuses_to_guess() {
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     let reason = format!(
         "failed: image {} ({img}) of component `web` is no longer in the Docker daemon (removed or pruned since the build): run `slipway build web` again\n",
-        &id.trim_start_matches("sha256:")[..12]
+        slipway::docker::images::short_id(&id)
     );
     assert!(stdout.contains(&reason), "{stdout}");
     assert!(

@@ -1395,97 +1395,95 @@ fn daemon_socket() -> String {
         .to_string()
 }
 
-/// A unix socket that forwards everything to the real daemon, except that a connection on
-/// which a request line `held` accepts is seen is held: the request never arrives and nothing
-/// is answered, as from a daemon stuck on it. Lives as long as the test process.
-fn stalling_proxy(dir: &Path, held: fn(&str) -> bool) -> String {
-    use std::io::{Read, Write};
+/// A unix socket `dir/name` in front of the daemon's: each connection gets its own to the
+/// daemon, and `relay(client, daemon)` moves the bytes between them (in threads of its own).
+/// Lives as long as the test process; returns its `DOCKER_HOST`.
+fn proxy(
+    dir: &Path,
+    name: &str,
+    relay: impl Fn(std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) + Send + 'static,
+) -> String {
     use std::os::unix::net::{UnixListener, UnixStream};
     let real = daemon_socket();
-    let path = dir.join("stalling.sock");
+    let path = dir.join(name);
     let listener = UnixListener::bind(&path).unwrap();
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
-            let Ok(daemon) = UnixStream::connect(&real) else {
-                continue;
-            };
-            let (mut from_client, mut to_daemon) =
-                (client.try_clone().unwrap(), daemon.try_clone().unwrap());
-            let (mut from_daemon, mut to_client) = (daemon, client);
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut stuck = false;
-                while let Ok(n) = from_client.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    stuck |= text.lines().any(held);
-                    if !stuck && to_daemon.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut from_daemon, &mut to_client);
-            });
+            if let Ok(daemon) = UnixStream::connect(&real) {
+                relay(client, daemon);
+            }
         }
     });
     format!("unix://{}", path.display())
 }
 
-/// A proxy in front of the daemon's socket that goes silent a second after the first
-/// `POST .../build`: it still accepts connections, but nothing goes through either way, as
-/// when a daemon's host or container vanishes without closing the connections.
-fn vanishing_proxy(dir: &Path) -> String {
+/// Copies `from` to `to` in a thread of its own, each chunk only while `pass` (given the chunk
+/// as text) says so; after that the chunks are read and dropped, so the other side waits.
+fn relay_while(
+    mut from: std::os::unix::net::UnixStream,
+    mut to: std::os::unix::net::UnixStream,
+    mut pass: impl FnMut(&str) -> bool + Send + 'static,
+) {
     use std::io::{Read, Write};
-    use std::os::unix::net::{UnixListener, UnixStream};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    let real = daemon_socket();
-    let path = dir.join("vanishing.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let gone = Arc::new(AtomicBool::new(false));
     std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(daemon) = UnixStream::connect(&real) else {
-                continue;
-            };
-            let pipe = |mut from: UnixStream, mut to: UnixStream, watch: bool| {
-                let gone = gone.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        let text = String::from_utf8_lossy(&buf[..n]);
-                        if watch
-                            && text
-                                .lines()
-                                .any(|l| l.starts_with("POST ") && l.contains("/build"))
-                        {
-                            let gone = gone.clone();
-                            std::thread::spawn(move || {
-                                std::thread::sleep(Duration::from_secs(1));
-                                gone.store(true, Ordering::SeqCst);
-                            });
-                        }
-                        if !gone.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                });
-            };
-            pipe(
-                client.try_clone().unwrap(),
-                daemon.try_clone().unwrap(),
-                true,
-            );
-            pipe(daemon, client, false);
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if pass(&String::from_utf8_lossy(&buf[..n])) && to.write_all(&buf[..n]).is_err() {
+                break;
+            }
         }
     });
-    format!("unix://{}", path.display())
+}
+
+/// A [`proxy`] that forwards everything, except that a connection on which a request line
+/// `held` accepts is seen is held: the request never arrives and nothing is answered, as from
+/// a daemon stuck on it.
+fn stalling_proxy(dir: &Path, held: fn(&str) -> bool) -> String {
+    proxy(dir, "stalling.sock", move |client, daemon| {
+        let mut stuck = false;
+        relay_while(
+            client.try_clone().unwrap(),
+            daemon.try_clone().unwrap(),
+            move |text| {
+                stuck |= text.lines().any(held);
+                !stuck
+            },
+        );
+        relay_while(daemon, client, |_| true);
+    })
+}
+
+/// A [`proxy`] that goes silent a second after the first `POST .../build`: it still accepts
+/// connections, but nothing goes through either way, as when a daemon's host or container
+/// vanishes without closing the connections.
+fn vanishing_proxy(dir: &Path) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let gone = Arc::new(AtomicBool::new(false));
+    proxy(dir, "vanishing.sock", move |client, daemon| {
+        let (to_daemon, to_client) = (gone.clone(), gone.clone());
+        relay_while(
+            client.try_clone().unwrap(),
+            daemon.try_clone().unwrap(),
+            move |text| {
+                let build = text
+                    .lines()
+                    .any(|l| l.starts_with("POST ") && l.contains("/build"));
+                if build {
+                    let gone = to_daemon.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(1));
+                        gone.store(true, Ordering::SeqCst);
+                    });
+                }
+                !to_daemon.load(Ordering::SeqCst)
+            },
+        );
+        relay_while(daemon, client, move |_| !to_client.load(Ordering::SeqCst));
+    })
 }
 
 /// A daemon that vanishes mid-build without closing the connection (the build's stream just

@@ -1255,9 +1255,6 @@ enum Step {
 
 async fn decide(docker: &Docker, image: &ImageMeta, slot: &Slot) -> Result<Step, String> {
     let name = image.containerd_name();
-    let layers = |plan: Plan| Step::Import {
-        layers: plan.layers(image),
-    };
     match plan(image, slot)? {
         Plan::Containerd(kind::Action::Verify { digest }) => {
             match kind::manifest_is(docker, slot.ctr(), &digest, image).await {
@@ -1281,7 +1278,9 @@ async fn decide(docker: &Docker, image: &ImageMeta, slot: &Slot) -> Result<Step,
                 .map_err(|e| format!("{e:#}"))?;
             Ok(Step::Done(Outcome::Retagged { from }))
         }
-        plan => Ok(layers(plan)),
+        plan => Ok(Step::Import {
+            layers: plan.layers(image),
+        }),
     }
 }
 
