@@ -517,8 +517,9 @@ impl Drop for Kind {
 /// slipway listened for it, when nothing was written yet). Rounds alternate the versions with
 /// the signal at random moments within the first quarter of a run's length; some must land
 /// before the end. (The files are written one after the other without yielding, each to a
-/// temporary file renamed over the old: a signal seen is seen after the last; a write moved to
-/// a blocking task or made async would let the signal cut it short, and this test fail.)
+/// temporary file renamed over the old: a signal seen is seen after the last; were a write moved
+/// to a blocking task or made async, a signal could cut it short, and some round would show a
+/// file that is neither version or a temporary file left.)
 #[test]
 fn ctrl_c_at_any_moment_of_writing_manifests_and_the_chart_leaves_every_file_whole() {
     use std::os::unix::process::ExitStatusExt;
