@@ -9,7 +9,22 @@ async fn reports_version_and_buildkit_of_the_real_daemon() {
     if common::daemon().await.is_none() {
         return;
     }
+    // A project that names its cluster (none) and a base image the daemon holds: what doctor
+    // says of it depends on the daemon alone, not on the clusters this machine happens to have
+    // (a stopped kind cluster elsewhere fails an `auto` project's check, as it fails its `up`).
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("web")).unwrap();
+    std::fs::write(
+        dir.path().join("web/Dockerfile"),
+        "FROM slipway-test/busybox:1.35\nCMD [\"true\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("slipway.toml"),
+        "[app]\nname = \"doc\"\n[cluster]\ntarget = \"none\"\n\
+         [components.web]\ncontext = \"web\"\ndockerfile = \"web/Dockerfile\"\nport = 80\n",
+    )
+    .unwrap();
     let out = common::slipway()
         .current_dir(dir.path())
         .args(["doctor", "--json"])
@@ -30,7 +45,7 @@ async fn reports_version_and_buildkit_of_the_real_daemon() {
     );
     assert!(
         out.status.success(),
-        "{}",
+        "{report:#}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
