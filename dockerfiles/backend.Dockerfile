@@ -13,11 +13,12 @@ WORKDIR /app
 
 # deps: a virtualenv with the locked dependencies (no pip, no bytecode in it).
 FROM base AS deps
-RUN python3 -m venv --without-pip /opt/venv
+RUN python3 -m venv --without-pip /venv
 COPY requirements.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 -m pip --python /opt/venv/bin/python install --no-compile --no-deps -r requirements.txt \
- && python3 -m pip --python /opt/venv/bin/python check
+    python3 -m pip --python /venv/bin/python install --no-compile --no-deps -r requirements.txt \
+ && python3 -m pip --python /venv/bin/python check \
+ && mkdir /venv-layer && cp -al /venv /venv-layer/ && find /venv-layer -exec touch -h -d @0 {} +
 
 # build: the app's source on top of its dependencies.
 FROM deps AS build
@@ -28,11 +29,13 @@ FROM base AS production
 ARG SOURCE_DATE_EPOCH
 RUN groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
-# The virtualenv from deps and the source from the context: the files the build stage
-# holds, without a checksum of the whole virtualenv after each change to the source.
-COPY --from=deps /opt/venv /opt/venv
+# The virtualenv, from /venv-layer onto /: the same layer, byte for byte, from one build to
+# the next while the dependencies stay, with the build cache or without.
+# The source from the context, not from the build stage: a change to it makes BuildKit
+# checksum no virtualenv.
+COPY --from=deps /venv-layer/ /
 COPY . /app
-ENV PATH="/opt/venv/bin:$PATH" \
+ENV PATH="/venv/bin:$PATH" \
     PORT=8000
 USER 10001:10001
 EXPOSE 8000

@@ -409,7 +409,7 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
     doc.blank();
     doc.line("# deps: a virtualenv with the locked dependencies (no pip, no bytecode in it).");
     doc.line("FROM base AS deps");
-    let pip = "python3 -m pip --python /opt/venv/bin/python install --no-compile";
+    let pip = format!("python3 -m pip --python {VENV}/bin/python install --no-compile");
     let cache = "type=cache,target=/root/.cache/pip".to_string();
     let mut mounts = vec![cache.clone()];
     mounts.extend(secret_mounts(t));
@@ -421,7 +421,7 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
             hashes,
             pinned,
         } => {
-            doc.line("RUN python3 -m venv --without-pip /opt/venv");
+            doc.line(format!("RUN python3 -m venv --without-pip {VENV}"));
             doc.copy_files(files);
             let flags = if *hashes {
                 " --no-deps --require-hashes"
@@ -432,12 +432,13 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
             };
             cmds.push(format!("{pip}{flags} -r {file}"));
             if *hashes || *pinned {
-                cmds.push("python3 -m pip --python /opt/venv/bin/python check".to_string());
+                cmds.push(format!("python3 -m pip --python {VENV}/bin/python check"));
             }
+            cmds.push(venv_layer());
             doc.run(&mounts, &cmds);
         }
         Installer::Uv { files } => {
-            doc.line("ENV UV_PROJECT_ENVIRONMENT=/opt/venv \\");
+            doc.line(format!("ENV UV_PROJECT_ENVIRONMENT={VENV} \\"));
             doc.line("    UV_PYTHON_DOWNLOADS=never \\");
             doc.line("    UV_LINK_MODE=copy \\");
             doc.line("    UV_COMPILE_BYTECODE=0");
@@ -457,7 +458,7 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
             doc.run(&mounts, &cmds);
         }
         Installer::Poetry { files } => {
-            doc.line("RUN python3 -m venv --without-pip /opt/venv");
+            doc.line(format!("RUN python3 -m venv --without-pip {VENV}"));
             doc.run(
                 std::slice::from_ref(&cache),
                 &[format!(
@@ -471,7 +472,8 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
             cmds.push(format!(
                 "{pip} --no-deps --require-hashes -r /tmp/requirements.txt"
             ));
-            cmds.push("python3 -m pip --python /opt/venv/bin/python check".to_string());
+            cmds.push(format!("python3 -m pip --python {VENV}/bin/python check"));
+            cmds.push(venv_layer());
             doc.run(&mounts, &cmds);
         }
     }
@@ -488,23 +490,26 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
         cmds.push(
             "/opt/uv/bin/uv sync --frozen --no-dev --no-editable --python python3".to_string(),
         );
+        cmds.push(venv_layer());
         doc.run(&mounts, &cmds);
     }
     doc.blank();
     doc.line("# production: the virtualenv and the source, run as a fixed non-root UID.");
     doc.line("FROM base AS production");
     create_user(doc, t);
+    doc.line(format!(
+        "# The virtualenv, from {VENV_LAYER} onto /: the same layer, byte for byte, from one build to"
+    ));
+    doc.line("# the next while the dependencies stay, with the build cache or without.");
     if matches!(p.installer, Installer::Uv { .. }) {
-        doc.line("COPY --from=build /opt/venv /opt/venv");
+        doc.line(format!("COPY --from=build {VENV_LAYER}/ /"));
         doc.line("COPY --from=build /app /app");
     } else {
         doc.line(
-            "# The virtualenv from deps and the source from the context: the files the build stage",
+            "# The source from the context, not from the build stage: a change to it makes BuildKit",
         );
-        doc.line(
-            "# holds, without a checksum of the whole virtualenv after each change to the source.",
-        );
-        doc.line("COPY --from=deps /opt/venv /opt/venv");
+        doc.line("# checksum no virtualenv.");
+        doc.line(format!("COPY --from=deps {VENV_LAYER}/ /"));
         doc.line("COPY . /app");
     }
     if matches!(p.server, Server::Gunicorn { .. }) {
@@ -512,12 +517,12 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
         // directory, which the app user has none of (a warning at every start).
         doc.line("# gunicorn's control socket goes to XDG_RUNTIME_DIR (the user has no home).");
         doc.line(format!(
-            "ENV PATH=\"/opt/venv/bin:$PATH\" \\\n    PORT={} \\\n    XDG_RUNTIME_DIR=/tmp",
+            "ENV PATH=\"{VENV}/bin:$PATH\" \\\n    PORT={} \\\n    XDG_RUNTIME_DIR=/tmp",
             t.port
         ));
     } else {
         doc.line(format!(
-            "ENV PATH=\"/opt/venv/bin:$PATH\" \\\n    PORT={}",
+            "ENV PATH=\"{VENV}/bin:$PATH\" \\\n    PORT={}",
             t.port
         ));
     }
@@ -625,6 +630,23 @@ fn next_unused_files(config_file: Option<&str>) -> Vec<String> {
         format!("rm -rf {swc} node_modules/@img/sharp-*linuxmusl* node_modules/next/dist/compiled/next-server/*.dev.js"),
         "find node_modules -type f \\( -name '*.map' -o -name '*.d.ts' \\) -delete".to_string(),
     ]
+}
+
+/// Where a Python image's virtualenv lives: a directory of its own under `/`, which no base
+/// image has, so that its COPY makes it (and the builder writes no build time on it).
+const VENV: &str = "/venv";
+/// The tree a Python stage copies the virtualenv to for the production stage (`venv/`, hard
+/// links to [`VENV`]), every entry at [`TRACED_TIME`]: COPY'd onto `/`, its layer is the same
+/// bytes from one build to the next while the dependencies stay, cache or not (as the traced
+/// `node_modules` below). A COPY of the virtualenv itself would make [`VENV`] at the build's
+/// time, and one under `/opt` would change `/opt`.
+const VENV_LAYER: &str = "/venv-layer";
+
+/// The command that makes [`VENV_LAYER`] once the virtualenv is complete.
+fn venv_layer() -> String {
+    format!(
+        "mkdir {VENV_LAYER} && cp -al {VENV} {VENV_LAYER}/ && find {VENV_LAYER} -exec touch -h -d {TRACED_TIME} {{}} +"
+    )
 }
 
 /// Where the build stage moves the standalone output's traced `node_modules`: a tree to copy

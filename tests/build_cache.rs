@@ -227,7 +227,7 @@ fn a_fresh_runner_takes_the_dependency_layers_from_the_registry_cache() {
     // The dependencies come from the registry cache: pip does not run.
     assert!(find("install --no-compile"), "pip ran: {steps:#?}");
     assert!(find("COPY requirements.txt"), "{steps:#?}");
-    assert!(find("COPY --from=deps /opt/venv"), "{steps:#?}");
+    assert!(find("COPY --from=deps /venv-layer/"), "{steps:#?}");
     // Only what the change touches runs.
     assert!(!find("COPY . /app"), "{steps:#?}");
     assert!(

@@ -318,37 +318,68 @@ async fn reference_images_build_run_and_talk() {
         "a change to the page changed the node_modules layer or one below it"
     );
 
-    // A build without cache makes the traced node_modules again byte for byte, so a registry
-    // or a node that has them keeps them: the plain `docker build` of the generated
-    // Dockerfile, with its cache and then without.
-    let base = "slipway-test/node:20";
-    let plain = |tag: &str, extra: &[&str]| {
-        let tag = format!("{prefix}/plain:{tag}");
+    // A build without cache makes the traced node_modules, and the backend's virtualenv, again
+    // byte for byte, so a registry or a node that has them keeps them: the plain `docker build`
+    // of the generated Dockerfiles, with their cache and then without.
+    let plain = |component: &str, base_arg: &str, tag: &str, extra: &[&str]| {
+        let tag = format!("{prefix}/plain-{component}:{tag}");
+        let dockerfile = format!("dockerfiles/{component}.Dockerfile");
+        let context = format!("contexts/{component}");
         let mut args = vec!["build", "-q", "--target", "production", "-t", &tag];
         args.extend_from_slice(extra);
-        let node_image = format!("NODE_IMAGE={base}");
-        args.extend([
-            "--build-arg",
-            &node_image,
-            "-f",
-            "dockerfiles/frontend.Dockerfile",
-        ]);
-        args.push("contexts/frontend");
+        args.extend(["--build-arg", base_arg, "-f", &dockerfile, &context]);
         let out = Command::new("docker")
             .args(&args)
             .current_dir(dir.path())
             .output_retrying()
             .unwrap();
-        ok(out, &format!("docker build {}", extra.join(" ")));
+        ok(
+            out,
+            &format!("docker build {component} {}", extra.join(" ")),
+        );
         let layers = layers(&tag);
         docker(&["rmi", &tag]);
         layers
     };
+    let (base, arg) = ("slipway-test/node:20", "NODE_IMAGE=slipway-test/node:20");
     let bottom = layers(base).len();
-    let (cached, cold) = (plain("cached", &[]), plain("cold", &["--no-cache"]));
+    let (cached, cold) = (
+        plain("frontend", arg, "cached", &[]),
+        plain("frontend", arg, "cold", &["--no-cache"]),
+    );
     assert_eq!(
         cached[bottom], cold[bottom],
         "the traced node_modules' layer differs from one build to the next"
+    );
+    // The backend's virtualenv is the layer below the source's (`COPY . /app`, the last).
+    let backend_history = ok(
+        docker(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}",
+            &backend,
+        ]),
+        "history",
+    );
+    assert!(
+        backend_history
+            .lines()
+            .filter(|l| l.contains("COPY"))
+            .nth(1)
+            .is_some_and(|l| l.contains("/venv-layer/")),
+        "the virtualenv's COPY is not the second from the end:\n{backend_history}"
+    );
+    let arg = "PYTHON_IMAGE=slipway-test/python:3.11";
+    let (cached, cold) = (
+        plain("backend", arg, "cached", &[]),
+        plain("backend", arg, "cold", &["--no-cache"]),
+    );
+    let n = cached.len();
+    assert_eq!(
+        cached[n - 2],
+        cold[n - 2],
+        "the virtualenv's layer differs from one build to the next"
     );
     drop(cleanup);
 }
