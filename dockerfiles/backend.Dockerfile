@@ -26,14 +26,15 @@ COPY . .
 
 # production: the virtualenv and the source, run as a fixed non-root UID.
 FROM base AS production
+# The virtualenv first, from /venv-layer onto /: the same layer, byte for byte, from one
+# build to the next while the dependencies stay, with the build cache or without (the user's
+# layer, which a build without cache makes anew, comes after it).
+COPY --from=deps /venv-layer/ /
 ARG SOURCE_DATE_EPOCH
 RUN groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
-# The virtualenv, from /venv-layer onto /: the same layer, byte for byte, from one build to
-# the next while the dependencies stay, with the build cache or without.
 # The source from the context, not from the build stage: a change to it makes BuildKit
 # checksum no virtualenv.
-COPY --from=deps /venv-layer/ /
 COPY . /app
 ENV PATH="/venv/bin:$PATH" \
     PORT=8000

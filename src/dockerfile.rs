@@ -496,20 +496,26 @@ fn python_file(doc: &mut Doc, t: &Target, p: &PythonPlan) {
     doc.blank();
     doc.line("# production: the virtualenv and the source, run as a fixed non-root UID.");
     doc.line("FROM base AS production");
-    create_user(doc, t);
+    let uv = matches!(p.installer, Installer::Uv { .. });
     doc.line(format!(
-        "# The virtualenv, from {VENV_LAYER} onto /: the same layer, byte for byte, from one build to"
+        "# The virtualenv first, from {VENV_LAYER} onto /: the same layer, byte for byte, from one"
     ));
-    doc.line("# the next while the dependencies stay, with the build cache or without.");
-    if matches!(p.installer, Installer::Uv { .. }) {
-        doc.line(format!("COPY --from=build {VENV_LAYER}/ /"));
+    doc.line(
+        "# build to the next while the dependencies stay, with the build cache or without (the user's",
+    );
+    doc.line("# layer, which a build without cache makes anew, comes after it).");
+    doc.line(format!(
+        "COPY --from={} {VENV_LAYER}/ /",
+        if uv { "build" } else { "deps" }
+    ));
+    create_user(doc, t);
+    if uv {
         doc.line("COPY --from=build /app /app");
     } else {
         doc.line(
             "# The source from the context, not from the build stage: a change to it makes BuildKit",
         );
         doc.line("# checksum no virtualenv.");
-        doc.line(format!("COPY --from=deps {VENV_LAYER}/ /"));
         doc.line("COPY . /app");
     }
     if matches!(p.server, Server::Gunicorn { .. }) {

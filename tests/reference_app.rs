@@ -351,7 +351,8 @@ async fn reference_images_build_run_and_talk() {
         cached[bottom], cold[bottom],
         "the traced node_modules' layer differs from one build to the next"
     );
-    // The backend's virtualenv is the layer below the source's (`COPY . /app`, the last).
+    // The backend's virtualenv is the layer below the user's and the source's (`COPY . /app`,
+    // the last), the second COPY from the end.
     let backend_history = ok(
         docker(&[
             "history",
@@ -377,8 +378,8 @@ async fn reference_images_build_run_and_talk() {
     );
     let n = cached.len();
     assert_eq!(
-        cached[n - 2],
-        cold[n - 2],
+        cached[n - 3],
+        cold[n - 3],
         "the virtualenv's layer differs from one build to the next"
     );
     drop(cleanup);
