@@ -1099,6 +1099,31 @@ async fn a_named_cluster_that_is_not_running_is_an_error_with_a_hint() {
         .unwrap();
     assert_eq!(r.cluster, None);
     assert!(r.ok());
+
+    // A cluster whose nodes are stopped (a daemon restart leaves kind's nodes so): the hint
+    // names the command that starts them, and the way to go on without loading.
+    let stopped = common::unique("stopped");
+    let nodes = env.kind(&stopped, 0).await;
+    let out = std::process::Command::new("docker")
+        .args(["stop", "-t", "1", &nodes[0]])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = cluster::load(
+        &env.daemon,
+        &ClusterTarget::Kind(stopped.clone()),
+        &[],
+        &silent(),
+    )
+    .await
+    .unwrap_err();
+    let text = slipway::error::render(&err);
+    assert!(
+        text.contains(&format!("kind cluster `{stopped}` is not running"))
+            && text.contains(&format!("`docker start {}`", nodes[0]))
+            && text.contains("--cluster none"),
+        "{text}"
+    );
 }
 
 /// Two clusters and no kube context: `auto` refuses to guess (through the binary, so the

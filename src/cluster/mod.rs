@@ -285,7 +285,7 @@ fn not_running_hint(
     }
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     format!(
-        "start its node containers: `docker start {}`",
+        "start its node containers: `docker start {}`; or build and write the manifests without loading: `slipway up --cluster none`",
         names.join(" ")
     )
 }
