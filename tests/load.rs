@@ -1060,16 +1060,18 @@ async fn minikube_containerd_is_loaded_like_kind() {
 #[tokio::test]
 async fn a_named_cluster_that_is_not_running_is_an_error_with_a_hint() {
     let Some(env) = env().await else { return };
+    // What a load into `target` says when it fails.
+    let refused = |target: ClusterTarget| {
+        let daemon = &env.daemon;
+        async move {
+            let err = cluster::load(daemon, &target, &[], &silent())
+                .await
+                .unwrap_err();
+            slipway::error::render(&err)
+        }
+    };
     let name = common::unique("absent");
-    let err = cluster::load(
-        &env.daemon,
-        &ClusterTarget::Kind(name.clone()),
-        &[],
-        &silent(),
-    )
-    .await
-    .unwrap_err();
-    let text = slipway::error::render(&err);
+    let text = refused(ClusterTarget::Kind(name.clone())).await;
     assert!(
         text.contains(&format!("kind cluster `{name}` is not running")),
         "{text}"
@@ -1081,18 +1083,8 @@ async fn a_named_cluster_that_is_not_running_is_an_error_with_a_hint() {
         "{text}"
     );
 
-    let err = cluster::load(
-        &env.daemon,
-        &ClusterTarget::Minikube(name.clone()),
-        &[],
-        &silent(),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        slipway::error::render(&err).contains("minikube start -p"),
-        "{err:#}"
-    );
+    let text = refused(ClusterTarget::Minikube(name.clone())).await;
+    assert!(text.contains("minikube start -p"), "{text}");
 
     let r = cluster::load(&env.daemon, &ClusterTarget::None, &[], &silent())
         .await
@@ -1109,15 +1101,7 @@ async fn a_named_cluster_that_is_not_running_is_an_error_with_a_hint() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let err = cluster::load(
-        &env.daemon,
-        &ClusterTarget::Kind(stopped.clone()),
-        &[],
-        &silent(),
-    )
-    .await
-    .unwrap_err();
-    let text = slipway::error::render(&err);
+    let text = refused(ClusterTarget::Kind(stopped.clone())).await;
     assert!(
         text.contains(&format!("kind cluster `{stopped}` is not running"))
             && text.contains(&format!("`docker start {}`", nodes[0]))
