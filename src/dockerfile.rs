@@ -639,10 +639,10 @@ fn next_unused_files(config_file: Option<&str>) -> Vec<String> {
 }
 
 /// Where a Python image's virtualenv lives: a directory of its own under `/`, which no base
-/// image has, so that its COPY makes it (and the builder writes no build time on it).
+/// image has, so that the COPY of [`VENV_LAYER`] makes it from the tree's own `venv/` entry.
 const VENV: &str = "/venv";
 /// The tree a Python stage copies the virtualenv to for the production stage (`venv/`, hard
-/// links to [`VENV`]), every entry at [`TRACED_TIME`]: COPY'd onto `/`, its layer is the same
+/// links to [`VENV`]), every entry at [`FIXED_TIME`]: COPY'd onto `/`, its layer is the same
 /// bytes from one build to the next while the dependencies stay, cache or not (as the traced
 /// `node_modules` below). A COPY of the virtualenv itself would make [`VENV`] at the build's
 /// time, and one under `/opt` would change `/opt`.
@@ -651,19 +651,20 @@ const VENV_LAYER: &str = "/venv-layer";
 /// The command that makes [`VENV_LAYER`] once the virtualenv is complete.
 fn venv_layer() -> String {
     format!(
-        "mkdir {VENV_LAYER} && cp -al {VENV} {VENV_LAYER}/ && find {VENV_LAYER} -exec touch -h -d {TRACED_TIME} {{}} +"
+        "mkdir {VENV_LAYER} && cp -al {VENV} {VENV_LAYER}/ && find {VENV_LAYER} -exec touch -h -d {FIXED_TIME} {{}} +"
     )
 }
 
 /// Where the build stage moves the standalone output's traced `node_modules`: a tree to copy
 /// onto `/` (`app/node_modules`), whose every entry has the same fixed time
-/// ([`TRACED_TIME`]).
+/// ([`FIXED_TIME`]).
 const TRACED: &str = ".next/traced";
-/// The time the traced `node_modules` get (`touch -d`): with it, and with `/app` made by
+/// The time the traced `node_modules` and a Python virtualenv's tree ([`VENV_LAYER`]) get
+/// (`touch -d`). For the traced `node_modules`: with it, and with `/app` made by
 /// their COPY (from the tree's own `app/`) before anything else is in it, their layer is the
 /// same bytes from one build to the next, cache or not: the builder writes the build's time
 /// on a directory a COPY creates or changes, but no directory of this layer is changed later.
-const TRACED_TIME: &str = "@0";
+const FIXED_TIME: &str = "@0";
 
 fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     let pm = &p.deps.package_manager;
@@ -718,7 +719,7 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
             "mkdir -p .next/standalone/node_modules {TRACED}/app && mv .next/standalone/node_modules {TRACED}/app/node_modules"
         ));
         cmds.push(format!(
-            "find {TRACED} -exec touch -h -d {TRACED_TIME} {{}} +"
+            "find {TRACED} -exec touch -h -d {FIXED_TIME} {{}} +"
         ));
     } else {
         cmds.push(prune(pm));
@@ -733,7 +734,7 @@ fn next_file(doc: &mut Doc, t: &Target, p: &NextPlan) {
     );
     let cmd = if p.standalone {
         // Not from `base`: its WORKDIR made /app at the build's time, before the traced
-        // node_modules (see TRACED_TIME).
+        // node_modules (see FIXED_TIME).
         from(doc, "NODE_IMAGE", &p.image, "production");
         doc.line(format!("ENV NEXT_TELEMETRY_DISABLED=1 \\\n    {env}"));
         doc.line(

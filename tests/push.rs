@@ -554,26 +554,14 @@ async fn a_credential_helper_as_store_or_for_the_registry_pushes_with_a_password
         cache_project(dir.path(), &prefix, "");
         let config = tempfile::tempdir().unwrap();
         std::fs::write(config.path().join("config.json"), &config_json).unwrap();
-        let out = common::slipway()
-            .args([
-                "build",
-                "--push",
-                "--progress=plain",
-                "--metadata-file",
-                "m.json",
-            ])
-            .current_dir(dir.path())
-            .env("PATH", &path)
-            .env("DOCKER_CONFIG", config.path())
-            .output()
-            .unwrap();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (pushed_ok, all) = run_env(
+            dir.path(),
+            config.path(),
+            &[("PATH", &path)],
+            &["build", "--push", "--metadata-file", "m.json"],
         );
         remove_local(&prefix);
-        assert!(out.status.success(), "{config_json}: {all}");
+        assert!(pushed_ok, "{config_json}: {all}");
         let meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
         let pushed = meta["components"]["web"]["pushed"]
@@ -608,9 +596,20 @@ fn cache_project(dir: &std::path::Path, prefix: &str, extra_images: &str) {
 
 /// Runs slipway in `dir` with `DOCKER_CONFIG` at `docker_config`; returns (success, all output).
 fn run_in(dir: &std::path::Path, docker_config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    run_env(dir, docker_config, &[], args)
+}
+
+/// [`run_in`], with `env` set too.
+fn run_env(
+    dir: &std::path::Path,
+    docker_config: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (bool, String) {
     let out = common::slipway()
         .current_dir(dir)
         .env("DOCKER_CONFIG", docker_config)
+        .envs(env.iter().copied())
         .args(["--progress", "plain"])
         .args(args)
         .output()

@@ -291,24 +291,21 @@ async fn reference_images_build_run_and_talk() {
     assert_ne!(before, after, "the change made no new image");
     // The last four COPYs are those of node_modules, public, the server and the static files
     // (the user and the working directory come between the first two).
-    let history = ok(
-        docker(&[
+    let history = |image: &str| {
+        ok(
+            docker(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", image]),
             "history",
-            "--no-trunc",
-            "--format",
-            "{{.CreatedBy}}",
-            &frontend,
-        ]),
-        "history",
-    );
-    let copies: Vec<&str> = history
+        )
+    };
+    let frontend_history = history(&frontend);
+    let copies: Vec<&str> = frontend_history
         .lines()
         .filter(|l| l.contains("COPY"))
         .take(4)
         .collect();
     assert!(
         copies.len() == 4 && copies[3].contains(".next/traced"),
-        "the node_modules COPY is not the fourth from the end:\n{history}"
+        "the node_modules COPY is not the fourth from the end:\n{frontend_history}"
     );
     let n = after.len();
     assert_eq!(before.len(), n);
@@ -353,16 +350,7 @@ async fn reference_images_build_run_and_talk() {
     );
     // The backend's virtualenv is the layer below the user's and the source's (`COPY . /app`,
     // the last), the second COPY from the end.
-    let backend_history = ok(
-        docker(&[
-            "history",
-            "--no-trunc",
-            "--format",
-            "{{.CreatedBy}}",
-            &backend,
-        ]),
-        "history",
-    );
+    let backend_history = history(&backend);
     assert!(
         backend_history
             .lines()
