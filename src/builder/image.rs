@@ -115,17 +115,13 @@ pub(crate) async fn build_component(
     };
     let mut log = Vec::new();
     let mut built = build_once(shared, c, temp, &mut log).await;
-    if let Err(f) = &built {
-        if lost_in_export(f) {
-            shared.reporter.report(Event::Log {
-                task: c.name.clone(),
-                line: "the daemon lost the image while exporting it (another client removed \
-                       the same image at that moment); building again from the cache"
-                    .into(),
-            });
-            log.push("# the export lost its image to a concurrent removal; built again".into());
-            built = build_once(shared, c, temp, &mut log).await;
-        }
+    if let Some(why) = built.as_ref().err().and_then(transient) {
+        shared.reporter.report(Event::Log {
+            task: c.name.clone(),
+            line: format!("{why}; building again from the cache"),
+        });
+        log.push(format!("# {why}; built again"));
+        built = build_once(shared, c, temp, &mut log).await;
     }
     // Reproducible images (src/reproduce): the image tagged and recorded is the normal form
     // of what was built (build times clamped to SOURCE_DATE_EPOCH), so the same inputs give
@@ -239,6 +235,43 @@ async fn normalise(
     )
     .await
     .map_err(Failure::from)
+}
+
+/// Why a failed build is worth one more try, when it failed for a reason outside the build
+/// itself that the same build again (from the cache, so only the failed step runs again)
+/// does not meet: `None` for every other failure.
+fn transient(f: &Failure) -> Option<&'static str> {
+    if lost_in_export(f) {
+        Some(
+            "the daemon lost the image while exporting it (another client removed the same \
+             image at that moment)",
+        )
+    } else if runtime_did_not_start(f) {
+        Some(
+            "the container runtime could not start the step's process (runc's init ended \
+             before its setup: the host was short of memory or starting many containers); \
+             the step's command never ran",
+        )
+    } else {
+        None
+    }
+}
+
+/// Whether a `RUN` step failed because runc's init process died before the step's command
+/// started (`read init-p: connection reset by peer`): seen on a busy host, when many
+/// containers start at once or memory runs short. BuildKit 0.8 logs runc's words as the
+/// step's output and fails it with `exit code: 1`; later versions put them in the error.
+/// A command that is missing or not executable fails earlier in runc's words ("exec: ...")
+/// and is not matched: that failure is the Dockerfile's.
+fn runtime_did_not_start(f: &Failure) -> bool {
+    let error = format!("{:#}", f.error);
+    std::iter::once(error.as_str())
+        .chain(f.log_tail.iter().map(String::as_str))
+        .any(|line| {
+            line.contains("unable to start container process")
+                && (line.contains("waiting for init preliminary setup")
+                    || line.contains("read init-p"))
+        })
 }
 
 /// Whether a build failed because the image it was exporting vanished from the daemon's image
@@ -812,5 +845,34 @@ mod tests {
             "exporting to image",
             "no space left on device"
         )));
+    }
+
+    #[test]
+    fn a_step_whose_process_the_runtime_could_not_start_is_built_again() {
+        let step = "[deps 1/3] RUN python3 -m venv --without-pip /venv";
+        // Docker 20.10 (BuildKit 0.8): runc's words are the step's log, the error its exit.
+        let mut logged = failure(step, "exit code: 1");
+        logged.log_tail = vec![
+            "runc run failed: unable to start container process: waiting \
+                                for init preliminary setup: read init-p: connection reset by peer"
+                .into(),
+        ];
+        assert!(transient(&logged).is_some());
+        // Later BuildKit: in the error itself.
+        let in_error = failure(
+            step,
+            "failed to create shim task: OCI runtime create failed: runc create failed: unable \
+             to start container process: process_linux.go:105: possibly OOM-killed caused: read \
+             init-p: connection reset by peer: unknown",
+        );
+        assert!(transient(&in_error).is_some());
+        // The Dockerfile's own failures are not tried again.
+        let missing = failure(
+            step,
+            "runc run failed: unable to start container process: exec: \"python3\": executable \
+             file not found in $PATH",
+        );
+        assert!(transient(&missing).is_none());
+        assert!(transient(&failure(step, "exit code: 1")).is_none());
     }
 }
