@@ -710,6 +710,7 @@ pub async fn push_all(
             Ok(pinned) => rec.pushed = Some(pinned),
             Err(e) => {
                 reporter.report(Event::failed(name, format!("{e:#}")));
+                rec.push_error = Some(format!("{e:#}"));
                 failures.insert(name.clone(), e);
             }
         }

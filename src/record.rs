@@ -52,6 +52,9 @@ pub struct ImageRecord {
     /// `REPO@sha256:...` after `build --push`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed: Option<String>,
+    /// Why `build --push` could not push the image (it was built: `outcome` says how).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_error: Option<String>,
     /// The image's SBOM and provenance files ([`crate::attest`]), for a push to attach.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attestations: Vec<Attestation>,

@@ -818,6 +818,7 @@ fn the_build_record_decides_the_images_and_image_flags_override_it() {
         duration_ms: 1,
         size: 1,
         pushed,
+        push_error: None,
         attestations: Vec::new(),
     };
     let pushed = format!(

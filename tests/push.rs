@@ -62,6 +62,7 @@ async fn pushes_every_tag_and_records_the_registry_digest() {
             duration_ms: 0,
             size: 0,
             pushed: None,
+            push_error: None,
             attestations: Vec::new(),
         },
     );
@@ -572,6 +573,47 @@ async fn a_credential_helper_as_store_or_for_the_registry_pushes_with_a_password
             "{config_json}: {meta}"
         );
         assert!(!all.contains(CI_PASSWORD), "{config_json}: {all}");
+    }
+}
+
+/// A registry that refuses the push: `build --push` fails naming the component and the
+/// registry's words, and the metadata file (and the last build's record) still say what was
+/// built and why it was not pushed (`push_error`), not the build's record alone.
+#[tokio::test]
+async fn a_refused_push_is_recorded_in_the_metadata_file_with_why() {
+    if common::daemon().await.is_none() {
+        return;
+    }
+    let Some(reg) = common::registry::start_read_only() else {
+        return;
+    };
+    let prefix = format!("127.0.0.1:{}/{}", reg.port, common::unique("refused"));
+    let dir = tempfile::tempdir().unwrap();
+    cache_project(dir.path(), &prefix, "");
+    let config = tempfile::tempdir().unwrap();
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["build", "--push", "--metadata-file", "m.json"],
+    );
+    remove_local(&prefix);
+    assert!(!ok, "{all}");
+    assert!(all.contains("pushing component `web`"), "{all}");
+    assert!(
+        all.contains("405") && all.contains("takes no pushes"),
+        "{all}"
+    );
+    for file in ["m.json", ".slipway/last-build.json"] {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(file)).unwrap()).unwrap();
+        let web = &meta["components"]["web"];
+        assert_eq!(web["outcome"], "built", "{file}: {web}");
+        assert!(web["pushed"].is_null(), "{file}: {web}");
+        let why = web["push_error"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("blob upload") && why.contains("405"),
+            "{file}: {web}"
+        );
     }
 }
 

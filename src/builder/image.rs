@@ -383,6 +383,7 @@ pub(crate) async fn finish(
         duration_ms: millis(t0.elapsed()),
         size: u64::try_from(size).unwrap_or(0),
         pushed: None,
+        push_error: None,
         attestations: Vec::new(),
     })
 }

@@ -1491,6 +1491,7 @@ async fn from_registry(
             duration_ms: millis(t0.elapsed()),
             size: 0,
             pushed: Some(pinned),
+            push_error: None,
             attestations: Vec::new(),
         });
     }
@@ -1857,6 +1858,7 @@ fn write_records(
                     duration_ms: 0,
                     size: 0,
                     pushed: None,
+                    push_error: None,
                     attestations: Vec::new(),
                 },
             );

@@ -34,11 +34,14 @@ pub async fn run(session: &Session, args: BuildArgs) -> anyhow::Result<()> {
     )
     .await?;
     if args.push {
-        push::push_all(&daemon, &mut report, session.reporter.as_ref()).await?;
+        // The records say what was pushed, and why what was not was not (`push_error`),
+        // whether or not every push went through.
+        let pushed = push::push_all(&daemon, &mut report, session.reporter.as_ref()).await;
         record::merge_last(&config, &report, session.reporter.as_ref())?;
         if let Some(p) = &opts.metadata_file {
             record::write(p, &report)?;
         }
+        pushed?;
     }
     // The result: the images for scripts (`$(slipway build -q backend)`), one per line.
     session.result(&report);

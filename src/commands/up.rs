@@ -707,6 +707,7 @@ mod tests {
                 duration_ms: 65_000,
                 size: 331_700_000,
                 pushed: None,
+                push_error: None,
                 attestations: Vec::new(),
             },
         );

@@ -649,13 +649,17 @@ impl Client {
             self.name,
             error_text(&body)
         ));
-        let fail = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            fail.hint(format!(
+        let fail = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => fail.hint(format!(
                 "log in with an account that may push there: `docker login {}` (slipway reads the same Docker config)",
                 self.registry
-            ))
-        } else {
-            fail
+            )),
+            // What a registry in read-only (maintenance) mode or a pull-through cache answers.
+            StatusCode::METHOD_NOT_ALLOWED => fail.hint(format!(
+                "{} takes no pushes (a read-only registry or a pull-through cache): set `[images] prefix` in slipway.toml to a registry that does",
+                self.registry
+            )),
+            _ => fail,
         };
         fail.into()
     }

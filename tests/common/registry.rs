@@ -67,6 +67,25 @@ pub fn start_for_nodes() -> Option<Registry> {
         Some(Options {
             htpasswd: None,
             log: true,
+            read_only: false,
+        }),
+    )
+}
+
+/// [`start`], read-only (the registry's maintenance mode): it answers lookups, and refuses
+/// every upload with `405 UNSUPPORTED`.
+pub fn start_read_only() -> Option<Registry> {
+    let bin = binary()?;
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    run_with(
+        Command::new(bin),
+        "127.0.0.1",
+        port,
+        address,
+        Some(Options {
+            read_only: true,
+            ..Options::default()
         }),
     )
 }
@@ -84,6 +103,7 @@ pub fn start_with_htpasswd(htpasswd: &str) -> Option<Registry> {
         Some(Options {
             htpasswd: Some(htpasswd),
             log: false,
+            read_only: false,
         }),
     )
 }
@@ -134,11 +154,14 @@ fn run(cmd: Command, listen: &str, port: u16, address: String) -> Option<Registr
 }
 
 /// What [`run_with`] turns on besides the defaults.
+#[derive(Default)]
 struct Options<'a> {
     /// An htpasswd file's text: basic auth.
     htpasswd: Option<&'a str>,
     /// Log every request (level info) to `registry.log` in the registry's directory.
     log: bool,
+    /// Refuse every upload (`storage.maintenance.readonly`).
+    read_only: bool,
 }
 
 /// [`run`], with [`Options`].
@@ -153,6 +176,10 @@ fn run_with(
     let cfg = dir.path().join("config.yml");
     let htpasswd = options.as_ref().and_then(|o| o.htpasswd);
     let log = options.as_ref().is_some_and(|o| o.log);
+    let maintenance = match options.as_ref().is_some_and(|o| o.read_only) {
+        true => "  maintenance:\n    readonly:\n      enabled: true\n",
+        false => "",
+    };
     let auth = match htpasswd {
         Some(text) => {
             let file = dir.path().join("htpasswd");
@@ -167,7 +194,7 @@ fn run_with(
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nlog:\n  level: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {listen}:{port}\n{auth}",
+            "version: 0.1\nlog:\n  level: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n{maintenance}http:\n  addr: {listen}:{port}\n{auth}",
             if log { "info" } else { "error" },
             dir.path().join("data").display()
         ),
