@@ -65,47 +65,35 @@ pub fn start_for_nodes() -> Option<Registry> {
         port,
         format!("127.0.0.1:{port}"),
         Some(Options {
-            htpasswd: None,
             log: true,
-            read_only: false,
-        }),
-    )
-}
-
-/// [`start`], read-only (the registry's maintenance mode): it answers lookups, and refuses
-/// every upload with `405 UNSUPPORTED`.
-pub fn start_read_only() -> Option<Registry> {
-    let bin = binary()?;
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
-    run_with(
-        Command::new(bin),
-        "127.0.0.1",
-        port,
-        address,
-        Some(Options {
-            read_only: true,
             ..Options::default()
         }),
     )
 }
 
+/// [`start`], read-only (the registry's maintenance mode): it answers lookups, and refuses
+/// every upload with `405 Method Not Allowed`.
+pub fn start_read_only() -> Option<Registry> {
+    start_on_loopback(Options {
+        read_only: true,
+        ..Options::default()
+    })
+}
+
 /// [`start`], with htpasswd authentication: `htpasswd` is the file's text (`USER:BCRYPT`).
 pub fn start_with_htpasswd(htpasswd: &str) -> Option<Registry> {
+    start_on_loopback(Options {
+        htpasswd: Some(htpasswd),
+        ..Options::default()
+    })
+}
+
+/// [`start`], with `options`.
+fn start_on_loopback(options: Options<'_>) -> Option<Registry> {
     let bin = binary()?;
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
-    run_with(
-        Command::new(bin),
-        "127.0.0.1",
-        port,
-        address,
-        Some(Options {
-            htpasswd: Some(htpasswd),
-            log: false,
-            read_only: false,
-        }),
-    )
+    run_with(Command::new(bin), "127.0.0.1", port, address, Some(options))
 }
 
 /// Starts the registry in the network namespace of the daemon at `host` (one of the test
