@@ -257,21 +257,14 @@ fn transient(f: &Failure) -> Option<&'static str> {
     }
 }
 
-/// Whether a `RUN` step failed because runc's init process died before the step's command
-/// started (`read init-p: connection reset by peer`): seen on a busy host, when many
-/// containers start at once or memory runs short. BuildKit 0.8 logs runc's words as the
-/// step's output and fails it with `exit code: 1`; later versions put them in the error.
-/// A command that is missing or not executable fails earlier in runc's words ("exec: ...")
-/// and is not matched: that failure is the Dockerfile's.
+/// Whether a `RUN` step failed because runc could not start its process
+/// ([`crate::docker::runtime_did_not_start`]). BuildKit 0.8 logs runc's words as the step's
+/// output and fails it with `exit code: 1`; later versions put them in the error.
 fn runtime_did_not_start(f: &Failure) -> bool {
     let error = format!("{:#}", f.error);
     std::iter::once(error.as_str())
         .chain(f.log_tail.iter().map(String::as_str))
-        .any(|line| {
-            line.contains("unable to start container process")
-                && (line.contains("waiting for init preliminary setup")
-                    || line.contains("read init-p"))
-        })
+        .any(crate::docker::runtime_did_not_start)
 }
 
 /// Whether a build failed because the image it was exporting vanished from the daemon's image

@@ -99,9 +99,16 @@ pub enum Chunk {
     Abort(String),
 }
 
-/// Runs `cmd` in `container` and collects its output.
+/// Runs `cmd` in `container` and collects its output. When runc could not start the command
+/// (a busy host: [`crate::docker::runtime_did_not_start`]) it runs once more: it never ran.
 pub async fn run(docker: &Docker, container: &str, cmd: &[&str]) -> anyhow::Result<ExecOutput> {
-    exec(docker, container, cmd, None).await
+    let out = exec(docker, container, cmd, None).await?;
+    if out.code != 0
+        && crate::docker::runtime_did_not_start(&format!("{}{}", out.stdout, out.stderr))
+    {
+        return exec(docker, container, cmd, None).await;
+    }
+    Ok(out)
 }
 
 /// Runs `cmd` in `container`, feeding it the chunks from `input` on stdin, and collects its

@@ -33,6 +33,16 @@ pub fn request_timeout() -> Duration {
         .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
 }
 
+/// Whether `text` (an error, a line of a step's log, an exec's output) says that runc's init
+/// process died before the command started (`read init-p: connection reset by peer`): seen
+/// on a busy host, when many containers start at once or memory runs short. The command never
+/// ran, so running it again is safe; a command that is missing or not executable fails in
+/// other words ("exec: ...") and is not matched: that failure is the command's.
+pub fn runtime_did_not_start(text: &str) -> bool {
+    text.contains("unable to start container process")
+        && (text.contains("waiting for init preliminary setup") || text.contains("read init-p"))
+}
+
 /// Builds and image transfers may take this long.
 pub const LONG_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -229,6 +239,24 @@ pub fn has_buildkit(api_version: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_runc_could_not_start_is_told_from_the_commands_own_failure() {
+        // What dockerd writes on an exec's stream (runc 1.1), and BuildKit 0.8 on a step's log.
+        assert!(runtime_did_not_start(
+            "OCI runtime exec failed: exec failed: unable to start container process: read \
+             init-p: connection reset by peer: unknown"
+        ));
+        assert!(runtime_did_not_start(
+            "runc run failed: unable to start container process: waiting for init preliminary \
+             setup: read init-p: connection reset by peer"
+        ));
+        assert!(!runtime_did_not_start(
+            "OCI runtime exec failed: exec failed: unable to start container process: exec: \
+             \"ctr\": executable file not found in $PATH: unknown"
+        ));
+        assert!(!runtime_did_not_start("ctr: content digest sha256:0: not found"));
+    }
 
     #[test]
     fn buildkit_by_api_version() {
