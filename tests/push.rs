@@ -596,7 +596,6 @@ async fn a_refused_push_is_recorded_in_the_metadata_file_with_why() {
         config.path(),
         &["build", "--push", "--metadata-file", "m.json"],
     );
-    remove_local(&prefix);
     assert!(!ok, "{all}");
     assert!(all.contains("pushing component `web`"), "{all}");
     assert!(
@@ -615,6 +614,26 @@ async fn a_refused_push_is_recorded_in_the_metadata_file_with_why() {
             "{file}: {web}"
         );
     }
+    // `up --push` leaves the last build's record saying the same (the image cached now).
+    let (ok, all) = run_in(
+        dir.path(),
+        config.path(),
+        &["up", "--push", "--cluster", "none"],
+    );
+    remove_local(&prefix);
+    assert!(!ok && all.contains("takes no pushes"), "{all}");
+    let last: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(".slipway/last-build.json")).unwrap(),
+    )
+    .unwrap();
+    let web = &last["components"]["web"];
+    assert_eq!(web["outcome"], "cached", "{web}");
+    assert!(
+        web["push_error"]
+            .as_str()
+            .is_some_and(|w| w.contains("405")),
+        "{web}"
+    );
 }
 
 /// A one-component project whose images go to `prefix` (a registry's repository prefix).

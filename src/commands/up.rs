@@ -334,8 +334,11 @@ async fn pipeline(
         });
     }
     if args.push {
-        crate::push::push_all(daemon, &mut built, reporter).await?;
+        // The last build's record says what was pushed and why what was not was not
+        // (`push_error`), as `build --push` leaves it.
+        let pushed = crate::push::push_all(daemon, &mut built, reporter).await;
         crate::record::merge_last(config, &built, reporter)?;
+        pushed?;
     }
 
     let load = match (&local_registry, loading) {

@@ -255,7 +255,9 @@ mod tests {
             "OCI runtime exec failed: exec failed: unable to start container process: exec: \
              \"ctr\": executable file not found in $PATH: unknown"
         ));
-        assert!(!runtime_did_not_start("ctr: content digest sha256:0: not found"));
+        assert!(!runtime_did_not_start(
+            "ctr: content digest sha256:0: not found"
+        ));
     }
 
     #[test]
