@@ -946,6 +946,13 @@ async fn a_missing_base_image_is_named_with_the_fix() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("pulling it failed"), "{all}");
+    // The hint follows the daemon's words (offline here: it cannot reach the registry; with a
+    // network Docker Hub lacks the name), and names the config key as the offline one does.
+    assert!(
+        all.contains("could not reach docker.io") || all.contains("check the name and tag"),
+        "{all}"
+    );
+    assert!(all.contains("runtime = \"IMAGE\""), "{all}");
 }
 
 #[tokio::test]

@@ -815,12 +815,14 @@ async fn resolve_bases(
             }),
         ) = (&facts.pull, &found)
         {
+            let other = other_base(config, declared);
+            let other = other.as_deref();
             match pin.and_then(|p| p.digest.clone()) {
                 Some(digest) => {
-                    pull_base(daemon, &c.name, &digest, reporter.as_ref()).await?;
+                    pull_base(daemon, &c.name, &digest, other, reporter.as_ref()).await?;
                     tag_as(daemon, &digest, &image).await?;
                 }
-                None => pull_base(daemon, &c.name, &image, reporter.as_ref()).await?,
+                None => pull_base(daemon, &c.name, &image, other, reporter.as_ref()).await?,
             }
             found = daemon.docker.inspect_image(&image).await;
         }
@@ -945,19 +947,10 @@ fn shown_stack(c: &Component, stacks: &Stacks) -> Option<String> {
 }
 
 fn missing_base(config: &Config, c: &Component, image: &str, declared: &BTreeSet<String>) -> Fail {
-    let keys: Vec<String> = crate::config::BASE_IMAGE_KEYS
-        .iter()
-        .filter(|k| declared.contains(&crate::config::base_image_arg(k)))
-        .map(|k| format!("`{k} = \"IMAGE\"`"))
-        .collect();
     let mut hint =
         format!("pull it (`docker pull {image}`), or run without --no-pull and slipway pulls it");
-    if !keys.is_empty() {
-        hint.push_str(&format!(
-            ", or point the Dockerfile at an image you have with {} under [base_images] in {}",
-            keys.join(" or "),
-            config.path.display()
-        ));
+    if let Some(other) = other_base(config, declared) {
+        hint.push_str(&format!(", or {other}"));
     }
     Fail::job(format!(
         "component `{}`: base image `{image}` is not on the Docker daemon",
@@ -966,12 +959,73 @@ fn missing_base(config: &Config, c: &Component, image: &str, declared: &BTreeSet
     .hint(hint)
 }
 
+/// "point the Dockerfile at an image you have with `python = "IMAGE"` under [base_images] in
+/// slipway.toml", when the Dockerfile takes its base from one of those keys' ARGs.
+fn other_base(config: &Config, declared: &BTreeSet<String>) -> Option<String> {
+    let keys: Vec<String> = crate::config::BASE_IMAGE_KEYS
+        .iter()
+        .filter(|k| declared.contains(&crate::config::base_image_arg(k)))
+        .map(|k| format!("`{k} = \"IMAGE\"`"))
+        .collect();
+    (!keys.is_empty()).then(|| {
+        format!(
+            "point the Dockerfile at an image you have with {} under [base_images] in {}",
+            keys.join(" or "),
+            config.path.display()
+        )
+    })
+}
+
+/// The hint for a base image the daemon could not pull, from the daemon's words: a registry
+/// it cannot reach is not fixed by logging in, nor a name it does not know by the network.
+fn pull_hint(error: &str, registry: &str, image: &str, other: Option<&str>) -> String {
+    let lower = error.to_lowercase();
+    let unreachable = [
+        "no such host",
+        "dial tcp",
+        "i/o timeout",
+        "connection refused",
+        "network is unreachable",
+        "tls handshake timeout",
+        "proxyconnect",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
+    let unknown = ["manifest unknown", "not found", "repository does not exist"]
+        .iter()
+        .any(|w| lower.contains(w));
+    let denied = ["unauthorized", "denied", "authentication required"]
+        .iter()
+        .any(|w| lower.contains(w));
+    let mut hint = if unreachable {
+        format!(
+            "the Docker daemon could not reach {registry} (it pulls, with its own network and \
+             proxy settings): fix its access, or bring the image another way (`docker load`)"
+        )
+    } else if denied && !unknown {
+        format!("log in to {registry} (`docker login {registry}`): the daemon pulls with the Docker config's credentials")
+    } else if unknown || denied {
+        // Docker Hub answers "pull access denied ... may require 'docker login'" for a name
+        // it does not have as well as for a private one.
+        format!(
+            "check the name and tag of `{image}`, and log in if it is private (`docker login {registry}`)"
+        )
+    } else {
+        format!("check the name and your access (`docker login {registry}`), or pull it yourself: docker pull {image}")
+    };
+    if let Some(other) = other {
+        hint.push_str(&format!("; or {other}"));
+    }
+    hint
+}
+
 /// Pulls a base image the daemon lacks (`docker pull`, with the Docker config's credentials
 /// for its registry), with a progress line as its layers arrive.
 async fn pull_base(
     daemon: &Daemon,
     component: &str,
     image: &str,
+    other: Option<&str>,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
     let task = format!("pull {image}");
@@ -983,13 +1037,12 @@ async fn pull_base(
     if let Err(e) = crate::push::pull(daemon, image, &task, reporter).await {
         let registry = crate::push::registry_of(image);
         reporter.report(Event::failed(task, format!("{e:#}")));
+        let hint = pull_hint(&format!("{e:#}"), &registry, image, other);
         return Err(e.context(
             Fail::job(format!(
                 "component `{component}`: base image `{image}` is not on the Docker daemon and pulling it failed"
             ))
-            .hint(format!(
-                "check the name and your access (`docker login {registry}`), or pull it yourself: docker pull {image}"
-            )),
+            .hint(hint),
         ));
     }
     reporter.report(Event::finished(task, "pulled"));
@@ -1877,6 +1930,34 @@ pub(crate) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_pull_hints_at_what_the_daemon_said() {
+        let hint = |e: &str| pull_hint(e, "docker.io", "python:3.13", Some("set it"));
+        // Offline, or a daemon without DNS or proxy for the registry (the daemon's words).
+        let offline = hint(
+            "Docker responded with status code 500: Get \"https://registry-1.docker.io/v2/\": \
+             dial tcp: lookup registry-1.docker.io on 10.255.255.53:53: no such host",
+        );
+        assert!(offline.contains("could not reach docker.io"), "{offline}");
+        assert!(!offline.contains("docker login"), "{offline}");
+        assert!(offline.ends_with("; or set it"), "{offline}");
+        // Docker Hub says the same for a name it lacks and for a private one.
+        let hub = hint(
+            "pull access denied for slipway-test/none, repository does not exist or may require \
+             'docker login': denied: requested access to the resource is denied",
+        );
+        assert!(
+            hub.contains("check the name and tag of `python:3.13`"),
+            "{hub}"
+        );
+        let tag = hint("manifest for python:3.13 not found: manifest unknown: manifest unknown");
+        assert!(tag.contains("check the name and tag"), "{tag}");
+        let private = hint("Head \"https://ghcr.io/v2/o/a/manifests/1\": unauthorized");
+        assert!(private.starts_with("log in to docker.io"), "{private}");
+        let other = hint("no space left on device");
+        assert!(other.contains("docker pull python:3.13"), "{other}");
+    }
 
     fn component(name: &str, stack: Option<&str>, cache: CacheState) -> ComponentPlan {
         let bases = BTreeMap::from([(
