@@ -726,6 +726,13 @@ pub fn shown_path(path: &std::path::Path) -> String {
     escape(&path.to_string_lossy())
 }
 
+/// [`shown_path`], relative to the current directory when the path is under it (the files a
+/// run writes in its project: `.slipway/logs/web.log`).
+pub fn shown_relative(path: &std::path::Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    shown_path(path.strip_prefix(&cwd).unwrap_or(path))
+}
+
 /// A message of several lines as it may be printed: control characters escaped but the line
 /// breaks, and every line after the first indented when it is not, so that no text inside a
 /// message can pass for a line of its own (`error: ...`).

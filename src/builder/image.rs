@@ -307,12 +307,7 @@ fn write_log(
         .map_err(anyhow::Error::from)
         .and_then(|()| crate::fsutil::write_atomic(&path, text.as_bytes(), None));
     match written {
-        Ok(_) => {
-            let cwd = std::env::current_dir().unwrap_or_default();
-            Some(crate::report::shown_path(
-                path.strip_prefix(&cwd).unwrap_or(&path),
-            ))
-        }
+        Ok(_) => Some(crate::report::shown_relative(&path)),
         Err(e) => {
             shared.reporter.report(Event::Warn {
                 message: format!("could not write the build log {}: {e:#}", path.display()),

@@ -1392,7 +1392,7 @@ pub async fn execute(
                     message: format!(
                         "SBOM and provenance of {} in {}",
                         done.join(", "),
-                        dir.display()
+                        crate::report::shown_relative(dir)
                     ),
                 });
             }
