@@ -185,7 +185,10 @@ pub fn stages_up_to(dockerfile: &str, target: &str) -> Vec<String> {
 /// What a daemon's builder takes over the Engine API, for `doctor` (see the module docs).
 pub fn daemon_support(containerd_store: bool) -> String {
     format!(
-        "--cache-from reads registry images (inline cache or cache manifests{}); --cache-to:          POST /build exports inline cache only ({}), so slipway writes each Dockerfile stage as          an inline-cache image (type=registry: REPOSITORY:COMPONENT-STAGE, type=local:          DIR/COMPONENT.tar{})",
+        "--cache-from reads registry images (inline cache or cache manifests{}); --cache-to: \
+         POST /build exports inline cache only ({}), so slipway writes each Dockerfile stage as \
+         an inline-cache image (type=registry: REPOSITORY:COMPONENT-STAGE, type=local: \
+         DIR/COMPONENT.tar{})",
         if containerd_store {
             ""
         } else {
@@ -249,6 +252,15 @@ impl CacheOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doctors_build_cache_line_is_one_sentence() {
+        for containerd_store in [false, true] {
+            let line = daemon_support(containerd_store);
+            assert!(!line.contains("  "), "{line}");
+            assert!(line.contains("--cache-to: POST /build"), "{line}");
+        }
+    }
 
     #[test]
     fn buildx_spellings() {
