@@ -171,14 +171,16 @@ async fn slipway_load_leaves_each_node_what_kind_load_leaves() {
         images: vec![],
     };
 
-    // A project of one component: a few layers on busybox, one of them the app's file.
+    // A project of one component: a few layers on busybox, one of them the app's file and one
+    // of 17 MB, which goes into a node's content store ahead of the archive (16 MB and more).
     let dir = tempfile::tempdir().unwrap();
     let web = dir.path().join("web");
     std::fs::create_dir_all(&web).unwrap();
     std::fs::write(
         web.join("Dockerfile"),
         format!(
-            "FROM {busybox}\nRUN mkdir -p /srv && echo one > /srv/one\nCOPY index.html /srv/index.html\n\
+            "FROM {busybox}\nRUN mkdir -p /srv && echo one > /srv/one\n\
+             RUN head -c 17000000 /dev/urandom > /srv/big\nCOPY index.html /srv/index.html\n\
              RUN echo two > /srv/two\nCMD [\"httpd\", \"-f\", \"-h\", \"/srv\"]\n"
         ),
     )

@@ -811,6 +811,89 @@ async fn kind_node_stopped_mid_load_fails_alone() {
     );
 }
 
+/// Layers of 16 MB and more go into a kind node's content store ahead of the archive, held
+/// there by a small labelled blob of the import's own until the import names them. A node
+/// stopped after one went in keeps that hold (containerd would never collect the layers); the
+/// next load releases it, and a load that ends leaves no hold behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_node_stopped_after_a_layer_went_ahead_keeps_no_hold() {
+    let Some(env) = env().await else { return };
+    let name = common::unique("lkh");
+    let nodes = env.kind(&name, 1).await;
+    let (cp, worker) = (nodes[0].clone(), nodes[1].clone());
+    let target = ClusterTarget::Kind(name.clone());
+    let img = format!("{}:a", common::unique("slipway-load-test/ahead"));
+    let files: Vec<(&str, Vec<u8>)> = ["one.bin", "two.bin", "three.bin"]
+        .into_iter()
+        .map(|f| (f, random(20 << 20)))
+        .collect();
+    let id = env.build(
+        &img,
+        &format!(
+            "FROM {}\nCOPY one.bin /one.bin\nCOPY two.bin /two.bin\nCOPY three.bin /three.bin\n",
+            env.busybox
+        ),
+        &files,
+    );
+    // The blobs holding layers sent ahead.
+    let held = |node: &str| -> Vec<String> {
+        let (ok, text) = docker(&["exec", node, "ctr", "-n", "k8s.io", "content", "ls"]);
+        assert!(ok, "{text}");
+        text.lines()
+            .filter(|l| l.contains("containerd.io/gc.root=slipway-load."))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+
+    // Stop the worker when its last layer starts: the first 20 MB layer went in and was
+    // labelled while the second one streamed.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let task = format!("web@{worker}");
+    let victim = worker.clone();
+    let reporter = Hooked {
+        events: Mutex::new(vec![]),
+        hook: Some(Box::new(move |e| {
+            if let Event::Step { task: t, step, .. } = e {
+                let last = step
+                    .strip_prefix("sending layer ")
+                    .and_then(|s| s.split_once(" of "))
+                    .and_then(|(n, rest)| Some((n, rest.split_whitespace().next()?)))
+                    .is_some_and(|(n, of)| n == of);
+                if *t == task && last && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    assert!(docker(&["kill", &victim]).0);
+                }
+            }
+        })),
+    };
+    let r = env.load(&target, &[("web", &img, &id)], &reporter).await;
+    let w = result(&r, "web", &worker);
+    assert!(matches!(w.outcome, Outcome::Failed { .. }), "{r:#?}");
+    let c = result(&r, "web", &cp);
+    assert!(matches!(c.outcome, Outcome::Loaded { .. }), "{r:#?}");
+    assert!(held(&cp).is_empty(), "{:?}", held(&cp));
+    assert_eq!(
+        ctr_run(&cp, &format!("docker.io/{img}"), &["ls", "/three.bin"]).trim(),
+        "/three.bin"
+    );
+
+    // A label's second must come before the new containerd's start (see the lease test).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(docker(&["start", &worker]).0);
+    env.wait_ready(&worker, &["ctr", "version"]).await;
+    let orphans = held(&worker);
+    assert!(
+        !orphans.is_empty(),
+        "the stop left no hold: nothing was tested"
+    );
+    let r = env.load(&target, &[("web", &img, &id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    assert_eq!(
+        ctr_run(&worker, &format!("docker.io/{img}"), &["ls", "/one.bin"]).trim(),
+        "/one.bin"
+    );
+    assert!(held(&worker).is_empty(), "{:?}", held(&worker));
+}
+
 /// An import that fails on a live node (a blob it was thought to have is gone) leaves no
 /// reference to the incomplete image, and the next load repairs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,41 +253,112 @@ pub fn parse_snapshotter(config: &str) -> String {
         .unwrap_or_else(|| "overlayfs".to_string())
 }
 
-/// Removes the temporary leases (`containerd.io/gc.expire`) created before the node's
-/// containerd started: their owners (an import cut off when the node stopped) died with the
-/// last containerd, and each would keep its blobs for 24 hours. A lease of a live process is
-/// never older than the containerd serving it. `ctr` gives a lease's creation to the second,
-/// so a lease counts as older only when its whole second came before containerd's start (known
-/// to the hundredth: now less the process's age). Returns the leases removed.
-pub async fn release_orphan_leases(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<Vec<String>> {
+/// The label on the small blob that holds the layers of one import sent ahead of its archive
+/// ([`import_command`]) until the import names them: `containerd.io/gc.root=slipway-load.SECONDS`.
+pub const HOLD_LABEL: &str = "containerd.io/gc.root";
+const HOLD_VALUE: &str = "slipway-load.";
+
+/// Releases what an import cut off by a node stop left behind, created before the node's
+/// containerd started (their owners died with the last containerd): the temporary leases of
+/// `ctr images import` (`containerd.io/gc.expire`, each keeping its blobs for 24 hours) and
+/// the holds of layers sent ahead ([`HOLD_LABEL`], kept for good). A lease or hold of a live
+/// process is never older than the containerd serving it. `ctr` gives a lease's creation to
+/// the second, and a hold's label holds its second, so either counts as older only when its
+/// whole second came before containerd's start (known to the hundredth: now less the
+/// process's age). Returns what it released: `lease ID` and `hold DIGEST` lines.
+pub async fn release_orphans(docker: &Docker, at: Ctr<'_>) -> anyhow::Result<Vec<String>> {
     let ctr = at.shell();
     let script = format!(
         r#"pid=$(pidof containerd | awk '{{print $1}}')
 [ -n "$pid" ] || exit 0
 start=$(awk -v now="$(date +%s.%N)" -v ticks="$(cut -d' ' -f22 /proc/$pid/stat)" -v hz="$(getconf CLK_TCK)" '{{ printf "%.2f", now - $1 + ticks / hz }}' /proc/uptime)
+before() {{ awk -v at="$1" -v start="$start" 'BEGIN {{ exit !(at + 1 <= start) }}'; }}
 {ctr} leases ls | tail -n +2 | while read -r id created labels; do
   case "$labels" in *containerd.io/gc.expire=*) ;; *) continue ;; esac
   at=$(date -d "$created" +%s 2>/dev/null) || continue
-  if awk -v at="$at" -v start="$start" 'BEGIN {{ exit !(at + 1 <= start) }}' && {ctr} leases rm "$id" >/dev/null; then echo "$id"; fi
-done"#
+  if before "$at" && {ctr} leases rm "$id" >/dev/null; then echo "lease $id"; fi
+done
+{ctr} content ls | awk '/{HOLD_VALUE}/ {{ for (i = 2; i <= NF; i++) {{ n = split($i, kv, ","); for (j = 1; j <= n; j++) if (kv[j] ~ /^{hold}={value}[0-9]+$/) {{ sub(/.*\./, "", kv[j]); print $1, kv[j] }} }} }}' | while read -r digest at; do
+  if before "$at" && {ctr} content rm "$digest" >/dev/null; then echo "hold $digest"; fi
+done"#,
+        hold = HOLD_LABEL.replace('.', r"\.").replace('/', r"\/"),
+        value = HOLD_VALUE.replace('.', r"\."),
     );
     let out = exec::run(docker, at.node, &["sh", "-c", &script])
         .await?
-        .check("releasing the leases of imports cut off (ctr leases rm)")?;
+        .check("releasing what imports cut off left (ctr leases rm, ctr content rm)")?;
     Ok(out.stdout.lines().map(str::to_string).collect())
 }
 
 /// `ctr images import` of the archive on stdin (kind's own flags) and, once it succeeded,
-/// `ctr images check` of `name`, in one exec (a second exec per node cost a round trip of its
-/// own): the check's output follows [`exec::CHECK_FOLLOWS`]; [`check_import`] reads it.
-pub fn import_command(at: Ctr<'_>, snapshotter: &str, name: &str) -> Vec<String> {
+/// `ctr images check` of the image, in one exec (a second exec per node cost a round trip of
+/// its own): the check's output follows [`exec::CHECK_FOLLOWS`]; [`check_import`] reads it.
+/// The image's name comes first on stdin, on a line of its own ([`exec::name_line`]), so the
+/// command can start before the image is known; without a line it does nothing.
+///
+/// With `ahead`, the stream is framed ([`super::transfer::Format::Oci`]): a large layer may
+/// come by itself, as a line `L SIZE DIGEST` and its bytes, and go straight into the content
+/// store (`ctr content ingest`, which containerd alone hashes; `ctr images import` hashes
+/// every blob in `ctr` as well, some 1.5 CPU-seconds per node for the reference app). containerd's garbage collector would take a blob no image
+/// names yet, so a small blob of the import's own, a [`HOLD_LABEL`] root, names each layer
+/// (`containerd.io/gc.ref.content.l.N`) before its bytes go in, and goes when the import
+/// has ended (its layers are the image's then, or nobody's after a failure); a hold left by
+/// a stopped node goes with [`release_orphans`].
+pub fn import_command(at: Ctr<'_>, snapshotter: &str, ahead: bool) -> Vec<String> {
     let ctr = at.shell();
-    let script = format!(
-        "{ctr} images import --all-platforms --digests --snapshotter={} - && echo '{}' && {ctr} images check {}",
+    let import = format!(
+        "{ctr} images import --all-platforms --digests --snapshotter={} - && echo '{}' && {ctr} images check \"name==$name\"",
         exec::sh_quote(snapshotter),
         exec::CHECK_FOLLOWS,
-        exec::sh_quote(&format!("name=={name}")),
     );
+    let script = if ahead {
+        // `demux` reads the frames: a layer alone goes into the content store (from a file
+        // when an earlier, cut-off ingest of it waits to be resumed: `ctr` resumes by seeking
+        // its input), the archive's entries go on to the import. Nothing else it runs writes
+        // to its standard output, the import's archive.
+        format!(
+            r#"read -r name || exit 0
+mark=$(mktemp) || exit 1
+stamp={HOLD_VALUE}$(date +%s)
+hold="slipway hold $stamp $$ $(cat /proc/sys/kernel/random/uuid) $name"
+holding() {{
+  active=" $({ctr} content active | awk 'NR > 1 {{ printf "%s ", $1 }}')"
+  d=sha256:$(printf '%s' "$hold" | sha256sum | cut -c1-64)
+  for try in 1 2 3; do
+    printf '%s' "$hold" | {ctr} content ingest --expected-digest "$d" "slipway-$d" >/dev/null
+    if {ctr} content label "$d" "{HOLD_LABEL}=$stamp" >/dev/null; then root=$d; echo "$d" > "$mark"; return 0; fi
+  done
+  return 1
+}}
+ingest() {{ {ctr} content ingest --expected-size "$size" --expected-digest "$digest" "slipway-$digest" >/dev/null; }}
+demux() {{
+  root=; n=0
+  while read -r frame size digest; do
+    case "$frame" in
+      L) [ -n "$root" ] || holding || {{ echo "could not make the blob that holds the layers sent ahead" >&2; exit 1; }}
+         {ctr} content label "$root" "containerd.io/gc.ref.content.l.$n=$digest" >/dev/null || {{ echo "could not hold layer $digest" >&2; exit 1; }}
+         n=$((n + 1))
+         case "$active" in
+           *" slipway-$digest "*) head -c "$size" > "$mark.layer" && ingest < "$mark.layer"; rm -f "$mark.layer" ;;
+           *) head -c "$size" | {{ ingest; cat >/dev/null; }} ;;
+         esac ;;
+      T) head -c "$size" || exit 1 ;;
+      E) exit 0 ;;
+      *) echo "unexpected line in the stream: $frame" >&2; exit 1 ;;
+    esac
+  done
+  echo "the stream ended early" >&2
+  exit 1
+}}
+demux | {import}
+rc=$?
+root=$(cat "$mark"); rm -f "$mark"
+[ -z "$root" ] || {ctr} content rm "$root" >/dev/null
+exit $rc"#
+        )
+    } else {
+        format!("read -r name || exit 0; {import}")
+    };
     vec!["sh".into(), "-c".into(), script]
 }
 

@@ -144,13 +144,14 @@ pub async fn retag(docker: &Docker, node: &str, from: &str, to: &str) -> anyhow:
     Ok(())
 }
 
-/// `docker load` of the archive on stdin and, once it succeeded, the ID `reference` names,
-/// in one exec: the ID follows [`exec::CHECK_FOLLOWS`]; [`check_load`] reads it.
-pub fn load_command(reference: &str) -> Vec<String> {
+/// `docker load` of the archive on stdin and, once it succeeded, the ID the image's reference
+/// names, in one exec: the ID follows [`exec::CHECK_FOLLOWS`]; [`check_load`] reads it. The
+/// reference comes first on stdin, on a line of its own ([`exec::name_line`]), so the command
+/// can start before the image is known; without a line it does nothing.
+pub fn load_command() -> Vec<String> {
     let script = format!(
-        "docker load && echo '{}' && docker image inspect --format '{{{{.Id}}}}' {}",
+        "read -r reference || exit 0; docker load && echo '{}' && docker image inspect --format '{{{{.Id}}}}' \"$reference\"",
         exec::CHECK_FOLLOWS,
-        exec::sh_quote(reference),
     );
     vec!["sh".into(), "-c".into(), script]
 }

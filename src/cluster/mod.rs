@@ -540,6 +540,13 @@ struct Slot {
     state: Result<NodeState, String>,
     /// Asked once per run, by the first import (see [`ready_to_import`]).
     snapshotter: tokio::sync::OnceCell<String>,
+    /// An import command started while the builds run, waiting for its image
+    /// ([`Loading::start`]); the first import into the node takes it.
+    waiting: std::sync::Mutex<Option<exec::Started>>,
+    /// Whether large layers go into the content store ahead of the archive
+    /// ([`kind::import_command`]): a kind node's. (k3s' nodes run `ctr` as a multi-call
+    /// binary beside busybox tools; they take the archive alone.)
+    ahead: bool,
 }
 
 enum NodeState {
@@ -556,6 +563,42 @@ impl Slot {
             node: &self.node.name,
             address: self.address,
         }
+    }
+
+    /// The command that reads an archive into this node: `ctr images import` or `docker
+    /// load`, each taking the image's name as its first line ([`exec::name_line`]).
+    fn import_command(&self) -> Vec<String> {
+        match self.runtime {
+            Runtime::Containerd => kind::import_command(
+                self.ctr(),
+                self.snapshotter.get().map_or("overlayfs", String::as_str),
+                self.ahead,
+            ),
+            Runtime::Docker => minikube::load_command(),
+        }
+    }
+
+    /// Starts the node's import command ahead of its image (see [`Slot::waiting`]); a node
+    /// that cannot start it now gets a command of its own at its import.
+    async fn start_waiting(&self, docker: &Docker) {
+        if self.state.is_err() {
+            return;
+        }
+        let cmd = self.import_command();
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        if let Ok(started) = exec::start(docker, &self.node.name, &cmd, true).await {
+            *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+        }
+    }
+
+    /// The import command started ahead, if it is still waiting for its input.
+    fn take_waiting(&self) -> Option<exec::Started> {
+        let started = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        started.filter(exec::Started::waits)
     }
 }
 
@@ -659,19 +702,18 @@ pub struct Loading<'a> {
 
 impl<'a> Loading<'a> {
     /// Asks every node what it holds (no image is sent yet), and makes the nodes ready to
-    /// import: for a load that starts while images are still being built.
+    /// import, an import command started in each: for a load that starts while images are
+    /// still being built.
     pub async fn start(daemon: &'a Daemon, cluster: &'a Cluster) -> anyhow::Result<Self> {
         let started = Instant::now();
         let docker = daemon.long()?;
         let (runtime, address) = (cluster.runtime(), cluster.containerd_address());
         let prints = fingerprints(&docker, cluster.nodes(), runtime, address).await;
         let loading = Loading::asking(daemon, cluster, docker, prints, started).await;
-        join_all(
-            loading
-                .slots
-                .iter()
-                .map(|s| ready_to_import(&loading.docker, s)),
-        )
+        join_all(loading.slots.iter().map(|s| async {
+            ready_to_import(&loading.docker, s).await;
+            s.start_waiting(&loading.docker).await;
+        }))
         .await;
         Ok(loading)
     }
@@ -714,6 +756,8 @@ impl<'a> Loading<'a> {
                 address,
                 state,
                 snapshotter: Default::default(),
+                waiting: Default::default(),
+                ahead: matches!(cluster, Cluster::Kind { .. }),
             })
             .collect();
         Loading {
@@ -975,13 +1019,14 @@ impl Plan {
     }
 }
 
-/// Makes a containerd node ready for imports (once per node and run): releases the leases an
-/// import cut off by a node stop left (they hold its blobs for 24 h) and asks the snapshotter.
+/// Makes a containerd node ready for imports (once per node and run): releases what an import
+/// cut off by a node stop left (leases holding its blobs for 24 h, labels holding layers sent
+/// ahead) and asks the snapshotter.
 async fn ready_to_import(docker: &Docker, s: &Slot) {
     if s.runtime == Runtime::Containerd && s.state.is_ok() {
         s.snapshotter
             .get_or_init(|| async {
-                let _ = kind::release_orphan_leases(docker, s.ctr()).await;
+                let _ = kind::release_orphans(docker, s.ctr()).await;
                 kind::snapshotter(docker, s.ctr())
                     .await
                     .unwrap_or_else(|_| "overlayfs".into())
@@ -1501,16 +1546,13 @@ fn start_import(
     reporter: &dyn Reporter,
 ) -> (transfer::Sink, Importing) {
     let (tx, rx) = mpsc::channel(NODE_QUEUE);
-    let (format, cmd, what, check) = match s.runtime {
+    let (format, name, what, check) = match s.runtime {
         Runtime::Containerd => (
             transfer::Format::Oci {
                 name: image.containerd_name(),
+                ahead: s.ahead,
             },
-            kind::import_command(
-                s.ctr(),
-                s.snapshotter.get().map_or("overlayfs", String::as_str),
-                &image.containerd_name(),
-            ),
+            image.containerd_name(),
             "the import (ctr images import)",
             "checking the image (ctr images check)",
         ),
@@ -1518,11 +1560,16 @@ fn start_import(
             transfer::Format::DockerSave {
                 repo_tag: image.reference.clone(),
             },
-            minikube::load_command(&image.reference),
+            image.reference.clone(),
             "the load (docker load)",
             "checking the loaded image (docker image inspect)",
         ),
     };
+    // The command's first line; the channel is new, so there is room for it.
+    let first = exec::name_line(&name).and_then(|line| {
+        tx.try_send(exec::Chunk::Data(line))
+            .map_err(|e| anyhow!("queueing the image's name: {e}"))
+    });
     reporter.report(Event::Step {
         task: task(image, s),
         step: format!(
@@ -1540,9 +1587,18 @@ fn start_import(
     };
     let written = Arc::new(AtomicU64::new(0));
     let (d, node, w) = (docker.clone(), s.node.name.clone(), written.clone());
+    let (waiting, cmd) = (s.take_waiting(), s.import_command());
     let handle = tokio::spawn(async move {
-        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        exec::run_with_input(&d, &node, &cmd, rx, &w)
+        first?;
+        let started = match waiting {
+            Some(started) => started,
+            None => {
+                let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+                exec::start(&d, &node, &cmd, true).await?
+            }
+        };
+        started
+            .feed(Some((rx, &w)))
             .await
             .and_then(|o| exec::after_check(o, what, check))
     });

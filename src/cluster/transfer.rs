@@ -31,8 +31,12 @@ use crate::report::{fmt_bytes, Event, Reporter};
 /// What kind of archive a node reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Format {
-    /// An OCI image layout for `ctr images import`; `name` is containerd's image name.
-    Oci { name: String },
+    /// An OCI image layout for `ctr images import`; `name` is containerd's image name. With
+    /// `ahead`, the stream is framed (read by [`super::kind::import_command`]): each layer of
+    /// [`AHEAD_MIN`] bytes or more whose digest is known goes into the content store by
+    /// itself, as a line `L SIZE DIGEST` and its bytes; the archive's entries come as a line
+    /// `T SIZE` and their bytes; a line `E` ends the stream.
+    Oci { name: String, ahead: bool },
     /// A `docker save` archive for `docker load`; `repo_tag` is the tag to set.
     DockerSave { repo_tag: String },
 }
@@ -67,6 +71,10 @@ pub struct Transfer {
     pub bytes_read: u64,
 }
 
+/// The smallest layer sent ahead of the archive: below it, the `ctr` calls that take it in
+/// cost more than the hashing they save.
+pub const AHEAD_MIN: u64 = 16 << 20;
+
 /// Chunks smaller than this are merged before they are handed to nodes.
 const CHUNK: usize = 256 * 1024;
 /// Small metadata entries larger than this are not believed.
@@ -83,9 +91,25 @@ struct State {
     /// Where each sent layer is in the node's archive (for `manifest.json`).
     paths: HashMap<String, String>,
     placeholder: usize,
+    /// The stream is framed ([`Format::Oci`]'s `ahead`).
+    framed: bool,
 }
 
 impl State {
+    /// Sends whole entries of the node's archive (framed as `T SIZE` when the stream is).
+    async fn send_archive(&mut self, parts: &[Bytes]) {
+        if self.framed {
+            let size: usize = parts.iter().map(Bytes::len).sum();
+            self.send(&[Bytes::from(format!("T {size}\n"))]).await;
+        }
+        self.send(parts).await;
+    }
+
+    /// Whether a layer goes ahead of the archive (see [`Format::Oci`]).
+    fn goes_ahead(&self, digest: Option<&str>, size: u64) -> bool {
+        self.framed && digest.is_some() && size >= AHEAD_MIN
+    }
+
     async fn send(&mut self, parts: &[Bytes]) {
         if !self.alive {
             return;
@@ -145,16 +169,20 @@ where
 {
     let mut states: Vec<State> = sinks
         .into_iter()
-        .map(|s| State {
-            task: s.task,
-            format: s.format,
-            need: s.layers,
-            tx: s.tx,
-            alive: true,
-            error: None,
-            sent: HashSet::new(),
-            paths: HashMap::new(),
-            placeholder: 0,
+        .map(|s| {
+            let ahead = matches!(s.format, Format::Oci { ahead: true, .. });
+            State {
+                task: s.task,
+                format: s.format,
+                need: s.layers,
+                tx: s.tx,
+                alive: true,
+                error: None,
+                sent: HashSet::new(),
+                paths: HashMap::new(),
+                placeholder: 0,
+                framed: ahead,
+            }
         })
         .collect();
     let mut src = Source {
@@ -233,7 +261,7 @@ where
                         Format::DockerSave { .. } => format!("{id_hex}.json"),
                     };
                     let parts = blocks::small_entry(&p, &data);
-                    s.send(&parts).await;
+                    s.send_archive(&parts).await;
                 }
                 config = Some(data);
             }
@@ -324,7 +352,7 @@ async fn close_archives(
         }
         let mut parts = Vec::new();
         match &s.format {
-            Format::Oci { name } => {
+            Format::Oci { name, .. } => {
                 let Some(m) = &manifest else {
                     s.abort("the daemon's export did not contain every layer, so no manifest can be written")
                         .await;
@@ -353,7 +381,10 @@ async fn close_archives(
             }
         }
         parts.push(blocks::trailer());
-        s.send(&parts).await;
+        s.send_archive(&parts).await;
+        if s.framed {
+            s.send(&[Bytes::from_static(b"E\n")]).await;
+        }
     }
     manifest.map(|m| sha256_digest(&m))
 }
@@ -388,6 +419,8 @@ where
         return Ok(digest.map(str::to_string));
     }
     let mut paths = HashMap::new();
+    // The targets this layer goes ahead of the archive to, and the others.
+    let mut ahead = HashSet::new();
     for &i in &targets {
         let s = &mut states[i];
         let p = s.layer_path(digest, original);
@@ -398,7 +431,20 @@ where
             step: format!("sending layer {n} of {of} ({})", fmt_bytes(size)),
             cached: false,
         });
-        s.send(&[blocks::file_header(&p, size)]).await;
+        match digest.filter(|_| s.goes_ahead(digest, size)) {
+            Some(d) => {
+                ahead.insert(i);
+                s.send(&[Bytes::from(format!("L {size} {d}\n"))]).await;
+            }
+            None => {
+                // The entry as a whole: header, data and padding.
+                if s.framed {
+                    let entry = 512 + size + pad(size);
+                    s.send(&[Bytes::from(format!("T {entry}\n"))]).await;
+                }
+                s.send(&[blocks::file_header(&p, size)]).await;
+            }
+        }
         paths.insert(i, p);
     }
     let mut hasher = Sha256::new();
@@ -446,7 +492,7 @@ where
     src.skip(pad(size)).await?;
     let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
     let padding = blocks::padding(size);
-    for &i in &targets {
+    for &i in targets.iter().filter(|i| !ahead.contains(i)) {
         states[i].send(std::slice::from_ref(&padding)).await;
     }
     match digest {
@@ -696,6 +742,7 @@ mod tests {
                 task: "web@a".into(),
                 format: Format::Oci {
                     name: "docker.io/app/web:1".into(),
+                    ahead: false,
                 },
                 layers: [image.diff_ids[2].clone()].into(),
                 tx: tx1,
@@ -712,6 +759,7 @@ mod tests {
                 task: "web@c".into(),
                 format: Format::Oci {
                     name: "docker.io/app/web:1".into(),
+                    ahead: false,
                 },
                 layers: HashSet::new(),
                 tx: tx3,
@@ -772,6 +820,7 @@ mod tests {
             task: "web@a".into(),
             format: Format::Oci {
                 name: "docker.io/app/web:1".into(),
+                ahead: false,
             },
             layers: image.diff_ids.iter().cloned().collect(),
             tx,
@@ -784,5 +833,79 @@ mod tests {
             t.sinks
         );
         assert_eq!(t.manifest_digest, None);
+    }
+
+    /// To a node that takes layers ahead, a layer of [`AHEAD_MIN`] bytes or more goes by
+    /// itself (`L SIZE DIGEST`); the archive's entries come framed (`T SIZE`), in order, and
+    /// make an archive complete but for that layer; `E` ends the stream.
+    #[tokio::test]
+    async fn large_layers_go_ahead_of_the_archive() {
+        let layers: Vec<Vec<u8>> = vec![vec![1u8; 3000], vec![2u8; 17 << 20], vec![3u8; 10]];
+        let config = br#"{"rootfs":{}}"#.to_vec();
+        let diff_ids: Vec<String> = layers.iter().map(|l| sha256_digest(l)).collect();
+        let image = ImageMeta::new("web", "app/web:1", &sha256_digest(&config), diff_ids);
+        // A daemon that names layers by digest (Docker 25 and later).
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |p: &str, d: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(d.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, p, d).unwrap();
+        };
+        for (d, l) in image.diff_ids.iter().zip(&layers) {
+            add(&oci::blob_path(d), l);
+        }
+        add(&oci::blob_path(&image.id), &config);
+        let archive = b.into_inner().unwrap();
+        let stream = futures_util::stream::iter(
+            archive
+                .chunks(100_000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let (tx, rx) = mpsc::channel(1024);
+        let sinks = vec![Sink {
+            task: "web@a".into(),
+            format: Format::Oci {
+                name: "docker.io/app/web:1".into(),
+                ahead: true,
+            },
+            layers: image.diff_ids.iter().cloned().collect(),
+            tx,
+        }];
+        let (t, (out, aborted)) =
+            tokio::join!(fan_out(stream, &image, sinks, &Silent), collect(rx));
+        assert!(!aborted && t.sinks[0].error.is_none(), "{:?}", t.sinks);
+        assert_eq!(t.sinks[0].layers_sent, 3);
+        let (mut alone, mut tar, mut rest) = (Vec::new(), Vec::new(), &out[..]);
+        loop {
+            let line = rest.iter().position(|b| *b == b'\n').unwrap();
+            let words = String::from_utf8(rest[..line].to_vec()).unwrap();
+            rest = &rest[line + 1..];
+            let words: Vec<&str> = words.split(' ').collect();
+            match words[..] {
+                ["L", size, digest] => {
+                    let size: usize = size.parse().unwrap();
+                    alone.push((digest.to_string(), rest[..size].to_vec()));
+                    rest = &rest[size..];
+                }
+                ["T", size] => {
+                    let size: usize = size.parse().unwrap();
+                    tar.extend_from_slice(&rest[..size]);
+                    rest = &rest[size..];
+                }
+                ["E"] => break,
+                _ => panic!("unexpected frame {words:?}"),
+            }
+        }
+        assert!(rest.is_empty());
+        assert_eq!(alone, vec![(image.diff_ids[1].clone(), layers[1].clone())]);
+        let names: Vec<String> = entries(&tar).into_iter().map(|e| e.0).collect();
+        for small in [&image.diff_ids[0], &image.diff_ids[2], &image.id] {
+            assert!(names.contains(&oci::blob_path(small)), "{names:?}");
+        }
+        assert!(!names.contains(&oci::blob_path(&image.diff_ids[1])));
+        assert!(names.contains(&"index.json".to_string()), "{names:?}");
     }
 }
