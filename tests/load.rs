@@ -713,24 +713,7 @@ async fn kind_node_stopped_mid_load_fails_alone() {
     // Stop the worker when its last layer starts: the 8 MB before it has gone through the
     // stream's buffers (a few MB) by then, so the node's `ctr` is reading and holds a lease.
     // (An earlier layer can start while the export is still in the buffers, before `ctr` runs.)
-    let seen = Arc::new(AtomicUsize::new(0));
-    let task = format!("web@{worker}");
-    let victim = worker.clone();
-    let reporter = Hooked {
-        events: Mutex::new(vec![]),
-        hook: Some(Box::new(move |e| {
-            if let Event::Step { task: t, step, .. } = e {
-                let last = step
-                    .strip_prefix("sending layer ")
-                    .and_then(|s| s.split_once(" of "))
-                    .and_then(|(n, rest)| Some((n, rest.split_whitespace().next()?)))
-                    .is_some_and(|(n, of)| n == of);
-                if *t == task && last && seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                    assert!(docker(&["kill", &victim]).0);
-                }
-            }
-        })),
-    };
+    let reporter = killing_at_last_layer(&worker);
     let r = env.load(&target, &[("web", &img, &id)], &reporter).await;
     assert!(!r.ok());
     let w = result(&r, "web", &worker);
@@ -811,6 +794,29 @@ async fn kind_node_stopped_mid_load_fails_alone() {
     );
 }
 
+/// A reporter that kills the node container `node` when the stream starts the last layer it
+/// sends there (component `web`).
+fn killing_at_last_layer(node: &str) -> Hooked {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let task = format!("web@{node}");
+    let victim = node.to_string();
+    Hooked {
+        events: Mutex::new(vec![]),
+        hook: Some(Box::new(move |e| {
+            if let Event::Step { task: t, step, .. } = e {
+                let last = step
+                    .strip_prefix("sending layer ")
+                    .and_then(|s| s.split_once(" of "))
+                    .and_then(|(n, rest)| Some((n, rest.split_whitespace().next()?)))
+                    .is_some_and(|(n, of)| n == of);
+                if *t == task && last && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    assert!(docker(&["kill", &victim]).0);
+                }
+            }
+        })),
+    }
+}
+
 /// Layers of 16 MB and more go into a kind node's content store ahead of the archive, held
 /// there by a small labelled blob of the import's own until the import names them. A node
 /// stopped after one went in keeps that hold (containerd would never collect the layers); the
@@ -847,24 +853,7 @@ async fn kind_node_stopped_after_a_layer_went_ahead_keeps_no_hold() {
 
     // Stop the worker when its last layer starts: the first 20 MB layer went in and was
     // labelled while the second one streamed.
-    let seen = Arc::new(AtomicUsize::new(0));
-    let task = format!("web@{worker}");
-    let victim = worker.clone();
-    let reporter = Hooked {
-        events: Mutex::new(vec![]),
-        hook: Some(Box::new(move |e| {
-            if let Event::Step { task: t, step, .. } = e {
-                let last = step
-                    .strip_prefix("sending layer ")
-                    .and_then(|s| s.split_once(" of "))
-                    .and_then(|(n, rest)| Some((n, rest.split_whitespace().next()?)))
-                    .is_some_and(|(n, of)| n == of);
-                if *t == task && last && seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                    assert!(docker(&["kill", &victim]).0);
-                }
-            }
-        })),
-    };
+    let reporter = killing_at_last_layer(&worker);
     let r = env.load(&target, &[("web", &img, &id)], &reporter).await;
     let w = result(&r, "web", &worker);
     assert!(matches!(w.outcome, Outcome::Failed { .. }), "{r:#?}");
