@@ -314,11 +314,12 @@ pub fn import_command(at: Ctr<'_>, snapshotter: &str, ahead: bool) -> Vec<String
     let script = if ahead {
         // `demux` reads the frames: a layer alone goes into the content store (from a file
         // when an earlier, cut-off ingest of it waits to be resumed: `ctr` resumes by seeking
-        // its input), the archive's entries go on to the import. Nothing else it runs writes
+        // its input; in /var/tmp, as a kind node's /tmp is memory), the archive's entries go
+        // on to the import. Nothing else it runs writes
         // to its standard output, the import's archive.
         format!(
             r#"read -r name || exit 0
-mark=$(mktemp) || exit 1
+mark=$(mktemp -p /var/tmp 2>/dev/null || mktemp) || exit 1
 stamp={HOLD_VALUE}$(date +%s)
 hold="slipway hold $stamp $$ $(cat /proc/sys/kernel/random/uuid) $name"
 holding() {{
