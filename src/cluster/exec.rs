@@ -99,7 +99,7 @@ pub fn name_line(name: &str) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(format!("{name}\n")))
 }
 
-/// What the stdin stream of [`run_with_input`] carries.
+/// What the stdin stream of [`Started::feed`] carries.
 #[derive(Debug, Clone)]
 pub enum Chunk {
     Data(Bytes),
@@ -111,40 +111,18 @@ pub enum Chunk {
 /// Runs `cmd` in `container` and collects its output. When runc could not start the command
 /// (a busy host: [`crate::docker::runtime_did_not_start`]) it runs once more: it never ran.
 pub async fn run(docker: &Docker, container: &str, cmd: &[&str]) -> anyhow::Result<ExecOutput> {
-    let out = exec(docker, container, cmd, None).await?;
+    let out = exec(docker, container, cmd).await?;
     if out.code != 0
         && crate::docker::runtime_did_not_start(&format!("{}{}", out.stdout, out.stderr))
     {
-        return exec(docker, container, cmd, None).await;
+        return exec(docker, container, cmd).await;
     }
     Ok(out)
 }
 
-/// Runs `cmd` in `container`, feeding it the chunks from `input` on stdin, and collects its
-/// output. `written` counts the bytes the command took, also when it fails.
-pub async fn run_with_input(
-    docker: &Docker,
-    container: &str,
-    cmd: &[&str],
-    input: mpsc::Receiver<Chunk>,
-    written: &AtomicU64,
-) -> anyhow::Result<ExecOutput> {
-    start(docker, container, cmd, true)
-        .await?
-        .feed(Some((input, written)))
-        .await
-}
-
-async fn exec(
-    docker: &Docker,
-    container: &str,
-    cmd: &[&str],
-    input: Option<(mpsc::Receiver<Chunk>, &AtomicU64)>,
-) -> anyhow::Result<ExecOutput> {
-    start(docker, container, cmd, input.is_some())
-        .await?
-        .feed(input)
-        .await
+/// Runs `cmd` in `container` without input and collects its output.
+async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> anyhow::Result<ExecOutput> {
+    start(docker, container, cmd, false).await?.feed(None).await
 }
 
 /// A command running in a node, its stdin open and nothing written to it yet: started ahead

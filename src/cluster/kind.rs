@@ -299,11 +299,12 @@ done"#,
 /// With `ahead`, the stream is framed ([`super::transfer::Format::Oci`]): a large layer may
 /// come by itself, as a line `L SIZE DIGEST` and its bytes, and go straight into the content
 /// store (`ctr content ingest`, which containerd alone hashes; `ctr images import` hashes
-/// every blob in `ctr` as well, some 1.5 CPU-seconds per node for the reference app). containerd's garbage collector would take a blob no image
-/// names yet, so a small blob of the import's own, a [`HOLD_LABEL`] root, names each layer
-/// (`containerd.io/gc.ref.content.l.N`) before its bytes go in, and goes when the import
-/// has ended (its layers are the image's then, or nobody's after a failure); a hold left by
-/// a stopped node goes with [`release_orphans`].
+/// every blob in `ctr` as well, some 1.5 CPU-seconds per node for the reference app).
+/// containerd's garbage collector would take a blob no image names yet, so a small blob of
+/// the import's own, a [`HOLD_LABEL`] root, names each layer
+/// (`containerd.io/gc.ref.content.l.N`) before its bytes go in, and goes when the import has
+/// ended (its layers are the image's then, or nobody's after a failure); a hold left by a
+/// stopped node goes with [`release_orphans`].
 pub fn import_command(at: Ctr<'_>, snapshotter: &str, ahead: bool) -> Vec<String> {
     let ctr = at.shell();
     let import = format!(
@@ -315,8 +316,8 @@ pub fn import_command(at: Ctr<'_>, snapshotter: &str, ahead: bool) -> Vec<String
         // `demux` reads the frames: a layer alone goes into the content store (from a file
         // when an earlier, cut-off ingest of it waits to be resumed: `ctr` resumes by seeking
         // its input; in /var/tmp, as a kind node's /tmp is memory), the archive's entries go
-        // on to the import. Nothing else it runs writes
-        // to its standard output, the import's archive.
+        // on to the import. Nothing else it runs writes to its standard output, the import's
+        // archive.
         format!(
             r#"read -r name || exit 0
 mark=$(mktemp -p /var/tmp 2>/dev/null || mktemp) || exit 1

@@ -91,23 +91,27 @@ struct State {
     /// Where each sent layer is in the node's archive (for `manifest.json`).
     paths: HashMap<String, String>,
     placeholder: usize,
-    /// The stream is framed ([`Format::Oci`]'s `ahead`).
-    framed: bool,
 }
 
 impl State {
+    /// Whether the node's stream is framed ([`Format::Oci`]'s `ahead`).
+    fn framed(&self) -> bool {
+        matches!(self.format, Format::Oci { ahead: true, .. })
+    }
+
     /// Sends whole entries of the node's archive (framed as `T SIZE` when the stream is).
     async fn send_archive(&mut self, parts: &[Bytes]) {
-        if self.framed {
+        if self.framed() {
             let size: usize = parts.iter().map(Bytes::len).sum();
             self.send(&[Bytes::from(format!("T {size}\n"))]).await;
         }
         self.send(parts).await;
     }
 
-    /// Whether a layer goes ahead of the archive (see [`Format::Oci`]).
-    fn goes_ahead(&self, digest: Option<&str>, size: u64) -> bool {
-        self.framed && digest.is_some() && size >= AHEAD_MIN
+    /// Whether a layer of `size` bytes whose digest is known goes ahead of the archive (see
+    /// [`Format::Oci`]).
+    fn goes_ahead(&self, size: u64) -> bool {
+        self.framed() && size >= AHEAD_MIN
     }
 
     async fn send(&mut self, parts: &[Bytes]) {
@@ -169,20 +173,16 @@ where
 {
     let mut states: Vec<State> = sinks
         .into_iter()
-        .map(|s| {
-            let ahead = matches!(s.format, Format::Oci { ahead: true, .. });
-            State {
-                task: s.task,
-                format: s.format,
-                need: s.layers,
-                tx: s.tx,
-                alive: true,
-                error: None,
-                sent: HashSet::new(),
-                paths: HashMap::new(),
-                placeholder: 0,
-                framed: ahead,
-            }
+        .map(|s| State {
+            task: s.task,
+            format: s.format,
+            need: s.layers,
+            tx: s.tx,
+            alive: true,
+            error: None,
+            sent: HashSet::new(),
+            paths: HashMap::new(),
+            placeholder: 0,
         })
         .collect();
     let mut src = Source {
@@ -382,7 +382,7 @@ async fn close_archives(
         }
         parts.push(blocks::trailer());
         s.send_archive(&parts).await;
-        if s.framed {
+        if s.framed() {
             s.send(&[Bytes::from_static(b"E\n")]).await;
         }
     }
@@ -431,14 +431,14 @@ where
             step: format!("sending layer {n} of {of} ({})", fmt_bytes(size)),
             cached: false,
         });
-        match digest.filter(|_| s.goes_ahead(digest, size)) {
-            Some(d) => {
+        match digest {
+            Some(d) if s.goes_ahead(size) => {
                 ahead.insert(i);
                 s.send(&[Bytes::from(format!("L {size} {d}\n"))]).await;
             }
-            None => {
+            _ => {
                 // The entry as a whole: header, data and padding.
-                if s.framed {
+                if s.framed() {
                     let entry = 512 + size + pad(size);
                     s.send(&[Bytes::from(format!("T {entry}\n"))]).await;
                 }
