@@ -877,6 +877,8 @@ async fn kind_node_stopped_after_a_layer_went_ahead_keeps_no_hold() {
         "/three.bin"
     );
 
+    assert!(spools(&cp).is_empty(), "{:?}", spools(&cp));
+
     // A label's second must come before the new containerd's start (see the lease test).
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert!(docker(&["start", &worker]).0);
@@ -886,6 +888,16 @@ async fn kind_node_stopped_after_a_layer_went_ahead_keeps_no_hold() {
         !orphans.is_empty(),
         "the stop left no hold: nothing was tested"
     );
+    // A layer's file the stop may have cut off is older than the new containerd; one made
+    // since (another load's, arriving now) is not, and stays.
+    let (stale, live) = (
+        format!("{STORE}/slipway-spool.stale1"),
+        format!("{STORE}/slipway-spool.live1"),
+    );
+    node_sh(
+        &worker,
+        &format!("touch -d '1 hour ago' {stale} && touch {live}"),
+    );
     let r = env.load(&target, &[("web", &img, &id)], &silent()).await;
     assert!(r.ok(), "{r:#?}");
     assert_eq!(
@@ -893,6 +905,129 @@ async fn kind_node_stopped_after_a_layer_went_ahead_keeps_no_hold() {
         "/one.bin"
     );
     assert!(held(&worker).is_empty(), "{:?}", held(&worker));
+    assert_eq!(spools(&worker), vec![live.clone()]);
+}
+
+/// Where a kind node's containerd keeps its blobs (the stand-ins' and kind's).
+const STORE: &str = "/var/lib/containerd/io.containerd.content.v1.content";
+
+/// Runs a shell script in `node`; returns its output.
+fn node_sh(node: &str, script: &str) -> String {
+    let (ok, out) = docker(&["exec", node, "sh", "-c", script]);
+    assert!(ok, "{script}: {out}");
+    out
+}
+
+/// The files of layers arriving in a node's content store directory.
+fn spools(node: &str) -> Vec<String> {
+    node_sh(
+        node,
+        &format!("ls -d {STORE}/slipway-spool.* 2>/dev/null; true"),
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Builds `img`: busybox and one 20 MB layer of random bytes (large enough to go ahead of
+/// the archive). Returns the image ID and the bytes.
+fn build_large_layer(env: &Env, img: &str) -> (String, Vec<u8>) {
+    let data = random(20 << 20);
+    let id = env.build(
+        img,
+        &format!("FROM {}\nCOPY data.bin /data.bin\n", env.busybox),
+        &[("data.bin", data.clone())],
+    );
+    (id, data)
+}
+
+/// Asserts that a container of `image` on `node` reads `data` in /data.bin.
+fn assert_holds_data(node: &str, image: &str, data: &[u8]) {
+    use sha2::{Digest, Sha256};
+    let want = format!("{:x}", Sha256::digest(data));
+    let got = ctr_run(node, image, &["sha256sum", "/data.bin"]);
+    assert_eq!(got.split_whitespace().next(), Some(want.as_str()), "{got}");
+}
+
+/// A large layer's bytes are written to a kind node's content store directory and committed
+/// without containerd reading them; the import's unpacking checks them against the layer's
+/// digest. Wrong bytes under the layer's name (here put there before the load) fail the
+/// import, leave no image and no blob named, and the next load sends the layer again and
+/// succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_layer_with_wrong_bytes_never_becomes_an_image() {
+    let Some(env) = env().await else { return };
+    let name = common::unique("lkw");
+    let cp = env.kind(&name, 0).await.remove(0);
+    let target = ClusterTarget::Kind(name.clone());
+    let img = format!("{}:a", common::unique("slipway-load-test/wrong"));
+    let (id, data) = build_large_layer(&env, &img);
+    let top = {
+        let (ok, out) = docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{range .RootFS.Layers}}{{.}} {{end}}",
+            &img,
+        ]);
+        assert!(ok, "{out}");
+        out.split_whitespace().last().unwrap().to_string()
+    };
+    let size = top_layer_size(&img);
+    assert!(size >= 16 << 20, "the layer would not go ahead: {size}");
+    let blob = format!("{STORE}/blobs/sha256/{}", top.trim_start_matches("sha256:"));
+    node_sh(&cp, &format!("mkdir -p {STORE}/blobs/sha256 && head -c {size} /dev/zero > {blob} && chmod 0444 {blob}"));
+
+    let r = env.load(&target, &[("web", &img, &id)], &silent()).await;
+    let Outcome::Failed { reason } = &result(&r, "web", &cp).outcome else {
+        panic!("wrong bytes were loaded: {r:#?}")
+    };
+    eprintln!("the failed import says: {reason}");
+    assert!(reason.contains("wrong diff id"), "{reason}");
+    let full = format!("docker.io/{img}");
+    let refs = containerd_refs(&cp);
+    assert!(!refs.iter().any(|(n, _, _)| *n == full), "{refs:?}");
+    let (ok, out) = docker(&["exec", &cp, "ctr", "-n", "k8s.io", "content", "ls", "-q"]);
+    assert!(ok, "{out}");
+    assert!(
+        !out.lines().any(|l| l.trim() == top),
+        "the wrong blob is still named: {out}"
+    );
+
+    let r = env.load(&target, &[("web", &img, &id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    assert_holds_data(&cp, &full, &data);
+    assert!(spools(&cp).is_empty(), "{:?}", spools(&cp));
+}
+
+/// A kind node whose containerd keeps each namespace's content apart (`content_sharing_policy
+/// = "isolated"`) would read a blob placed in its directory again: its large layers go
+/// through `ctr content ingest`, and the image runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_node_isolating_namespaces_gets_layers_through_ingest() {
+    let Some(env) = env().await else { return };
+    let name = common::unique("lki");
+    let cp = env.kind(&name, 0).await.remove(0);
+    let config = "version = 2\n[plugins.\"io.containerd.metadata.v1.bolt\"]\n  content_sharing_policy = \"isolated\"\n";
+    node_sh(
+        &cp,
+        &format!("mkdir -p /etc/containerd && printf '{config}' > /etc/containerd/config.toml"),
+    );
+    assert!(docker(&["restart", &cp]).0);
+    env.wait_ready(&cp, &["ctr", "version"]).await;
+    let (ok, out) = docker(&["exec", &cp, "ctr", "plugins", "ls", "-d", "id==bolt"]);
+    assert!(
+        ok && out.contains("isolated"),
+        "the node does not isolate: {out}"
+    );
+
+    let target = ClusterTarget::Kind(name.clone());
+    let img = format!("{}:a", common::unique("slipway-load-test/isolated"));
+    let (id, data) = build_large_layer(&env, &img);
+    let r = env.load(&target, &[("web", &img, &id)], &silent()).await;
+    assert!(r.ok(), "{r:#?}");
+    assert_holds_data(&cp, &format!("docker.io/{img}"), &data);
+    assert!(spools(&cp).is_empty(), "{:?}", spools(&cp));
 }
 
 /// An import that fails on a live node (a blob it was thought to have is gone) leaves no
