@@ -62,6 +62,9 @@ pub(crate) struct Request<'a> {
     pub target: &'a str,
     pub inline_cache: bool,
     pub quiet: bool,
+    /// Builds without the daemon's build cache for this request alone (`--no-cache` applies
+    /// to every request).
+    pub no_cache: bool,
 }
 
 impl<'a> Request<'a> {
@@ -71,6 +74,7 @@ impl<'a> Request<'a> {
             target: &c.target,
             inline_cache: false,
             quiet: false,
+            no_cache: false,
         }
     }
 }
@@ -122,6 +126,22 @@ pub(crate) async fn build_component(
         });
         log.push(format!("# {why}; built again"));
         built = build_once(shared, c, temp, &mut log).await;
+    }
+    if matches!(shared.builder, Builder::BuildKit)
+        && built.as_ref().err().is_some_and(cache_lost_a_layer)
+    {
+        let why = "the daemon's build cache names a layer its image store no longer has (a \
+                   Docker bug, moby/moby#41595; `docker builder prune` clears such entries)";
+        shared.reporter.report(Event::Log {
+            task: c.name.clone(),
+            line: format!("{why}; building again without the cache"),
+        });
+        log.push(format!("# {why}; built again without the cache"));
+        let request = Request {
+            no_cache: true,
+            ..Request::image(c, temp)
+        };
+        built = build_session(shared, c, request, &mut log).await;
     }
     // Reproducible images (src/reproduce): the image tagged and recorded is the normal form
     // of what was built (build times clamped to SOURCE_DATE_EPOCH), so the same inputs give
@@ -271,6 +291,16 @@ fn runtime_did_not_start(f: &Failure) -> bool {
 /// store: the same content built by another client (another slipway, another CI job on a shared
 /// daemon) gives the same image ID, and that client removed it between this export's create and
 /// tag. Nothing of the build is wrong; the same build again (from the cache) succeeds.
+/// Whether BuildKit's export failed because a cached step's layer is gone from the daemon's
+/// image store (Docker 20.10: the build cache keeps naming it; every build from that cache
+/// fails the same way until the cache entry goes).
+fn cache_lost_a_layer(f: &Failure) -> bool {
+    f.step
+        .as_deref()
+        .is_some_and(|s| s.contains("exporting to image"))
+        && format!("{:#}", f.error).contains("layer does not exist")
+}
+
 fn lost_in_export(f: &Failure) -> bool {
     let error = format!("{:#}", f.error);
     f.step
@@ -492,6 +522,7 @@ pub(crate) async fn build_stage(
         target: stage,
         inline_cache: true,
         quiet: true,
+        no_cache: false,
     };
     match build_session(shared, c, request, &mut Vec::new()).await {
         Ok(_) => Ok(()),
@@ -529,7 +560,7 @@ fn build_options(
         .target(request.target)
         .buildargs(&args)
         .labels(&labels)
-        .nocache(shared.no_cache)
+        .nocache(shared.no_cache || request.no_cache)
         .rm(true)
         .forcerm(true)
 }
@@ -831,6 +862,23 @@ mod tests {
             lost
         )));
         assert!(!lost_in_export(&failure(
+            "exporting to image",
+            "no space left on device"
+        )));
+    }
+
+    #[test]
+    fn an_export_whose_cached_layer_is_gone_is_built_again_without_the_cache() {
+        // Docker 20.10, every build from the broken cache entry (moby/moby#41595).
+        let gone = "layer does not exist";
+        assert!(cache_lost_a_layer(&failure("exporting to image", gone)));
+        // A retry from the cache would meet the same entry.
+        assert!(transient(&failure("exporting to image", gone)).is_none());
+        assert!(!cache_lost_a_layer(&failure(
+            "[2/3] RUN ls /layer",
+            "layer does not exist"
+        )));
+        assert!(!cache_lost_a_layer(&failure(
             "exporting to image",
             "no space left on device"
         )));
