@@ -118,30 +118,14 @@ pub(crate) async fn build_component(
         CacheState::Cached { .. } | CacheState::Registry { .. } => "--no-cache".into(),
     };
     let mut log = Vec::new();
-    let mut built = build_once(shared, c, temp, &mut log).await;
+    let mut built = build_once(shared, c, Request::image(c, temp), &mut log).await;
     if let Some(why) = built.as_ref().err().and_then(transient) {
-        shared.reporter.report(Event::Log {
-            task: c.name.clone(),
-            line: format!("{why}; building again from the cache"),
-        });
-        log.push(format!("# {why}; built again"));
-        built = build_once(shared, c, temp, &mut log).await;
+        built = build_again(shared, c, temp, &mut log, why, false).await;
     }
-    if matches!(shared.builder, Builder::BuildKit)
-        && built.as_ref().err().is_some_and(cache_lost_a_layer)
-    {
+    if built.as_ref().err().is_some_and(cache_lost_a_layer) {
         let why = "the daemon's build cache names a layer its image store no longer has (a \
                    Docker bug, moby/moby#41595; `docker builder prune` clears such entries)";
-        shared.reporter.report(Event::Log {
-            task: c.name.clone(),
-            line: format!("{why}; building again without the cache"),
-        });
-        log.push(format!("# {why}; built again without the cache"));
-        let request = Request {
-            no_cache: true,
-            ..Request::image(c, temp)
-        };
-        built = build_session(shared, c, request, &mut log).await;
+        built = build_again(shared, c, temp, &mut log, why, true).await;
     }
     // Reproducible images (src/reproduce): the image tagged and recorded is the normal form
     // of what was built (build times clamped to SOURCE_DATE_EPOCH), so the same inputs give
@@ -159,7 +143,7 @@ pub(crate) async fn build_component(
                         .into(),
                 });
                 log.push("# the image was removed while normalising it; built again".into());
-                normal = match build_once(shared, c, temp, &mut log).await {
+                normal = match build_once(shared, c, Request::image(c, temp), &mut log).await {
                     Ok(raw) => normalise(shared, c, &raw, temp).await,
                     Err(f) => Err(f),
                 };
@@ -227,13 +211,43 @@ pub(crate) async fn build_component(
 async fn build_once(
     shared: &Shared,
     c: &ComponentPlan,
-    temp: &str,
+    request: Request<'_>,
     log: &mut Vec<String>,
 ) -> Result<String, Failure> {
     match shared.builder {
-        Builder::BuildKit => build_session(shared, c, Request::image(c, temp), log).await,
-        Builder::Legacy => build_streaming(shared, c, temp, log).await,
+        Builder::BuildKit => build_session(shared, c, request, log).await,
+        Builder::Legacy => build_streaming(shared, c, request, log).await,
     }
+}
+
+/// The build once more after a failure that says `why` (see [`transient`],
+/// [`cache_lost_a_layer`]): from the cache, or without it.
+async fn build_again(
+    shared: &Shared,
+    c: &ComponentPlan,
+    temp: &str,
+    log: &mut Vec<String>,
+    why: &str,
+    no_cache: bool,
+) -> Result<String, Failure> {
+    let how = if no_cache { " without the cache" } else { "" };
+    shared.reporter.report(Event::Log {
+        task: c.name.clone(),
+        line: format!(
+            "{why}; building again {}",
+            if no_cache {
+                "without the cache"
+            } else {
+                "from the cache"
+            }
+        ),
+    });
+    log.push(format!("# {why}; built again{how}"));
+    let request = Request {
+        no_cache,
+        ..Request::image(c, temp)
+    };
+    build_once(shared, c, request, log).await
 }
 
 /// Normalises the image `raw` just built (see [`crate::reproduce::normalize::after_build`]).
@@ -287,27 +301,30 @@ fn runtime_did_not_start(f: &Failure) -> bool {
         .any(crate::docker::runtime_did_not_start)
 }
 
-/// Whether a build failed because the image it was exporting vanished from the daemon's image
-/// store: the same content built by another client (another slipway, another CI job on a shared
-/// daemon) gives the same image ID, and that client removed it between this export's create and
-/// tag. Nothing of the build is wrong; the same build again (from the cache) succeeds.
+/// The error of a build that failed at BuildKit's export, in words; `None` for a failure at
+/// any other step.
+fn export_error(f: &Failure) -> Option<String> {
+    f.step
+        .as_deref()
+        .is_some_and(|s| s.contains("exporting to image"))
+        .then(|| format!("{:#}", f.error))
+}
+
 /// Whether BuildKit's export failed because a cached step's layer is gone from the daemon's
 /// image store (Docker 20.10: the build cache keeps naming it; every build from that cache
 /// fails the same way until the cache entry goes).
 fn cache_lost_a_layer(f: &Failure) -> bool {
-    f.step
-        .as_deref()
-        .is_some_and(|s| s.contains("exporting to image"))
-        && format!("{:#}", f.error).contains("layer does not exist")
+    export_error(f).is_some_and(|e| e.contains("layer does not exist"))
 }
 
+/// Whether a build failed because the image it was exporting vanished from the daemon's image
+/// store: the same content built by another client (another slipway, another CI job on a shared
+/// daemon) gives the same image ID, and that client removed it between this export's create and
+/// tag. Nothing of the build is wrong; the same build again (from the cache) succeeds.
 fn lost_in_export(f: &Failure) -> bool {
-    let error = format!("{:#}", f.error);
-    f.step
-        .as_deref()
-        .is_some_and(|s| s.contains("exporting to image"))
-        && error.contains("failed to get digest")
-        && error.contains("no such file or directory")
+    export_error(f).is_some_and(|e| {
+        e.contains("failed to get digest") && e.contains("no such file or directory")
+    })
 }
 
 /// Writes the build's whole log to `.slipway/logs/COMPONENT.log` (atomically; build secrets
@@ -788,12 +805,12 @@ fn image_id(
 async fn build_streaming(
     shared: &Shared,
     c: &ComponentPlan,
-    temp: &str,
+    request: Request<'_>,
     log: &mut Vec<String>,
 ) -> Result<String, Failure> {
     let (body, packer) = crate::context::pack_stream(c.context_spec());
-    let options = build_options(shared, c, Request::image(c, temp), &c.dockerfile_name)
-        .version(BuilderVersion::BuilderV1);
+    let options =
+        build_options(shared, c, request, &c.dockerfile_name).version(BuilderVersion::BuilderV1);
     let stream =
         shared
             .docker

@@ -320,8 +320,8 @@ exit 0"#,
 ///
 /// With `ahead`, the stream is framed ([`super::transfer::Format::Oci`]): a large layer may
 /// come by itself, as a line `L SIZE DIGEST` and its bytes, and go straight into the content
-/// store (`ctr content ingest`, which containerd alone hashes; `ctr images import` hashes
-/// every blob in `ctr` as well, some 1.5 CPU-seconds per node for the reference app).
+/// store (`ctr images import` hashes every blob in `ctr` and again in containerd: see below
+/// for what is hashed instead).
 /// containerd's garbage collector would take a blob no image names yet, so a small blob of
 /// the import's own, a [`HOLD_LABEL`] root, names each layer
 /// (`containerd.io/gc.ref.content.l.N`) before its bytes go in, and goes when the import has
@@ -359,7 +359,6 @@ mark=$(mktemp -p /var/tmp 2>/dev/null || mktemp) || exit 1
 stamp={HOLD_VALUE}$(date +%s)
 hold="slipway hold $stamp $$ $(cat /proc/sys/kernel/random/uuid) $name"
 holding() {{
-  active=" $({ctr} content active | awk 'NR > 1 {{ printf "%s ", $1 }}')"
   d=sha256:$(printf '%s' "$hold" | sha256sum | cut -c1-64)
   for try in 1 2 3; do
     printf '%s' "$hold" | {ctr} content ingest --expected-digest "$d" "slipway-$d" >/dev/null
@@ -368,7 +367,10 @@ holding() {{
   [ -n "$root" ] || return 1
   # (The hold is a blob: the store's blob directory exists now, in a node new until then too.)
   store=$({probe})
-  [ -n "$store" ] && [ -d "$store/blobs/sha256" ] && [ -w "$store" ] || store=
+  [ -n "$store" ] && [ -d "$store/blobs/sha256" ] && [ -w "$store" ] && return 0
+  store=
+  # Through `ctr content ingest`: the cut-off ingests waiting to be resumed.
+  active=" $({ctr} content active | awk 'NR > 1 {{ printf "%s ", $1 }}')"
 }}
 ingest() {{ {ctr} content ingest --expected-size "$size" --expected-digest "$digest" "slipway-$digest" >/dev/null; }}
 placed() {{
